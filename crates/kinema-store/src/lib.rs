@@ -1,0 +1,182 @@
+//! Where published videos live.
+//!
+//! [`Store`] is the one interface the servers and the ingest pipeline use to
+//! read and publish videos. Its shape fits both a local directory and an
+//! S3-style object store: whole and ranged reads, `head`, listing, and a
+//! publish that makes a video visible in one step by writing its manifest
+//! last — no rename of published objects is ever needed by callers.
+//!
+//! This crate is not a cache and knows nothing of HTTP.
+
+mod local;
+
+use std::fmt::Debug;
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kinema_core::{FileEntry, MANIFEST_FILE, Manifest, ManifestError, ObjectPath, VideoId};
+use sha2::{Digest, Sha256};
+
+pub use local::LocalStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("video {0} does not exist")]
+    VideoNotFound(VideoId),
+    #[error("{id}/{path} does not exist")]
+    ObjectNotFound { id: VideoId, path: ObjectPath },
+    #[error("bytes {start}..{end} are outside {path}, which has {size} bytes")]
+    RangeOutOfBounds {
+        path: ObjectPath,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+    #[error("manifest of video {id} is invalid: {source}")]
+    BadManifest {
+        id: VideoId,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("video {0} is already published; unpublish it first")]
+    AlreadyPublished(VideoId),
+    #[error("staged file {path} does not match the manifest: {detail}")]
+    StagedFileMismatch { path: String, detail: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the error means "no such video or file" (HTTP 404), as
+    /// opposed to a failure of the store itself.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            StoreError::VideoNotFound(_) | StoreError::ObjectNotFound { .. }
+        )
+    }
+}
+
+/// What `head` tells about an object without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + Debug + 'static {
+    /// Ids of every published video (those whose manifest exists).
+    async fn list_videos(&self) -> Result<Vec<VideoId>, StoreError>;
+
+    /// The parsed, validated manifest of a published video.
+    async fn manifest(&self, id: &VideoId) -> Result<Manifest, StoreError>;
+
+    /// The whole content of one file of a video.
+    async fn get(&self, id: &VideoId, path: &ObjectPath) -> Result<Bytes, StoreError>;
+
+    /// Bytes `range` of one file; the range must lie inside the file.
+    async fn get_range(
+        &self,
+        id: &VideoId,
+        path: &ObjectPath,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError>;
+
+    async fn head(&self, id: &VideoId, path: &ObjectPath) -> Result<ObjectMeta, StoreError>;
+
+    /// Publishes a video whose files were assembled under `staged_dir` (a
+    /// local directory laid out as the video), checking each against the
+    /// manifest's sizes. The manifest is written last, so the video appears
+    /// all at once or not at all. `staged_dir` is consumed.
+    async fn publish(&self, manifest: &Manifest, staged_dir: &Path) -> Result<(), StoreError>;
+
+    /// Removes a video; it disappears all at once (its manifest first).
+    async fn unpublish(&self, id: &VideoId) -> Result<(), StoreError>;
+}
+
+/// Size and SHA-256 of every file under `dir` (recursively), as manifest
+/// entries sorted by path. Used by the publisher to describe a staged video;
+/// runs on the blocking pool. A manifest already present is skipped.
+pub async fn describe_files(dir: &Path) -> Result<Vec<FileEntry>, StoreError> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut entries = Vec::new();
+        describe_dir(&dir, &dir, &mut entries)?;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(entries)
+    })
+    .await
+    .map_err(|join| StoreError::io(PathBuf::new(), std::io::Error::other(join)))?
+}
+
+fn describe_dir(root: &Path, dir: &Path, out: &mut Vec<FileEntry>) -> Result<(), StoreError> {
+    let read_dir = std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+    for entry in read_dir {
+        let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(|e| StoreError::io(&path, e))?;
+        if file_type.is_dir() {
+            describe_dir(root, &path, out)?;
+            continue;
+        }
+        let relative = path
+            .strip_prefix(root)
+            .map_err(|e| StoreError::io(&path, std::io::Error::other(e)))?
+            .to_string_lossy()
+            .into_owned();
+        if relative == MANIFEST_FILE {
+            continue;
+        }
+        if !file_type.is_file() {
+            return Err(StoreError::StagedFileMismatch {
+                path: relative,
+                detail: "not a regular file".into(),
+            });
+        }
+        let object_path =
+            ObjectPath::new(relative.clone()).map_err(|e| StoreError::StagedFileMismatch {
+                path: relative.clone(),
+                detail: e.to_string(),
+            })?;
+        let (size, sha256) = checksum_file(&path)?;
+        out.push(FileEntry {
+            path: object_path,
+            size,
+            sha256,
+        });
+    }
+    Ok(())
+}
+
+/// Size and lowercase-hex SHA-256 of one file (blocking).
+pub fn checksum_file(path: &Path) -> Result<(u64, String), StoreError> {
+    let mut file = std::fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .map_err(|e| StoreError::io(path, e))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        size += read as u64;
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}

@@ -1,0 +1,57 @@
+//! The `kinema` binary: one executable, one subcommand per service or tool.
+//!
+//! This crate only parses the command line and the config file, sets up
+//! logging and hands a resolved `Config` to a library crate's `run`. It holds
+//! no service logic of its own.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ConfigFile;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kinema",
+    version,
+    about = "kinema: video on demand — ingest, serve, protect, cache and measure"
+)]
+struct Cli {
+    /// TOML config file; each subcommand reads its own section ([serve], ...).
+    /// Defaults to ./kinema.toml when that file exists.
+    #[arg(long, global = true, env = "KINEMA_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Log filter in tracing's env-filter syntax (e.g. `info`, `kinema=debug`).
+    #[arg(long, global = true, env = "KINEMA_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kinema: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let _config_file = ConfigFile::load(cli.config.as_deref())?;
+    match cli.command {}
+}
