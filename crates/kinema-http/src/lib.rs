@@ -1,0 +1,35 @@
+//! Shared HTTP of kinema, used by the origin and the edge alike: the
+//! listener and connection handling (HTTP/1.1 and HTTP/2, limits, graceful
+//! drain), the body types handlers exchange with it, and the request
+//! semantics of RFC 9110 that every server here needs (ranges, conditional
+//! requests, content types).
+//!
+//! It knows nothing of videos, stores or caches: a service plugs in through
+//! [`Handler`].
+
+pub mod body;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+pub use body::{RequestBody, ResponseBody};
+
+/// What a handler may know about the connection a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// True when the connection is TLS.
+    pub secure: bool,
+}
+
+/// A service: turns each request into a response. Errors are responses too
+/// (a handler decides their status); the connection layer only adds what
+/// HTTP framing needs.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        request: http::Request<RequestBody>,
+        connection: ConnectionInfo,
+    ) -> impl Future<Output = http::Response<ResponseBody>> + Send;
+}
