@@ -4,6 +4,7 @@
 //! runtime, so every other crate can depend on it and its rules are unit-tested
 //! as plain functions.
 
+pub mod ladder;
 pub mod manifest;
 pub mod path;
 
