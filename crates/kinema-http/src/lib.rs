@@ -8,6 +8,9 @@
 //! [`Handler`].
 
 pub mod body;
+pub mod conditional;
+pub mod content_type;
+pub mod range;
 
 use std::future::Future;
 use std::net::SocketAddr;
