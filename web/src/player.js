@@ -1,0 +1,260 @@
+// One interface over the three ways kinema's streams are played in a
+// browser: hls.js (HLS through Media Source Extensions), the browser's own
+// HLS (Safari, iOS, where MSE may be missing) and dash.js (DASH through MSE).
+// The watch page and the browser tests both use it, so the tests exercise
+// the very code viewers run. It knows nothing of the page around it: it
+// reports through callbacks and never touches the DOM beyond its <video>.
+//
+// hls.js and dash.js are loaded as classic scripts (web/dist/vendor) that
+// define the globals `Hls` and `dashjs`.
+
+/** Whether Media Source Extensions exist here (hls.js and dash.js need them). */
+export function mediaSourceAvailable() {
+  return typeof window.ManagedMediaSource === 'function' || typeof window.MediaSource === 'function';
+}
+
+/** Whether the browser plays HLS by itself (Safari). */
+export function nativeHlsAvailable(video) {
+  return video.canPlayType('application/vnd.apple.mpegurl') !== '';
+}
+
+// hls.js reports a stall as a non-fatal "error"; it recovers by itself and
+// the stream is not at fault, so these are warnings rather than errors.
+const HLS_STALL_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole']);
+
+/**
+ * Attaches a player for `url` to `video`.
+ *
+ * options:
+ *   protocol: 'hls' | 'dash'
+ *   startAt: 'auto' | 'lowest' — 'lowest' pins the lowest video rung from the
+ *            first segment on (what a viewer on the thinnest link gets)
+ *   onLevels(levels)   — the video rungs, lowest first: {key, width, height, bitrate}
+ *   onQuality(quality) — the rung now on screen: {key, width, height, bitrate, auto}
+ *   onError(error), onWarning(warning) — {source, type, detail, fatal}
+ *
+ * Returns {engine, levels(), setLevel(key | 'auto'), destroy()}.
+ */
+export function attachPlayer(video, options) {
+  const callbacks = {
+    onLevels: options.onLevels ?? (() => {}),
+    onQuality: options.onQuality ?? (() => {}),
+    onError: options.onError ?? (() => {}),
+    onWarning: options.onWarning ?? (() => {}),
+  };
+  const startAt = options.startAt ?? 'auto';
+  if (options.protocol === 'dash') {
+    if (!mediaSourceAvailable() || typeof window.dashjs === 'undefined') {
+      throw new Error('dash needs media source extensions, which this browser lacks; use hls');
+    }
+    return attachDash(video, options.url, startAt, callbacks);
+  }
+  if (options.protocol !== 'hls') {
+    throw new Error(`unknown protocol ${JSON.stringify(options.protocol)}; use hls or dash`);
+  }
+  if (mediaSourceAvailable() && typeof window.Hls === 'function' && window.Hls.isSupported()) {
+    return attachHlsJs(video, options.url, startAt, callbacks);
+  }
+  if (nativeHlsAvailable(video)) {
+    return attachNativeHls(video, options.url, callbacks);
+  }
+  throw new Error('this browser can play neither hls (natively) nor through media source extensions');
+}
+
+function attachHlsJs(video, url, startAt, callbacks) {
+  const Hls = window.Hls;
+  // To pin the lowest rung, loading waits until the rung is chosen, so not
+  // even the first fragment comes from another one.
+  const hls = new Hls({ enableWorker: true, autoStartLoad: startAt !== 'lowest' });
+  // hls.js sorts its levels by bitrate; audio-only variants (no height) are
+  // left out of the quality menu, which is about picture size.
+  const videoLevels = () =>
+    hls.levels
+      .map((level, index) => ({ key: index, width: level.width, height: level.height, bitrate: level.bitrate }))
+      .filter((level) => level.height > 0)
+      .sort((a, b) => a.bitrate - b.bitrate);
+
+  hls.on(Hls.Events.MANIFEST_PARSED, () => {
+    const levels = videoLevels();
+    callbacks.onLevels(levels);
+    if (startAt === 'lowest' && levels.length > 0) {
+      // startLevel decides the first fragment; currentLevel turns automatic
+      // switching off.
+      hls.startLevel = levels[0].key;
+      hls.currentLevel = levels[0].key;
+    }
+    if (startAt === 'lowest') hls.startLoad();
+  });
+  // FRAG_CHANGED fires when a fragment starts playing, so it reports what is
+  // on screen rather than what is being downloaded.
+  hls.on(Hls.Events.FRAG_CHANGED, (_event, data) => {
+    const level = hls.levels[data.frag.level];
+    if (level) {
+      callbacks.onQuality({
+        key: data.frag.level,
+        width: level.width,
+        height: level.height,
+        bitrate: level.bitrate,
+        auto: hls.autoLevelEnabled,
+      });
+    }
+  });
+  hls.on(Hls.Events.ERROR, (_event, data) => {
+    const report = {
+      source: 'hls.js',
+      type: data.type,
+      detail: data.details,
+      fatal: Boolean(data.fatal),
+      message: data.error ? String(data.error.message ?? data.error) : undefined,
+      url: data.frag?.url ?? data.context?.url ?? data.url,
+    };
+    if (!report.fatal && HLS_STALL_DETAILS.has(data.details)) {
+      callbacks.onWarning(report);
+    } else {
+      callbacks.onError(report);
+    }
+  });
+  const unwatch = watchMediaElementErrors(video, callbacks);
+  hls.loadSource(url);
+  hls.attachMedia(video);
+
+  return {
+    engine: 'hls.js',
+    levels: videoLevels,
+    setLevel(key) {
+      // currentLevel switches now (flushing what is buffered); -1 is automatic.
+      hls.currentLevel = key === 'auto' ? -1 : key;
+    },
+    destroy() {
+      unwatch();
+      hls.destroy();
+    },
+  };
+}
+
+function attachNativeHls(video, url, callbacks) {
+  // The browser chooses the rung itself and tells us only the picture size.
+  const report = () =>
+    callbacks.onQuality({ key: 'native', width: video.videoWidth, height: video.videoHeight, bitrate: 0, auto: true });
+  video.addEventListener('resize', report);
+  const unwatch = watchMediaElementErrors(video, callbacks);
+  video.src = url;
+  callbacks.onLevels([]);
+  return {
+    engine: 'native',
+    levels: () => [],
+    setLevel() {},
+    destroy() {
+      unwatch();
+      video.removeEventListener('resize', report);
+      video.removeAttribute('src');
+      video.load();
+    },
+  };
+}
+
+function attachDash(video, url, startAt, callbacks) {
+  const dashjs = window.dashjs;
+  const player = dashjs.MediaPlayer().create();
+  const events = dashjs.MediaPlayer.events;
+  const automatic = startAt !== 'lowest';
+  player.updateSettings({
+    debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
+    streaming: {
+      abr: {
+        autoSwitchBitrate: { video: automatic, audio: true },
+        // 1 kbit/s is below every rung, so dash.js starts at the lowest.
+        ...(automatic ? {} : { initialBitrate: { video: 1 } }),
+      },
+    },
+  });
+  const videoLevels = () =>
+    player
+      .getRepresentationsByType('video')
+      .map((representation) => ({
+        key: representation.id,
+        width: representation.width,
+        height: representation.height,
+        bitrate: representation.bandwidth,
+      }))
+      .sort((a, b) => a.bitrate - b.bitrate);
+
+  player.on(events.STREAM_INITIALIZED, () => {
+    const levels = videoLevels();
+    callbacks.onLevels(levels);
+    if (!automatic && levels.length > 0) {
+      player.setRepresentationForTypeById('video', levels[0].key, true);
+    }
+  });
+  player.on(events.QUALITY_CHANGE_RENDERED, (event) => {
+    if (event.mediaType !== 'video' || !event.newRepresentation) return;
+    const representation = event.newRepresentation;
+    callbacks.onQuality({
+      key: representation.id,
+      width: representation.width,
+      height: representation.height,
+      bitrate: representation.bandwidth,
+      auto: player.getSettings().streaming.abr.autoSwitchBitrate.video,
+    });
+  });
+  const reportError = (event) => {
+    const error = event.error ?? event;
+    callbacks.onError({
+      source: 'dash.js',
+      type: event.type,
+      detail: error.code !== undefined ? String(error.code) : undefined,
+      fatal: true,
+      message: error.message ? String(error.message) : undefined,
+    });
+  };
+  player.on(events.ERROR, reportError);
+  player.on(events.PLAYBACK_ERROR, reportError);
+  const unwatch = watchMediaElementErrors(video, callbacks);
+  player.initialize(video, url, true);
+
+  return {
+    engine: 'dash.js',
+    levels: videoLevels,
+    setLevel(key) {
+      const auto = key === 'auto';
+      player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: auto } } } });
+      if (!auto) player.setRepresentationForTypeById('video', key, true);
+    },
+    destroy() {
+      unwatch();
+      player.destroy();
+    },
+  };
+}
+
+// A media element error (decode failure, unsupported format) is fatal
+// whatever library feeds the element. Returns the function that stops
+// watching, called before a player lets go of the element (emptying its
+// source is no error).
+function watchMediaElementErrors(video, callbacks) {
+  const onError = () => {
+    const error = video.error;
+    if (!error) return;
+    callbacks.onError({
+      source: 'video',
+      type: 'mediaError',
+      detail: `code ${error.code}`,
+      fatal: true,
+      message: error.message || undefined,
+    });
+  };
+  video.addEventListener('error', onError);
+  return () => video.removeEventListener('error', onError);
+}
+
+/** "720p · 2.8 Mbit/s" */
+export function describeQuality(quality) {
+  if (!quality) return '—';
+  const size = quality.height ? `${quality.height}p` : 'audio';
+  return quality.bitrate ? `${size} · ${formatBitrate(quality.bitrate)}` : size;
+}
+
+export function formatBitrate(bitsPerSecond) {
+  if (bitsPerSecond >= 1_000_000) return `${(bitsPerSecond / 1_000_000).toFixed(1)} Mbit/s`;
+  return `${Math.round(bitsPerSecond / 1000)} kbit/s`;
+}

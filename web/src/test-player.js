@@ -1,0 +1,46 @@
+// Drives one player for a browser test and publishes what it sees on
+// window.kinemaTest, which web/tests/play.mjs reads. Errors are collected,
+// not thrown, so the test can report all of them at once.
+import { attachPlayer } from './player.js';
+
+const params = new URLSearchParams(location.search);
+const state = {
+  started: false,
+  engine: null,
+  levels: [],
+  quality: null,
+  // Every rung seen on screen, so a test can tell the lowest was held.
+  heightsPlayed: [],
+  errors: [],
+  warnings: [],
+};
+window.kinemaTest = state;
+
+const video = document.getElementById('video');
+try {
+  const player = attachPlayer(video, {
+    protocol: params.get('player'),
+    url: params.get('url'),
+    startAt: params.get('lowest') === '1' ? 'lowest' : 'auto',
+    onLevels: (levels) => {
+      state.levels = levels;
+    },
+    onQuality: (quality) => {
+      state.quality = quality;
+      if (!state.heightsPlayed.includes(quality.height)) state.heightsPlayed.push(quality.height);
+    },
+    onError: (error) => state.errors.push(error),
+    onWarning: (warning) => state.warnings.push(warning),
+  });
+  state.engine = player.engine;
+  window.kinemaPlayer = player;
+  // Muted autoplay is allowed everywhere; play() is still called because
+  // native HLS does not start by itself.
+  video.play().catch((error) => {
+    // The players call play() themselves too; an interrupted call is no fault.
+    if (error.name !== 'AbortError') state.errors.push({ source: 'video', type: 'play', message: String(error) });
+  });
+  state.started = true;
+} catch (error) {
+  state.errors.push({ source: 'page', type: 'setup', message: String(error.message ?? error) });
+}
