@@ -29,6 +29,7 @@ const HLS_STALL_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall', '
  *   protocol: 'hls' | 'dash'
  *   startAt: 'auto' | 'lowest' — 'lowest' pins the lowest video rung from the
  *            first segment on (what a viewer on the thinnest link gets)
+ *   startPosition: seconds to start playing at (0 by default)
  *   onLevels(levels)   — the video rungs, lowest first: {key, width, height, bitrate}
  *   onQuality(quality) — the rung now on screen: {key, width, height, bitrate, auto}
  *   onError(error), onWarning(warning) — {source, type, detail, fatal}
@@ -43,29 +44,34 @@ export function attachPlayer(video, options) {
     onWarning: options.onWarning ?? (() => {}),
   };
   const startAt = options.startAt ?? 'auto';
+  const startPosition = options.startPosition > 0 ? options.startPosition : 0;
   if (options.protocol === 'dash') {
     if (!mediaSourceAvailable() || typeof window.dashjs === 'undefined') {
       throw new Error('dash needs media source extensions, which this browser lacks; use hls');
     }
-    return attachDash(video, options.url, startAt, callbacks);
+    return attachDash(video, options.url, startAt, startPosition, callbacks);
   }
   if (options.protocol !== 'hls') {
     throw new Error(`unknown protocol ${JSON.stringify(options.protocol)}; use hls or dash`);
   }
   if (mediaSourceAvailable() && typeof window.Hls === 'function' && window.Hls.isSupported()) {
-    return attachHlsJs(video, options.url, startAt, callbacks);
+    return attachHlsJs(video, options.url, startAt, startPosition, callbacks);
   }
   if (nativeHlsAvailable(video)) {
-    return attachNativeHls(video, options.url, callbacks);
+    return attachNativeHls(video, options.url, startPosition, callbacks);
   }
   throw new Error('this browser can play neither hls (natively) nor through media source extensions');
 }
 
-function attachHlsJs(video, url, startAt, callbacks) {
+function attachHlsJs(video, url, startAt, startPosition, callbacks) {
   const Hls = window.Hls;
   // To pin the lowest rung, loading waits until the rung is chosen, so not
   // even the first fragment comes from another one.
-  const hls = new Hls({ enableWorker: true, autoStartLoad: startAt !== 'lowest' });
+  const hls = new Hls({
+    enableWorker: true,
+    autoStartLoad: startAt !== 'lowest',
+    startPosition: startPosition > 0 ? startPosition : -1,
+  });
   // hls.js sorts its levels by bitrate; audio-only variants (no height) are
   // left out of the quality menu, which is about picture size.
   const videoLevels = () =>
@@ -83,7 +89,7 @@ function attachHlsJs(video, url, startAt, callbacks) {
       hls.startLevel = levels[0].key;
       hls.currentLevel = levels[0].key;
     }
-    if (startAt === 'lowest') hls.startLoad();
+    if (startAt === 'lowest') hls.startLoad(startPosition > 0 ? startPosition : -1);
   });
   // FRAG_CHANGED fires when a fragment starts playing, so it reports what is
   // on screen rather than what is being downloaded.
@@ -132,13 +138,14 @@ function attachHlsJs(video, url, startAt, callbacks) {
   };
 }
 
-function attachNativeHls(video, url, callbacks) {
+function attachNativeHls(video, url, startPosition, callbacks) {
   // The browser chooses the rung itself and tells us only the picture size.
   const report = () =>
     callbacks.onQuality({ key: 'native', width: video.videoWidth, height: video.videoHeight, bitrate: 0, auto: true });
   video.addEventListener('resize', report);
   const unwatch = watchMediaElementErrors(video, callbacks);
-  video.src = url;
+  // A media fragment URI is how a native player is told where to start.
+  video.src = startPosition > 0 ? `${url}#t=${startPosition}` : url;
   callbacks.onLevels([]);
   return {
     engine: 'native',
@@ -153,7 +160,7 @@ function attachNativeHls(video, url, callbacks) {
   };
 }
 
-function attachDash(video, url, startAt, callbacks) {
+function attachDash(video, url, startAt, startPosition, callbacks) {
   const dashjs = window.dashjs;
   const player = dashjs.MediaPlayer().create();
   const events = dashjs.MediaPlayer.events;
@@ -210,7 +217,7 @@ function attachDash(video, url, startAt, callbacks) {
   player.on(events.ERROR, reportError);
   player.on(events.PLAYBACK_ERROR, reportError);
   const unwatch = watchMediaElementErrors(video, callbacks);
-  player.initialize(video, url, true);
+  player.initialize(video, url, true, startPosition > 0 ? startPosition : undefined);
 
   return {
     engine: 'dash.js',
