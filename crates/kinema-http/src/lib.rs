@@ -11,6 +11,7 @@ pub mod body;
 pub mod conditional;
 pub mod content_type;
 pub mod range;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
