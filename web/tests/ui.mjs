@@ -1,19 +1,21 @@
 #!/usr/bin/env node
 // Walks through the web UI in headless Chromium the way a viewer does: the
-// library at / lists the video, its card opens the watch page, the video
-// plays with hls.js, the quality menu pins the lowest rung and the readout
-// follows, and the DASH toggle plays it with dash.js. Prints one JSON line;
+// library at / lists the video (with --upload, first uploaded through the
+// page's form and followed until published), its card opens the watch page,
+// the video plays with hls.js, the quality menu pins the lowest rung and the
+// readout follows, and the DASH toggle plays it with dash.js. Prints one JSON line;
 // exits 0 when every step held, 1 (with the failed step on stderr) when one
 // did not, 2 on bad arguments.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { launchBrowser, parseArgs, fail } from './browser.mjs';
 
-const USAGE = `usage: node web/tests/ui.mjs --base URL --video ID [--token TOKEN]
-       [--screenshots DIR] [--timeout 90]
+const USAGE = `usage: node web/tests/ui.mjs --base URL (--video ID | --upload FILE)
+       [--token TOKEN] [--screenshots DIR] [--timeout 90]
 
   --base         the server's root URL, e.g. http://127.0.0.1:8080
   --video        id of a published video the library must list
+  --upload       upload FILE with the library's form first, then walk through it
   --token        admin API token, stored as the UI's own token field would
   --screenshots  write library.png and watch.png into DIR
   --timeout      seconds for the whole walk (default 90)`;
@@ -22,13 +24,13 @@ const args = parseArgs(
   process.argv.slice(2),
   {
     flags: [],
-    options: ['base', 'video', 'token', 'screenshots', 'timeout'],
+    options: ['base', 'video', 'upload', 'token', 'screenshots', 'timeout'],
     defaults: { timeout: '90' },
   },
   USAGE,
 );
 if (!args.base) fail(`--base is required\n${USAGE}`);
-if (!args.video) fail(`--video is required\n${USAGE}`);
+if (!args.video === !args.upload) fail(`give one of --video and --upload\n${USAGE}`);
 const timeoutSeconds = Number(args.timeout);
 if (!(timeoutSeconds > 0)) fail(`--timeout must be a positive number of seconds, got ${JSON.stringify(args.timeout)}`);
 const base = new URL(args.base);
@@ -71,6 +73,28 @@ if (browser) {
     const response = await page.goto(new URL('/', base).href, { timeout: remainingMs() });
     if (!response?.ok()) throw new Error(`/ answered ${response?.status() ?? 'nothing'}`);
     done(step);
+
+    if (args.upload) {
+      step = `upload ${args.upload} with the form`;
+      await page.locator('#upload-file').setInputFiles(args.upload);
+      await page.fill('#upload-title', 'Uploaded through the web UI');
+      await page.click('#upload-button');
+      // The form follows the job until it is published (a "watch it" link
+      // appears) or fails (the status turns red).
+      await page.waitForFunction(
+        () => document.querySelector('#upload-label a') !== null ||
+          document.getElementById('upload-status').classList.contains('failed'),
+        null,
+        { timeout: remainingMs(), polling: 200 },
+      );
+      const status = (await page.locator('#upload-label').textContent()).trim();
+      const watchLink = page.locator('#upload-label a');
+      const link = (await watchLink.count()) > 0 ? await watchLink.getAttribute('href') : null;
+      const id = link && new URL(link, base).searchParams.get('v');
+      if (!id) throw new Error(`the upload did not publish: ${status}`);
+      args.video = id;
+      done(step, { status, video: id });
+    }
 
     step = `find video ${args.video} in the library`;
     const card = page.locator(`.video-card[data-video-id="${cssString(args.video)}"]`);
