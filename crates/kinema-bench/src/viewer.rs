@@ -1,0 +1,653 @@
+//! One emulated viewer: a player's loop as one sequential async task.
+//!
+//! The viewer fetches the multivariant playlist, then for every segment:
+//! waits until its buffer has room (unless saturating), re-plans the rung
+//! with the ABR rule, fetches the rung's playlist and init section when it
+//! first needs them, fetches the segment (and the matching audio segment
+//! when the variant has a separate audio rendition), and books its arrival
+//! into the playback model. At the end of the playlist it loops to the
+//! first segment, so a short video keeps a viewer busy for a long run.
+//!
+//! Playback is arithmetic, not a timer: the play head advances with viewer
+//! time from an anchor, and a stall is found when a segment arrives after
+//! the play head reached the end of the buffer (its length is the time in
+//! between). A viewer therefore sleeps only while it waits for buffer room
+//! or for its link, and never wakes just to advance a clock.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::abr::{self, AbrInput, AbrKind, ThroughputEstimator};
+use crate::client::{BodyUse, ClientSettings, FetchError, Fetched, Router, ViewerClient};
+use crate::hls::{self, ByteRange, MediaPlaylist, Playlist};
+use crate::link::Shaper;
+use crate::metrics::{LiveCounters, Percentiles, SegmentRecord, ViewerReport};
+
+/// Largest playlist a viewer accepts.
+const PLAYLIST_LIMIT: usize = 4 * 1024 * 1024;
+/// Stalls shorter than this are float noise, not something a viewer sees.
+const STALL_EPSILON_SECONDS: f64 = 0.001;
+
+/// What every viewer of a run shares (read-only, plus atomic counters).
+#[derive(Debug)]
+pub struct RunShared {
+    pub url: Url,
+    pub started: Instant,
+    pub speed: f64,
+    pub abr: AbrKind,
+    pub pinned_bitrate: Option<u64>,
+    pub buffer_target_seconds: f64,
+    pub saturate: bool,
+    pub retries: u32,
+    pub allow_remote: bool,
+    pub latency: Duration,
+    pub request_timeout: Duration,
+    pub live: LiveCounters,
+    pub cancel: CancellationToken,
+}
+
+/// One rung as the viewer tracks it.
+#[derive(Debug)]
+struct Rung {
+    bandwidth: u64,
+    playlist_url: Url,
+    /// Loaded on first use: (the URL it came from, the playlist).
+    playlist: Option<(Url, MediaPlaylist)>,
+    audio_url: Option<Url>,
+}
+
+#[derive(Debug)]
+struct AudioTrack {
+    playlist_url: Url,
+    playlist: Option<(Url, MediaPlaylist)>,
+}
+
+/// The play head and buffer, in viewer seconds.
+#[derive(Debug, Default)]
+struct Playback {
+    started: bool,
+    anchor_time: f64,
+    anchor_position: f64,
+    buffered_end: f64,
+}
+
+impl Playback {
+    fn position(&self, now: f64) -> f64 {
+        if !self.started {
+            return 0.0;
+        }
+        (self.anchor_position + (now - self.anchor_time)).min(self.buffered_end)
+    }
+
+    fn level(&self, now: f64) -> f64 {
+        if !self.started {
+            return 0.0;
+        }
+        self.buffered_end - self.position(now)
+    }
+
+    /// When the buffer will have drained to `level` (if it is above it).
+    fn time_at_level(&self, level: f64) -> f64 {
+        self.anchor_time + (self.buffered_end - level - self.anchor_position)
+    }
+
+    /// The stall in progress at `now`, as (start, length), if any.
+    fn stall_at(&self, now: f64) -> Option<(f64, f64)> {
+        if !self.started {
+            return None;
+        }
+        let unbounded = self.anchor_position + (now - self.anchor_time);
+        let length = unbounded - self.buffered_end;
+        (length > STALL_EPSILON_SECONDS).then_some((now - length, length))
+    }
+
+    /// Books `media_seconds` arriving at `now`; returns the stall it ended.
+    fn arrive(&mut self, now: f64, media_seconds: f64) -> Option<f64> {
+        if !self.started {
+            self.started = true;
+            self.anchor_time = now;
+            self.anchor_position = 0.0;
+            self.buffered_end = media_seconds;
+            return None;
+        }
+        let stall = self.stall_at(now);
+        if self.anchor_position + (now - self.anchor_time) >= self.buffered_end {
+            // Ran dry: playing resumes now from the end of the buffer.
+            self.anchor_time = now;
+            self.anchor_position = self.buffered_end;
+        }
+        self.buffered_end += media_seconds;
+        stall.map(|(_, length)| length)
+    }
+}
+
+/// A viewer's run-time state; its report is filled as it goes.
+struct Viewer<'a> {
+    shared: &'a RunShared,
+    client: ViewerClient,
+    router: Router,
+    report: ViewerReport,
+    link: Option<u64>,
+    /// When the viewer requested its playlist.
+    epoch: Instant,
+    playback: Playback,
+    estimator: ThroughputEstimator,
+    current: Option<usize>,
+    rungs: Vec<Rung>,
+    audio: Vec<AudioTrack>,
+    /// Which rung's (and audio track's) init section was fetched last.
+    init_loaded: Option<usize>,
+    audio_init_loaded: Option<usize>,
+    bitrate_media_product: f64,
+    media_fetched: f64,
+    live_bitrate: u64,
+}
+
+/// Plays until the run is cancelled (deadline or shutdown) or the viewer
+/// cannot go on; always returns the viewer's report.
+pub async fn run_viewer(shared: Arc<RunShared>, index: u32, link: Option<u64>) -> ViewerReport {
+    let shared = &*shared;
+    let speed = shared.speed;
+    let shaper = link.map(|bits| {
+        let wall_bytes_per_second = bits as f64 / 8.0 * speed;
+        // A burst of ~20 ms of the link (at least 4 KiB), like the queue
+        // of an access link: enough to absorb a read chunk, too little to
+        // hide the rate.
+        let burst = ((wall_bytes_per_second * 0.02) as u64).max(4096);
+        Shaper::new(wall_bytes_per_second, burst)
+    });
+    let read_buffer = match link {
+        // Chunks of ≤ ~50 ms of the link keep the shaping smooth; slow
+        // links still read at least 8 KiB per wake-up.
+        Some(bits) => ((bits as f64 / 8.0 * speed * 0.05) as usize).clamp(8 * 1024, 64 * 1024),
+        None => 64 * 1024,
+    };
+    let receive_buffer =
+        link.map(|bits| ((bits as f64 / 8.0 * speed * 0.1) as u32).clamp(16 * 1024, 1024 * 1024));
+    let settings = ClientSettings {
+        allow_remote: shared.allow_remote,
+        latency: shared.latency.div_f64(speed),
+        timeout: shared.request_timeout,
+        read_buffer,
+        receive_buffer,
+    };
+    let now = Instant::now();
+    let mut viewer = Viewer {
+        shared,
+        client: ViewerClient::new(settings, shaper),
+        router: Router::new(shared.url.clone()),
+        report: ViewerReport {
+            index,
+            link_bits_per_second: link,
+            started_at_wall: (now - shared.started).as_secs_f64(),
+            ..ViewerReport::default()
+        },
+        link,
+        epoch: now,
+        playback: Playback::default(),
+        estimator: ThroughputEstimator::default(),
+        current: None,
+        rungs: Vec::new(),
+        audio: Vec::new(),
+        init_loaded: None,
+        audio_init_loaded: None,
+        bitrate_media_product: 0.0,
+        media_fetched: 0.0,
+        live_bitrate: 0,
+    };
+    shared.live.active_viewers.fetch_add(1, Ordering::Relaxed);
+    tokio::select! {
+        biased;
+        () = shared.cancel.cancelled() => {}
+        result = viewer.play() => {
+            if let Err(error) = result {
+                viewer.report.fatal = Some(error);
+            }
+        }
+    }
+    shared.live.active_viewers.fetch_sub(1, Ordering::Relaxed);
+    viewer.finish(Instant::now())
+}
+
+impl Viewer<'_> {
+    fn now(&self) -> f64 {
+        self.viewer_seconds(Instant::now())
+    }
+
+    fn viewer_seconds(&self, instant: Instant) -> f64 {
+        instant.saturating_duration_since(self.epoch).as_secs_f64() * self.shared.speed
+    }
+
+    fn wall_instant(&self, viewer_seconds: f64) -> Instant {
+        self.epoch + Duration::from_secs_f64((viewer_seconds / self.shared.speed).max(0.0))
+    }
+
+    fn note_error(&mut self, error: &FetchError) {
+        self.report.http_errors += 1;
+        *self.report.error_kinds.entry(error.kind()).or_default() += 1;
+        if self.report.first_error.is_none() {
+            self.report.first_error = Some(error.to_string());
+        }
+        self.shared.live.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One resource with the player's retry policy: retryable failures are
+    /// tried again after 0.5 s, 1 s, 2 s… of viewer time (capped at 4 s).
+    async fn fetch(
+        &mut self,
+        url: &Url,
+        range: Option<ByteRange>,
+        body_use: BodyUse,
+    ) -> Result<Fetched, FetchError> {
+        let mut attempt = 0u32;
+        loop {
+            match self
+                .client
+                .get(url, range, body_use, &self.shared.live)
+                .await
+            {
+                Ok(fetched) => {
+                    self.report.bytes += fetched.bytes;
+                    return Ok(fetched);
+                }
+                Err(error) => {
+                    self.note_error(&error);
+                    if !error.is_retryable() || attempt >= self.shared.retries {
+                        return Err(error);
+                    }
+                    attempt += 1;
+                    self.report.retries += 1;
+                    let backoff = (0.5 * 2f64.powi(attempt as i32 - 1)).min(4.0);
+                    tokio::time::sleep(Duration::from_secs_f64(backoff / self.shared.speed)).await;
+                }
+            }
+        }
+    }
+
+    async fn fetch_playlist(&mut self, url: &Url) -> Result<(Url, Playlist), String> {
+        let fetched = self
+            .fetch(url, None, BodyUse::Keep(PLAYLIST_LIMIT))
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&fetched.body);
+        let playlist = hls::parse(&text).map_err(|e| format!("{}: {e}", fetched.url))?;
+        Ok((fetched.url, playlist))
+    }
+
+    async fn fetch_media_playlist(&mut self, url: &Url) -> Result<(Url, MediaPlaylist), String> {
+        match self.fetch_playlist(url).await? {
+            (url, Playlist::Media(playlist)) => Ok((url, playlist)),
+            (url, Playlist::Multivariant(_)) => Err(format!(
+                "{url}: expected a media playlist, found a multivariant playlist"
+            )),
+        }
+    }
+
+    /// Reads the ladder from the multivariant playlist.
+    async fn load_ladder(&mut self) -> Result<(), String> {
+        let url = self.router.base().clone();
+        let (final_url, playlist) = self.fetch_playlist(&url).await?;
+        match playlist {
+            Playlist::Multivariant(multivariant) => {
+                self.router
+                    .update(final_url.clone(), multivariant.steering.clone());
+                for variant in &multivariant.variants {
+                    let playlist_url = self
+                        .router
+                        .locate(&variant.uri, &final_url)
+                        .map_err(|e| e.to_string())?;
+                    let audio_url = match multivariant.audio_for(variant) {
+                        Some(audio) => Some(
+                            self.router
+                                .locate(&audio.uri, &final_url)
+                                .map_err(|e| e.to_string())?,
+                        ),
+                        None => None,
+                    };
+                    if let Some(audio_url) = &audio_url
+                        && !self
+                            .audio
+                            .iter()
+                            .any(|track| &track.playlist_url == audio_url)
+                    {
+                        self.audio.push(AudioTrack {
+                            playlist_url: audio_url.clone(),
+                            playlist: None,
+                        });
+                    }
+                    self.rungs.push(Rung {
+                        bandwidth: variant.bandwidth,
+                        playlist_url,
+                        playlist: None,
+                        audio_url,
+                    });
+                }
+            }
+            Playlist::Media(media) => {
+                // A bare media playlist is a one-rung ladder of unknown
+                // bandwidth: estimate it from the segments' durations when
+                // they carry byte ranges, else leave it at zero.
+                self.router.update(final_url.clone(), None);
+                let seconds: f64 = media.segments.iter().map(|s| s.duration_seconds).sum();
+                let bytes: u64 = media
+                    .segments
+                    .iter()
+                    .filter_map(|s| s.range.map(|r| r.length))
+                    .sum();
+                let bandwidth = if seconds > 0.0 {
+                    (bytes as f64 * 8.0 / seconds) as u64
+                } else {
+                    0
+                };
+                self.rungs.push(Rung {
+                    bandwidth,
+                    playlist_url: final_url.clone(),
+                    playlist: Some((final_url, media)),
+                    audio_url: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The rung closest (in ratio) to a pinned bit rate.
+    fn pinned_rung(&self, bits: u64) -> usize {
+        let distance = |bandwidth: u64| {
+            ((bandwidth.max(1) as f64) / (bits.max(1) as f64))
+                .ln()
+                .abs()
+        };
+        (0..self.rungs.len())
+            .min_by(|a, b| {
+                distance(self.rungs[*a].bandwidth).total_cmp(&distance(self.rungs[*b].bandwidth))
+            })
+            .unwrap_or(0)
+    }
+
+    async fn ensure_rung_playlist(&mut self, rung: usize) -> Result<(), String> {
+        if self.rungs[rung].playlist.is_none() {
+            let url = self.rungs[rung].playlist_url.clone();
+            let loaded = self.fetch_media_playlist(&url).await?;
+            self.rungs[rung].playlist = Some(loaded);
+        }
+        if let Some(audio_url) = self.rungs[rung].audio_url.clone() {
+            let track = self
+                .audio
+                .iter()
+                .position(|track| track.playlist_url == audio_url)
+                .expect("audio tracks are registered with their rungs");
+            if self.audio[track].playlist.is_none() {
+                let loaded = self.fetch_media_playlist(&audio_url).await?;
+                self.audio[track].playlist = Some(loaded);
+            }
+        }
+        Ok(())
+    }
+
+    async fn play(&mut self) -> Result<(), String> {
+        self.load_ladder().await?;
+        let ladder: Vec<u64> = self.rungs.iter().map(|rung| rung.bandwidth).collect();
+        self.report.sustainable_bitrate = match self.link {
+            None => ladder.last().copied().unwrap_or(0),
+            Some(link) => ladder
+                .iter()
+                .copied()
+                .filter(|b| *b <= link)
+                .max()
+                .unwrap_or(0),
+        };
+        let pinned = self
+            .shared
+            .pinned_bitrate
+            .map(|bits| self.pinned_rung(bits));
+        let mut position = 0usize;
+        let mut last_segment_seconds = 0.0f64;
+        loop {
+            // Wait for room for one more segment (a paced player).
+            if !self.shared.saturate && self.playback.started {
+                let room_at = self
+                    .playback
+                    .time_at_level(self.shared.buffer_target_seconds - last_segment_seconds);
+                if room_at > self.now() {
+                    tokio::time::sleep_until(self.wall_instant(room_at)).await;
+                }
+            }
+            let now = self.now();
+            let buffer_seconds = self.playback.level(now);
+            let choice = match pinned {
+                Some(rung) => rung,
+                None => abr::choose(
+                    self.shared.abr,
+                    &AbrInput {
+                        ladder: &ladder,
+                        current: self.current,
+                        buffer_seconds,
+                        buffer_target_seconds: self.shared.buffer_target_seconds,
+                        segment_seconds: last_segment_seconds.max(1.0),
+                        throughput_bits_per_second: self.estimator.estimate(),
+                    },
+                ),
+            };
+            let choice = match self.ensure_rung_playlist(choice).await {
+                Ok(()) => choice,
+                // A rung whose playlist cannot be loaded: stay on the one
+                // that works, as players do; with none, give up.
+                Err(error) => match self.current {
+                    Some(current) if current != choice => current,
+                    _ => return Err(error),
+                },
+            };
+            let (video_segment, init, audio) = {
+                let (_, playlist) = self.rungs[choice].playlist.as_ref().expect("loaded above");
+                if position >= playlist.segments.len() {
+                    // End of the video: loop to its start.
+                    position = 0;
+                }
+                let segment = playlist.segments[position].clone();
+                let init = playlist.init.clone();
+                let audio = self.rungs[choice].audio_url.as_ref().map(|audio_url| {
+                    let track = self
+                        .audio
+                        .iter()
+                        .position(|track| &track.playlist_url == audio_url)
+                        .expect("registered");
+                    let (url, playlist) = self.audio[track].playlist.as_ref().expect("loaded");
+                    let segment = playlist.segments[position % playlist.segments.len()].clone();
+                    (track, url.clone(), playlist.init.clone(), segment)
+                });
+                (segment, init, audio)
+            };
+            let playlist_url = self.rungs[choice]
+                .playlist
+                .as_ref()
+                .expect("loaded")
+                .0
+                .clone();
+
+            let requested = Instant::now();
+            let requested_at = self.viewer_seconds(requested);
+            let buffer_before = self.playback.level(requested_at);
+            let mut bytes = 0u64;
+            let mut failed = false;
+            if self.init_loaded != Some(choice)
+                && let Some(init) = &init
+            {
+                match self.fetch_part(&init.uri, &playlist_url, init.range).await {
+                    Ok(fetched) => {
+                        bytes += fetched;
+                        self.init_loaded = Some(choice);
+                    }
+                    Err(()) => failed = true,
+                }
+            }
+            if !failed {
+                match self
+                    .fetch_part(&video_segment.uri, &playlist_url, video_segment.range)
+                    .await
+                {
+                    Ok(fetched) => bytes += fetched,
+                    Err(()) => failed = true,
+                }
+            }
+            if !failed && let Some((track, audio_url, audio_init, audio_segment)) = audio {
+                if self.audio_init_loaded != Some(track)
+                    && let Some(init) = &audio_init
+                {
+                    match self.fetch_part(&init.uri, &audio_url, init.range).await {
+                        Ok(fetched) => {
+                            bytes += fetched;
+                            self.audio_init_loaded = Some(track);
+                        }
+                        Err(()) => failed = true,
+                    }
+                }
+                if !failed {
+                    match self
+                        .fetch_part(&audio_segment.uri, &audio_url, audio_segment.range)
+                        .await
+                    {
+                        Ok(fetched) => bytes += fetched,
+                        Err(()) => failed = true,
+                    }
+                }
+            }
+            position += 1;
+            if failed {
+                // The player skips what it cannot get; the gap is not
+                // buffered, so a stall follows if nothing else arrives.
+                self.report.segments_failed += 1;
+                continue;
+            }
+
+            let arrived = Instant::now();
+            let arrived_at = self.viewer_seconds(arrived);
+            let download_seconds = (arrived_at - requested_at).max(1e-6);
+            let media_seconds = video_segment.duration_seconds;
+            last_segment_seconds = media_seconds;
+            let bitrate = ladder[choice];
+            self.estimator
+                .sample(media_seconds, bytes as f64 * 8.0 / download_seconds);
+            if self.playback.started {
+                if let Some(stall) = self.playback.arrive(arrived_at, media_seconds) {
+                    self.report.stalls += 1;
+                    self.report.stalled_seconds += stall;
+                    self.shared.live.stalls.fetch_add(1, Ordering::Relaxed);
+                }
+            } else {
+                self.playback.arrive(arrived_at, media_seconds);
+                self.report.startup_seconds = Some(arrived_at);
+            }
+            if let Some(current) = self.current
+                && current != choice
+            {
+                self.report.switches += 1;
+            }
+            self.current = Some(choice);
+            self.report.segments += 1;
+            self.report.highest_bitrate = self.report.highest_bitrate.max(bitrate);
+            self.bitrate_media_product += bitrate as f64 * media_seconds;
+            self.media_fetched += media_seconds;
+            let live = &self.shared.live;
+            live.segments.fetch_add(1, Ordering::Relaxed);
+            live.selected_bitrate_sum
+                .fetch_add(bitrate, Ordering::Relaxed);
+            live.selected_bitrate_sum
+                .fetch_sub(self.live_bitrate, Ordering::Relaxed);
+            self.live_bitrate = bitrate;
+            self.report.records.push(SegmentRecord {
+                index: (position - 1) as u32,
+                bitrate,
+                requested_at,
+                arrived_at_wall: (arrived - self.shared.started).as_secs_f64(),
+                download_seconds,
+                media_seconds,
+                buffer_before,
+            });
+        }
+    }
+
+    /// Fetches one init section or segment; failures are already counted.
+    async fn fetch_part(
+        &mut self,
+        uri: &str,
+        playlist_url: &Url,
+        range: Option<ByteRange>,
+    ) -> Result<u64, ()> {
+        let url = match self.router.locate(uri, playlist_url) {
+            Ok(url) => url,
+            Err(error) => {
+                self.note_error(&error);
+                return Err(());
+            }
+        };
+        self.fetch(&url, range, BodyUse::Discard)
+            .await
+            .map(|fetched| fetched.bytes)
+            .map_err(|_| ())
+    }
+
+    fn finish(mut self, ended: Instant) -> ViewerReport {
+        let now = self.viewer_seconds(ended);
+        let report = &mut self.report;
+        report.ended_at_wall = (ended - self.shared.started).as_secs_f64();
+        report.connections = self.client.connections_opened;
+        if let Some((_, length)) = self.playback.stall_at(now) {
+            // Waiting for a segment when the run ended: the viewer sat
+            // through that stall too.
+            report.stalls += 1;
+            report.stalled_seconds += length;
+        }
+        report.played_seconds = self.playback.position(now);
+        let watched = report.played_seconds + report.stalled_seconds;
+        report.rebuffering_ratio = if watched > 0.0 {
+            report.stalled_seconds / watched
+        } else {
+            0.0
+        };
+        if self.media_fetched > 0.0 {
+            report.average_bitrate = self.bitrate_media_product / self.media_fetched;
+        }
+        let mut download: Vec<f64> = report.records.iter().map(|r| r.download_seconds).collect();
+        let mut ratio: Vec<f64> = report
+            .records
+            .iter()
+            .map(|r| r.download_seconds / r.media_seconds.max(1e-3))
+            .collect();
+        report.download_seconds = Percentiles::of(&mut download);
+        report.download_ratio = Percentiles::of(&mut ratio);
+        self.shared
+            .live
+            .selected_bitrate_sum
+            .fetch_sub(self.live_bitrate, Ordering::Relaxed);
+        self.report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playback_counts_a_stall_when_a_segment_arrives_late() {
+        let mut playback = Playback::default();
+        assert_eq!(playback.arrive(0.7, 4.0), None);
+        assert_eq!(playback.level(0.7), 4.0);
+        // On time: the next segment arrives with 1 s still buffered.
+        assert_eq!(playback.arrive(3.7, 4.0), None);
+        assert!((playback.level(3.7) - 5.0).abs() < 1e-9);
+        // The buffer runs dry at 8.7; the next segment arrives at 10.2.
+        assert!((playback.time_at_level(0.0) - 8.7).abs() < 1e-9);
+        let (start, length) = playback.stall_at(10.0).unwrap();
+        assert!((start - 8.7).abs() < 1e-9 && (length - 1.3).abs() < 1e-9);
+        let stall = playback.arrive(10.2, 4.0).unwrap();
+        assert!((stall - 1.5).abs() < 1e-9, "{stall}");
+        // Playing resumed at 10.2 from position 8.
+        assert!((playback.position(11.2) - 9.0).abs() < 1e-9);
+        assert_eq!(playback.stall_at(11.2), None);
+    }
+}
