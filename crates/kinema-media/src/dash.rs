@@ -1,0 +1,193 @@
+//! The DASH MPD, written from the measured segments: a static presentation
+//! (ISO/IEC 23009-1, live profile for `SegmentTemplate`) over the very same
+//! CMAF files the HLS playlists list.
+//!
+//! Each representation's `SegmentTimeline` gives every segment's real start
+//! and duration in track ticks, so DASH players see exactly what HLS players
+//! see, including a short last segment and an audio track whose segments
+//! end a few milliseconds off the video's.
+
+use std::fmt::Write;
+
+use crate::mp4::TrackKind;
+use crate::package::{MeasuredRendition, target_duration};
+
+/// ISO 8601 duration with millisecond precision (`PT9.040S`).
+fn iso_duration(seconds: f64) -> String {
+    format!("PT{seconds:.3}S")
+}
+
+fn segment_template(out: &mut String, rendition: &MeasuredRendition) {
+    let _ = write!(
+        out,
+        "        <SegmentTemplate timescale=\"{}\" initialization=\"{id}/init.mp4\" media=\"{id}/$Number$.m4s\" startNumber=\"1\">\n          <SegmentTimeline>\n",
+        rendition.track.timescale,
+        id = rendition.id
+    );
+    // Runs of equal durations collapse into one S element with a repeat count.
+    let mut index = 0;
+    let segments = &rendition.segments;
+    let mut expected_start = None;
+    while index < segments.len() {
+        let segment = segments[index];
+        let mut repeat = 0;
+        while index + repeat + 1 < segments.len()
+            && segments[index + repeat + 1].duration == segment.duration
+            && segments[index + repeat + 1].start
+                == segments[index + repeat].start + segments[index + repeat].duration
+        {
+            repeat += 1;
+        }
+        out.push_str("            <S");
+        // `t` only where the timeline does not simply continue.
+        if expected_start != Some(segment.start) {
+            let _ = write!(out, " t=\"{}\"", segment.start);
+        }
+        let _ = write!(out, " d=\"{}\"", segment.duration);
+        if repeat > 0 {
+            let _ = write!(out, " r=\"{repeat}\"");
+        }
+        out.push_str("/>\n");
+        let last = segments[index + repeat];
+        expected_start = Some(last.start + last.duration);
+        index += repeat + 1;
+    }
+    out.push_str("          </SegmentTimeline>\n        </SegmentTemplate>\n");
+}
+
+/// `manifest.mpd` for all renditions.
+pub fn mpd(renditions: &[MeasuredRendition]) -> String {
+    let target = target_duration(renditions);
+    let duration = renditions
+        .iter()
+        .map(MeasuredRendition::duration_seconds)
+        .fold(0.0, f64::max);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" \
+         type=\"static\" mediaPresentationDuration=\"{}\" maxSegmentDuration=\"PT{target}S\" minBufferTime=\"PT{target}S\">\n  \
+         <Period id=\"0\" start=\"PT0S\">\n",
+        iso_duration(duration)
+    );
+    let videos: Vec<&MeasuredRendition> = renditions
+        .iter()
+        .filter(|rendition| rendition.kind() == TrackKind::Video)
+        .collect();
+    if !videos.is_empty() {
+        let max_width = videos.iter().filter_map(|v| v.width).max().unwrap_or(0);
+        let max_height = videos.iter().filter_map(|v| v.height).max().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "    <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\" maxWidth=\"{max_width}\" maxHeight=\"{max_height}\">"
+        );
+        for video in &videos {
+            let _ = write!(
+                out,
+                "      <Representation id=\"{}\" codecs=\"{}\" bandwidth=\"{}\"",
+                video.id,
+                video.track.codecs,
+                video.peak_bitrate(target)
+            );
+            if let (Some(width), Some(height)) = (video.width, video.height) {
+                let _ = write!(out, " width=\"{width}\" height=\"{height}\" sar=\"1:1\"");
+            }
+            if let Some(frame_rate) = video.frame_rate {
+                let _ = write!(out, " frameRate=\"{}\"", frame_rate_attribute(frame_rate));
+            }
+            out.push_str(">\n");
+            segment_template(&mut out, video);
+            out.push_str("      </Representation>\n");
+        }
+        out.push_str("    </AdaptationSet>\n");
+    }
+    for audio in renditions
+        .iter()
+        .filter(|rendition| rendition.kind() == TrackKind::Audio)
+    {
+        let _ = write!(
+            out,
+            "    <AdaptationSet id=\"1\" contentType=\"audio\" mimeType=\"audio/mp4\" lang=\"und\" segmentAlignment=\"true\" startWithSAP=\"1\">\n      \
+             <Representation id=\"{}\" codecs=\"{}\" bandwidth=\"{}\" audioSamplingRate=\"{}\">\n        \
+             <AudioChannelConfiguration schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\" value=\"{}\"/>\n",
+            audio.id,
+            audio.track.codecs,
+            audio.peak_bitrate(target),
+            audio.track.sample_rate,
+            audio.track.channels
+        );
+        segment_template(&mut out, audio);
+        out.push_str("      </Representation>\n    </AdaptationSet>\n");
+    }
+    out.push_str("  </Period>\n</MPD>\n");
+    out
+}
+
+/// `25`, or `30000/1001` for the NTSC rates.
+fn frame_rate_attribute(frame_rate: f64) -> String {
+    if (frame_rate - frame_rate.round()).abs() < 1e-6 {
+        format!("{}", frame_rate.round() as u64)
+    } else {
+        format!("{}/1001", (frame_rate * 1001.0).round() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::tests::rendition;
+
+    fn check(actual: &str, expected: &str) {
+        assert_eq!(
+            actual, expected,
+            "\nactual:\n{actual}\nexpected:\n{expected}"
+        );
+    }
+
+    #[test]
+    fn static_mpd_with_segment_timelines() {
+        let video = rendition(
+            "v360",
+            TrackKind::Video,
+            &[(4000, 400_000), (4000, 400_000), (1000, 100_000)],
+        );
+        let audio = rendition(
+            "a64",
+            TrackKind::Audio,
+            &[(4021, 32_000), (3979, 32_000), (1000, 8_000)],
+        );
+        check(
+            &mpd(&[video, audio]),
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="PT9.000S" maxSegmentDuration="PT5S" minBufferTime="PT5S">
+  <Period id="0" start="PT0S">
+    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" maxWidth="640" maxHeight="360">
+      <Representation id="v360" codecs="avc1.64001e" bandwidth="800000" width="640" height="360" sar="1:1" frameRate="25">
+        <SegmentTemplate timescale="1000" initialization="v360/init.mp4" media="v360/$Number$.m4s" startNumber="1">
+          <SegmentTimeline>
+            <S t="0" d="4000" r="1"/>
+            <S d="1000"/>
+          </SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4" lang="und" segmentAlignment="true" startWithSAP="1">
+      <Representation id="a64" codecs="mp4a.40.2" bandwidth="64338" audioSamplingRate="48000">
+        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>
+        <SegmentTemplate timescale="1000" initialization="a64/init.mp4" media="a64/$Number$.m4s" startNumber="1">
+          <SegmentTimeline>
+            <S t="0" d="4021"/>
+            <S d="3979"/>
+            <S d="1000"/>
+          </SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"#,
+        );
+        assert_eq!(frame_rate_attribute(29.97002997), "30000/1001");
+    }
+}

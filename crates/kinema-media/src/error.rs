@@ -1,0 +1,78 @@
+//! The one error type of the ingest pipeline.
+//!
+//! Variants are what a caller can act on: the source is bad (tell the
+//! uploader), a tool is missing (tell the operator), the job was cancelled,
+//! or something failed while producing or publishing the output.
+
+use std::path::PathBuf;
+
+use kinema_core::VideoId;
+use kinema_core::ladder::LadderError;
+use kinema_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("{program} was not found on PATH; install ffmpeg (scripts/install-deps does)")]
+    ToolMissing { program: String },
+    #[error("source file {path} cannot be read: {source}")]
+    SourceUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("source file is empty (0 bytes)")]
+    EmptySource,
+    #[error("source is not a video or audio file: {detail}")]
+    NotMedia { detail: String },
+    #[error("source is truncated: {detail}")]
+    Truncated { detail: String },
+    #[error("source has zero duration")]
+    ZeroDuration,
+    #[error("source has neither a video nor an audio stream")]
+    NoStreams,
+    #[error("cannot plan renditions: {0}")]
+    Ladder(#[from] LadderError),
+    #[error("ffmpeg failed ({status}); last lines of its log:\n{log_tail}")]
+    Transcode { status: String, log_tail: String },
+    #[error(
+        "ffmpeg made no progress for {seconds} s and was stopped; last lines of its log:\n{log_tail}"
+    )]
+    Stalled { seconds: u64, log_tail: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("unexpected encoder output: {0}")]
+    Output(String),
+    #[error("video {0} already exists; unpublish it first or choose another id")]
+    AlreadyExists(VideoId),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl MediaError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        MediaError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the source itself is at fault: retrying the same file
+    /// cannot succeed, and the uploader (not the operator) must act.
+    pub fn is_bad_source(&self) -> bool {
+        matches!(
+            self,
+            MediaError::EmptySource
+                | MediaError::NotMedia { .. }
+                | MediaError::Truncated { .. }
+                | MediaError::ZeroDuration
+                | MediaError::NoStreams
+                | MediaError::Ladder(_)
+        )
+    }
+}

@@ -1,0 +1,478 @@
+//! Reads just enough ISO BMFF (MP4) to describe CMAF output truthfully: the
+//! track's timescale and exact RFC 6381 codec string from an init segment,
+//! and each media segment's decode time, duration and whether it starts on
+//! a sync sample.
+//!
+//! The manifests are written from these measurements rather than from what
+//! the encoder was asked for, so `EXTINF`, `SegmentTimeline` and `CODECS`
+//! describe the bytes a player will actually get. This is not a general MP4
+//! parser: it reads the few boxes ffmpeg's fragmented-MP4 output carries and
+//! refuses anything malformed with an error naming the box.
+
+use std::ops::Range;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed mp4: {0}")]
+pub struct Mp4Error(String);
+
+fn malformed(what: impl Into<String>) -> Mp4Error {
+    Mp4Error(what.into())
+}
+
+/// What an init segment (`init.mp4`) says about its one track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    pub kind: TrackKind,
+    /// Ticks per second of the track's media timeline (`mdhd`).
+    pub timescale: u32,
+    /// RFC 6381 codec string: `avc1.64001f`, `mp4a.40.2`.
+    pub codecs: String,
+    /// From `trex`, used when a fragment gives no per-sample duration.
+    pub default_sample_duration: u32,
+    /// Default sample flags from `trex`.
+    pub default_sample_flags: u32,
+    /// Audio sample rate (from the sample entry), 0 for video.
+    pub sample_rate: u32,
+    /// Audio channel count (from the sample entry), 0 for video.
+    pub channels: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// What one media segment (`N.m4s`) holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentTiming {
+    /// `tfdt` of the first fragment, in track ticks.
+    pub base_decode_time: u64,
+    /// Sum of all sample durations, in track ticks.
+    pub duration: u64,
+    /// True when the first sample is a sync sample (a keyframe).
+    pub starts_with_sync_sample: bool,
+    pub sample_count: u32,
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn u8_at(&self, at: usize, what: &str) -> Result<u8, Mp4Error> {
+        self.data
+            .get(at)
+            .copied()
+            .ok_or_else(|| malformed(format!("{what} is cut short")))
+    }
+    fn bytes(&self, range: Range<usize>, what: &str) -> Result<&'a [u8], Mp4Error> {
+        self.data
+            .get(range)
+            .ok_or_else(|| malformed(format!("{what} is cut short")))
+    }
+    fn u16_at(&self, at: usize, what: &str) -> Result<u16, Mp4Error> {
+        let b = self.bytes(at..at + 2, what)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32_at(&self, at: usize, what: &str) -> Result<u32, Mp4Error> {
+        let b = self.bytes(at..at + 4, what)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64_at(&self, at: usize, what: &str) -> Result<u64, Mp4Error> {
+        let b = self.bytes(at..at + 8, what)?;
+        let mut array = [0u8; 8];
+        array.copy_from_slice(b);
+        Ok(u64::from_be_bytes(array))
+    }
+}
+
+/// A box: its four-character type and its payload.
+type Mp4Box<'a> = ([u8; 4], &'a [u8]);
+
+/// The boxes directly inside `data`.
+fn children(data: &[u8]) -> Result<Vec<Mp4Box<'_>>, Mp4Error> {
+    let reader = Reader { data };
+    let mut boxes = Vec::new();
+    let mut at = 0usize;
+    while at < data.len() {
+        let size32 = reader.u32_at(at, "box header")?;
+        let kind: [u8; 4] = reader
+            .bytes(at + 4..at + 8, "box header")?
+            .try_into()
+            .map_err(|_| malformed("box header"))?;
+        let (header, size) = match size32 {
+            0 => (8usize, (data.len() - at) as u64),
+            1 => (16usize, reader.u64_at(at + 8, "large box size")?),
+            size => (8usize, u64::from(size)),
+        };
+        let end = usize::try_from(size)
+            .ok()
+            .and_then(|size| at.checked_add(size))
+            .filter(|&end| end <= data.len() && end >= at + header)
+            .ok_or_else(|| {
+                malformed(format!(
+                    "box {} has size {size}, beyond its parent",
+                    String::from_utf8_lossy(&kind)
+                ))
+            })?;
+        boxes.push((kind, &data[at + header..end]));
+        at = end;
+    }
+    Ok(boxes)
+}
+
+fn child<'a>(data: &'a [u8], kind: &[u8; 4]) -> Result<Option<&'a [u8]>, Mp4Error> {
+    Ok(children(data)?
+        .into_iter()
+        .find(|(found, _)| found == kind)
+        .map(|(_, payload)| payload))
+}
+
+fn require<'a>(data: &'a [u8], kind: &[u8; 4]) -> Result<&'a [u8], Mp4Error> {
+    child(data, kind)?.ok_or_else(|| malformed(format!("no {} box", String::from_utf8_lossy(kind))))
+}
+
+/// Reads the track description of an init segment with exactly one track.
+pub fn parse_init(data: &[u8]) -> Result<TrackInfo, Mp4Error> {
+    let moov = require(data, b"moov")?;
+    let traks: Vec<&[u8]> = children(moov)?
+        .into_iter()
+        .filter(|(kind, _)| kind == b"trak")
+        .map(|(_, payload)| payload)
+        .collect();
+    let [trak] = traks[..] else {
+        return Err(malformed(format!(
+            "init segment has {} tracks; expected one",
+            traks.len()
+        )));
+    };
+    let mdia = require(trak, b"mdia")?;
+    let mdhd = Reader {
+        data: require(mdia, b"mdhd")?,
+    };
+    let timescale = match mdhd.u8_at(0, "mdhd")? {
+        1 => mdhd.u32_at(20, "mdhd")?,
+        _ => mdhd.u32_at(12, "mdhd")?,
+    };
+    if timescale == 0 {
+        return Err(malformed("mdhd timescale is 0"));
+    }
+    let handler = Reader {
+        data: require(mdia, b"hdlr")?,
+    }
+    .bytes(8..12, "hdlr")?;
+    let stbl = require(require(mdia, b"minf")?, b"stbl")?;
+    let stsd = require(stbl, b"stsd")?;
+    // stsd is a full box (4 bytes) with an entry count (4 bytes).
+    let entries = children(
+        stsd.get(8..)
+            .ok_or_else(|| malformed("stsd is cut short"))?,
+    )?;
+    let (entry_kind, entry) = entries
+        .first()
+        .copied()
+        .ok_or_else(|| malformed("stsd has no sample entry"))?;
+    let entry_reader = Reader { data: entry };
+    let (kind, codecs, sample_rate, channels) = match (handler, &entry_kind) {
+        (b"vide", b"avc1" | b"avc3") => {
+            // VisualSampleEntry: 78 bytes of fixed fields, then boxes.
+            let avcc = Reader {
+                data: require(entry_reader.bytes(78..entry.len(), "avc1")?, b"avcC")?,
+            };
+            let codecs = format!(
+                "{}.{:02x}{:02x}{:02x}",
+                String::from_utf8_lossy(&entry_kind),
+                avcc.u8_at(1, "avcC")?,
+                avcc.u8_at(2, "avcC")?,
+                avcc.u8_at(3, "avcC")?
+            );
+            (TrackKind::Video, codecs, 0, 0)
+        }
+        (b"soun", b"mp4a") => {
+            // AudioSampleEntry: 28 bytes of fixed fields, then boxes.
+            let channels = entry_reader.u16_at(16, "mp4a")?;
+            let sample_rate = entry_reader.u32_at(24, "mp4a")? >> 16;
+            let esds = require(entry_reader.bytes(28..entry.len(), "mp4a")?, b"esds")?;
+            (TrackKind::Audio, mp4a_codecs(esds)?, sample_rate, channels)
+        }
+        (handler, entry_kind) => {
+            return Err(malformed(format!(
+                "unsupported track: handler {} with sample entry {}",
+                String::from_utf8_lossy(handler),
+                String::from_utf8_lossy(entry_kind)
+            )));
+        }
+    };
+    let (default_sample_duration, default_sample_flags) = match child(moov, b"mvex")? {
+        Some(mvex) => match child(mvex, b"trex")? {
+            Some(trex) => {
+                let trex = Reader { data: trex };
+                (trex.u32_at(12, "trex")?, trex.u32_at(20, "trex")?)
+            }
+            None => (0, 0),
+        },
+        None => return Err(malformed("init segment has no mvex box: not fragmented")),
+    };
+    Ok(TrackInfo {
+        kind,
+        timescale,
+        codecs,
+        default_sample_duration,
+        default_sample_flags,
+        sample_rate,
+        channels,
+    })
+}
+
+/// Reads an MPEG-4 descriptor header at `at`: (tag, payload range).
+fn descriptor(data: &[u8], at: usize) -> Result<(u8, Range<usize>), Mp4Error> {
+    let reader = Reader { data };
+    let tag = reader.u8_at(at, "esds descriptor")?;
+    let mut length = 0usize;
+    let mut position = at + 1;
+    // Up to four length bytes, seven bits each, high bit = more follow.
+    for _ in 0..4 {
+        let byte = reader.u8_at(position, "esds descriptor length")?;
+        position += 1;
+        length = (length << 7) | usize::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let end = position + length;
+    if end > data.len() {
+        return Err(malformed("esds descriptor is cut short"));
+    }
+    Ok((tag, position..end))
+}
+
+/// `mp4a.OO.A`: object type indication (hex) and, for MPEG-4 audio, the
+/// audio object type from the decoder specific info (RFC 6381 §3.3).
+fn mp4a_codecs(esds: &[u8]) -> Result<String, Mp4Error> {
+    let reader = Reader { data: esds };
+    // Full box header, then the ES descriptor (tag 3).
+    let (tag, es) = descriptor(esds, 4)?;
+    if tag != 3 {
+        return Err(malformed("esds has no ES descriptor"));
+    }
+    let flags = reader.u8_at(es.start + 2, "ES descriptor")?;
+    let mut at = es.start + 3;
+    if flags & 0x80 != 0 {
+        at += 2;
+    }
+    if flags & 0x40 != 0 {
+        at += 1 + usize::from(reader.u8_at(at, "ES descriptor URL")?);
+    }
+    if flags & 0x20 != 0 {
+        at += 2;
+    }
+    let (tag, config) = descriptor(esds, at)?;
+    if tag != 4 {
+        return Err(malformed("esds has no decoder config descriptor"));
+    }
+    let object_type = reader.u8_at(config.start, "decoder config")?;
+    if object_type != 0x40 {
+        return Ok(format!("mp4a.{object_type:02x}"));
+    }
+    let (tag, specific) = descriptor(esds, config.start + 13)?;
+    if tag != 5 {
+        return Err(malformed("esds has no decoder specific info"));
+    }
+    let first = reader.u8_at(specific.start, "decoder specific info")?;
+    let mut audio_object_type = first >> 3;
+    if audio_object_type == 31 {
+        let second = reader.u8_at(specific.start + 1, "decoder specific info")?;
+        audio_object_type = 32 + (((first & 0x07) << 3) | (second >> 5));
+    }
+    Ok(format!("mp4a.40.{audio_object_type}"))
+}
+
+/// Bit 16 of ISO BMFF sample flags: `sample_is_non_sync_sample`.
+const NON_SYNC_SAMPLE: u32 = 0x0001_0000;
+
+/// Measures one media segment: every `moof` in it, every `trun` in each.
+pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp4Error> {
+    let mut base_decode_time = None;
+    let mut duration = 0u64;
+    let mut sample_count = 0u32;
+    let mut first_sample_flags = None;
+    for (kind, moof) in children(data)? {
+        if &kind != b"moof" {
+            continue;
+        }
+        for (kind, traf) in children(moof)? {
+            if &kind != b"traf" {
+                continue;
+            }
+            let tfhd = Reader {
+                data: require(traf, b"tfhd")?,
+            };
+            let tfhd_flags = tfhd.u32_at(0, "tfhd")? & 0x00ff_ffff;
+            let mut at = 8; // version/flags, track id
+            if tfhd_flags & 0x01 != 0 {
+                at += 8;
+            }
+            if tfhd_flags & 0x02 != 0 {
+                at += 4;
+            }
+            let mut default_duration = track.default_sample_duration;
+            let mut default_flags = track.default_sample_flags;
+            if tfhd_flags & 0x08 != 0 {
+                default_duration = tfhd.u32_at(at, "tfhd")?;
+                at += 4;
+            }
+            if tfhd_flags & 0x10 != 0 {
+                at += 4;
+            }
+            if tfhd_flags & 0x20 != 0 {
+                default_flags = tfhd.u32_at(at, "tfhd")?;
+            }
+            if base_decode_time.is_none() {
+                let tfdt = Reader {
+                    data: require(traf, b"tfdt")?,
+                };
+                base_decode_time = Some(match tfdt.u8_at(0, "tfdt")? {
+                    1 => tfdt.u64_at(4, "tfdt")?,
+                    _ => u64::from(tfdt.u32_at(4, "tfdt")?),
+                });
+            }
+            for (kind, trun) in children(traf)? {
+                if &kind != b"trun" {
+                    continue;
+                }
+                let trun = Reader { data: trun };
+                let flags = trun.u32_at(0, "trun")? & 0x00ff_ffff;
+                let count = trun.u32_at(4, "trun")?;
+                let mut at = 8;
+                if flags & 0x01 != 0 {
+                    at += 4;
+                }
+                let mut first_flags = None;
+                if flags & 0x04 != 0 {
+                    first_flags = Some(trun.u32_at(at, "trun")?);
+                    at += 4;
+                }
+                for index in 0..count {
+                    let mut sample_duration = default_duration;
+                    let mut sample_flags = default_flags;
+                    if flags & 0x100 != 0 {
+                        sample_duration = trun.u32_at(at, "trun sample")?;
+                        at += 4;
+                    }
+                    if flags & 0x200 != 0 {
+                        at += 4;
+                    }
+                    if flags & 0x400 != 0 {
+                        sample_flags = trun.u32_at(at, "trun sample")?;
+                        at += 4;
+                    }
+                    if flags & 0x800 != 0 {
+                        at += 4;
+                    }
+                    if index == 0
+                        && let Some(first) = first_flags
+                    {
+                        sample_flags = first;
+                    }
+                    if first_sample_flags.is_none() {
+                        first_sample_flags = Some(sample_flags);
+                    }
+                    duration += u64::from(sample_duration);
+                }
+                sample_count += count;
+            }
+        }
+    }
+    let base_decode_time = base_decode_time.ok_or_else(|| malformed("segment has no moof"))?;
+    if sample_count == 0 {
+        return Err(malformed("segment has no samples"));
+    }
+    let starts_with_sync_sample = match track.kind {
+        // Every AAC frame decodes on its own.
+        TrackKind::Audio => true,
+        TrackKind::Video => first_sample_flags.unwrap_or(NON_SYNC_SAMPLE) & NON_SYNC_SAMPLE == 0,
+    };
+    Ok(SegmentTiming {
+        base_decode_time,
+        duration,
+        starts_with_sync_sample,
+        sample_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mp4_box(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut out = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn boxes_beyond_their_parent_are_refused() {
+        let mut data = mp4_box(b"moov", &[0; 4]);
+        data[3] = 200;
+        assert!(parse_init(&data).unwrap_err().to_string().contains("moov"));
+        assert!(parse_init(&mp4_box(b"free", &[])).is_err());
+    }
+
+    #[test]
+    fn aac_codec_string_comes_from_the_decoder_specific_info() {
+        // ES descriptor (tag 3) > decoder config (tag 4, type 0x40) >
+        // decoder specific info (tag 5) starting 0x12 = AAC LC (object type 2).
+        let specific = [0x05, 0x02, 0x12, 0x10];
+        let mut config = vec![0x04, (13 + specific.len()) as u8, 0x40, 0x15];
+        config.extend_from_slice(&[0; 11]);
+        config.extend_from_slice(&specific);
+        let mut es = vec![0x03, (3 + config.len()) as u8, 0, 1, 0];
+        es.extend_from_slice(&config);
+        let mut esds = vec![0, 0, 0, 0];
+        esds.extend_from_slice(&es);
+        assert_eq!(mp4a_codecs(&esds).unwrap(), "mp4a.40.2");
+        // HE-AAC (object type 5).
+        let last = esds.len() - 2;
+        esds[last] = 0x2b;
+        assert_eq!(mp4a_codecs(&esds).unwrap(), "mp4a.40.5");
+    }
+
+    #[test]
+    fn segment_durations_sum_trun_samples_and_see_keyframes() {
+        let track = TrackInfo {
+            kind: TrackKind::Video,
+            timescale: 12800,
+            codecs: "avc1.64000d".into(),
+            default_sample_duration: 512,
+            default_sample_flags: NON_SYNC_SAMPLE,
+            sample_rate: 0,
+            channels: 0,
+        };
+        let tfhd = mp4_box(b"tfhd", &[0, 0x02, 0, 0, 0, 0, 0, 1]);
+        let mut tfdt_payload = vec![1, 0, 0, 0];
+        tfdt_payload.extend_from_slice(&51200u64.to_be_bytes());
+        let tfdt = mp4_box(b"tfdt", &tfdt_payload);
+        // trun: first-sample-flags present (sync), three samples at the
+        // default duration.
+        let mut trun_payload = vec![0, 0, 0, 0x04];
+        trun_payload.extend_from_slice(&3u32.to_be_bytes());
+        trun_payload.extend_from_slice(&0u32.to_be_bytes());
+        let trun = mp4_box(b"trun", &trun_payload);
+        let traf = mp4_box(b"traf", &[tfhd, tfdt, trun].concat());
+        let moof = mp4_box(b"moof", &traf);
+        let segment = [moof, mp4_box(b"mdat", &[0; 16])].concat();
+        let timing = parse_segment(&segment, &track).unwrap();
+        assert_eq!(
+            timing,
+            SegmentTiming {
+                base_decode_time: 51200,
+                duration: 1536,
+                starts_with_sync_sample: true,
+                sample_count: 3
+            }
+        );
+        assert!(parse_segment(&mp4_box(b"mdat", &[]), &track).is_err());
+    }
+}

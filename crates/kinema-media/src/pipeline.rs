@@ -1,0 +1,501 @@
+//! One ingest, start to finish: probe → plan → encode → measure → write
+//! manifests → checksum → publish.
+//!
+//! Everything is built in a staging directory on the store's file system
+//! and published with [`Store::publish`], which writes `manifest.json` last
+//! and renames the directory into place: until that rename the video does
+//! not exist, and on any error (or cancel) the staging directory is removed.
+//! A crash leaves only staging debris, which [`clean_staging_debris`]
+//! removes on the next start.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kinema_core::ladder::{LadderConfig, LadderPlan};
+use kinema_core::{MANIFEST_FORMAT_VERSION, Manifest, Rendition, RenditionKind, VideoId};
+use kinema_store::{Store, describe_files};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::mp4::TrackKind;
+use crate::package::{self, MeasuredRendition, VideoGeometry};
+use crate::probe::{self, SourceInfo};
+use crate::supervise::{self, Supervision};
+use crate::transcode::{self, EncoderSettings};
+use crate::{MediaError, dash, hls, thumbs};
+
+/// Settings of the ingest pipeline (`[ingest]` in the config file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    pub ladder: LadderConfig,
+    /// x264 preset: `ultrafast` … `veryslow`.
+    pub preset: String,
+    /// Encoder threads; 0 lets ffmpeg choose.
+    pub threads: u32,
+    /// An encoder whose output time has not advanced for this long is
+    /// stopped and the job fails.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// The ffmpeg and ffprobe programs (looked up on PATH unless a path).
+    pub ffmpeg: PathBuf,
+    pub ffprobe: PathBuf,
+    /// Jobs that run at once (each is one ffmpeg using every core it gets).
+    pub concurrency: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            ladder: LadderConfig::default(),
+            preset: "veryfast".into(),
+            threads: 0,
+            stall_timeout: Duration::from_secs(120),
+            ffmpeg: "ffmpeg".into(),
+            ffprobe: "ffprobe".into(),
+            concurrency: 1,
+        }
+    }
+}
+
+const PRESETS: [&str; 9] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+];
+
+impl IngestConfig {
+    pub fn validate(&self) -> Result<(), MediaError> {
+        self.ladder.validate()?;
+        if !PRESETS.contains(&self.preset.as_str()) {
+            return Err(MediaError::Output(format!(
+                "preset {:?} is not an x264 preset; use one of {}",
+                self.preset,
+                PRESETS.join(", ")
+            )));
+        }
+        if self.concurrency == 0 {
+            return Err(MediaError::Output(
+                "concurrency must be at least 1".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The stage a job is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Queued,
+    Probing,
+    Transcoding,
+    Packaging,
+    Publishing,
+    Done,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::Probing => "probing",
+            Stage::Transcoding => "transcoding",
+            Stage::Packaging => "packaging",
+            Stage::Publishing => "publishing",
+            Stage::Done => "done",
+        }
+    }
+}
+
+/// Where an ingest is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub stage: Stage,
+    /// 0–100 over the whole job (transcoding is most of it).
+    pub percent: f64,
+    /// Encoding speed relative to real time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    /// Estimated seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
+}
+
+impl Progress {
+    pub fn at(stage: Stage, percent: f64) -> Self {
+        Self {
+            stage,
+            percent,
+            speed: None,
+            eta_seconds: None,
+        }
+    }
+}
+
+/// One ingest to run.
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    pub source: PathBuf,
+    pub id: VideoId,
+    pub title: String,
+    /// Where ffmpeg's whole log goes, if anywhere.
+    pub log_file: Option<PathBuf>,
+}
+
+/// Transcoding spans this share of the percent scale; probing before and
+/// packaging and publishing after share the rest.
+const TRANSCODE_START: f64 = 2.0;
+const TRANSCODE_END: f64 = 95.0;
+
+/// Staging directories of ingests are named `ingest-{pid}-{unique}`, so the
+/// owner of any one of them can be told alive or dead.
+pub fn staging_dir_name(unique: &str) -> String {
+    format!("ingest-{}-{unique}", std::process::id())
+}
+
+/// Removes staging directories left by ingests whose process is gone (a
+/// crash or kill -9). Directories of live processes are left alone: another
+/// `kinema ingest` or `kinema serve` may be using them right now.
+pub fn clean_staging_debris(staging_root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(staging_root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(error) => return Err(error),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("ingest-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Our own pid here can only be an earlier process's (pids are
+        // reused): callers clean before they start any job of their own.
+        let alive = pid != std::process::id() && Path::new("/proc").join(pid.to_string()).exists();
+        if !alive {
+            std::fs::remove_dir_all(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
+/// Runs one ingest; `staging_dir` must not exist and must be on the same
+/// file system as the store. Returns the published manifest.
+pub async fn ingest(
+    store: &dyn Store,
+    staging_dir: &Path,
+    config: &IngestConfig,
+    request: &IngestRequest,
+    cancel: &CancellationToken,
+    on_progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Manifest, MediaError> {
+    let result = ingest_in(store, staging_dir, config, request, cancel, on_progress).await;
+    if result.is_err() {
+        // Never leave a half-built video behind; publishing consumed the
+        // directory on success.
+        let _ = tokio::fs::remove_dir_all(staging_dir).await;
+    }
+    result
+}
+
+fn check_cancel(cancel: &CancellationToken) -> Result<(), MediaError> {
+    if cancel.is_cancelled() {
+        Err(MediaError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+async fn ingest_in(
+    store: &dyn Store,
+    staging_dir: &Path,
+    config: &IngestConfig,
+    request: &IngestRequest,
+    cancel: &CancellationToken,
+    on_progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Manifest, MediaError> {
+    config.validate()?;
+    on_progress(Progress::at(Stage::Probing, 0.0));
+    supervise::check_tool(&config.ffmpeg).await?;
+    supervise::check_tool(&config.ffprobe).await?;
+    match store.manifest(&request.id).await {
+        Ok(_) => return Err(MediaError::AlreadyExists(request.id.clone())),
+        Err(error) if error.is_not_found() => {}
+        Err(error) => return Err(error.into()),
+    }
+    let source = probe::probe(&config.ffprobe, &request.source).await?;
+    check_cancel(cancel)?;
+    let plan = kinema_core::ladder::plan(&source.shape(), &config.ladder)?;
+    tracing::info!(id = %request.id, duration = source.duration_seconds, rungs = plan.video.len(),
+        audio = plan.audio.is_some(), "planned ingest");
+
+    let thumbnails = source.video.as_ref().map(|video| {
+        let (width, height) = video.display_size();
+        thumbs::plan(source.duration_seconds, width, height)
+    });
+    prepare_dirs(staging_dir, &plan, thumbnails.is_some()).await?;
+    let args = transcode::ffmpeg_args(
+        &request.source,
+        &source,
+        &plan,
+        thumbnails.as_ref(),
+        &EncoderSettings {
+            preset: config.preset.clone(),
+            threads: config.threads,
+        },
+        staging_dir,
+    );
+    let supervision = Supervision {
+        stall_timeout: config.stall_timeout,
+        log_file: request.log_file.clone(),
+    };
+    on_progress(Progress::at(Stage::Transcoding, TRANSCODE_START));
+    let started = std::time::Instant::now();
+    let duration = source.duration_seconds;
+    supervise::run(&config.ffmpeg, &args, &supervision, cancel, |encoder| {
+        let done = (encoder.out_time_seconds / duration).clamp(0.0, 1.0);
+        let elapsed = started.elapsed().as_secs_f64();
+        // ffmpeg's own speed figure is smoothed over the run; derive one
+        // from wall time when it has none yet.
+        let speed = encoder.speed.or_else(|| {
+            (elapsed > 0.0 && encoder.out_time_seconds > 0.0)
+                .then(|| encoder.out_time_seconds / elapsed)
+        });
+        let eta_seconds = speed.map(|speed| (duration - encoder.out_time_seconds).max(0.0) / speed);
+        on_progress(Progress {
+            stage: Stage::Transcoding,
+            percent: TRANSCODE_START + done * (TRANSCODE_END - TRANSCODE_START),
+            speed,
+            eta_seconds,
+        });
+    })
+    .await?;
+    check_cancel(cancel)?;
+
+    on_progress(Progress::at(Stage::Packaging, TRANSCODE_END));
+    let staging = staging_dir.to_path_buf();
+    let plan_for_package = plan.clone();
+    let has_thumbnails = thumbnails.is_some();
+    let renditions = tokio::task::spawn_blocking(move || {
+        package_outputs(&staging, &plan_for_package, has_thumbnails)
+    })
+    .await
+    .map_err(|join| MediaError::Output(format!("packaging task failed: {join}")))??;
+    let media_duration = renditions
+        .iter()
+        .map(MeasuredRendition::duration_seconds)
+        .fold(0.0, f64::max);
+    check_truncation(&source, media_duration)?;
+    write_manifests(
+        staging_dir,
+        &renditions,
+        thumbnails.as_ref(),
+        media_duration,
+    )
+    .await?;
+    check_cancel(cancel)?;
+
+    on_progress(Progress::at(Stage::Publishing, 98.0));
+    let target = package::target_duration(&renditions);
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        id: request.id.clone(),
+        title: request.title.clone(),
+        duration_seconds: (media_duration * 1000.0).round() / 1000.0,
+        segment_duration_seconds: f64::from(plan.segment_seconds),
+        published_at_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default(),
+        access: Default::default(),
+        renditions: renditions
+            .iter()
+            .map(|rendition| Rendition {
+                id: rendition.id.clone(),
+                kind: match rendition.kind() {
+                    TrackKind::Video => RenditionKind::Video,
+                    TrackKind::Audio => RenditionKind::Audio,
+                },
+                codecs: rendition.track.codecs.clone(),
+                width: rendition.width,
+                height: rendition.height,
+                frame_rate: rendition.frame_rate,
+                bitrate: rendition.average_bitrate(),
+                peak_bitrate: rendition.peak_bitrate(target),
+                segments: rendition.segments.len() as u32,
+            })
+            .collect(),
+        files: describe_files(staging_dir).await?,
+    };
+    store
+        .publish(&manifest, staging_dir)
+        .await
+        .map_err(|error| match error {
+            kinema_store::StoreError::AlreadyPublished(id) => MediaError::AlreadyExists(id),
+            other => other.into(),
+        })?;
+    on_progress(Progress::at(Stage::Done, 100.0));
+    tracing::info!(id = %manifest.id, files = manifest.files.len(), "published");
+    Ok(manifest)
+}
+
+async fn prepare_dirs(
+    staging_dir: &Path,
+    plan: &LadderPlan,
+    thumbnails: bool,
+) -> Result<(), MediaError> {
+    tokio::fs::create_dir(staging_dir)
+        .await
+        .map_err(|error| MediaError::io(staging_dir, error))?;
+    let streams = plan.video.len() + usize::from(plan.audio.is_some());
+    for index in 0..streams {
+        let dir = staging_dir.join(transcode::stream_dir(index));
+        tokio::fs::create_dir(&dir)
+            .await
+            .map_err(|error| MediaError::io(&dir, error))?;
+    }
+    if thumbnails {
+        let dir = staging_dir.join("thumbs");
+        tokio::fs::create_dir(&dir)
+            .await
+            .map_err(|error| MediaError::io(&dir, error))?;
+    }
+    Ok(())
+}
+
+/// Renames ffmpeg's numbered stream directories to rendition ids, drops
+/// its MPD and measures every rendition (blocking).
+fn package_outputs(
+    staging_dir: &Path,
+    plan: &LadderPlan,
+    thumbnails: bool,
+) -> Result<Vec<MeasuredRendition>, MediaError> {
+    let ffmpeg_mpd = staging_dir.join(transcode::FFMPEG_MPD);
+    std::fs::remove_file(&ffmpeg_mpd).map_err(|error| MediaError::io(&ffmpeg_mpd, error))?;
+    let frame_rate = plan.frame_rate.map(|rate| rate.as_f64()).unwrap_or(0.0);
+    let mut renditions = Vec::new();
+    let ids = plan
+        .video
+        .iter()
+        .map(|rung| {
+            (
+                rung.id.clone(),
+                Some(VideoGeometry {
+                    width: rung.width,
+                    height: rung.height,
+                    frame_rate,
+                }),
+            )
+        })
+        .chain(plan.audio.iter().map(|audio| (audio.id.clone(), None)));
+    for (index, (id, geometry)) in ids.enumerate() {
+        let from = staging_dir.join(transcode::stream_dir(index));
+        let to = staging_dir.join(&id);
+        std::fs::rename(&from, &to).map_err(|error| MediaError::io(&to, error))?;
+        renditions.push(package::measure_rendition(&to, &id, geometry)?);
+    }
+    package::check_alignment(&renditions)?;
+    if thumbnails {
+        for file in ["sprite.jpg", "poster.jpg"] {
+            let path = staging_dir.join("thumbs").join(file);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.len() > 0 => {}
+                _ => return Err(MediaError::Output(format!("ffmpeg wrote no thumbs/{file}"))),
+            }
+        }
+    }
+    Ok(renditions)
+}
+
+/// An MP4 whose index survived but whose media was cut short probes fine
+/// and decodes until the data ends: catch it by the length actually decoded.
+fn check_truncation(source: &SourceInfo, media_duration: f64) -> Result<(), MediaError> {
+    let expected = source.duration_seconds;
+    if media_duration + 0.5 < expected * 0.9 {
+        return Err(MediaError::Truncated {
+            detail: format!(
+                "it declares {expected:.1} s but only {media_duration:.1} s could be decoded"
+            ),
+        });
+    }
+    Ok(())
+}
+
+async fn write_file(path: PathBuf, contents: String) -> Result<(), MediaError> {
+    tokio::fs::write(&path, contents)
+        .await
+        .map_err(|error| MediaError::io(&path, error))
+}
+
+async fn write_manifests(
+    staging_dir: &Path,
+    renditions: &[MeasuredRendition],
+    thumbnails: Option<&thumbs::ThumbnailPlan>,
+    duration: f64,
+) -> Result<(), MediaError> {
+    let target = package::target_duration(renditions);
+    for rendition in renditions {
+        write_file(
+            staging_dir.join(&rendition.id).join("index.m3u8"),
+            hls::media_playlist(rendition, target),
+        )
+        .await?;
+    }
+    write_file(
+        staging_dir.join("master.m3u8"),
+        hls::multivariant_playlist(renditions),
+    )
+    .await?;
+    write_file(staging_dir.join("manifest.mpd"), dash::mpd(renditions)).await?;
+    if let Some(thumbnails) = thumbnails {
+        write_file(
+            staging_dir.join("thumbs").join("thumbs.vtt"),
+            thumbs::vtt(thumbnails, duration, "sprite.jpg"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debris_of_dead_processes_is_removed_and_live_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        // pid 1 is always alive; a pid beyond pid_max never is.
+        for name in ["ingest-1-a", "ingest-99999999-b", "other"] {
+            std::fs::create_dir_all(root.path().join(name).join("v1")).unwrap();
+        }
+        let removed = clean_staging_debris(root.path()).unwrap();
+        assert_eq!(removed, vec![root.path().join("ingest-99999999-b")]);
+        assert!(root.path().join("ingest-1-a").exists());
+        assert!(root.path().join("other").exists());
+    }
+
+    #[test]
+    fn config_defaults_and_unknown_keys() {
+        let config: IngestConfig = serde_json::from_str(r#"{"preset": "ultrafast"}"#).unwrap();
+        assert_eq!(config.concurrency, 1);
+        assert_eq!(config.stall_timeout, Duration::from_secs(120));
+        assert!(serde_json::from_str::<IngestConfig>(r#"{"presets": "x"}"#).is_err());
+        let bad = IngestConfig {
+            preset: "fastest".into(),
+            ..IngestConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("fastest"));
+    }
+}

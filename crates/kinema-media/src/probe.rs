@@ -1,0 +1,450 @@
+//! Probing a source with `ffprobe -print_format json -show_format
+//! -show_streams`, and judging whether it can be ingested.
+//!
+//! The judgement is split from the process call: [`interpret`] is a pure
+//! function over ffprobe's JSON (unit-tested on recorded output), so every
+//! rule about odd sources — rotation, attached cover art, several audio
+//! tracks, interlacing, HDR — is a plain test, and [`probe`] only adds the
+//! cases ffprobe reports as a failure (not media, truncated).
+
+use std::path::Path;
+use std::process::Stdio;
+
+use kinema_core::ladder::{FrameRate, SourceShape, SourceVideo};
+use serde::Deserialize;
+
+use crate::MediaError;
+use crate::supervise::spawn_error;
+
+/// What the pipeline needs to know about a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceInfo {
+    /// Seconds: the longest of the chosen streams (the container's duration
+    /// can include streams we do not use).
+    pub duration_seconds: f64,
+    pub video: Option<VideoStream>,
+    pub audio: Option<AudioStream>,
+    pub format_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoStream {
+    /// Index among the file's streams (`0:N` in ffmpeg's notation).
+    pub index: u32,
+    pub codec: String,
+    /// Coded size, before rotation.
+    pub coded_width: u32,
+    pub coded_height: u32,
+    /// Clockwise rotation needed to display it upright: 0, 90, 180 or 270.
+    pub rotation: u32,
+    pub frame_rate: FrameRate,
+    pub pixel_format: String,
+    pub interlaced: bool,
+    /// PQ (SMPTE 2084) or HLG transfer: needs tone mapping to look right in
+    /// 8-bit SDR.
+    pub hdr: bool,
+}
+
+impl VideoStream {
+    /// Size as displayed: width and height swapped for 90° and 270°.
+    pub fn display_size(&self) -> (u32, u32) {
+        if self.rotation % 180 == 90 {
+            (self.coded_height, self.coded_width)
+        } else {
+            (self.coded_width, self.coded_height)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioStream {
+    pub index: u32,
+    pub codec: String,
+    pub channels: u32,
+    pub sample_rate: u32,
+    /// How many audio streams the file has; the first is used.
+    pub audio_streams: u32,
+}
+
+impl SourceInfo {
+    pub fn shape(&self) -> SourceShape {
+        SourceShape {
+            video: self.video.as_ref().map(|video| {
+                let (width, height) = video.display_size();
+                SourceVideo {
+                    width,
+                    height,
+                    frame_rate: video.frame_rate,
+                }
+            }),
+            has_audio: self.audio.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ProbeOutput {
+    #[serde(default)]
+    streams: Vec<ProbeStream>,
+    format: Option<ProbeFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProbeFormat {
+    #[serde(default)]
+    format_name: String,
+    duration: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ProbeStream {
+    index: u32,
+    codec_type: String,
+    codec_name: String,
+    width: u32,
+    height: u32,
+    pix_fmt: String,
+    avg_frame_rate: String,
+    r_frame_rate: String,
+    field_order: String,
+    color_transfer: String,
+    channels: u32,
+    sample_rate: String,
+    duration: Option<String>,
+    nb_frames: Option<String>,
+    tags: std::collections::HashMap<String, String>,
+    side_data_list: Vec<SideData>,
+    disposition: std::collections::HashMap<String, i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SideData {
+    side_data_type: String,
+    rotation: Option<f64>,
+}
+
+/// Runs ffprobe on `path` and interprets its answer.
+pub async fn probe(ffprobe: &Path, path: &Path) -> Result<SourceInfo, MediaError> {
+    let metadata =
+        tokio::fs::metadata(path)
+            .await
+            .map_err(|source| MediaError::SourceUnreadable {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    if !metadata.is_file() {
+        return Err(MediaError::SourceUnreadable {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("not a regular file"),
+        });
+    }
+    if metadata.len() == 0 {
+        return Err(MediaError::EmptySource);
+    }
+    let output = tokio::process::Command::new(ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(path)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|error| spawn_error(ffprobe, error))?;
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    if !output.status.success() {
+        return Err(classify_failure(&stderr));
+    }
+    interpret(&output.stdout, &stderr)
+}
+
+/// Turns ffprobe's complaint into the error an uploader can act on.
+fn classify_failure(stderr: &str) -> MediaError {
+    let last = stderr
+        .lines()
+        .last()
+        .unwrap_or("ffprobe could not read it")
+        .to_string();
+    // The index of an MP4 sits at its end unless it was written for
+    // streaming; an upload cut short loses it.
+    if stderr.contains("moov atom not found") || stderr.contains("End of file") {
+        MediaError::Truncated {
+            detail: format!("{last} (the upload may have been cut short)"),
+        }
+    } else {
+        MediaError::NotMedia { detail: last }
+    }
+}
+
+fn parse_seconds(text: Option<&String>) -> Option<f64> {
+    text.and_then(|text| text.parse::<f64>().ok())
+        .filter(|value| value.is_finite() && *value > 0.0)
+}
+
+/// Rotation from the display matrix (what phones write) or, in older files,
+/// the `rotate` tag, as the clockwise angle that displays it upright.
+fn rotation(stream: &ProbeStream) -> u32 {
+    let matrix = stream
+        .side_data_list
+        .iter()
+        .find(|side| side.side_data_type == "Display Matrix")
+        .and_then(|side| side.rotation);
+    // ffprobe reports the display matrix angle counter-clockwise (-90 for a
+    // clip that must be turned 90° clockwise); the tag is clockwise.
+    let degrees = match matrix {
+        Some(angle) => -angle,
+        None => stream
+            .tags
+            .get("rotate")
+            .and_then(|tag| tag.parse::<f64>().ok())
+            .unwrap_or(0.0),
+    };
+    let quarter_turns = (degrees / 90.0).round() as i64;
+    (quarter_turns.rem_euclid(4) * 90) as u32
+}
+
+/// Judges ffprobe's JSON output.
+pub fn interpret(json: &[u8], stderr: &str) -> Result<SourceInfo, MediaError> {
+    let output: ProbeOutput =
+        serde_json::from_slice(json).map_err(|error| MediaError::NotMedia {
+            detail: format!("ffprobe output is unreadable: {error}"),
+        })?;
+    let format = output.format.ok_or_else(|| MediaError::NotMedia {
+        detail: if stderr.is_empty() {
+            "no container format recognised".to_string()
+        } else {
+            stderr.to_string()
+        },
+    })?;
+    // Single images (a JPEG renamed .mp4) probe as one-frame video through
+    // the image2 demuxers; they are not videos.
+    if format.format_name.ends_with("_pipe") || format.format_name == "image2" {
+        return Err(MediaError::NotMedia {
+            detail: format!("it is a still image ({})", format.format_name),
+        });
+    }
+    if format.format_name == "tty" {
+        return Err(MediaError::NotMedia {
+            detail: "it is a text file".to_string(),
+        });
+    }
+    let video = output
+        .streams
+        .iter()
+        // Cover art in an audio file is a "video" stream of one picture.
+        .filter(|stream| stream.codec_type == "video")
+        .find(|stream| stream.disposition.get("attached_pic").copied().unwrap_or(0) == 0);
+    let audio_streams: Vec<&ProbeStream> = output
+        .streams
+        .iter()
+        .filter(|stream| stream.codec_type == "audio")
+        .collect();
+    if video.is_none() && audio_streams.is_empty() {
+        return Err(MediaError::NoStreams);
+    }
+    let video = match video {
+        None => None,
+        Some(stream) => {
+            if stream.width == 0 || stream.height == 0 {
+                return Err(MediaError::NotMedia {
+                    detail: format!("video stream {} has no picture size", stream.index),
+                });
+            }
+            let frame_rate = FrameRate::parse(&stream.avg_frame_rate)
+                .or_else(|| FrameRate::parse(&stream.r_frame_rate))
+                .ok_or_else(|| MediaError::NotMedia {
+                    detail: format!("video stream {} has no frame rate", stream.index),
+                })?;
+            Some(VideoStream {
+                index: stream.index,
+                codec: stream.codec_name.clone(),
+                coded_width: stream.width,
+                coded_height: stream.height,
+                rotation: rotation(stream),
+                frame_rate,
+                pixel_format: stream.pix_fmt.clone(),
+                interlaced: matches!(stream.field_order.as_str(), "tt" | "bb" | "tb" | "bt"),
+                hdr: matches!(stream.color_transfer.as_str(), "smpte2084" | "arib-std-b67"),
+            })
+        }
+    };
+    let audio = audio_streams.first().map(|stream| AudioStream {
+        index: stream.index,
+        codec: stream.codec_name.clone(),
+        channels: stream.channels,
+        sample_rate: stream.sample_rate.parse().unwrap_or(0),
+        audio_streams: audio_streams.len() as u32,
+    });
+    let stream_duration = |index: u32| {
+        output
+            .streams
+            .iter()
+            .find(|stream| stream.index == index)
+            .and_then(|stream| parse_seconds(stream.duration.as_ref()))
+    };
+    let chosen: Vec<f64> = video
+        .iter()
+        .map(|video| video.index)
+        .chain(audio.iter().map(|audio| audio.index))
+        .filter_map(stream_duration)
+        .collect();
+    let duration_seconds = if chosen.is_empty() {
+        parse_seconds(format.duration.as_ref()).unwrap_or(0.0)
+    } else {
+        chosen.into_iter().fold(0.0, f64::max)
+    };
+    if duration_seconds <= 0.0 {
+        return Err(MediaError::ZeroDuration);
+    }
+    if let Some(stream) = output
+        .streams
+        .iter()
+        .find(|stream| Some(stream.index) == video.as_ref().map(|video| video.index))
+        && stream.nb_frames.as_deref() == Some("0")
+    {
+        return Err(MediaError::ZeroDuration);
+    }
+    Ok(SourceInfo {
+        duration_seconds,
+        video,
+        audio,
+        format_name: format.format_name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(streams: &str, format: &str) -> Vec<u8> {
+        format!(r#"{{"streams": [{streams}], "format": {format}}}"#).into_bytes()
+    }
+
+    const MP4: &str = r#"{"format_name": "mov,mp4,m4a,3gp,3g2,mj2", "duration": "4.000000"}"#;
+
+    fn video(extra: &str) -> String {
+        format!(
+            r#"{{"index": 0, "codec_type": "video", "codec_name": "h264", "width": 320,
+                "height": 180, "pix_fmt": "yuv420p", "avg_frame_rate": "25/1",
+                "r_frame_rate": "25/1", "duration": "4.000000" {extra}}}"#
+        )
+    }
+
+    fn audio(index: u32) -> String {
+        format!(
+            r#"{{"index": {index}, "codec_type": "audio", "codec_name": "aac", "channels": 2,
+                "sample_rate": "44100", "duration": "4.010000"}}"#
+        )
+    }
+
+    #[test]
+    fn plain_clip_with_video_and_audio() {
+        let info = interpret(&json(&format!("{},{}", video(""), audio(1)), MP4), "").unwrap();
+        assert_eq!(info.duration_seconds, 4.01);
+        let video = info.video.unwrap();
+        assert_eq!((video.display_size(), video.rotation), ((320, 180), 0));
+        assert!(!video.interlaced && !video.hdr);
+        assert_eq!(info.audio.unwrap().audio_streams, 1);
+    }
+
+    #[test]
+    fn display_matrix_rotation_swaps_the_display_size() {
+        let rotated =
+            video(r#", "side_data_list": [{"side_data_type": "Display Matrix", "rotation": -90}]"#);
+        let info = interpret(&json(&rotated, MP4), "").unwrap();
+        let video = info.video.unwrap();
+        assert_eq!(video.rotation, 90);
+        assert_eq!(video.display_size(), (180, 320));
+        let tagged = video_with_tag("270");
+        assert_eq!(
+            interpret(&json(&tagged, MP4), "")
+                .unwrap()
+                .video
+                .unwrap()
+                .rotation,
+            270
+        );
+    }
+
+    fn video_with_tag(angle: &str) -> String {
+        video(&format!(r#", "tags": {{"rotate": "{angle}"}}"#))
+    }
+
+    #[test]
+    fn several_audio_tracks_use_the_first() {
+        let streams = format!("{},{},{}", video(""), audio(1), audio(2));
+        let audio = interpret(&json(&streams, MP4), "").unwrap().audio.unwrap();
+        assert_eq!((audio.index, audio.audio_streams), (1, 2));
+    }
+
+    #[test]
+    fn cover_art_is_not_a_video() {
+        let cover = r#"{"index": 1, "codec_type": "video", "codec_name": "mjpeg", "width": 500,
+            "height": 500, "avg_frame_rate": "0/0", "disposition": {"attached_pic": 1}}"#;
+        let streams = format!("{},{cover}", audio(0));
+        let info = interpret(&json(&streams, MP4), "").unwrap();
+        assert!(info.video.is_none());
+        assert!(info.audio.is_some());
+    }
+
+    #[test]
+    fn interlaced_and_hdr_sources_are_recognised() {
+        let interlaced = video(r#", "field_order": "tt""#);
+        assert!(
+            interpret(&json(&interlaced, MP4), "")
+                .unwrap()
+                .video
+                .unwrap()
+                .interlaced
+        );
+        let hdr = video(r#", "pix_fmt": "yuv420p10le", "color_transfer": "smpte2084""#);
+        let hdr = hdr.replacen(r#""pix_fmt": "yuv420p","#, "", 1);
+        assert!(interpret(&json(&hdr, MP4), "").unwrap().video.unwrap().hdr);
+    }
+
+    #[test]
+    fn rejections_say_what_is_wrong() {
+        let text = json("", r#"{"format_name": "tty"}"#);
+        assert!(
+            interpret(&text, "")
+                .unwrap_err()
+                .to_string()
+                .contains("text file")
+        );
+        let no_streams = json("", MP4);
+        assert!(matches!(
+            interpret(&no_streams, ""),
+            Err(MediaError::NoStreams)
+        ));
+        let zero = video("").replace("4.000000", "0.000000");
+        let zero_format = MP4.replace("4.000000", "0.000000");
+        assert!(matches!(
+            interpret(&json(&zero, &zero_format), ""),
+            Err(MediaError::ZeroDuration)
+        ));
+        let image = json(&video(""), r#"{"format_name": "png_pipe"}"#);
+        assert!(
+            interpret(&image, "")
+                .unwrap_err()
+                .to_string()
+                .contains("still image")
+        );
+        assert!(matches!(
+            classify_failure(
+                "[mov,mp4] moov atom not found\nx.mp4: Invalid data found when processing input"
+            ),
+            MediaError::Truncated { .. }
+        ));
+        assert!(matches!(
+            classify_failure("x.mp4: Invalid data found when processing input"),
+            MediaError::NotMedia { .. }
+        ));
+    }
+}

@@ -1,0 +1,360 @@
+//! Runs one ffmpeg child under supervision.
+//!
+//! ffmpeg is told to write `-progress pipe:1` (key=value blocks on stdout);
+//! we parse those into [`EncoderProgress`] and pass them on. Its stderr is
+//! kept — the last lines in memory for the error message and job record, all
+//! of it in a log file when one is given. The child is killed when the job
+//! is cancelled, when its output time stops advancing for the stall timeout,
+//! and when this process dies (`PR_SET_PDEATHSIG`), so a crashed ingest never
+//! leaves an orphan encoder writing into staging.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use crate::MediaError;
+
+/// How many lines of ffmpeg's stderr are kept for error messages.
+const LOG_TAIL_LINES: usize = 40;
+
+/// One `progress=` block of ffmpeg's `-progress` output.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EncoderProgress {
+    /// Output time reached, seconds.
+    pub out_time_seconds: f64,
+    /// Encoding speed relative to real time (`speed=2.5x`).
+    pub speed: Option<f64>,
+    /// True on the last block (`progress=end`).
+    pub finished: bool,
+}
+
+/// Accumulates `key=value` lines into blocks.
+#[derive(Debug, Default)]
+pub struct ProgressParser {
+    current: EncoderProgress,
+}
+
+impl ProgressParser {
+    /// Feeds one line; returns a block when the line ends one.
+    pub fn line(&mut self, line: &str) -> Option<EncoderProgress> {
+        let (key, value) = line.trim().split_once('=')?;
+        match key {
+            // out_time_us is microseconds; out_time_ms is, despite its name,
+            // also microseconds in ffmpeg 5.1, so only out_time_us is read.
+            "out_time_us" => {
+                if let Ok(micros) = value.parse::<i64>() {
+                    self.current.out_time_seconds = micros.max(0) as f64 / 1e6;
+                }
+            }
+            "speed" => {
+                self.current.speed = value
+                    .trim_end_matches('x')
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|speed| speed.is_finite() && *speed > 0.0);
+            }
+            "progress" => {
+                self.current.finished = value == "end";
+                return Some(self.current);
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+/// How to run and watch the child.
+#[derive(Debug, Clone)]
+pub struct Supervision {
+    /// Stop the child when its output time has not advanced for this long.
+    pub stall_timeout: Duration,
+    /// Where to append ffmpeg's whole stderr, if anywhere.
+    pub log_file: Option<PathBuf>,
+}
+
+/// The error for a failed spawn: a missing program gets its own message.
+pub(crate) fn spawn_error(program: &Path, error: std::io::Error) -> MediaError {
+    if error.kind() == std::io::ErrorKind::NotFound {
+        MediaError::ToolMissing {
+            program: program.display().to_string(),
+        }
+    } else {
+        MediaError::io(program, error)
+    }
+}
+
+/// Checks that a program can be started (`PROGRAM -version`), so a missing
+/// ffmpeg is reported when ingest starts, not minutes into a job.
+pub async fn check_tool(program: &Path) -> Result<(), MediaError> {
+    let status = tokio::process::Command::new(program)
+        .arg("-version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|error| spawn_error(program, error))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(MediaError::ToolMissing {
+            program: format!(
+                "{} (it exists but `-version` failed: {status})",
+                program.display()
+            ),
+        })
+    }
+}
+
+fn set_parent_death_signal(command: &mut tokio::process::Command) {
+    #[allow(
+        unsafe_code,
+        reason = "prctl(PR_SET_PDEATHSIG) in the forked child is the only way to have the kernel \
+                  kill ffmpeg when kinema dies by SIGKILL; it is async-signal-safe"
+    )]
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls async-signal-safe functions (prctl, getppid, kill on ourselves).
+    unsafe {
+        let parent = std::process::id() as libc::pid_t;
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Runs `program args`, reporting progress to `on_progress`, until it exits,
+/// stalls, or `cancel` fires.
+pub async fn run(
+    program: &Path,
+    args: &[String],
+    supervision: &Supervision,
+    cancel: &CancellationToken,
+    mut on_progress: impl FnMut(EncoderProgress),
+) -> Result<(), MediaError> {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    set_parent_death_signal(&mut command);
+    tracing::debug!(program = %program.display(), args = ?args, "starting encoder");
+    let mut child = command
+        .spawn()
+        .map_err(|error| spawn_error(program, error))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+
+    let log_file = supervision.log_file.clone();
+    let stderr_task = tokio::spawn(async move {
+        let mut tail = VecDeque::with_capacity(LOG_TAIL_LINES);
+        let mut log = match log_file {
+            Some(path) => tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .await
+                .ok(),
+            None => None,
+        };
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(log) = log.as_mut() {
+                // A log that cannot be written must not fail the encode.
+                let _ = log.write_all(format!("{line}\n").as_bytes()).await;
+            }
+            if tail.len() == LOG_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        if let Some(log) = log.as_mut() {
+            let _ = log.flush().await;
+        }
+        tail.into_iter().collect::<Vec<_>>().join("\n")
+    });
+
+    let mut parser = ProgressParser::default();
+    let mut progress_lines = BufReader::new(stdout).lines();
+    let mut last_out_time = -1.0f64;
+    let mut stalled_since = tokio::time::Instant::now();
+    let mut stdout_open = true;
+    let outcome = loop {
+        let stall_deadline = stalled_since + supervision.stall_timeout;
+        tokio::select! {
+            () = cancel.cancelled() => break Outcome::Cancelled,
+            () = tokio::time::sleep_until(stall_deadline) => break Outcome::Stalled,
+            line = progress_lines.next_line(), if stdout_open => match line {
+                Ok(Some(line)) => {
+                    if let Some(progress) = parser.line(&line) {
+                        if progress.out_time_seconds > last_out_time {
+                            last_out_time = progress.out_time_seconds;
+                            stalled_since = tokio::time::Instant::now();
+                        }
+                        on_progress(progress);
+                    }
+                }
+                _ => stdout_open = false,
+            },
+            status = child.wait() => break Outcome::Exited(status),
+        }
+    };
+    let status = match outcome {
+        Outcome::Exited(status) => Some(status.map_err(|error| MediaError::io(program, error))?),
+        Outcome::Cancelled | Outcome::Stalled => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            None
+        }
+    };
+    let log_tail = stderr_task.await.unwrap_or_default();
+    match (status, outcome_was_cancel(cancel)) {
+        (Some(status), _) if status.success() => Ok(()),
+        (Some(status), _) => Err(MediaError::Transcode {
+            status: status.to_string(),
+            log_tail,
+        }),
+        (None, true) => Err(MediaError::Cancelled),
+        (None, false) => Err(MediaError::Stalled {
+            seconds: supervision.stall_timeout.as_secs(),
+            log_tail,
+        }),
+    }
+}
+
+enum Outcome {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    Cancelled,
+    Stalled,
+}
+
+/// A child stopped by us was stopped for cancellation exactly when the
+/// token fired; otherwise it was the stall timer.
+fn outcome_was_cancel(cancel: &CancellationToken) -> bool {
+    cancel.is_cancelled()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_blocks_are_parsed() {
+        let mut parser = ProgressParser::default();
+        let text = "frame=50\nout_time_us=2000000\nout_time_ms=2000000\nspeed=3.5x\nprogress=continue\n\
+                    out_time_us=4000000\nspeed=N/A\nprogress=end\n";
+        let blocks: Vec<EncoderProgress> =
+            text.lines().filter_map(|line| parser.line(line)).collect();
+        assert_eq!(
+            blocks,
+            vec![
+                EncoderProgress {
+                    out_time_seconds: 2.0,
+                    speed: Some(3.5),
+                    finished: false
+                },
+                EncoderProgress {
+                    out_time_seconds: 4.0,
+                    speed: None,
+                    finished: true
+                }
+            ]
+        );
+        // ffmpeg prints a negative time before the first packet.
+        assert_eq!(parser.line("out_time_us=-9223372036854775807"), None);
+        assert_eq!(
+            parser.line("progress=continue").unwrap().out_time_seconds,
+            0.0
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_clear_error() {
+        let error = check_tool(Path::new("kinema-no-such-ffmpeg"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, MediaError::ToolMissing { .. }), "{error}");
+        assert!(error.to_string().contains("not found on PATH"));
+    }
+
+    fn supervision(stall: Duration) -> Supervision {
+        Supervision {
+            stall_timeout: stall,
+            log_file: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn failure_shows_the_log_tail() {
+        let args: Vec<String> = ["-c", "echo first >&2; echo 'the reason' >&2; exit 3"]
+            .map(String::from)
+            .to_vec();
+        let error = run(
+            Path::new("sh"),
+            &args,
+            &supervision(Duration::from_secs(60)),
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("exit status: 3") && text.contains("the reason"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_child_is_stopped_as_stalled() {
+        let args: Vec<String> = [
+            "-c",
+            "echo out_time_us=1; echo progress=continue; exec sleep 600",
+        ]
+        .map(String::from)
+        .to_vec();
+        let error = run(
+            Path::new("sh"),
+            &args,
+            &supervision(Duration::from_millis(300)),
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, MediaError::Stalled { .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_child() {
+        let cancel = CancellationToken::new();
+        let args: Vec<String> = ["-c", "echo progress=continue; exec sleep 600"]
+            .map(String::from)
+            .to_vec();
+        let trigger = cancel.clone();
+        let error = run(
+            Path::new("sh"),
+            &args,
+            &supervision(Duration::from_secs(600)),
+            &cancel,
+            move |_| trigger.cancel(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, MediaError::Cancelled), "{error}");
+    }
+}

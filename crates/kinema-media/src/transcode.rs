@@ -1,0 +1,426 @@
+//! The one ffmpeg command that encodes a whole ladder.
+//!
+//! The source is decoded once; `-filter_complex` normalises it (deinterlace,
+//! tone-map HDR, constant frame rate — all before the split, so every rung
+//! sees the same frames) and splits it into one scaled branch per rung plus
+//! two thumbnail branches. Every rung gets the same closed GOP of exactly one
+//! segment (`-g G -keyint_min G -sc_threshold 0 -flags +cgop`), so all
+//! renditions have keyframes on the same frames. ffmpeg's `dash` muxer
+//! writes fragmented MP4 for every stream in the same process (FACTS.md):
+//! `N/init.mp4` and `N/{1,2,…}.m4s` per output stream N. We discard its
+//! MPD and write our manifests from the segments themselves.
+//!
+//! Building the argument list is a pure function, snapshot-tested.
+
+use std::path::Path;
+
+use kinema_core::ladder::LadderPlan;
+
+use crate::probe::SourceInfo;
+use crate::thumbs::ThumbnailPlan;
+
+/// The name ffmpeg's own MPD is written under in the staging directory; it
+/// is deleted before publishing.
+pub const FFMPEG_MPD: &str = "ffmpeg-dash.mpd";
+
+/// Encoder settings that are not part of the ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderSettings {
+    /// x264 preset (`veryfast`; tests use `ultrafast`).
+    pub preset: String,
+    /// Encoder threads; 0 lets ffmpeg choose.
+    pub threads: u32,
+}
+
+/// The output directory of ffmpeg stream `index` (videos first, in plan
+/// order, then audio), before it is renamed to its rendition id.
+pub fn stream_dir(index: usize) -> String {
+    index.to_string()
+}
+
+/// Arguments for `ffmpeg`, writing under `out_dir` (which must exist, with
+/// one subdirectory per stream and `thumbs/`).
+pub fn ffmpeg_args(
+    source_path: &Path,
+    source: &SourceInfo,
+    plan: &LadderPlan,
+    thumbnails: Option<&ThumbnailPlan>,
+    settings: &EncoderSettings,
+    out_dir: &Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-y",
+        "-loglevel",
+        "level+info",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-i",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(source_path.display().to_string());
+
+    let push = |args: &mut Vec<String>, items: &[&str]| {
+        args.extend(items.iter().map(|item| item.to_string()));
+    };
+
+    let video = source.video.as_ref().filter(|_| !plan.video.is_empty());
+    if let (Some(video), Some(frame_rate), Some(gop)) = (video, plan.frame_rate, plan.gop_frames) {
+        let mut graph = format!("[0:{}]", video.index);
+        if video.interlaced {
+            // Only frames flagged interlaced are touched.
+            graph.push_str("yadif=mode=send_frame:parity=auto:deint=interlaced,");
+        }
+        if video.hdr {
+            // PQ/HLG to BT.709 SDR, so 8-bit players show sane colours.
+            graph.push_str(
+                "zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,\
+                 tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,",
+            );
+        }
+        // Constant frame rate for variable-frame-rate sources, and the
+        // same frames in every branch.
+        let branches = plan.video.len() + if thumbnails.is_some() { 2 } else { 0 };
+        graph.push_str(&format!("fps={frame_rate},split={branches}"));
+        for index in 0..plan.video.len() {
+            graph.push_str(&format!("[s{index}]"));
+        }
+        if thumbnails.is_some() {
+            graph.push_str("[sprite_in][poster_in]");
+        }
+        for (index, rung) in plan.video.iter().enumerate() {
+            // format=yuv420p turns 10-bit and 4:2:2/4:4:4 sources into what
+            // every browser decodes; setsar=1 keeps pixels square.
+            graph.push_str(&format!(
+                ";[s{index}]scale={}:{}:flags=bicubic,format=yuv420p,setsar=1[v{index}]",
+                rung.width, rung.height
+            ));
+        }
+        if let Some(thumbs) = thumbnails {
+            let (poster_width, poster_height) = plan
+                .video
+                .last()
+                .map(|rung| (rung.width, rung.height))
+                .unwrap_or((thumbs.width, thumbs.height));
+            graph.push_str(&format!(
+                ";[sprite_in]fps=1/{},scale={}:{},setsar=1,tile={}x{}[sprite]\
+                 ;[poster_in]select=gte(t\\,{:.3}),scale={poster_width}:{poster_height},setsar=1[poster]",
+                thumbs.interval_seconds,
+                thumbs.width,
+                thumbs.height,
+                thumbs.columns,
+                thumbs.rows,
+                thumbs.poster_at_seconds
+            ));
+        }
+        push(&mut args, &["-filter_complex"]);
+        args.push(graph);
+        for index in 0..plan.video.len() {
+            push(&mut args, &["-map"]);
+            args.push(format!("[v{index}]"));
+        }
+        if let Some(audio) = source.audio.as_ref().filter(|_| plan.audio.is_some()) {
+            push(&mut args, &["-map"]);
+            args.push(format!("0:{}", audio.index));
+        }
+        push(&mut args, &["-c:v", "libx264", "-preset"]);
+        args.push(settings.preset.clone());
+        push(&mut args, &["-profile:v", "high"]);
+        for (index, rung) in plan.video.iter().enumerate() {
+            args.push(format!("-b:v:{index}"));
+            args.push(rung.bitrate.to_string());
+            args.push(format!("-maxrate:v:{index}"));
+            args.push(rung.maxrate.to_string());
+            args.push(format!("-bufsize:v:{index}"));
+            args.push(rung.bufsize.to_string());
+        }
+        let gop = gop.to_string();
+        push(
+            &mut args,
+            &[
+                "-g",
+                &gop,
+                "-keyint_min",
+                &gop,
+                "-sc_threshold",
+                "0",
+                "-flags:v",
+                "+cgop",
+            ],
+        );
+    } else if let Some(audio) = source.audio.as_ref() {
+        push(&mut args, &["-map"]);
+        args.push(format!("0:{}", audio.index));
+    }
+    if let Some(audio) = plan.audio.as_ref() {
+        push(&mut args, &["-c:a", "aac", "-b:a"]);
+        args.push(audio.bitrate.to_string());
+        push(&mut args, &["-ac"]);
+        args.push(audio.channels.to_string());
+        push(&mut args, &["-ar"]);
+        args.push(audio.sample_rate.to_string());
+        // Fill gaps and drop overlaps in the source's audio timestamps, so
+        // audio stays in sync over the whole video.
+        push(&mut args, &["-af", "aresample=async=1"]);
+    }
+    push(&mut args, &["-threads"]);
+    args.push(settings.threads.to_string());
+    let adaptation_sets = match (plan.video.is_empty(), plan.audio.is_some()) {
+        (false, true) => "id=0,streams=v id=1,streams=a",
+        (false, false) => "id=0,streams=v",
+        (true, _) => "id=0,streams=a",
+    };
+    push(
+        &mut args,
+        &[
+            "-map_metadata",
+            "-1",
+            "-map_chapters",
+            "-1",
+            "-f",
+            "dash",
+            "-seg_duration",
+        ],
+    );
+    args.push(plan.segment_seconds.to_string());
+    push(
+        &mut args,
+        &[
+            "-use_template",
+            "1",
+            "-use_timeline",
+            "0",
+            "-init_seg_name",
+            "$RepresentationID$/init.mp4",
+            "-media_seg_name",
+            "$RepresentationID$/$Number$.m4s",
+            "-adaptation_sets",
+            adaptation_sets,
+        ],
+    );
+    args.push(out_dir.join(FFMPEG_MPD).display().to_string());
+    if thumbnails.is_some() && !plan.video.is_empty() {
+        for (label, file, quality) in [
+            ("[sprite]", "sprite.jpg", "5"),
+            ("[poster]", "poster.jpg", "3"),
+        ] {
+            push(
+                &mut args,
+                &[
+                    "-map",
+                    label,
+                    "-frames:v",
+                    "1",
+                    "-q:v",
+                    quality,
+                    "-update",
+                    "1",
+                ],
+            );
+            args.push(out_dir.join("thumbs").join(file).display().to_string());
+        }
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{AudioStream, VideoStream};
+    use kinema_core::ladder::{FrameRate, LadderConfig, plan};
+
+    fn check(actual: Vec<String>, expected: &str) {
+        let actual = actual.join("\n");
+        assert_eq!(actual, expected.trim(), "\nactual:\n{actual}\n");
+    }
+
+    fn source(interlaced: bool, hdr: bool, audio: bool) -> SourceInfo {
+        SourceInfo {
+            duration_seconds: 9.0,
+            video: Some(VideoStream {
+                index: 0,
+                codec: "h264".into(),
+                coded_width: 640,
+                coded_height: 360,
+                rotation: 0,
+                frame_rate: FrameRate::new(25, 1),
+                pixel_format: "yuv420p".into(),
+                interlaced,
+                hdr,
+            }),
+            audio: audio.then(|| AudioStream {
+                index: 2,
+                codec: "aac".into(),
+                channels: 1,
+                sample_rate: 44100,
+                audio_streams: 2,
+            }),
+            format_name: "mov,mp4,m4a,3gp,3g2,mj2".into(),
+        }
+    }
+
+    fn settings() -> EncoderSettings {
+        EncoderSettings {
+            preset: "veryfast".into(),
+            threads: 2,
+        }
+    }
+
+    #[test]
+    fn two_rungs_audio_and_thumbnails_in_one_command() {
+        let source = source(false, false, true);
+        let plan = plan(&source.shape(), &LadderConfig::default()).unwrap();
+        let thumbs = crate::thumbs::plan(9.0, 640, 360);
+        check(
+            ffmpeg_args(
+                Path::new("/in/src.mp4"),
+                &source,
+                &plan,
+                Some(&thumbs),
+                &settings(),
+                Path::new("/stage"),
+            ),
+            r"
+-hide_banner
+-nostdin
+-y
+-loglevel
+level+info
+-nostats
+-progress
+pipe:1
+-i
+/in/src.mp4
+-filter_complex
+[0:0]fps=25,split=4[s0][s1][sprite_in][poster_in];[s0]scale=426:240:flags=bicubic,format=yuv420p,setsar=1[v0];[s1]scale=640:360:flags=bicubic,format=yuv420p,setsar=1[v1];[sprite_in]fps=1/2,scale=160:90,setsar=1,tile=5x1[sprite];[poster_in]select=gte(t\,0.900),scale=640:360,setsar=1[poster]
+-map
+[v0]
+-map
+[v1]
+-map
+0:2
+-c:v
+libx264
+-preset
+veryfast
+-profile:v
+high
+-b:v:0
+300000
+-maxrate:v:0
+450000
+-bufsize:v:0
+600000
+-b:v:1
+700000
+-maxrate:v:1
+1050000
+-bufsize:v:1
+1400000
+-g
+100
+-keyint_min
+100
+-sc_threshold
+0
+-flags:v
++cgop
+-c:a
+aac
+-b:a
+64000
+-ac
+2
+-ar
+48000
+-af
+aresample=async=1
+-threads
+2
+-map_metadata
+-1
+-map_chapters
+-1
+-f
+dash
+-seg_duration
+4
+-use_template
+1
+-use_timeline
+0
+-init_seg_name
+$RepresentationID$/init.mp4
+-media_seg_name
+$RepresentationID$/$Number$.m4s
+-adaptation_sets
+id=0,streams=v id=1,streams=a
+/stage/ffmpeg-dash.mpd
+-map
+[sprite]
+-frames:v
+1
+-q:v
+5
+-update
+1
+/stage/thumbs/sprite.jpg
+-map
+[poster]
+-frames:v
+1
+-q:v
+3
+-update
+1
+/stage/thumbs/poster.jpg
+",
+        );
+    }
+
+    #[test]
+    fn interlaced_hdr_silent_source_filters_before_the_split() {
+        let source = source(true, true, false);
+        let plan = plan(&source.shape(), &LadderConfig::default()).unwrap();
+        let args = ffmpeg_args(
+            Path::new("in.mkv"),
+            &source,
+            &plan,
+            None,
+            &settings(),
+            Path::new("out"),
+        );
+        let graph = &args[args.iter().position(|a| a == "-filter_complex").unwrap() + 1];
+        assert!(graph.starts_with(
+            "[0:0]yadif=mode=send_frame:parity=auto:deint=interlaced,zscale=t=linear:npl=100,"
+        ));
+        assert!(graph.contains("zscale=t=bt709:m=bt709:r=tv,fps=25,split=2[s0][s1];"));
+        assert!(!args.iter().any(|a| a == "-c:a" || a.contains("sprite")));
+        assert!(args.contains(&"id=0,streams=v".to_string()));
+    }
+
+    #[test]
+    fn audio_only_source_maps_its_first_audio_stream() {
+        let mut source = source(false, false, true);
+        source.video = None;
+        let plan = plan(&source.shape(), &LadderConfig::default()).unwrap();
+        let args = ffmpeg_args(
+            Path::new("in.m4a"),
+            &source,
+            &plan,
+            None,
+            &settings(),
+            Path::new("out"),
+        );
+        assert!(!args.iter().any(|a| a == "-filter_complex" || a == "-c:v"));
+        let joined = args.join(" ");
+        assert!(joined.contains("-map 0:2 -c:a aac"), "{joined}");
+        assert!(
+            joined.contains("-adaptation_sets id=0,streams=a"),
+            "{joined}"
+        );
+    }
+}
