@@ -5,6 +5,9 @@
 //! no service logic of its own.
 
 mod config;
+mod keys;
+mod sign;
+mod tokens;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +37,14 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Manage the key ring that signs URLs: new, list, retire.
+    Keys(keys::KeysArgs),
+    /// Print a signed URL for a video (/s/{token}/v/{id}/master.m3u8).
+    Sign(sign::SignArgs),
+    /// Manage admin API bearer tokens: new, list, revoke.
+    Tokens(tokens::TokensArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,6 +62,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let _config_file = ConfigFile::load(cli.config.as_deref())?;
-    match cli.command {}
+    let config_file = ConfigFile::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Keys(args) => keys::run(&config_file, args),
+        Command::Sign(args) => sign::run(&config_file, args),
+        Command::Tokens(args) => tokens::run(&config_file, args),
+    }
 }
