@@ -3,14 +3,18 @@
 //! A response body is one of a few shapes the connection layer can send
 //! without copying: shared `Bytes` go to the socket as they are, so every
 //! viewer of a cached segment is sent the same buffer.
+//!
+//! Both types also speak `http_body::Body` / hyper's `Incoming`, which is how
+//! the HTTP/2 path (hyper) carries them; the HTTP/1.1 path writes them itself.
 
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::Stream;
 use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use http_body::{Frame, SizeHint};
 
 pub enum ResponseBody {
     Empty,
@@ -32,6 +36,59 @@ impl ResponseBody {
             ResponseBody::Full(bytes) => Some(bytes.len() as u64),
             ResponseBody::Parts(parts) => Some(parts.iter().map(|p| p.len() as u64).sum()),
             ResponseBody::Stream(_) => None,
+        }
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        match this {
+            ResponseBody::Empty => Poll::Ready(None),
+            ResponseBody::Full(_) => match std::mem::replace(this, ResponseBody::Empty) {
+                ResponseBody::Full(bytes) if !bytes.is_empty() => {
+                    Poll::Ready(Some(Ok(Frame::data(bytes))))
+                }
+                _ => Poll::Ready(None),
+            },
+            ResponseBody::Parts(parts) => {
+                // Parts are few (a multipart response's pieces), so taking the
+                // first one out of the Vec costs nothing worth a VecDeque.
+                while !parts.is_empty() {
+                    let part = parts.remove(0);
+                    if !part.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(part))));
+                    }
+                }
+                *this = ResponseBody::Empty;
+                Poll::Ready(None)
+            }
+            ResponseBody::Stream(stream) => match stream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
+                Poll::Ready(None) => {
+                    *this = ResponseBody::Empty;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.known_length(), Some(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.known_length() {
+            Some(length) => SizeHint::with_exact(length),
+            None => SizeHint::default(),
         }
     }
 }
@@ -67,6 +124,23 @@ impl RequestBody {
         Self {
             inner: Some(stream),
         }
+    }
+
+    /// Adapts any `http_body::Body` (hyper's `Incoming` on HTTP/2): its data
+    /// frames become chunks, trailers are dropped, errors become I/O errors.
+    pub fn from_body<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if body.is_end_stream() {
+            return Self::empty();
+        }
+        Self::from_stream(
+            http_body_util::BodyDataStream::new(body)
+                .map_err(std::io::Error::other)
+                .boxed(),
+        )
     }
 }
 

@@ -11,12 +11,14 @@ pub mod body;
 pub mod conditional;
 pub mod content_type;
 pub mod range;
+pub mod server;
 pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 pub use body::{RequestBody, ResponseBody};
+pub use server::{ServerConfig, ServerStats, ServerStatsSnapshot, serve, serve_with_stats};
 
 /// What a handler may know about the connection a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

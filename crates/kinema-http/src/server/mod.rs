@@ -1,0 +1,432 @@
+//! The listener every kinema server runs on: accepts TCP (and TLS)
+//! connections, speaks HTTP/1.1 (our own, buffer-free while idle) and
+//! HTTP/2 (hyper), enforces the connection limits, and drains gracefully.
+//!
+//! It does not route, authenticate, or interpret requests: that is the
+//! [`Handler`]'s business, including limits on request bodies.
+//!
+//! Memory is the design constraint here as much as speed: a keep-alive
+//! connection waiting for its next request holds no read buffer and no
+//! handler state, only its socket and a small task (see `h1.rs`), so tens of
+//! thousands of idle viewers cost little more than their kernel sockets.
+
+mod date;
+mod h1;
+mod h1_body;
+mod h2;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{ConnectionInfo, Handler};
+
+/// Limits and timeouts of the listener. Deserialises from a config table
+/// with humantime durations (`"10s"`) and byte sizes (`"16KiB"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// How long a client may take to send a request's header section, from
+    /// its first byte (slowloris defence); also bounds a TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a request body may go without a byte arriving.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// How long a response write may make no progress (a client that stopped
+    /// reading) before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Largest request header section (request line included); larger → 431.
+    pub max_header_bytes: ByteSize,
+    /// Longest request target; longer → 414.
+    pub max_uri_bytes: ByteSize,
+    /// Connections open at once; one more is accepted and closed at once.
+    pub max_connections: usize,
+    /// How long in-flight responses may run after shutdown begins.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            max_header_bytes: ByteSize::kib(16),
+            max_uri_bytes: ByteSize::kib(8),
+            max_connections: 50_000,
+            drain_timeout: Duration::from_secs(30),
+            http2_max_concurrent_streams: 256,
+        }
+    }
+}
+
+/// Counters of one listener, shared with whoever publishes metrics.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    open_connections: AtomicU64,
+    accepted: AtomicU64,
+    refused_over_limit: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// A consistent-enough copy of [`ServerStats`] for a metrics scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerStatsSnapshot {
+    /// Connections open now (HTTP/1.1, HTTP/2 and TLS alike).
+    pub open_connections: u64,
+    /// Connections accepted and served since start.
+    pub accepted: u64,
+    /// Connections closed at once because `max_connections` were open.
+    pub refused_over_limit: u64,
+    /// Requests handed to the handler (both protocols).
+    pub requests: u64,
+}
+
+impl ServerStats {
+    pub fn snapshot(&self) -> ServerStatsSnapshot {
+        ServerStatsSnapshot {
+            open_connections: self.open_connections.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused_over_limit: self.refused_over_limit.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where the listener is in its life; every connection watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Running,
+    /// Stop taking new requests; finish the ones in flight.
+    Draining,
+    /// The drain deadline passed: drop whatever is still open.
+    Aborting,
+}
+
+/// What every connection task of one listener shares.
+struct Shared<H> {
+    handler: Arc<H>,
+    config: ServerConfig,
+    stats: Arc<ServerStats>,
+    phase: watch::Receiver<Phase>,
+    /// Woken when a connection closes, so the drain can see the count fall.
+    connection_closed: Notify,
+}
+
+/// Serves `handler` on `listener` until `shutdown` resolves, then drains:
+/// stops accepting, closes idle keep-alive connections, lets in-flight
+/// responses finish within `config.drain_timeout`, and returns `Ok`.
+///
+/// With `tls`, every connection is TLS; ALPN `h2` selects HTTP/2 and anything
+/// else HTTP/1.1. Without it, HTTP/2 is spoken with prior knowledge (h2c) when
+/// a connection opens with the HTTP/2 preface.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    config: ServerConfig,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    serve_with_stats(
+        listener,
+        handler,
+        config,
+        tls,
+        Arc::new(ServerStats::default()),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`], counting into `stats` (which the caller may publish).
+pub async fn serve_with_stats<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    config: ServerConfig,
+    tls: Option<TlsAcceptor>,
+    stats: Arc<ServerStats>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let (phase_sender, phase) = watch::channel(Phase::Running);
+    let shared = Arc::new(Shared {
+        handler,
+        config,
+        stats,
+        phase,
+        connection_closed: Notify::new(),
+    });
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => admit(&shared, stream, peer, tls.as_ref()),
+            Err(error) if is_per_connection_error(&error) => {
+                tracing::debug!(%error, "accept failed for one connection");
+            }
+            Err(error) => {
+                // Out of file descriptors or memory: accepting again at once
+                // would spin. Back off briefly; connections that close free
+                // descriptors meanwhile.
+                tracing::warn!(%error, "accept failed; pausing the listener for 100 ms");
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+    drop(listener);
+    drain(&shared, &phase_sender).await;
+    Ok(())
+}
+
+fn is_per_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+async fn drain<H>(shared: &Shared<H>, phase_sender: &watch::Sender<Phase>) {
+    let _ = phase_sender.send(Phase::Draining);
+    let open = || shared.stats.open_connections.load(Ordering::Acquire);
+    let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
+    loop {
+        // Register for the wake-up before reading the count, so a connection
+        // closing in between cannot be missed.
+        let closed = shared.connection_closed.notified();
+        if open() == 0 {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, closed).await.is_err() {
+            break;
+        }
+    }
+    tracing::warn!(
+        open = open(),
+        "drain timeout passed; closing the connections still open"
+    );
+    let _ = phase_sender.send(Phase::Aborting);
+    // Aborting connections drop their sockets at their next poll; give them
+    // a moment (bounded) so that the caller sees them closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while open() > 0 {
+        let closed = shared.connection_closed.notified();
+        if open() == 0 || tokio::time::timeout_at(deadline, closed).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn admit<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&TlsAcceptor>,
+) {
+    let stats = &shared.stats;
+    if stats.open_connections.load(Ordering::Relaxed) >= shared.config.max_connections as u64 {
+        // Over the limit: accept and close at once (like nginx when out of
+        // worker_connections), so the backlog does not fill with clients
+        // that will wait for nothing.
+        stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+        drop(stream);
+        return;
+    }
+    stats.open_connections.fetch_add(1, Ordering::AcqRel);
+    stats.accepted.fetch_add(1, Ordering::Relaxed);
+    // Responses are written whole in one writev: Nagle's algorithm would only
+    // hold back the tail of a response waiting for an ACK.
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let guard = ConnectionGuard {
+        shared: shared.clone(),
+    };
+    match tls {
+        None => {
+            let info = ConnectionInfo {
+                peer,
+                local,
+                secure: false,
+            };
+            tokio::spawn(run_connection(guard, stream, info, Protocol::Sniff));
+        }
+        Some(acceptor) => {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let info = ConnectionInfo {
+                    peer,
+                    local,
+                    secure: true,
+                };
+                let timeout = guard.shared.config.header_read_timeout;
+                let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "tls handshake timed out");
+                        return;
+                    }
+                };
+                // RFC 7301: the protocol the client and we agreed on decides.
+                let protocol = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                run_connection(guard, stream, info, protocol).await;
+            });
+        }
+    }
+}
+
+/// Decrements the open-connection count however the task ends (even by a
+/// panic unwinding through it).
+struct ConnectionGuard<H> {
+    shared: Arc<Shared<H>>,
+}
+
+impl<H> Drop for ConnectionGuard<H> {
+    fn drop(&mut self) {
+        self.shared
+            .stats
+            .open_connections
+            .fetch_sub(1, Ordering::AcqRel);
+        self.shared.connection_closed.notify_waiters();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Plain TCP: HTTP/2 if the client opens with the preface, else HTTP/1.
+    Sniff,
+    Http1,
+    Http2,
+}
+
+/// The connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+async fn run_connection<S, H>(
+    guard: ConnectionGuard<H>,
+    mut io: S,
+    info: ConnectionInfo,
+    protocol: Protocol,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let shared = &guard.shared;
+    let mut phase = shared.phase.clone();
+    let serve = async {
+        match protocol {
+            Protocol::Http2 => h2::serve(io, BytesMut::new(), shared.clone(), info).await,
+            Protocol::Http1 => h1::serve(&mut io, BytesMut::new(), shared, info).await,
+            Protocol::Sniff => {
+                let Some(first) = h1::first_bytes(&mut io, shared).await else {
+                    return;
+                };
+                match sniff(&mut io, first, shared).await {
+                    Some((Protocol::Http2, buffer)) => {
+                        h2::serve(io, buffer, shared.clone(), info).await;
+                    }
+                    Some((_, buffer)) => h1::serve(&mut io, buffer, shared, info).await,
+                    None => {}
+                }
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        () = serve => {}
+        _ = phase.wait_for(|phase| *phase == Phase::Aborting) => {}
+    }
+}
+
+/// Reads until the bytes received either are or cannot be the HTTP/2
+/// preface; `None` when the client went away or stalled.
+async fn sniff<S, H>(
+    io: &mut S,
+    mut buffer: BytesMut,
+    shared: &Shared<H>,
+) -> Option<(Protocol, BytesMut)>
+where
+    S: AsyncRead + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + shared.config.header_read_timeout;
+    loop {
+        let seen = buffer.len().min(HTTP2_PREFACE.len());
+        if buffer[..seen] != HTTP2_PREFACE[..seen] {
+            return Some((Protocol::Http1, buffer));
+        }
+        if seen == HTTP2_PREFACE.len() {
+            return Some((Protocol::Http2, buffer));
+        }
+        buffer.reserve(HTTP2_PREFACE.len());
+        let read = tokio::io::AsyncReadExt::read_buf(io, &mut buffer);
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_units() {
+        let config: ServerConfig = toml::from_str(
+            "header_read_timeout = \"2s\"\nmax_header_bytes = \"32KiB\"\nmax_connections = 10\n",
+        )
+        .unwrap();
+        assert_eq!(config.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.max_header_bytes, ByteSize::kib(32));
+        assert_eq!(config.max_connections, 10);
+        assert_eq!(config.idle_timeout, ServerConfig::default().idle_timeout);
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys() {
+        let error = toml::from_str::<ServerConfig>("idle_timout = \"2s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("idle_timout"), "{error}");
+    }
+}
