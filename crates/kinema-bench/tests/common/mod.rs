@@ -1,0 +1,201 @@
+//! Test fixtures: a synthetic ladder published into a temporary library,
+//! and a small HTTP/1.1 server over that library that can inject faults
+//! (a pause in the middle of one response body, a missing file, a
+//! redirect), which a well-behaved server like `kinema serve` never would.
+//!
+//! The server reads through the `Store` trait, so it serves exactly the
+//! published files; it is deliberately minimal (no ranges, no caching):
+//! the faults, not the serving, are what it is for.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use kinema_bench::synthetic::{SyntheticVideo, publish};
+use kinema_core::{ObjectPath, VideoId};
+use kinema_store::{LocalStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The ladder every test plays: 0.3 to 6 Mbit/s.
+pub const LADDER: [u64; 5] = [300_000, 800_000, 1_500_000, 3_000_000, 6_000_000];
+
+pub struct Library {
+    pub dir: tempfile::TempDir,
+    pub store: LocalStore,
+}
+
+/// Publishes the test ladder as video `clip`: `segments` segments of
+/// `segment_seconds` each.
+pub async fn library(segment_seconds: f64, segments: u32) -> Library {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = LocalStore::open(dir.path()).expect("library opens");
+    let video = SyntheticVideo {
+        id: VideoId::new("clip").unwrap(),
+        bitrates: LADDER.to_vec(),
+        segment_seconds,
+        segments,
+    };
+    publish(&store, &video)
+        .await
+        .expect("synthetic video publishes");
+    Library { dir, store }
+}
+
+/// Faults the test server injects.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Path (after `/v/clip/`) whose body stalls halfway, once, for this long.
+    pub pause: Option<(String, Duration)>,
+    /// Path (after `/v/clip/`) answered with 404 although it exists.
+    pub missing: Option<String>,
+}
+
+pub struct TestServer {
+    pub address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn status(code: StatusCode) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap()
+}
+
+struct State {
+    store: LocalStore,
+    faults: Faults,
+    paused_once: AtomicBool,
+}
+
+async fn handle(state: Arc<State>, request: Request<hyper::body::Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    // `/redirect/...` answers 302 to `/v/...`, to exercise redirects.
+    if let Some(rest) = path.strip_prefix("/redirect/") {
+        return Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", format!("/v/{rest}"))
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap();
+    }
+    let Some(rest) = path.strip_prefix("/v/") else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    let Some((id, file)) = rest.split_once('/') else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    let (Ok(id), Ok(object)) = (VideoId::new(id), ObjectPath::new(file)) else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    if state.faults.missing.as_deref() == Some(file) {
+        return status(StatusCode::NOT_FOUND);
+    }
+    let content = match state.store.get(&id, &object).await {
+        Ok(content) => content,
+        Err(error) if error.is_not_found() => return status(StatusCode::NOT_FOUND),
+        Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    let length = content.len();
+    let pause = match &state.faults.pause {
+        Some((target, pause))
+            if target == file && !state.paused_once.swap(true, Ordering::SeqCst) =>
+        {
+            Some(*pause)
+        }
+        _ => None,
+    };
+    let body = match pause {
+        None => Full::new(content).boxed(),
+        Some(pause) => {
+            // Half the body, a pause, then the rest: a server that hangs
+            // mid-response, as a stalled disk or an overloaded origin does.
+            let half = length / 2;
+            let first = content.slice(..half);
+            let second = content.slice(half..);
+            let stream = futures::stream::unfold(0u8, move |step| {
+                let (first, second) = (first.clone(), second.clone());
+                async move {
+                    match step {
+                        0 => Some((Ok::<_, Infallible>(Frame::data(first)), 1)),
+                        1 => {
+                            tokio::time::sleep(pause).await;
+                            Some((Ok(Frame::data(second)), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            BodyExt::boxed(StreamBody::new(stream))
+        }
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-length", length)
+        .body(body)
+        .unwrap()
+}
+
+/// Starts the server on 127.0.0.1:0; it stops when the handle is dropped.
+pub async fn serve(library: &Library, faults: Faults) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let state = Arc::new(State {
+        store: library.store.clone(),
+        faults,
+        paused_once: AtomicBool::new(false),
+    });
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = &mut stopped => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(_) => continue,
+                },
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(state, request).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    TestServer {
+        address,
+        stop: Some(stop),
+    }
+}

@@ -1,0 +1,321 @@
+//! Viewers against real HTTP over loopback: ABR on thin and fat links, a
+//! server that hangs mid-stream, a missing segment, redirects, keep-alive,
+//! ramp and deadline. Runs use `--speed` so a minute of viewing takes
+//! seconds; assertions are on what the viewers recorded, never on how long
+//! the test took.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Faults, LADDER, library, serve};
+use kinema_bench::link::LinkSpec;
+use kinema_bench::{BenchConfig, BenchError, Bitrate, run};
+
+fn config(url: String) -> BenchConfig {
+    BenchConfig {
+        progress: false,
+        ..BenchConfig::new(url)
+    }
+}
+
+async fn never() {
+    std::future::pending::<()>().await
+}
+
+#[tokio::test]
+async fn thin_link_settles_on_a_rung_under_its_rate() {
+    let library = library(1.0, 10).await;
+    let server = serve(&library, Faults::default()).await;
+    let report = run(
+        BenchConfig {
+            link: LinkSpec::Fixed(500_000),
+            speed: 10.0,
+            duration: Duration::from_secs(3),
+            ..config(server.url("/v/clip/master.m3u8"))
+        },
+        never(),
+    )
+    .await
+    .unwrap();
+    let viewer = &report.viewers[0];
+    assert_eq!(viewer.fatal, None);
+    assert!(viewer.segments >= 5, "{viewer:?}");
+    assert!(
+        viewer.records.iter().all(|r| r.bitrate <= 500_000),
+        "a 0.5 Mbit/s viewer fetched a rung above its link: {:?}",
+        viewer.records.iter().map(|r| r.bitrate).collect::<Vec<_>>()
+    );
+    assert_eq!(viewer.sustainable_bitrate, 300_000);
+    assert!(viewer.average_bitrate <= 500_000.0);
+}
+
+#[tokio::test]
+async fn fat_link_reaches_the_top_rung_and_keeps_one_connection() {
+    let library = library(1.0, 10).await;
+    let server = serve(&library, Faults::default()).await;
+    let report = run(
+        BenchConfig {
+            link: LinkSpec::Fixed(20_000_000),
+            speed: 10.0,
+            duration: Duration::from_secs(3),
+            ..config(server.url("/v/clip/master.m3u8"))
+        },
+        never(),
+    )
+    .await
+    .unwrap();
+    let viewer = &report.viewers[0];
+    let top = *LADDER.last().unwrap();
+    assert_eq!(viewer.fatal, None);
+    assert_eq!(viewer.highest_bitrate, top, "{viewer:?}");
+    assert_eq!(viewer.records.last().unwrap().bitrate, top);
+    assert_eq!(viewer.sustainable_bitrate, top);
+    assert_eq!(viewer.stalls, 0);
+    assert!(viewer.switches >= 1);
+    // Playlists, init sections and segments all went over one keep-alive
+    // connection, as a browser would send them.
+    assert_eq!(viewer.connections, 1);
+    assert_eq!(report.summary.http_errors, 0);
+    // Bytes are the exact sizes of what was fetched: at least the segments.
+    let segment_bytes: u64 = viewer
+        .records
+        .iter()
+        .map(|r| (r.bitrate as f64 * r.media_seconds / 8.0).round() as u64)
+        .sum();
+    assert!(
+        viewer.bytes >= segment_bytes,
+        "{} < {segment_bytes}",
+        viewer.bytes
+    );
+}
+
+#[tokio::test]
+async fn a_server_pause_mid_stream_is_a_counted_stall_of_about_its_length() {
+    let pause = Duration::from_secs(5);
+    let library = library(1.0, 10).await;
+    let server = serve(
+        &library,
+        Faults {
+            pause: Some(("r300k/4.m4s".into(), pause)),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let report = run(
+        BenchConfig {
+            bitrate: Some(Bitrate(300_000)),
+            buffer_target: Duration::from_secs(2),
+            duration: Duration::from_secs(9),
+            ..config(server.url("/v/clip/master.m3u8"))
+        },
+        never(),
+    )
+    .await
+    .unwrap();
+    let viewer = &report.viewers[0];
+    assert_eq!(viewer.fatal, None);
+    assert_eq!(viewer.stalls, 1, "{viewer:?}");
+    let paused = viewer
+        .records
+        .iter()
+        .find(|r| r.index == 3)
+        .expect("segment 4 was fetched");
+    assert!(paused.download_seconds >= pause.as_secs_f64());
+    // The stall is the part of the pause the buffer could not cover.
+    let expected = paused.download_seconds - paused.buffer_before;
+    assert!(
+        (viewer.stalled_seconds - expected).abs() < 0.25,
+        "stalled {} s, expected {expected} s",
+        viewer.stalled_seconds
+    );
+    let pause = pause.as_secs_f64();
+    assert!(
+        viewer.stalled_seconds > pause - 2.0 && viewer.stalled_seconds < pause + 1.0,
+        "stalled {} s for a {pause} s pause with a 2 s buffer",
+        viewer.stalled_seconds
+    );
+    assert!(viewer.rebuffering_ratio > 0.0);
+    assert_eq!(report.summary.stalls, 1);
+}
+
+#[tokio::test]
+async fn a_missing_segment_is_counted_and_reported_not_fatal() {
+    let library = library(1.0, 8).await;
+    let server = serve(
+        &library,
+        Faults {
+            missing: Some("r300k/3.m4s".into()),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let report = run(
+        BenchConfig {
+            bitrate: Some(Bitrate(300_000)),
+            speed: 10.0,
+            duration: Duration::from_secs(2),
+            ..config(server.url("/v/clip/master.m3u8"))
+        },
+        never(),
+    )
+    .await
+    .unwrap();
+    let viewer = &report.viewers[0];
+    assert_eq!(viewer.fatal, None);
+    assert!(viewer.segments_failed >= 1, "{viewer:?}");
+    assert!(viewer.error_kinds.get("http 404").copied().unwrap_or(0) >= 1);
+    // 404 is permanent: not retried.
+    assert_eq!(viewer.retries, 0);
+    // Playback went on past the gap.
+    assert!(viewer.records.iter().any(|r| r.index > 2));
+    let summary = &report.summary;
+    assert!(summary.segments_failed >= 1);
+    assert!(summary.first_error.as_deref().unwrap().contains("404"));
+    let table = kinema_bench::report::summary_table(&report);
+    assert!(table.contains("http 404"), "{table}");
+}
+
+#[tokio::test]
+async fn redirects_are_followed_and_a_missing_video_is_a_viewer_error() {
+    let library = library(1.0, 6).await;
+    let server = serve(&library, Faults::default()).await;
+    let report = run(
+        BenchConfig {
+            speed: 10.0,
+            duration: Duration::from_secs(1),
+            ..config(server.url("/redirect/clip/master.m3u8"))
+        },
+        never(),
+    )
+    .await
+    .unwrap();
+    let viewer = &report.viewers[0];
+    assert_eq!(viewer.fatal, None);
+    // Relative URIs resolved against the redirected URL (/v/clip/...).
+    assert!(viewer.segments >= 1, "{viewer:?}");
+    assert_eq!(viewer.http_errors, 0);
+
+    let report = run(
+        BenchConfig {
+            duration: Duration::from_secs(1),
+            ..config(server.url("/v/nothing/master.m3u8"))
+        },
+        never(),
+    )
+    .await
+    .unwrap();
+    let viewer = &report.viewers[0];
+    assert!(
+        viewer.fatal.as_deref().unwrap().contains("404"),
+        "{viewer:?}"
+    );
+    assert_eq!(report.summary.viewers_failed, 1);
+}
+
+#[tokio::test]
+async fn ramp_and_duration_are_honoured() {
+    let library = library(1.0, 10).await;
+    let server = serve(&library, Faults::default()).await;
+    let viewers = 4u32;
+    let ramp = Duration::from_secs(1);
+    let duration = Duration::from_secs(2);
+    let report = run(
+        BenchConfig {
+            viewers,
+            ramp,
+            duration,
+            speed: 10.0,
+            link: LinkSpec::Fixed(3_000_000),
+            ..config(server.url("/v/clip/master.m3u8"))
+        },
+        never(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.viewers.len(), viewers as usize);
+    let mut previous_start = -1.0;
+    for viewer in &report.viewers {
+        let slot = ramp.as_secs_f64() * f64::from(viewer.index) / f64::from(viewers);
+        // Never before its slot in the ramp, in ramp order.
+        assert!(viewer.started_at_wall >= slot - 1e-3, "{viewer:?}");
+        assert!(viewer.started_at_wall > previous_start);
+        previous_start = viewer.started_at_wall;
+        // Every viewer played until the deadline, and nothing arrived after.
+        assert_eq!(viewer.fatal, None);
+        assert!(viewer.ended_at_wall >= duration.as_secs_f64(), "{viewer:?}");
+        assert!(
+            viewer
+                .records
+                .iter()
+                .all(|r| r.arrived_at_wall <= viewer.ended_at_wall)
+        );
+        assert!(viewer.segments >= 1);
+    }
+    assert!(report.summary.wall_seconds >= duration.as_secs_f64());
+}
+
+#[tokio::test]
+async fn a_shutdown_ends_the_run_early_with_a_report() {
+    let library = library(1.0, 10).await;
+    let server = serve(&library, Faults::default()).await;
+    let report = run(
+        BenchConfig {
+            viewers: 2,
+            duration: Duration::from_secs(600),
+            speed: 10.0,
+            ..config(server.url("/v/clip/master.m3u8"))
+        },
+        // Shut down once both viewers have fetched something.
+        async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.viewers.len(), 2);
+    assert!(report.summary.wall_seconds < 600.0);
+}
+
+#[tokio::test]
+async fn remote_targets_are_refused_before_any_request() {
+    let error = run(
+        config("http://192.0.2.1/v/clip/master.m3u8".into()),
+        never(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, BenchError::Target(_)), "{error:?}");
+    assert!(error.to_string().contains("--allow-remote"), "{error}");
+}
+
+#[tokio::test]
+async fn json_and_html_reports_are_written() {
+    let library = library(1.0, 6).await;
+    let server = serve(&library, Faults::default()).await;
+    let out = tempfile::tempdir().unwrap();
+    let report = run(
+        BenchConfig {
+            viewers: 3,
+            link: "0.5mbit:50%,20mbit:50%".parse().unwrap(),
+            speed: 10.0,
+            duration: Duration::from_millis(2500),
+            ..config(server.url("/v/clip/master.m3u8"))
+        },
+        never(),
+    )
+    .await
+    .unwrap();
+    let json_path = out.path().join("run.json");
+    kinema_bench::report::write_json(&report, &json_path).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(json["summary"]["viewers"], 3);
+    assert_eq!(json["viewers"].as_array().unwrap().len(), 3);
+    assert!(json["summary"]["startup_seconds"]["p50"].as_f64().unwrap() > 0.0);
+    let html_path = out.path().join("run.html");
+    kinema_bench::report::write_html(&report, &html_path).unwrap();
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3);
+    assert!(html.contains("Startup time"));
+}
