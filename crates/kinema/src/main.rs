@@ -4,6 +4,7 @@
 //! logging and hands a resolved `Config` to a library crate's `run`. It holds
 //! no service logic of its own.
 
+mod bench;
 mod config;
 mod keys;
 mod sign;
@@ -44,6 +45,8 @@ enum Command {
     Sign(sign::SignArgs),
     /// Manage admin API bearer tokens: new, list, revoke.
     Tokens(tokens::TokensArgs),
+    /// Emulate viewers playing a stream (link, ABR, buffer) and report what they feel.
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -67,5 +70,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(&config_file, args),
         Command::Sign(args) => sign::run(&config_file, args),
         Command::Tokens(args) => tokens::run(&config_file, args),
+        Command::Bench(command) => bench::run(command, &config_file),
     }
 }
