@@ -88,7 +88,7 @@ pub fn mpd(renditions: &[MeasuredRendition]) -> String {
                 "      <Representation id=\"{}\" codecs=\"{}\" bandwidth=\"{}\"",
                 video.id,
                 video.track.codecs,
-                video.peak_bitrate(target)
+                video.peak_bitrate()
             );
             if let (Some(width), Some(height)) = (video.width, video.height) {
                 let _ = write!(out, " width=\"{width}\" height=\"{height}\" sar=\"1:1\"");
@@ -113,7 +113,7 @@ pub fn mpd(renditions: &[MeasuredRendition]) -> String {
              <AudioChannelConfiguration schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\" value=\"{}\"/>\n",
             audio.id,
             audio.track.codecs,
-            audio.peak_bitrate(target),
+            audio.peak_bitrate(),
             audio.track.sample_rate,
             audio.track.channels
         );

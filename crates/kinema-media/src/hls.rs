@@ -10,13 +10,14 @@
 use std::fmt::Write;
 
 use crate::mp4::TrackKind;
-use crate::package::{MeasuredRendition, target_duration};
+use crate::package::MeasuredRendition;
 
 /// Group id of the one audio rendition group.
 pub const AUDIO_GROUP: &str = "audio";
 
 /// `{rendition}/index.m3u8`: one rendition's segments.
-pub fn media_playlist(rendition: &MeasuredRendition, target_duration: u64) -> String {
+pub fn media_playlist(rendition: &MeasuredRendition) -> String {
+    let target_duration = rendition.target_duration();
     let mut out = String::new();
     let _ = write!(
         out,
@@ -34,7 +35,6 @@ pub fn media_playlist(rendition: &MeasuredRendition, target_duration: u64) -> St
 /// `master.m3u8`: one variant per video rendition (each with the audio
 /// group), then the audio rendition alone as an audio-only variant.
 pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
-    let target = target_duration(renditions);
     let audio = renditions
         .iter()
         .find(|rendition| rendition.kind() == TrackKind::Audio);
@@ -54,12 +54,12 @@ pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
         // A variant's bit rate includes the audio a player fetches with it.
         let (peak, average, codecs) = match audio {
             Some(audio) => (
-                video.peak_bitrate(target) + audio.peak_bitrate(target),
+                video.peak_bitrate() + audio.peak_bitrate(),
                 video.average_bitrate() + audio.average_bitrate(),
                 format!("{},{}", video.track.codecs, audio.track.codecs),
             ),
             None => (
-                video.peak_bitrate(target),
+                video.peak_bitrate(),
                 video.average_bitrate(),
                 video.track.codecs.clone(),
             ),
@@ -83,7 +83,7 @@ pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
         let _ = write!(
             out,
             "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\",AUDIO=\"{AUDIO_GROUP}\"\n{}/index.m3u8\n",
-            audio.peak_bitrate(target),
+            audio.peak_bitrate(),
             audio.average_bitrate(),
             audio.track.codecs,
             audio.id
@@ -108,7 +108,7 @@ mod tests {
     fn media_playlist_carries_real_durations() {
         let video = rendition("v360", TrackKind::Video, &[(4000, 1), (4000, 1), (1040, 1)]);
         check(
-            &media_playlist(&video, 4),
+            &media_playlist(&video),
             "#EXTM3U
 #EXT-X-VERSION:7
 #EXT-X-TARGETDURATION:4

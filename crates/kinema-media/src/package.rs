@@ -63,11 +63,18 @@ impl MeasuredRendition {
         (bytes as f64 * 8.0 / seconds).ceil() as u64
     }
 
+    /// This rendition's EXT-X-TARGETDURATION: its longest segment rounded up
+    /// to whole seconds.
+    pub fn target_duration(&self) -> u64 {
+        target_duration(std::slice::from_ref(self))
+    }
+
     /// Peak bit rate as RFC 8216 §4.3.4.2 defines `BANDWIDTH`: the largest
     /// bit rate of any run of contiguous segments lasting between 0.5 and
     /// 1.5 times the target duration (so a short final segment is judged
     /// together with its neighbour, not alone).
-    pub fn peak_bitrate(&self, target_duration: u64) -> u64 {
+    pub fn peak_bitrate(&self) -> u64 {
+        let target_duration = self.target_duration();
         let low = 0.5 * target_duration as f64;
         let high = 1.5 * target_duration as f64;
         let mut peak = 0.0f64;
@@ -259,10 +266,10 @@ pub(crate) mod tests {
             &[(4000, 100_000), (4000, 200_000), (500, 50_000)],
         );
         assert_eq!(video.average_bitrate(), 329_412);
-        assert_eq!(video.peak_bitrate(4), 444_445);
+        assert_eq!(video.peak_bitrate(), 444_445);
         assert_eq!(target_duration(&[video]), 4);
         let tiny = rendition("v360", TrackKind::Video, &[(1000, 1000)]);
-        assert_eq!(tiny.peak_bitrate(4), 8000);
+        assert_eq!(tiny.peak_bitrate(), 8000);
     }
 
     #[test]

@@ -308,7 +308,6 @@ async fn ingest_in(
     check_cancel(cancel)?;
 
     on_progress(Progress::at(Stage::Publishing, 98.0));
-    let target = package::target_duration(&renditions);
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         id: request.id.clone(),
@@ -333,7 +332,7 @@ async fn ingest_in(
                 height: rendition.height,
                 frame_rate: rendition.frame_rate,
                 bitrate: rendition.average_bitrate(),
-                peak_bitrate: rendition.peak_bitrate(target),
+                peak_bitrate: rendition.peak_bitrate(),
                 segments: rendition.segments.len() as u32,
             })
             .collect(),
@@ -445,11 +444,10 @@ async fn write_manifests(
     thumbnails: Option<&thumbs::ThumbnailPlan>,
     duration: f64,
 ) -> Result<(), MediaError> {
-    let target = package::target_duration(renditions);
     for rendition in renditions {
         write_file(
             staging_dir.join(&rendition.id).join("index.m3u8"),
-            hls::media_playlist(rendition, target),
+            hls::media_playlist(rendition),
         )
         .await?;
     }
