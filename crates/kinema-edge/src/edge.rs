@@ -1,0 +1,1256 @@
+//! The edge's request handler: looks a request up in the store, decides by
+//! the RFC 9111 rules in [`crate::policy`] whether the stored response
+//! answers it, and otherwise forwards it to the origin through a coalesced
+//! fill, storing what may be stored.
+//!
+//! Also here: pass-through of unsafe methods with invalidation (RFC 9111
+//! §4.4), serving client conditionals and ranges from stored responses,
+//! stale-while-revalidate refreshes, stale-if-error fallbacks, segment
+//! prefetch, the purge API and the metrics page. Sockets are the connection
+//! layer's (kinema-http); origins are [`crate::origin`]'s.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use kinema_auth::Refusal;
+use kinema_http::conditional::{self, EntityTag, Precondition, Validators};
+use kinema_http::range::{self, RangeRequest};
+use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use crate::fill::{Fill, FillGuard, FillHead};
+use crate::key;
+use crate::metrics::{Gauges, Metrics};
+use crate::origin::{OriginBody, OriginError, OriginRequest, Origins};
+use crate::policy::{self, CacheStatus, Directives, FreshnessRules, Reuse};
+use crate::store::{Lookup, Store, Tier};
+use crate::stored::StoredResponse;
+
+/// How long a key that produced an uncacheable response bypasses
+/// coalescing (hit-for-pass), so later requests do not queue behind a
+/// fill whose result they cannot share.
+const HIT_FOR_PASS: Duration = Duration::from_secs(30);
+/// Most prefetch fills in flight at once.
+const PREFETCH_CONCURRENCY: usize = 8;
+/// Largest purge request body.
+const MAX_PURGE_BODY: usize = 64 * 1024;
+
+/// The settings the handler needs (resolved from [`crate::Config`]).
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    pub rules: FreshnessRules,
+    pub stale_grace: Duration,
+    pub max_object_size: u64,
+    pub body_timeout: Duration,
+    pub prefetch_segments: u32,
+    pub purge_token: Option<String>,
+    /// Key ring for verifying signed URLs at the edge; `None` leaves tokens
+    /// to the origin (and in the cache key).
+    pub keyring: Option<Arc<kinema_auth::keyring::KeyRing>>,
+    pub token_skew: Duration,
+}
+
+#[derive(Debug)]
+pub struct Edge {
+    settings: EdgeSettings,
+    store: Store,
+    origins: Arc<Origins>,
+    metrics: Arc<Metrics>,
+    inflight: Mutex<HashMap<String, Arc<Fill>>>,
+    pass_keys: moka::sync::Cache<String, ()>,
+    prefetch_slots: Arc<Semaphore>,
+}
+
+/// The handler the connection layer calls.
+#[derive(Debug, Clone)]
+pub struct EdgeHandler(pub Arc<Edge>);
+
+impl Handler for EdgeHandler {
+    async fn handle(
+        &self,
+        request: Request<RequestBody>,
+        connection: ConnectionInfo,
+    ) -> Response<ResponseBody> {
+        self.0.clone().handle(request, connection).await
+    }
+}
+
+/// A request's parts the edge keeps while answering it.
+#[derive(Debug, Clone)]
+struct Incoming_ {
+    method: Method,
+    path_and_query: String,
+    headers: HeaderMap,
+    /// The cache key (token verified and replaced, see [`key`]).
+    key: String,
+}
+
+enum Joined {
+    Leader(Arc<Fill>),
+    Waiter(Arc<Fill>),
+    /// The key was stored meanwhile: look it up again.
+    Stored,
+}
+
+impl Edge {
+    pub fn new(
+        settings: EdgeSettings,
+        store: Store,
+        origins: Arc<Origins>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            settings,
+            store,
+            origins,
+            metrics,
+            inflight: Mutex::new(HashMap::new()),
+            pass_keys: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(HIT_FOR_PASS)
+                .build(),
+            prefetch_slots: Arc::new(Semaphore::new(PREFETCH_CONCURRENCY)),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn origins(&self) -> &Arc<Origins> {
+        &self.origins
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<RequestBody>,
+        connection: ConnectionInfo,
+    ) -> Response<ResponseBody> {
+        Metrics::bump(&self.metrics.requests);
+        let path = request.uri().path();
+        if (path.starts_with("/_kinema/") || path == "/metrics")
+            && let Some(response) = self.admin(path)
+        {
+            return response;
+        }
+        if request.method().as_str() == "PURGE" {
+            let (parts, _) = request.into_parts();
+            return self.purge_method(&parts).await;
+        }
+        if path.starts_with("/_kinema/purge") && request.method() == Method::POST {
+            return self.purge_api(request).await;
+        }
+        let (parts, body) = request.into_parts();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        let key = match self.request_key(&path_and_query, connection.peer.ip()) {
+            Ok(key) => key,
+            Err(refusal) => return refused(refusal),
+        };
+        let mut headers = parts.headers;
+        // The origin sees the edge's address; tell it the client's
+        // (RFC 7239), e.g. for tokens bound to a client network.
+        if let Ok(value) = HeaderValue::from_str(&format!("for=\"{}\"", connection.peer.ip())) {
+            headers.append(header::FORWARDED, value);
+        }
+        let incoming = Incoming_ {
+            method: parts.method.clone(),
+            path_and_query,
+            headers,
+            key,
+        };
+        let mut response = if incoming.method == Method::GET || incoming.method == Method::HEAD {
+            self.clone().cached(incoming.clone()).await
+        } else {
+            self.pass(&incoming, Some(body), CacheStatus::forward("bypass"))
+                .await
+        };
+        finish(&mut response);
+        self.count_client_bytes(&mut response);
+        if incoming.method == Method::GET && response.status().is_success() {
+            self.clone().prefetch_after(&incoming, connection.peer.ip());
+        }
+        response
+    }
+
+    /// GET and HEAD: the cache proper.
+    async fn cached(self: Arc<Self>, request: Incoming_) -> Response<ResponseBody> {
+        let key = request.key.clone();
+        let request_directives = policy::request_directives(&request.headers);
+        // Preconditions only an origin can evaluate (RFC 9111 §4.3.2) make
+        // the request unsuitable for a stored response: pass it.
+        if request.headers.contains_key(header::IF_MATCH)
+            || request.headers.contains_key(header::IF_UNMODIFIED_SINCE)
+        {
+            return self
+                .pass(&request, None, CacheStatus::forward("request"))
+                .await;
+        }
+        if self.pass_keys.contains_key(&key) {
+            let mut status = CacheStatus::forward("miss");
+            status.detail = Some("hit-for-pass");
+            return self.pass(&request, None, status).await;
+        }
+        for _ in 0..3 {
+            let lookup = self.store.lookup(&key, &request.headers).await;
+            let (candidate, forward) = match lookup {
+                Lookup::Hit(stored, tier) => {
+                    let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
+                    let response_directives = stored.directives();
+                    match policy::reuse(&request_directives, &response_directives, freshness) {
+                        Reuse::Fresh => {
+                            self.count_hit(tier);
+                            return serve_stored(
+                                &request,
+                                &stored,
+                                CacheStatus::hit(freshness.ttl_seconds()),
+                            );
+                        }
+                        Reuse::StaleAllowedByClient => {
+                            Metrics::bump(&self.metrics.stale_hits);
+                            self.count_hit(tier);
+                            return serve_stored(
+                                &request,
+                                &stored,
+                                CacheStatus::hit(freshness.ttl_seconds()),
+                            );
+                        }
+                        Reuse::StaleWhileRevalidate => {
+                            Metrics::bump(&self.metrics.stale_hits);
+                            self.count_hit(tier);
+                            self.clone()
+                                .refresh_in_background(&key, &request, stored.clone());
+                            let mut status = CacheStatus::hit(freshness.ttl_seconds());
+                            status.detail = Some("stale-while-revalidate");
+                            return serve_stored(&request, &stored, status);
+                        }
+                        Reuse::Validate { forced_by_request } => (
+                            Some(stored),
+                            if forced_by_request {
+                                "request"
+                            } else {
+                                "stale"
+                            },
+                        ),
+                    }
+                }
+                Lookup::VaryMiss => (None, "vary-miss"),
+                Lookup::UriMiss => (None, "uri-miss"),
+            };
+            // RFC 9111 §5.2.1.7: only-if-cached and nothing usable → 504.
+            if request_directives.has("only-if-cached") {
+                let mut response = plain(StatusCode::GATEWAY_TIMEOUT, "not in cache\n");
+                let mut status = CacheStatus::forward(forward);
+                status.forward = None;
+                status.detail = Some("only-if-cached");
+                status.apply(response.headers_mut());
+                return response;
+            }
+            Metrics::bump(&self.metrics.misses);
+            match self.join(&key, &request, candidate.clone()) {
+                Joined::Stored => continue,
+                Joined::Leader(fill) => {
+                    return self
+                        .answer_from_fill(
+                            &request,
+                            &key,
+                            fill,
+                            false,
+                            candidate,
+                            forward,
+                            &request_directives,
+                        )
+                        .await;
+                }
+                Joined::Waiter(fill) => {
+                    Metrics::bump(&self.metrics.coalesced_waiters);
+                    return self
+                        .answer_from_fill(
+                            &request,
+                            &key,
+                            fill,
+                            true,
+                            candidate,
+                            forward,
+                            &request_directives,
+                        )
+                        .await;
+                }
+            }
+        }
+        // Stored and evicted three times in a row: a pathological churn;
+        // passing is always correct.
+        self.pass(&request, None, CacheStatus::forward("miss"))
+            .await
+    }
+
+    fn count_hit(&self, tier: Tier) {
+        match tier {
+            Tier::Memory => Metrics::bump(&self.metrics.hits_memory),
+            Tier::Disk => Metrics::bump(&self.metrics.hits_disk),
+        }
+    }
+
+    /// Joins the fill in flight for `key`, or starts one.
+    fn join(
+        self: &Arc<Self>,
+        key: &str,
+        request: &Incoming_,
+        candidate: Option<Arc<StoredResponse>>,
+    ) -> Joined {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fill) = inflight.get(key) {
+            return Joined::Waiter(fill.clone());
+        }
+        // A fill stores before it leaves the map, so a request that missed
+        // just before a fill finished sees the stored response here rather
+        // than starting a second origin fetch.
+        if candidate.is_none() && self.store.memory_has(key, &request.headers) {
+            return Joined::Stored;
+        }
+        let fill = Arc::new(Fill::new());
+        inflight.insert(key.to_string(), fill.clone());
+        drop(inflight);
+        let edge = self.clone();
+        let key = key.to_string();
+        let request = request.clone();
+        let guard = FillGuard(fill.clone());
+        tokio::spawn(async move {
+            edge.run_fill(&key, &request, candidate, &guard.0).await;
+            edge.inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            drop(guard);
+        });
+        Joined::Leader(fill)
+    }
+
+    /// Fetches from the origin for one key and feeds the fill; stores the
+    /// response when allowed. Runs in its own task, so a client that goes
+    /// away does not cancel the fill the others wait on.
+    async fn run_fill(
+        &self,
+        key: &str,
+        request: &Incoming_,
+        candidate: Option<Arc<StoredResponse>>,
+        fill: &Arc<Fill>,
+    ) {
+        let mut headers = forwarded_headers(&request.headers);
+        // The fill is shared and stored: fetch the whole representation
+        // unconditionally, whatever this one client asked (RFC 9111 §4.3.1
+        // lets a cache send its own validators instead).
+        for name in [
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+        ] {
+            headers.remove(name);
+        }
+        if let Some(stored) = &candidate {
+            Metrics::bump(&self.metrics.revalidations);
+            // RFC 9111 §4.3.1: validate with the stored validators.
+            if let Some(etag) = stored.headers.get(header::ETAG) {
+                headers.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(modified) = stored.headers.get(header::LAST_MODIFIED) {
+                headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+            }
+        }
+        let request_time = SystemTime::now();
+        let origin_request = OriginRequest {
+            method: Method::GET,
+            path_and_query: request.path_and_query.clone(),
+            headers,
+        };
+        let response = match self.origins.send(origin_request, None).await {
+            Ok(response) => response,
+            Err(error) => {
+                fill.fail(error);
+                return;
+            }
+        };
+        let response_time = SystemTime::now();
+        let (parts, body) = response.into_parts();
+        if parts.status == StatusCode::NOT_MODIFIED
+            && let Some(stored) = &candidate
+        {
+            // RFC 9111 §4.3.4: freshen the stored response with the 304's
+            // fields and the new exchange times.
+            Metrics::bump(&self.metrics.revalidated_not_modified);
+            let mut merged = stored.headers.clone();
+            policy::merge_headers(&mut merged, &parts.headers);
+            let fresh = Arc::new(stored.derive(merged, request_time, response_time, false));
+            let storable =
+                policy::storable(&Method::GET, &request.headers, fresh.status, &fresh.headers);
+            if storable.is_ok() {
+                self.store.replace(key, fresh.clone());
+            } else {
+                self.store.remove(key).await;
+            }
+            fill.publish_head(FillHead {
+                status: fresh.status,
+                headers: fresh.headers.clone(),
+                request_time,
+                response_time,
+                secondary_key: Some(fresh.secondary_key.clone()),
+                shared: true,
+                stored: storable.is_ok(),
+                validated: true,
+                detail: storable.err().map(|reason| reason.detail()),
+            });
+            fill.push(fresh.body.clone());
+            fill.complete();
+            return;
+        }
+        let headers = policy::stored_headers(&parts.headers);
+        let secondary_key = policy::vary_names(&parts.headers)
+            .map(|names| policy::secondary_key(&names, &request.headers));
+        let declared_length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<u64>().ok());
+        let mut verdict =
+            policy::storable(&Method::GET, &request.headers, parts.status, &parts.headers)
+                .map_err(|reason| (reason.detail(), reason.personal()));
+        if verdict.is_ok()
+            && declared_length.is_some_and(|length| length > self.settings.max_object_size)
+        {
+            verdict = Err(("too-large", true));
+        }
+        // A 5xx never replaces a stored response that stale-if-error may
+        // still serve.
+        if verdict.is_ok() && parts.status.is_server_error() && candidate.is_some() {
+            verdict = Err(("server-error", false));
+        }
+        let personal = matches!(verdict, Err((_, true)));
+        if verdict.is_err() {
+            self.pass_keys.insert(key.to_string(), ());
+        }
+        fill.publish_head(FillHead {
+            status: parts.status,
+            headers: headers.clone(),
+            request_time,
+            response_time,
+            secondary_key: secondary_key.clone(),
+            shared: !personal && secondary_key.is_some(),
+            stored: verdict.is_ok(),
+            validated: false,
+            detail: verdict.err().map(|(detail, _)| detail),
+        });
+        let mut store_it = verdict.is_ok();
+        let mut body = body;
+        loop {
+            let frame = tokio::time::timeout(self.settings.body_timeout, body.frame()).await;
+            match frame {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        Metrics::add(&self.metrics.origin_bytes, data.len() as u64);
+                        fill.push(data);
+                        if fill.length() > self.settings.max_object_size {
+                            store_it = false;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Ok(Some(Err(error))) => {
+                    Metrics::bump(&self.metrics.origin_errors);
+                    fill.fail(OriginError::Protocol(error.to_string()));
+                    return;
+                }
+                Err(_) => {
+                    Metrics::bump(&self.metrics.origin_errors);
+                    fill.fail(OriginError::Timeout);
+                    return;
+                }
+            }
+        }
+        if store_it && let Some(secondary_key) = secondary_key {
+            let whole = fill.whole_body_now();
+            if declared_length.is_none_or(|length| length == whole.len() as u64) {
+                self.store.insert(
+                    key,
+                    Arc::new(StoredResponse::new(
+                        parts.status,
+                        headers,
+                        whole,
+                        request_time,
+                        response_time,
+                        secondary_key,
+                    )),
+                );
+            }
+        }
+        fill.complete();
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site per role; a struct would only rename them"
+    )]
+    async fn answer_from_fill(
+        self: &Arc<Self>,
+        request: &Incoming_,
+        key: &str,
+        fill: Arc<Fill>,
+        waiter: bool,
+        candidate: Option<Arc<StoredResponse>>,
+        forward: &'static str,
+        request_directives: &Directives,
+    ) -> Response<ResponseBody> {
+        let head = match fill.head().await {
+            Ok(head) => head,
+            Err(error) => {
+                if let Some(response) =
+                    self.stale_on_error(request, candidate.as_ref(), request_directives)
+                {
+                    return response;
+                }
+                return error_response(&error, forward);
+            }
+        };
+        if head.status.is_server_error()
+            && let Some(response) =
+                self.stale_on_error(request, candidate.as_ref(), request_directives)
+        {
+            return response;
+        }
+        let shares = head.shared
+            && head
+                .secondary_key
+                .as_ref()
+                .is_some_and(|secondary| policy::vary_matches(secondary, &request.headers));
+        if waiter && !shares {
+            // Not ours to share (private, or varying on headers this
+            // request sends differently): fetch for ourselves.
+            let mut status = CacheStatus::forward(forward);
+            status.detail = Some("not-shareable");
+            return self.pass(request, None, status).await;
+        }
+        let mut status = CacheStatus::forward(forward);
+        status.forward_status = Some(if head.validated {
+            304
+        } else {
+            head.status.as_u16()
+        });
+        status.stored = head.stored;
+        status.collapsed = waiter;
+        status.detail = head.detail;
+        let mut headers = head.headers.clone();
+        let age = policy::current_age(
+            &headers,
+            head.request_time,
+            head.response_time,
+            SystemTime::now(),
+        );
+        set_age(&mut headers, age);
+        status.apply(&mut headers);
+        let _ = key;
+        respond(request, head.status, headers, FillBody(fill)).await
+    }
+
+    /// Serves the stale candidate when the origin failed, if
+    /// stale-if-error or the grace allow it.
+    fn stale_on_error(
+        &self,
+        request: &Incoming_,
+        candidate: Option<&Arc<StoredResponse>>,
+        request_directives: &Directives,
+    ) -> Option<Response<ResponseBody>> {
+        let stored = candidate?;
+        let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
+        if !policy::stale_on_error_allowed(
+            request_directives,
+            &stored.directives(),
+            freshness,
+            self.settings.stale_grace,
+        ) {
+            return None;
+        }
+        Metrics::bump(&self.metrics.stale_if_error);
+        let mut status = CacheStatus::forward("stale");
+        status.ttl = Some(freshness.ttl_seconds());
+        status.detail = Some("stale-if-error");
+        Some(serve_stored(request, stored, status))
+    }
+
+    /// RFC 5861 §3: refresh a stale response in the background while it is
+    /// served; joins a fill already in flight instead of starting another.
+    fn refresh_in_background(
+        self: Arc<Self>,
+        key: &str,
+        request: &Incoming_,
+        stored: Arc<StoredResponse>,
+    ) {
+        let _ = self.join(key, request, Some(stored));
+    }
+
+    /// Forwards a request without caching; unsafe methods that succeed
+    /// invalidate what the cache holds for the target (RFC 9111 §4.4).
+    async fn pass(
+        &self,
+        request: &Incoming_,
+        body: Option<RequestBody>,
+        mut status: CacheStatus,
+    ) -> Response<ResponseBody> {
+        Metrics::bump(&self.metrics.passes);
+        let headers = forwarded_headers(&request.headers);
+        let origin_body = body
+            .map(|body| -> OriginBody { StreamBody::new(body.map_ok(Frame::data)).boxed_unsync() });
+        let has_body = request.headers.contains_key(header::CONTENT_LENGTH)
+            || request.headers.contains_key(header::TRANSFER_ENCODING);
+        let origin_request = OriginRequest {
+            method: request.method.clone(),
+            path_and_query: request.path_and_query.clone(),
+            headers,
+        };
+        let response = self
+            .origins
+            .send(origin_request, if has_body { origin_body } else { None })
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => return error_response(&error, status.forward.unwrap_or("bypass")),
+        };
+        let (parts, body) = response.into_parts();
+        if !policy::is_safe(&request.method)
+            && (parts.status.is_success() || parts.status.is_redirection())
+        {
+            self.invalidate_after_unsafe(request, &parts.headers).await;
+        }
+        let mut headers = parts.headers;
+        policy::strip_hop_by_hop(&mut headers);
+        status.forward_status = Some(parts.status.as_u16());
+        status.apply(&mut headers);
+        let mut response = Response::new(incoming_stream(body, self.metrics.clone()));
+        *response.status_mut() = parts.status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// RFC 9111 §4.4: the target URI and the same-origin URIs in `Location`
+    /// and `Content-Location` are invalidated.
+    async fn invalidate_after_unsafe(&self, request: &Incoming_, response_headers: &HeaderMap) {
+        let host = request
+            .headers
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok());
+        let mut targets = vec![request.key.clone()];
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(target) = response_headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| key::same_origin_path(value, host, &request.path_and_query))
+            {
+                targets.push(key::cache_key(&target));
+            }
+        }
+        for target in targets {
+            if self.store.remove(&target).await > 0 {
+                Metrics::bump(&self.metrics.invalidations);
+            }
+            self.pass_keys.invalidate(&target);
+        }
+    }
+
+    fn count_client_bytes(&self, response: &mut Response<ResponseBody>) {
+        match response.body_mut() {
+            ResponseBody::Stream(_) => {
+                let ResponseBody::Stream(stream) =
+                    std::mem::replace(response.body_mut(), ResponseBody::Empty)
+                else {
+                    return;
+                };
+                let metrics = self.metrics.clone();
+                *response.body_mut() = ResponseBody::Stream(
+                    stream
+                        .inspect_ok(move |chunk| {
+                            Metrics::add(&metrics.client_bytes, chunk.len() as u64)
+                        })
+                        .boxed(),
+                );
+            }
+            body => Metrics::add(&self.metrics.client_bytes, body.known_length().unwrap_or(0)),
+        }
+    }
+
+    /// Playlist-aware prefetch: after segment n of a rendition, fetch the
+    /// next few into the cache so the player's next requests are hits.
+    fn prefetch_after(self: Arc<Self>, request: &Incoming_, client: IpAddr) {
+        if self.settings.prefetch_segments == 0 {
+            return;
+        }
+        let Some((prefix, number, suffix)) = key::segment_number(&request.path_and_query) else {
+            return;
+        };
+        for next in 1..=u64::from(self.settings.prefetch_segments) {
+            let Some(number) = number.checked_add(next) else {
+                return;
+            };
+            let path = format!("{prefix}{number}{suffix}");
+            let Ok(key) = self.request_key(&path, client) else {
+                return;
+            };
+            if self.pass_keys.contains_key(&key)
+                || self.store.memory_has(&key, &HeaderMap::new())
+                || self
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&key)
+            {
+                continue;
+            }
+            let Ok(permit) = self.prefetch_slots.clone().try_acquire_owned() else {
+                return;
+            };
+            let edge = self.clone();
+            tokio::spawn(async move {
+                // The disk tier may hold it; only a real miss is fetched.
+                if !matches!(
+                    edge.store.lookup(&key, &HeaderMap::new()).await,
+                    Lookup::Hit(..)
+                ) {
+                    Metrics::bump(&edge.metrics.prefetches);
+                    let request = Incoming_ {
+                        method: Method::GET,
+                        path_and_query: path,
+                        headers: HeaderMap::new(),
+                        key: key.clone(),
+                    };
+                    if let Joined::Leader(fill) | Joined::Waiter(fill) =
+                        edge.join(&key, &request, None)
+                    {
+                        let _ = fill.whole_body().await;
+                    }
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    fn admin(&self, path: &str) -> Option<Response<ResponseBody>> {
+        match path {
+            "/_kinema/metrics" | "/metrics" => {
+                let text = self.metrics.render(Gauges {
+                    memory_objects: self.store.memory_objects(),
+                    memory_bytes: self.store.memory_bytes(),
+                    origins_healthy: self.origins.healthy_count(),
+                });
+                let mut response = Response::new(ResponseBody::Full(Bytes::from(text)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                Some(response)
+            }
+            "/_kinema/healthz" => Some(plain(StatusCode::OK, "ok\n")),
+            _ => None,
+        }
+    }
+
+    /// The cache key of a request target, verifying a signed URL's token
+    /// when the edge has the key ring (kinema-auth).
+    fn request_key(&self, path_and_query: &str, client: IpAddr) -> Result<String, Refusal> {
+        let Some(keyring) = &self.settings.keyring else {
+            return Ok(key::cache_key(path_and_query));
+        };
+        let Some((token, rest)) = kinema_auth::split_signed_path(path_and_query) else {
+            return Ok(key::cache_key(path_and_query));
+        };
+        let path = rest.split('?').next().unwrap_or(rest);
+        kinema_auth::verify(
+            keyring,
+            token,
+            path,
+            client,
+            SystemTime::now(),
+            self.settings.token_skew,
+        )?;
+        Ok(key::signed_cache_key(rest))
+    }
+
+    fn authorised(&self, headers: &HeaderMap) -> Result<(), Box<Response<ResponseBody>>> {
+        let Some(token) = &self.settings.purge_token else {
+            return Err(Box::new(plain(
+                StatusCode::FORBIDDEN,
+                "purge is disabled; set purge_token in the [edge] config\n",
+            )));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            Ok(())
+        } else {
+            let mut response = plain(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(Box::new(response))
+        }
+    }
+
+    /// `PURGE /path` (hard), `PURGE /prefix/*` (every key under it);
+    /// `Kinema-Purge: soft` marks stale instead of removing.
+    async fn purge_method(&self, parts: &http::request::Parts) -> Response<ResponseBody> {
+        if let Err(response) = self.authorised(&parts.headers) {
+            return *response;
+        }
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let soft = parts
+            .headers
+            .get("kinema-purge")
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"soft"));
+        let (target, prefix) = match target.strip_suffix('*') {
+            Some(prefix) => (prefix.to_string(), true),
+            None => (target, false),
+        };
+        self.purge(PurgeRequest {
+            url: target,
+            prefix,
+            soft,
+        })
+        .await
+    }
+
+    /// `POST /_kinema/purge` with `{"url": "/v/ID/", "prefix": true,
+    /// "soft": false}`.
+    async fn purge_api(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
+        let (parts, body) = request.into_parts();
+        if let Err(response) = self.authorised(&parts.headers) {
+            return *response;
+        }
+        let mut collected = Vec::new();
+        let mut body = body;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) if collected.len() + chunk.len() <= MAX_PURGE_BODY => {
+                    collected.extend_from_slice(&chunk)
+                }
+                Ok(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "purge request too large\n"),
+                Err(_) => return plain(StatusCode::BAD_REQUEST, "purge request body unreadable\n"),
+            }
+        }
+        match serde_json::from_slice::<PurgeRequest>(&collected) {
+            Ok(purge) if purge.url.starts_with('/') => self.purge(purge).await,
+            Ok(_) => plain(
+                StatusCode::BAD_REQUEST,
+                "purge url must be a path starting with /\n",
+            ),
+            Err(error) => plain(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "purge request must be JSON like {{\"url\": \"/v/ID/\", \"prefix\": true, \"soft\": false}}: {error}\n"
+                ),
+            ),
+        }
+    }
+
+    async fn purge(&self, purge: PurgeRequest) -> Response<ResponseBody> {
+        Metrics::bump(&self.metrics.purges);
+        // A URL names its unsigned copy and the copy shared by every
+        // verified signed URL of the same path.
+        let mut count = 0;
+        for target in [
+            key::cache_key(&purge.url),
+            key::signed_cache_key(&purge.url),
+        ] {
+            count += match (purge.soft, purge.prefix) {
+                (true, prefix) => self.store.invalidate(&target, prefix).await,
+                (false, true) => self.store.remove_prefix(&target).await,
+                (false, false) => self.store.remove(&target).await,
+            };
+        }
+        let body = serde_json::json!({
+            "purged": count,
+            "url": purge.url,
+            "prefix": purge.prefix,
+            "soft": purge.soft,
+        });
+        let mut response = Response::new(ResponseBody::Full(Bytes::from(format!("{body}\n"))));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: String,
+    #[serde(default)]
+    prefix: bool,
+    #[serde(default)]
+    soft: bool,
+}
+
+/// Where a response's body comes from.
+struct FillBody(Arc<Fill>);
+
+/// Builds the answer to a GET/HEAD from a response head and body: client
+/// conditionals (RFC 9110 §13.2.2, 304), ranges (§14, 206/416), HEAD.
+async fn respond(
+    request: &Incoming_,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: FillBody,
+) -> Response<ResponseBody> {
+    if status == StatusCode::OK {
+        match evaluate_conditionals(request, &headers) {
+            Precondition::NotModified => return not_modified(headers),
+            Precondition::Failed => {
+                return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+            }
+            Precondition::Proceed => {}
+        }
+    }
+    if request.method == Method::HEAD {
+        let mut response = Response::new(ResponseBody::Empty);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        return response;
+    }
+    if status == StatusCode::OK && request.headers.contains_key(header::RANGE) {
+        // A range on a miss waits for the whole (bounded-size) object, then
+        // is cut from it like a hit.
+        return match body.0.whole_body().await {
+            Ok(whole) => ranged(request, status, headers, whole),
+            Err(error) => error_response(&error, "miss"),
+        };
+    }
+    let stream = body.0.body();
+    headers.remove(header::CONTENT_RANGE);
+    let mut response = Response::new(ResponseBody::Stream(stream));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Answers from a stored response.
+fn serve_stored(
+    request: &Incoming_,
+    stored: &StoredResponse,
+    status: CacheStatus,
+) -> Response<ResponseBody> {
+    let mut headers = stored.headers.clone();
+    let age = policy::current_age(
+        &headers,
+        stored.request_time,
+        stored.response_time,
+        SystemTime::now(),
+    );
+    set_age(&mut headers, age);
+    status.apply(&mut headers);
+    if stored.status == StatusCode::OK {
+        match evaluate_conditionals(request, &headers) {
+            Precondition::NotModified => return not_modified(headers),
+            Precondition::Failed => {
+                return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+            }
+            Precondition::Proceed => {}
+        }
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+    if request.method == Method::HEAD {
+        let mut response = Response::new(ResponseBody::Empty);
+        *response.status_mut() = stored.status;
+        *response.headers_mut() = headers;
+        return response;
+    }
+    ranged(request, stored.status, headers, stored.body.clone())
+}
+
+/// Cuts the requested range out of a whole body (RFC 9110 §14).
+fn ranged(
+    request: &Incoming_,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    whole: Bytes,
+) -> Response<ResponseBody> {
+    let length = whole.len() as u64;
+    let range_header = request.headers.get(header::RANGE);
+    let validators = validators(&headers);
+    let wanted = match range_header {
+        Some(value)
+            if status == StatusCode::OK
+                && conditional::if_range_allows(&request.headers, &validators) =>
+        {
+            range::parse(value.as_bytes(), length)
+        }
+        _ => RangeRequest::Full,
+    };
+    headers.remove(header::CONTENT_LENGTH);
+    let mut response = match wanted {
+        RangeRequest::Full => {
+            let mut response = Response::new(ResponseBody::Full(whole));
+            *response.status_mut() = status;
+            response
+        }
+        RangeRequest::Single(range) => {
+            if let Ok(value) = HeaderValue::from_str(&range::content_range(&range, length)) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            let mut response = Response::new(ResponseBody::Full(
+                whole.slice(range.start as usize..range.end as usize),
+            ));
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            response
+        }
+        RangeRequest::Multiple(ranges) => {
+            let part_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            let boundary = format!("kinema-{:016x}", length ^ 0x6b69_6e65_6d61);
+            let layout = range::multipart(&boundary, &part_type, &ranges, length);
+            let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
+            for (part_header, range) in layout.part_headers.iter().zip(&ranges) {
+                parts.push(part_header.clone());
+                parts.push(whole.slice(range.start as usize..range.end as usize));
+            }
+            parts.push(layout.closing.clone());
+            if let Ok(value) = HeaderValue::from_str(&layout.content_type) {
+                headers.insert(header::CONTENT_TYPE, value);
+            }
+            let mut response = Response::new(ResponseBody::Parts(parts));
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            response
+        }
+        RangeRequest::Unsatisfiable => {
+            if let Ok(value) = HeaderValue::from_str(&range::unsatisfied_content_range(length)) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            let mut response = Response::new(ResponseBody::Empty);
+            *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            response
+        }
+    };
+    *response.headers_mut() = headers;
+    response
+}
+
+fn validators(headers: &HeaderMap) -> Validators<'_> {
+    Validators {
+        etag: headers
+            .get(header::ETAG)
+            .and_then(|value| EntityTag::parse(value.as_bytes())),
+        last_modified: headers
+            .get(header::LAST_MODIFIED)
+            .and_then(policy::parse_date),
+    }
+}
+
+/// RFC 9111 §4.3.2: a cache evaluates If-None-Match / If-Modified-Since
+/// of a request against the response it would send.
+fn evaluate_conditionals(request: &Incoming_, headers: &HeaderMap) -> Precondition {
+    conditional::evaluate(&request.method, &request.headers, &validators(headers))
+}
+
+/// RFC 9110 §15.4.5: a 304 carries the fields a 200 would have, without
+/// the body's framing.
+fn not_modified(mut headers: HeaderMap) -> Response<ResponseBody> {
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_RANGE,
+        header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    let mut response = Response::new(ResponseBody::Empty);
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn set_age(headers: &mut HeaderMap, age: Duration) {
+    headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+}
+
+/// The request headers sent to an origin: without hop-by-hop fields, with
+/// our `Via` (RFC 9110 §7.6.3).
+fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut headers = headers.clone();
+    policy::strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    headers.append(header::VIA, HeaderValue::from_static("1.1 kinema"));
+    headers
+}
+
+/// Last touches on every response: hop-by-hop fields removed, `Via` added.
+fn finish(response: &mut Response<ResponseBody>) {
+    let headers = response.headers_mut();
+    policy::strip_hop_by_hop(headers);
+    headers.append(header::VIA, HeaderValue::from_static("1.1 kinema"));
+}
+
+fn incoming_stream(body: Incoming, metrics: Arc<Metrics>) -> ResponseBody {
+    let stream = http_body_util::BodyStream::new(body)
+        .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) })
+        .map_err(std::io::Error::other)
+        .inspect_ok(move |chunk| Metrics::add(&metrics.origin_bytes, chunk.len() as u64));
+    ResponseBody::Stream(stream.boxed())
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Full(Bytes::from(text.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// 403 for a signed URL the edge refuses, with the machine-readable
+/// reason and nothing else (as the origin answers).
+fn refused(refusal: Refusal) -> Response<ResponseBody> {
+    let body = serde_json::json!({"error": "forbidden", "reason": refusal.as_str()});
+    let mut response = Response::new(ResponseBody::Full(Bytes::from(format!("{body}\n"))));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        "kinema-auth-refusal",
+        HeaderValue::from_static(refusal.as_str()),
+    );
+    response
+}
+
+/// 502 for an unreachable or failing origin, 504 for a slow one.
+fn error_response(error: &OriginError, forward: &'static str) -> Response<ResponseBody> {
+    tracing::warn!(%error, "origin fetch failed");
+    let text = match error {
+        OriginError::Timeout => "the origin did not answer in time\n",
+        _ => "the origin could not be reached\n",
+    };
+    let mut response = plain(error.status(), text);
+    let mut status = CacheStatus::forward(forward);
+    status.detail = Some(match error {
+        OriginError::Timeout => "origin-timeout",
+        OriginError::Connect(_) => "origin-unreachable",
+        OriginError::Protocol(_) => "origin-error",
+    });
+    status.apply(response.headers_mut());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, pairs: &[(&str, &str)]) -> Incoming_ {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        Incoming_ {
+            method,
+            path_and_query: "/v/a/1.m4s".into(),
+            headers,
+            key: "/v/a/1.m4s".into(),
+        }
+    }
+
+    fn stored() -> StoredResponse {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+        StoredResponse::new(
+            StatusCode::OK,
+            headers,
+            Bytes::from_static(b"0123456789"),
+            SystemTime::now(),
+            SystemTime::now(),
+            vec![],
+        )
+    }
+
+    #[test]
+    fn stored_responses_answer_conditionals_and_ranges() {
+        let stored = stored();
+        let response = serve_stored(
+            &request(Method::GET, &[("if-none-match", "W/\"abc\"")]),
+            &stored,
+            CacheStatus::hit(60),
+        );
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(response.headers()[header::ETAG], "\"abc\"");
+        assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
+
+        let response = serve_stored(
+            &request(Method::GET, &[("range", "bytes=2-4")]),
+            &stored,
+            CacheStatus::hit(60),
+        );
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
+        let ResponseBody::Full(body) = response.body() else {
+            panic!("full body")
+        };
+        assert_eq!(&body[..], b"234");
+
+        let response = serve_stored(
+            &request(Method::GET, &[("range", "bytes=20-")]),
+            &stored,
+            CacheStatus::hit(60),
+        );
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes */10");
+
+        // If-Range naming another representation: the whole body.
+        let response = serve_stored(
+            &request(
+                Method::GET,
+                &[("range", "bytes=2-4"), ("if-range", "\"other\"")],
+            ),
+            &stored,
+            CacheStatus::hit(60),
+        );
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let response = serve_stored(&request(Method::HEAD, &[]), &stored, CacheStatus::hit(60));
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], "10");
+        assert!(matches!(response.body(), ResponseBody::Empty));
+        assert_eq!(response.headers()["cache-status"], "kinema; hit; ttl=60");
+    }
+}

@@ -1,0 +1,297 @@
+//! Request coalescing: one origin fetch ("fill") per cache key at a time,
+//! whose response head and body every concurrent request for that key
+//! receives as it arrives.
+//!
+//! A fill is a shared, growing list of body chunks plus a `watch` channel
+//! whose version bumps on every change. Readers subscribe, then look at the
+//! state, then await the next change: no polling, no lost wake-up, and no
+//! reader waits for the whole object before its first byte. A fill that
+//! fails hands its error to every reader; a fill whose task dies without
+//! finishing (a panic, a runtime shutdown) is failed by a drop guard, so no
+//! reader can hang.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use http::{HeaderMap, StatusCode};
+use tokio::sync::watch;
+
+use crate::origin::OriginError;
+
+/// The response head a fill received (or made, after a 304).
+#[derive(Debug)]
+pub struct FillHead {
+    pub status: StatusCode,
+    /// Without hop-by-hop fields.
+    pub headers: HeaderMap,
+    pub request_time: SystemTime,
+    pub response_time: SystemTime,
+    /// The Vary secondary key of the leader's request, `None` for
+    /// `Vary: *`; a waiter whose request differs does not share.
+    pub secondary_key: Option<Vec<(String, Option<String>)>>,
+    /// False when the response belongs to the leader alone (private,
+    /// Authorization, Set-Cookie, no-store, too large to buffer): waiters
+    /// then fetch for themselves.
+    pub shared: bool,
+    /// Whether the response is being stored.
+    pub stored: bool,
+    /// The origin answered our conditional request with 304.
+    pub validated: bool,
+    /// Why it was not stored (`Cache-Status` detail).
+    pub detail: Option<&'static str>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    head: Option<Arc<FillHead>>,
+    chunks: Vec<Bytes>,
+    length: u64,
+    done: bool,
+    error: Option<OriginError>,
+}
+
+/// One in-flight fill.
+#[derive(Debug)]
+pub struct Fill {
+    state: Mutex<State>,
+    version: watch::Sender<u64>,
+}
+
+impl Default for Fill {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fill {
+    pub fn new() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            version: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation leaves the state consistent, so a poisoned lock
+        // (a panic elsewhere) is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn changed(&self) {
+        self.version.send_modify(|version| *version += 1);
+    }
+
+    pub fn publish_head(&self, head: FillHead) {
+        self.lock().head = Some(Arc::new(head));
+        self.changed();
+    }
+
+    pub fn push(&self, chunk: Bytes) {
+        {
+            let mut state = self.lock();
+            state.length += chunk.len() as u64;
+            state.chunks.push(chunk);
+        }
+        self.changed();
+    }
+
+    pub fn complete(&self) {
+        self.lock().done = true;
+        self.changed();
+    }
+
+    pub fn fail(&self, error: OriginError) {
+        {
+            let mut state = self.lock();
+            if state.done || state.error.is_some() {
+                return;
+            }
+            state.error = Some(error);
+        }
+        self.changed();
+    }
+
+    /// The body received so far as one buffer (called once the origin's
+    /// body has ended, to store it).
+    pub fn whole_body_now(&self) -> Bytes {
+        concat(&self.lock().chunks)
+    }
+
+    /// Bytes received so far.
+    pub fn length(&self) -> u64 {
+        self.lock().length
+    }
+
+    /// Waits for the response head, or the error that ended the fill.
+    pub async fn head(&self) -> Result<Arc<FillHead>, OriginError> {
+        let mut receiver = self.version.subscribe();
+        loop {
+            {
+                let state = self.lock();
+                if let Some(head) = &state.head {
+                    return Ok(head.clone());
+                }
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
+                }
+            }
+            // The sender lives in `self`, so this cannot close while we wait.
+            let _ = receiver.changed().await;
+        }
+    }
+
+    /// Waits for the whole body (for range requests on a miss).
+    pub async fn whole_body(&self) -> Result<Bytes, OriginError> {
+        let mut receiver = self.version.subscribe();
+        loop {
+            {
+                let state = self.lock();
+                if state.done {
+                    return Ok(concat(&state.chunks));
+                }
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
+                }
+            }
+            let _ = receiver.changed().await;
+        }
+    }
+
+    /// The body as a stream that yields each chunk as soon as it arrives;
+    /// a failed fill ends it with an error, so the client sees a truncated
+    /// response rather than a complete wrong one.
+    pub fn body(self: &Arc<Self>) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+        let receiver = self.version.subscribe();
+        futures::stream::unfold(
+            (self.clone(), 0usize, receiver, false),
+            |(fill, index, mut receiver, finished)| async move {
+                if finished {
+                    return None;
+                }
+                loop {
+                    {
+                        let state = fill.lock();
+                        if index < state.chunks.len() {
+                            let chunk = state.chunks[index].clone();
+                            drop(state);
+                            return Some((Ok(chunk), (fill, index + 1, receiver, false)));
+                        }
+                        if state.done {
+                            return None;
+                        }
+                        if let Some(error) = &state.error {
+                            let error = std::io::Error::other(error.to_string());
+                            drop(state);
+                            return Some((Err(error), (fill, index, receiver, true)));
+                        }
+                    }
+                    let _ = receiver.changed().await;
+                }
+            },
+        )
+        .boxed()
+    }
+}
+
+/// Fails the fill when dropped before it finished, so readers never hang
+/// on a fill whose task is gone.
+#[derive(Debug)]
+pub struct FillGuard(pub Arc<Fill>);
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        self.0
+            .fail(OriginError::Protocol("the fill was abandoned".into()));
+    }
+}
+
+pub fn concat(chunks: &[Bytes]) -> Bytes {
+    match chunks {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        many => {
+            let mut whole = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            for chunk in many {
+                whole.extend_from_slice(chunk);
+            }
+            whole.freeze()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head() -> FillHead {
+        FillHead {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            request_time: SystemTime::now(),
+            response_time: SystemTime::now(),
+            secondary_key: Some(vec![]),
+            shared: true,
+            stored: true,
+            validated: false,
+            detail: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn readers_get_chunks_as_they_arrive_and_late_readers_get_all() {
+        let fill = Arc::new(Fill::new());
+        let early = fill.body();
+        let waiter = {
+            let fill = fill.clone();
+            tokio::spawn(async move { fill.head().await.map(|head| head.status) })
+        };
+        fill.publish_head(head());
+        assert_eq!(waiter.await.unwrap(), Ok(StatusCode::OK));
+        fill.push(Bytes::from_static(b"ab"));
+        let mut early = early;
+        // The first chunk is readable before the fill completes.
+        assert_eq!(
+            early.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"ab")
+        );
+        fill.push(Bytes::from_static(b"cd"));
+        fill.complete();
+        assert_eq!(
+            early.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"cd")
+        );
+        assert!(early.next().await.is_none());
+        let late: Vec<Bytes> = fill.body().map(Result::unwrap).collect().await;
+        assert_eq!(concat(&late), Bytes::from_static(b"abcd"));
+        assert_eq!(
+            fill.whole_body().await.unwrap(),
+            Bytes::from_static(b"abcd")
+        );
+    }
+
+    #[tokio::test]
+    async fn failure_reaches_every_reader_and_abandonment_fails() {
+        let fill = Arc::new(Fill::new());
+        let waiting_head = {
+            let fill = fill.clone();
+            tokio::spawn(async move { fill.head().await })
+        };
+        drop(FillGuard(fill.clone()));
+        assert!(waiting_head.await.unwrap().is_err());
+
+        let fill = Arc::new(Fill::new());
+        fill.publish_head(head());
+        fill.push(Bytes::from_static(b"x"));
+        let mut body = fill.body();
+        fill.fail(OriginError::Timeout);
+        assert!(body.next().await.unwrap().is_ok());
+        assert!(body.next().await.unwrap().is_err());
+        assert!(body.next().await.is_none());
+        assert_eq!(fill.whole_body().await, Err(OriginError::Timeout));
+    }
+}

@@ -1,0 +1,266 @@
+//! kinema's edge cache: an HTTP caching proxy in front of one or more
+//! origins, faithful to RFC 9111 (with RFC 5861 stale extensions, RFC 9213
+//! `CDN-Cache-Control` and RFC 9211 `Cache-Status`), made for video.
+//!
+//! - [`policy`]: the caching rules as pure functions;
+//! - [`store`], [`disk`], [`stored`]: the memory and disk tiers;
+//! - [`fill`]: request coalescing (one origin fetch per key at a time);
+//! - [`origin`]: the pooled origin client, health checks and retries;
+//! - [`edge`]: the request handler tying them together, purge and metrics.
+//!
+//! It is not an origin (it serves nothing of its own but metrics and the
+//! purge API) and holds no sockets of its own: the listener is kinema-http's.
+
+pub mod disk;
+pub mod edge;
+pub mod fill;
+pub mod key;
+pub mod metrics;
+pub mod origin;
+pub mod policy;
+pub mod store;
+pub mod stored;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use edge::{Edge, EdgeHandler, EdgeSettings};
+
+use crate::metrics::Metrics;
+use crate::origin::{OriginSettings, Origins};
+use crate::policy::FreshnessRules;
+use crate::store::Store;
+
+/// What can go wrong starting or running the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot open the disk cache {path}: {source}")]
+    Disk {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the listener failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Settings of `kinema edge` (the `[edge]` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (used by the binary; `run` takes a listener).
+    pub listen: SocketAddr,
+    /// Origin base URLs, `http://HOST:PORT`; fetches go round-robin to the
+    /// healthy ones and idempotent ones are retried on the next.
+    pub origin: Vec<String>,
+    /// Size of the memory tier.
+    pub cache_memory: ByteSize,
+    /// Disk tier as `DIR:SIZE` (e.g. `/var/cache/kinema:20GiB`); none when
+    /// absent.
+    pub cache_disk: Option<String>,
+    /// Responses larger than this are passed through, not stored.
+    pub max_object_size: ByteSize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Until an origin's response head arrives, and between body chunks.
+    #[serde(with = "humantime_serde")]
+    pub origin_timeout: Duration,
+    /// Serve a stale response this long past its freshness when the origin
+    /// fails, even without `stale-if-error` (never against
+    /// must-revalidate and the like).
+    #[serde(with = "humantime_serde")]
+    pub stale_grace: Duration,
+    /// Cap of heuristic freshness (RFC 9111 §4.2.2).
+    #[serde(with = "humantime_serde")]
+    pub heuristic_max: Duration,
+    /// Segments after `n` prefetched when `…/{n}.m4s` is served.
+    pub prefetch_segments: u32,
+    /// Bearer token of the purge API; purge is disabled without one.
+    pub purge_token: Option<String>,
+    /// Key ring file (kinema-auth) to verify signed URLs at the edge and
+    /// share one cached copy among all tokens; without it tokens are left
+    /// to the origin and stay in the cache key.
+    pub keys: Option<PathBuf>,
+    /// Clock skew tolerated when verifying tokens.
+    #[serde(with = "humantime_serde")]
+    pub token_skew: Duration,
+    pub health_check_path: String,
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+    /// Listener limits and timeouts (`[edge.server]`).
+    pub server: kinema_http::server::ServerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            origin: Vec::new(),
+            cache_memory: ByteSize::mib(512),
+            cache_disk: None,
+            max_object_size: ByteSize::mib(64),
+            connect_timeout: Duration::from_secs(2),
+            origin_timeout: Duration::from_secs(10),
+            stale_grace: Duration::ZERO,
+            heuristic_max: Duration::from_secs(86_400),
+            prefetch_segments: 2,
+            purge_token: None,
+            keys: None,
+            token_skew: Duration::from_secs(30),
+            health_check_path: "/healthz".into(),
+            health_check_interval: Duration::from_secs(2),
+            server: kinema_http::server::ServerConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The disk tier's directory and size, from `DIR:SIZE`.
+    pub fn disk(&self) -> Result<Option<(PathBuf, u64)>, Error> {
+        let Some(spec) = &self.cache_disk else {
+            return Ok(None);
+        };
+        let (dir, size) = spec.rsplit_once(':').ok_or_else(|| {
+            Error::Config(format!(
+                "cache_disk {spec:?} must be DIR:SIZE, e.g. /var/cache/kinema:10GiB"
+            ))
+        })?;
+        let size: ByteSize = size.parse().map_err(|error| {
+            Error::Config(format!(
+                "cache_disk size {size:?} is not a size ({error}); use e.g. 10GiB"
+            ))
+        })?;
+        if dir.is_empty() {
+            return Err(Error::Config(
+                "cache_disk needs a directory before the colon".into(),
+            ));
+        }
+        Ok(Some((PathBuf::from(dir), size.as_u64())))
+    }
+}
+
+/// Builds the edge from its config (opening the disk tier, indexing what it
+/// holds) without serving; `run` and tests use it.
+pub async fn build(config: &Config) -> Result<Arc<Edge>, Error> {
+    let metrics = Arc::new(Metrics::default());
+    let origins = Origins::new(
+        &config.origin,
+        OriginSettings {
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.origin_timeout,
+            health_check_path: config.health_check_path.clone(),
+            health_check_interval: config.health_check_interval,
+        },
+        metrics.clone(),
+    )
+    .map_err(Error::Config)?;
+    let disk = match config.disk()? {
+        None => None,
+        Some((path, size)) => {
+            let tier_metrics = metrics.clone();
+            let dir = path.clone();
+            let tier =
+                tokio::task::spawn_blocking(move || disk::DiskTier::open(&dir, size, tier_metrics))
+                    .await
+                    .map_err(|error| Error::Disk {
+                        path: path.clone(),
+                        source: std::io::Error::other(error),
+                    })?
+                    .map_err(|source| Error::Disk { path, source })?;
+            Some(Arc::new(tier))
+        }
+    };
+    let keyring = match &config.keys {
+        None => None,
+        Some(path) => Some(Arc::new(
+            kinema_auth::keyring::KeyRing::load(path)
+                .map_err(|error| Error::Config(format!("edge keys: {error}")))?,
+        )),
+    };
+    let store = Store::new(config.cache_memory.as_u64(), disk, metrics.clone());
+    let settings = EdgeSettings {
+        rules: FreshnessRules {
+            heuristic_fraction: 0.1,
+            heuristic_max: config.heuristic_max,
+        },
+        stale_grace: config.stale_grace,
+        max_object_size: config.max_object_size.as_u64(),
+        body_timeout: config.origin_timeout,
+        prefetch_segments: config.prefetch_segments,
+        purge_token: config.purge_token.clone().filter(|token| !token.is_empty()),
+        keyring,
+        token_skew: config.token_skew,
+    };
+    Ok(Arc::new(Edge::new(
+        settings,
+        store,
+        Arc::new(origins),
+        metrics,
+    )))
+}
+
+/// Serves the edge on `listener` until `shutdown` resolves, then drains
+/// in-flight responses and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let edge = build(&config).await?;
+    let stop_checks = CancellationToken::new();
+    tokio::spawn(edge.origins().clone().check_health(stop_checks.clone()));
+    tracing::info!(
+        address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        origins = ?config.origin,
+        "edge serving"
+    );
+    let result = kinema_http::server::serve(
+        listener,
+        Arc::new(EdgeHandler(edge)),
+        config.server.clone(),
+        None,
+        shutdown,
+    )
+    .await
+    .map_err(Error::Serve);
+    stop_checks.cancel();
+    tracing::info!("edge stopped");
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_spec_parses_and_errors_say_what_to_do() {
+        let mut config = Config {
+            cache_disk: Some("/tmp/x:2MiB".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            config.disk().unwrap(),
+            Some((PathBuf::from("/tmp/x"), 2 * 1024 * 1024))
+        );
+        config.cache_disk = Some("/tmp/x".into());
+        assert!(config.disk().unwrap_err().to_string().contains("DIR:SIZE"));
+        config.cache_disk = Some("/tmp/x:lots".into());
+        assert!(
+            config
+                .disk()
+                .unwrap_err()
+                .to_string()
+                .contains("not a size")
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! The two tiers together: a byte-weighted memory tier (moka, whose
+//! TinyLFU admission already turns away one-hit wonders when full) over an
+//! optional disk tier, with the rule that decides what reaches the disk.
+//!
+//! Disk admission: a response is written to disk at its second use (its
+//! first hit), or at once when its key was filled before (a doorkeeper of
+//! recently seen key hashes remembers keys the memory tier has forgotten).
+//! A one-hit wonder thus never costs a disk write. A disk hit is promoted
+//! back into memory.
+//!
+//! The store knows no sockets and no origins: it maps keys to stored
+//! responses.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use http::HeaderMap;
+use moka::notification::RemovalCause;
+
+use crate::disk::{DiskLookup, DiskTier};
+use crate::metrics::Metrics;
+use crate::policy;
+use crate::stored::StoredResponse;
+
+/// Most variants (Vary) kept per URI, so a response varying on a header
+/// with unbounded values cannot fill the cache with one URI.
+const MAX_VARIANTS: usize = 8;
+/// Keys the doorkeeper remembers before it starts afresh.
+const DOORKEEPER_CAPACITY: usize = 200_000;
+
+type Variants = Arc<Vec<Arc<StoredResponse>>>;
+
+/// Which tier answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Disk,
+}
+
+/// The result of looking a request up.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Arc<StoredResponse>, Tier),
+    /// Responses are stored for the URI, none for these request headers.
+    VaryMiss,
+    UriMiss,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    memory: moka::sync::Cache<Arc<str>, Variants>,
+    disk: Option<Arc<DiskTier>>,
+    doorkeeper: Mutex<HashSet<u64>>,
+    hasher: RandomState,
+    metrics: Arc<Metrics>,
+}
+
+impl Store {
+    pub fn new(memory_bytes: u64, disk: Option<Arc<DiskTier>>, metrics: Arc<Metrics>) -> Self {
+        let evictions = metrics.clone();
+        let memory = moka::sync::Cache::builder()
+            .max_capacity(memory_bytes)
+            .weigher(|key: &Arc<str>, variants: &Variants| {
+                let bytes: u64 = variants.iter().map(|stored| stored.weight()).sum();
+                u32::try_from(bytes + key.len() as u64).unwrap_or(u32::MAX)
+            })
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Size {
+                    Metrics::bump(&evictions.evictions_memory);
+                }
+            })
+            .build();
+        Self {
+            memory,
+            disk,
+            doorkeeper: Mutex::new(HashSet::new()),
+            hasher: RandomState::new(),
+            metrics,
+        }
+    }
+
+    /// Finds the stored response that matches this request's nominated
+    /// headers, in memory first, then on disk.
+    pub async fn lookup(&self, key: &str, request_headers: &HeaderMap) -> Lookup {
+        let mut vary_miss = false;
+        if let Some(variants) = self.memory.get(key) {
+            if let Some(found) = variants
+                .iter()
+                .find(|stored| policy::vary_matches(&stored.secondary_key, request_headers))
+            {
+                self.admit_on_reuse(key, found);
+                return Lookup::Hit(found.clone(), Tier::Memory);
+            }
+            vary_miss = true;
+        }
+        let Some(disk) = &self.disk else {
+            return if vary_miss {
+                Lookup::VaryMiss
+            } else {
+                Lookup::UriMiss
+            };
+        };
+        match disk.find(key, request_headers) {
+            DiskLookup::Found(id) => {
+                let tier = disk.clone();
+                match tokio::task::spawn_blocking(move || tier.read(&id)).await {
+                    Ok(Ok(stored)) => {
+                        let stored = Arc::new(stored);
+                        self.insert_memory(key, stored.clone());
+                        Lookup::Hit(stored, Tier::Disk)
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(key, %error, "disk tier read failed");
+                        Lookup::UriMiss
+                    }
+                    Err(_) => Lookup::UriMiss,
+                }
+            }
+            DiskLookup::VaryMiss => Lookup::VaryMiss,
+            DiskLookup::UriMiss if vary_miss => Lookup::VaryMiss,
+            DiskLookup::UriMiss => Lookup::UriMiss,
+        }
+    }
+
+    /// True when the memory tier holds a response for this request
+    /// (synchronous: used under the coalescing lock).
+    pub fn memory_has(&self, key: &str, request_headers: &HeaderMap) -> bool {
+        self.memory.get(key).is_some_and(|variants| {
+            variants
+                .iter()
+                .any(|stored| policy::vary_matches(&stored.secondary_key, request_headers))
+        })
+    }
+
+    /// Stores a response fetched from the origin.
+    pub fn insert(&self, key: &str, stored: Arc<StoredResponse>) {
+        Metrics::bump(&self.metrics.stored);
+        self.insert_memory(key, stored.clone());
+        if self.disk.is_some() && self.seen_before(key) {
+            self.write_to_disk(key, &stored);
+        }
+    }
+
+    /// Replaces a stored response by its freshened version (after a 304).
+    pub fn replace(&self, key: &str, stored: Arc<StoredResponse>) {
+        self.insert_memory(key, stored.clone());
+        if self.disk.as_ref().is_some_and(|disk| disk.contains(key)) {
+            self.write_to_disk(key, &stored);
+        }
+    }
+
+    fn insert_memory(&self, key: &str, stored: Arc<StoredResponse>) {
+        let mut variants: Vec<Arc<StoredResponse>> = self
+            .memory
+            .get(key)
+            .map(|existing| {
+                existing
+                    .iter()
+                    .filter(|other| other.secondary_key != stored.secondary_key)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if variants.len() >= MAX_VARIANTS {
+            variants.remove(0);
+        }
+        variants.push(stored);
+        self.memory.insert(Arc::from(key), Arc::new(variants));
+    }
+
+    /// Second use of a response that is only in memory: it has shown it is
+    /// not a one-hit wonder, so it earns its place on disk.
+    fn admit_on_reuse(&self, key: &str, stored: &Arc<StoredResponse>) {
+        if self.disk.is_some() && !stored.on_disk.load(Ordering::Relaxed) {
+            self.write_to_disk(key, stored);
+        }
+    }
+
+    fn seen_before(&self, key: &str) -> bool {
+        let hash = self.hasher.hash_one(key);
+        let mut doorkeeper = self.doorkeeper.lock().unwrap_or_else(|p| p.into_inner());
+        if doorkeeper.contains(&hash) {
+            return true;
+        }
+        if doorkeeper.len() >= DOORKEEPER_CAPACITY {
+            doorkeeper.clear();
+        }
+        doorkeeper.insert(hash);
+        false
+    }
+
+    fn write_to_disk(&self, key: &str, stored: &Arc<StoredResponse>) {
+        let Some(disk) = self.disk.clone() else {
+            return;
+        };
+        if stored.on_disk.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let key = key.to_string();
+        let stored = stored.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = disk.write(&key, &stored) {
+                stored.on_disk.store(false, Ordering::Relaxed);
+                tracing::warn!(key, %error, "disk tier write failed");
+            }
+        });
+    }
+
+    /// Removes every stored response for `key` (hard purge, invalidation).
+    pub async fn remove(&self, key: &str) -> usize {
+        let removed = self.memory.remove(key).map_or(0, |variants| variants.len());
+        let on_disk = self
+            .on_disk(
+                move |disk, key| disk.remove_where(|other| other == key),
+                key,
+            )
+            .await;
+        removed.max(on_disk)
+    }
+
+    /// Removes every stored response whose key starts with `prefix`.
+    pub async fn remove_prefix(&self, prefix: &str) -> usize {
+        let keys = self.memory_keys(|key| key.starts_with(prefix));
+        let mut removed = 0;
+        for key in keys {
+            removed += self
+                .memory
+                .remove(&*key)
+                .map_or(0, |variants| variants.len());
+        }
+        let on_disk = self
+            .on_disk(
+                move |disk, prefix| disk.remove_where(|other| other.starts_with(prefix)),
+                prefix,
+            )
+            .await;
+        removed.max(on_disk)
+    }
+
+    /// Marks stored responses stale (soft purge): they then need
+    /// revalidation, but may still be served within stale-while-revalidate
+    /// or stale-if-error. `prefix` selects every key starting with `target`.
+    pub async fn invalidate(&self, target: &str, prefix: bool) -> usize {
+        let keys = self.memory_keys(|key| {
+            if prefix {
+                key.starts_with(target)
+            } else {
+                key == target
+            }
+        });
+        let mut invalidated = 0;
+        for key in keys {
+            if let Some(variants) = self.memory.get(&*key) {
+                let marked: Vec<Arc<StoredResponse>> = variants
+                    .iter()
+                    .map(|stored| {
+                        Arc::new(stored.derive(
+                            stored.headers.clone(),
+                            stored.request_time,
+                            stored.response_time,
+                            true,
+                        ))
+                    })
+                    .collect();
+                for stored in &marked {
+                    // Already on disk, where a marker file records the purge.
+                    stored.on_disk.store(true, Ordering::Relaxed);
+                }
+                invalidated += marked.len();
+                self.memory.insert(key, Arc::new(marked));
+            }
+        }
+        let on_disk = self
+            .on_disk(
+                move |disk, target| {
+                    disk.invalidate_where(|other| {
+                        if prefix {
+                            other.starts_with(target)
+                        } else {
+                            other == target
+                        }
+                    })
+                },
+                target,
+            )
+            .await;
+        invalidated.max(on_disk)
+    }
+
+    fn memory_keys(&self, matches: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        self.memory
+            .iter()
+            .filter(|(key, _)| matches(key))
+            .map(|(key, _)| Arc::clone(&*key))
+            .collect()
+    }
+
+    async fn on_disk(
+        &self,
+        work: impl FnOnce(&DiskTier, &str) -> usize + Send + 'static,
+        argument: &str,
+    ) -> usize {
+        let Some(disk) = self.disk.clone() else {
+            return 0;
+        };
+        let argument = argument.to_string();
+        tokio::task::spawn_blocking(move || work(&disk, &argument))
+            .await
+            .unwrap_or(0)
+    }
+
+    pub fn memory_objects(&self) -> u64 {
+        self.memory.entry_count()
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderValue, StatusCode};
+    use std::time::SystemTime;
+
+    fn stored(
+        body: &'static [u8],
+        secondary_key: Vec<(String, Option<String>)>,
+    ) -> Arc<StoredResponse> {
+        Arc::new(StoredResponse::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from_static(body),
+            SystemTime::now(),
+            SystemTime::now(),
+            secondary_key,
+        ))
+    }
+
+    async fn wait_for_disk_objects(metrics: &Metrics, count: u64) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while metrics.disk_objects.load(Ordering::Relaxed) != count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "disk write never finished"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn one_hit_wonders_stay_off_disk_and_second_use_reaches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let disk = Arc::new(DiskTier::open(dir.path(), 1 << 20, metrics.clone()).unwrap());
+        let store = Store::new(1 << 20, Some(disk.clone()), metrics.clone());
+        store.insert("/once", stored(b"a", vec![]));
+        store.insert("/twice", stored(b"b", vec![]));
+        assert!(matches!(
+            store.lookup("/twice", &HeaderMap::new()).await,
+            Lookup::Hit(_, Tier::Memory)
+        ));
+        wait_for_disk_objects(&metrics, 1).await;
+        assert!(disk.contains("/twice"));
+        assert!(!disk.contains("/once"));
+        // A fresh memory tier over the same disk finds it there.
+        let store = Store::new(1 << 20, Some(disk), metrics.clone());
+        let Lookup::Hit(found, Tier::Disk) = store.lookup("/twice", &HeaderMap::new()).await else {
+            panic!("expected a disk hit")
+        };
+        assert_eq!(&found.body[..], b"b");
+        assert!(matches!(
+            store.lookup("/twice", &HeaderMap::new()).await,
+            Lookup::Hit(_, Tier::Memory)
+        ));
+    }
+
+    #[tokio::test]
+    async fn variants_and_purges() {
+        let metrics = Arc::new(Metrics::default());
+        let store = Store::new(1 << 20, None, metrics);
+        let english = vec![("accept-language".to_string(), Some("en".to_string()))];
+        let french = vec![("accept-language".to_string(), Some("fr".to_string()))];
+        store.insert("/v/a/1.m4s", stored(b"en", english));
+        store.insert("/v/a/1.m4s", stored(b"fr", french));
+        store.insert("/v/b/1.m4s", stored(b"b", vec![]));
+        let mut request = HeaderMap::new();
+        request.insert("accept-language", HeaderValue::from_static("fr"));
+        let Lookup::Hit(found, _) = store.lookup("/v/a/1.m4s", &request).await else {
+            panic!("expected a hit")
+        };
+        assert_eq!(&found.body[..], b"fr");
+        request.insert("accept-language", HeaderValue::from_static("de"));
+        assert!(matches!(
+            store.lookup("/v/a/1.m4s", &request).await,
+            Lookup::VaryMiss
+        ));
+        assert_eq!(store.invalidate("/v/a/", true).await, 2);
+        request.insert("accept-language", HeaderValue::from_static("en"));
+        let Lookup::Hit(found, _) = store.lookup("/v/a/1.m4s", &request).await else {
+            panic!("expected a hit")
+        };
+        assert!(found.invalidated);
+        assert_eq!(store.remove_prefix("/v/a/").await, 2);
+        assert!(matches!(
+            store.lookup("/v/a/1.m4s", &request).await,
+            Lookup::UriMiss
+        ));
+        assert!(matches!(
+            store.lookup("/v/b/1.m4s", &HeaderMap::new()).await,
+            Lookup::Hit(..)
+        ));
+        assert_eq!(store.remove("/v/b/1.m4s").await, 1);
+    }
+}
