@@ -1,0 +1,265 @@
+//! The published videos as the origin knows them: each video's manifest,
+//! read from the store, turned into a table from request path to
+//! [`FileInfo`] with every constant response header rendered once.
+//!
+//! A video is held for `manifest_refresh` and then read again, so an
+//! unpublished video stops being served and a republished one is picked up
+//! without a restart; absence is remembered for the same time, so a flood of
+//! requests for unknown ids costs one store read per id per period. This is
+//! not the file cache: file contents live in [`crate::files`], keyed by
+//! checksum, so a refresh that finds the same files keeps them cached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderValue;
+use kinema_core::{Manifest, ObjectPath, VideoId};
+use kinema_store::{Store, StoreError};
+
+use crate::metrics::RouteKind;
+
+/// Content-addressed key of a file's bytes: the first 128 bits of its
+/// SHA-256 and its size. Identical content under two names is one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentKey {
+    pub digest: u128,
+    pub size: u64,
+}
+
+/// One servable file of a video, with its constant headers pre-rendered.
+#[derive(Debug)]
+pub struct FileInfo {
+    pub path: ObjectPath,
+    pub size: u64,
+    pub key: ContentKey,
+    pub kind: RouteKind,
+    /// Strong ETag from the checksum (RFC 9110 §8.8.3).
+    pub etag: HeaderValue,
+    pub content_type: HeaderValue,
+    pub cache_control: HeaderValue,
+    pub content_length: HeaderValue,
+    /// Index (in [`Video::files`]) of the next numbered segment of the same
+    /// rendition, when the manifest lists it: what prefetch loads.
+    pub next_segment: Option<usize>,
+}
+
+/// A published video, ready to answer requests.
+#[derive(Debug)]
+pub struct Video {
+    pub id: VideoId,
+    /// The manifest's publish time: every file's `Last-Modified`.
+    pub last_modified: SystemTime,
+    pub last_modified_header: HeaderValue,
+    pub files: Vec<FileInfo>,
+    by_path: HashMap<Box<str>, usize>,
+}
+
+impl Video {
+    /// The listed file at `path`, if any. Only manifest-listed paths can
+    /// match, and those were validated when the manifest was parsed.
+    #[cfg(test)]
+    pub fn file(&self, path: &str) -> Option<&FileInfo> {
+        self.file_index(path).map(|index| &self.files[index])
+    }
+
+    /// The index in [`Video::files`] of the listed file at `path`.
+    pub fn file_index(&self, path: &str) -> Option<usize> {
+        self.by_path.get(path).copied()
+    }
+
+    pub fn from_manifest(manifest: &Manifest, manifest_max_age: Duration) -> Self {
+        let last_modified = UNIX_EPOCH + Duration::from_secs(manifest.published_at_unix);
+        let last_modified_header = header(&httpdate::fmt_http_date(last_modified));
+        let immutable = HeaderValue::from_static("public, max-age=31536000, immutable");
+        let short = header(&format!("public, max-age={}", manifest_max_age.as_secs()));
+        let mut by_path = HashMap::with_capacity(manifest.files.len());
+        let mut files: Vec<FileInfo> = manifest
+            .files
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                by_path.insert(entry.path.as_str().into(), index);
+                let kind = kind_of(&entry.path);
+                FileInfo {
+                    path: entry.path.clone(),
+                    size: entry.size,
+                    key: ContentKey {
+                        digest: digest_prefix(&entry.sha256),
+                        size: entry.size,
+                    },
+                    kind,
+                    etag: header(&entry.etag()),
+                    content_type: HeaderValue::from_static(kinema_http::content_type::for_path(
+                        entry.path.as_str(),
+                    )),
+                    cache_control: if kind == RouteKind::Playlist {
+                        short.clone()
+                    } else {
+                        immutable.clone()
+                    },
+                    content_length: HeaderValue::from(entry.size),
+                    next_segment: None,
+                }
+            })
+            .collect();
+        for file in &mut files {
+            file.next_segment = file
+                .path
+                .next_segment()
+                .and_then(|next| by_path.get(next.as_str()).copied());
+        }
+        Self {
+            id: manifest.id.clone(),
+            last_modified,
+            last_modified_header,
+            files,
+            by_path,
+        }
+    }
+}
+
+fn kind_of(path: &ObjectPath) -> RouteKind {
+    match path.extension() {
+        Some("m4s") => RouteKind::Segment,
+        Some("m3u8") | Some("mpd") => RouteKind::Playlist,
+        Some("mp4") if path.as_str().ends_with("/init.mp4") || path.as_str() == "init.mp4" => {
+            RouteKind::Init
+        }
+        _ => RouteKind::OtherMedia,
+    }
+}
+
+/// The manifest validated the checksum as 64 lowercase hex digits.
+fn digest_prefix(sha256: &str) -> u128 {
+    u128::from_str_radix(&sha256[..32], 16).unwrap_or_default()
+}
+
+fn header(text: &str) -> HeaderValue {
+    // Only ever called on ASCII we produced (dates, numbers, quoted hex).
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Why a video could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    BadId(#[from] kinema_core::PathError),
+    #[error("video not found")]
+    NotFound,
+    #[error("cannot read the manifest: {0}")]
+    Store(Arc<StoreError>),
+}
+
+/// Published videos held in memory for a short time.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: Arc<dyn Store>,
+    manifest_max_age: Duration,
+    videos: moka::future::Cache<String, Option<Arc<Video>>>,
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn Store>, refresh: Duration, manifest_max_age: Duration) -> Self {
+        let videos = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(refresh)
+            .build();
+        Self {
+            store,
+            manifest_max_age,
+            videos,
+        }
+    }
+
+    /// The published video `id`. A hit costs a hash lookup on the borrowed
+    /// id; only a miss validates it and reads the store, and concurrent
+    /// misses for one id share one read.
+    pub async fn video(&self, id: &str) -> Result<Arc<Video>, LookupError> {
+        if let Some(cached) = self.videos.get(id).await {
+            return cached.ok_or(LookupError::NotFound);
+        }
+        let video_id = VideoId::new(id)?;
+        let store = self.store.clone();
+        let max_age = self.manifest_max_age;
+        let loaded = self
+            .videos
+            .try_get_with(id.to_owned(), async move {
+                match store.manifest(&video_id).await {
+                    Ok(manifest) => Ok(Some(Arc::new(Video::from_manifest(&manifest, max_age)))),
+                    Err(error) if error.is_not_found() => Ok(None),
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+            .map_err(LookupError::Store)?;
+        loaded.ok_or(LookupError::NotFound)
+    }
+
+    /// Forgets what is known of `id`, so the next request reads its manifest
+    /// again (called after a publish or unpublish in this process).
+    pub async fn invalidate(&self, id: &VideoId) {
+        self.videos.invalidate(id.as_str()).await;
+    }
+
+    pub fn videos_loaded(&self) -> u64 {
+        self.videos.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinema_core::{AccessPolicy, FileEntry, MANIFEST_FORMAT_VERSION};
+
+    fn entry(path: &str, sha_char: char) -> FileEntry {
+        FileEntry {
+            path: ObjectPath::new(path).unwrap(),
+            size: 100,
+            sha256: sha_char.to_string().repeat(64),
+        }
+    }
+
+    #[test]
+    fn files_get_headers_kinds_and_prefetch_links() {
+        let manifest = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            id: VideoId::new("clip").unwrap(),
+            title: "t".into(),
+            duration_seconds: 8.0,
+            segment_duration_seconds: 4.0,
+            published_at_unix: 1_700_000_000,
+            access: AccessPolicy::Public,
+            renditions: vec![],
+            files: vec![
+                entry("master.m3u8", 'a'),
+                entry("v1/init.mp4", 'b'),
+                entry("v1/1.m4s", 'c'),
+                entry("v1/2.m4s", 'd'),
+                entry("thumbs/poster.jpg", 'e'),
+            ],
+        };
+        let video = Video::from_manifest(&manifest, Duration::from_secs(7));
+        assert_eq!(video.last_modified_header, "Tue, 14 Nov 2023 22:13:20 GMT");
+        let master = video.file("master.m3u8").unwrap();
+        assert_eq!(master.kind, RouteKind::Playlist);
+        assert_eq!(master.cache_control, "public, max-age=7");
+        assert_eq!(master.content_type, "application/vnd.apple.mpegurl");
+        let first = video.file("v1/1.m4s").unwrap();
+        assert_eq!(first.kind, RouteKind::Segment);
+        assert_eq!(first.cache_control, "public, max-age=31536000, immutable");
+        assert_eq!(first.etag, format!("\"{}\"", "c".repeat(32)).as_str());
+        assert_eq!(
+            video.files[first.next_segment.unwrap()].path.as_str(),
+            "v1/2.m4s"
+        );
+        assert!(video.file("v1/2.m4s").unwrap().next_segment.is_none());
+        assert_eq!(video.file("v1/init.mp4").unwrap().kind, RouteKind::Init);
+        assert_eq!(
+            video.file("thumbs/poster.jpg").unwrap().kind,
+            RouteKind::OtherMedia
+        );
+        assert!(video.file("manifest.json").is_none());
+        assert!(video.file("../master.m3u8").is_none());
+    }
+}

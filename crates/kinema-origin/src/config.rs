@@ -1,0 +1,222 @@
+//! Settings of the origin: the `[serve]` section of `kinema.toml`, also
+//! settable by flag and `KINEMA_*` variable through the binary.
+//!
+//! Deserialised once with defaults and `deny_unknown_fields`, so a typo is an
+//! error naming the key rather than a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use kinema_http::server::ServerConfig;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The library directory (`videos/{id}/manifest.json` and its files).
+    pub library: PathBuf,
+    /// Address the binary binds; [`crate::run`] takes a bound listener, so
+    /// this is only read by whoever binds.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory of the web UI's built files, served at `/` and `/ui/…`.
+    /// A missing directory disables the UI routes with a warning.
+    #[serde(default = "default_web_root")]
+    pub web_root: PathBuf,
+    /// Memory for cached file contents, weighted by bytes.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: ByteSize,
+    /// Files larger than this are streamed from the store in chunks instead
+    /// of being cached whole.
+    #[serde(default = "default_max_cached_file_size")]
+    pub max_cached_file_size: ByteSize,
+    /// `Cache-Control: max-age` of playlists and MPDs, which a republish
+    /// may change; segments, init files and thumbnails are immutable.
+    #[serde(default = "default_manifest_max_age", with = "humantime_serde")]
+    pub manifest_max_age: Duration,
+    /// How long a video's `manifest.json` is trusted in memory before it is
+    /// read again, so an unpublished or republished video is noticed.
+    #[serde(default = "default_manifest_refresh", with = "humantime_serde")]
+    pub manifest_refresh: Duration,
+    /// Origins allowed to read media cross-origin (CORS); `*` allows all.
+    #[serde(default = "default_cors_allowed_origins")]
+    pub cors_allowed_origins: Vec<String>,
+    /// One log line per request (method, path, status, bytes, duration).
+    #[serde(default = "default_true")]
+    pub access_log: bool,
+    /// Load segment n+1 into the cache when segment n is requested.
+    #[serde(default = "default_true")]
+    pub prefetch: bool,
+    /// Longest wait for a request's header section (slowloris defence).
+    #[serde(default = "server::header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    #[serde(default = "server::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a request body may go without a byte arriving.
+    #[serde(default = "server::body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// How long a response write may make no progress before the
+    /// connection is closed (a client that stopped reading).
+    #[serde(default = "server::write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Largest request header section accepted (larger: 431).
+    #[serde(default = "server::max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+    /// Longest request target accepted (longer: 414).
+    #[serde(default = "server::max_uri_bytes")]
+    pub max_uri_bytes: ByteSize,
+    /// Most connections open at once.
+    #[serde(default = "server::max_connections")]
+    pub max_connections: usize,
+    /// On shutdown, how long in-flight responses may take to finish.
+    #[serde(default = "server::drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    #[serde(default = "server::http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Config {
+    /// The defaults for a library directory.
+    pub fn new(library: impl Into<PathBuf>) -> Self {
+        Self {
+            library: library.into(),
+            listen: default_listen(),
+            web_root: default_web_root(),
+            cache_size: default_cache_size(),
+            max_cached_file_size: default_max_cached_file_size(),
+            manifest_max_age: default_manifest_max_age(),
+            manifest_refresh: default_manifest_refresh(),
+            cors_allowed_origins: default_cors_allowed_origins(),
+            access_log: true,
+            prefetch: true,
+            header_read_timeout: server::header_read_timeout(),
+            idle_timeout: server::idle_timeout(),
+            body_read_timeout: server::body_read_timeout(),
+            write_timeout: server::write_timeout(),
+            max_header_bytes: server::max_header_bytes(),
+            max_uri_bytes: server::max_uri_bytes(),
+            max_connections: server::max_connections(),
+            drain_timeout: server::drain_timeout(),
+            http2_max_concurrent_streams: server::http2_max_concurrent_streams(),
+        }
+    }
+
+    /// The connection layer's part of these settings.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            body_read_timeout: self.body_read_timeout,
+            write_timeout: self.write_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_uri_bytes: self.max_uri_bytes,
+            max_connections: self.max_connections,
+            drain_timeout: self.drain_timeout,
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+        }
+    }
+}
+
+/// Defaults of the connection layer's settings, taken from its own
+/// [`ServerConfig::default`] so the two never disagree.
+mod server {
+    use super::*;
+
+    pub fn header_read_timeout() -> Duration {
+        ServerConfig::default().header_read_timeout
+    }
+    pub fn idle_timeout() -> Duration {
+        ServerConfig::default().idle_timeout
+    }
+    pub fn body_read_timeout() -> Duration {
+        ServerConfig::default().body_read_timeout
+    }
+    pub fn write_timeout() -> Duration {
+        ServerConfig::default().write_timeout
+    }
+    pub fn max_header_bytes() -> ByteSize {
+        ServerConfig::default().max_header_bytes
+    }
+    pub fn max_uri_bytes() -> ByteSize {
+        ServerConfig::default().max_uri_bytes
+    }
+    pub fn max_connections() -> usize {
+        ServerConfig::default().max_connections
+    }
+    pub fn drain_timeout() -> Duration {
+        ServerConfig::default().drain_timeout
+    }
+    pub fn http2_max_concurrent_streams() -> u32 {
+        ServerConfig::default().http2_max_concurrent_streams
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_web_root() -> PathBuf {
+    PathBuf::from("web/dist")
+}
+
+fn default_cache_size() -> ByteSize {
+    ByteSize::mib(512)
+}
+
+fn default_max_cached_file_size() -> ByteSize {
+    ByteSize::mib(16)
+}
+
+fn default_manifest_max_age() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_manifest_refresh() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_cors_allowed_origins() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_human_units() {
+        let config: Config = serde_json::from_str(
+            r#"{"library": "/lib", "cache_size": "64MiB", "manifest_max_age": "2s"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.cache_size, ByteSize::mib(64));
+        assert_eq!(config.manifest_max_age, Duration::from_secs(2));
+        assert_eq!(config.max_cached_file_size, ByteSize::mib(16));
+        assert_eq!(config.cors_allowed_origins, vec!["*"]);
+        assert!(config.access_log && config.prefetch);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_naming_them() {
+        let error = serde_json::from_str::<Config>(r#"{"library": "/lib", "cache_sise": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cache_sise"), "{error}");
+        let error =
+            serde_json::from_str::<Config>(r#"{"library": "/lib", "idle_timeout": "soon"}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("soon") || error.contains("duration"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! File contents on the hot path: a byte-weighted memory cache of whole
+//! files, prefetch of the next segment, and chunked streaming of files too
+//! large to cache.
+//!
+//! Every viewer of a cached file is handed a clone of the same `Bytes` (a
+//! reference count, no copy). Concurrent misses for one file wait on one
+//! store read (moka's per-key coalescing). Disk reads go through the store,
+//! whose local backend runs them on the blocking pool, so the reactor never
+//! waits on a disk. A file whose size on disk differs from its manifest
+//! entry is refused, never served: the manifest is the contract, and a
+//! truncated or replaced file would hand players corrupt media.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use kinema_core::{ObjectPath, VideoId};
+use kinema_store::{Store, StoreError};
+
+use crate::catalog::{ContentKey, FileInfo, Video};
+use crate::metrics::Metrics;
+
+/// Size of each read when streaming an uncached file.
+const STREAM_CHUNK: u64 = 512 * 1024;
+/// Reads in flight per streamed response: one being sent while the next is
+/// read, so disk and network work in parallel.
+const STREAM_READ_AHEAD: usize = 2;
+/// Bookkeeping bytes charged per cache entry besides its content.
+const ENTRY_OVERHEAD: u32 = 160;
+
+/// Why a listed file could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FileError {
+    #[error("{id}/{path} has {actual} bytes on disk but the manifest lists {expected}")]
+    SizeMismatch {
+        id: VideoId,
+        path: ObjectPath,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{0}")]
+    Store(Arc<StoreError>),
+}
+
+#[derive(Debug)]
+struct CachedFile {
+    bytes: Bytes,
+    /// Set when a prefetch loaded the file and no request has used it yet.
+    prefetched: AtomicBool,
+}
+
+/// A piece of a response body: bytes in hand, or a range of the file still
+/// to be read from the store.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Bytes(Bytes),
+    File(Range<u64>),
+}
+
+#[derive(Debug, Clone)]
+pub struct FileCache {
+    cache: moka::future::Cache<ContentKey, Arc<CachedFile>>,
+    store: Arc<dyn Store>,
+    max_cached_file_size: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl FileCache {
+    pub fn new(
+        store: Arc<dyn Store>,
+        capacity_bytes: u64,
+        max_cached_file_size: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|_key: &ContentKey, file: &Arc<CachedFile>| {
+                u32::try_from(file.bytes.len())
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(ENTRY_OVERHEAD)
+            })
+            .build();
+        Self {
+            cache,
+            store,
+            // A file that is larger than the whole cache could never stay in it.
+            max_cached_file_size: max_cached_file_size.min(capacity_bytes),
+            metrics,
+        }
+    }
+
+    /// True when the file is served from memory; false when it is streamed.
+    pub fn is_cacheable(&self, file: &FileInfo) -> bool {
+        file.size <= self.max_cached_file_size
+    }
+
+    /// The whole content of a cacheable file, from memory or (once, however
+    /// many ask at the same time) from the store.
+    pub async fn get(&self, video: &Video, file: &FileInfo) -> Result<Bytes, FileError> {
+        if let Some(hit) = self.cache.get(&file.key).await {
+            self.metrics.cache_hits.fetch_add(1, Relaxed);
+            self.note_use(&hit);
+            return Ok(hit.bytes.clone());
+        }
+        self.metrics.cache_misses.fetch_add(1, Relaxed);
+        let loaded = self
+            .cache
+            .try_get_with(
+                file.key,
+                load(
+                    self.store.clone(),
+                    self.metrics.clone(),
+                    video.id.clone(),
+                    file.path.clone(),
+                    file.size,
+                    false,
+                ),
+            )
+            .await
+            .map_err(|error| (*error).clone())?;
+        // A request that waited on a prefetch's read was still helped by it.
+        self.note_use(&loaded);
+        Ok(loaded.bytes.clone())
+    }
+
+    fn note_use(&self, file: &CachedFile) {
+        // Load before swap: the common case (not prefetched) then writes
+        // nothing to the shared cache line.
+        if file.prefetched.load(Relaxed) && file.prefetched.swap(false, Relaxed) {
+            self.metrics.prefetch_hits.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// After a request for `file`, loads the next segment of its rendition
+    /// into the cache in the background, unless it is there already or too
+    /// large to cache.
+    pub fn prefetch_after(&self, video: &Arc<Video>, file: &FileInfo) {
+        let Some(next_index) = file.next_segment else {
+            return;
+        };
+        let next = &video.files[next_index];
+        if !self.is_cacheable(next) || self.cache.contains_key(&next.key) {
+            return;
+        }
+        let this = self.clone();
+        let video = video.clone();
+        tokio::spawn(async move {
+            let next = &video.files[next_index];
+            let entry = this
+                .cache
+                .entry(next.key)
+                .or_try_insert_with(load(
+                    this.store.clone(),
+                    this.metrics.clone(),
+                    video.id.clone(),
+                    next.path.clone(),
+                    next.size,
+                    true,
+                ))
+                .await;
+            match entry {
+                Ok(entry) if entry.is_fresh() => {
+                    this.metrics.prefetches.fetch_add(1, Relaxed);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(video = %video.id, path = %next.path, %error, "prefetch failed");
+                }
+            }
+        });
+    }
+
+    /// Checks that an uncached file still has its listed size before a
+    /// streamed response commits to a status and `Content-Length`.
+    pub async fn check_size(&self, video: &Video, file: &FileInfo) -> Result<(), FileError> {
+        let meta = self
+            .store
+            .head(&video.id, &file.path)
+            .await
+            .map_err(|error| self.store_error(error))?;
+        if meta.size != file.size {
+            self.metrics.size_mismatches.fetch_add(1, Relaxed);
+            return Err(FileError::SizeMismatch {
+                id: video.id.clone(),
+                path: file.path.clone(),
+                expected: file.size,
+                actual: meta.size,
+            });
+        }
+        Ok(())
+    }
+
+    fn store_error(&self, error: StoreError) -> FileError {
+        self.metrics.store_errors.fetch_add(1, Relaxed);
+        FileError::Store(Arc::new(error))
+    }
+
+    /// A body that sends `pieces` in order, reading file ranges from the
+    /// store in chunks with a little read-ahead. A read error ends the
+    /// stream with an error, so the client sees a truncated response rather
+    /// than a complete wrong one.
+    pub fn stream(
+        &self,
+        video: &Video,
+        file: &FileInfo,
+        pieces: Vec<Piece>,
+    ) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+        self.metrics.streamed_files.fetch_add(1, Relaxed);
+        let store = self.store.clone();
+        let id = video.id.clone();
+        let path = file.path.clone();
+        let jobs = pieces
+            .into_iter()
+            .flat_map(|piece| -> Box<dyn Iterator<Item = Piece> + Send> {
+                match piece {
+                    Piece::Bytes(bytes) => Box::new(std::iter::once(Piece::Bytes(bytes))),
+                    Piece::File(range) => {
+                        Box::new((range.start..range.end).step_by(STREAM_CHUNK as usize).map(
+                            move |start| Piece::File(start..(start + STREAM_CHUNK).min(range.end)),
+                        ))
+                    }
+                }
+            });
+        futures::stream::iter(jobs)
+            .map(move |job| {
+                let (store, id, path) = (store.clone(), id.clone(), path.clone());
+                async move {
+                    match job {
+                        Piece::Bytes(bytes) => Ok(bytes),
+                        Piece::File(range) => store
+                            .get_range(&id, &path, range)
+                            .await
+                            .map_err(std::io::Error::other),
+                    }
+                }
+            })
+            .buffered(STREAM_READ_AHEAD)
+            .boxed()
+    }
+
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}
+
+/// Reads a whole file and checks it against the manifest's size.
+async fn load(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    id: VideoId,
+    path: ObjectPath,
+    expected: u64,
+    prefetched: bool,
+) -> Result<Arc<CachedFile>, FileError> {
+    metrics.store_reads.fetch_add(1, Relaxed);
+    let bytes = store.get(&id, &path).await.map_err(|error| {
+        metrics.store_errors.fetch_add(1, Relaxed);
+        FileError::Store(Arc::new(error))
+    })?;
+    if bytes.len() as u64 != expected {
+        metrics.size_mismatches.fetch_add(1, Relaxed);
+        return Err(FileError::SizeMismatch {
+            id,
+            path,
+            expected,
+            actual: bytes.len() as u64,
+        });
+    }
+    Ok(Arc::new(CachedFile {
+        bytes,
+        prefetched: AtomicBool::new(prefetched),
+    }))
+}

@@ -1,0 +1,354 @@
+//! What the origin counts, and its rendering as Prometheus text at
+//! `/metrics`.
+//!
+//! The request path only touches plain atomics chosen by array index (no
+//! label lookup, no lock, no allocation); everything is turned into the
+//! exposition format by one `prometheus-client` collector at scrape time.
+//! Gauges that live elsewhere (cache size, open connections) are read then,
+//! through closures, so this module knows neither the cache nor the sockets.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// What a request was for, as a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Segment,
+    Init,
+    Playlist,
+    /// Thumbnails and any other published file.
+    OtherMedia,
+    Ui,
+    Api,
+    Health,
+    Metrics,
+    /// Everything that matched no route.
+    Unknown,
+}
+
+impl RouteKind {
+    const ALL: [RouteKind; 9] = [
+        RouteKind::Segment,
+        RouteKind::Init,
+        RouteKind::Playlist,
+        RouteKind::OtherMedia,
+        RouteKind::Ui,
+        RouteKind::Api,
+        RouteKind::Health,
+        RouteKind::Metrics,
+        RouteKind::Unknown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RouteKind::Segment => "segment",
+            RouteKind::Init => "init",
+            RouteKind::Playlist => "playlist",
+            RouteKind::OtherMedia => "other_media",
+            RouteKind::Ui => "ui",
+            RouteKind::Api => "api",
+            RouteKind::Health => "healthz",
+            RouteKind::Metrics => "metrics",
+            RouteKind::Unknown => "unknown",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// Counters of the request path.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: [[AtomicU64; 5]; RouteKind::ALL.len()],
+    body_bytes: [AtomicU64; RouteKind::ALL.len()],
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub prefetches: AtomicU64,
+    pub prefetch_hits: AtomicU64,
+    pub streamed_files: AtomicU64,
+    pub store_reads: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub size_mismatches: AtomicU64,
+    /// Non-cumulative bucket counts; the last is `+Inf`.
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_nanos: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one answered request: its route, status, the length of the
+    /// body handed to the connection layer, and the time to produce the
+    /// response head.
+    pub fn record(&self, route: RouteKind, status: u16, body_bytes: u64, elapsed: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[route.index()][class].fetch_add(1, Relaxed);
+        if body_bytes > 0 {
+            self.body_bytes[route.index()].fetch_add(body_bytes, Relaxed);
+        }
+        let seconds = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[bucket].fetch_add(1, Relaxed);
+        self.latency_sum_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+    }
+
+    #[cfg(test)]
+    pub fn requests(&self, route: RouteKind, status_class: usize) -> u64 {
+        self.requests[route.index()][status_class - 1].load(Relaxed)
+    }
+}
+
+/// Gauges read at scrape time from the parts that own them.
+pub struct Gauges {
+    pub cache_bytes: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub cache_entries: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub videos_loaded: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub open_connections: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Gauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gauges")
+    }
+}
+
+#[derive(Debug)]
+struct OriginCollector {
+    metrics: std::sync::Arc<Metrics>,
+    gauges: Gauges,
+}
+
+/// A registry holding the origin's collector, ready to encode.
+pub fn registry(metrics: std::sync::Arc<Metrics>, gauges: Gauges) -> Registry {
+    let mut registry = Registry::with_prefix("kinema_origin");
+    registry.register_collector(Box::new(OriginCollector { metrics, gauges }));
+    registry
+}
+
+/// The registry in the OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::with_capacity(8 * 1024);
+    // Encoding into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    text
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for OriginCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = &self.metrics;
+        {
+            let mut family = encoder.encode_descriptor(
+                "requests",
+                "Requests answered, by route kind and status class.",
+                None,
+                MetricType::Counter,
+            )?;
+            for route in RouteKind::ALL {
+                for (class_index, class) in STATUS_CLASSES.iter().enumerate() {
+                    let value = m.requests[route.index()][class_index].load(Relaxed);
+                    let labels = [("route", route.label()), ("status", *class)];
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                            &value, None,
+                        )?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "response_body_bytes",
+                "Bytes of response bodies handed to the connection layer, by route kind.",
+                None,
+                MetricType::Counter,
+            )?;
+            for route in RouteKind::ALL {
+                let value = m.body_bytes[route.index()].load(Relaxed);
+                family
+                    .encode_family(&[("route", route.label())])?
+                    .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                        &value, None,
+                    )?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "cache_hits",
+            "File reads answered from the memory cache.",
+            m.cache_hits.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "cache_misses",
+            "File reads that went to the store.",
+            m.cache_misses.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "prefetches",
+            "Segments loaded into the cache ahead of a request.",
+            m.prefetches.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "prefetch_hits",
+            "Requests answered by a segment that a prefetch had loaded.",
+            m.prefetch_hits.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "streamed_files",
+            "Responses streamed from the store because the file exceeds max_cached_file_size.",
+            m.streamed_files.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "store_reads",
+            "Whole files read from the store into the cache (misses and prefetches).",
+            m.store_reads.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "store_errors",
+            "Store reads that failed for a listed file.",
+            m.store_errors.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "size_mismatches",
+            "Files refused because their size on disk differs from the manifest.",
+            m.size_mismatches.load(Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "cache_bytes",
+            "Bytes of file content held in the memory cache.",
+            (self.gauges.cache_bytes)(),
+        )?;
+        gauge(
+            &mut encoder,
+            "cache_entries",
+            "Files held in the memory cache.",
+            (self.gauges.cache_entries)(),
+        )?;
+        gauge(
+            &mut encoder,
+            "videos_loaded",
+            "Video manifests held in memory.",
+            (self.gauges.videos_loaded)(),
+        )?;
+        gauge(
+            &mut encoder,
+            "open_connections",
+            "Client connections currently open.",
+            (self.gauges.open_connections)(),
+        )?;
+        // The encoder accumulates the per-bucket counts itself and writes the
+        // bound `f64::MAX` as `+Inf`.
+        let mut count = 0u64;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+        for (index, bound) in LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .enumerate()
+        {
+            let in_bucket = m.latency_buckets[index].load(Relaxed);
+            count += in_bucket;
+            buckets.push((bound, in_bucket));
+        }
+        let sum = m.latency_sum_nanos.load(Relaxed) as f64 / 1e9;
+        encoder
+            .encode_descriptor(
+                "request_duration_seconds",
+                "Time from a request's arrival at the handler to its response head.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                sum, count, &buckets, None,
+            )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn renders_counters_gauges_and_histogram() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.record(RouteKind::Segment, 200, 1000, Duration::from_micros(80));
+        metrics.record(RouteKind::Segment, 206, 10, Duration::from_millis(3));
+        metrics.record(RouteKind::Unknown, 404, 0, Duration::from_secs(5));
+        metrics.cache_hits.fetch_add(7, Relaxed);
+        let registry = registry(
+            metrics.clone(),
+            Gauges {
+                cache_bytes: Box::new(|| 4096),
+                cache_entries: Box::new(|| 2),
+                videos_loaded: Box::new(|| 1),
+                open_connections: Box::new(|| 3),
+            },
+        );
+        let text = render(&registry);
+        for expected in [
+            "kinema_origin_requests_total{route=\"segment\",status=\"2xx\"} 2",
+            "kinema_origin_requests_total{route=\"unknown\",status=\"4xx\"} 1",
+            "kinema_origin_response_body_bytes_total{route=\"segment\"} 1010",
+            "kinema_origin_cache_hits_total 7",
+            "kinema_origin_cache_bytes 4096",
+            "kinema_origin_open_connections 3",
+            "kinema_origin_request_duration_seconds_bucket{le=\"0.0001\"} 1",
+            "kinema_origin_request_duration_seconds_bucket{le=\"0.005\"} 2",
+            "kinema_origin_request_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "kinema_origin_request_duration_seconds_count 3",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        assert_eq!(metrics.requests(RouteKind::Segment, 2), 2);
+    }
+}

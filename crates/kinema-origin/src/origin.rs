@@ -1,0 +1,564 @@
+//! The request handler: routing, the media responses of RFC 9110, error
+//! responses, the access log and request metrics.
+//!
+//! Routing is a few prefix comparisons on the raw path; percent-decoding
+//! happens once, per path segment, and only when a `%` is present, so the
+//! common request allocates nothing to be routed. Constant headers come
+//! pre-rendered from the catalog. No lock is held across an `.await`.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    LAST_MODIFIED, RANGE,
+};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use kinema_http::conditional::{self, EntityTag, Precondition, Validators};
+use kinema_http::range::{self, RangeRequest};
+use kinema_http::server::ServerStats;
+use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody};
+use kinema_store::{LocalStore, Store};
+use percent_encoding::percent_decode_str;
+use prometheus_client::registry::Registry;
+
+use crate::Error;
+use crate::api::Api;
+use crate::catalog::{Catalog, FileInfo, LookupError, Video};
+use crate::config::Config;
+use crate::cors::{self, Cors};
+use crate::files::{FileCache, FileError, Piece};
+use crate::metrics::{self, Gauges, Metrics, RouteKind};
+use crate::web::WebRoot;
+
+type HttpResponse = Response<ResponseBody>;
+
+/// The origin service: one per listener, shared by every connection.
+#[derive(Debug)]
+pub struct Origin {
+    catalog: Catalog,
+    files: FileCache,
+    cors: Cors,
+    web: WebRoot,
+    api: Api,
+    metrics: Arc<Metrics>,
+    registry: Registry,
+    access_log: bool,
+    prefetch: bool,
+}
+
+impl Origin {
+    /// Opens the library and loads the web UI; `stats` are the connection
+    /// layer's counters, published at `/metrics`.
+    pub async fn new(config: &Config, stats: Arc<ServerStats>) -> Result<Self, Error> {
+        if !config.library.is_dir() {
+            return Err(Error::NoLibrary(config.library.clone()));
+        }
+        let cors = Cors::new(&config.cors_allowed_origins).map_err(Error::Config)?;
+        let local = Arc::new(LocalStore::open(&config.library)?);
+        let store: Arc<dyn Store> = local.clone();
+        let web_root = config.web_root.clone();
+        let web = tokio::task::spawn_blocking(move || WebRoot::load(&web_root))
+            .await
+            .map_err(|join| Error::Config(format!("loading the web UI panicked: {join}")))??;
+        let metrics = Arc::new(Metrics::default());
+        let catalog = Catalog::new(
+            store.clone(),
+            config.manifest_refresh,
+            config.manifest_max_age,
+        );
+        let files = FileCache::new(
+            store,
+            config.cache_size.as_u64(),
+            config.max_cached_file_size.as_u64(),
+            metrics.clone(),
+        );
+        let registry = metrics::registry(
+            metrics.clone(),
+            Gauges {
+                cache_bytes: Box::new({
+                    let files = files.clone();
+                    move || files.weighted_size()
+                }),
+                cache_entries: Box::new({
+                    let files = files.clone();
+                    move || files.entry_count()
+                }),
+                videos_loaded: Box::new({
+                    let catalog = catalog.clone();
+                    move || catalog.videos_loaded()
+                }),
+                open_connections: Box::new(move || stats.snapshot().open_connections),
+            },
+        );
+        Ok(Self {
+            catalog,
+            files,
+            cors,
+            web,
+            api: Api::new(local),
+            metrics,
+            registry,
+            access_log: config.access_log,
+            prefetch: config.prefetch,
+        })
+    }
+
+    /// Forgets the cached manifest of `id` so the next request re-reads it;
+    /// for code in this process that publishes or unpublishes a video.
+    pub async fn invalidate_video(&self, id: &kinema_core::VideoId) {
+        self.catalog.invalidate(id).await;
+    }
+
+    async fn route(
+        &self,
+        request: Request<RequestBody>,
+        connection: ConnectionInfo,
+    ) -> (RouteKind, HttpResponse) {
+        let path = request.uri().path();
+        if path == "/api" || path.starts_with("/api/") {
+            return (RouteKind::Api, self.api.handle(request, connection).await);
+        }
+        // Only the head is needed from here on; the (empty) body stream is
+        // not `Sync`, so a reference to the whole request could not be held
+        // across an await.
+        let (request, _body) = request.into_parts();
+        let path = request.uri.path();
+        if let Some(rest) = path.strip_prefix("/v/") {
+            return self.media(&request, rest).await;
+        }
+        let kind = match path {
+            "/healthz" => RouteKind::Health,
+            "/metrics" => RouteKind::Metrics,
+            "/" => RouteKind::Ui,
+            _ if path.starts_with("/ui/") => RouteKind::Ui,
+            _ => {
+                return (
+                    RouteKind::Unknown,
+                    error(StatusCode::NOT_FOUND, "not found"),
+                );
+            }
+        };
+        let method = &request.method;
+        if method != Method::GET && method != Method::HEAD {
+            return (kind, method_not_allowed("GET, HEAD"));
+        }
+        let response = match kind {
+            RouteKind::Health => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+            RouteKind::Metrics => text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics::render(&self.registry),
+            ),
+            _ => self.ui(&request, path),
+        };
+        (kind, strip_body_for_head(method, response))
+    }
+
+    fn ui(&self, request: &Parts, path: &str) -> HttpResponse {
+        let relative = match path.strip_prefix("/ui/") {
+            None | Some("") => Cow::Borrowed("index.html"),
+            Some(rest) => match decode_path(rest) {
+                Ok(decoded) => decoded,
+                Err(status) => return error(status, "bad path"),
+            },
+        };
+        let Some(file) = self.web.file(&relative) else {
+            return error(StatusCode::NOT_FOUND, "not found");
+        };
+        let validators = Validators {
+            etag: EntityTag::parse(file.etag.as_bytes()),
+            last_modified: None,
+        };
+        let mut headers = HeaderMap::with_capacity(6);
+        headers.insert(ETAG, file.etag.clone());
+        // Not content-addressed names, so revalidate every time (cheap: 304).
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        match conditional::evaluate(&request.method, &request.headers, &validators) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => {
+                return with_headers(StatusCode::NOT_MODIFIED, headers, ResponseBody::Empty);
+            }
+            Precondition::Failed => {
+                return error(StatusCode::PRECONDITION_FAILED, "precondition failed");
+            }
+        }
+        headers.insert(CONTENT_TYPE, file.content_type.clone());
+        with_headers(
+            StatusCode::OK,
+            headers,
+            ResponseBody::Full(file.content.clone()),
+        )
+    }
+
+    /// `/v/{id}/{path}`: only files the video's manifest lists.
+    async fn media(&self, request: &Parts, raw: &str) -> (RouteKind, HttpResponse) {
+        let method = &request.method;
+        let mut response = if method == Method::OPTIONS {
+            with_headers(
+                StatusCode::NO_CONTENT,
+                self.cors.preflight(&request.headers),
+                ResponseBody::Empty,
+            )
+        } else if method != Method::GET && method != Method::HEAD {
+            method_not_allowed(cors::ALLOWED_METHODS)
+        } else {
+            match self.lookup(raw).await {
+                Ok((video, index)) => {
+                    let file = &video.files[index];
+                    let kind = file.kind;
+                    let response = self.serve_file(request, &video, file).await;
+                    return (kind, response);
+                }
+                Err(response) => response,
+            }
+        };
+        if method != Method::OPTIONS {
+            self.cors.apply(&request.headers, response.headers_mut());
+        }
+        (RouteKind::Unknown, response)
+    }
+
+    /// Finds the listed file a request path names, or the error response:
+    /// 400 for a path that could never name a file (bad encoding, `..`,
+    /// separators, characters outside the allowed set), 404 for a
+    /// well-formed path that no published manifest lists.
+    async fn lookup(&self, raw: &str) -> Result<(Arc<Video>, usize), HttpResponse> {
+        let decoded = decode_path(raw).map_err(|status| error(status, "bad path"))?;
+        let Some((id, path)) = decoded.split_once('/') else {
+            return Err(error(StatusCode::NOT_FOUND, "not found"));
+        };
+        let video = match self.catalog.video(id).await {
+            Ok(video) => video,
+            Err(LookupError::BadId(_)) => {
+                return Err(error(StatusCode::BAD_REQUEST, "bad video id"));
+            }
+            Err(LookupError::NotFound) => return Err(error(StatusCode::NOT_FOUND, "not found")),
+            Err(LookupError::Store(store_error)) => {
+                tracing::error!(video = id, error = %store_error, "cannot read manifest");
+                return Err(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot read the video",
+                ));
+            }
+        };
+        match video.file_index(path) {
+            Some(index) => Ok((video, index)),
+            None if kinema_core::ObjectPath::new(path).is_err() => {
+                Err(error(StatusCode::BAD_REQUEST, "bad path"))
+            }
+            None => Err(error(StatusCode::NOT_FOUND, "not found")),
+        }
+    }
+
+    /// A listed file, with preconditions (RFC 9110 §13.2.2) and ranges (§14).
+    async fn serve_file(
+        &self,
+        request: &Parts,
+        video: &Arc<Video>,
+        file: &FileInfo,
+    ) -> HttpResponse {
+        let method = &request.method;
+        let request_headers = &request.headers;
+        let validators = Validators {
+            etag: EntityTag::parse(file.etag.as_bytes()),
+            last_modified: Some(video.last_modified),
+        };
+        let mut headers = HeaderMap::with_capacity(12);
+        self.cors.apply(request_headers, &mut headers);
+        headers.insert(ETAG, file.etag.clone());
+        headers.insert(LAST_MODIFIED, video.last_modified_header.clone());
+        headers.insert(CACHE_CONTROL, file.cache_control.clone());
+        match conditional::evaluate(method, request_headers, &validators) {
+            Precondition::Proceed => {}
+            // §15.4.5: a 304 carries the validators and caching headers a
+            // 200 would, and no content headers.
+            Precondition::NotModified => {
+                return with_headers(StatusCode::NOT_MODIFIED, headers, ResponseBody::Empty);
+            }
+            Precondition::Failed => {
+                return error_with(
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition failed",
+                    headers,
+                );
+            }
+        }
+        headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        // §14.2: Range applies to GET only, and If-Range may veto it.
+        let ranges = match request_headers.get(RANGE) {
+            Some(value)
+                if method == Method::GET
+                    && conditional::if_range_allows(request_headers, &validators) =>
+            {
+                range::parse(value.as_bytes(), file.size)
+            }
+            _ => RangeRequest::Full,
+        };
+        if ranges == RangeRequest::Unsatisfiable {
+            headers.insert(
+                CONTENT_RANGE,
+                header_value(&range::unsatisfied_content_range(file.size)),
+            );
+            return error_with(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range not satisfiable",
+                headers,
+            );
+        }
+        let content = if self.files.is_cacheable(file) {
+            match self.files.get(video, file).await {
+                Ok(bytes) => Some(bytes),
+                Err(file_error) => return self.file_error(video, file, file_error, headers),
+            }
+        } else {
+            if let Err(file_error) = self.files.check_size(video, file).await {
+                return self.file_error(video, file, file_error, headers);
+            }
+            None
+        };
+        if self.prefetch && method == Method::GET {
+            self.files.prefetch_after(video, file);
+        }
+        let head = method == Method::HEAD;
+        let body = |pieces: Vec<Piece>| -> ResponseBody {
+            if head {
+                return ResponseBody::Empty;
+            }
+            match &content {
+                Some(_) => ResponseBody::Parts(
+                    pieces
+                        .into_iter()
+                        .map(|piece| match piece {
+                            Piece::Bytes(bytes) => bytes,
+                            Piece::File(_) => Bytes::new(),
+                        })
+                        .collect(),
+                ),
+                None => ResponseBody::Stream(self.files.stream(video, file, pieces)),
+            }
+        };
+        // Cached content is sliced (a reference, no copy); streamed content
+        // is described as file ranges to read.
+        let piece = |range: std::ops::Range<u64>| match &content {
+            Some(bytes) => Piece::Bytes(bytes.slice(range.start as usize..range.end as usize)),
+            None => Piece::File(range),
+        };
+        match ranges {
+            RangeRequest::Full | RangeRequest::Unsatisfiable => {
+                headers.insert(CONTENT_TYPE, file.content_type.clone());
+                headers.insert(CONTENT_LENGTH, file.content_length.clone());
+                let body = match (&content, head) {
+                    (_, true) => ResponseBody::Empty,
+                    (Some(bytes), false) => ResponseBody::Full(bytes.clone()),
+                    (None, false) => body(vec![Piece::File(0..file.size)]),
+                };
+                with_headers(StatusCode::OK, headers, body)
+            }
+            RangeRequest::Single(range) => {
+                headers.insert(CONTENT_TYPE, file.content_type.clone());
+                headers.insert(
+                    CONTENT_RANGE,
+                    header_value(&range::content_range(&range, file.size)),
+                );
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
+                let body = match piece(range) {
+                    Piece::Bytes(_) if head => ResponseBody::Empty,
+                    Piece::Bytes(bytes) => ResponseBody::Full(bytes),
+                    file_range => body(vec![file_range]),
+                };
+                with_headers(StatusCode::PARTIAL_CONTENT, headers, body)
+            }
+            RangeRequest::Multiple(ranges) => {
+                // The checksum never occurs in the media it is computed over
+                // except by astronomically unlikely chance.
+                let boundary = format!(
+                    "kinema-{}",
+                    file.etag.to_str().unwrap_or("boundary").trim_matches('"')
+                );
+                let content_type = file
+                    .content_type
+                    .to_str()
+                    .unwrap_or("application/octet-stream");
+                let layout = range::multipart(&boundary, content_type, &ranges, file.size);
+                let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
+                for (part_header, range) in layout.part_headers.into_iter().zip(ranges) {
+                    pieces.push(Piece::Bytes(part_header));
+                    pieces.push(piece(range));
+                }
+                pieces.push(Piece::Bytes(layout.closing));
+                headers.insert(CONTENT_TYPE, header_value(&layout.content_type));
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(layout.body_length));
+                with_headers(StatusCode::PARTIAL_CONTENT, headers, body(pieces))
+            }
+        }
+    }
+
+    /// The one place a failed read of a listed file becomes a response.
+    fn file_error(
+        &self,
+        video: &Video,
+        file: &FileInfo,
+        file_error: FileError,
+        mut headers: HeaderMap,
+    ) -> HttpResponse {
+        headers.remove(ETAG);
+        headers.remove(LAST_MODIFIED);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match &file_error {
+            FileError::Store(store_error) if store_error.is_not_found() => {
+                tracing::warn!(video = %video.id, path = %file.path, error = %file_error, "listed file is missing from the store");
+                error_with(StatusCode::NOT_FOUND, "not found", headers)
+            }
+            _ => {
+                tracing::error!(video = %video.id, path = %file.path, error = %file_error, "refusing to serve a listed file");
+                error_with(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot read the file",
+                    headers,
+                )
+            }
+        }
+    }
+}
+
+impl Handler for Origin {
+    async fn handle(
+        &self,
+        request: Request<RequestBody>,
+        connection: ConnectionInfo,
+    ) -> HttpResponse {
+        let started = Instant::now();
+        let logged = self
+            .access_log
+            .then(|| (request.method().clone(), request.uri().clone()));
+        let (kind, response) = self.route(request, connection).await;
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        let bytes = match response.body() {
+            ResponseBody::Stream(_) => response
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok()?.parse().ok())
+                .unwrap_or(0),
+            body => body.known_length().unwrap_or(0),
+        };
+        self.metrics.record(kind, status, bytes, elapsed);
+        if let Some((method, uri)) = logged {
+            tracing::info!(
+                target: "kinema::access",
+                peer = %connection.peer,
+                %method,
+                path = %uri,
+                status,
+                bytes,
+                duration_us = elapsed.as_micros() as u64,
+            );
+        }
+        response
+    }
+}
+
+/// Percent-decodes a path once, segment by segment (RFC 3986 §2.4: decode
+/// after splitting on `/`), refusing anything that decodes to a separator,
+/// a backslash or a NUL: an encoded separator has no legitimate use in
+/// these URLs and is the classic traversal disguise.
+fn decode_path(raw: &str) -> Result<Cow<'_, str>, StatusCode> {
+    if !raw.contains('%') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let mut decoded = String::with_capacity(raw.len());
+    for (index, segment) in raw.split('/').enumerate() {
+        if index > 0 {
+            decoded.push('/');
+        }
+        let segment = percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| StatusCode::BAD_REQUEST)?;
+        if segment.contains(['/', '\\', '\0']) {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        decoded.push_str(&segment);
+    }
+    Ok(Cow::Owned(decoded))
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn with_headers(status: StatusCode, headers: HeaderMap, body: ResponseBody) -> HttpResponse {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> HttpResponse {
+    let mut headers = HeaderMap::with_capacity(3);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    with_headers(status, headers, ResponseBody::Full(body.into()))
+}
+
+/// An error response: a short lowercase message, never internals.
+fn error(status: StatusCode, message: &'static str) -> HttpResponse {
+    error_with(status, message, HeaderMap::with_capacity(4))
+}
+
+fn error_with(status: StatusCode, message: &'static str, mut headers: HeaderMap) -> HttpResponse {
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    let body = Bytes::from(format!("{message}\n"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    with_headers(status, headers, ResponseBody::Full(body))
+}
+
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut headers = HeaderMap::with_capacity(3);
+    headers.insert(ALLOW, HeaderValue::from_static(allow));
+    error_with(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        headers,
+    )
+}
+
+/// HEAD gets GET's headers (with its `Content-Length`) and no body.
+fn strip_body_for_head(method: &Method, mut response: HttpResponse) -> HttpResponse {
+    if method == Method::HEAD {
+        if let Some(length) = response.body().known_length() {
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        *response.body_mut() = ResponseBody::Empty;
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_is_once_and_per_segment() {
+        assert_eq!(decode_path("clip/v1/1.m4s").unwrap(), "clip/v1/1.m4s");
+        assert_eq!(decode_path("clip/v%31/1.m4s").unwrap(), "clip/v1/1.m4s");
+        // Once: a double-encoded dot stays an encoded dot, which no path allows.
+        assert_eq!(decode_path("clip/%252e%252e/x").unwrap(), "clip/%2e%2e/x");
+        assert_eq!(decode_path("clip/%2e%2e/x").unwrap(), "clip/../x");
+        for bad in ["clip%2fmaster.m3u8", "a/%5c..", "a/b%00", "a/%ff%fe"] {
+            assert_eq!(decode_path(bad), Err(StatusCode::BAD_REQUEST), "{bad}");
+        }
+    }
+}
