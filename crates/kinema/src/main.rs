@@ -7,6 +7,7 @@
 mod bench;
 mod config;
 mod keys;
+mod serve;
 mod sign;
 mod tokens;
 
@@ -39,6 +40,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve a video library over HTTP (HLS, DASH, web UI, /metrics).
+    #[command(long_about = serve::LONG_ABOUT)]
+    Serve(serve::ServeArgs),
     /// Manage the key ring that signs URLs: new, list, retire.
     Keys(keys::KeysArgs),
     /// Print a signed URL for a video (/s/{token}/v/{id}/master.m3u8).
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config_file = ConfigFile::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Serve(args) => serve::run(&config_file, args),
         Command::Keys(args) => keys::run(&config_file, args),
         Command::Sign(args) => sign::run(&config_file, args),
         Command::Tokens(args) => tokens::run(&config_file, args),

@@ -1,0 +1,177 @@
+//! `kinema serve`: the origin server over a library directory.
+//!
+//! This module only turns flags, `KINEMA_*` variables and the `[serve]`
+//! section into a `kinema_origin::Config`, binds the listener, and stops the
+//! server on SIGTERM or SIGINT (it then drains and exits 0).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{ArgAction, Args};
+use serde::Serialize;
+
+use crate::config::ConfigFile;
+
+/// The long `--help` text of `kinema serve`.
+pub const LONG_ABOUT: &str = "Serve a video library over HTTP/1.1 and HTTP/2 (h2c).
+
+URLs: /v/{id}/master.m3u8 (HLS), /v/{id}/manifest.mpd (DASH), /v/{id}/{rendition}/{number}.m4s, \
+/healthz, /metrics (Prometheus), / and /ui/... (web UI), /api/... (admin API).
+
+Example: kinema serve --library ./library --listen 127.0.0.1:8080
+
+Every flag can also be set by its KINEMA_* variable or in the [serve] section of kinema.toml \
+(same name with underscores: cache_size = \"1GiB\"). SIGTERM or Ctrl-C stops accepting, lets \
+responses in flight finish (up to --drain-timeout) and exits 0.";
+
+/// Every setting of `[serve]`; a flag or variable overrides the file.
+#[derive(Debug, Args, Serialize)]
+pub struct ServeArgs {
+    /// Library directory holding videos/{id}/manifest.json and their files [required]
+    #[arg(long, env = "KINEMA_LIBRARY", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    library: Option<PathBuf>,
+
+    /// Address to listen on; port 0 picks a free port (logged) [default: 127.0.0.1:8080]
+    #[arg(long, env = "KINEMA_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+
+    /// Built web UI served at / and /ui/ [default: web/dist]
+    #[arg(long, env = "KINEMA_WEB_ROOT", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    web_root: Option<PathBuf>,
+
+    /// Memory for cached file contents, e.g. 512MiB [default: 512MiB]
+    #[arg(long, env = "KINEMA_CACHE_SIZE", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_size: Option<String>,
+
+    /// Larger files are streamed from disk in chunks instead of cached [default: 16MiB]
+    #[arg(long, env = "KINEMA_MAX_CACHED_FILE_SIZE", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_cached_file_size: Option<String>,
+
+    /// Cache-Control max-age of playlists and MPDs, e.g. 10s [default: 10s]
+    #[arg(long, env = "KINEMA_MANIFEST_MAX_AGE", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest_max_age: Option<String>,
+
+    /// How often a video's manifest.json is re-read, so unpublished videos vanish [default: 2s]
+    #[arg(long, env = "KINEMA_MANIFEST_REFRESH", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest_refresh: Option<String>,
+
+    /// Origins allowed to fetch media cross-origin, comma-separated; * allows all [default: *]
+    #[arg(
+        long,
+        env = "KINEMA_CORS_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cors_allowed_origins: Option<Vec<String>>,
+
+    /// One log line per request: method, path, status, bytes, duration [default: true]
+    #[arg(long, env = "KINEMA_ACCESS_LOG", value_name = "BOOL", action = ArgAction::Set)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_log: Option<bool>,
+
+    /// Load segment n+1 into memory when segment n is requested [default: true]
+    #[arg(long, env = "KINEMA_PREFETCH", value_name = "BOOL", action = ArgAction::Set)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefetch: Option<bool>,
+
+    /// Longest time to receive a request's headers (slowloris defence) [default: 10s]
+    #[arg(long, env = "KINEMA_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header_read_timeout: Option<String>,
+
+    /// How long an idle keep-alive connection stays open [default: 60s]
+    #[arg(long, env = "KINEMA_IDLE_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout: Option<String>,
+
+    /// How long a request body may stall [default: 60s]
+    #[arg(long, env = "KINEMA_BODY_READ_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_read_timeout: Option<String>,
+
+    /// How long a response write may stall before the connection is closed [default: 60s]
+    #[arg(long, env = "KINEMA_WRITE_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    write_timeout: Option<String>,
+
+    /// Largest request header section; larger gets 431 [default: 16KiB]
+    #[arg(long, env = "KINEMA_MAX_HEADER_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_header_bytes: Option<String>,
+
+    /// Longest request target; longer gets 414 [default: 8KiB]
+    #[arg(long, env = "KINEMA_MAX_URI_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_uri_bytes: Option<String>,
+
+    /// Most connections open at once [default: 50000]
+    #[arg(long, env = "KINEMA_MAX_CONNECTIONS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<usize>,
+
+    /// On SIGTERM/SIGINT, how long responses in flight may take to finish [default: 30s]
+    #[arg(long, env = "KINEMA_DRAIN_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_timeout: Option<String>,
+
+    /// Concurrent streams per HTTP/2 connection [default: 256]
+    #[arg(long, env = "KINEMA_HTTP2_MAX_CONCURRENT_STREAMS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http2_max_concurrent_streams: Option<u32>,
+}
+
+pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
+    let config: kinema_origin::Config = config_file.resolve("serve", &args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = bind(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        kinema_origin::run(config, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// A listener with a deep accept queue: a burst of viewers connecting at
+/// once waits in the kernel instead of being refused.
+fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
+}
+
+/// Resolves on SIGTERM (what service managers send) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+        () = terminate => tracing::info!("SIGTERM: draining"),
+    }
+}
