@@ -14,6 +14,10 @@
 //!   keys they negotiated and are not dropped. [`ServerTls::reload_on_sighup`]
 //!   wires that to SIGHUP. A reload that fails keeps the old certificate.
 //!
+//! - [`Hsts`] adds `Strict-Transport-Security` to a TLS service's responses;
+//!   [`RedirectToHttps`] is the service of an optional plain-HTTP listener
+//!   that sends every request to the HTTPS one.
+//!
 //! This module does not accept connections; the server loop does.
 
 use std::fmt;
@@ -26,6 +30,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
+
+use crate::{ConnectionInfo, Handler, RequestBody, ResponseBody};
 
 /// ALPN protocol ids offered, most preferred first (RFC 7301, RFC 9113 §3.2).
 pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -214,6 +220,144 @@ impl ServerTls {
                 }
             }
         }))
+    }
+}
+
+/// Wraps a service so every response over TLS carries
+/// `Strict-Transport-Security` (RFC 6797 §7.2: never over plain HTTP).
+#[derive(Debug)]
+pub struct Hsts<H> {
+    inner: Arc<H>,
+    value: http::HeaderValue,
+}
+
+impl<H: Handler> Hsts<H> {
+    /// `max_age` is how long browsers remember to use HTTPS only.
+    pub fn new(inner: Arc<H>, max_age: std::time::Duration) -> Self {
+        let value = http::HeaderValue::from_str(&format!("max-age={}", max_age.as_secs()))
+            .expect("digits are a valid header value");
+        Self { inner, value }
+    }
+}
+
+impl<H: Handler> Handler for Hsts<H> {
+    async fn handle(
+        &self,
+        request: http::Request<RequestBody>,
+        connection: ConnectionInfo,
+    ) -> http::Response<ResponseBody> {
+        let mut response = self.inner.handle(request, connection).await;
+        if connection.secure {
+            response
+                .headers_mut()
+                .insert(http::header::STRICT_TRANSPORT_SECURITY, self.value.clone());
+        }
+        response
+    }
+}
+
+/// The service of a plain-HTTP listener next to an HTTPS one: answers every
+/// request with a permanent redirect to the same host, path and query on
+/// the HTTPS port. 308 rather than 301 so a POST stays a POST (RFC 9110
+/// §15.4.9).
+#[derive(Debug, Clone)]
+pub struct RedirectToHttps {
+    https_port: u16,
+}
+
+impl RedirectToHttps {
+    pub fn new(https_port: u16) -> Self {
+        Self { https_port }
+    }
+
+    /// Where a request for `authority` and `path_and_query` goes; `None`
+    /// when the request names no usable host.
+    pub fn location(&self, host: &str, path_and_query: &str) -> Option<String> {
+        let host = strip_port(host)?;
+        let path = if path_and_query.starts_with('/') {
+            path_and_query
+        } else {
+            "/"
+        };
+        Some(if self.https_port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{}{path}", self.https_port)
+        })
+    }
+}
+
+/// The host of a `Host` header or URI authority without its port, checked
+/// to be a plausible host name or IP literal so that nothing else can be
+/// reflected into a `Location` header.
+fn strip_port(authority: &str) -> Option<&str> {
+    let host = if authority.starts_with('[') {
+        // An IPv6 literal: "[::1]" or "[::1]:8080".
+        let end = authority.find(']')?;
+        let (host, rest) = authority.split_at(end + 1);
+        if !(rest.is_empty()
+            || rest[1..].bytes().all(|b| b.is_ascii_digit()) && rest.starts_with(':'))
+        {
+            return None;
+        }
+        host
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            Some(_) => return None,
+            None => authority,
+        }
+    };
+    let plausible = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
+        });
+    plausible.then_some(host)
+}
+
+impl Handler for RedirectToHttps {
+    async fn handle(
+        &self,
+        request: http::Request<RequestBody>,
+        connection: ConnectionInfo,
+    ) -> http::Response<ResponseBody> {
+        let host = request
+            .uri()
+            .authority()
+            .map(|authority| authority.as_str().to_string())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| match connection.local.ip() {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            });
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |path| path.as_str());
+        let mut response = http::Response::new(ResponseBody::Empty);
+        match self
+            .location(&host, path)
+            .and_then(|location| http::HeaderValue::from_str(&location).ok())
+        {
+            Some(location) => {
+                *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+                response
+                    .headers_mut()
+                    .insert(http::header::LOCATION, location);
+            }
+            None => *response.status_mut() = http::StatusCode::BAD_REQUEST,
+        }
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0));
+        response
     }
 }
 
@@ -526,6 +670,88 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         watcher.abort();
+    }
+
+    struct Hello;
+
+    impl Handler for Hello {
+        async fn handle(
+            &self,
+            _request: http::Request<RequestBody>,
+            _connection: ConnectionInfo,
+        ) -> http::Response<ResponseBody> {
+            http::Response::new(ResponseBody::Empty)
+        }
+    }
+
+    fn connection(secure: bool) -> ConnectionInfo {
+        ConnectionInfo {
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            local: "127.0.0.1:8443".parse().unwrap(),
+            secure,
+        }
+    }
+
+    fn get(uri: &str, host: Option<&str>) -> http::Request<RequestBody> {
+        let mut builder = http::Request::get(uri);
+        if let Some(host) = host {
+            builder = builder.header(http::header::HOST, host);
+        }
+        builder.body(RequestBody::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hsts_is_sent_over_tls_only() {
+        let hsts = Hsts::new(Arc::new(Hello), std::time::Duration::from_secs(86400));
+        let response = hsts.handle(get("/", None), connection(true)).await;
+        assert_eq!(
+            response.headers()[http::header::STRICT_TRANSPORT_SECURITY],
+            "max-age=86400"
+        );
+        let response = hsts.handle(get("/", None), connection(false)).await;
+        assert!(
+            !response
+                .headers()
+                .contains_key(http::header::STRICT_TRANSPORT_SECURITY)
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_http_redirects_to_the_https_port() {
+        let redirect = RedirectToHttps::new(8443);
+        let cases = [
+            (
+                "/v/a/master.m3u8?x=1",
+                Some("example.com:8080"),
+                "https://example.com:8443/v/a/master.m3u8?x=1",
+            ),
+            ("/", Some("example.com"), "https://example.com:8443/"),
+            ("/a", Some("[::1]:8080"), "https://[::1]:8443/a"),
+            ("/a", Some("127.0.0.1"), "https://127.0.0.1:8443/a"),
+            ("/a", None, "https://127.0.0.1:8443/a"),
+            ("http://h2.example:80/a", None, "https://h2.example:8443/a"),
+        ];
+        for (uri, host, expected) in cases {
+            let response = redirect.handle(get(uri, host), connection(false)).await;
+            assert_eq!(response.status(), http::StatusCode::PERMANENT_REDIRECT);
+            assert_eq!(
+                response.headers()[http::header::LOCATION],
+                expected,
+                "{uri} {host:?}"
+            );
+        }
+        assert_eq!(
+            RedirectToHttps::new(443)
+                .location("example.com:80", "/x")
+                .as_deref(),
+            Some("https://example.com/x")
+        );
+        for host in ["evil.com/x", "a b", "example.com:80x", "[::1]x", "", "a@b"] {
+            let response = redirect
+                .handle(get("/", Some(host)), connection(false))
+                .await;
+            assert_eq!(response.status(), http::StatusCode::BAD_REQUEST, "{host:?}");
+        }
     }
 
     #[test]
