@@ -6,6 +6,7 @@
 
 mod bench;
 mod config;
+mod edge;
 mod keys;
 mod serve;
 mod sign;
@@ -51,6 +52,9 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Emulate viewers playing a stream (link, ABR, buffer) and report what they feel.
     Bench(bench::BenchCommand),
+    /// Cache an origin by the rules of RFC 9111: coalescing, tiers, stale, purge.
+    #[command(long_about = edge::LONG_ABOUT)]
+    Edge(edge::EdgeArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,5 +80,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sign(args) => sign::run(&config_file, args),
         Command::Tokens(args) => tokens::run(&config_file, args),
         Command::Bench(command) => bench::run(command, &config_file),
+        Command::Edge(args) => edge::run(&config_file, args),
     }
 }

@@ -1,0 +1,136 @@
+//! `kinema edge`: the caching proxy in front of one or more origins.
+//!
+//! This module only turns flags, `KINEMA_*` variables and the `[edge]`
+//! section into a `kinema_edge::Config`, binds the listener, and stops the
+//! edge on SIGTERM or SIGINT (it then drains and exits 0).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use crate::config::ConfigFile;
+
+/// The long `--help` text of `kinema edge`.
+pub const LONG_ABOUT: &str = "Cache an origin's responses by the rules of RFC 9111 and serve them.
+
+Concurrent misses for one URL make one origin request; stale responses are served within \
+stale-while-revalidate / stale-if-error; a memory tier and an optional disk tier (kept across \
+restarts) hold what may be stored. Cache-Status (RFC 9211) tells what happened to each request.
+
+Example: kinema edge --origin http://127.0.0.1:8080 --listen 127.0.0.1:8081 \
+--cache-memory 1GiB --cache-disk /var/cache/kinema:20GiB
+
+Purge: curl -X PURGE -H 'Authorization: Bearer TOKEN' http://EDGE/v/ID/* (needs --purge-token). \
+Metrics: /metrics or /_kinema/metrics. Every flag can also be set by its KINEMA_* variable or in \
+the [edge] section of kinema.toml ([edge.server] holds listener limits). SIGTERM or Ctrl-C \
+stops accepting, lets responses in flight finish and exits 0.";
+
+/// Every setting of `[edge]` that has a flag; a flag or variable overrides
+/// the file.
+#[derive(Debug, Args, Serialize)]
+pub struct EdgeArgs {
+    /// Origin base URLs, comma-separated (http://HOST:PORT) [required]
+    #[arg(
+        long,
+        env = "KINEMA_EDGE_ORIGIN",
+        value_name = "URL[,URL...]",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<Vec<String>>,
+
+    /// Address to listen on [default: 127.0.0.1:8081]
+    #[arg(long, env = "KINEMA_EDGE_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+
+    /// Size of the memory tier, e.g. 1GiB [default: 512MiB]
+    #[arg(long, env = "KINEMA_CACHE_MEMORY", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_memory: Option<String>,
+
+    /// Disk tier directory and size, e.g. /var/cache/kinema:20GiB [default: none]
+    #[arg(long, env = "KINEMA_CACHE_DISK", value_name = "DIR:SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_disk: Option<String>,
+
+    /// Larger responses are passed through, not stored [default: 64MiB]
+    #[arg(long, env = "KINEMA_MAX_OBJECT_SIZE", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_object_size: Option<String>,
+
+    /// Time to connect to an origin [default: 2s]
+    #[arg(long, env = "KINEMA_CONNECT_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_timeout: Option<String>,
+
+    /// Time for an origin's response head, and between body chunks; then 504 [default: 10s]
+    #[arg(long, env = "KINEMA_ORIGIN_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin_timeout: Option<String>,
+
+    /// Serve stale this long past expiry when the origin fails, beyond stale-if-error [default: 0s]
+    #[arg(long, env = "KINEMA_STALE_GRACE", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale_grace: Option<String>,
+
+    /// Segments after n prefetched when …/{n}.m4s is served; 0 disables [default: 2]
+    #[arg(long, env = "KINEMA_PREFETCH_SEGMENTS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefetch_segments: Option<u32>,
+
+    /// Bearer token of the purge API; purge is disabled without one [default: none]
+    #[arg(
+        long,
+        env = "KINEMA_PURGE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purge_token: Option<String>,
+
+    /// Key ring file: verify signed URLs at the edge and share one copy among tokens [default: none]
+    #[arg(long, env = "KINEMA_EDGE_KEYS", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<PathBuf>,
+}
+
+pub fn run(config_file: &ConfigFile, args: EdgeArgs) -> Result<()> {
+    let config: kinema_edge::Config = config_file.resolve("edge", &args)?;
+    if config.origin.is_empty() {
+        anyhow::bail!(
+            "no origin given; use --origin http://HOST:PORT (or origin = [...] in [edge])"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        kinema_edge::run(config, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: draining responses in flight");
+}
