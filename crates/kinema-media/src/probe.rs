@@ -160,13 +160,28 @@ pub async fn probe(ffprobe: &Path, path: &Path) -> Result<SourceInfo, MediaError
         .map_err(|error| spawn_error(ffprobe, error))?;
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
     if !output.status.success() {
-        return Err(classify_failure(&stderr));
+        let mut header = [0u8; 8];
+        if let Ok(mut file) = tokio::fs::File::open(path).await {
+            use tokio::io::AsyncReadExt;
+            let _ = file.read(&mut header).await;
+        }
+        return Err(classify_failure(&stderr, &header));
     }
     interpret(&output.stdout, &stderr)
 }
 
-/// Turns ffprobe's complaint into the error an uploader can act on.
-fn classify_failure(stderr: &str) -> MediaError {
+/// True when `header` starts like an ISO BMFF (MP4/MOV) file: a box whose
+/// type is one that files begin with.
+fn looks_like_mp4(header: &[u8; 8]) -> bool {
+    matches!(
+        &header[4..8],
+        b"ftyp" | b"moov" | b"mdat" | b"free" | b"wide" | b"skip" | b"pnot"
+    )
+}
+
+/// Turns ffprobe's complaint into the error an uploader can act on; the
+/// file's first bytes tell a cut-short MP4 from something that never was one.
+fn classify_failure(stderr: &str, header: &[u8; 8]) -> MediaError {
     let last = stderr
         .lines()
         .last()
@@ -174,7 +189,9 @@ fn classify_failure(stderr: &str) -> MediaError {
         .to_string();
     // The index of an MP4 sits at its end unless it was written for
     // streaming; an upload cut short loses it.
-    if stderr.contains("moov atom not found") || stderr.contains("End of file") {
+    if looks_like_mp4(header)
+        && (stderr.contains("moov atom not found") || stderr.contains("End of file"))
+    {
         MediaError::Truncated {
             detail: format!("{last} (the upload may have been cut short)"),
         }
@@ -436,14 +453,22 @@ mod tests {
                 .to_string()
                 .contains("still image")
         );
+        let moov_missing =
+            "[mov,mp4] moov atom not found\nx.mp4: Invalid data found when processing input";
+        let mp4_header = *b"\0\0\0\x20ftyp";
         assert!(matches!(
-            classify_failure(
-                "[mov,mp4] moov atom not found\nx.mp4: Invalid data found when processing input"
-            ),
+            classify_failure(moov_missing, &mp4_header),
             MediaError::Truncated { .. }
         ));
         assert!(matches!(
-            classify_failure("x.mp4: Invalid data found when processing input"),
+            classify_failure(moov_missing, b"these ar"),
+            MediaError::NotMedia { .. }
+        ));
+        assert!(matches!(
+            classify_failure(
+                "x.mp4: Invalid data found when processing input",
+                &mp4_header
+            ),
             MediaError::NotMedia { .. }
         ));
     }
