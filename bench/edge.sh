@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# kinema edge against Varnish, both in front of the same nginx origin.
+#
+#   bench/edge.sh            # release build, then the runs below
+#   RUNS=3 DURATION=5s CACHE=1G bench/edge.sh
+#
+# 1. Hit path: wrk -t1 -c64 on a 1.5 MB segment and a ~600 B playlist, both
+#    already cached, alternating Varnish and kinema, RUNS runs each; medians
+#    and the ratio kinema/Varnish (target ≥ 1.2).
+# 2. Flash crowd: 500 concurrent requests (h2load, one connection each) over
+#    100 uncached segments; origin requests counted from nginx's access log
+#    (target: exactly 1 per segment) and the completion time.
+#
+# Loopback only; every server is started here and stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-5s}
+CACHE=${CACHE:-1G}
+ORIGIN_PORT=${ORIGIN_PORT:-18080}
+VARNISH_PORT=${VARNISH_PORT:-18081}
+KINEMA_PORT=${KINEMA_PORT:-18082}
+
+for tool in nginx varnishd wrk h2load curl; do
+    command -v "$tool" >/dev/null || { echo "edge.sh: $tool is not installed (scripts/install-deps)" >&2; exit 1; }
+done
+
+cargo build --release -p kinema >&2
+KINEMA=target/release/kinema
+
+WORK=$(mktemp -d /tmp/kinema-edge-bench.XXXXXX)
+# nginx workers and varnishd drop privileges: they must read the files.
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The origin's files: one 1.5 MB segment, a media playlist, 100 segments
+# for the flash crowd.
+mkdir -p "$WORK/www/v/bench/720p" "$WORK/www/flash" "$WORK/nginx"
+head -c 1500000 /dev/urandom > "$WORK/www/v/bench/720p/1.m4s"
+{
+    echo "#EXTM3U"; echo "#EXT-X-VERSION:7"; echo "#EXT-X-TARGETDURATION:4"
+    echo "#EXT-X-PLAYLIST-TYPE:VOD"; echo '#EXT-X-MAP:URI="init.mp4"'
+    for i in $(seq 1 15); do echo "#EXTINF:4.000,"; echo "$i.m4s"; done
+    echo "#EXT-X-ENDLIST"
+} > "$WORK/www/v/bench/720p/index.m3u8"
+for i in $(seq 1 100); do head -c 200000 /dev/urandom > "$WORK/www/flash/$i.m4s"; done
+
+cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $WORK/nginx/error.log;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log $WORK/nginx/access.log;
+    sendfile on;
+    keepalive_requests 100000;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT;
+        root $WORK/www;
+        location / { add_header Cache-Control "public, max-age=31536000, immutable"; }
+        location = /healthz { return 200 "ok\n"; }
+    }
+}
+CONF
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+PIDS+=($!)
+
+sed "s/ORIGIN_PORT/$ORIGIN_PORT/" bench/varnish.vcl > "$WORK/varnish.vcl"
+varnishd -F -a "127.0.0.1:$VARNISH_PORT" -f "$WORK/varnish.vcl" -s "malloc,$CACHE" \
+    -n "$WORK/varnish" -p thread_pool_min=64 >"$WORK/varnish.log" 2>&1 &
+PIDS+=($!)
+
+"$KINEMA" --log warn edge --origin "http://127.0.0.1:$ORIGIN_PORT" \
+    --listen "127.0.0.1:$KINEMA_PORT" --cache-memory "${CACHE}iB" --prefetch-segments 0 \
+    >"$WORK/kinema.log" 2>&1 &
+PIDS+=($!)
+
+wait_ready() {
+    local deadline=$((SECONDS + 30))
+    until curl -fsS -o /dev/null "$1"; do
+        (( SECONDS < deadline )) || { echo "edge.sh: $1 never answered" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+wait_ready "http://127.0.0.1:$ORIGIN_PORT/healthz"
+wait_ready "http://127.0.0.1:$VARNISH_PORT/v/bench/720p/index.m3u8"
+wait_ready "http://127.0.0.1:$KINEMA_PORT/v/bench/720p/index.m3u8"
+for port in $VARNISH_PORT $KINEMA_PORT; do
+    for path in /v/bench/720p/1.m4s /v/bench/720p/index.m3u8; do
+        curl -fsS -o /dev/null "http://127.0.0.1:$port$path"
+        curl -fsS -o /dev/null "http://127.0.0.1:$port$path"
+    done
+done
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# Requests per second of one wrk run.
+rps() { wrk -t1 -c64 -d"$DURATION" "$1" | awk '/^Requests\/sec/ {print $2}'; }
+
+echo "== hit path: wrk -t1 -c64 -d$DURATION, $RUNS runs each, alternating =="
+for item in "segment /v/bench/720p/1.m4s 1500000" "playlist /v/bench/720p/index.m3u8 0"; do
+    set -- $item
+    name=$1 path=$2 bytes=$3
+    : > "$WORK/varnish.$name"; : > "$WORK/kinema.$name"
+    for _ in $(seq "$RUNS"); do
+        rps "http://127.0.0.1:$VARNISH_PORT$path" >> "$WORK/varnish.$name"
+        rps "http://127.0.0.1:$KINEMA_PORT$path" >> "$WORK/kinema.$name"
+    done
+    v=$(median < "$WORK/varnish.$name"); k=$(median < "$WORK/kinema.$name")
+    printf '%-8s varnish %10.0f req/s   kinema %10.0f req/s   kinema/varnish %.2f' "$name" "$v" "$k" "$(echo "$k / $v" | bc -l)"
+    if [ "$bytes" -gt 0 ]; then
+        printf '   (%.2f vs %.2f GB/s)' "$(echo "$v * $bytes / 1e9" | bc -l)" "$(echo "$k * $bytes / 1e9" | bc -l)"
+    fi
+    echo
+    echo "         runs: varnish $(tr '\n' ' ' < "$WORK/varnish.$name")| kinema $(tr '\n' ' ' < "$WORK/kinema.$name")"
+done
+
+echo "== flash crowd: 500 concurrent requests over 100 uncached segments =="
+for server in varnish kinema; do
+    port=$VARNISH_PORT; [ "$server" = kinema ] && port=$KINEMA_PORT
+    : > "$WORK/uris.$server"
+    for round in 1 2 3 4 5; do
+        for i in $(seq 1 100); do echo "http://127.0.0.1:$port/flash/$i.m4s?crowd=$server" >> "$WORK/uris.$server"; done
+    done
+    before=$(grep -c "crowd=$server" "$WORK/nginx/access.log" || true)
+    out=$(h2load --h1 -c 500 -n 500 -i "$WORK/uris.$server" 2>&1)
+    after=$(grep -c "crowd=$server" "$WORK/nginx/access.log" || true)
+    finished=$(echo "$out" | awk '/^finished in/ {print $3}' | tr -d ',')
+    succeeded=$(echo "$out" | awk '/^requests:/ {for (i=1;i<=NF;i++) if ($(i+1)=="succeeded,") print $i}')
+    status2xx=$(echo "$out" | awk '/^status codes:/ {print $3}')
+    printf '%-8s origin requests %3d for 100 objects   2xx %s/500   completed in %s\n' \
+        "$server" "$((after - before))" "$status2xx" "$finished"
+done
