@@ -10,6 +10,7 @@ const PROTOCOL_KEY = 'kinema.protocol';
 const JOB_POLL_MS = 1000;
 
 const app = document.getElementById('app');
+takeTokenFromFragment();
 setUpTokenForm();
 const videoId = new URLSearchParams(location.search).get('v');
 if (videoId) {
@@ -53,6 +54,16 @@ function describeApiError(error) {
     return 'the admin api refused this request; paste a valid token under "API token"';
   }
   return error.message;
+}
+
+// `/#token=SECRET` (the link scripts/demo prints) stores the token like the
+// token field does. A fragment never leaves the browser, and it is wiped
+// from the address bar at once so it is not bookmarked or shared.
+function takeTokenFromFragment() {
+  const match = location.hash.match(/^#token=(.+)$/);
+  if (!match) return;
+  localStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  history.replaceState(null, '', location.pathname + location.search);
 }
 
 function setUpTokenForm() {
@@ -103,6 +114,8 @@ async function refreshLibrary() {
   } catch (error) {
     list.replaceChildren();
     showMessage(message, `could not list videos: ${describeApiError(error)}`, true);
+    // Without a token the library is empty; offer the field right away.
+    if (error.status === 401) document.getElementById('token-form').hidden = false;
   }
 }
 
