@@ -221,30 +221,26 @@ async function pollJob(jobId) {
     finishUpload(`could not follow job ${jobId}: ${describeApiError(error)}`, true);
     return;
   }
-  const state = job.state ?? job.status;
-  const progress = progressFraction(job.progress);
-  const stage = job.stage ? `${job.stage} ` : '';
-  switch (state) {
+  // A job (kinema_media::JobView): state queued|running|done|failed|cancelled,
+  // progress {stage, percent 0–100, eta_seconds}, video_id, error.
+  const progress = job.progress ?? {};
+  const fraction = typeof progress.percent === 'number' ? progress.percent / 100 : null;
+  switch (job.state) {
     case 'done':
-    case 'published':
-      finishUpload('published', false, job.video_id ?? job.video);
+      finishUpload('published', false, job.video_id);
       refreshLibrary();
       return;
     case 'failed':
     case 'cancelled':
-      finishUpload(`processing ${state}: ${job.error ?? 'no reason given'}`, true);
+      finishUpload(`processing ${job.state}: ${job.error ?? 'no reason given'}`, true);
       return;
-    default:
-      setProgress(progress, `${state} ${stage}${progress === null ? '' : percent(progress)}`.trim());
+    default: {
+      const stage = progress.stage && progress.stage !== job.state ? progress.stage : job.state;
+      const eta = progress.eta_seconds > 0 ? `, about ${formatDuration(progress.eta_seconds)} left` : '';
+      setProgress(fraction, `${stage}${fraction === null ? '' : ` ${percent(fraction)}`}${eta}`);
       setTimeout(() => pollJob(jobId), JOB_POLL_MS);
+    }
   }
-}
-
-// Progress may come as a fraction, a percentage, or an object holding one.
-function progressFraction(progress) {
-  if (progress === null || progress === undefined) return null;
-  if (typeof progress === 'object') return progressFraction(progress.fraction ?? progress.percent ?? progress.ratio);
-  return progress > 1 ? progress / 100 : progress;
 }
 
 function setProgress(fraction, label) {
