@@ -22,6 +22,7 @@ use std::mem::MaybeUninit;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -31,7 +32,6 @@ use futures::{FutureExt, StreamExt};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::watch;
 
 use super::h1_body::{self, BodyDecoder, BodySender, Framing};
 use super::{Phase, Shared, date};
@@ -50,15 +50,9 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Waits for the first bytes of a new connection (or of the next request on
 /// a keep-alive one) without holding any buffer while waiting. `None` when
-/// the client closed, the wait timed out, or the server is draining.
-async fn wait_for_bytes<S: AsyncRead + Unpin>(
-    io: &mut S,
-    timeout: Duration,
-    phase: &mut watch::Receiver<Phase>,
-) -> Option<BytesMut> {
-    if *phase.borrow() != Phase::Running {
-        return None;
-    }
+/// the client closed or the wait timed out. (The listener's drain closes
+/// waiting connections from outside, see `run_connection`.)
+async fn wait_for_bytes<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> Option<BytesMut> {
     let read = poll_fn(|cx| {
         // The buffer lives only for this poll, not in the task: an idle
         // connection's memory is its task and socket, nothing more.
@@ -70,68 +64,126 @@ async fn wait_for_bytes<S: AsyncRead + Unpin>(
             Poll::Pending => Poll::Pending,
         }
     });
-    tokio::select! {
-        biased;
-        read = read => match read {
-            Ok(bytes) if !bytes.is_empty() => Some(bytes),
-            _ => None,
-        },
-        () = tokio::time::sleep(timeout) => None,
-        _ = phase.wait_for(|phase| *phase != Phase::Running) => None,
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) if !bytes.is_empty() => Some(bytes),
+        _ => None,
     }
 }
 
-/// The first bytes of a fresh connection, within `header_read_timeout`.
-pub(super) async fn first_bytes<S: AsyncRead + Unpin, H>(
-    io: &mut S,
-    shared: &Shared<H>,
-) -> Option<BytesMut> {
-    let mut phase = shared.phase.clone();
-    wait_for_bytes(io, shared.config.header_read_timeout, &mut phase).await
-}
+/// The connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves HTTP/1.x requests on `io` until the connection should close.
-/// `buffer` holds bytes already read (possibly none).
+/// With `sniff_http2`, a connection that opens with the HTTP/2 preface is
+/// handed back instead: `Some(bytes read so far)`.
+///
+/// `idle` is true exactly while the connection waits between requests, so
+/// that a drain can close it then and only then.
 pub(super) async fn serve<S, H>(
     io: &mut S,
-    mut buffer: BytesMut,
     shared: &Arc<Shared<H>>,
-    info: ConnectionInfo,
-) where
+    info: &ConnectionInfo,
+    sniff_http2: bool,
+    idle: &AtomicBool,
+) -> Option<BytesMut>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
 {
     let config = &shared.config;
-    let mut phase = shared.phase.clone();
+    // A new connection has header_read_timeout to send its first request.
+    let mut wait = config.header_read_timeout;
+    let mut buffer = BytesMut::new();
+    let mut sniff = sniff_http2;
     loop {
         if buffer.is_empty() {
             // Release the previous request's allocation before waiting.
             drop(std::mem::take(&mut buffer));
-            match wait_for_bytes(io, config.idle_timeout, &mut phase).await {
+            idle.store(true, Ordering::Relaxed);
+            if *shared.phase.borrow() != Phase::Running {
+                return None;
+            }
+            let bytes = wait_for_bytes(io, wait).await;
+            idle.store(false, Ordering::Relaxed);
+            match bytes {
                 Some(bytes) => buffer = bytes,
-                None => return,
+                None => return None,
+            }
+            wait = config.idle_timeout;
+        }
+        if std::mem::take(&mut sniff) && buffer[0] == HTTP2_PREFACE[0] {
+            match Box::pin(sniff_preface(io, buffer, config.header_read_timeout)).await {
+                Some((true, read)) => return Some(read),
+                Some((false, read)) => buffer = read,
+                None => return None,
             }
         }
-        let parsed = match read_head(io, &mut buffer, shared).await {
-            Ok(parsed) => parsed,
-            Err(HeadError::Close) => return,
-            Err(HeadError::Respond(status, message)) => {
-                let _ = write_error(io, status, message, config.write_timeout).await;
-                close_gracefully(io).await;
-                return;
-            }
-        };
-        shared.stats.count_request();
-        let keep_alive = match exchange(io, &mut buffer, shared, info, parsed).await {
-            Ok(keep_alive) => keep_alive && *phase.borrow() == Phase::Running,
-            Err(error) => {
-                tracing::debug!(peer = %info.peer, %error, "connection ended while responding");
-                return;
-            }
+        // Boxed, like everything a request needs while in flight: the task
+        // an idle connection keeps must not be sized for a busy one.
+        let keep_alive = match Box::pin(request_cycle(io, &mut buffer, shared, info)).await {
+            Some(keep_alive) => keep_alive && *shared.phase.borrow() == Phase::Running,
+            // Gone, too slow, or broken mid-response: nothing to linger for.
+            None => return None,
         };
         if !keep_alive {
-            close_gracefully(io).await;
-            return;
+            Box::pin(close_gracefully(io)).await;
+            return None;
+        }
+    }
+}
+
+/// Reads until the bytes received either are or cannot be the HTTP/2
+/// preface: `Some((is_http2, bytes))`, `None` when the client went away or
+/// stalled.
+async fn sniff_preface<S: AsyncRead + Unpin>(
+    io: &mut S,
+    mut buffer: BytesMut,
+    timeout: Duration,
+) -> Option<(bool, BytesMut)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let seen = buffer.len().min(HTTP2_PREFACE.len());
+        if buffer[..seen] != HTTP2_PREFACE[..seen] {
+            return Some((false, buffer));
+        }
+        if seen == HTTP2_PREFACE.len() {
+            return Some((true, buffer));
+        }
+        buffer.reserve(HTTP2_PREFACE.len());
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Reads one request head and answers it: `Some(keep_alive)` when a
+/// response went out, `None` when the connection must just be dropped.
+async fn request_cycle<S, H>(
+    io: &mut S,
+    buffer: &mut BytesMut,
+    shared: &Arc<Shared<H>>,
+    info: &ConnectionInfo,
+) -> Option<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: Handler,
+{
+    let config = &shared.config;
+    let parsed = match read_head(io, buffer, shared).await {
+        Ok(parsed) => parsed,
+        Err(HeadError::Close) => return None,
+        Err(HeadError::Respond(status, message)) => {
+            let _ = write_error(io, status, message, config.write_timeout).await;
+            return Some(false);
+        }
+    };
+    shared.stats.count_request();
+    match exchange(io, buffer, shared, *info, parsed).await {
+        Ok(keep_alive) => Some(keep_alive),
+        Err(error) => {
+            tracing::debug!(peer = %info.peer, %error, "connection ended while responding");
+            None
         }
     }
 }
@@ -306,27 +358,15 @@ async fn read_head<S: AsyncRead + Unpin, H>(
     // The clock starts at the request's first byte, which has arrived.
     let deadline = tokio::time::Instant::now() + config.header_read_timeout;
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(buffer) {
-            Ok(httparse::Status::Complete(length)) => {
-                if length > max_header {
-                    return Err(HeadError::Respond(
-                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        "request header section too large",
-                    ));
-                }
-                let head = buffer.split_to(length).freeze();
-                return parse_head(head, max_uri);
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => {
+        if let Some(length) = head_length(buffer)? {
+            if length > max_header {
                 return Err(HeadError::Respond(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "too many request header fields",
+                    "request header section too large",
                 ));
             }
-            Err(_) => return Err(bad_request("malformed request")),
+            let head = buffer.split_to(length).freeze();
+            return parse_head(head, max_uri);
         }
         // Incomplete: a request line still unfinished past the longest
         // target we take is a 414, a header section past its limit a 431.
@@ -349,6 +389,23 @@ async fn read_head<S: AsyncRead + Unpin, H>(
             // Closed, failed, or too slow (slowloris): nothing to answer.
             _ => return Err(HeadError::Close),
         }
+    }
+}
+
+/// The length of the header section if `buffer` holds all of it. A plain
+/// function, not inlined into the async reader: its field array must not
+/// live in the connection's future across an await.
+fn head_length(buffer: &[u8]) -> Result<Option<usize>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => Ok(Some(length)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::Respond(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many request header fields",
+        )),
+        Err(_) => Err(bad_request("malformed request")),
     }
 }
 

@@ -20,7 +20,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -339,9 +339,6 @@ enum Protocol {
     Http2,
 }
 
-/// The connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
-const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 async fn run_connection<S, H>(
     guard: ConnectionGuard<H>,
     mut io: S,
@@ -353,20 +350,20 @@ async fn run_connection<S, H>(
 {
     let shared = &guard.shared;
     let mut phase = shared.phase.clone();
-    let serve = async {
+    let idle = AtomicBool::new(false);
+    let idle = &idle;
+    let info = &info;
+    let serve = async move {
         match protocol {
-            Protocol::Http2 => h2::serve(io, BytesMut::new(), shared.clone(), info).await,
-            Protocol::Http1 => h1::serve(&mut io, BytesMut::new(), shared, info).await,
-            Protocol::Sniff => {
-                let Some(first) = h1::first_bytes(&mut io, shared).await else {
-                    return;
-                };
-                match sniff(&mut io, first, shared).await {
-                    Some((Protocol::Http2, buffer)) => {
-                        h2::serve(io, buffer, shared.clone(), info).await;
-                    }
-                    Some((_, buffer)) => h1::serve(&mut io, buffer, shared, info).await,
-                    None => {}
+            // Boxed: hyper's connection state is kilobytes, and only HTTP/2
+            // connections should pay for it.
+            Protocol::Http2 => {
+                Box::pin(h2::serve(io, BytesMut::new(), shared.clone(), *info)).await;
+            }
+            Protocol::Http1 | Protocol::Sniff => {
+                let sniff = protocol == Protocol::Sniff;
+                if let Some(already_read) = h1::serve(&mut io, shared, info, sniff, idle).await {
+                    Box::pin(h2::serve(io, already_read, shared.clone(), *info)).await;
                 }
             }
         }
@@ -374,35 +371,14 @@ async fn run_connection<S, H>(
     tokio::select! {
         biased;
         () = serve => {}
-        _ = phase.wait_for(|phase| *phase == Phase::Aborting) => {}
-    }
-}
-
-/// Reads until the bytes received either are or cannot be the HTTP/2
-/// preface; `None` when the client went away or stalled.
-async fn sniff<S, H>(
-    io: &mut S,
-    mut buffer: BytesMut,
-    shared: &Shared<H>,
-) -> Option<(Protocol, BytesMut)>
-where
-    S: AsyncRead + Unpin,
-{
-    let deadline = tokio::time::Instant::now() + shared.config.header_read_timeout;
-    loop {
-        let seen = buffer.len().min(HTTP2_PREFACE.len());
-        if buffer[..seen] != HTTP2_PREFACE[..seen] {
-            return Some((Protocol::Http1, buffer));
-        }
-        if seen == HTTP2_PREFACE.len() {
-            return Some((Protocol::Http2, buffer));
-        }
-        buffer.reserve(HTTP2_PREFACE.len());
-        let read = tokio::io::AsyncReadExt::read_buf(io, &mut buffer);
-        match tokio::time::timeout_at(deadline, read).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return None,
-        }
+        // Dropping `serve` closes the socket: at once for a connection idle
+        // between requests when the drain begins, and for every connection
+        // when the drain deadline passes.
+        _ = phase.wait_for(|phase| match phase {
+            Phase::Running => false,
+            Phase::Draining => idle.load(Ordering::Relaxed),
+            Phase::Aborting => true,
+        }) => {}
     }
 }
 
@@ -420,6 +396,51 @@ mod tests {
         assert_eq!(config.max_header_bytes, ByteSize::kib(32));
         assert_eq!(config.max_connections, 10);
         assert_eq!(config.idle_timeout, ServerConfig::default().idle_timeout);
+    }
+
+    struct Nothing;
+
+    impl Handler for Nothing {
+        async fn handle(
+            &self,
+            _request: http::Request<crate::RequestBody>,
+            _connection: ConnectionInfo,
+        ) -> http::Response<crate::ResponseBody> {
+            http::Response::new(crate::ResponseBody::Empty)
+        }
+    }
+
+    /// Every open connection costs its task's future, whatever state it is
+    /// in, so the future must stay small: the handler's future and the
+    /// body pump are boxed, buffers are on the heap only while in use.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let (_phase_sender, phase) = watch::channel(Phase::Running);
+        let shared = Arc::new(Shared {
+            handler: Arc::new(Nothing),
+            config: ServerConfig::default(),
+            stats: Arc::new(ServerStats::default()),
+            phase,
+            connection_closed: Notify::new(),
+        });
+        shared
+            .stats
+            .open_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let info = ConnectionInfo {
+            peer,
+            local: peer,
+            secure: false,
+        };
+        let future = run_connection(ConnectionGuard { shared }, stream, info, Protocol::Sniff);
+        let size = std::mem::size_of_val(&future);
+        println!("connection future: {size} bytes");
+        assert!(size <= 900, "a connection future of {size} bytes");
     }
 
     #[test]
