@@ -87,6 +87,11 @@ pub enum Refusal {
     /// not come from.
     #[error("address_mismatch")]
     AddressMismatch,
+    /// The video is signed and the request carried no token at all.
+    /// `verify` never returns it; servers use it so every refusal of a
+    /// signed video has a reason.
+    #[error("missing_token")]
+    MissingToken,
 }
 
 impl Refusal {
@@ -99,6 +104,7 @@ impl Refusal {
             Refusal::OutOfScope => "out_of_scope",
             Refusal::UnknownKey => "unknown_key",
             Refusal::AddressMismatch => "address_mismatch",
+            Refusal::MissingToken => "missing_token",
         }
     }
 }
@@ -1035,6 +1041,7 @@ mod tests {
             Refusal::OutOfScope,
             Refusal::UnknownKey,
             Refusal::AddressMismatch,
+            Refusal::MissingToken,
         ];
         let names: Vec<_> = all.iter().map(|refusal| refusal.as_str()).collect();
         assert_eq!(
@@ -1046,7 +1053,8 @@ mod tests {
                 "malformed",
                 "out_of_scope",
                 "unknown_key",
-                "address_mismatch"
+                "address_mismatch",
+                "missing_token"
             ]
         );
         for refusal in all {

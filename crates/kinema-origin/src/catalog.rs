@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
-use kinema_core::{Manifest, ObjectPath, VideoId};
+use kinema_core::{AccessPolicy, Manifest, ObjectPath, VideoId};
 use kinema_store::{Store, StoreError};
 
 use crate::metrics::RouteKind;
@@ -48,6 +48,8 @@ pub struct FileInfo {
 #[derive(Debug)]
 pub struct Video {
     pub id: VideoId,
+    /// Public, or only through a valid `/s/{token}/` URL.
+    pub access: AccessPolicy,
     /// The manifest's publish time: every file's `Last-Modified`.
     pub last_modified: SystemTime,
     pub last_modified_header: HeaderValue,
@@ -111,6 +113,7 @@ impl Video {
         }
         Self {
             id: manifest.id.clone(),
+            access: manifest.access,
             last_modified,
             last_modified_header,
             files,

@@ -77,6 +77,34 @@ pub struct Config {
     /// Concurrent streams per HTTP/2 connection.
     #[serde(default = "server::http2_max_concurrent_streams")]
     pub http2_max_concurrent_streams: u32,
+    /// Key ring that verifies signed URLs (`kinema keys`); a missing file
+    /// means no key, so signed videos cannot be watched.
+    #[serde(default = "access::keys")]
+    pub keys: PathBuf,
+    /// Hashes of the admin API's bearer tokens (`kinema tokens`); a missing
+    /// file means no token, so every `/api` request gets 401.
+    #[serde(default = "access::tokens")]
+    pub tokens: PathBuf,
+    /// Clock difference tolerated at both ends of a signed URL's validity.
+    #[serde(default = "access::skew", with = "humantime_serde")]
+    pub auth_skew: Duration,
+    /// PEM certificate chain (leaf first); with `tls_key`, serve HTTPS only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (ECDSA or RSA).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate made at start for localhost,
+    /// 127.0.0.1 and ::1 (local use; clients must be told to trust it).
+    #[serde(default)]
+    pub tls_self_signed: bool,
+    /// Also listen for plain HTTP on this address and redirect every request
+    /// to HTTPS (needs TLS).
+    #[serde(default)]
+    pub redirect_http: Option<SocketAddr>,
+    /// Send `Strict-Transport-Security: max-age=31536000` on HTTPS responses.
+    #[serde(default)]
+    pub hsts: bool,
 }
 
 impl Config {
@@ -102,6 +130,14 @@ impl Config {
             max_connections: server::max_connections(),
             drain_timeout: server::drain_timeout(),
             http2_max_concurrent_streams: server::http2_max_concurrent_streams(),
+            keys: access::keys(),
+            tokens: access::tokens(),
+            auth_skew: access::skew(),
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            redirect_http: None,
+            hsts: false,
         }
     }
 
@@ -152,6 +188,22 @@ mod server {
     }
     pub fn http2_max_concurrent_streams() -> u32 {
         ServerConfig::default().http2_max_concurrent_streams
+    }
+}
+
+/// Defaults of the access-control settings, shared with `kinema keys`,
+/// `kinema sign` and `kinema tokens` so every command finds the same files.
+mod access {
+    use super::*;
+
+    pub fn keys() -> PathBuf {
+        PathBuf::from(kinema_auth::DEFAULT_KEYS_FILE)
+    }
+    pub fn tokens() -> PathBuf {
+        PathBuf::from(kinema_auth::DEFAULT_TOKENS_FILE)
+    }
+    pub fn skew() -> Duration {
+        kinema_auth::DEFAULT_SKEW
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`kinema_http::Handler`]. It does not read files itself either: every
 //! read goes through [`kinema_store::Store`].
 
+mod access;
 pub mod api;
 mod catalog;
 mod config;
@@ -17,6 +18,7 @@ mod cors;
 mod files;
 mod metrics;
 mod origin;
+mod secure;
 mod web;
 
 use std::future::Future;
@@ -42,12 +44,20 @@ pub enum Error {
     WebRoot(#[from] web::WebRootError),
     #[error("{0}")]
     Config(String),
+    #[error("cannot load access control: {0}")]
+    Access(#[from] access::AccessError),
+    #[error(transparent)]
+    Tls(#[from] kinema_http::tls::TlsError),
     #[error("the listener failed: {0}")]
     Serve(#[source] std::io::Error),
 }
 
 /// Serves `config.library` on `listener` until `shutdown` resolves, then
 /// drains in-flight responses (up to `config.drain_timeout`) and returns.
+///
+/// With TLS configured the listener speaks HTTPS only (ALPN h2 or
+/// http/1.1), `redirect_http` adds a plain listener that redirects to it,
+/// and SIGHUP reloads the certificate, key ring and admin tokens.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -55,21 +65,74 @@ pub async fn run(
 ) -> Result<(), Error> {
     let stats = Arc::new(ServerStats::default());
     let origin = Arc::new(Origin::new(&config, stats.clone()).await?);
+    let tls = secure::server_tls(&config)?;
+    let reloader = secure::reload_on_sighup(origin.access(), tls.clone()).map_err(Error::Serve)?;
+    let address = listener.local_addr().map_err(Error::Serve)?;
     tracing::info!(
-        address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        %address,
         library = %config.library.display(),
+        tls = tls.is_some(),
         "origin serving"
     );
-    kinema_http::server::serve_with_stats(
-        listener,
-        origin,
-        config.server_config(),
-        None,
-        stats,
-        shutdown,
-    )
-    .await
-    .map_err(Error::Serve)?;
+    // One shutdown signal, watched by the main and the redirect listener.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let redirect = match config.redirect_http {
+        Some(redirect_address) => {
+            let redirect_listener = TcpListener::bind(redirect_address)
+                .await
+                .map_err(Error::Serve)?;
+            tracing::info!(address = %redirect_address, "redirecting plain http to https");
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(kinema_http::server::serve(
+                redirect_listener,
+                Arc::new(kinema_http::tls::RedirectToHttps::new(address.port())),
+                config.server_config(),
+                None,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            )))
+        }
+        None => None,
+    };
+    let acceptor = tls.as_ref().map(kinema_http::tls::ServerTls::acceptor);
+    let stop = &stop;
+    let main_shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let served = if config.hsts {
+        let hsts = kinema_http::tls::Hsts::new(origin, secure::HSTS_MAX_AGE);
+        kinema_http::server::serve_with_stats(
+            listener,
+            Arc::new(hsts),
+            config.server_config(),
+            acceptor,
+            stats,
+            main_shutdown,
+        )
+        .await
+    } else {
+        kinema_http::server::serve_with_stats(
+            listener,
+            origin,
+            config.server_config(),
+            acceptor,
+            stats,
+            main_shutdown,
+        )
+        .await
+    };
+    reloader.abort();
+    // Also when the main listener failed rather than being asked to stop.
+    let _ = stop.send(true);
+    if let Some(redirect) = redirect {
+        match redirect.await {
+            Ok(result) => result.map_err(Error::Serve)?,
+            Err(join) => tracing::error!(error = %join, "redirect listener panicked"),
+        }
+    }
+    served.map_err(Error::Serve)?;
     tracing::info!("origin stopped");
     Ok(())
 }

@@ -26,6 +26,7 @@ use percent_encoding::percent_decode_str;
 use prometheus_client::registry::Registry;
 
 use crate::Error;
+use crate::access::{self, Access};
 use crate::api::Api;
 use crate::catalog::{Catalog, FileInfo, LookupError, Video};
 use crate::config::Config;
@@ -44,6 +45,7 @@ pub struct Origin {
     cors: Cors,
     web: WebRoot,
     api: Api,
+    access: Arc<Access>,
     metrics: Arc<Metrics>,
     registry: Registry,
     access_log: bool,
@@ -64,6 +66,10 @@ impl Origin {
         let web = tokio::task::spawn_blocking(move || WebRoot::load(&web_root))
             .await
             .map_err(|join| Error::Config(format!("loading the web UI panicked: {join}")))??;
+        let (keys, tokens, skew) = (config.keys.clone(), config.tokens.clone(), config.auth_skew);
+        let access = tokio::task::spawn_blocking(move || Access::load(&keys, &tokens, skew))
+            .await
+            .map_err(|join| Error::Config(format!("loading the key ring panicked: {join}")))??;
         let metrics = Arc::new(Metrics::default());
         let catalog = Catalog::new(
             store.clone(),
@@ -100,6 +106,7 @@ impl Origin {
             cors,
             web,
             api: Api::new(local),
+            access: Arc::new(access),
             metrics,
             registry,
             access_log: config.access_log,
@@ -113,6 +120,11 @@ impl Origin {
         self.catalog.invalidate(id).await;
     }
 
+    /// The key ring and admin tokens, for a reload on SIGHUP.
+    pub(crate) fn access(&self) -> Arc<Access> {
+        self.access.clone()
+    }
+
     async fn route(
         &self,
         request: Request<RequestBody>,
@@ -120,6 +132,15 @@ impl Origin {
     ) -> (RouteKind, HttpResponse) {
         let path = request.uri().path();
         if path == "/api" || path.starts_with("/api/") {
+            if let Err(refusal) = self
+                .access
+                .authorize_api(request.method(), request.headers())
+            {
+                return (RouteKind::Api, *refusal);
+            }
+            if path == "/api/tokens" {
+                return (RouteKind::Api, self.access.mint(request, connection).await);
+            }
             return (RouteKind::Api, self.api.handle(request, connection).await);
         }
         // Only the head is needed from here on; the (empty) body stream is
@@ -127,8 +148,26 @@ impl Origin {
         // across an await.
         let (request, _body) = request.into_parts();
         let path = request.uri.path();
+        // Signed URLs (issue 5): the token is a path prefix, so every
+        // relative URI in a playlist inherits it.
+        if path.starts_with("/s/") {
+            return match self.access.verify_signed(path, connection.peer.ip()) {
+                Ok(rest) => match rest.strip_prefix("/v/") {
+                    Some(rest) => self.media(&request, rest, true).await,
+                    None => (
+                        RouteKind::Unknown,
+                        error(StatusCode::NOT_FOUND, "not found"),
+                    ),
+                },
+                Err(refusal) => {
+                    let mut response = access::refused(refusal);
+                    self.cors.apply(&request.headers, response.headers_mut());
+                    (RouteKind::Unknown, response)
+                }
+            };
+        }
         if let Some(rest) = path.strip_prefix("/v/") {
-            return self.media(&request, rest).await;
+            return self.media(&request, rest, false).await;
         }
         let kind = match path {
             "/healthz" => RouteKind::Health,
@@ -198,8 +237,9 @@ impl Origin {
         )
     }
 
-    /// `/v/{id}/{path}`: only files the video's manifest lists.
-    async fn media(&self, request: &Parts, raw: &str) -> (RouteKind, HttpResponse) {
+    /// `/v/{id}/{path}`: only files the video's manifest lists; a signed
+    /// video only when `signed` (the request came through a valid token).
+    async fn media(&self, request: &Parts, raw: &str, signed: bool) -> (RouteKind, HttpResponse) {
         let method = &request.method;
         let mut response = if method == Method::OPTIONS {
             with_headers(
@@ -214,6 +254,11 @@ impl Origin {
                 Ok((video, index)) => {
                     let file = &video.files[index];
                     let kind = file.kind;
+                    if video.access == kinema_core::AccessPolicy::Signed && !signed {
+                        let mut response = access::refused(kinema_auth::Refusal::MissingToken);
+                        self.cors.apply(&request.headers, response.headers_mut());
+                        return (kind, response);
+                    }
                     let response = self.serve_file(request, &video, file).await;
                     return (kind, response);
                 }

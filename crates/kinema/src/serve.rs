@@ -17,7 +17,11 @@ use crate::config::ConfigFile;
 pub const LONG_ABOUT: &str = "Serve a video library over HTTP/1.1 and HTTP/2 (h2c).
 
 URLs: /v/{id}/master.m3u8 (HLS), /v/{id}/manifest.mpd (DASH), /v/{id}/{rendition}/{number}.m4s, \
-/healthz, /metrics (Prometheus), / and /ui/... (web UI), /api/... (admin API).
+/healthz, /metrics (Prometheus), / and /ui/... (web UI), /api/... (admin API, bearer tokens \
+from `kinema tokens`). Signed videos are served only under /s/{token}/v/{id}/... (`kinema sign`).
+
+HTTPS: --tls-cert FILE --tls-key FILE (or --tls-self-signed); SIGHUP reloads the certificate, \
+the key ring and the admin tokens without dropping connections.
 
 Example: kinema serve --library ./library --listen 127.0.0.1:8080
 
@@ -127,6 +131,48 @@ pub struct ServeArgs {
     #[arg(long, env = "KINEMA_HTTP2_MAX_CONCURRENT_STREAMS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     http2_max_concurrent_streams: Option<u32>,
+
+    /// Key ring that verifies signed URLs (kinema keys) [default: kinema-keys.toml]
+    #[arg(long, env = "KINEMA_KEYS", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<PathBuf>,
+
+    /// Admin API bearer-token hashes (kinema tokens) [default: kinema-tokens.toml]
+    #[arg(long, env = "KINEMA_TOKENS", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<PathBuf>,
+
+    /// Clock skew tolerated on signed-URL expiry and not-before [default: 30s]
+    #[arg(long, env = "KINEMA_AUTH_SKEW", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_skew: Option<String>,
+
+    /// PEM certificate chain; with --tls-key the listener speaks HTTPS only (ALPN h2, http/1.1)
+    #[arg(long, env = "KINEMA_TLS_CERT", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (ECDSA or RSA)
+    #[arg(long, env = "KINEMA_TLS_KEY", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS with a certificate made at start for localhost (local use) [default: false]
+    #[arg(long, env = "KINEMA_TLS_SELF_SIGNED", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_self_signed: Option<bool>,
+
+    /// Also listen for plain HTTP here and redirect every request to HTTPS
+    #[arg(long, env = "KINEMA_REDIRECT_HTTP", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirect_http: Option<SocketAddr>,
+
+    /// Send Strict-Transport-Security (max-age one year) on HTTPS responses [default: false]
+    #[arg(long, env = "KINEMA_HSTS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hsts: Option<bool>,
 }
 
 pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
@@ -136,8 +182,8 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         kinema_origin::run(config, listener, shutdown_signal()).await?;
         Ok(())
     })
