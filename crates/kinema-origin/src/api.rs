@@ -1,42 +1,496 @@
-//! The admin API under `/api/`: JSON over HTTP. This is the placeholder the
-//! origin routes to until the API is built out; it answers every request
-//! with a JSON 404 so clients get a clear, machine-readable refusal.
+//! The admin API under `/api/`: videos and ingest jobs, JSON over HTTP.
+//!
+//! ```text
+//! GET    /api/videos                 published videos (reads)
+//! GET    /api/videos/{id}            one video's manifest and URLs
+//! POST   /api/videos[?id=&title=]    upload (raw body or multipart/form-data) → 202 + job
+//! DELETE /api/videos/{id}            unpublish atomically → 204
+//! GET    /api/jobs                   ingest jobs, newest first
+//! GET    /api/jobs/{id}              state, progress, error, ffmpeg log tail
+//! POST   /api/jobs/{id}/cancel       → the job
+//! POST   /api/jobs/{id}/retry        → the job
+//! ```
+//!
+//! GET requests only read; POST and DELETE change the library, so an
+//! authorisation layer in front of `/api/` can tell them apart by method.
+//! Uploads are streamed to a file in the job store as they arrive (never
+//! held in memory) and capped at [`MAX_UPLOAD_BYTES`]. Every error is
+//! `{"error": "..."}` with a status saying whose fault it was. The ingest
+//! itself is `kinema_media`'s; this module is only its HTTP face.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use futures::{Stream, StreamExt};
+use http::{HeaderValue, Method, StatusCode, header};
+use kinema_core::{MANIFEST_FILE, Manifest, VideoId};
 use kinema_http::{ConnectionInfo, RequestBody, ResponseBody};
+use kinema_media::{IngestConfig, IngestService, JobError, JobId, MediaError, SubmitRequest};
+use kinema_store::{LocalStore, Store};
+use percent_encoding::percent_decode_str;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+/// Largest upload accepted, bytes.
+pub const MAX_UPLOAD_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+type HttpResponse = http::Response<ResponseBody>;
 
 #[derive(Debug)]
 pub struct Api {
-    #[allow(
-        dead_code,
-        reason = "the API endpoints that read the store are added next"
-    )]
-    store: Arc<kinema_store::LocalStore>,
+    store: Arc<LocalStore>,
+    ingest: IngestService,
+    max_upload_bytes: u64,
 }
 
 impl Api {
-    pub fn new(store: Arc<kinema_store::LocalStore>) -> Self {
-        Self { store }
+    /// Starts the ingest job service of the library (recovering jobs a
+    /// previous process left running). Its state lives in `{library}/ingest`.
+    pub async fn new(store: Arc<LocalStore>, config: IngestConfig) -> Result<Self, JobError> {
+        let ingest = IngestService::start(
+            store.clone(),
+            store.staging_root(),
+            store.root().join("ingest"),
+            config,
+        )
+        .await?;
+        Ok(Self {
+            store,
+            ingest,
+            max_upload_bytes: MAX_UPLOAD_BYTES,
+        })
     }
 
     pub async fn handle(
         &self,
         request: http::Request<RequestBody>,
         _connection: ConnectionInfo,
-    ) -> http::Response<ResponseBody> {
-        let body = serde_json::json!({
-            "error": format!("no api endpoint {} {}", request.method(), request.uri().path())
+    ) -> HttpResponse {
+        let path = request.uri().path().to_string();
+        let segments: Vec<&str> = path
+            .trim_start_matches("/api")
+            .trim_matches('/')
+            .split('/')
+            .filter(|segment| !segment.is_empty())
+            .collect();
+        let method = request.method().clone();
+        match (segments.as_slice(), &method) {
+            (["videos"], &Method::GET) => self.list_videos().await,
+            (["videos"], &Method::POST) => self.upload(request).await,
+            (["videos"], _) => method_not_allowed("GET, POST"),
+            (["videos", id], &Method::GET) => self.video(id).await,
+            (["videos", id], &Method::DELETE) => self.delete_video(id).await,
+            (["videos", _], _) => method_not_allowed("GET, DELETE"),
+            (["jobs"], &Method::GET) => {
+                json_response(StatusCode::OK, json!({ "jobs": self.ingest.jobs() }))
+            }
+            (["jobs"], _) => method_not_allowed("GET"),
+            (["jobs", id], &Method::GET) => match parse_job_id(id) {
+                Ok(id) => job_result(self.ingest.job(&id).await, StatusCode::OK),
+                Err(response) => *response,
+            },
+            (["jobs", _], _) => method_not_allowed("GET"),
+            (["jobs", id, "cancel"], &Method::POST) => match parse_job_id(id) {
+                Ok(id) => job_result(self.ingest.cancel(&id).await, StatusCode::OK),
+                Err(response) => *response,
+            },
+            (["jobs", id, "retry"], &Method::POST) => match parse_job_id(id) {
+                Ok(id) => job_result(self.ingest.retry(&id).await, StatusCode::ACCEPTED),
+                Err(response) => *response,
+            },
+            (["jobs", _, "cancel" | "retry"], _) => method_not_allowed("POST"),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                format!("no api endpoint {method} {path}"),
+            ),
+        }
+    }
+
+    async fn list_videos(&self) -> HttpResponse {
+        let ids = match self.store.list_videos().await {
+            Ok(ids) => ids,
+            Err(error) => return internal(error),
+        };
+        let mut videos = Vec::new();
+        for id in ids {
+            // A video unpublished between listing and reading is skipped.
+            if let Ok(manifest) = self.store.manifest(&id).await {
+                videos.push(video_summary(&manifest));
+            }
+        }
+        json_response(StatusCode::OK, json!({ "videos": videos }))
+    }
+
+    async fn video(&self, id: &str) -> HttpResponse {
+        let id = match parse_video_id(id) {
+            Ok(id) => id,
+            Err(response) => return *response,
+        };
+        match self.store.manifest(&id).await {
+            Ok(manifest) => {
+                let mut value = video_summary(&manifest);
+                value["manifest"] = serde_json::to_value(&manifest).unwrap_or(Value::Null);
+                json_response(StatusCode::OK, value)
+            }
+            Err(error) if error.is_not_found() => {
+                error_response(StatusCode::NOT_FOUND, format!("video {id} does not exist"))
+            }
+            Err(error) => internal(error),
+        }
+    }
+
+    async fn delete_video(&self, id: &str) -> HttpResponse {
+        let id = match parse_video_id(id) {
+            Ok(id) => id,
+            Err(response) => return *response,
+        };
+        match self.store.unpublish(&id).await {
+            Ok(()) => {
+                let mut response = http::Response::new(ResponseBody::Empty);
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                response
+            }
+            Err(error) if error.is_not_found() => {
+                error_response(StatusCode::NOT_FOUND, format!("video {id} does not exist"))
+            }
+            Err(error) => internal(error),
+        }
+    }
+
+    async fn upload(&self, request: http::Request<RequestBody>) -> HttpResponse {
+        let (parts, body) = request.into_parts();
+        let query = parse_query(parts.uri.query().unwrap_or(""));
+        let mut id = query
+            .iter()
+            .find(|(k, _)| k == "id")
+            .map(|(_, v)| v.clone());
+        let mut title = query
+            .iter()
+            .find(|(k, _)| k == "title")
+            .map(|(_, v)| v.clone());
+        let declared_length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared_length.is_some_and(|length| length > self.max_upload_bytes) {
+            return too_large(self.max_upload_bytes);
+        }
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let (path, file) = match self.ingest.create_upload_file().await {
+            Ok(created) => created,
+            Err(error) => return internal(error),
+        };
+        let received = if content_type
+            .to_ascii_lowercase()
+            .starts_with("multipart/form-data")
+        {
+            let boundary = match multer::parse_boundary(&content_type) {
+                Ok(boundary) => boundary,
+                Err(error) => {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("multipart/form-data without a usable boundary: {error}"),
+                    );
+                }
+            };
+            self.receive_multipart(body, boundary, file, &mut id, &mut title)
+                .await
+        } else {
+            stream_to_file(body, file, self.max_upload_bytes)
+                .await
+                .map(|size| (size, true))
+        };
+        let size = match received {
+            Ok((size, true)) => size,
+            Ok((_, false)) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "the multipart upload has no file part; send the video as a part named \"file\"",
+                );
+            }
+            Err(upload_error) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return upload_error.into_response(self.max_upload_bytes);
+            }
+        };
+        if size == 0 {
+            let _ = tokio::fs::remove_file(&path).await;
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "the upload is empty (0 bytes); send the video file as the request body",
+            );
+        }
+        let video_id = match id.filter(|id| !id.is_empty()) {
+            Some(id) => match VideoId::new(id) {
+                Ok(id) => Some(id),
+                Err(error) => {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return error_response(StatusCode::BAD_REQUEST, format!("id: {error}"));
+                }
+            },
+            None => None,
+        };
+        let submitted = self
+            .ingest
+            .submit(SubmitRequest {
+                source: path,
+                owned_source: true,
+                video_id,
+                title,
+            })
+            .await;
+        match submitted {
+            Ok(job) => {
+                let location = format!("/api/jobs/{}", job.id);
+                let mut response = json_response(
+                    StatusCode::ACCEPTED,
+                    json!({ "job": job, "location": location }),
+                );
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
+                response
+            }
+            Err(error) => job_error(error),
+        }
+    }
+
+    /// Reads a multipart body: text parts `id` and `title`, and the first
+    /// part with a file name (or named `file`) streamed to `file`.
+    /// Returns the file's size and whether a file part was present.
+    async fn receive_multipart(
+        &self,
+        body: RequestBody,
+        boundary: String,
+        file: tokio::fs::File,
+        id: &mut Option<String>,
+        title: &mut Option<String>,
+    ) -> Result<(u64, bool), UploadError> {
+        let mut multipart = multer::Multipart::new(body, boundary);
+        let mut file = Some(file);
+        let mut size = 0;
+        let mut found = false;
+        loop {
+            let field = match multipart.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(error) => return Err(UploadError::Malformed(error.to_string())),
+            };
+            let name = field.name().unwrap_or("").to_string();
+            let is_file = field.file_name().is_some() || name == "file";
+            if is_file && let Some(file) = file.take() {
+                size = stream_to_file(
+                    field.map(|chunk| chunk.map_err(std::io::Error::other)),
+                    file,
+                    self.max_upload_bytes,
+                )
+                .await?;
+                found = true;
+            } else if name == "id" || name == "title" {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|error| UploadError::Malformed(error.to_string()))?;
+                if name == "id" {
+                    *id = Some(text.trim().to_string());
+                } else {
+                    *title = Some(text.trim().to_string());
+                }
+            }
+        }
+        Ok((size, found))
+    }
+}
+
+#[derive(Debug)]
+enum UploadError {
+    TooLarge,
+    Malformed(String),
+    Io(std::io::Error),
+}
+
+impl UploadError {
+    fn into_response(self, limit: u64) -> HttpResponse {
+        match self {
+            UploadError::TooLarge => too_large(limit),
+            UploadError::Malformed(detail) => error_response(
+                StatusCode::BAD_REQUEST,
+                format!("malformed multipart/form-data body: {detail}"),
+            ),
+            UploadError::Io(error) => {
+                tracing::error!(%error, "upload could not be stored");
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the upload could not be stored (is the disk full?)",
+                )
+            }
+        }
+    }
+}
+
+/// Writes a body to `file` as it arrives, stopping past `limit` bytes.
+async fn stream_to_file(
+    mut body: impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+    mut file: tokio::fs::File,
+    limit: u64,
+) -> Result<u64, UploadError> {
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        // A client that goes away mid-upload ends here; the caller removes
+        // the partial file.
+        let chunk = chunk.map_err(|error| UploadError::Malformed(error.to_string()))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(UploadError::TooLarge);
+        }
+        file.write_all(&chunk).await.map_err(UploadError::Io)?;
+    }
+    file.flush().await.map_err(UploadError::Io)?;
+    file.sync_all().await.map_err(UploadError::Io)?;
+    Ok(size)
+}
+
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |text: &str| {
+                percent_decode_str(&text.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(key), decode(value))
         })
-        .to_string();
-        let mut response = http::Response::new(ResponseBody::Full(Bytes::from(body)));
-        *response.status_mut() = StatusCode::NOT_FOUND;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        .collect()
+}
+
+/// What the library lists of a video, with its public URLs.
+fn video_summary(manifest: &Manifest) -> Value {
+    let id = &manifest.id;
+    let has = |path: &str| manifest.files.iter().any(|file| file.path.as_str() == path);
+    json!({
+        "id": id,
+        "title": manifest.title,
+        "duration_seconds": manifest.duration_seconds,
+        "published_at_unix": manifest.published_at_unix,
+        "access": manifest.access,
+        "renditions": manifest.renditions,
+        "urls": {
+            "hls": format!("/v/{id}/master.m3u8"),
+            "dash": format!("/v/{id}/manifest.mpd"),
+            "poster": has("thumbs/poster.jpg").then(|| format!("/v/{id}/thumbs/poster.jpg")),
+            "thumbnails": has("thumbs/thumbs.vtt").then(|| format!("/v/{id}/thumbs/thumbs.vtt")),
+            "manifest": format!("/v/{id}/{MANIFEST_FILE}"),
+        },
+    })
+}
+
+fn parse_video_id(text: &str) -> Result<VideoId, Box<HttpResponse>> {
+    VideoId::new(text)
+        .map_err(|error| Box::new(error_response(StatusCode::BAD_REQUEST, error.to_string())))
+}
+
+fn parse_job_id(text: &str) -> Result<JobId, Box<HttpResponse>> {
+    JobId::parse(text).ok_or_else(|| {
+        Box::new(error_response(
+            StatusCode::NOT_FOUND,
+            format!("job {text} does not exist"),
+        ))
+    })
+}
+
+fn job_result(result: Result<kinema_media::JobView, JobError>, status: StatusCode) -> HttpResponse {
+    match result {
+        Ok(job) => json_response(status, json!({ "job": job })),
+        Err(error) => job_error(error),
+    }
+}
+
+fn job_error(error: JobError) -> HttpResponse {
+    let status = match &error {
+        JobError::NotFound(_) => StatusCode::NOT_FOUND,
+        JobError::WrongState { .. } | JobError::VideoIdTaken(_) => StatusCode::CONFLICT,
+        JobError::SourceGone(_) => StatusCode::GONE,
+        JobError::Media(MediaError::ToolMissing { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        JobError::Media(error) if error.is_bad_source() => StatusCode::UNPROCESSABLE_ENTITY,
+        JobError::Media(_) | JobError::Io { .. } => {
+            tracing::error!(%error, "ingest api failure");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    error_response(status, error.to_string())
+}
+
+fn internal(error: impl std::fmt::Display) -> HttpResponse {
+    tracing::error!(%error, "api request failed");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error; see the server log",
+    )
+}
+
+fn too_large(limit: u64) -> HttpResponse {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the upload is larger than the limit of {limit} bytes"),
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; use {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn error(status: StatusCode, message: String) -> HttpResponse {
+    error_response(status, message)
+}
+
+fn error_response(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    json_response(status, json!({ "error": message.into() }))
+}
+
+fn json_response(status: StatusCode, value: Value) -> HttpResponse {
+    let mut response = http::Response::new(ResponseBody::Full(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode_plus_and_percent() {
+        assert_eq!(
+            parse_query("id=clip-1&title=My+first%20clip&empty"),
+            vec![
+                ("id".to_string(), "clip-1".to_string()),
+                ("title".to_string(), "My first clip".to_string()),
+                ("empty".to_string(), String::new()),
+            ]
         );
-        response
     }
 }

@@ -100,12 +100,17 @@ impl Origin {
                 open_connections: Box::new(move || stats.snapshot().open_connections),
             },
         );
+        // Ingest settings come from [ingest] defaults here; jobs a crashed
+        // server left running are recovered as the API starts.
+        let api = Api::new(local, kinema_media::IngestConfig::default())
+            .await
+            .map_err(|error| Error::Config(format!("cannot start ingest jobs: {error}")))?;
         Ok(Self {
             catalog,
             files,
             cors,
             web,
-            api: Api::new(local),
+            api,
             access: Arc::new(access),
             metrics,
             registry,

@@ -7,6 +7,7 @@
 mod bench;
 mod config;
 mod edge;
+mod ingest;
 mod keys;
 mod serve;
 mod sign;
@@ -44,6 +45,9 @@ enum Command {
     /// Serve a video library over HTTP (HLS, DASH, web UI, /metrics).
     #[command(long_about = serve::LONG_ABOUT)]
     Serve(serve::ServeArgs),
+    /// Ingest a file: encode an adaptive ladder, package HLS + DASH, publish atomically.
+    #[command(long_about = ingest::LONG_ABOUT)]
+    Ingest(ingest::IngestArgs),
     /// Manage the key ring that signs URLs: new, list, retire.
     Keys(keys::KeysArgs),
     /// Print a signed URL for a video (/s/{token}/v/{id}/master.m3u8).
@@ -76,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config_file = ConfigFile::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve(args) => serve::run(&config_file, args),
+        Command::Ingest(args) => ingest::run(&config_file, args),
         Command::Keys(args) => keys::run(&config_file, args),
         Command::Sign(args) => sign::run(&config_file, args),
         Command::Tokens(args) => tokens::run(&config_file, args),

@@ -1,0 +1,265 @@
+//! `kinema ingest FILE`: turns one file into a published video in a library,
+//! with a progress bar.
+//!
+//! This module only resolves flags, `KINEMA_*` variables and the `[ingest]`
+//! section into a `kinema_media::IngestConfig`, draws progress, and turns
+//! Ctrl-C into a clean cancel (ffmpeg killed, staging removed, nothing
+//! published). The pipeline itself is `kinema_media::ingest`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use kinema_core::VideoId;
+use kinema_media::{IngestConfig, IngestRequest, Progress, Stage};
+use kinema_store::LocalStore;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConfigFile;
+
+/// The long `--help` text of `kinema ingest`.
+pub const LONG_ABOUT: &str = "Ingest one video or audio file into a library: probe it, encode an \
+adaptive ladder (H.264 + AAC) with one ffmpeg process, package CMAF segments with HLS and DASH \
+manifests and thumbnails, checksum everything and publish it atomically.
+
+Example: kinema ingest clip.mp4 --library ./library --title \"My clip\"
+
+The video then plays at /v/{id}/master.m3u8 (HLS) and /v/{id}/manifest.mpd (DASH) on \
+`kinema serve --library ./library`. ffmpeg and ffprobe must be on PATH (scripts/install-deps). \
+Every flag can also be set by its KINEMA_* variable or in the [ingest] section of kinema.toml, \
+where the ladder is configured too ([ingest.ladder] rungs = [{ height = 360, bitrate = 700000 }], \
+audio_bitrate, segment_seconds, max_frame_rate). Ctrl-C cancels: nothing is published.";
+
+/// Settings of `[ingest]`; a flag or variable overrides the file.
+#[derive(Debug, Args, Serialize)]
+pub struct IngestArgs {
+    /// The video or audio file to ingest
+    #[arg(value_name = "FILE")]
+    #[serde(skip)]
+    file: PathBuf,
+
+    /// Id of the video (URL /v/{id}/...) [default: derived from the file name]
+    #[arg(long, value_name = "ID")]
+    #[serde(skip)]
+    id: Option<String>,
+
+    /// Title shown in the library [default: the id]
+    #[arg(long, value_name = "TITLE")]
+    #[serde(skip)]
+    title: Option<String>,
+
+    /// Library directory to publish into [required]
+    #[arg(long, env = "KINEMA_LIBRARY", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    library: Option<PathBuf>,
+
+    /// x264 preset, ultrafast … veryslow [default: veryfast]
+    #[arg(long, env = "KINEMA_INGEST_PRESET", value_name = "PRESET")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preset: Option<String>,
+
+    /// Encoder threads; 0 lets ffmpeg choose [default: 0]
+    #[arg(long, env = "KINEMA_INGEST_THREADS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<u32>,
+
+    /// Stop ffmpeg when its output has not advanced for this long, e.g. 2m [default: 2m]
+    #[arg(long, env = "KINEMA_INGEST_STALL_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stall_timeout: Option<String>,
+
+    /// The ffmpeg program [default: ffmpeg, from PATH]
+    #[arg(long, env = "KINEMA_FFMPEG", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ffmpeg: Option<PathBuf>,
+
+    /// The ffprobe program [default: ffprobe, from PATH]
+    #[arg(long, env = "KINEMA_FFPROBE", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ffprobe: Option<PathBuf>,
+
+    /// Hide the progress bar (log lines only)
+    #[arg(long)]
+    #[serde(skip)]
+    quiet: bool,
+}
+
+/// `[ingest]` as a whole: the library plus the pipeline's own settings.
+#[derive(Debug, Deserialize)]
+struct IngestSection {
+    library: Option<PathBuf>,
+}
+
+/// A video id from a file name: lowercase letters, digits and dashes.
+fn id_from_file_name(path: &Path) -> Result<VideoId> {
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut id = String::new();
+    for character in stem.chars() {
+        if character.is_ascii_alphanumeric() || character == '_' {
+            id.push(character.to_ascii_lowercase());
+        } else if !id.ends_with('-') {
+            id.push('-');
+        }
+    }
+    let id = id.trim_matches('-');
+    let id = &id[..id.len().min(48)];
+    VideoId::new(id).with_context(|| {
+        format!(
+            "cannot derive a video id from {}; pass --id",
+            path.display()
+        )
+    })
+}
+
+fn resolve(config_file: &ConfigFile, args: &IngestArgs) -> Result<(PathBuf, IngestConfig)> {
+    let mut table: toml::Table = config_file.resolve("ingest", args)?;
+    let library_value = table.remove("library");
+    let section: IngestSection = toml::Value::Table(
+        library_value
+            .map(|value| toml::Table::from_iter([("library".to_string(), value)]))
+            .unwrap_or_default(),
+    )
+    .try_into()
+    .context("[ingest] library must be a path")?;
+    let config = IngestConfig::deserialize(toml::Value::Table(table))
+        .map_err(|error| anyhow::anyhow!("config [ingest]: {}", error.message()))?;
+    config.validate().context("config [ingest]")?;
+    let Some(library) = section.library else {
+        bail!("no library given: pass --library DIR, set KINEMA_LIBRARY or library in [ingest]");
+    };
+    Ok((library, config))
+}
+
+pub fn run(config_file: &ConfigFile, args: IngestArgs) -> Result<()> {
+    let (library, config) = resolve(config_file, &args)?;
+    let id = match &args.id {
+        Some(id) => VideoId::new(id.clone()).context("--id")?,
+        None => id_from_file_name(&args.file)?,
+    };
+    let title = args.title.clone().unwrap_or_else(|| id.to_string());
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(ingest(library, config, args, id, title))
+}
+
+async fn ingest(
+    library: PathBuf,
+    config: IngestConfig,
+    args: IngestArgs,
+    id: VideoId,
+    title: String,
+) -> Result<()> {
+    let store = LocalStore::open(&library)
+        .with_context(|| format!("cannot open library {}", library.display()))?;
+    let staging_root = store.staging_root();
+    let removed = tokio::task::spawn_blocking(move || {
+        kinema_media::pipeline::clean_staging_debris(&staging_root)
+    })
+    .await??;
+    for path in removed {
+        tracing::info!(path = %path.display(), "removed staging debris of an interrupted ingest");
+    }
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("kinema: cancelling; nothing will be published");
+            on_signal.cancel();
+        }
+    });
+
+    let bar = Arc::new(if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(1000)
+    });
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>11} [{bar:32}] {percent:>3}% {msg} ({elapsed})",
+        )
+        .expect("progress template is valid")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let progress_bar = bar.clone();
+    let on_progress = move |progress: Progress| {
+        progress_bar.set_prefix(progress.stage.as_str());
+        progress_bar.set_position((progress.percent * 10.0).round() as u64);
+        let mut message = String::new();
+        if let Some(speed) = progress.speed {
+            message.push_str(&format!("{speed:.2}x"));
+        }
+        if let Some(eta) = progress
+            .eta_seconds
+            .filter(|_| progress.stage == Stage::Transcoding)
+        {
+            message.push_str(&format!(
+                " eta {}",
+                humantime::format_duration(Duration::from_secs(eta.round() as u64))
+            ));
+        }
+        progress_bar.set_message(message);
+    };
+    let staging = store
+        .staging_root()
+        .join(kinema_media::pipeline::staging_dir_name(id.as_str()));
+    let request = IngestRequest {
+        source: args.file.clone(),
+        id: id.clone(),
+        title,
+        log_file: None,
+    };
+    let started = std::time::Instant::now();
+    let result =
+        kinema_media::ingest(&store, &staging, &config, &request, &cancel, &on_progress).await;
+    bar.finish_and_clear();
+    let manifest = result.with_context(|| format!("ingest of {} failed", args.file.display()))?;
+    let renditions: Vec<String> = manifest
+        .renditions
+        .iter()
+        .map(|rendition| match (rendition.width, rendition.height) {
+            (Some(width), Some(height)) => format!(
+                "{} {width}x{height} {} kbit/s",
+                rendition.id,
+                rendition.bitrate / 1000
+            ),
+            _ => format!("{} {} kbit/s", rendition.id, rendition.bitrate / 1000),
+        })
+        .collect();
+    println!(
+        "published {id} ({:.1} s) in {:.1} s: {}",
+        manifest.duration_seconds,
+        started.elapsed().as_secs_f64(),
+        renditions.join(", ")
+    );
+    println!("  HLS:  /v/{id}/master.m3u8");
+    println!("  DASH: /v/{id}/manifest.mpd");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_file_names() {
+        assert_eq!(
+            id_from_file_name(Path::new("/x/My Clip (2).MP4"))
+                .unwrap()
+                .as_str(),
+            "my-clip-2"
+        );
+        assert_eq!(
+            id_from_file_name(Path::new("big_buck.mkv"))
+                .unwrap()
+                .as_str(),
+            "big_buck"
+        );
+        assert!(id_from_file_name(Path::new("/x/éé.mp4")).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! Crash safety of `kinema ingest`: the real binary is killed with SIGKILL
+//! at spread-out moments of an ingest (probing, encoding, packaging,
+//! publishing), and after every kill the library must list only videos whose
+//! every file is present with its checksum — never a partial video. A
+//! following run must clean the debris, leave no orphan ffmpeg writing into
+//! staging, and publish the video completely.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kinema_core::Manifest;
+
+fn kinema() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinema"));
+    command
+        .env_remove("KINEMA_CONFIG")
+        .env("KINEMA_LOG", "warn");
+    command
+}
+
+fn clip(dir: &Path) -> PathBuf {
+    let path = dir.join("crash.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=6"])
+        .args(["-f", "lavfi", "-i", "sine=d=6"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path
+}
+
+/// Every listed video (a directory with a manifest) is complete: each file
+/// the manifest names exists with its size and SHA-256.
+fn assert_only_complete_videos(library: &Path) -> usize {
+    let mut complete = 0;
+    for entry in std::fs::read_dir(library.join("videos")).unwrap() {
+        let dir = entry.unwrap().path();
+        let Ok(bytes) = std::fs::read(dir.join("manifest.json")) else {
+            continue;
+        };
+        let manifest = Manifest::from_json(&bytes).unwrap();
+        for file in &manifest.files {
+            let (size, sha256) = kinema_store::checksum_file(&dir.join(file.path.as_str()))
+                .unwrap_or_else(|error| panic!("listed video misses {}: {error}", file.path));
+            assert_eq!(
+                (size, sha256),
+                (file.size, file.sha256.clone()),
+                "{}",
+                file.path
+            );
+        }
+        complete += 1;
+    }
+    complete
+}
+
+fn ffmpeg_writing_into(staging: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .map(|cmdline| {
+                let text = String::from_utf8_lossy(&cmdline);
+                text.starts_with("ffmpeg") && text.contains(&*staging.to_string_lossy())
+            })
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn killing_ingest_at_any_moment_never_lists_a_partial_video() {
+    let work = tempfile::tempdir().unwrap();
+    let source = clip(work.path());
+    let library = work.path().join("library");
+    let ingest = |id: &str| {
+        let mut command = kinema();
+        command
+            .args([
+                "ingest",
+                "--quiet",
+                "--preset",
+                "ultrafast",
+                "--threads",
+                "1",
+                "--id",
+                id,
+                "--library",
+            ])
+            .arg(&library)
+            .arg(&source)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+
+    // How long an uninterrupted ingest takes here, to spread the kills over.
+    let started = Instant::now();
+    assert!(ingest("baseline").status().unwrap().success());
+    let full = started.elapsed();
+    assert_eq!(assert_only_complete_videos(&library), 1);
+
+    // Kill points spread evenly over (and a little past) a whole ingest.
+    let kills = 12;
+    for round in 0..kills {
+        let id = format!("crash{round}");
+        let at = full.mul_f64(round as f64 / (kills - 2) as f64);
+        let mut child = ingest(&id).spawn().unwrap();
+        let deadline = Instant::now() + at;
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        // The invariant, right after the kill.
+        assert_only_complete_videos(&library);
+    }
+
+    // The parent's death took its ffmpeg with it (PR_SET_PDEATHSIG).
+    let staging = library.join("staging");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ffmpeg_writing_into(&staging) {
+        assert!(
+            Instant::now() < deadline,
+            "an orphan ffmpeg is still writing into staging"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A new run cleans the debris of the killed ones and publishes.
+    assert!(ingest("after").status().unwrap().success());
+    let leftovers: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
+    assert!(leftovers.is_empty(), "staging debris left: {leftovers:?}");
+    let listed = assert_only_complete_videos(&library);
+    assert!(
+        listed >= 2,
+        "baseline and after must be listed, got {listed}"
+    );
+}
