@@ -125,7 +125,9 @@ function videoCard(video) {
   card.dataset.videoId = video.id;
   card.querySelector('.poster-link').href = watchUrl;
   const poster = card.querySelector('.poster');
-  poster.src = posterUrl(video.id);
+  // The list names the poster only when the video has one.
+  if (video.urls?.poster) poster.src = video.urls.poster;
+  else poster.classList.add('missing');
   poster.addEventListener('error', () => poster.classList.add('missing'));
   card.querySelector('.duration').textContent = formatDuration(durationOf(video));
   const title = card.querySelector('.title');
@@ -189,14 +191,14 @@ function onUpload(event) {
       finishUpload(`upload failed: ${describeApiError(new ApiError(request.status, xhrErrorText(request)))}`, true);
       return;
     }
-    let job;
+    // 202 {"job": JobView, "location": "/api/jobs/{id}"}
+    let jobId;
     try {
-      job = JSON.parse(request.responseText);
+      jobId = JSON.parse(request.responseText).job.id;
     } catch {
       finishUpload('upload accepted, but the server did not say which job processes it', true);
       return;
     }
-    const jobId = job.job_id ?? job.job ?? job.id;
     setProgress(0, 'queued for processing…');
     pollJob(jobId);
   });
@@ -216,7 +218,7 @@ function xhrErrorText(request) {
 async function pollJob(jobId) {
   let job;
   try {
-    job = await api('GET', `/api/jobs/${encodeURIComponent(jobId)}`);
+    ({ job } = await api('GET', `/api/jobs/${encodeURIComponent(jobId)}`));
   } catch (error) {
     finishUpload(`could not follow job ${jobId}: ${describeApiError(error)}`, true);
     return;
@@ -275,18 +277,28 @@ function showWatchPage(id) {
   document.getElementById('link-dash').href = urls.dash;
   document.getElementById('watch-title').textContent = id;
   document.title = `${id} · kinema`;
-  // The title comes from the admin API, which may want a token; the video
-  // plays without it.
+  const video = document.getElementById('video');
+  const scrubBar = setUpScrubBar(video);
+  // Title, poster and thumbnails come from the admin API, which may want a
+  // token; the video plays without it. Without the API the conventional
+  // thumbnail URLs are tried; with it, only those the video has.
   api('GET', `/api/videos/${encodeURIComponent(id)}`)
-    .then((video) => {
-      const title = video?.title || id;
+    .catch(() => null)
+    .then((info) => {
+      const title = info?.title || id;
       document.getElementById('watch-title').textContent = title;
       document.title = `${title} · kinema`;
-    })
-    .catch(() => {});
-
-  const video = document.getElementById('video');
-  video.poster = posterUrl(id);
+      const poster = info ? info.urls?.poster : `${base}/thumbs/poster.jpg`;
+      if (poster) video.poster = poster;
+      const thumbnails = info ? info.urls?.thumbnails : `${base}/thumbs/thumbs.vtt`;
+      if (thumbnails) {
+        loadThumbnails(thumbnails)
+          .then(scrubBar.showThumbnails)
+          .catch(() => {
+            // A video without thumbnails still seeks; the preview shows time only.
+          });
+      }
+    });
   const select = document.getElementById('quality-select');
   const message = document.getElementById('watch-message');
   let player = null;
@@ -347,23 +359,18 @@ function showWatchPage(id) {
   if (!mediaSourceAvailable()) document.getElementById('protocol-dash').disabled = true;
   const remembered = localStorage.getItem(PROTOCOL_KEY);
   start(remembered === 'dash' && mediaSourceAvailable() ? 'dash' : 'hls', 0);
-  setUpScrubBar(video, `${base}/thumbs/thumbs.vtt`);
 }
 
 // A timeline under the video: click to seek, hover to see the frame there
-// (the sprite sheet and thumbs.vtt map written at ingest).
-function setUpScrubBar(video, thumbsUrl) {
+// (the sprite sheet and thumbs.vtt map written at ingest, once given to
+// the returned showThumbnails).
+function setUpScrubBar(video) {
   const bar = document.getElementById('scrub');
   const played = document.getElementById('scrub-played');
   const preview = document.getElementById('preview');
   const previewImage = document.getElementById('preview-image');
   const previewTime = document.getElementById('preview-time');
   let thumbnails = null;
-  loadThumbnails(thumbsUrl)
-    .then((loaded) => (thumbnails = loaded))
-    .catch(() => {
-      // A video without thumbnails still seeks; the preview shows time only.
-    });
 
   const timeAt = (event) => {
     const box = bar.getBoundingClientRect();
@@ -394,13 +401,14 @@ function setUpScrubBar(video, thumbsUrl) {
     }
   });
   bar.addEventListener('mouseleave', () => (preview.hidden = true));
+  return {
+    showThumbnails(loaded) {
+      thumbnails = loaded;
+    },
+  };
 }
 
 // ------------------------------------------------------------------ helpers
-
-function posterUrl(id) {
-  return `/v/${encodeURIComponent(id)}/thumbs/poster.jpg`;
-}
 
 function showMessage(element, text, isError = false) {
   element.hidden = !text;

@@ -1,0 +1,429 @@
+//! Real players against the real binary: a clip made with ffmpeg is ingested
+//! with `kinema ingest`, served with `kinema serve`, and played in headless
+//! Chromium by hls.js and dash.js (web/tests/play.mjs), at the automatic
+//! quality and pinned to the lowest rung; the web UI is walked through
+//! (web/tests/ui.mjs): the library lists the video and its page plays it.
+//!
+//! Needs what `scripts/install-deps` provides: ffmpeg, node, Chromium at
+//! /usr/bin/chromium and the built web UI (web/node_modules, web/dist). A
+//! missing piece fails the test with the command that provides it, never
+//! skips it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const VIDEO_ID: &str = "clip";
+/// Position each player must pass, as issue 3 asks ("currentTime advances
+/// past 3 s").
+const PLAY_SECONDS: f64 = 3.0;
+
+#[test]
+fn hls_js_and_dash_js_play_at_auto_and_lowest_quality() {
+    let fixture = Fixture::new();
+    let server = fixture.serve();
+    let lowest_height = fixture.lowest_video_height();
+
+    let cases = [
+        ("hls", "master.m3u8", false),
+        ("hls", "master.m3u8", true),
+        ("dash", "manifest.mpd", false),
+        ("dash", "manifest.mpd", true),
+    ];
+    // Every case runs even after one fails, so one run reports them all.
+    let mut failures = Vec::new();
+    for (player, file, lowest) in cases {
+        let url = format!("http://{}/v/{VIDEO_ID}/{file}", server.address);
+        let case = format!("{player}{}", if lowest { " --lowest" } else { "" });
+        let mut args = vec!["--player", player, "--url", &url, "--timeout", "90"];
+        if lowest {
+            args.push("--lowest");
+        }
+        let output = run_node("web/tests/play.mjs", &args);
+        match check_play(&output, lowest.then_some(lowest_height)) {
+            Ok(summary) => eprintln!("{case}: {summary}"),
+            Err(why) => failures.push(format!(
+                "{case}: {why}\n  stdout: {}\n  stderr: {}",
+                String::from_utf8_lossy(&output.stdout).trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "players failed:\n{}\nserver log tail:\n{}",
+        failures.join("\n"),
+        server.log_tail()
+    );
+}
+
+#[test]
+fn web_ui_lists_the_video_and_plays_it() {
+    let fixture = Fixture::new();
+    let token = fixture.admin_token();
+    let server = fixture.serve();
+    let base = format!("http://{}", server.address);
+    let output = run_node(
+        "web/tests/ui.mjs",
+        &[
+            "--base",
+            &base,
+            "--video",
+            VIDEO_ID,
+            "--token",
+            &token,
+            "--timeout",
+            "120",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "web UI walk failed ({}):\n  stdout: {}\n  stderr: {}\nserver log tail:\n{}",
+        output.status,
+        stdout.trim(),
+        String::from_utf8_lossy(&output.stderr).trim(),
+        server.log_tail()
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("ui.mjs prints one JSON line");
+    let steps = report["steps"]
+        .as_array()
+        .expect("ui.mjs reports its steps");
+    // The walk ends with dash.js playing; fewer steps would mean ui.mjs
+    // stopped early yet said ok.
+    assert_eq!(steps.len(), 6, "steps: {steps:?}");
+    assert_eq!(steps[1]["title"], "Players test clip", "steps: {steps:?}");
+}
+
+#[test]
+fn web_ui_unit_tests_pass() {
+    let output = Command::new("node")
+        .args(["--test", "web/tests/thumbnails.test.mjs"])
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run node (install Node.js, e.g. scripts/install-deps): {error}")
+        });
+    assert!(
+        output.status.success(),
+        "node --test failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Parses play.mjs's JSON line and checks what it claims, independently of
+/// its own verdict; returns a one-line summary.
+fn check_play(output: &Output, lowest_height: Option<u64>) -> Result<String, String> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().ok_or("play.mjs printed nothing")?;
+    let report: Value = serde_json::from_str(line)
+        .map_err(|error| format!("play.mjs output is not JSON: {error}"))?;
+    if !output.status.success() || report["ok"] != true {
+        return Err(format!("play.mjs failed ({})", output.status));
+    }
+    let errors = report["errors"].as_array().map_or(0, Vec::len);
+    if errors != 0 {
+        return Err(format!("{errors} player errors reported"));
+    }
+    let current_time = report["currentTime"].as_f64().unwrap_or(0.0);
+    if current_time <= PLAY_SECONDS {
+        return Err(format!(
+            "currentTime {current_time} did not pass {PLAY_SECONDS}"
+        ));
+    }
+    let height = report["height"].as_u64();
+    if let Some(expected) = lowest_height {
+        let played: Vec<u64> = report["heightsPlayed"]
+            .as_array()
+            .map(|heights| heights.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        if height != Some(expected) || played.iter().any(|&h| h != expected) {
+            return Err(format!(
+                "asked for the lowest rung, {expected}p in manifest.json, but played {played:?}"
+            ));
+        }
+    }
+    Ok(format!(
+        "{} reached {current_time:.2} s at {}p",
+        report["engine"].as_str().unwrap_or("?"),
+        height.unwrap_or(0)
+    ))
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs a web/tests script with node from the repository root.
+fn run_node(script: &str, args: &[&str]) -> Output {
+    let root = repo_root();
+    for (needed, provider) in [
+        (
+            "web/node_modules/playwright-core",
+            "scripts/install-deps (npm ci in web/)",
+        ),
+        (
+            "web/dist/test-player.html",
+            "scripts/install-deps (npm run build in web/)",
+        ),
+    ] {
+        assert!(
+            root.join(needed).exists(),
+            "{needed} is missing; run {provider}"
+        );
+    }
+    Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run node (install Node.js, e.g. scripts/install-deps): {error}")
+        })
+}
+
+/// A library holding one ingested clip, in a temporary directory.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let clip = dir.path().join("clip.mp4");
+        // 8 s of moving test pattern and a tone: long enough to pass 3 s of
+        // playback with segments to spare, small enough to encode quickly.
+        // 4:3, because every rung of a 4:3 ladder (320x240, 480x360,
+        // 640x480) keeps the exact aspect ratio; a 16:9 source's 426x240
+        // rung does not, and ffmpeg's dash muxer then refuses the ladder
+        // (reported to the ingest owners; switch to 640x360 once fixed).
+        run(Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x480:rate=25:duration=8",
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=8"])
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            ])
+            .args(["-c:a", "aac", "-shortest"])
+            .arg(&clip));
+        let fixture = Self { dir };
+        run(Command::new(env!("CARGO_BIN_EXE_kinema"))
+            .arg("ingest")
+            .arg(&clip)
+            .arg("--library")
+            .arg(fixture.library())
+            .args(["--id", VIDEO_ID, "--title", "Players test clip"]));
+        fixture
+    }
+
+    fn library(&self) -> PathBuf {
+        self.dir.path().join("library")
+    }
+
+    /// Makes an admin API token (scope write: list, upload, delete) in the
+    /// fixture's own token file and returns its secret.
+    fn admin_token(&self) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_kinema"))
+            .args(["tokens", "new", "--scope", "write", "--tokens"])
+            .arg(self.dir.path().join("tokens.toml"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kinema tokens new");
+        assert!(
+            output.status.success(),
+            "kinema tokens new failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let secret = String::from_utf8(output.stdout).expect("utf-8 secret");
+        secret.trim().to_string()
+    }
+
+    /// The smallest video rendition the ingest published, per manifest.json.
+    fn lowest_video_height(&self) -> u64 {
+        let path = self
+            .library()
+            .join(format!("videos/{VIDEO_ID}/manifest.json"));
+        let manifest: Value = serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display())),
+        )
+        .expect("manifest.json is JSON");
+        manifest["renditions"]
+            .as_array()
+            .expect("manifest lists renditions")
+            .iter()
+            .filter(|rendition| rendition["kind"] == "video")
+            .filter_map(|rendition| rendition["height"].as_u64())
+            .min()
+            .expect("manifest has a video rendition")
+    }
+
+    /// Starts `kinema serve` on a port the kernel picks and waits until
+    /// /healthz answers.
+    fn serve(&self) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kinema"))
+            .arg("serve")
+            .arg("--library")
+            .arg(self.library())
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--web-root")
+            .arg(repo_root().join("web/dist"))
+            // The fixture's own access files, never the working directory's.
+            .arg("--tokens")
+            .arg(self.dir.path().join("tokens.toml"))
+            .arg("--keys")
+            .arg(self.dir.path().join("keys.toml"))
+            // Plain log lines, so the address can be read from them.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kinema serve");
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (address_sender, address_receiver) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log_writer = Arc::clone(&log);
+        // Drains the log for the server's whole life (a full pipe would
+        // block it) and hands over the first bound address it names.
+        std::thread::spawn(move || {
+            let mut address_sender = Some(address_sender);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(address) = bound_address(&line)
+                    && let Some(sender) = address_sender.take()
+                {
+                    let _ = sender.send(address);
+                }
+                log_writer.lock().expect("log lock").push(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            address: "0.0.0.0:0".parse().expect("placeholder address"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        server.address = match address_receiver.recv_timeout(Duration::from_secs(30)) {
+            Ok(address) => address,
+            Err(_) => panic!(
+                "kinema serve named no listening address within 30 s; log:\n{}",
+                server.log_tail()
+            ),
+        };
+        loop {
+            if http_get_status(server.address, "/healthz") == Some(200) {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "kinema serve exited ({status}); log:\n{}",
+                    server.log_tail()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kinema serve did not answer /healthz within 30 s; log:\n{}",
+                server.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A running `kinema serve`, stopped when dropped.
+struct Server {
+    child: Child,
+    address: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn log_tail(&self) -> String {
+        let log = self.log.lock().expect("log lock");
+        log[log.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in the server's "origin serving address=IP:PORT" log line,
+/// if this is it.
+fn bound_address(line: &str) -> Option<SocketAddr> {
+    let line = strip_ansi(line);
+    if !line.contains("origin serving") {
+        return None;
+    }
+    let rest = line.split("address=").nth(1)?;
+    rest.split(|c: char| c.is_whitespace() || c == ',')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The text of a log line without terminal colour codes (`ESC [ … m`), in
+/// case the logger colours it anyway.
+fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for code in chars.by_ref() {
+                if code.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// Status code of a plain HTTP/1.1 GET, or None if the server is not
+/// answering (yet).
+fn http_get_status(address: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Runs a setup command; a failure panics with its output.
+fn run(command: &mut Command) {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
