@@ -120,6 +120,53 @@ fn web_ui_unit_tests_pass() {
     );
 }
 
+#[test]
+fn web_ui_uploads_a_video_then_plays_it() {
+    let fixture = Fixture::without_videos();
+    let token = fixture.admin_token();
+    let server = fixture.serve();
+    let base = format!("http://{}", server.address);
+    let clip = fixture.clip();
+    let output = run_node(
+        "web/tests/ui.mjs",
+        &[
+            "--base",
+            &base,
+            "--upload",
+            clip.to_str().expect("utf-8 temporary path"),
+            "--token",
+            &token,
+            "--timeout",
+            "180",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "web UI upload walk failed ({}):\n  stdout: {}\n  stderr: {}\nserver log tail:\n{}",
+        output.status,
+        stdout.trim(),
+        String::from_utf8_lossy(&output.stderr).trim(),
+        server.log_tail()
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("ui.mjs prints one JSON line");
+    let steps = report["steps"]
+        .as_array()
+        .expect("ui.mjs reports its steps");
+    // Upload, then the six steps of the walk.
+    assert_eq!(steps.len(), 7, "steps: {steps:?}");
+    let video = steps[1]["video"]
+        .as_str()
+        .expect("the upload names its video");
+    assert!(
+        fixture
+            .library()
+            .join(format!("videos/{video}/manifest.json"))
+            .is_file(),
+        "the uploaded video {video} is not published in the library"
+    );
+}
+
 /// Parses play.mjs's JSON line and checks what it claims, independently of
 /// its own verdict; returns a one-line summary.
 fn check_play(output: &Output, lowest_height: Option<u64>) -> Result<String, String> {
@@ -198,9 +245,24 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The clip ingested with `kinema ingest` as [`VIDEO_ID`].
     fn new() -> Self {
+        let fixture = Self::without_videos();
+        run(Command::new(env!("CARGO_BIN_EXE_kinema"))
+            .arg("ingest")
+            .arg(fixture.clip())
+            .arg("--library")
+            .arg(fixture.library())
+            .args(["--id", VIDEO_ID, "--title", "Players test clip"]));
+        fixture
+    }
+
+    /// The clip made, the library still empty.
+    fn without_videos() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let clip = dir.path().join("clip.mp4");
+        // kinema serve wants an existing library; ingest makes its own.
+        std::fs::create_dir(dir.path().join("library")).expect("library directory");
         // 8 s of moving test pattern and a tone: long enough to pass 3 s of
         // playback with segments to spare, small enough to encode quickly.
         // 4:3, because every rung of a 4:3 ladder (320x240, 480x360,
@@ -221,14 +283,11 @@ impl Fixture {
             ])
             .args(["-c:a", "aac", "-shortest"])
             .arg(&clip));
-        let fixture = Self { dir };
-        run(Command::new(env!("CARGO_BIN_EXE_kinema"))
-            .arg("ingest")
-            .arg(&clip)
-            .arg("--library")
-            .arg(fixture.library())
-            .args(["--id", VIDEO_ID, "--title", "Players test clip"]));
-        fixture
+        Self { dir }
+    }
+
+    fn clip(&self) -> PathBuf {
+        self.dir.path().join("clip.mp4")
     }
 
     fn library(&self) -> PathBuf {
