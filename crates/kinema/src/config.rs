@@ -57,8 +57,16 @@ impl ConfigFile {
         };
         let flags = toml::Table::try_from(flags).context("cannot represent command-line flags")?;
         merged.extend(flags);
-        T::deserialize(toml::Value::Table(merged)).map_err(|error| {
-            anyhow::anyhow!("{}: [{section}] {}", self.describe(), error.message())
+        // serde_path_to_error keeps the key path that a plain deserialise
+        // drops, so `ttl = "soon"` is reported as `[auth] ttl: ...`.
+        serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|error| {
+            let key = error.path().to_string();
+            let message = error.inner().message().to_string();
+            if key == "." {
+                anyhow::anyhow!("{}: [{section}] {message}", self.describe())
+            } else {
+                anyhow::anyhow!("{}: [{section}] {key}: {message}", self.describe())
+            }
         })
     }
 
