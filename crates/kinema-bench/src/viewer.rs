@@ -162,13 +162,14 @@ pub async fn run_viewer(shared: Arc<RunShared>, index: u32, link: Option<u64>) -
         Shaper::new(wall_bytes_per_second, burst)
     });
     let read_buffer = match link {
-        // Chunks of ≤ ~50 ms of the link keep the shaping smooth; slow
-        // links still read at least 8 KiB per wake-up.
-        Some(bits) => ((bits as f64 / 8.0 * speed * 0.05) as usize).clamp(8 * 1024, 64 * 1024),
+        // Chunks of ~100 ms of the link keep the shaping smooth (a segment
+        // lasts seconds); slow links still read at least 16 KiB per wake-up,
+        // so thousands of viewers cost few system calls.
+        Some(bits) => ((bits as f64 / 8.0 * speed * 0.1) as usize).clamp(16 * 1024, 64 * 1024),
         None => 64 * 1024,
     };
     let receive_buffer =
-        link.map(|bits| ((bits as f64 / 8.0 * speed * 0.1) as u32).clamp(16 * 1024, 1024 * 1024));
+        link.map(|bits| ((bits as f64 / 8.0 * speed * 0.2) as u32).clamp(32 * 1024, 1024 * 1024));
     let settings = ClientSettings {
         allow_remote: shared.allow_remote,
         latency: shared.latency.div_f64(speed),

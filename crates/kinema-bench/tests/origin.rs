@@ -1,0 +1,127 @@
+//! Viewers against the real origin, `kinema serve` (in process through
+//! `kinema_origin::run` on 127.0.0.1:0), over a synthetic ladder published
+//! into its library: ABR on a thin and a fat link, and a crowd with mixed
+//! links. Assertions are on what the viewers recorded.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{LADDER, library};
+use kinema_bench::link::LinkSpec;
+use kinema_bench::{BenchConfig, RunReport, run};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// `kinema serve` over `library`; stops when the returned sender drops.
+async fn origin(library: &common::Library) -> (String, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut config = kinema_origin::Config::new(library.dir.path());
+    config.access_log = false;
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        kinema_origin::run(config, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("origin runs");
+    });
+    // The listener is bound, so connections queue in the kernel until the
+    // origin accepts them: no readiness wait is needed.
+    (format!("http://{address}/v/clip/master.m3u8"), stop)
+}
+
+async fn play(url: String, link: LinkSpec, viewers: u32) -> RunReport {
+    run(
+        BenchConfig {
+            viewers,
+            link,
+            speed: 10.0,
+            duration: Duration::from_secs(3),
+            progress: false,
+            ..BenchConfig::new(url)
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn thin_link_settles_on_a_rung_under_its_rate() {
+    let library = library(1.0, 10).await;
+    let (url, _stop) = origin(&library).await;
+    let report = play(url, LinkSpec::Fixed(500_000), 1).await;
+    let viewer = &report.viewers[0];
+    assert_eq!(viewer.fatal, None);
+    assert!(viewer.segments >= 5, "{viewer:?}");
+    assert!(
+        viewer.records.iter().all(|r| r.bitrate <= 500_000),
+        "a 0.5 Mbit/s viewer fetched a rung above its link: {:?}",
+        viewer.records.iter().map(|r| r.bitrate).collect::<Vec<_>>()
+    );
+    assert_eq!(viewer.sustainable_bitrate, 300_000);
+    assert!(viewer.average_bitrate <= 500_000.0);
+}
+
+#[tokio::test]
+async fn fat_link_reaches_the_top_rung_over_one_connection() {
+    let library = library(1.0, 10).await;
+    let (url, _stop) = origin(&library).await;
+    let report = play(url, LinkSpec::Fixed(20_000_000), 1).await;
+    let viewer = &report.viewers[0];
+    let top = *LADDER.last().unwrap();
+    assert_eq!(viewer.fatal, None);
+    assert_eq!(viewer.highest_bitrate, top, "{viewer:?}");
+    assert_eq!(viewer.records.last().unwrap().bitrate, top);
+    assert_eq!(viewer.sustainable_bitrate, top);
+    assert_eq!(viewer.stalls, 0);
+    assert!(viewer.switches >= 1);
+    // Playlists, init sections and segments all went over one keep-alive
+    // connection, as a browser would send them.
+    assert_eq!(viewer.connections, 1);
+    assert_eq!(report.summary.http_errors, 0);
+    // Bytes cover at least the exact sizes of the segments fetched.
+    let segment_bytes: u64 = viewer
+        .records
+        .iter()
+        .map(|r| (r.bitrate as f64 * r.media_seconds / 8.0).round() as u64)
+        .sum();
+    assert!(
+        viewer.bytes >= segment_bytes,
+        "{} < {segment_bytes}",
+        viewer.bytes
+    );
+}
+
+#[tokio::test]
+async fn a_crowd_with_mixed_links_plays_each_at_its_own_rate() {
+    let library = library(1.0, 10).await;
+    let (url, _stop) = origin(&library).await;
+    let report = play(url, "0.5mbit:50%,20mbit:50%".parse().unwrap(), 8).await;
+    assert_eq!(report.viewers.len(), 8);
+    assert_eq!(report.summary.viewers_failed, 0);
+    assert_eq!(report.summary.http_errors, 0);
+    for viewer in &report.viewers {
+        let link = viewer.link_bits_per_second.unwrap();
+        assert!(link == 500_000 || link == 20_000_000);
+        if link == 500_000 {
+            assert!(viewer.highest_bitrate <= 500_000, "{viewer:?}");
+        }
+        assert!(viewer.startup_seconds.is_some());
+    }
+    // The seeded draw gives both classes.
+    assert!(
+        report
+            .viewers
+            .iter()
+            .any(|v| v.link_bits_per_second == Some(500_000))
+    );
+    assert!(
+        report
+            .viewers
+            .iter()
+            .any(|v| v.link_bits_per_second == Some(20_000_000))
+    );
+}
