@@ -6,8 +6,11 @@
 //! Also here: pass-through of unsafe methods with invalidation (RFC 9111
 //! §4.4), serving client conditionals and ranges from stored responses,
 //! stale-while-revalidate refreshes, stale-if-error fallbacks, segment
-//! prefetch, the purge API and the metrics page. Sockets are the connection
+//! prefetch, the purge API and the metrics page; large objects are served
+//! from slices by the child module `slices`. Sockets are the connection
 //! layer's (kinema-http); origins are [`crate::origin`]'s.
+
+mod slices;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,11 +30,12 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::fill::{Fill, FillGuard, FillHead};
+use crate::fill::{Fill, FillGuard, FillHead, Slicing};
 use crate::key;
 use crate::metrics::{Gauges, Metrics};
 use crate::origin::{OriginBody, OriginError, OriginRequest, Origins};
 use crate::policy::{self, CacheStatus, Directives, FreshnessRules, Reuse};
+use crate::slice::{self, Version};
 use crate::store::{Lookup, Store, Tier};
 use crate::stored::StoredResponse;
 
@@ -43,6 +47,8 @@ const HIT_FOR_PASS: Duration = Duration::from_secs(30);
 const PREFETCH_CONCURRENCY: usize = 8;
 /// Largest purge request body.
 const MAX_PURGE_BODY: usize = 64 * 1024;
+/// How long a URL whose origin refused to serve slices is not sliced again.
+const UNSLICEABLE: Duration = Duration::from_secs(600);
 
 /// The settings the handler needs (resolved from [`crate::Config`]).
 #[derive(Debug, Clone)]
@@ -50,6 +56,10 @@ pub struct EdgeSettings {
     pub rules: FreshnessRules,
     pub stale_grace: Duration,
     pub max_object_size: u64,
+    /// Complete responses above this size are served from slices; 0 turns
+    /// slicing off.
+    pub slice_threshold: u64,
+    pub slice_size: u64,
     pub body_timeout: Duration,
     pub prefetch_segments: u32,
     pub purge_token: Option<String>,
@@ -68,6 +78,13 @@ pub struct Edge {
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     pass_keys: moka::sync::Cache<String, ()>,
     prefetch_slots: Arc<Semaphore>,
+    /// Objects known to be served from slices, with the version last seen
+    /// (a hint: every slice is still checked against the first one of its
+    /// response).
+    sliced_objects: moka::sync::Cache<String, Arc<Version>>,
+    /// Objects whose origin answered a slice request with something
+    /// unusable: not sliced for a while.
+    unsliceable: moka::sync::Cache<String, ()>,
 }
 
 /// The handler the connection layer calls.
@@ -92,6 +109,30 @@ struct Incoming_ {
     headers: HeaderMap,
     /// The cache key (token verified and replaced, see [`key`]).
     key: String,
+    /// May be answered from slices; false on the fallback after an origin
+    /// refused slices, so the two paths cannot call each other forever.
+    slicing: bool,
+}
+
+/// What a fill fetches.
+enum FillJob {
+    /// The whole response, revalidating `candidate` when there is one.
+    Whole {
+        candidate: Option<Arc<StoredResponse>>,
+    },
+    /// One slice of `object_key`. A `probe` (a `Range` request on a miss,
+    /// size unknown) is also registered under the object's key, so that
+    /// requests for the whole object meanwhile wait for it, and it turns
+    /// into a fill of the whole object when the origin answers anything but
+    /// a `206` (e.g. a `200` from an origin that ignores ranges).
+    Slice {
+        object_key: String,
+        index: u64,
+        probe: bool,
+        /// A stale copy is stored: do not take its presence for a fresh
+        /// one.
+        revalidating: bool,
+    },
 }
 
 enum Joined {
@@ -119,6 +160,11 @@ impl Edge {
                 .time_to_live(HIT_FOR_PASS)
                 .build(),
             prefetch_slots: Arc::new(Semaphore::new(PREFETCH_CONCURRENCY)),
+            sliced_objects: moka::sync::Cache::builder().max_capacity(100_000).build(),
+            unsliceable: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(UNSLICEABLE)
+                .build(),
         }
     }
 
@@ -169,6 +215,7 @@ impl Edge {
             path_and_query,
             headers,
             key,
+            slicing: true,
         };
         let mut response = if incoming.method == Method::GET || incoming.method == Method::HEAD {
             self.clone().cached(incoming.clone()).await
@@ -248,6 +295,28 @@ impl Edge {
                 Lookup::VaryMiss => (None, "vary-miss"),
                 Lookup::UriMiss => (None, "uri-miss"),
             };
+            if candidate.is_none() && forward == "uri-miss" && self.slicing(&request) {
+                if let Some(version) = self.sliced_objects.get(&key) {
+                    return self
+                        .serve_slices(
+                            &request,
+                            Some((*version).clone()),
+                            None,
+                            &request_directives,
+                        )
+                        .await;
+                }
+                // A seek into an object never seen: fetch only the slice it
+                // starts in, which also tells the object's size.
+                if request.method == Method::GET
+                    && request.headers.contains_key(header::RANGE)
+                    && !self.unsliceable.contains_key(&key)
+                {
+                    return self
+                        .serve_slices(&request, None, None, &request_directives)
+                        .await;
+                }
+            }
             // RFC 9111 §5.2.1.7: only-if-cached and nothing usable → 504.
             if request_directives.has("only-if-cached") {
                 let mut response = plain(StatusCode::GATEWAY_TIMEOUT, "not in cache\n");
@@ -258,7 +327,10 @@ impl Edge {
                 return response;
             }
             Metrics::bump(&self.metrics.misses);
-            match self.join(&key, &request, candidate.clone()) {
+            let job = FillJob::Whole {
+                candidate: candidate.clone(),
+            };
+            match self.join(&key, &request, job) {
                 Joined::Stored => continue,
                 Joined::Leader(fill) => {
                     return self
@@ -302,36 +374,56 @@ impl Edge {
         }
     }
 
+    fn slicing(&self, request: &Incoming_) -> bool {
+        request.slicing && self.settings.slice_threshold > 0
+    }
+
     /// Joins the fill in flight for `key`, or starts one.
-    fn join(
-        self: &Arc<Self>,
-        key: &str,
-        request: &Incoming_,
-        candidate: Option<Arc<StoredResponse>>,
-    ) -> Joined {
+    fn join(self: &Arc<Self>, key: &str, request: &Incoming_, job: FillJob) -> Joined {
+        let (also_under, fresh_lookup) = match &job {
+            FillJob::Whole { candidate } => (None, candidate.is_none()),
+            FillJob::Slice {
+                object_key,
+                probe,
+                revalidating,
+                ..
+            } => (probe.then(|| object_key.clone()), !revalidating),
+        };
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(fill) = inflight.get(key) {
+        if let Some(fill) = inflight
+            .get(key)
+            .or_else(|| also_under.as_ref().and_then(|other| inflight.get(other)))
+        {
             return Joined::Waiter(fill.clone());
         }
         // A fill stores before it leaves the map, so a request that missed
         // just before a fill finished sees the stored response here rather
         // than starting a second origin fetch.
-        if candidate.is_none() && self.store.memory_has(key, &request.headers) {
+        if fresh_lookup && self.store.memory_has(key, &request.headers) {
             return Joined::Stored;
         }
         let fill = Arc::new(Fill::new());
         inflight.insert(key.to_string(), fill.clone());
+        if let Some(other) = &also_under {
+            inflight.insert(other.clone(), fill.clone());
+        }
         drop(inflight);
         let edge = self.clone();
         let key = key.to_string();
         let request = request.clone();
         let guard = FillGuard(fill.clone());
         tokio::spawn(async move {
-            edge.run_fill(&key, &request, candidate, &guard.0).await;
-            edge.inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
+            edge.run_fill(&key, &request, job, &guard.0).await;
+            let mut inflight = edge.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            for registered in std::iter::once(&key).chain(also_under.as_ref()) {
+                if inflight
+                    .get(registered)
+                    .is_some_and(|other| Arc::ptr_eq(other, &guard.0))
+                {
+                    inflight.remove(registered);
+                }
+            }
+            drop(inflight);
             drop(guard);
         });
         Joined::Leader(fill)
@@ -340,13 +432,7 @@ impl Edge {
     /// Fetches from the origin for one key and feeds the fill; stores the
     /// response when allowed. Runs in its own task, so a client that goes
     /// away does not cancel the fill the others wait on.
-    async fn run_fill(
-        &self,
-        key: &str,
-        request: &Incoming_,
-        candidate: Option<Arc<StoredResponse>>,
-        fill: &Arc<Fill>,
-    ) {
+    async fn run_fill(&self, key: &str, request: &Incoming_, job: FillJob, fill: &Arc<Fill>) {
         let mut headers = forwarded_headers(&request.headers);
         // The fill is shared and stored: fetch the whole representation
         // unconditionally, whatever this one client asked (RFC 9111 §4.3.1
@@ -359,6 +445,25 @@ impl Edge {
         ] {
             headers.remove(name);
         }
+        let (object_key, candidate, slice_job) = match job {
+            FillJob::Whole { candidate } => (key.to_string(), candidate, None),
+            FillJob::Slice {
+                object_key,
+                index,
+                probe,
+                ..
+            } => {
+                // RFC 9110 §14.2: an aligned range, the same for every
+                // client, so slices are shared whatever each one asked.
+                headers.insert(
+                    header::RANGE,
+                    slice::range_header(index, self.settings.slice_size),
+                );
+                Metrics::bump(&self.metrics.slice_fills);
+                (object_key, None, Some((index, probe)))
+            }
+        };
+        let key = object_key.as_str();
         if let Some(stored) = &candidate {
             Metrics::bump(&self.metrics.revalidations);
             // RFC 9111 §4.3.1: validate with the stored validators.
@@ -384,6 +489,31 @@ impl Edge {
         };
         let response_time = SystemTime::now();
         let (parts, body) = response.into_parts();
+        let mut probe_refused_range = false;
+        if let Some((index, probe)) = slice_job {
+            if parts.status == StatusCode::PARTIAL_CONTENT || !probe {
+                self.absorb_slice(
+                    key,
+                    request,
+                    index,
+                    (parts, body),
+                    fill,
+                    (request_time, response_time),
+                )
+                .await;
+                return;
+            }
+            // A probe answered with anything but a 206 got the object's own
+            // answer: a 200 from an origin that ignores ranges (so never
+            // slice this one), a 404, a 5xx… It is handled as a fill of the
+            // whole object below, except a 416: that answers our aligned
+            // range, right for the client that asked (its range starts no
+            // earlier) but not for others waiting on the object.
+            if parts.status == StatusCode::OK {
+                self.unsliceable.insert(key.to_string(), ());
+            }
+            probe_refused_range = parts.status == StatusCode::RANGE_NOT_SATISFIABLE;
+        }
         if parts.status == StatusCode::NOT_MODIFIED
             && let Some(stored) = &candidate
         {
@@ -410,6 +540,7 @@ impl Edge {
                 stored: storable.is_ok(),
                 validated: true,
                 detail: storable.err().map(|reason| reason.detail()),
+                slicing: Slicing::Whole,
             });
             fill.push(fresh.body.clone());
             fill.complete();
@@ -426,10 +557,44 @@ impl Edge {
         let mut verdict =
             policy::storable(&Method::GET, &request.headers, parts.status, &parts.headers)
                 .map_err(|reason| (reason.detail(), reason.personal()));
+        if probe_refused_range {
+            verdict = Err(("range-not-satisfiable", true));
+        }
         if verdict.is_ok()
             && declared_length.is_some_and(|length| length > self.settings.max_object_size)
         {
             verdict = Err(("too-large", true));
+        }
+        // Issue 6: a large complete response is not kept whole; its body is
+        // abandoned (the connection closes) and every reader is answered
+        // from slices fetched by range.
+        if slice_job.is_none()
+            && parts.status == StatusCode::OK
+            && self.settings.slice_threshold > 0
+            && matches!(verdict, Ok(()) | Err(("too-large", _)))
+            && declared_length.is_some_and(|length| length > self.settings.slice_threshold)
+            && !self.unsliceable.contains_key(key)
+            && let Ok(version) = Version::of_whole(&parts.headers)
+        {
+            if candidate.is_some() {
+                self.store.remove(key).await;
+            }
+            self.sliced_objects
+                .insert(key.to_string(), Arc::new(version.clone()));
+            fill.publish_head(FillHead {
+                status: parts.status,
+                headers,
+                request_time,
+                response_time,
+                secondary_key: Some(Vec::new()),
+                shared: true,
+                stored: false,
+                validated: false,
+                detail: Some("sliced"),
+                slicing: Slicing::Large(version),
+            });
+            fill.complete();
+            return;
         }
         // A 5xx never replaces a stored response that stale-if-error may
         // still serve.
@@ -437,7 +602,7 @@ impl Edge {
             verdict = Err(("server-error", false));
         }
         let personal = matches!(verdict, Err((_, true)));
-        if verdict.is_err() {
+        if verdict.is_err() && !probe_refused_range {
             self.pass_keys.insert(key.to_string(), ());
         }
         fill.publish_head(FillHead {
@@ -450,6 +615,7 @@ impl Edge {
             stored: verdict.is_ok(),
             validated: false,
             detail: verdict.err().map(|(detail, _)| detail),
+            slicing: Slicing::Whole,
         });
         let mut store_it = verdict.is_ok();
         let mut body = body;
@@ -522,6 +688,33 @@ impl Edge {
                 return error_response(&error, forward);
             }
         };
+        match &head.slicing {
+            Slicing::Whole => {}
+            Slicing::Large(version) if self.slicing(request) => {
+                return Box::pin(self.serve_slices(
+                    request,
+                    Some(version.clone()),
+                    None,
+                    request_directives,
+                ))
+                .await;
+            }
+            Slicing::Slice(meta) if self.slicing(request) => {
+                let first = slices::ObtainedSlice::from_fill(fill.clone(), &head, meta, waiter);
+                return Box::pin(self.serve_slices(
+                    request,
+                    Some(meta.version.clone()),
+                    Some(first),
+                    request_directives,
+                ))
+                .await;
+            }
+            Slicing::Large(_) | Slicing::Slice(_) | Slicing::Refused => {
+                let mut status = CacheStatus::forward(forward);
+                status.detail = Some("slice-refused");
+                return self.pass(request, None, status).await;
+            }
+        }
         if head.status.is_server_error()
             && let Some(response) =
                 self.stale_on_error(request, candidate.as_ref(), request_directives)
@@ -595,7 +788,13 @@ impl Edge {
         request: &Incoming_,
         stored: Arc<StoredResponse>,
     ) {
-        let _ = self.join(key, request, Some(stored));
+        let _ = self.join(
+            key,
+            request,
+            FillJob::Whole {
+                candidate: Some(stored),
+            },
+        );
     }
 
     /// Forwards a request without caching; unsafe methods that succeed
@@ -663,6 +862,7 @@ impl Edge {
                 Metrics::bump(&self.metrics.invalidations);
             }
             self.pass_keys.invalidate(&target);
+            self.forget_slices(&target).await;
         }
     }
 
@@ -730,9 +930,11 @@ impl Edge {
                         path_and_query: path,
                         headers: HeaderMap::new(),
                         key: key.clone(),
+                        slicing: true,
                     };
+                    let job = FillJob::Whole { candidate: None };
                     if let Joined::Leader(fill) | Joined::Waiter(fill) =
-                        edge.join(&key, &request, None)
+                        edge.join(&key, &request, job)
                     {
                         let _ = fill.whole_body().await;
                     }
@@ -883,6 +1085,33 @@ impl Edge {
                 (false, true) => self.store.remove_prefix(&target).await,
                 (false, false) => self.store.remove(&target).await,
             };
+            // The slices of a sliced object (keys `URL#slice=N`) go with it;
+            // a prefix purge already matched them.
+            if !purge.prefix {
+                let slices = slice::slice_prefix(&target);
+                count += if purge.soft {
+                    self.store.invalidate(&slices, true).await
+                } else {
+                    self.store.remove_prefix(&slices).await
+                };
+            }
+            if !purge.soft {
+                let forgotten: Vec<Arc<String>> = self
+                    .sliced_objects
+                    .iter()
+                    .filter(|(key, _)| {
+                        if purge.prefix {
+                            key.starts_with(&target)
+                        } else {
+                            key.as_str() == target
+                        }
+                    })
+                    .map(|(key, _)| key)
+                    .collect();
+                for key in forgotten {
+                    self.sliced_objects.invalidate(key.as_str());
+                }
+            }
         }
         let body = serde_json::json!({
             "purged": count,
@@ -935,9 +1164,35 @@ async fn respond(
         *response.headers_mut() = headers;
         return response;
     }
-    if status == StatusCode::OK && request.headers.contains_key(header::RANGE) {
-        // A range on a miss waits for the whole (bounded-size) object, then
-        // is cut from it like a hit.
+    if status == StatusCode::OK
+        && let Some(range_header) = request.headers.get(header::RANGE)
+    {
+        // A single range of an object of known length is cut from the fill
+        // as it streams in (issue 6: a range on a miss does not wait for the
+        // whole object).
+        let length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<u64>().ok());
+        if let Some(length) = length
+            && conditional::if_range_allows(&request.headers, &validators(&headers))
+            && let RangeRequest::Single(range) = range::parse(range_header.as_bytes(), length)
+        {
+            if let Ok(value) = HeaderValue::from_str(&range::content_range(&range, length)) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            headers.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(range.end - range.start),
+            );
+            let stream = slice::cut(body.0.body(), range.start, range.end - range.start);
+            let mut response = Response::new(ResponseBody::Stream(stream));
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            *response.headers_mut() = headers;
+            return response;
+        }
+        // Otherwise (several ranges, unknown length) wait for the whole
+        // (bounded-size) object, then cut it like a hit.
         return match body.0.whole_body().await {
             Ok(whole) => ranged(request, status, headers, whole),
             Err(error) => error_response(&error, "miss"),
@@ -1184,6 +1439,7 @@ mod tests {
             path_and_query: "/v/a/1.m4s".into(),
             headers,
             key: "/v/a/1.m4s".into(),
+            slicing: true,
         }
     }
 

@@ -20,6 +20,24 @@ use http::{HeaderMap, StatusCode};
 use tokio::sync::watch;
 
 use crate::origin::OriginError;
+use crate::slice::{SliceMeta, Version};
+
+/// What a fill learned about serving its object in slices (issue 6).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Slicing {
+    /// A whole response, answered and stored as such.
+    #[default]
+    Whole,
+    /// A complete response too large to keep whole: its body was abandoned
+    /// and the object is served from slices of this version.
+    Large(Version),
+    /// A checked slice of a large object (see [`crate::slice::check_slice`]).
+    Slice(SliceMeta),
+    /// The origin's answer to a slice request cannot be used (no validator,
+    /// a `Content-Range` other than the one asked for, not storable): every
+    /// reader forwards its own request.
+    Refused,
+}
 
 /// The response head a fill received (or made, after a 304).
 #[derive(Debug)]
@@ -42,6 +60,7 @@ pub struct FillHead {
     pub validated: bool,
     /// Why it was not stored (`Cache-Status` detail).
     pub detail: Option<&'static str>,
+    pub slicing: Slicing,
 }
 
 #[derive(Debug, Default)]
@@ -239,6 +258,7 @@ mod tests {
             stored: true,
             validated: false,
             detail: None,
+            slicing: Slicing::Whole,
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`policy`]: the caching rules as pure functions;
 //! - [`store`], [`disk`], [`stored`]: the memory and disk tiers;
 //! - [`fill`]: request coalescing (one origin fetch per key at a time);
+//! - [`slice`]: large objects cached as aligned byte-range slices;
 //! - [`origin`]: the pooled origin client, health checks and retries;
 //! - [`edge`]: the request handler tying them together, purge and metrics.
 //!
@@ -18,6 +19,7 @@ pub mod key;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
+pub mod slice;
 pub mod store;
 pub mod stored;
 
@@ -68,8 +70,16 @@ pub struct Config {
     /// Disk tier as `DIR:SIZE` (e.g. `/var/cache/kinema:20GiB`); none when
     /// absent.
     pub cache_disk: Option<String>,
-    /// Responses larger than this are passed through, not stored.
+    /// Responses larger than this are passed through, not stored (unless
+    /// they are sliced, see `slice_threshold`).
     pub max_object_size: ByteSize,
+    /// Complete responses larger than this (with a `Content-Length` and a
+    /// strong validator) are cached as slices of `slice_size` bytes fetched
+    /// with `Range` requests; a `Range` request on a miss fetches only the
+    /// slice it starts in. `0` turns slicing off.
+    pub slice_threshold: ByteSize,
+    /// Size of one slice; at most `max_object_size`.
+    pub slice_size: ByteSize,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Until an origin's response head arrives, and between body chunks.
@@ -109,6 +119,8 @@ impl Default for Config {
             cache_memory: ByteSize::mib(512),
             cache_disk: None,
             max_object_size: ByteSize::mib(64),
+            slice_threshold: ByteSize::mib(16),
+            slice_size: ByteSize::mib(4),
             connect_timeout: Duration::from_secs(2),
             origin_timeout: Duration::from_secs(10),
             stale_grace: Duration::ZERO,
@@ -125,6 +137,34 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Slices must be stored (so at most `max_object_size`) and not so
+    /// small that a large object becomes a flood of tiny requests.
+    fn check_slices(&self) -> Result<(), Error> {
+        if self.slice_threshold.as_u64() == 0 {
+            return Ok(());
+        }
+        let size = self.slice_size.as_u64();
+        if size < 64 * 1024 {
+            return Err(Error::Config(format!(
+                "slice_size {} is too small; use at least 64KiB (e.g. 4MiB)",
+                self.slice_size
+            )));
+        }
+        if size > self.max_object_size.as_u64() {
+            return Err(Error::Config(format!(
+                "slice_size {} is larger than max_object_size {}; lower slice_size",
+                self.slice_size, self.max_object_size
+            )));
+        }
+        if self.slice_threshold.as_u64() < size {
+            return Err(Error::Config(format!(
+                "slice_threshold {} is below slice_size {}; raise it, or set it to 0 to turn slicing off",
+                self.slice_threshold, self.slice_size
+            )));
+        }
+        Ok(())
+    }
+
     /// The disk tier's directory and size, from `DIR:SIZE`.
     pub fn disk(&self) -> Result<Option<(PathBuf, u64)>, Error> {
         let Some(spec) = &self.cache_disk else {
@@ -152,6 +192,7 @@ impl Config {
 /// Builds the edge from its config (opening the disk tier, indexing what it
 /// holds) without serving; `run` and tests use it.
 pub async fn build(config: &Config) -> Result<Arc<Edge>, Error> {
+    config.check_slices()?;
     let metrics = Arc::new(Metrics::default());
     let origins = Origins::new(
         &config.origin,
@@ -195,6 +236,8 @@ pub async fn build(config: &Config) -> Result<Arc<Edge>, Error> {
         },
         stale_grace: config.stale_grace,
         max_object_size: config.max_object_size.as_u64(),
+        slice_threshold: config.slice_threshold.as_u64(),
+        slice_size: config.slice_size.as_u64(),
         body_timeout: config.origin_timeout,
         prefetch_segments: config.prefetch_segments,
         purge_token: config.purge_token.clone().filter(|token| !token.is_empty()),
@@ -255,12 +298,40 @@ mod tests {
         config.cache_disk = Some("/tmp/x".into());
         assert!(config.disk().unwrap_err().to_string().contains("DIR:SIZE"));
         config.cache_disk = Some("/tmp/x:lots".into());
+        let error = config.disk().unwrap_err().to_string();
+        assert!(error.contains("not a size"), "{error}");
+    }
+
+    #[test]
+    fn slice_settings_are_checked() {
+        let mut config = Config::default();
+        assert!(config.check_slices().is_ok());
+        config.slice_size = ByteSize::kib(4);
         assert!(
             config
-                .disk()
+                .check_slices()
                 .unwrap_err()
                 .to_string()
-                .contains("not a size")
+                .contains("too small")
         );
+        config.slice_size = ByteSize::mib(128);
+        assert!(
+            config
+                .check_slices()
+                .unwrap_err()
+                .to_string()
+                .contains("max_object_size")
+        );
+        config.slice_size = ByteSize::mib(32);
+        config.max_object_size = ByteSize::mib(64);
+        assert!(
+            config
+                .check_slices()
+                .unwrap_err()
+                .to_string()
+                .contains("below slice_size")
+        );
+        config.slice_threshold = ByteSize::b(0);
+        assert!(config.check_slices().is_ok());
     }
 }

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub purges: AtomicU64,
     pub prefetches: AtomicU64,
     pub invalidations: AtomicU64,
+    pub slice_fills: AtomicU64,
+    pub slice_version_changes: AtomicU64,
 }
 
 /// Counters that need the store's current view.
@@ -140,6 +142,16 @@ impl Metrics {
             "invalidations_total",
             "entries invalidated by unsafe methods",
             get(&self.invalidations),
+        );
+        counter(
+            "slice_fills_total",
+            "range requests made to origins for slices of large objects",
+            get(&self.slice_fills),
+        );
+        counter(
+            "slice_version_changes_total",
+            "times a large object changed at the origin between its slices (old slices dropped)",
+            get(&self.slice_version_changes),
         );
         let _ = writeln!(
             text,

@@ -62,6 +62,16 @@ pub struct EdgeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_object_size: Option<String>,
 
+    /// Complete responses larger than this are cached as slices fetched by range; 0 turns slicing off [default: 16MiB]
+    #[arg(long, env = "KINEMA_SLICE_THRESHOLD", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slice_threshold: Option<String>,
+
+    /// Size of one slice of a large object [default: 4MiB]
+    #[arg(long, env = "KINEMA_SLICE_SIZE", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slice_size: Option<String>,
+
     /// Time to connect to an origin [default: 2s]
     #[arg(long, env = "KINEMA_CONNECT_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]

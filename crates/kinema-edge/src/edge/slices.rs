@@ -1,0 +1,753 @@
+//! Large objects served from slices (issue 6).
+//!
+//! An object above `slice_threshold` (learnt from a `200`'s
+//! `Content-Length`, whose body is then abandoned), or one first requested
+//! with a `Range` (learnt from the `206` of the slice the range starts in),
+//! is fetched from the origin as aligned `Range` requests of `slice_size`
+//! bytes. Each slice is checked ([`crate::slice::check_slice`]), stored as
+//! its own entry under `KEY#slice=N` and filled through the same coalescing
+//! as whole objects, so concurrent seeks into one region cost one origin
+//! request. A client response, full or ranged, is assembled from the slices
+//! it covers, streamed in order as each one arrives; the next slice is
+//! fetched while the current one is sent.
+//!
+//! Versions never mix: the response's headers come from its first slice,
+//! and every further slice must carry the same validators and length. When
+//! one does not, the object changed at the origin: every stored slice of it
+//! is dropped and the response is cut short (an error ends the stream, so
+//! the client sees a truncated body, never a spliced one).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use kinema_http::ResponseBody;
+use kinema_http::conditional::{self, Precondition};
+use kinema_http::range::{self, RangeRequest};
+
+use super::{
+    Edge, FillJob, Incoming_, Joined, error_response, evaluate_conditionals, not_modified, plain,
+    set_age,
+};
+use crate::fill::{Fill, FillHead, Slicing};
+use crate::metrics::Metrics;
+use crate::origin::OriginError;
+use crate::policy::{self, CacheStatus, Directives, Reuse};
+use crate::slice::{self, Piece, SliceMeta, Version};
+use crate::store::{Lookup, Tier};
+use crate::stored::StoredResponse;
+
+type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// Where a slice's bytes come from.
+#[derive(Clone)]
+enum SliceBody {
+    Stored(Bytes),
+    Filling(Arc<Fill>),
+}
+
+impl SliceBody {
+    /// The bytes at `within` (offsets in the slice), as they arrive.
+    fn part(&self, within: Range<u64>) -> ByteStream {
+        match self {
+            SliceBody::Stored(bytes) => {
+                // The stored body's length was checked against its
+                // Content-Range, and `within` lies inside that range.
+                let bytes = bytes.slice(within.start as usize..within.end as usize);
+                futures::stream::once(async move { Ok(bytes) }).boxed()
+            }
+            SliceBody::Filling(fill) => {
+                slice::cut(fill.body(), within.start, within.end - within.start)
+            }
+        }
+    }
+}
+
+/// A slice at hand: stored, or being filled.
+pub(super) struct ObtainedSlice {
+    meta: SliceMeta,
+    headers: HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+    body: SliceBody,
+    cache_status: CacheStatus,
+    /// The tier it was found in; `None` when it comes from the origin.
+    tier: Option<Tier>,
+}
+
+impl ObtainedSlice {
+    pub(super) fn from_fill(
+        fill: Arc<Fill>,
+        head: &FillHead,
+        meta: &SliceMeta,
+        waiter: bool,
+    ) -> Self {
+        let mut cache_status = CacheStatus::forward("uri-miss");
+        cache_status.forward_status = Some(head.status.as_u16());
+        cache_status.stored = head.stored;
+        cache_status.collapsed = waiter;
+        Self {
+            meta: meta.clone(),
+            headers: head.headers.clone(),
+            request_time: head.request_time,
+            response_time: head.response_time,
+            body: SliceBody::Filling(fill),
+            cache_status,
+            tier: None,
+        }
+    }
+
+    fn index(&self, size: u64) -> u64 {
+        self.meta.range.start / size
+    }
+}
+
+/// What looking for a slice found.
+enum Obtained {
+    Slice(Box<ObtainedSlice>),
+    /// A probe met a fill of the whole object (or the origin answered the
+    /// probe in full): answer from that fill.
+    Whole {
+        fill: Arc<Fill>,
+        waiter: bool,
+    },
+    /// A fill of the whole object found it large: this version.
+    Large(Version),
+    /// The origin's answer cannot be used as a slice.
+    Refused,
+    /// `only-if-cached` and the slice is not stored.
+    NotCached,
+}
+
+impl Edge {
+    /// Answers a GET or HEAD from slices. `known` is the object's version
+    /// when already known (else the first slice tells it); `first` is a
+    /// slice already at hand (from a fill the request joined).
+    pub(super) async fn serve_slices(
+        self: &Arc<Self>,
+        request: &Incoming_,
+        mut known: Option<Version>,
+        mut first: Option<ObtainedSlice>,
+        directives: &Directives,
+    ) -> Response<ResponseBody> {
+        let size = self.settings.slice_size;
+        let key = &request.key;
+        // A few rounds at most: learn the version, maybe find the object
+        // changed, then serve.
+        for _ in 0..4 {
+            let wanted = known.as_ref().map(|version| wanted_range(request, version));
+            let index = match &wanted {
+                Some(wanted) => first_index(wanted, size),
+                None => probe_index(request, size),
+            };
+            let slice = match first.take() {
+                Some(slice) if slice.index(size) == index => slice,
+                _ => match self
+                    .obtain_slice(key, index, request, directives, known.is_none())
+                    .await
+                {
+                    Ok(Obtained::Slice(slice)) => *slice,
+                    Ok(Obtained::Large(version)) => {
+                        known = Some(version);
+                        continue;
+                    }
+                    Ok(Obtained::Whole { fill, waiter }) => {
+                        return Box::pin(self.answer_from_fill(
+                            request, key, fill, waiter, None, "uri-miss", directives,
+                        ))
+                        .await;
+                    }
+                    Ok(Obtained::Refused) => {
+                        let mut status = CacheStatus::forward("uri-miss");
+                        status.detail = Some("slice-refused");
+                        return self.pass(request, None, status).await;
+                    }
+                    Ok(Obtained::NotCached) => {
+                        let mut response = plain(StatusCode::GATEWAY_TIMEOUT, "not in cache\n");
+                        let status = CacheStatus {
+                            detail: Some("only-if-cached"),
+                            ..CacheStatus::default()
+                        };
+                        status.apply(response.headers_mut());
+                        return response;
+                    }
+                    Err(error) => return error_response(&error, "uri-miss"),
+                },
+            };
+            match (&known, wanted) {
+                (Some(version), Some(wanted))
+                    if *version == slice.meta.version && slice.index(size) == index =>
+                {
+                    match slice.tier {
+                        Some(tier) => self.count_hit(tier),
+                        None => Metrics::bump(&self.metrics.misses),
+                    }
+                    return self.slice_response(request, version.clone(), wanted, slice);
+                }
+                (Some(version), _) if *version != slice.meta.version => {
+                    // The object changed at the origin, or a stored slice is
+                    // left over from an older version: drop every slice and
+                    // believe the origin (a stored one is fetched afresh).
+                    Metrics::bump(&self.metrics.slice_version_changes);
+                    self.forget_slices(key).await;
+                    if slice.tier.is_some() {
+                        known = None;
+                    } else {
+                        known = Some(self.learn_version(key, &slice));
+                        first = Some(slice);
+                    }
+                }
+                _ => {
+                    // The first slice of an object not seen before tells its
+                    // length and validators; the range is then resolved.
+                    known = Some(self.learn_version(key, &slice));
+                    first = Some(slice);
+                }
+            }
+        }
+        let mut status = CacheStatus::forward("miss");
+        status.detail = Some("slice-churn");
+        self.pass(request, None, status).await
+    }
+
+    fn learn_version(&self, key: &str, slice: &ObtainedSlice) -> Version {
+        let version = slice.meta.version.clone();
+        // An object that fits in one slice is stored whole instead.
+        if version.length > self.settings.slice_size {
+            self.sliced_objects
+                .insert(key.to_string(), Arc::new(version.clone()));
+        }
+        version
+    }
+
+    /// Finds slice `index` of `key` in the store, or joins (or starts) its
+    /// fill. A `probe` is a request for an object whose size is unknown.
+    async fn obtain_slice(
+        self: &Arc<Self>,
+        key: &str,
+        index: u64,
+        request: &Incoming_,
+        directives: &Directives,
+        probe: bool,
+    ) -> Result<Obtained, OriginError> {
+        let slice_key = slice::slice_key(key, index);
+        let mut revalidating = false;
+        for _ in 0..3 {
+            if let Lookup::Hit(stored, tier) = self.store.lookup(&slice_key, &request.headers).await
+            {
+                if let Some(slice) =
+                    self.usable_slice(&slice_key, index, request, directives, &stored, tier)
+                {
+                    return Ok(Obtained::Slice(Box::new(slice)));
+                }
+                revalidating = true;
+            }
+            if directives.has("only-if-cached") {
+                return Ok(Obtained::NotCached);
+            }
+            let job = FillJob::Slice {
+                object_key: key.to_string(),
+                index,
+                probe,
+                revalidating,
+            };
+            let (fill, waiter) = match self.join(&slice_key, request, job) {
+                Joined::Stored => continue,
+                Joined::Leader(fill) => (fill, false),
+                Joined::Waiter(fill) => {
+                    Metrics::bump(&self.metrics.coalesced_waiters);
+                    (fill, true)
+                }
+            };
+            let head = fill.head().await?;
+            return Ok(match &head.slicing {
+                Slicing::Slice(meta) => Obtained::Slice(Box::new(ObtainedSlice::from_fill(
+                    fill.clone(),
+                    &head,
+                    meta,
+                    waiter,
+                ))),
+                Slicing::Large(version) => Obtained::Large(version.clone()),
+                Slicing::Whole if probe => Obtained::Whole { fill, waiter },
+                Slicing::Whole | Slicing::Refused => Obtained::Refused,
+            });
+        }
+        // Stored and evicted three times in a row: pass.
+        Ok(Obtained::Refused)
+    }
+
+    /// A stored slice, if the request may use it (RFC 9111 §4.2 as for any
+    /// stored response) and it is whole and well-formed.
+    fn usable_slice(
+        self: &Arc<Self>,
+        slice_key: &str,
+        index: u64,
+        request: &Incoming_,
+        directives: &Directives,
+        stored: &Arc<StoredResponse>,
+        tier: Tier,
+    ) -> Option<ObtainedSlice> {
+        let meta = slice::check_slice(
+            stored.status,
+            &stored.headers,
+            index,
+            self.settings.slice_size,
+        )
+        .ok()?;
+        if stored.body.len() as u64 != meta.len() {
+            return None;
+        }
+        let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
+        match policy::reuse(directives, &stored.directives(), freshness) {
+            Reuse::Fresh => {}
+            Reuse::StaleAllowedByClient => Metrics::bump(&self.metrics.stale_hits),
+            Reuse::StaleWhileRevalidate => {
+                Metrics::bump(&self.metrics.stale_hits);
+                // RFC 5861 §3: serve it, refresh it in the background.
+                let _ = self.join(
+                    slice_key,
+                    request,
+                    FillJob::Slice {
+                        object_key: request.key.clone(),
+                        index,
+                        probe: false,
+                        revalidating: true,
+                    },
+                );
+            }
+            Reuse::Validate { .. } => return None,
+        }
+        Some(ObtainedSlice {
+            meta,
+            headers: stored.headers.clone(),
+            request_time: stored.request_time,
+            response_time: stored.response_time,
+            body: SliceBody::Stored(stored.body.clone()),
+            cache_status: CacheStatus::hit(freshness.ttl_seconds()),
+            tier: Some(tier),
+        })
+    }
+
+    /// Starts filling slice `index` in the background unless it is stored,
+    /// so it is on its way while the slice before it is sent.
+    fn read_ahead(self: &Arc<Self>, request: &Incoming_, index: u64) {
+        let edge = self.clone();
+        let request = request.clone();
+        tokio::spawn(async move {
+            let slice_key = slice::slice_key(&request.key, index);
+            if matches!(
+                edge.store.lookup(&slice_key, &request.headers).await,
+                Lookup::Hit(..)
+            ) {
+                return;
+            }
+            let job = FillJob::Slice {
+                object_key: request.key.clone(),
+                index,
+                probe: false,
+                revalidating: false,
+            };
+            let _ = edge.join(&slice_key, &request, job);
+        });
+    }
+
+    /// Drops what the cache knows of a sliced object: its version and every
+    /// stored slice.
+    pub(super) async fn forget_slices(&self, key: &str) {
+        if self.sliced_objects.contains_key(key) {
+            self.sliced_objects.invalidate(key);
+        }
+        self.store.remove_prefix(&slice::slice_prefix(key)).await;
+    }
+
+    /// Feeds a slice fill from the origin's answer to its `Range` request:
+    /// checks it, streams it to the readers, stores it (under the object's
+    /// own key, as a `200`, when the one slice is the whole object).
+    pub(super) async fn absorb_slice(
+        &self,
+        object_key: &str,
+        request: &Incoming_,
+        index: u64,
+        (parts, body): (http::response::Parts, Incoming),
+        fill: &Arc<Fill>,
+        (request_time, response_time): (SystemTime, SystemTime),
+    ) {
+        let checked = slice::check_slice(
+            parts.status,
+            &parts.headers,
+            index,
+            self.settings.slice_size,
+        )
+        .and_then(|meta| {
+            // RFC 9111 §3.3: a cache that understands ranges may store
+            // partial content; whether it may store at all is decided as
+            // for the complete response.
+            policy::storable(
+                &Method::GET,
+                &request.headers,
+                StatusCode::OK,
+                &parts.headers,
+            )
+            .map(|()| meta)
+            .map_err(|reason| reason.detail())
+        });
+        let headers = policy::stored_headers(&parts.headers);
+        let meta = match checked {
+            Ok(meta) => meta,
+            Err(reason) => {
+                tracing::warn!(
+                    key = object_key,
+                    status = %parts.status,
+                    reason,
+                    "unusable answer to a slice request; not slicing this object for a while"
+                );
+                self.unsliceable.insert(object_key.to_string(), ());
+                self.sliced_objects.invalidate(object_key);
+                fill.publish_head(FillHead {
+                    status: parts.status,
+                    headers,
+                    request_time,
+                    response_time,
+                    secondary_key: None,
+                    shared: false,
+                    stored: false,
+                    validated: false,
+                    detail: Some(reason),
+                    slicing: Slicing::Refused,
+                });
+                fill.complete();
+                return;
+            }
+        };
+        fill.publish_head(FillHead {
+            status: parts.status,
+            headers: headers.clone(),
+            request_time,
+            response_time,
+            secondary_key: Some(Vec::new()),
+            shared: true,
+            stored: true,
+            validated: false,
+            detail: None,
+            slicing: Slicing::Slice(meta.clone()),
+        });
+        let expected = meta.len();
+        let mut body = body;
+        loop {
+            match tokio::time::timeout(self.settings.body_timeout, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        Metrics::add(&self.metrics.origin_bytes, data.len() as u64);
+                        fill.push(data);
+                        if fill.length() > expected {
+                            Metrics::bump(&self.metrics.origin_errors);
+                            fill.fail(OriginError::Protocol(
+                                "the origin sent more than the content-range it announced".into(),
+                            ));
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Ok(Some(Err(error))) => {
+                    Metrics::bump(&self.metrics.origin_errors);
+                    fill.fail(OriginError::Protocol(error.to_string()));
+                    return;
+                }
+                Err(_) => {
+                    Metrics::bump(&self.metrics.origin_errors);
+                    fill.fail(OriginError::Timeout);
+                    return;
+                }
+            }
+        }
+        if fill.length() != expected {
+            Metrics::bump(&self.metrics.origin_errors);
+            fill.fail(OriginError::Protocol(
+                "the origin sent less than the content-range it announced".into(),
+            ));
+            return;
+        }
+        let bytes = fill.whole_body_now();
+        if meta.is_whole() {
+            let headers = slice::whole_headers(&headers, meta.version.length);
+            self.store.insert(
+                object_key,
+                Arc::new(StoredResponse::new(
+                    StatusCode::OK,
+                    headers,
+                    bytes,
+                    request_time,
+                    response_time,
+                    Vec::new(),
+                )),
+            );
+        } else {
+            self.store.insert(
+                &slice::slice_key(object_key, index),
+                Arc::new(StoredResponse::new(
+                    StatusCode::PARTIAL_CONTENT,
+                    headers,
+                    bytes,
+                    request_time,
+                    response_time,
+                    Vec::new(),
+                )),
+            );
+        }
+        fill.complete();
+    }
+
+    /// The response to a client: head from the first slice, body assembled
+    /// from every slice the wanted range covers (RFC 9110 §14, §15.3.7).
+    fn slice_response(
+        self: &Arc<Self>,
+        request: &Incoming_,
+        version: Version,
+        wanted: RangeRequest,
+        first: ObtainedSlice,
+    ) -> Response<ResponseBody> {
+        let size = self.settings.slice_size;
+        let length = version.length;
+        let mut headers = first.headers.clone();
+        headers.remove(header::CONTENT_RANGE);
+        headers.remove(header::CONTENT_LENGTH);
+        let age = policy::current_age(
+            &headers,
+            first.request_time,
+            first.response_time,
+            SystemTime::now(),
+        );
+        set_age(&mut headers, age);
+        first.cache_status.apply(&mut headers);
+        match evaluate_conditionals(request, &headers) {
+            Precondition::NotModified => return not_modified(headers),
+            Precondition::Failed => {
+                return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+            }
+            Precondition::Proceed => {}
+        }
+        if request.method == Method::HEAD {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            let mut response = Response::new(ResponseBody::Empty);
+            *response.headers_mut() = headers;
+            return response;
+        }
+        let (status, pieces, body_length) = match wanted {
+            RangeRequest::Full => (StatusCode::OK, slice::pieces(0..length, size), length),
+            RangeRequest::Single(range) => {
+                if let Ok(value) = HeaderValue::from_str(&range::content_range(&range, length)) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
+                let body_length = range.end - range.start;
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    slice::pieces(range, size),
+                    body_length,
+                )
+            }
+            RangeRequest::Multiple(ranges) => {
+                let part_type = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("application/octet-stream")
+                    .to_string();
+                let boundary = format!("kinema-{:016x}", length ^ 0x6b69_6e65_6d61);
+                let layout = range::multipart(&boundary, &part_type, &ranges, length);
+                let mut pieces = Vec::new();
+                for (part_header, range) in layout.part_headers.iter().zip(&ranges) {
+                    pieces.push(Piece::Literal(part_header.clone()));
+                    pieces.extend(slice::pieces(range.clone(), size));
+                }
+                pieces.push(Piece::Literal(layout.closing.clone()));
+                if let Ok(value) = HeaderValue::from_str(&layout.content_type) {
+                    headers.insert(header::CONTENT_TYPE, value);
+                }
+                (StatusCode::PARTIAL_CONTENT, pieces, layout.body_length)
+            }
+            RangeRequest::Unsatisfiable => {
+                if let Ok(value) = HeaderValue::from_str(&range::unsatisfied_content_range(length))
+                {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
+                let mut response = Response::new(ResponseBody::Empty);
+                *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                *response.headers_mut() = headers;
+                return response;
+            }
+        };
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_length));
+        let body = if pieces.is_empty() {
+            ResponseBody::Empty
+        } else {
+            ResponseBody::Stream(self.assemble(request, version, pieces, first))
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// The body of a sliced response: each piece in order, each slice
+    /// obtained when its turn comes (the next one read ahead).
+    fn assemble(
+        self: &Arc<Self>,
+        request: &Incoming_,
+        version: Version,
+        pieces: Vec<Piece>,
+        first: ObtainedSlice,
+    ) -> ByteStream {
+        let size = self.settings.slice_size;
+        let assembly = Assembly {
+            edge: self.clone(),
+            directives: policy::request_directives(&request.headers),
+            request: request.clone(),
+            version,
+            pieces: pieces.into(),
+            held: Some((first.index(size), first.body)),
+            read_ahead: None,
+            current: None,
+            failed: false,
+        };
+        futures::stream::unfold(assembly, |mut assembly| async move {
+            loop {
+                if let Some(current) = assembly.current.as_mut() {
+                    match current.next().await {
+                        Some(Ok(chunk)) => return Some((Ok(chunk), assembly)),
+                        Some(Err(error)) => {
+                            assembly.current = None;
+                            assembly.failed = true;
+                            return Some((Err(error), assembly));
+                        }
+                        None => assembly.current = None,
+                    }
+                }
+                if assembly.failed {
+                    return None;
+                }
+                match assembly.pieces.pop_front()? {
+                    Piece::Literal(bytes) => return Some((Ok(bytes), assembly)),
+                    Piece::Slice { index, within } => match assembly.slice(index).await {
+                        Ok(body) => assembly.current = Some(body.part(within)),
+                        Err(error) => {
+                            assembly.failed = true;
+                            return Some((Err(error), assembly));
+                        }
+                    },
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+/// The state of one sliced response body.
+struct Assembly {
+    edge: Arc<Edge>,
+    request: Incoming_,
+    directives: Directives,
+    /// Every slice must be of this version (the first slice's).
+    version: Version,
+    pieces: VecDeque<Piece>,
+    /// The slice last used (a multipart body may need it again).
+    held: Option<(u64, SliceBody)>,
+    read_ahead: Option<u64>,
+    current: Option<ByteStream>,
+    failed: bool,
+}
+
+impl Assembly {
+    async fn slice(&mut self, index: u64) -> Result<SliceBody, std::io::Error> {
+        let next = self.pieces.iter().find_map(|piece| match piece {
+            Piece::Slice { index: next, .. } if *next != index => Some(*next),
+            _ => None,
+        });
+        if let Some(next) = next
+            && self.read_ahead != Some(next)
+        {
+            self.read_ahead = Some(next);
+            self.edge.read_ahead(&self.request, next);
+        }
+        if let Some((held, body)) = &self.held
+            && *held == index
+        {
+            return Ok(body.clone());
+        }
+        let size = self.edge.settings.slice_size;
+        let obtained = self
+            .edge
+            .obtain_slice(
+                &self.request.key,
+                index,
+                &self.request,
+                &self.directives,
+                false,
+            )
+            .await
+            .map_err(std::io::Error::other)?;
+        match obtained {
+            Obtained::Slice(slice) if slice.meta.version != self.version => {
+                Metrics::bump(&self.edge.metrics.slice_version_changes);
+                self.edge.forget_slices(&self.request.key).await;
+                tracing::warn!(
+                    key = self.request.key,
+                    "the object changed at the origin while it was being sent; response cut short"
+                );
+                Err(std::io::Error::other(
+                    "the object changed at the origin while it was being sent",
+                ))
+            }
+            Obtained::Slice(slice) if slice.index(size) == index => {
+                self.held = Some((index, slice.body.clone()));
+                Ok(slice.body)
+            }
+            _ => Err(std::io::Error::other(
+                "the origin stopped serving slices of this object",
+            )),
+        }
+    }
+}
+
+/// What a request wants of an object of this version (RFC 9110 §14.2; a
+/// `Range` applies to GET only, and only when `If-Range` matches, §13.1.5).
+fn wanted_range(request: &Incoming_, version: &Version) -> RangeRequest {
+    if request.method != Method::GET {
+        return RangeRequest::Full;
+    }
+    match request.headers.get(header::RANGE) {
+        Some(value) if conditional::if_range_allows(&request.headers, &version.validators()) => {
+            range::parse(value.as_bytes(), version.length)
+        }
+        _ => RangeRequest::Full,
+    }
+}
+
+/// The slice a response starts with.
+fn first_index(wanted: &RangeRequest, size: u64) -> u64 {
+    match wanted {
+        RangeRequest::Single(range) => range.start / size,
+        RangeRequest::Multiple(ranges) => ranges.first().map_or(0, |range| range.start / size),
+        RangeRequest::Full | RangeRequest::Unsatisfiable => 0,
+    }
+}
+
+/// The slice to fetch first for an object of unknown size: the one the
+/// range starts in, or the first (which tells the length) when the start
+/// depends on it or an `If-Range` may turn the answer into the whole.
+fn probe_index(request: &Incoming_, size: u64) -> u64 {
+    if request.headers.contains_key(header::IF_RANGE) {
+        return 0;
+    }
+    request
+        .headers
+        .get(header::RANGE)
+        .and_then(slice::first_byte)
+        .map_or(0, |first| first / size)
+}

@@ -1,0 +1,529 @@
+//! Large objects cached in slices (issue 6), over real HTTP on loopback, in
+//! front of an origin that honours `Range` (RFC 9110 §14) on a generated
+//! 40 MB object and records every range it is asked for: a seek fetches
+//! only the slices it covers, a full GET is assembled from slices (checked
+//! by SHA-256), concurrent seeks coalesce, and an ETag change in the middle
+//! of an object never mixes two versions in one response.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytesize::ByteSize;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kinema_http::range::{self, RangeRequest};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+
+const LENGTH: usize = 40_000_000;
+const SLICE: u64 = 1024 * 1024;
+
+/// The object's bytes in version 1 or 2: pseudo-random, so a byte from the
+/// wrong place or version shows.
+fn object(version: u8) -> Bytes {
+    static VERSIONS: OnceLock<[Bytes; 2]> = OnceLock::new();
+    let generate = |seed: u64| {
+        let mut state = seed;
+        let mut bytes = Vec::with_capacity(LENGTH);
+        while bytes.len() < LENGTH {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            bytes.extend_from_slice(&state.to_le_bytes());
+        }
+        bytes.truncate(LENGTH);
+        Bytes::from(bytes)
+    };
+    VERSIONS.get_or_init(|| [generate(0x9e37_79b9), generate(0x7f4a_7c15)])
+        [usize::from(version - 1)]
+    .clone()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[derive(Default)]
+struct OriginState {
+    version: u8,
+    /// The `Range` of every request for the object (`None`: no range).
+    ranges: Vec<Option<String>>,
+    held: bool,
+}
+
+/// An origin serving `/movie.mp4` with ranges, ETag `"vN"`.
+struct RangeOrigin {
+    address: SocketAddr,
+    state: Arc<Mutex<OriginState>>,
+    opened: Arc<Notify>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl RangeOrigin {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(OriginState {
+            version: 1,
+            ..OriginState::default()
+        }));
+        let opened = Arc::new(Notify::new());
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        {
+            let state = state.clone();
+            let opened = opened.clone();
+            tokio::spawn(async move {
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    let (stream, _) = tokio::select! {
+                        _ = &mut stopped => break,
+                        accepted = listener.accept() => accepted.unwrap(),
+                    };
+                    let state = state.clone();
+                    let opened = opened.clone();
+                    connections.spawn(async move {
+                        let service = service_fn(move |request: Request<Incoming>| {
+                            let state = state.clone();
+                            let opened = opened.clone();
+                            async move { Ok::<_, Infallible>(answer(&state, &opened, request).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                connections.abort_all();
+            });
+        }
+        Self {
+            address,
+            state,
+            opened,
+            stop: Some(stop),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn ranges(&self) -> Vec<Option<String>> {
+        self.state.lock().unwrap().ranges.clone()
+    }
+
+    fn set_version(&self, version: u8) {
+        self.state.lock().unwrap().version = version;
+    }
+
+    fn hold(&self) {
+        self.state.lock().unwrap().held = true;
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap().held = false;
+        self.opened.notify_waiters();
+    }
+
+    fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+    }
+}
+
+async fn answer(
+    state: &Mutex<OriginState>,
+    opened: &Notify,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/movie.mp4" {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+        if request.uri().path() != "/healthz" {
+            *response.status_mut() = StatusCode::NOT_FOUND;
+        }
+        return response;
+    }
+    let range_header = request.headers().get("range").cloned();
+    state.lock().unwrap().ranges.push(
+        range_header
+            .as_ref()
+            .map(|value| value.to_str().unwrap().to_string()),
+    );
+    loop {
+        let notified = opened.notified();
+        if !state.lock().unwrap().held {
+            break;
+        }
+        notified.await;
+    }
+    let version = state.lock().unwrap().version;
+    let whole = object(version);
+    let wanted = range_header.map_or(RangeRequest::Full, |value| {
+        range::parse(value.as_bytes(), LENGTH as u64)
+    });
+    let (status, body, content_range) = match wanted {
+        RangeRequest::Single(range) => (
+            StatusCode::PARTIAL_CONTENT,
+            whole.slice(range.start as usize..range.end as usize),
+            Some(range::content_range(&range, LENGTH as u64)),
+        ),
+        RangeRequest::Unsatisfiable => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            Bytes::new(),
+            Some(range::unsatisfied_content_range(LENGTH as u64)),
+        ),
+        _ => (StatusCode::OK, whole, None),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert("etag", format!("\"v{version}\"").parse().unwrap());
+    headers.insert("cache-control", "max-age=3600".parse().unwrap());
+    headers.insert("content-type", "video/mp4".parse().unwrap());
+    headers.insert("accept-ranges", "bytes".parse().unwrap());
+    if let Some(content_range) = content_range {
+        headers.insert("content-range", content_range.parse().unwrap());
+    }
+    response
+}
+
+struct Edge {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), kinema_edge::Error>>,
+}
+
+impl Edge {
+    async fn start(origin: &RangeOrigin) -> Self {
+        let config = kinema_edge::Config {
+            origin: vec![origin.url()],
+            prefetch_segments: 0,
+            slice_size: ByteSize::b(SLICE),
+            slice_threshold: ByteSize::mib(2),
+            origin_timeout: Duration::from_secs(10),
+            ..kinema_edge::Config::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(kinema_edge::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+
+    async fn metric(&self, name: &str) -> u64 {
+        let (_, _, body) = get(self.address, "/_kinema/metrics", &[]).await;
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+async fn send(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("http://{address}{path}"));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    client()
+        .request(builder.body(Empty::new()).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn get(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Bytes) {
+    let (parts, body) = send(address, "GET", path, headers).await.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn cache_status(headers: &HeaderMap) -> &str {
+    headers
+        .get("cache-status")
+        .map_or("", |value| value.to_str().unwrap())
+}
+
+fn slice_range(index: u64) -> Option<String> {
+    Some(format!(
+        "bytes={}-{}",
+        index * SLICE,
+        (index + 1) * SLICE - 1
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_into_a_large_object_fetches_only_the_covering_slices() {
+    let origin = RangeOrigin::start().await;
+    let edge = Edge::start(&origin).await;
+    let whole = object(1);
+
+    // 20,000,000 lies in slice 19 (19,922,944 ..= 20,971,519).
+    let (status, headers, body) = get(
+        edge.address,
+        "/movie.mp4",
+        &[("range", "bytes=20000000-20099999")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(headers["content-range"], "bytes 20000000-20099999/40000000");
+    assert_eq!(headers["etag"], "\"v1\"");
+    assert_eq!(body, whole.slice(20_000_000..20_100_000));
+    assert!(
+        cache_status(&headers).contains("fwd=uri-miss"),
+        "{headers:?}"
+    );
+    assert_eq!(origin.ranges(), vec![slice_range(19)]);
+
+    // Again: a hit. Across a slice boundary: only the next slice is fetched.
+    let (_, headers, body) = get(
+        edge.address,
+        "/movie.mp4",
+        &[("range", "bytes=20000000-20099999")],
+    )
+    .await;
+    assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+    assert_eq!(body, whole.slice(20_000_000..20_100_000));
+    let (status, headers, body) = get(
+        edge.address,
+        "/movie.mp4",
+        &[("range", "bytes=20900000-21000000")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(headers["content-length"], "100001");
+    assert_eq!(body, whole.slice(20_900_000..21_000_001));
+    assert_eq!(origin.ranges(), vec![slice_range(19), slice_range(20)]);
+
+    // The last (short) slice and a suffix range.
+    let (status, headers, body) =
+        get(edge.address, "/movie.mp4", &[("range", "bytes=-1000")]).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(headers["content-range"], "bytes 39999000-39999999/40000000");
+    assert_eq!(body, whole.slice(39_999_000..));
+    assert_eq!(
+        origin.ranges().last().unwrap(),
+        &Some(format!("bytes={}-{}", 38 * SLICE, 39 * SLICE - 1))
+    );
+    // Beyond the end: 416 without asking the origin again.
+    let requests = origin.ranges().len();
+    let (status, headers, _) =
+        get(edge.address, "/movie.mp4", &[("range", "bytes=50000000-")]).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers["content-range"], "bytes */40000000");
+    assert!(origin.ranges().len() <= requests + 1);
+    assert!(origin.ranges().iter().all(Option::is_some));
+    assert!(edge.metric("kinema_edge_slice_fills_total").await >= 3);
+    edge.stop().await;
+    origin.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_get_is_assembled_from_slices_and_then_served_from_them() {
+    let origin = RangeOrigin::start().await;
+    let edge = Edge::start(&origin).await;
+    let whole = object(1);
+
+    let (status, headers, body) = get(edge.address, "/movie.mp4", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-length"], LENGTH.to_string());
+    assert_eq!(body.len(), LENGTH);
+    assert_eq!(sha256(&body), sha256(&whole));
+    // The first GET showed the size (its body abandoned); then every slice
+    // was asked for once.
+    let ranges = origin.ranges();
+    assert_eq!(ranges[0], None);
+    let mut slices: Vec<Option<String>> = ranges[1..].to_vec();
+    slices.sort();
+    let mut expected: Vec<Option<String>> = (0..38).map(slice_range).collect();
+    expected.push(Some(format!("bytes={}-{}", 38 * SLICE, 39 * SLICE - 1)));
+    expected.sort();
+    assert_eq!(slices, expected);
+
+    // Everything is now a hit: full, HEAD, and several ranges at once.
+    let (status, headers, body) = get(edge.address, "/movie.mp4", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+    assert_eq!(sha256(&body), sha256(&whole));
+    let head = send(edge.address, "HEAD", "/movie.mp4", &[]).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], LENGTH.to_string());
+    let (status, headers, body) = get(
+        edge.address,
+        "/movie.mp4",
+        &[("range", "bytes=0-9,39999990-")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    let content_type = headers["content-type"].to_str().unwrap();
+    assert!(content_type.starts_with("multipart/byteranges; boundary="));
+    assert_eq!(headers["content-length"], body.len().to_string());
+    let text = body.to_vec();
+    let contains = |needle: &[u8]| text.windows(needle.len()).any(|window| window == needle);
+    assert!(contains(&whole[..10]));
+    assert!(contains(&whole[39_999_990..]));
+    assert!(contains(b"Content-Range: bytes 39999990-39999999/40000000"));
+    // A conditional request is answered from the slices' validators.
+    let (status, _, _) = get(edge.address, "/movie.mp4", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(origin.ranges().len(), ranges.len());
+    edge.stop().await;
+    origin.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_seeks_into_one_region_make_one_origin_request() {
+    let origin = RangeOrigin::start().await;
+    let edge = Edge::start(&origin).await;
+    let whole = object(1);
+    origin.hold();
+    let seekers: Vec<_> = (0..20)
+        .map(|n| {
+            let address = edge.address;
+            let start = 10 * SLICE + 1000 * n;
+            tokio::spawn(async move {
+                let range = format!("bytes={start}-{}", start + 9999);
+                let (status, _, body) = get(address, "/movie.mp4", &[("range", &range)]).await;
+                (status, start, body)
+            })
+        })
+        .collect();
+    // Every seeker waits on the one fill before the origin answers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while edge.metric("kinema_edge_coalesced_waiters_total").await < 19 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the seekers never coalesced"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    origin.release();
+    for seeker in seekers {
+        let (status, start, body) = seeker.await.unwrap();
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, whole.slice(start as usize..start as usize + 10_000));
+    }
+    assert_eq!(origin.ranges(), vec![slice_range(10)]);
+    edge.stop().await;
+    origin.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etag_change_mid_object_never_mixes_versions() {
+    let origin = RangeOrigin::start().await;
+    let edge = Edge::start(&origin).await;
+    let (first, second) = (object(1), object(2));
+
+    // A full GET read slowly; the object changes at the origin after its
+    // first 2 MB. Slices fetched after that are of version 2, so the
+    // response must stop (truncated), never splice them in.
+    let response = send(edge.address, "GET", "/movie.mp4", &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    let mut changed = false;
+    let mut failed = false;
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    received.extend_from_slice(&data);
+                }
+                if !changed && received.len() >= 2_000_000 {
+                    origin.set_version(2);
+                    changed = true;
+                }
+            }
+            Some(Err(_)) => {
+                failed = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    assert!(changed);
+    assert!(failed, "the response should be cut short");
+    assert!(received.len() < LENGTH);
+    assert!(
+        received[..] == first[..received.len()],
+        "the truncated body must be a prefix of version 1"
+    );
+    assert!(edge.metric("kinema_edge_slice_version_changes_total").await >= 1);
+
+    // The next full GET is all version 2.
+    let (status, headers, body) = get(edge.address, "/movie.mp4", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["etag"], "\"v2\"");
+    assert_eq!(sha256(&body), sha256(&second));
+
+    edge.stop().await;
+    origin.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_after_the_object_changed_drops_the_old_slices() {
+    let origin = RangeOrigin::start().await;
+    let edge = Edge::start(&origin).await;
+    let (first, second) = (object(1), object(2));
+    let seek = |start: usize| {
+        let range = format!("bytes={start}-{}", start + 99);
+        async move { get(edge.address, "/movie.mp4", &[("range", &range)]).await }
+    };
+    let (_, headers, body) = seek(1_000_000).await;
+    assert_eq!(headers["etag"], "\"v1\"");
+    assert_eq!(body, first.slice(1_000_000..1_000_100));
+
+    // The origin publishes version 2; a seek elsewhere fetches a slice of
+    // it, so the stored slice of version 1 is dropped…
+    origin.set_version(2);
+    let (_, headers, body) = seek(30_000_000).await;
+    assert_eq!(headers["etag"], "\"v2\"");
+    assert_eq!(body, second.slice(30_000_000..30_000_100));
+    // … and the first region is fetched again, as version 2.
+    let (_, headers, body) = seek(1_000_000).await;
+    assert_eq!(headers["etag"], "\"v2\"");
+    assert_eq!(body, second.slice(1_000_000..1_000_100));
+    assert_eq!(
+        origin.ranges(),
+        vec![slice_range(0), slice_range(28), slice_range(0)]
+    );
+    edge.stop().await;
+    origin.stop();
+}
