@@ -1,0 +1,407 @@
+//! The edge in front of the real origin (`kinema_origin::run`, what
+//! `kinema serve` runs) serving a real CMAF video made by ffmpeg: a player's
+//! walk (master → media playlist → init → segments) through the edge, a
+//! second pass all hits, segments immutable, a seek on an uncached segment,
+//! and a signed video whose differently signed URLs share one cache entry.
+//!
+//! Not covered because the origin does not support it: the origin binds
+//! signed URLs to the client address it sees (`connection.peer`), and does
+//! not read the edge's `Forwarded: for=` (RFC 7239), so tokens bound to a
+//! client network cannot be used through an edge yet.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kinema_auth::keyring::KeyRing;
+use kinema_auth::{Claims, TokenScope};
+use kinema_core::{
+    AccessPolicy, MANIFEST_FORMAT_VERSION, Manifest, Rendition, RenditionKind, VideoId,
+};
+use kinema_store::{LocalStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A 4 s 320x180 clip cut into 1 s CMAF segments by ffmpeg's DASH muxer,
+/// with HLS playlists written like kinema-media's; made once per build and
+/// shared by test processes.
+fn fixture() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kinema-edge-fixture-v1");
+    if dir.join("complete").exists() {
+        return dir;
+    }
+    let work = tempfile::Builder::new()
+        .prefix("kinema-edge-fixture-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let video = work.path().join("video");
+    std::fs::create_dir_all(video.join("v180")).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
+        .args(["-i", "testsrc2=size=320x180:rate=25", "-t", "4"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
+        .args(["-f", "dash", "-seg_duration", "1", "-use_template", "1"])
+        .args(["-use_timeline", "0"])
+        .args([
+            "-init_seg_name",
+            "init.mp4",
+            "-media_seg_name",
+            "$Number$.m4s",
+        ])
+        .arg(video.join("v180/manifest.mpd"))
+        .status()
+        .expect("ffmpeg must be installed (scripts/install-deps)");
+    assert!(status.success(), "ffmpeg failed: {status}");
+    std::fs::remove_file(video.join("v180/manifest.mpd")).unwrap();
+    std::fs::write(
+        video.join("master.m3u8"),
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=700000,AVERAGE-BANDWIDTH=620000,RESOLUTION=320x180,CODECS=\"avc1.42c00c\"\n\
+         v180/index.m3u8\n",
+    )
+    .unwrap();
+    let mut media = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:1\n\
+         #EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-MAP:URI=\"init.mp4\"\n",
+    );
+    for n in 1..=4 {
+        media.push_str(&format!("#EXTINF:1.000,\n{n}.m4s\n"));
+    }
+    media.push_str("#EXT-X-ENDLIST\n");
+    std::fs::write(video.join("v180/index.m3u8"), media).unwrap();
+    std::fs::write(work.path().join("complete"), b"").unwrap();
+    // Another test process may have finished first; either copy is good.
+    let staged = work.keep();
+    if std::fs::rename(&staged, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&staged);
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Publishes the fixture as video `id` with `access`, as ingest would.
+async fn publish(store: &LocalStore, id: &str, access: AccessPolicy) {
+    let staged = store.staging_root().join(format!("stage-{id}"));
+    copy_dir(&fixture().join("video"), &staged);
+    let files = kinema_store::describe_files(&staged).await.unwrap();
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        id: VideoId::new(id).unwrap(),
+        title: "Edge test clip".into(),
+        duration_seconds: 4.0,
+        segment_duration_seconds: 1.0,
+        published_at_unix: 1_700_000_000,
+        access,
+        renditions: vec![Rendition {
+            id: "v180".into(),
+            kind: RenditionKind::Video,
+            codecs: "avc1.42c00c".into(),
+            width: Some(320),
+            height: Some(180),
+            frame_rate: Some(25.0),
+            bitrate: 620_000,
+            peak_bitrate: 700_000,
+            segments: 4,
+        }],
+        files,
+    };
+    store.publish(&manifest, &staged).await.unwrap();
+}
+
+struct Service<E> {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), E>>,
+}
+
+impl<E: std::fmt::Debug> Service<E> {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn start_origin(config: kinema_origin::Config) -> Service<kinema_origin::Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(kinema_origin::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    Service {
+        address,
+        stop: Some(stop),
+        task,
+    }
+}
+
+async fn start_edge(config: kinema_edge::Config) -> Service<kinema_edge::Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(kinema_edge::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    Service {
+        address,
+        stop: Some(stop),
+        task,
+    }
+}
+
+async fn get(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut builder = Request::get(format!("http://{address}{path}"));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let response = client
+        .request(builder.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn cache_status(headers: &HeaderMap) -> &str {
+    headers
+        .get("cache-status")
+        .map_or("", |value| value.to_str().unwrap())
+}
+
+async fn metric(edge: SocketAddr, name: &str) -> u64 {
+    let (_, _, body) = get(edge, "/_kinema/metrics", &[]).await;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .parse()
+        .unwrap()
+}
+
+/// The URIs a playlist names (tags' `URI="…"` and plain lines), resolved
+/// against the playlist's directory (RFC 3986 §5.2; all are relative).
+fn playlist_uris(base: &str, playlist: &str) -> Vec<String> {
+    let directory = &base[..base.rfind('/').unwrap() + 1];
+    playlist
+        .lines()
+        .filter_map(|line| {
+            if let Some(start) = line.find("URI=\"") {
+                let rest = &line[start + 5..];
+                Some(rest[..rest.find('"').unwrap()].to_string())
+            } else if !line.is_empty() && !line.starts_with('#') {
+                Some(line.to_string())
+            } else {
+                None
+            }
+        })
+        .map(|uri| format!("{directory}{uri}"))
+        .collect()
+}
+
+/// Walks a video as a player does: master, media playlist, init, segments.
+/// Returns every path with its response.
+async fn play(edge: SocketAddr, master: &str) -> Vec<(String, StatusCode, HeaderMap, Bytes)> {
+    let mut fetched = Vec::new();
+    let mut queue = vec![master.to_string()];
+    while let Some(path) = queue.pop() {
+        let (status, headers, body) = get(edge, &path, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {headers:?}");
+        if path.ends_with(".m3u8") {
+            let uris = playlist_uris(&path, std::str::from_utf8(&body).unwrap());
+            queue.extend(uris.into_iter().rev());
+        }
+        fetched.push((path, status, headers, body));
+    }
+    fetched
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share() {
+    let library = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(library.path()).unwrap();
+    publish(&store, "clip", AccessPolicy::Public).await;
+    publish(&store, "secret", AccessPolicy::Signed).await;
+    let mut ring = KeyRing::empty();
+    ring.add_new_key(SystemTime::now());
+    let keys = library.path().join("keys.toml");
+    ring.save(&keys).unwrap();
+
+    let mut origin_config = kinema_origin::Config::new(library.path());
+    origin_config.web_root = PathBuf::from("/nonexistent/kinema-web");
+    origin_config.access_log = false;
+    origin_config.prefetch = false;
+    origin_config.keys = keys.clone();
+    let origin = start_origin(origin_config).await;
+    let edge = start_edge(kinema_edge::Config {
+        origin: vec![format!("http://{}", origin.address)],
+        prefetch_segments: 0,
+        keys: Some(keys),
+        ..kinema_edge::Config::default()
+    })
+    .await;
+
+    // First pass: every object is a miss, fetched once and stored.
+    let first = play(edge.address, "/v/clip/master.m3u8").await;
+    let paths: Vec<&str> = first.iter().map(|(path, ..)| path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v/clip/master.m3u8",
+            "/v/clip/v180/index.m3u8",
+            "/v/clip/v180/init.mp4",
+            "/v/clip/v180/1.m4s",
+            "/v/clip/v180/2.m4s",
+            "/v/clip/v180/3.m4s",
+            "/v/clip/v180/4.m4s",
+        ]
+    );
+    for (path, _, headers, body) in &first {
+        let file = path.strip_prefix("/v/clip/").unwrap();
+        let on_disk = std::fs::read(library.path().join("videos/clip").join(file)).unwrap();
+        assert_eq!(body.as_ref(), on_disk, "{path}");
+        let status = cache_status(headers);
+        assert!(
+            status.contains("fwd=uri-miss") && status.contains("stored"),
+            "{path}: {status}"
+        );
+        if !path.ends_with(".m3u8") {
+            // The origin marks media immutable; the edge passes that on.
+            let cache_control = headers["cache-control"].to_str().unwrap();
+            assert!(
+                cache_control.contains("immutable"),
+                "{path}: {cache_control}"
+            );
+        }
+    }
+    let origin_requests = metric(edge.address, "kinema_edge_origin_requests_total").await;
+    assert_eq!(origin_requests, 7);
+
+    // Second pass: all hits, same bytes, no origin request.
+    let second = play(edge.address, "/v/clip/master.m3u8").await;
+    for ((path, _, _, first_body), (_, _, headers, body)) in first.iter().zip(&second) {
+        assert_eq!(body, first_body, "{path}");
+        assert!(
+            cache_status(headers).contains("hit"),
+            "{path}: {}",
+            cache_status(headers)
+        );
+        assert!(headers.contains_key("age"), "{path}");
+    }
+    assert_eq!(
+        metric(edge.address, "kinema_edge_origin_requests_total").await,
+        origin_requests
+    );
+
+    // A seek into a segment not yet at the edge: the real origin answers
+    // the slice request with a 206 that holds the whole (small) segment,
+    // which is stored whole.
+    publish(&store, "clip2", AccessPolicy::Public).await;
+    let segment = std::fs::read(library.path().join("videos/clip2/v180/2.m4s")).unwrap();
+    let (status, headers, body) = get(
+        edge.address,
+        "/v/clip2/v180/2.m4s",
+        &[("range", "bytes=100-199")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body.as_ref(), &segment[100..200]);
+    assert_eq!(
+        headers["content-range"],
+        format!("bytes 100-199/{}", segment.len())
+    );
+    let (status, headers, body) = get(edge.address, "/v/clip2/v180/2.m4s", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.as_ref(), segment);
+    assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+
+    // A signed video: two viewers' tokens, one cache entry per file.
+    let sign = |session: &str| {
+        let claims = Claims::new(
+            TokenScope::video(&VideoId::new("secret").unwrap()),
+            SystemTime::now() + Duration::from_secs(3600),
+        )
+        .session(session)
+        .unwrap();
+        kinema_auth::sign(&ring, &claims).unwrap()
+    };
+    let (viewer_one, viewer_two) = (sign("viewer-1"), sign("viewer-2"));
+    assert_ne!(viewer_one, viewer_two);
+    let (status, _, _) = get(edge.address, "/v/secret/master.m3u8", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let before = metric(edge.address, "kinema_edge_origin_requests_total").await;
+    let walk_one = play(
+        edge.address,
+        &format!("/s/{viewer_one}/v/secret/master.m3u8"),
+    )
+    .await;
+    assert_eq!(walk_one.len(), 7);
+    for (path, _, headers, _) in &walk_one {
+        assert!(
+            cache_status(headers).contains("fwd=uri-miss"),
+            "{path}: {}",
+            cache_status(headers)
+        );
+    }
+    let after_one = metric(edge.address, "kinema_edge_origin_requests_total").await;
+    assert_eq!(after_one - before, 7);
+    // The second viewer's walk: the relative URIs carry their own token,
+    // and every file is the first viewer's cached copy.
+    let walk_two = play(
+        edge.address,
+        &format!("/s/{viewer_two}/v/secret/master.m3u8"),
+    )
+    .await;
+    for ((path, _, headers, body), (_, _, _, first_body)) in walk_two.iter().zip(&walk_one) {
+        assert!(path.contains(&viewer_two), "{path}");
+        assert!(
+            cache_status(headers).contains("hit"),
+            "{path}: {}",
+            cache_status(headers)
+        );
+        assert_eq!(body, first_body, "{path}");
+    }
+    assert_eq!(
+        metric(edge.address, "kinema_edge_origin_requests_total").await,
+        after_one
+    );
+
+    edge.stop().await;
+    origin.stop().await;
+}
