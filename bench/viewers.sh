@@ -33,8 +33,8 @@ START=${START:-200}
 PRECISION=${PRECISION:-0.1}
 BUFFER=${BUFFER:-12s}
 MAX=${MAX:-20000}
-KINEMA_PORT=${KINEMA_PORT:-18080}
-NGINX_PORT=${NGINX_PORT:-18081}
+KINEMA_PORT=${KINEMA_PORT:-28461}
+NGINX_PORT=${NGINX_PORT:-28462}
 
 for tool in nginx taskset; do
     command -v "$tool" >/dev/null || { echo "viewers.sh: $tool is required" >&2; exit 1; }
@@ -100,7 +100,20 @@ wait_ready() {
     done
 }
 
+# Refuses a port something already listens on: the search would measure
+# that server instead.
+check_free() {
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/"; then
+        echo "viewers.sh: port $1 is in use; set KINEMA_PORT / NGINX_PORT" >&2
+        exit 1
+    fi
+}
+
 start_server() {
+    case $1 in
+    kinema) check_free "$KINEMA_PORT" ;;
+    nginx) check_free "$NGINX_PORT" ;;
+    esac
     case $1 in
     kinema)
         KINEMA_LOG=warn taskset -c 0 "$BIN" serve --library "$WORK/library" \
