@@ -54,6 +54,8 @@ else
 fi
 
 WORK=$(mktemp -d /tmp/kinema-viewers.XXXXXX)
+# nginx's workers run as an unprivileged user and must read the library.
+chmod 755 "$WORK"
 SERVER_PID=
 cleanup() {
     if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
@@ -95,7 +97,11 @@ EOF
 wait_ready() {
     local url=$1 deadline=$((SECONDS + 10))
     until curl -sf -o /dev/null "$url"; do
-        if [ $SECONDS -ge $deadline ]; then echo "viewers.sh: $url never became ready" >&2; exit 1; fi
+        if [ $SECONDS -ge $deadline ]; then
+            echo "viewers.sh: $url never became ready ($(curl -s -o /dev/null -w '%{http_code}' "$url"))" >&2
+            tail -5 "$WORK/nginx/error.log" 2>/dev/null >&2 || true
+            exit 1
+        fi
         sleep 0.1
     done
 }

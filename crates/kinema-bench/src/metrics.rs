@@ -147,6 +147,10 @@ pub struct Summary {
     pub download_ratio: Percentiles,
     pub error_kinds: BTreeMap<String, u64>,
     pub first_error: Option<String>,
+    /// CPU time the client process used during the run (all threads);
+    /// near `wall_seconds × threads` means the client, not the server,
+    /// was the limit.
+    pub client_cpu_seconds: Option<f64>,
 }
 
 /// Histogram of values in milliseconds (1 ms to 1 h, 3 significant

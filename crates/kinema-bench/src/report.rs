@@ -102,6 +102,14 @@ pub fn summary_table(report: &RunReport) -> String {
     for (name, value) in rows {
         let _ = writeln!(out, "{name:>20}  {value}");
     }
+    if let Some(cpu) = s.client_cpu_seconds {
+        let _ = writeln!(
+            out,
+            "{:>20}  {cpu:.1}s ({:.0}% of one core)",
+            "client cpu",
+            cpu / s.wall_seconds.max(1e-3) * 100.0
+        );
+    }
     for (kind, count) in &s.error_kinds {
         let _ = writeln!(out, "{:>20}  {count} × {kind}", "errors");
     }

@@ -58,6 +58,7 @@ pub async fn run(
     let viewers = config.viewers;
     let links: Vec<Option<u64>> = (0..viewers).map(|_| config.link.sample(&mut rng)).collect();
     let started = Instant::now();
+    let cpu_at_start = process_cpu_seconds();
     let deadline = started + config.duration;
     let shared = Arc::new(RunShared {
         url,
@@ -115,13 +116,30 @@ pub async fn run(
     progress.finish();
     let wall_seconds = (Instant::now() - started).as_secs_f64();
     reports.sort_by_key(|report| report.index);
-    let summary = Summary::from_viewers(&reports, wall_seconds);
+    let mut summary = Summary::from_viewers(&reports, wall_seconds);
+    if let (Some(before), Some(after)) = (cpu_at_start, process_cpu_seconds()) {
+        summary.client_cpu_seconds = Some(after - before);
+    }
     Ok(RunReport {
         config,
         summary,
         timeline,
         viewers: reports,
     })
+}
+
+/// CPU time this process has used so far, summed over its threads from
+/// the scheduler's own accounting (`/proc/self/task/*/schedstat`, in
+/// nanoseconds); `None` where that is not available. It tells whether a
+/// run measured the server or ran out of client.
+fn process_cpu_seconds() -> Option<f64> {
+    let mut nanoseconds = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        nanoseconds += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(nanoseconds as f64 / 1e9)
 }
 
 /// The live line on stderr: rewritten in place on a terminal, one line

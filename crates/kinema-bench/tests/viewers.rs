@@ -246,6 +246,7 @@ async fn json_and_html_reports_are_written() {
     assert_eq!(json["summary"]["viewers"], 3);
     assert_eq!(json["viewers"].as_array().unwrap().len(), 3);
     assert!(json["summary"]["startup_seconds"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(json["summary"]["client_cpu_seconds"].as_f64().unwrap() > 0.0);
     let html_path = out.path().join("run.html");
     kinema_bench::report::write_html(&report, &html_path).unwrap();
     let html = std::fs::read_to_string(&html_path).unwrap();

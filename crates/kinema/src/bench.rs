@@ -212,7 +212,9 @@ struct LibraryArgs {
 
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
     let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -257,12 +259,17 @@ fn run_capacity(args: CapacityArgs, config_file: &ConfigFile) -> Result<()> {
     let report = runtime.block_on(kinema_bench::capacity_search(config, ctrl_c()))?;
     for trial in &report.trials {
         println!(
-            "{:>7} viewers  {}  stalls {}  p99 download {:.3}s  {:.1} Mbit/s{}",
+            "{:>7} viewers  {}  stalls {}  p99 download {:.3}s  {:.1} Mbit/s  client cpu {}{}",
             trial.viewers,
             if trial.passed { "pass" } else { "FAIL" },
             trial.summary.stalls,
             trial.summary.download_seconds.p99,
             trial.summary.mbit_per_second,
+            trial
+                .summary
+                .client_cpu_seconds
+                .map(|cpu| format!("{:.0}%", cpu / trial.summary.wall_seconds.max(1e-3) * 100.0))
+                .unwrap_or_else(|| "n/a".into()),
             trial
                 .reason
                 .as_deref()
