@@ -112,6 +112,9 @@ struct Incoming_ {
     /// May be answered from slices; false on the fallback after an origin
     /// refused slices, so the two paths cannot call each other forever.
     slicing: bool,
+    /// The client's address, sent to the origin as `Forwarded: for=`
+    /// (RFC 7239); none for the edge's own prefetches.
+    client: Option<IpAddr>,
 }
 
 /// What a fill fetches.
@@ -204,21 +207,16 @@ impl Edge {
             Ok(key) => key,
             Err(refusal) => return refused(refusal),
         };
-        let mut headers = parts.headers;
-        // The origin sees the edge's address; tell it the client's
-        // (RFC 7239), e.g. for tokens bound to a client network.
-        if let Ok(value) = HeaderValue::from_str(&format!("for=\"{}\"", connection.peer.ip())) {
-            headers.append(header::FORWARDED, value);
-        }
         let incoming = Incoming_ {
-            method: parts.method.clone(),
+            method: parts.method,
             path_and_query,
-            headers,
+            headers: parts.headers,
             key,
             slicing: true,
+            client: Some(connection.peer.ip()),
         };
         let mut response = if incoming.method == Method::GET || incoming.method == Method::HEAD {
-            self.clone().cached(incoming.clone()).await
+            self.clone().cached(&incoming).await
         } else {
             self.pass(&incoming, Some(body), CacheStatus::forward("bypass"))
                 .await
@@ -232,7 +230,7 @@ impl Edge {
     }
 
     /// GET and HEAD: the cache proper.
-    async fn cached(self: Arc<Self>, request: Incoming_) -> Response<ResponseBody> {
+    async fn cached(self: Arc<Self>, request: &Incoming_) -> Response<ResponseBody> {
         let key = request.key.clone();
         let request_directives = policy::request_directives(&request.headers);
         // Preconditions only an origin can evaluate (RFC 9111 §4.3.2) make
@@ -241,13 +239,13 @@ impl Edge {
             || request.headers.contains_key(header::IF_UNMODIFIED_SINCE)
         {
             return self
-                .pass(&request, None, CacheStatus::forward("request"))
+                .pass(request, None, CacheStatus::forward("request"))
                 .await;
         }
         if self.pass_keys.contains_key(&key) {
             let mut status = CacheStatus::forward("miss");
             status.detail = Some("hit-for-pass");
-            return self.pass(&request, None, status).await;
+            return self.pass(request, None, status).await;
         }
         for _ in 0..3 {
             let lookup = self.store.lookup(&key, &request.headers).await;
@@ -255,11 +253,11 @@ impl Edge {
                 Lookup::Hit(stored, tier) => {
                     let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
                     let response_directives = stored.directives();
-                    match policy::reuse(&request_directives, &response_directives, freshness) {
+                    match policy::reuse(&request_directives, response_directives, freshness) {
                         Reuse::Fresh => {
                             self.count_hit(tier);
                             return serve_stored(
-                                &request,
+                                request,
                                 &stored,
                                 CacheStatus::hit(freshness.ttl_seconds()),
                             );
@@ -268,7 +266,7 @@ impl Edge {
                             Metrics::bump(&self.metrics.stale_hits);
                             self.count_hit(tier);
                             return serve_stored(
-                                &request,
+                                request,
                                 &stored,
                                 CacheStatus::hit(freshness.ttl_seconds()),
                             );
@@ -277,10 +275,10 @@ impl Edge {
                             Metrics::bump(&self.metrics.stale_hits);
                             self.count_hit(tier);
                             self.clone()
-                                .refresh_in_background(&key, &request, stored.clone());
+                                .refresh_in_background(&key, request, stored.clone());
                             let mut status = CacheStatus::hit(freshness.ttl_seconds());
                             status.detail = Some("stale-while-revalidate");
-                            return serve_stored(&request, &stored, status);
+                            return serve_stored(request, &stored, status);
                         }
                         Reuse::Validate { forced_by_request } => (
                             Some(stored),
@@ -295,15 +293,10 @@ impl Edge {
                 Lookup::VaryMiss => (None, "vary-miss"),
                 Lookup::UriMiss => (None, "uri-miss"),
             };
-            if candidate.is_none() && forward == "uri-miss" && self.slicing(&request) {
+            if candidate.is_none() && forward == "uri-miss" && self.slicing(request) {
                 if let Some(version) = self.sliced_objects.get(&key) {
                     return self
-                        .serve_slices(
-                            &request,
-                            Some((*version).clone()),
-                            None,
-                            &request_directives,
-                        )
+                        .serve_slices(request, Some((*version).clone()), None, &request_directives)
                         .await;
                 }
                 // A seek into an object never seen: fetch only the slice it
@@ -313,7 +306,7 @@ impl Edge {
                     && !self.unsliceable.contains_key(&key)
                 {
                     return self
-                        .serve_slices(&request, None, None, &request_directives)
+                        .serve_slices(request, None, None, &request_directives)
                         .await;
                 }
             }
@@ -330,12 +323,12 @@ impl Edge {
             let job = FillJob::Whole {
                 candidate: candidate.clone(),
             };
-            match self.join(&key, &request, job) {
+            match self.join(&key, request, job) {
                 Joined::Stored => continue,
                 Joined::Leader(fill) => {
                     return self
                         .answer_from_fill(
-                            &request,
+                            request,
                             &key,
                             fill,
                             false,
@@ -349,7 +342,7 @@ impl Edge {
                     Metrics::bump(&self.metrics.coalesced_waiters);
                     return self
                         .answer_from_fill(
-                            &request,
+                            request,
                             &key,
                             fill,
                             true,
@@ -363,8 +356,7 @@ impl Edge {
         }
         // Stored and evicted three times in a row: a pathological churn;
         // passing is always correct.
-        self.pass(&request, None, CacheStatus::forward("miss"))
-            .await
+        self.pass(request, None, CacheStatus::forward("miss")).await
     }
 
     fn count_hit(&self, tier: Tier) {
@@ -433,7 +425,7 @@ impl Edge {
     /// response when allowed. Runs in its own task, so a client that goes
     /// away does not cancel the fill the others wait on.
     async fn run_fill(&self, key: &str, request: &Incoming_, job: FillJob, fill: &Arc<Fill>) {
-        let mut headers = forwarded_headers(&request.headers);
+        let mut headers = forwarded_headers(request);
         // The fill is shared and stored: fetch the whole representation
         // unconditionally, whatever this one client asked (RFC 9111 §4.3.1
         // lets a cache send its own validators instead).
@@ -767,7 +759,7 @@ impl Edge {
         let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
         if !policy::stale_on_error_allowed(
             request_directives,
-            &stored.directives(),
+            stored.directives(),
             freshness,
             self.settings.stale_grace,
         ) {
@@ -806,7 +798,7 @@ impl Edge {
         mut status: CacheStatus,
     ) -> Response<ResponseBody> {
         Metrics::bump(&self.metrics.passes);
-        let headers = forwarded_headers(&request.headers);
+        let headers = forwarded_headers(request);
         let origin_body = body
             .map(|body| -> OriginBody { StreamBody::new(body.map_ok(Frame::data)).boxed_unsync() });
         let has_body = request.headers.contains_key(header::CONTENT_LENGTH)
@@ -931,6 +923,7 @@ impl Edge {
                         headers: HeaderMap::new(),
                         key: key.clone(),
                         slicing: true,
+                        client: None,
                     };
                     let job = FillJob::Whole { candidate: None };
                     if let Joined::Leader(fill) | Joined::Waiter(fill) =
@@ -1213,13 +1206,7 @@ fn serve_stored(
     status: CacheStatus,
 ) -> Response<ResponseBody> {
     let mut headers = stored.headers.clone();
-    let age = policy::current_age(
-        &headers,
-        stored.request_time,
-        stored.response_time,
-        SystemTime::now(),
-    );
-    set_age(&mut headers, age);
+    set_age(&mut headers, stored.age(SystemTime::now()));
     status.apply(&mut headers);
     if stored.status == StatusCode::OK {
         match evaluate_conditionals(request, &headers) {
@@ -1249,11 +1236,10 @@ fn ranged(
 ) -> Response<ResponseBody> {
     let length = whole.len() as u64;
     let range_header = request.headers.get(header::RANGE);
-    let validators = validators(&headers);
     let wanted = match range_header {
         Some(value)
             if status == StatusCode::OK
-                && conditional::if_range_allows(&request.headers, &validators) =>
+                && conditional::if_range_allows(&request.headers, &validators(&headers)) =>
         {
             range::parse(value.as_bytes(), length)
         }
@@ -1324,6 +1310,18 @@ fn validators(headers: &HeaderMap) -> Validators<'_> {
 /// RFC 9111 §4.3.2: a cache evaluates If-None-Match / If-Modified-Since
 /// of a request against the response it would send.
 fn evaluate_conditionals(request: &Incoming_, headers: &HeaderMap) -> Precondition {
+    // Most requests carry no precondition: then nothing is parsed.
+    if ![
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+    ]
+    .iter()
+    .any(|name| request.headers.contains_key(name))
+    {
+        return Precondition::Proceed;
+    }
     conditional::evaluate(&request.method, &request.headers, &validators(headers))
 }
 
@@ -1349,11 +1347,22 @@ fn set_age(headers: &mut HeaderMap, age: Duration) {
 
 /// The request headers sent to an origin: without hop-by-hop fields, with
 /// our `Via` (RFC 9110 §7.6.3).
-fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut headers = headers.clone();
+fn forwarded_headers(request: &Incoming_) -> HeaderMap {
+    let mut headers = request.headers.clone();
     policy::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     headers.append(header::VIA, HeaderValue::from_static("1.1 kinema"));
+    // The origin sees the edge's address; tell it the client's (RFC 7239
+    // §5.2), e.g. for tokens bound to a client network.
+    if let Some(client) = request.client {
+        let node = match client {
+            IpAddr::V4(address) => format!("for={address}"),
+            IpAddr::V6(address) => format!("for=\"[{address}]\""),
+        };
+        if let Ok(value) = HeaderValue::from_str(&node) {
+            headers.append(header::FORWARDED, value);
+        }
+    }
     headers
 }
 
@@ -1440,6 +1449,7 @@ mod tests {
             headers,
             key: "/v/a/1.m4s".into(),
             slicing: true,
+            client: None,
         }
     }
 

@@ -717,7 +717,9 @@ impl CacheStatus {
 
     /// The field member, e.g. `kinema; fwd=uri-miss; fwd-status=200; stored`.
     pub fn member(&self) -> String {
-        let mut member = String::from("kinema");
+        use std::fmt::Write as _;
+        let mut member = String::with_capacity(64);
+        member.push_str("kinema");
         if self.hit {
             member.push_str("; hit");
         }
@@ -726,7 +728,7 @@ impl CacheStatus {
             member.push_str(forward);
         }
         if let Some(status) = self.forward_status {
-            member.push_str(&format!("; fwd-status={status}"));
+            let _ = write!(member, "; fwd-status={status}");
         }
         if self.stored {
             member.push_str("; stored");
@@ -735,7 +737,7 @@ impl CacheStatus {
             member.push_str("; collapsed");
         }
         if let Some(ttl) = self.ttl {
-            member.push_str(&format!("; ttl={ttl}"));
+            let _ = write!(member, "; ttl={ttl}");
         }
         if let Some(detail) = self.detail {
             member.push_str("; detail=");
@@ -747,6 +749,13 @@ impl CacheStatus {
     /// Appends this cache's member to the field: RFC 9211 §2 orders members
     /// from the origin outwards, so ours comes last.
     pub fn apply(&self, headers: &mut HeaderMap) {
+        // Usually no cache before us added a member: no list to join.
+        if !headers.contains_key(&CACHE_STATUS) {
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(self.member())) {
+                headers.insert(CACHE_STATUS.clone(), value);
+            }
+            return;
+        }
         let mut value = headers
             .get_all(&CACHE_STATUS)
             .iter()

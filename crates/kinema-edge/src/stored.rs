@@ -4,8 +4,9 @@
 //! Immutable once shared (`Arc`): freshening after a 304 or a soft purge
 //! builds a new one, so a response being sent is never changed under it.
 
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -28,6 +29,12 @@ pub struct StoredResponse {
     pub invalidated: bool,
     /// Already written to the disk tier (or read from it).
     pub on_disk: AtomicBool,
+    /// Facts derived from the headers, computed on first use: the headers
+    /// never change once shared, nor do the edge's freshness rules while it
+    /// runs, so a hit parses no `Date` or `Cache-Control` again.
+    lifetime: OnceLock<Duration>,
+    initial_age: OnceLock<Duration>,
+    directives: OnceLock<Directives>,
 }
 
 impl StoredResponse {
@@ -48,6 +55,9 @@ impl StoredResponse {
             secondary_key,
             invalidated: false,
             on_disk: AtomicBool::new(false),
+            lifetime: OnceLock::new(),
+            initial_age: OnceLock::new(),
+            directives: OnceLock::new(),
         }
     }
 
@@ -69,24 +79,41 @@ impl StoredResponse {
             secondary_key: self.secondary_key.clone(),
             invalidated,
             on_disk: AtomicBool::new(false),
+            lifetime: OnceLock::new(),
+            initial_age: OnceLock::new(),
+            directives: OnceLock::new(),
         }
     }
 
+    /// `rules` must be the same on every call (they are the edge's).
     pub fn freshness(&self, now: SystemTime, rules: &FreshnessRules) -> Freshness {
         Freshness {
-            lifetime: policy::freshness_lifetime(
-                self.status,
-                &self.headers,
-                self.response_time,
-                rules,
-            ),
-            age: policy::current_age(&self.headers, self.request_time, self.response_time, now),
+            lifetime: *self.lifetime.get_or_init(|| {
+                policy::freshness_lifetime(self.status, &self.headers, self.response_time, rules)
+            }),
+            age: self.age(now),
             invalidated: self.invalidated,
         }
     }
 
-    pub fn directives(&self) -> Directives {
-        policy::response_directives(&self.headers).0
+    /// RFC 9111 §4.2.3 `current_age`: the corrected initial age (from
+    /// `Age`, `Date` and the exchange times, fixed once stored) plus the
+    /// time it has been resident since.
+    pub fn age(&self, now: SystemTime) -> Duration {
+        let initial = *self.initial_age.get_or_init(|| {
+            policy::current_age(
+                &self.headers,
+                self.request_time,
+                self.response_time,
+                self.response_time,
+            )
+        });
+        initial + now.duration_since(self.response_time).unwrap_or_default()
+    }
+
+    pub fn directives(&self) -> &Directives {
+        self.directives
+            .get_or_init(|| policy::response_directives(&self.headers).0)
     }
 
     /// Bytes this response holds, for the byte-weighted tiers.

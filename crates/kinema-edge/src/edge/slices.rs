@@ -305,7 +305,7 @@ impl Edge {
             return None;
         }
         let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
-        match policy::reuse(directives, &stored.directives(), freshness) {
+        match policy::reuse(directives, stored.directives(), freshness) {
             Reuse::Fresh => {}
             Reuse::StaleAllowedByClient => Metrics::bump(&self.metrics.stale_hits),
             Reuse::StaleWhileRevalidate => {
