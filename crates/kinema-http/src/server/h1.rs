@@ -16,13 +16,12 @@
 //! HTTP/2 (see `h2.rs`).
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -50,23 +49,58 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Waits for the first bytes of a new connection (or of the next request on
 /// a keep-alive one) without holding any buffer while waiting. `None` when
-/// the client closed or the wait timed out. (The listener's drain closes
-/// waiting connections from outside, see `run_connection`.)
-async fn wait_for_bytes<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> Option<BytesMut> {
-    let read = poll_fn(|cx| {
+/// the client closed, the wait timed out, or the listener began to drain.
+fn wait_for_bytes<'a, S: AsyncRead + Unpin, H>(
+    io: &'a mut S,
+    timeout: Duration,
+    shared: &'a Shared<H>,
+) -> Option<WaitForBytes<'a, S>> {
+    // Created (so counted by notify_waiters) before the phase is checked,
+    // so a drain starting in between still wakes the wait.
+    let draining = shared.phase_changed.notified();
+    if shared.phase() != Phase::Running {
+        return None;
+    }
+    Some(WaitForBytes {
+        io,
+        draining,
+        expired: tokio::time::sleep(timeout),
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// The state of an idle connection, written out by hand rather than as
+    /// an async block: it is what every idle keep-alive connection holds, so
+    /// every byte here is multiplied by the number of idle viewers.
+    struct WaitForBytes<'a, S> {
+        io: &'a mut S,
+        #[pin]
+        draining: tokio::sync::futures::Notified<'a>,
+        #[pin]
+        expired: tokio::time::Sleep,
+    }
+}
+
+impl<S: AsyncRead + Unpin> Future for WaitForBytes<'_, S> {
+    type Output = Option<BytesMut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
         // The buffer lives only for this poll, not in the task: an idle
         // connection's memory is its task and socket, nothing more.
         let mut stack = [MaybeUninit::<u8>::uninit(); FIRST_READ_SIZE];
         let mut read_buf = ReadBuf::uninit(&mut stack);
-        match Pin::new(&mut *io).poll_read(cx, &mut read_buf) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(read_buf.filled()))),
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => Poll::Pending,
+        match Pin::new(&mut **this.io).poll_read(cx, &mut read_buf) {
+            Poll::Ready(Ok(())) if !read_buf.filled().is_empty() => {
+                return Poll::Ready(Some(BytesMut::from(read_buf.filled())));
+            }
+            Poll::Ready(_) => return Poll::Ready(None),
+            Poll::Pending => {}
         }
-    });
-    match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(bytes)) if !bytes.is_empty() => Some(bytes),
-        _ => None,
+        if this.expired.poll(cx).is_ready() || this.draining.poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 
@@ -77,57 +111,69 @@ const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// With `sniff_http2`, a connection that opens with the HTTP/2 preface is
 /// handed back instead: `Some(bytes read so far)`.
 ///
-/// `idle` is true exactly while the connection waits between requests, so
-/// that a drain can close it then and only then.
-pub(super) async fn serve<S, H>(
-    io: &mut S,
-    shared: &Arc<Shared<H>>,
-    info: &ConnectionInfo,
+/// When the listener drains, a connection waiting between requests closes
+/// at once, one in the middle of a request finishes it (and says
+/// `connection: close`), unless the drain deadline passes first.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice in this long-lived future"
+)]
+pub(super) fn serve<'a, S, H>(
+    io: &'a mut S,
+    shared: &'a Arc<Shared<H>>,
+    info: &'a ConnectionInfo,
     sniff_http2: bool,
-    idle: &AtomicBool,
-) -> Option<BytesMut>
+) -> impl Future<Output = Option<BytesMut>> + Send + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
 {
-    let config = &shared.config;
-    // A new connection has header_read_timeout to send its first request.
-    let mut wait = config.header_read_timeout;
-    let mut buffer = BytesMut::new();
-    let mut sniff = sniff_http2;
-    loop {
-        if buffer.is_empty() {
-            // Release the previous request's allocation before waiting.
-            drop(std::mem::take(&mut buffer));
-            idle.store(true, Ordering::Relaxed);
-            if *shared.phase.borrow() != Phase::Running {
+    async move {
+        // (`shared.config` is spelled out rather than bound to a local: a
+        // local would take room in this long-lived future.)
+        let mut first = true;
+        let mut buffer = BytesMut::new();
+        loop {
+            if buffer.is_empty() {
+                // Release the previous request's allocation before waiting.
+                drop(std::mem::take(&mut buffer));
+                // A new connection has header_read_timeout to send its first
+                // request; a kept-alive one idle_timeout for its next.
+                let wait = if first {
+                    shared.config.header_read_timeout
+                } else {
+                    shared.config.idle_timeout
+                };
+                let waiting = wait_for_bytes(io, wait, shared)?;
+                buffer = waiting.await?;
+                if first && sniff_http2 && buffer[0] == HTTP2_PREFACE[0] {
+                    let timeout = shared.config.header_read_timeout;
+                    match Box::pin(sniff_preface(io, buffer, timeout)).await {
+                        Some((true, read)) => return Some(read),
+                        Some((false, read)) => buffer = read,
+                        None => return None,
+                    }
+                }
+                first = false;
+            }
+            // Boxed, like everything a request needs while in flight: the task
+            // an idle connection keeps must not be sized for a busy one.
+            let cycle = Box::pin(async {
+                tokio::select! {
+                    biased;
+                    keep_alive = request_cycle(io, &mut buffer, shared, info) => keep_alive,
+                    () = shared.reached(Phase::Aborting) => None,
+                }
+            });
+            let keep_alive = match cycle.await {
+                Some(keep_alive) => keep_alive && shared.phase() == Phase::Running,
+                // Gone, too slow, or broken mid-response: nothing to linger for.
+                None => return None,
+            };
+            if !keep_alive {
+                Box::pin(close_gracefully(io)).await;
                 return None;
             }
-            let bytes = wait_for_bytes(io, wait).await;
-            idle.store(false, Ordering::Relaxed);
-            match bytes {
-                Some(bytes) => buffer = bytes,
-                None => return None,
-            }
-            wait = config.idle_timeout;
-        }
-        if std::mem::take(&mut sniff) && buffer[0] == HTTP2_PREFACE[0] {
-            match Box::pin(sniff_preface(io, buffer, config.header_read_timeout)).await {
-                Some((true, read)) => return Some(read),
-                Some((false, read)) => buffer = read,
-                None => return None,
-            }
-        }
-        // Boxed, like everything a request needs while in flight: the task
-        // an idle connection keeps must not be sized for a busy one.
-        let keep_alive = match Box::pin(request_cycle(io, &mut buffer, shared, info)).await {
-            Some(keep_alive) => keep_alive && *shared.phase.borrow() == Phase::Running,
-            // Gone, too slow, or broken mid-response: nothing to linger for.
-            None => return None,
-        };
-        if !keep_alive {
-            Box::pin(close_gracefully(io)).await;
-            return None;
         }
     }
 }

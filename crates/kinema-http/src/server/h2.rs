@@ -25,7 +25,7 @@ use crate::{ConnectionInfo, Handler, RequestBody, ResponseBody};
 pub(super) async fn serve<S, H>(
     io: S,
     already_read: BytesMut,
-    shared: Arc<Shared<H>>,
+    shared: &Arc<Shared<H>>,
     info: ConnectionInfo,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -41,7 +41,6 @@ pub(super) async fn serve<S, H>(
         // answer within the idle timeout ends a dead connection instead.
         .keep_alive_interval(Some(config.idle_timeout))
         .keep_alive_timeout(config.header_read_timeout);
-    let mut phase = shared.phase.clone();
     let service_shared = shared.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let shared = service_shared.clone();
@@ -60,13 +59,18 @@ pub(super) async fn serve<S, H>(
             }
             return;
         }
-        _ = phase.wait_for(|phase| *phase != Phase::Running) => {}
+        () = shared.reached(Phase::Draining) => {}
     }
-    // Draining: GOAWAY, then let the streams in flight finish (the listener
-    // aborts us if that takes past its drain deadline).
+    // Draining: GOAWAY, then let the streams in flight finish, unless the
+    // drain deadline passes first.
     connection.as_mut().graceful_shutdown();
-    if let Err(error) = connection.await {
-        tracing::debug!(peer = %info.peer, %error, "http/2 connection ended with an error while draining");
+    tokio::select! {
+        result = connection => {
+            if let Err(error) = result {
+                tracing::debug!(peer = %info.peer, %error, "http/2 connection ended with an error while draining");
+            }
+        }
+        () = shared.reached(Phase::Aborting) => {}
     }
 }
 
