@@ -185,17 +185,16 @@ impl Catalog {
         let video_id = VideoId::new(id)?;
         let store = self.store.clone();
         let max_age = self.manifest_max_age;
-        let loaded = self
-            .videos
-            .try_get_with(id.to_owned(), async move {
-                match store.manifest(&video_id).await {
-                    Ok(manifest) => Ok(Some(Arc::new(Video::from_manifest(&manifest, max_age)))),
-                    Err(error) if error.is_not_found() => Ok(None),
-                    Err(error) => Err(error),
-                }
-            })
-            .await
-            .map_err(LookupError::Store)?;
+        // Boxed to keep the hit path's future small (see files.rs).
+        let loaded = Box::pin(self.videos.try_get_with(id.to_owned(), async move {
+            match store.manifest(&video_id).await {
+                Ok(manifest) => Ok(Some(Arc::new(Video::from_manifest(&manifest, max_age)))),
+                Err(error) if error.is_not_found() => Ok(None),
+                Err(error) => Err(error),
+            }
+        }))
+        .await
+        .map_err(LookupError::Store)?;
         loaded.ok_or(LookupError::NotFound)
     }
 

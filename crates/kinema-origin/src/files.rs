@@ -106,21 +106,22 @@ impl FileCache {
             return Ok(hit.bytes.clone());
         }
         self.metrics.cache_misses.fetch_add(1, Relaxed);
-        let loaded = self
-            .cache
-            .try_get_with(
-                file.key,
-                load(
-                    self.store.clone(),
-                    self.metrics.clone(),
-                    video.id.clone(),
-                    file.path.clone(),
-                    file.size,
-                    false,
-                ),
-            )
-            .await
-            .map_err(|error| (*error).clone())?;
+        // Boxed: the miss path's future is large, and keeping it out of line
+        // keeps every request's future (moved into a box per request by the
+        // connection layer) small.
+        let loaded = Box::pin(self.cache.try_get_with(
+            file.key,
+            load(
+                self.store.clone(),
+                self.metrics.clone(),
+                video.id.clone(),
+                file.path.clone(),
+                file.size,
+                false,
+            ),
+        ))
+        .await
+        .map_err(|error| (*error).clone())?;
         // A request that waited on a prefetch's read was still helped by it.
         self.note_use(&loaded);
         Ok(loaded.bytes.clone())

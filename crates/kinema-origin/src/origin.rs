@@ -144,9 +144,16 @@ impl Origin {
                 return (RouteKind::Api, *refusal);
             }
             if path == "/api/tokens" {
-                return (RouteKind::Api, self.access.mint(request, connection).await);
+                return (
+                    RouteKind::Api,
+                    Box::pin(self.access.mint(request, connection)).await,
+                );
             }
-            return (RouteKind::Api, self.api.handle(request, connection).await);
+            // Boxed: the API's futures are large and this is not the hot path.
+            return (
+                RouteKind::Api,
+                Box::pin(self.api.handle(request, connection)).await,
+            );
         }
         // Only the head is needed from here on; the (empty) body stream is
         // not `Sync`, so a reference to the whole request could not be held
