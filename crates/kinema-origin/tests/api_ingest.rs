@@ -1,0 +1,251 @@
+//! The ingest API over real HTTP: a video uploaded to `POST /api/videos`
+//! becomes a job, the job reaches done, and real ffmpeg then decodes every
+//! rendition of the HLS and DASH presentations served by this origin; bad
+//! uploads fail with a reason and publish nothing; `DELETE` unpublishes.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use kinema_auth::{AdminTokens, KeyRing, Scope};
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+struct Api {
+    server: Server,
+    secret: String,
+    _files: tempfile::TempDir,
+    _library: Library,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let library = Library::new().await;
+        let files = tempfile::tempdir().unwrap();
+        let mut ring = KeyRing::empty();
+        ring.add_new_key(SystemTime::now());
+        ring.save(&files.path().join("keys.toml")).unwrap();
+        let mut tokens = AdminTokens::empty();
+        let secret = tokens
+            .issue("uploader", Scope::Write, SystemTime::now())
+            .unwrap();
+        tokens.save(&files.path().join("tokens.toml")).unwrap();
+        let mut config = config(&library);
+        config.keys = files.path().join("keys.toml");
+        config.tokens = files.path().join("tokens.toml");
+        let server = Server::start(config).await;
+        Self {
+            server,
+            secret,
+            _files: files,
+            _library: library,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        target: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let stream = TcpStream::connect(self.server.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", "origin.test")
+            .header("authorization", format!("Bearer {}", self.secret))
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or_else(|_| panic!("not json: {body:?}"))
+        };
+        (status, value)
+    }
+
+    /// Polls a job until it leaves queued/running (two minutes at most).
+    async fn finished_job(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, body) = self
+                .call(Method::GET, &format!("/api/jobs/{id}"), "", vec![])
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let state = body["job"]["state"].as_str().unwrap().to_string();
+            if state != "queued" && state != "running" {
+                return body["job"].clone();
+            }
+            assert!(Instant::now() < deadline, "job stuck: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn clip() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upload.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=3"])
+        .args(["-f", "lavfi", "-i", "sine=d=3"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(path).unwrap()
+}
+
+/// Decodes every stream at `url` with ffmpeg. The server runs on this
+/// test's runtime, so ffmpeg is awaited, never waited for on the runtime's
+/// only thread.
+async fn assert_decodes_over_http(url: &str) {
+    let output = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-v", "error", "-nostdin", "-i", url, "-map", "0", "-f", "null", "-",
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stderr.trim().is_empty(),
+        "{url}: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn uploaded_video_is_ingested_served_and_deleted() {
+    let api = Api::start().await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/videos?id=uploaded&title=My+upload",
+            "video/mp4",
+            clip(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job_id = body["job"]["id"].as_str().unwrap().to_string();
+    assert_eq!(body["location"], format!("/api/jobs/{job_id}"));
+    let job = api.finished_job(&job_id).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["progress"]["percent"], 100.0);
+
+    let (status, body) = api
+        .call(Method::GET, "/api/videos/uploaded", "", vec![])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["title"], "My upload");
+    assert_eq!(body["urls"]["hls"], "/v/uploaded/master.m3u8");
+    let (_, list) = api.call(Method::GET, "/api/videos", "", vec![]).await;
+    assert!(
+        list["videos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["id"] == "uploaded"),
+        "{list}"
+    );
+
+    let base = format!("http://{}/v/uploaded", api.server.addr);
+    assert_decodes_over_http(&format!("{base}/master.m3u8")).await;
+    assert_decodes_over_http(&format!("{base}/manifest.mpd")).await;
+
+    let (status, _) = api
+        .call(Method::DELETE, "/api/videos/uploaded", "", vec![])
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api
+        .call(Method::GET, "/api/videos/uploaded", "", vec![])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (StatusCode::NOT_FOUND, "video uploaded does not exist")
+    );
+}
+
+#[tokio::test]
+async fn multipart_upload_of_a_text_file_fails_with_a_reason() {
+    let api = Api::start().await;
+    let boundary = "kinemaBoundary7";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nNotes\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.mp4\"\r\n\
+         Content-Type: video/mp4\r\n\r\nthese are notes, not a video\r\n--{boundary}--\r\n"
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/videos?id=notes",
+            &format!("multipart/form-data; boundary={boundary}"),
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["job"]["title"], "Notes");
+    let job = api.finished_job(body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("source is not a video or audio file"),
+        "{job}"
+    );
+    let (_, list) = api.call(Method::GET, "/api/videos", "", vec![]).await;
+    assert!(
+        !list["videos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["id"] == "notes"),
+        "{list}"
+    );
+    // A job that failed on bad input cannot be cancelled, and its source is
+    // gone, so a retry says to upload again.
+    let id = job["id"].as_str().unwrap();
+    let (status, body) = api
+        .call(Method::POST, &format!("/api/jobs/{id}/cancel"), "", vec![])
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = api
+        .call(Method::POST, &format!("/api/jobs/{id}/retry"), "", vec![])
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+
+    let (status, body) = api
+        .call(Method::POST, "/api/videos", "video/mp4", vec![])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("empty"), "{body}");
+    let (status, _) = api.call(Method::PUT, "/api/videos", "", vec![]).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _) = api.call(Method::GET, "/api/jobs/j00", "", vec![]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
