@@ -49,7 +49,7 @@ ffmpeg_once() {
         -c:a aac -b:a 64000 -ac 2 -ar 48000 -af aresample=async=1 -threads 0 \
         -f dash -seg_duration 4 -use_template 1 -use_timeline 0 \
         -init_seg_name '$RepresentationID$/init.mp4' -media_seg_name '$RepresentationID$/$Number$.m4s' \
-        -adaptation_sets "id=0,streams=v id=1,streams=a" "$out/ffmpeg.mpd"
+        -adaptation_sets "id=0,streams=0 id=1,streams=1 id=2,streams=2 id=3,streams=3 id=4,streams=4" "$out/ffmpeg.mpd"
     cat "$work/time-plain-$id"
 }
 

@@ -168,11 +168,15 @@ pub fn ffmpeg_args(
     }
     push(&mut args, &["-threads"]);
     args.push(settings.threads.to_string());
-    let adaptation_sets = match (plan.video.is_empty(), plan.audio.is_some()) {
-        (false, true) => "id=0,streams=v id=1,streams=a",
-        (false, false) => "id=0,streams=v",
-        (true, _) => "id=0,streams=a",
-    };
+    // One adaptation set per stream: the dash muxer refuses rungs whose
+    // aspect ratios differ by even-size rounding (426x240 next to 1280x720)
+    // in one set, and its MPD is discarded anyway.
+    let streams = plan.video.len() + usize::from(plan.audio.is_some());
+    let adaptation_sets = (0..streams)
+        .map(|index| format!("id={index},streams={index}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let adaptation_sets = adaptation_sets.as_str();
     push(
         &mut args,
         &[
@@ -357,7 +361,7 @@ $RepresentationID$/init.mp4
 -media_seg_name
 $RepresentationID$/$Number$.m4s
 -adaptation_sets
-id=0,streams=v id=1,streams=a
+id=0,streams=0 id=1,streams=1 id=2,streams=2
 /stage/ffmpeg-dash.mpd
 -map
 [sprite]
@@ -399,7 +403,7 @@ id=0,streams=v id=1,streams=a
         ));
         assert!(graph.contains("zscale=t=bt709:m=bt709:r=tv,fps=25,split=2[s0][s1];"));
         assert!(!args.iter().any(|a| a == "-c:a" || a.contains("sprite")));
-        assert!(args.contains(&"id=0,streams=v".to_string()));
+        assert!(args.contains(&"id=0,streams=0 id=1,streams=1".to_string()));
     }
 
     #[test]

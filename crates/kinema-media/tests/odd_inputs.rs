@@ -123,6 +123,30 @@ async fn odd_dimensions_give_even_renditions() {
 }
 
 #[tokio::test]
+async fn rungs_whose_aspect_ratios_differ_by_rounding() {
+    // 334x180: the 144p rung rounds to 268x144 (1.861), the 180p rung is
+    // 334x180 (1.856); ffmpeg's dash muxer refuses such rungs in one set.
+    let source = fixture(
+        "wide-334x180.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=334x180:r=25:d=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let (_library, manifest) = ingest_ok(&source, "wide").await;
+    assert_eq!(
+        video_ids(&manifest),
+        [("v144".into(), 268, 144), ("v180".into(), 334, 180)]
+    );
+}
+
+#[tokio::test]
 async fn variable_frame_rate_becomes_constant() {
     // Timestamps stretched unevenly: frames 1/25 s apart, then 1/10 s.
     let source = clip(
