@@ -423,7 +423,7 @@ id=0,streams=0 id=1,streams=1 id=2,streams=2
         let joined = args.join(" ");
         assert!(joined.contains("-map 0:2 -c:a aac"), "{joined}");
         assert!(
-            joined.contains("-adaptation_sets id=0,streams=a"),
+            joined.contains("-adaptation_sets id=0,streams=0 out/"),
             "{joined}"
         );
     }
