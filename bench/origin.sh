@@ -195,6 +195,7 @@ measure() {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 start_kinema
 start_nginx
 # Warm both: kinema's memory cache and nginx's page-cache/open-file cache.
@@ -224,8 +225,12 @@ idle_memory() {
     # Prints the bytes of resident memory per idle connection of the
     # processes PIDS (comma-separated) when N connections to PORT idle.
     local port=$1 pids=$2
-    if [ -x bench/http-idle-memory.py ] || [ -f bench/http-idle-memory.py ]; then
-        python3 bench/http-idle-memory.py --port "$port" --pids "$pids" --connections "$IDLE_CONNECTIONS" --path "$PLAYLIST_PATH"
+    if [ -f bench/http-idle-memory.py ]; then
+        # The connection layer's tool; it counts the children of the pid
+        # (nginx's workers) and prints "... N B per connection".
+        python3 bench/http-idle-memory.py --port "$port" --pid "${pids%%,*}" \
+            -n "$IDLE_CONNECTIONS" --path "$PLAYLIST_PATH" --label "$port" \
+            | tee /dev/stderr | sed -n 's/.* \([0-9]*\) B per connection.*/\1/p'
         return
     fi
     python3 - "$port" "$pids" "$IDLE_CONNECTIONS" "$PLAYLIST_PATH" <<'EOF'
@@ -273,11 +278,13 @@ start_kinema
 KINEMA_IDLE=$(idle_memory "$KINEMA_PORT" "$KINEMA_PID")
 stop_servers
 start_nginx
-NGINX_PIDS=$(pgrep -d, -g "$(ps -o pgid= "$NGINX_PID" | tr -d ' ')" nginx || echo "$NGINX_PID")
+# The master first (http-idle-memory.py adds its workers itself).
+NGINX_PIDS="$NGINX_PID,$(pgrep -d, -P "$NGINX_PID")"
 NGINX_IDLE=$(idle_memory "$NGINX_PORT" "$NGINX_PIDS")
 stop_servers
 
-printf '\nkinema vs nginx 1.22, wrk -t1 -c%s -d%s, %s runs each, alternating; medians\n' "$CONNECTIONS" "$DURATION" "$RUNS"
+printf '\n%s; load average before: %s\n' "$(nproc) cores" "$LOAD_BEFORE"
+printf 'kinema vs nginx 1.22, wrk -t1 -c%s -d%s, %s runs each, alternating; medians\n' "$CONNECTIONS" "$DURATION" "$RUNS"
 printf '%-34s %14s %14s %8s\n' scenario kinema nginx ratio
 for scenario in segment playlist mix; do
     k=$(echo "${RPS[$scenario.kinema]}" | tr ' ' '\n' | grep . | median)
