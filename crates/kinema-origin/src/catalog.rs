@@ -204,6 +204,11 @@ impl Catalog {
         self.videos.invalidate(id.as_str()).await;
     }
 
+    /// Applies pending bookkeeping, so the count is current.
+    pub async fn settle(&self) {
+        self.videos.run_pending_tasks().await;
+    }
+
     pub fn videos_loaded(&self) -> u64 {
         self.videos.entry_count()
     }

@@ -242,6 +242,11 @@ impl FileCache {
             .boxed()
     }
 
+    /// Applies pending bookkeeping, so the size and count are current.
+    pub async fn settle(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
     pub fn weighted_size(&self) -> u64 {
         self.cache.weighted_size()
     }

@@ -197,6 +197,15 @@ impl Origin {
         if method != Method::GET && method != Method::HEAD {
             return (kind, method_not_allowed("GET, HEAD"));
         }
+        if kind == RouteKind::Metrics {
+            // The caches count entries and bytes lazily; settle them so a
+            // scrape sees what they hold now.
+            Box::pin(async {
+                self.files.settle().await;
+                self.catalog.settle().await;
+            })
+            .await;
+        }
         let response = match kind {
             RouteKind::Health => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
             RouteKind::Metrics => text(

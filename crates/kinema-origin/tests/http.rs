@@ -654,6 +654,11 @@ async fn files_above_the_cache_limit_are_streamed_correctly() {
     get(&server, Protocol::Http1, "/v/clip/master.m3u8").await;
     assert!(metric(&server, "kinema_origin_streamed_files_total").await >= 4.0);
     assert!(metric(&server, "kinema_origin_cache_hits_total").await >= 1.0);
+    // Only the playlist is held in memory; the streamed segment is not.
+    let playlist = library.read("master.m3u8").len() as f64;
+    assert_eq!(metric(&server, "kinema_origin_cache_entries").await, 1.0);
+    let held = metric(&server, "kinema_origin_cache_bytes").await;
+    assert!(held >= playlist && held < playlist + 1024.0, "{held}");
     server.stop().await.unwrap();
 }
 
