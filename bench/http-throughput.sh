@@ -10,8 +10,9 @@
 #   playlist — a ~600 B media playlist
 # It prints the medians and the ratio kinema/nginx (targets: ≥ 1.15× on the
 # segment, ≥ 1.2× on the playlist). For the whole origin with its cache, see
-# the origin's own benchmark; for memory per idle connection,
-# bench/http-idle-memory.py.
+# the origin's own benchmark. Last, it measures memory per idle keep-alive
+# connection of both servers with bench/http-idle-memory.py
+# (IDLE_CONNECTIONS, default 10000; 0 skips it).
 #
 # Usage: bench/http-throughput.sh [RUNS] [SECONDS]
 # Environment: KINEMA_THREADS (default: all cores), KINEMA_RUNTIME
@@ -81,10 +82,12 @@ http {
 }
 CONF
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+nginx_pid=$!
+pids+=("$nginx_pid")
 "$server_bin" --dir "$work/www" --listen "127.0.0.1:$kinema_port" \
     ${KINEMA_THREADS:+--threads "$KINEMA_THREADS"} ${KINEMA_RUNTIME:+--runtime "$KINEMA_RUNTIME"} &
-pids+=($!)
+kinema_pid=$!
+pids+=("$kinema_pid")
 
 wait_ready() {
     local deadline=$((SECONDS + 20))
@@ -135,3 +138,9 @@ for body in segment.m4s playlist.m3u8; do
         printf "%-9s %14.0f %14.0f %14.0f %14.0f %6.2fx\n", b, n, k, n * s / 1e6, k * s / 1e6, k / n
     }'
 done
+
+idle=${IDLE_CONNECTIONS:-10000}
+if [ "$idle" -gt 0 ]; then
+    python3 bench/http-idle-memory.py --port "$nginx_port" --pid "$nginx_pid" -n "$idle" --label nginx
+    python3 bench/http-idle-memory.py --port "$kinema_port" --pid "$kinema_pid" -n "$idle" --label kinema
+fi
