@@ -127,6 +127,20 @@ async fn streamed_response_is_chunked_for_1_1_and_close_delimited_for_1_0() {
     assert_eq!(response.header("connection"), Some("close"));
     assert_eq!(response.body, b"alpha,beta,gamma");
 
+    // A stream of declared length goes out raw, and the connection stays.
+    let mut reader = ResponseReader::new(server.connect().await);
+    for _ in 0..2 {
+        reader
+            .stream
+            .write_all(b"GET /declared HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let response = reader.read(false).await.unwrap();
+        assert_eq!(response.header("transfer-encoding"), None);
+        assert_eq!(response.header("content-length"), Some("10"));
+        assert_eq!(response.body, b"1234567890");
+    }
+
     let response = exchange(&server, b"GET /parts HTTP/1.1\r\nHost: t\r\n\r\n").await;
     assert_eq!(response.header("content-length"), Some("13"));
     assert_eq!(response.body, b"one,two,three");

@@ -29,6 +29,7 @@ use tokio::sync::{Notify, oneshot};
 /// - `/echo`: the request body back, with `x-chunks` and `x-max-chunk`
 /// - `/reject`: 403 without reading the body
 /// - `/stream`: three chunks of unknown total length
+/// - `/declared`: a stream whose length the handler declares
 /// - `/slow`: a stream that sends "first", waits for `release`, sends "last"
 /// - `/panic`: panics
 /// - anything else: "{method} {path} {version}"
@@ -109,6 +110,19 @@ impl Handler for TestHandler {
                 ])
                 .boxed(),
             )),
+            "/declared" => {
+                let mut response = Response::new(ResponseBody::Stream(
+                    futures::stream::iter([
+                        Ok(Bytes::from_static(b"12345")),
+                        Ok(Bytes::from_static(b"67890")),
+                    ])
+                    .boxed(),
+                ));
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(10));
+                response
+            }
             "/slow" => {
                 self.slow_started.notify_one();
                 let release = self.release.clone();
