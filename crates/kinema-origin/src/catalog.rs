@@ -10,8 +10,8 @@
 //! checksum, so a refresh that finds the same files keeps them cached.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use kinema_core::{AccessPolicy, Manifest, ObjectPath, VideoId};
@@ -154,24 +154,47 @@ pub enum LookupError {
     Store(Arc<StoreError>),
 }
 
+/// What the hot path keeps of one id: the video (or its absence) and until
+/// when that answer may be given without asking the store again.
+#[derive(Debug, Clone)]
+struct Known {
+    video: Option<Arc<Video>>,
+    fresh_until: Instant,
+}
+
+/// Most ids remembered on the hot path; a scan of random ids empties the
+/// table rather than growing it without bound.
+const MAX_KNOWN: usize = 100_000;
+
 /// Published videos held in memory for a short time.
+///
+/// Two layers: `known`, a plain map behind a read-mostly lock that answers
+/// almost every request with one hash lookup (the lock is never held across
+/// an `.await`), and `loads`, a moka cache that coalesces concurrent reads of
+/// one manifest. Each layer keeps an answer for half of `refresh`, so what a
+/// request sees is never older than `refresh`.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     store: Arc<dyn Store>,
     manifest_max_age: Duration,
-    videos: moka::future::Cache<String, Option<Arc<Video>>>,
+    keep_for: Duration,
+    known: Arc<RwLock<HashMap<Box<str>, Known>>>,
+    loads: moka::future::Cache<String, Option<Arc<Video>>>,
 }
 
 impl Catalog {
     pub fn new(store: Arc<dyn Store>, refresh: Duration, manifest_max_age: Duration) -> Self {
-        let videos = moka::future::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(refresh)
+        let keep_for = refresh / 2;
+        let loads = moka::future::Cache::builder()
+            .max_capacity(MAX_KNOWN as u64)
+            .time_to_live(keep_for.max(Duration::from_millis(1)))
             .build();
         Self {
             store,
             manifest_max_age,
-            videos,
+            keep_for,
+            known: Arc::new(RwLock::new(HashMap::new())),
+            loads,
         }
     }
 
@@ -179,38 +202,69 @@ impl Catalog {
     /// id; only a miss validates it and reads the store, and concurrent
     /// misses for one id share one read.
     pub async fn video(&self, id: &str) -> Result<Arc<Video>, LookupError> {
-        if let Some(cached) = self.videos.get(id).await {
-            return cached.ok_or(LookupError::NotFound);
+        let now = Instant::now();
+        {
+            let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = known.get(id)
+                && entry.fresh_until > now
+            {
+                return entry.video.clone().ok_or(LookupError::NotFound);
+            }
         }
+        // Boxed to keep the hit path's future small (see files.rs).
+        Box::pin(self.load(id, now)).await
+    }
+
+    async fn load(&self, id: &str, now: Instant) -> Result<Arc<Video>, LookupError> {
         let video_id = VideoId::new(id)?;
         let store = self.store.clone();
         let max_age = self.manifest_max_age;
-        // Boxed to keep the hit path's future small (see files.rs).
-        let loaded = Box::pin(self.videos.try_get_with(id.to_owned(), async move {
-            match store.manifest(&video_id).await {
-                Ok(manifest) => Ok(Some(Arc::new(Video::from_manifest(&manifest, max_age)))),
-                Err(error) if error.is_not_found() => Ok(None),
-                Err(error) => Err(error),
+        let loaded = self
+            .loads
+            .try_get_with(id.to_owned(), async move {
+                match store.manifest(&video_id).await {
+                    Ok(manifest) => Ok(Some(Arc::new(Video::from_manifest(&manifest, max_age)))),
+                    Err(error) if error.is_not_found() => Ok(None),
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+            .map_err(LookupError::Store)?;
+        {
+            let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+            if known.len() >= MAX_KNOWN {
+                known.clear();
             }
-        }))
-        .await
-        .map_err(LookupError::Store)?;
+            known.insert(
+                id.into(),
+                Known {
+                    video: loaded.clone(),
+                    fresh_until: now + self.keep_for,
+                },
+            );
+        }
         loaded.ok_or(LookupError::NotFound)
     }
 
     /// Forgets what is known of `id`, so the next request reads its manifest
     /// again (called after a publish or unpublish in this process).
     pub async fn invalidate(&self, id: &VideoId) {
-        self.videos.invalidate(id.as_str()).await;
+        self.known
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id.as_str());
+        self.loads.invalidate(id.as_str()).await;
     }
 
-    /// Applies pending bookkeeping, so the count is current.
+    /// Applies pending bookkeeping of the load cache.
     pub async fn settle(&self) {
-        self.videos.run_pending_tasks().await;
+        self.loads.run_pending_tasks().await;
     }
 
+    /// Videos (published ones, not remembered absences) held in memory.
     pub fn videos_loaded(&self) -> u64 {
-        self.videos.entry_count()
+        let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
+        known.values().filter(|entry| entry.video.is_some()).count() as u64
     }
 }
 
