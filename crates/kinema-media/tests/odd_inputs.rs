@@ -241,6 +241,36 @@ fn idet(path: &Path) -> (u32, u32) {
 }
 
 #[tokio::test]
+async fn hdr_pq_source_is_tone_mapped_to_8_bit_sdr() {
+    let source = clip(
+        "hdr-pq.mp4",
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p10le",
+            "-color_primaries",
+            "bt2020",
+            "-color_trc",
+            "smpte2084",
+            "-colorspace",
+            "bt2020nc",
+        ],
+        &[],
+    );
+    assert!(stream_fields(&source, "v", "color_transfer").contains("smpte2084"));
+    let (library, _manifest) = ingest_ok(&source, "hdr").await;
+    let playlist = library.video_dir("hdr").join("v180/index.m3u8");
+    let fields = stream_fields(&playlist, "v", "pix_fmt,color_transfer");
+    assert!(
+        fields.contains("pix_fmt=yuv420p\n") && !fields.contains("smpte2084"),
+        "{fields}"
+    );
+}
+
+#[tokio::test]
 async fn interlaced_source_is_deinterlaced() {
     // Fields from two instants woven into each frame: real combing, coded
     // as interlaced, top field first.
