@@ -33,7 +33,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::h1_body::{self, BodyDecoder, BodySender, Framing};
-use super::{Phase, Shared, date};
+use super::{CompactInfo, Phase, Shared, date};
 use crate::{ConnectionInfo, Handler, RequestBody, ResponseBody};
 
 /// How much one idle-wake read takes from the socket (on the stack).
@@ -54,38 +54,40 @@ fn wait_for_bytes<'a, S: AsyncRead + Unpin, H>(
     io: &'a mut S,
     timeout: Duration,
     shared: &'a Shared<H>,
-) -> Option<WaitForBytes<'a, S>> {
+) -> Option<WaitForBytes<'a, S, H>> {
     // Created (so counted by notify_waiters) before the phase is checked,
     // so a drain starting in between still wakes the wait.
-    let draining = shared.phase_changed.notified();
+    let wakeup = shared.wakeup.notified();
     if shared.phase() != Phase::Running {
         return None;
     }
     Some(WaitForBytes {
         io,
-        draining,
-        expired: tokio::time::sleep(timeout),
+        shared,
+        deadline_millis: shared.now_millis() + timeout.as_millis() as u64,
+        wakeup,
     })
 }
 
 pin_project_lite::pin_project! {
     /// The state of an idle connection, written out by hand rather than as
     /// an async block: it is what every idle keep-alive connection holds, so
-    /// every byte here is multiplied by the number of idle viewers.
-    struct WaitForBytes<'a, S> {
+    /// every byte here is multiplied by the number of idle viewers. No timer
+    /// of its own: the listener's idle clock wakes it to check its deadline.
+    struct WaitForBytes<'a, S, H> {
         io: &'a mut S,
+        shared: &'a Shared<H>,
+        deadline_millis: u64,
         #[pin]
-        draining: tokio::sync::futures::Notified<'a>,
-        #[pin]
-        expired: tokio::time::Sleep,
+        wakeup: tokio::sync::futures::Notified<'a>,
     }
 }
 
-impl<S: AsyncRead + Unpin> Future for WaitForBytes<'_, S> {
+impl<S: AsyncRead + Unpin, H> Future for WaitForBytes<'_, S, H> {
     type Output = Option<BytesMut>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         // The buffer lives only for this poll, not in the task: an idle
         // connection's memory is its task and socket, nothing more.
         let mut stack = [MaybeUninit::<u8>::uninit(); FIRST_READ_SIZE];
@@ -97,10 +99,18 @@ impl<S: AsyncRead + Unpin> Future for WaitForBytes<'_, S> {
             Poll::Ready(_) => return Poll::Ready(None),
             Poll::Pending => {}
         }
-        if this.expired.poll(cx).is_ready() || this.draining.poll(cx).is_ready() {
-            return Poll::Ready(None);
+        loop {
+            if this.shared.phase() != Phase::Running
+                || this.shared.now_millis() >= *this.deadline_millis
+            {
+                return Poll::Ready(None);
+            }
+            match this.wakeup.as_mut().poll(cx) {
+                // A tick (or a phase change): wait for the next one.
+                Poll::Ready(()) => this.wakeup.set(this.shared.wakeup.notified()),
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        Poll::Pending
     }
 }
 
@@ -121,7 +131,7 @@ const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub(super) fn serve<'a, S, H>(
     io: &'a mut S,
     shared: &'a Arc<Shared<H>>,
-    info: &'a ConnectionInfo,
+    info: &'a CompactInfo,
     sniff_http2: bool,
 ) -> impl Future<Output = Option<BytesMut>> + Send + 'a
 where
@@ -209,7 +219,7 @@ async fn request_cycle<S, H>(
     io: &mut S,
     buffer: &mut BytesMut,
     shared: &Arc<Shared<H>>,
-    info: &ConnectionInfo,
+    info: &CompactInfo,
 ) -> Option<bool>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -225,7 +235,8 @@ where
         }
     };
     shared.stats.count_request();
-    match exchange(io, buffer, shared, *info, parsed).await {
+    let info = info.expand();
+    match exchange(io, buffer, shared, info, parsed).await {
         Ok(keep_alive) => Some(keep_alive),
         Err(error) => {
             tracing::debug!(peer = %info.peer, %error, "connection ended while responding");
