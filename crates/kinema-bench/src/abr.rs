@@ -122,12 +122,13 @@ pub fn choose_by_throughput(input: &AbrInput<'_>) -> usize {
 }
 
 /// BBA-0's reservoir and the top of its cushion for a buffer target:
-/// the reservoir covers at least one segment, and the cushion ends one
-/// segment under the target (where a paced player decides), so a full
-/// buffer maps to the top rung.
+/// the reservoir covers at least one segment, and the cushion ends 10%
+/// below the level at which a paced player decides (one segment under the
+/// target), so a player whose buffer is full maps to the top rung even
+/// though it decides a moment after the exact level.
 pub fn buffer_thresholds(buffer_target_seconds: f64, segment_seconds: f64) -> (f64, f64) {
     let reservoir = (0.15 * buffer_target_seconds).max(segment_seconds);
-    let upper = (buffer_target_seconds - segment_seconds).max(reservoir + segment_seconds);
+    let upper = (0.9 * (buffer_target_seconds - segment_seconds)).max(reservoir + segment_seconds);
     (reservoir, upper)
 }
 
@@ -230,16 +231,19 @@ mod tests {
     #[test]
     fn buffer_rule_follows_the_reservoir_and_cushion() {
         let (reservoir, upper) = buffer_thresholds(30.0, 4.0);
-        assert_eq!((reservoir, upper), (4.5, 26.0));
+        assert_eq!(reservoir, 4.5);
+        assert!((upper - 23.4).abs() < 1e-9, "{upper}");
         assert_eq!(choose_by_buffer(&input(None, 0.0, None)), 0);
         assert_eq!(choose_by_buffer(&input(Some(3), 4.0, None)), 0);
-        assert_eq!(choose_by_buffer(&input(Some(0), 26.0, None)), 4);
+        assert_eq!(choose_by_buffer(&input(Some(0), 23.5, None)), 4);
+        // Where a paced player decides (a hair under target − segment): top.
+        assert_eq!(choose_by_buffer(&input(Some(3), 25.99, None)), 4);
         // Halfway up the cushion maps to ~3.15 Mbit/s: from the bottom,
         // jump to the highest rung below it.
-        assert_eq!(choose_by_buffer(&input(Some(0), 15.25, None)), 3);
+        assert_eq!(choose_by_buffer(&input(Some(0), 13.95, None)), 3);
         // The same level from the top rung: the mapping is not at or under
         // the next rung down (3 Mbit/s), so stay (hysteresis).
-        assert_eq!(choose_by_buffer(&input(Some(4), 15.25, None)), 4);
+        assert_eq!(choose_by_buffer(&input(Some(4), 13.95, None)), 4);
         // Lower level from the top: step down to the lowest rung above
         // the mapped rate (~1.2 Mbit/s → 1.5 Mbit/s).
         assert_eq!(choose_by_buffer(&input(Some(4), 8.0, None)), 2);

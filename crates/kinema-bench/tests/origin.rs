@@ -125,3 +125,66 @@ async fn a_crowd_with_mixed_links_plays_each_at_its_own_rate() {
             .any(|v| v.link_bits_per_second == Some(20_000_000))
     );
 }
+
+#[tokio::test]
+async fn buffer_based_abr_climbs_as_the_buffer_fills_and_saturating_ignores_the_target() {
+    let library = library(1.0, 10).await;
+    let (url, _stop) = origin(&library).await;
+    let buffer_target = Duration::from_secs(10);
+    let report = run(
+        BenchConfig {
+            link: LinkSpec::Fixed(20_000_000),
+            abr: kinema_bench::abr::AbrKind::Buffer,
+            buffer_target,
+            speed: 10.0,
+            duration: Duration::from_secs(4),
+            progress: false,
+            ..BenchConfig::new(url.clone())
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let viewer = &report.viewers[0];
+    let rates: Vec<u64> = viewer.records.iter().map(|r| r.bitrate).collect();
+    // BBA-0 starts at the bottom (empty buffer) and ends at the top.
+    assert_eq!(rates.first(), Some(&LADDER[0]), "{rates:?}");
+    assert_eq!(viewer.highest_bitrate, *LADDER.last().unwrap(), "{rates:?}");
+    assert_eq!(viewer.stalls, 0);
+    // A paced viewer never asks for more than its target holds.
+    let most_buffered = viewer
+        .records
+        .iter()
+        .map(|r| r.buffer_before)
+        .fold(0.0, f64::max);
+    assert!(
+        most_buffered <= buffer_target.as_secs_f64(),
+        "{most_buffered}"
+    );
+
+    // Saturating: segments back to back, far past the buffer target.
+    let report = run(
+        BenchConfig {
+            saturate: true,
+            buffer_target,
+            bitrate: Some(kinema_bench::Bitrate(300_000)),
+            speed: 10.0,
+            duration: Duration::from_secs(1),
+            progress: false,
+            ..BenchConfig::new(url)
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let viewer = &report.viewers[0];
+    let most_buffered = viewer
+        .records
+        .iter()
+        .map(|r| r.buffer_before)
+        .fold(0.0, f64::max);
+    assert!(
+        most_buffered > 2.0 * buffer_target.as_secs_f64(),
+        "{most_buffered}"
+    );
+}
