@@ -168,8 +168,12 @@ pub async fn run_viewer(shared: Arc<RunShared>, index: u32, link: Option<u64>) -
         Some(bits) => ((bits as f64 / 8.0 * speed * 0.1) as usize).clamp(16 * 1024, 64 * 1024),
         None => 64 * 1024,
     };
+    // About one second of the link in the kernel: backpressure still
+    // reaches the server within a second, like an access link's queue,
+    // but a server descheduled for a few hundred milliseconds (thousands of
+    // connections on a shared core) does not show up as a link stall.
     let receive_buffer =
-        link.map(|bits| ((bits as f64 / 8.0 * speed * 0.2) as u32).clamp(32 * 1024, 1024 * 1024));
+        link.map(|bits| ((bits as f64 / 8.0 * speed) as u32).clamp(128 * 1024, 1024 * 1024));
     let settings = ClientSettings {
         allow_remote: shared.allow_remote,
         latency: shared.latency.div_f64(speed),
