@@ -27,7 +27,7 @@ pub struct BenchCommand {
 enum BenchAction {
     /// Find how many paced viewers of one rung a server carries with no
     /// stall and p99 segment download time under half a segment.
-    Capacity(CapacityArgs),
+    Capacity(Box<CapacityArgs>),
     /// Publish a synthetic video (playlists + files of exact sizes, not
     /// playable media) into a library, for load tests.
     Library(LibraryArgs),
@@ -234,7 +234,7 @@ async fn ctrl_c() {
 pub fn run(command: BenchCommand, config_file: &ConfigFile) -> Result<()> {
     match command.action {
         None => run_bench(command.run, config_file),
-        Some(BenchAction::Capacity(args)) => run_capacity(args, config_file),
+        Some(BenchAction::Capacity(args)) => run_capacity(*args, config_file),
         Some(BenchAction::Library(args)) => run_library(args),
     }
 }
