@@ -32,6 +32,11 @@ pub use token::{
     verify,
 };
 
+/// The response header in which every kinema server (origin and edge) puts
+/// a refused signed request's reason (`Refusal::as_str`), beside a JSON body
+/// `{"error": REASON}`, so players and scripts need not parse bodies.
+pub const REFUSAL_HEADER: &str = "kinema-auth-error";
+
 /// Default location of the signing key ring.
 pub const DEFAULT_KEYS_FILE: &str = "kinema-keys.toml";
 /// Default location of the admin token hashes.

@@ -1397,7 +1397,7 @@ fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
 /// 403 for a signed URL the edge refuses, with the machine-readable
 /// reason and nothing else (as the origin answers).
 fn refused(refusal: Refusal) -> Response<ResponseBody> {
-    let body = serde_json::json!({"error": "forbidden", "reason": refusal.as_str()});
+    let body = serde_json::json!({"error": refusal.as_str()});
     let mut response = Response::new(ResponseBody::Full(Bytes::from(format!("{body}\n"))));
     *response.status_mut() = StatusCode::FORBIDDEN;
     let headers = response.headers_mut();
@@ -1407,7 +1407,7 @@ fn refused(refusal: Refusal) -> Response<ResponseBody> {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
-        "kinema-auth-refusal",
+        kinema_auth::REFUSAL_HEADER,
         HeaderValue::from_static(refusal.as_str()),
     );
     response

@@ -778,11 +778,11 @@ async fn differently_signed_urls_share_one_cache_entry() {
     let (status, headers, _) =
         get(edge.address, &format!("/s/{first}x/v/abc/360p/1.m4s"), &[]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(headers.contains_key("kinema-auth-refusal"));
+    assert!(headers.contains_key(kinema_auth::REFUSAL_HEADER));
     let (status, headers, _) =
         get(edge.address, &format!("/s/{first}/v/other/360p/1.m4s"), &[]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(headers["kinema-auth-refusal"], "out_of_scope");
+    assert_eq!(headers[kinema_auth::REFUSAL_HEADER], "out_of_scope");
     let (_, headers, _) = get(edge.address, "/v/abc/360p/1.m4s", &[]).await;
     assert!(cache_status(&headers).contains("uri-miss"));
     let signed_fetches: usize = origin

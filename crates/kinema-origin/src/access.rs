@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 /// The header that carries a refusal's reason, for clients that do not read
 /// error bodies (players).
-pub const AUTH_ERROR_HEADER: &str = "kinema-auth-error";
+pub const AUTH_ERROR_HEADER: &str = kinema_auth::REFUSAL_HEADER;
 /// Lifetime of a minted URL when the request names none.
 pub const DEFAULT_MINT_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 /// Longest lifetime a minted URL may have: a leaked URL should not outlive
