@@ -50,6 +50,35 @@ pub enum AccessPolicy {
     Signed,
 }
 
+impl AccessPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessPolicy::Public => "public",
+            AccessPolicy::Signed => "signed",
+        }
+    }
+}
+
+impl std::str::FromStr for AccessPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "public" => Ok(AccessPolicy::Public),
+            "signed" => Ok(AccessPolicy::Signed),
+            other => Err(format!(
+                "access policy {other:?} is neither \"public\" nor \"signed\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for AccessPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RenditionKind {
@@ -258,6 +287,14 @@ mod tests {
             manifest.validate(),
             Err(ManifestError::DuplicateFile(_))
         ));
+    }
+
+    #[test]
+    fn access_policy_parses_its_two_names_only() {
+        assert_eq!("signed".parse::<AccessPolicy>(), Ok(AccessPolicy::Signed));
+        assert_eq!("public".parse::<AccessPolicy>(), Ok(AccessPolicy::Public));
+        let error = "Signed".parse::<AccessPolicy>().unwrap_err();
+        assert!(error.contains("\"Signed\""), "{error}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kinema_core::VideoId;
+use kinema_core::{AccessPolicy, VideoId};
 use kinema_store::Store;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -137,6 +137,9 @@ struct JobRecord {
     id: JobId,
     video_id: VideoId,
     title: String,
+    /// Absent in job files written before policies existed: public.
+    #[serde(default)]
+    access: AccessPolicy,
     state: JobState,
     source: PathBuf,
     /// True for uploads: the source file is ours to delete.
@@ -173,6 +176,7 @@ pub struct SubmitRequest {
     pub owned_source: bool,
     pub video_id: Option<VideoId>,
     pub title: Option<String>,
+    pub access: AccessPolicy,
 }
 
 struct Entry {
@@ -370,6 +374,7 @@ impl IngestService {
                 .filter(|title| !title.trim().is_empty())
                 .unwrap_or_else(|| video_id.to_string()),
             video_id: video_id.clone(),
+            access: request.access,
             state: JobState::Queued,
             source,
             owned_source: request.owned_source,
@@ -543,6 +548,7 @@ impl IngestService {
                     source: entry.record.source.clone(),
                     id: entry.record.video_id.clone(),
                     title: entry.record.title.clone(),
+                    access: entry.record.access,
                     log_file: Some(self.log_path(id)),
                 },
                 entry.cancel.clone(),
@@ -717,6 +723,7 @@ mod tests {
             id: JobId::generate(),
             video_id: VideoId::new("clip").unwrap(),
             title: "Clip".into(),
+            access: AccessPolicy::Signed,
             state: JobState::Running,
             source: "/tmp/x.mp4".into(),
             owned_source: false,

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kinema_core::ladder::{LadderConfig, LadderPlan};
-use kinema_core::{MANIFEST_FORMAT_VERSION, Manifest, Rendition, RenditionKind, VideoId};
+use kinema_core::{
+    AccessPolicy, MANIFEST_FORMAT_VERSION, Manifest, Rendition, RenditionKind, VideoId,
+};
 use kinema_store::{Store, describe_files};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -145,6 +147,8 @@ pub struct IngestRequest {
     pub source: PathBuf,
     pub id: VideoId,
     pub title: String,
+    /// Who may watch the published video.
+    pub access: AccessPolicy,
     /// Where ffmpeg's whole log goes, if anywhere.
     pub log_file: Option<PathBuf>,
 }
@@ -318,7 +322,7 @@ async fn ingest_in(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default(),
-        access: Default::default(),
+        access: request.access,
         renditions: renditions
             .iter()
             .map(|rendition| Rendition {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kinema_core::VideoId;
+use kinema_core::{AccessPolicy, VideoId};
 use kinema_media::{IngestService, JobState, JobView, SubmitRequest};
 use kinema_store::Store;
 use support::*;
@@ -30,6 +30,7 @@ fn submit(source: &Path, id: &str) -> SubmitRequest {
         owned_source: false,
         video_id: Some(VideoId::new(id).unwrap()),
         title: Some(format!("title of {id}")),
+        access: AccessPolicy::Public,
     }
 }
 

@@ -3,7 +3,7 @@
 //! ```text
 //! GET    /api/videos                 published videos (reads)
 //! GET    /api/videos/{id}            one video's manifest and URLs
-//! POST   /api/videos[?id=&title=]    upload (raw body or multipart/form-data) → 202 + job
+//! POST   /api/videos[?id=&title=&access=]    upload (raw body or multipart/form-data) → 202 + job
 //! DELETE /api/videos/{id}            unpublish atomically → 204
 //! GET    /api/jobs                   ingest jobs, newest first
 //! GET    /api/jobs/{id}              state, progress, error, ffmpeg log tail
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::{HeaderValue, Method, StatusCode, header};
-use kinema_core::{MANIFEST_FILE, Manifest, VideoId};
+use kinema_core::{AccessPolicy, MANIFEST_FILE, Manifest, VideoId};
 use kinema_http::{ConnectionInfo, RequestBody, ResponseBody};
 use kinema_media::{IngestConfig, IngestService, JobError, JobId, MediaError, SubmitRequest};
 use kinema_store::{LocalStore, Store};
@@ -168,6 +168,10 @@ impl Api {
             .iter()
             .find(|(k, _)| k == "title")
             .map(|(_, v)| v.clone());
+        let mut access = query
+            .iter()
+            .find(|(k, _)| k == "access")
+            .map(|(_, v)| v.clone());
         let declared_length = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -200,7 +204,7 @@ impl Api {
                     );
                 }
             };
-            self.receive_multipart(body, boundary, file, &mut id, &mut title)
+            self.receive_multipart(body, boundary, file, &mut id, &mut title, &mut access)
                 .await
         } else {
             stream_to_file(body, file, self.max_upload_bytes)
@@ -238,6 +242,17 @@ impl Api {
             },
             None => None,
         };
+        let access = match access
+            .as_deref()
+            .unwrap_or("public")
+            .parse::<AccessPolicy>()
+        {
+            Ok(access) => access,
+            Err(error) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return error_response(StatusCode::BAD_REQUEST, format!("access: {error}"));
+            }
+        };
         let submitted = self
             .ingest
             .submit(SubmitRequest {
@@ -245,6 +260,7 @@ impl Api {
                 owned_source: true,
                 video_id,
                 title,
+                access,
             })
             .await;
         match submitted {
@@ -273,6 +289,7 @@ impl Api {
         file: tokio::fs::File,
         id: &mut Option<String>,
         title: &mut Option<String>,
+        access: &mut Option<String>,
     ) -> Result<(u64, bool), UploadError> {
         let mut multipart = multer::Multipart::new(body, boundary);
         let mut file = Some(file);
@@ -294,15 +311,16 @@ impl Api {
                 )
                 .await?;
                 found = true;
-            } else if name == "id" || name == "title" {
+            } else if name == "id" || name == "title" || name == "access" {
                 let text = field
                     .text()
                     .await
                     .map_err(|error| UploadError::Malformed(error.to_string()))?;
-                if name == "id" {
-                    *id = Some(text.trim().to_string());
-                } else {
-                    *title = Some(text.trim().to_string());
+                let value = Some(text.trim().to_string());
+                match name.as_str() {
+                    "id" => *id = value,
+                    "title" => *title = value,
+                    _ => *access = value,
                 }
             }
         }

@@ -191,6 +191,46 @@ async fn uploaded_video_is_ingested_served_and_deleted() {
 }
 
 #[tokio::test]
+async fn an_upload_can_be_published_signed_and_a_bad_policy_is_refused() {
+    let api = Api::start().await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/videos?id=private&access=secret",
+            "video/mp4",
+            clip(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("access:"),
+        "{body}"
+    );
+
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/videos?id=private&access=signed",
+            "video/mp4",
+            clip(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job = api.finished_job(body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let (status, body) = api
+        .call(Method::GET, "/api/videos/private", "", vec![])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["access"], "signed", "{body}");
+    // Without a token the published video is closed to players.
+    let (status, _) = api
+        .call(Method::GET, "/v/private/master.m3u8", "", vec![])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
 async fn multipart_upload_of_a_text_file_fails_with_a_reason() {
     let api = Api::start().await;
     let boundary = "kinemaBoundary7";

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use kinema_core::VideoId;
+use kinema_core::{AccessPolicy, VideoId};
 use kinema_media::{IngestConfig, IngestRequest, Progress, Stage};
 use kinema_store::LocalStore;
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,12 @@ pub struct IngestArgs {
     #[arg(long, value_name = "TITLE")]
     #[serde(skip)]
     title: Option<String>,
+
+    /// Who may watch: `public`, or `signed` (only through signed URLs; see
+    /// `kinema sign`)
+    #[arg(long, value_name = "POLICY", default_value = "public")]
+    #[serde(skip)]
+    access: AccessPolicy,
 
     /// Library directory to publish into [required]
     #[arg(long, env = "KINEMA_LIBRARY", value_name = "DIR")]
@@ -212,6 +218,7 @@ async fn ingest(
         source: args.file.clone(),
         id: id.clone(),
         title,
+        access: args.access,
         log_file: None,
     };
     let started = std::time::Instant::now();

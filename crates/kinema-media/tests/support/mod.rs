@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use kinema_core::ladder::{LadderConfig, RungSpec};
-use kinema_core::{Manifest, VideoId};
+use kinema_core::{AccessPolicy, Manifest, VideoId};
 use kinema_media::{IngestConfig, IngestRequest, MediaError, Progress};
 use kinema_store::{LocalStore, Store, checksum_file};
 use tokio_util::sync::CancellationToken;
@@ -119,6 +119,7 @@ impl Library {
             source: source.to_path_buf(),
             id: VideoId::new(id).unwrap(),
             title: id.to_string(),
+            access: AccessPolicy::Public,
             log_file: None,
         };
         let staging = self
