@@ -2,7 +2,8 @@
 # kinema's connection layer vs nginx, side by side on the same files.
 #
 # Builds crates/kinema-http/examples/static_server.rs in release mode (the
-# listener alone, bodies held in memory as shared Bytes), starts it and nginx
+# listener alone, bodies held in memory: the segment in a sealed memfd sent by
+# sendfile, the playlist as shared Bytes), starts it and nginx
 # (sendfile on, open_file_cache, access_log off, worker_processes auto) on
 # the same directory, and measures with wrk -t1 -c64 keep-alive, alternating
 # the two servers, RUNS times each (default 3), per body:

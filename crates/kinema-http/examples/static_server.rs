@@ -12,7 +12,9 @@
 //! each accepting on its own SO_REUSEPORT socket, as nginx runs one worker
 //! process per core; `multi` runs one work-stealing runtime.
 //! Not a file server: files are read once at start, and paths map to them
-//! verbatim (`/name` → `DIR/name`).
+//! verbatim (`/name` → `DIR/name`). As the origin's cache does, files of
+//! 64 KiB or more are held in sealed memfds (`SharedFile`, sent by sendfile
+//! on plain-TCP HTTP/1.1), smaller ones as `Bytes`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,10 +23,18 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, ServerConfig};
+use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, ServerConfig, SharedFile};
+
+/// From this size on a file is held in a memfd (as in kinema-origin).
+const SHARED_FILE_MIN: usize = 64 * 1024;
+
+enum Content {
+    Bytes(Bytes),
+    File(SharedFile),
+}
 
 struct Files {
-    by_path: HashMap<String, (Bytes, HeaderValue)>,
+    by_path: HashMap<String, (Content, HeaderValue)>,
 }
 
 impl Handler for Files {
@@ -34,8 +44,12 @@ impl Handler for Files {
         _connection: ConnectionInfo,
     ) -> Response<ResponseBody> {
         match self.by_path.get(request.uri().path()) {
-            Some((bytes, content_type)) => {
-                let mut response = Response::new(ResponseBody::Full(bytes.clone()));
+            Some((content, content_type)) => {
+                let body = match content {
+                    Content::Bytes(bytes) => ResponseBody::Full(bytes.clone()),
+                    Content::File(file) => ResponseBody::File(file.slice(0..file.len())),
+                };
+                let mut response = Response::new(body);
                 response
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, content_type.clone());
@@ -110,10 +124,15 @@ fn load(dir: &PathBuf) -> std::io::Result<Files> {
             Some("mp4") => "video/mp4",
             _ => "application/octet-stream",
         };
-        let bytes = Bytes::from(std::fs::read(entry.path())?);
+        let bytes = std::fs::read(entry.path())?;
+        let content = if bytes.len() >= SHARED_FILE_MIN {
+            Content::File(SharedFile::from_bytes(&bytes)?)
+        } else {
+            Content::Bytes(Bytes::from(bytes))
+        };
         by_path.insert(
             format!("/{name}"),
-            (bytes, HeaderValue::from_static(content_type)),
+            (content, HeaderValue::from_static(content_type)),
         );
     }
     Ok(Files { by_path })

@@ -2,7 +2,9 @@
 //!
 //! A response body is one of a few shapes the connection layer can send
 //! without copying: shared `Bytes` go to the socket as they are, so every
-//! viewer of a cached segment is sent the same buffer.
+//! viewer of a cached segment is sent the same buffer, and a
+//! [`FileSlice`] of a sealed in-memory file goes by `sendfile(2)` on plain
+//! TCP, so the kernel does not even copy it into the socket.
 //!
 //! Both types also speak `http_body::Body` / hyper's `Incoming`, which is how
 //! the HTTP/2 path (hyper) carries them; the HTTP/1.1 path writes them itself.
@@ -16,12 +18,18 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use http_body::{Frame, SizeHint};
 
+use crate::shared_file::FileSlice;
+
 pub enum ResponseBody {
     Empty,
     /// One shared buffer.
     Full(Bytes),
     /// Several shared buffers sent back to back (e.g. `multipart/byteranges`).
     Parts(Vec<Bytes>),
+    /// A range of a sealed in-memory file: `sendfile(2)` on plain-TCP
+    /// HTTP/1.1, its mapped `Bytes` everywhere else (HTTP/2, TLS). Worth it
+    /// for large bodies; a small one is cheaper as `Full`.
+    File(FileSlice),
     /// Produced chunk by chunk (large files read in slices, proxied bodies).
     /// An error ends the response abruptly, so the client sees a truncated
     /// body rather than a complete wrong one.
@@ -35,6 +43,7 @@ impl ResponseBody {
             ResponseBody::Empty => Some(0),
             ResponseBody::Full(bytes) => Some(bytes.len() as u64),
             ResponseBody::Parts(parts) => Some(parts.iter().map(|p| p.len() as u64).sum()),
+            ResponseBody::File(slice) => Some(slice.len()),
             ResponseBody::Stream(_) => None,
         }
     }
@@ -54,6 +63,12 @@ impl http_body::Body for ResponseBody {
             ResponseBody::Full(_) => match std::mem::replace(this, ResponseBody::Empty) {
                 ResponseBody::Full(bytes) if !bytes.is_empty() => {
                     Poll::Ready(Some(Ok(Frame::data(bytes))))
+                }
+                _ => Poll::Ready(None),
+            },
+            ResponseBody::File(_) => match std::mem::replace(this, ResponseBody::Empty) {
+                ResponseBody::File(slice) if !slice.is_empty() => {
+                    Poll::Ready(Some(Ok(Frame::data(slice.bytes()))))
                 }
                 _ => Poll::Ready(None),
             },
@@ -99,6 +114,7 @@ impl fmt::Debug for ResponseBody {
             ResponseBody::Empty => f.write_str("Empty"),
             ResponseBody::Full(bytes) => write!(f, "Full({} bytes)", bytes.len()),
             ResponseBody::Parts(parts) => write!(f, "Parts({} parts)", parts.len()),
+            ResponseBody::File(slice) => write!(f, "File({slice:?})"),
             ResponseBody::Stream(_) => f.write_str("Stream"),
         }
     }

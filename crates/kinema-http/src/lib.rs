@@ -12,6 +12,7 @@ pub mod conditional;
 pub mod content_type;
 pub mod range;
 pub mod server;
+pub mod shared_file;
 pub mod tls;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 
 pub use body::{RequestBody, ResponseBody};
 pub use server::{ServerConfig, ServerStats, ServerStatsSnapshot, serve, serve_with_stats};
+pub use shared_file::{FileSlice, SharedFile};
 
 /// What a handler may know about the connection a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

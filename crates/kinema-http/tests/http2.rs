@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{ResponseReader, TestServer, pattern, quick_config};
+use common::{ResponseReader, TestServer, file_content, pattern, quick_config};
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -54,6 +54,20 @@ async fn exercise(sender: &mut Sender) {
 
     let (_, headers, body) = call(sender, Method::HEAD, "/big?n=4321", b"").await;
     assert_eq!(headers["content-length"], "4321");
+    assert!(body.is_empty());
+
+    // A file body goes as its mapped bytes: HTTP/2 frames them itself.
+    let content = file_content(300_000);
+    let (_, headers, body) = call(sender, Method::GET, "/file?n=300000", b"").await;
+    assert_eq!(headers["content-length"], "300000");
+    assert!(body == content, "file body over http/2: wrong bytes");
+    let (_, _, body) = call(sender, Method::GET, "/file?n=300000&from=7&to=250007", b"").await;
+    assert!(
+        body == content[7..250_007],
+        "file range over http/2: wrong bytes"
+    );
+    let (_, headers, body) = call(sender, Method::HEAD, "/file?n=300000", b"").await;
+    assert_eq!(headers["content-length"], "300000");
     assert!(body.is_empty());
 
     let (_, _, body) = call(sender, Method::GET, "/stream", b"").await;
@@ -152,6 +166,14 @@ async fn tls_alpn_selects_h2_or_http_1_1() {
             .unwrap();
         let response = reader.read(false).await.unwrap();
         assert!(response.body == pattern(100000));
+        // HTTP/1.1 through TLS cannot sendfile: the mapped bytes go instead.
+        reader
+            .stream
+            .write_all(b"GET /file?n=1572864&from=3&to=1500003 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let response = reader.read(false).await.unwrap();
+        assert!(response.body == file_content(1_572_864)[3..1_500_003]);
     }
     assert_eq!(server.stats.snapshot().accepted, 2);
 }

@@ -2,8 +2,13 @@
 //! files, prefetch of the next segment, and chunked streaming of files too
 //! large to cache.
 //!
-//! Every viewer of a cached file is handed a clone of the same `Bytes` (a
-//! reference count, no copy). Concurrent misses for one file wait on one
+//! Every viewer of a cached file is handed the same content (a reference
+//! count, no copy). A large file (a segment) is held in a sealed memfd
+//! ([`SharedFile`]), which the connection layer sends by `sendfile` on
+//! plain-TCP HTTP/1.1, so the kernel does not copy it into the socket
+//! either; HTTP/2, TLS and multipart ranges use its read-only mapping as
+//! `Bytes`. A small file (a playlist) stays plain `Bytes`: for it a file
+//! descriptor and a mapping cost more than the copy they would save. Concurrent misses for one file wait on one
 //! store read (moka's per-key coalescing). Disk reads go through the store,
 //! whose local backend runs them on the blocking pool, so the reactor never
 //! waits on a disk. A file whose size on disk differs from its manifest
@@ -18,6 +23,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kinema_core::{ObjectPath, VideoId};
+use kinema_http::{ResponseBody, SharedFile};
 use kinema_store::{Store, StoreError};
 
 use crate::catalog::{ContentKey, FileInfo, Video};
@@ -30,6 +36,11 @@ const STREAM_CHUNK: u64 = 512 * 1024;
 const STREAM_READ_AHEAD: usize = 2;
 /// Bookkeeping bytes charged per cache entry besides its content.
 const ENTRY_OVERHEAD: u32 = 160;
+/// Files at least this large are cached in a sealed memfd and sent by
+/// `sendfile`; smaller ones as `Bytes`, sent with their head in one `writev`
+/// (`sendfile` costs a second system call per response, a memfd a file
+/// descriptor and a mapping per file).
+const SHARED_FILE_MIN: usize = 64 * 1024;
 
 /// Why a listed file could not be served.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,9 +56,38 @@ pub enum FileError {
     Store(Arc<StoreError>),
 }
 
+/// A cached file's content, as the request path uses it.
+#[derive(Debug, Clone)]
+pub struct Content {
+    /// The whole content (for a shared file, its mapping).
+    bytes: Bytes,
+    /// Present for large files: what `bytes` maps, sendable by `sendfile`.
+    shared_file: Option<SharedFile>,
+}
+
+impl Content {
+    fn new(bytes: Bytes, shared_file: Option<SharedFile>) -> Self {
+        Self { bytes, shared_file }
+    }
+
+    /// The whole content.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// A body sending `range` of the content (which the caller checked lies
+    /// within it): a file slice when the content is a shared file.
+    pub fn body(&self, range: Range<u64>) -> ResponseBody {
+        match &self.shared_file {
+            Some(shared_file) => ResponseBody::File(shared_file.slice(range)),
+            None => ResponseBody::Full(self.bytes.slice(range.start as usize..range.end as usize)),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct CachedFile {
-    bytes: Bytes,
+    content: Content,
     /// Set when a prefetch loaded the file and no request has used it yet.
     prefetched: AtomicBool,
 }
@@ -78,7 +118,7 @@ impl FileCache {
         let cache = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(|_key: &ContentKey, file: &Arc<CachedFile>| {
-                u32::try_from(file.bytes.len())
+                u32::try_from(file.content.bytes.len())
                     .unwrap_or(u32::MAX)
                     .saturating_add(ENTRY_OVERHEAD)
             })
@@ -99,11 +139,11 @@ impl FileCache {
 
     /// The whole content of a cacheable file, from memory or (once, however
     /// many ask at the same time) from the store.
-    pub async fn get(&self, video: &Video, file: &FileInfo) -> Result<Bytes, FileError> {
+    pub async fn get(&self, video: &Video, file: &FileInfo) -> Result<Content, FileError> {
         if let Some(hit) = self.cache.get(&file.key).await {
             self.metrics.cache_hits.fetch_add(1, Relaxed);
             self.note_use(&hit);
-            return Ok(hit.bytes.clone());
+            return Ok(hit.content.clone());
         }
         self.metrics.cache_misses.fetch_add(1, Relaxed);
         // Boxed: the miss path's future is large, and keeping it out of line
@@ -124,7 +164,7 @@ impl FileCache {
         .map_err(|error| (*error).clone())?;
         // A request that waited on a prefetch's read was still helped by it.
         self.note_use(&loaded);
-        Ok(loaded.bytes.clone())
+        Ok(loaded.content.clone())
     }
 
     fn note_use(&self, file: &CachedFile) {
@@ -279,8 +319,73 @@ async fn load(
             actual: bytes.len() as u64,
         });
     }
+    let content = cached_content(bytes, &id, &path).await;
     Ok(Arc::new(CachedFile {
-        bytes,
+        content,
         prefetched: AtomicBool::new(prefetched),
     }))
+}
+
+/// The form a file's bytes are cached in: a sealed memfd from
+/// [`SHARED_FILE_MIN`] bytes on, plain `Bytes` below.
+async fn cached_content(bytes: Bytes, id: &VideoId, path: &ObjectPath) -> Content {
+    if bytes.len() < SHARED_FILE_MIN {
+        return Content::new(bytes, None);
+    }
+    // A memory copy of the whole file: off the reactor.
+    let copied = bytes.clone();
+    match tokio::task::spawn_blocking(move || SharedFile::from_bytes(&copied)).await {
+        Ok(Ok(shared_file)) => Content::new(shared_file.bytes().clone(), Some(shared_file)),
+        // Out of file descriptors or memory for a memfd: the file is still
+        // served, from the bytes read (without sendfile).
+        Ok(Err(error)) => {
+            tracing::warn!(video = %id, %path, %error, "cannot put a cached file in a memfd; caching its bytes");
+            Content::new(bytes, None)
+        }
+        Err(error) => {
+            tracing::warn!(video = %id, %path, %error, "memfd task failed; caching the file's bytes");
+            Content::new(bytes, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> Bytes {
+        (0..n).map(|i| (i * 31 + i / 256) as u8).collect()
+    }
+
+    async fn content_of(bytes: Bytes) -> Content {
+        let id = VideoId::new("clip").unwrap();
+        let path = ObjectPath::new("v1/1.m4s").unwrap();
+        cached_content(bytes, &id, &path).await
+    }
+
+    #[tokio::test]
+    async fn large_files_are_cached_as_shared_files_and_sliced_exactly() {
+        let bytes = sample(SHARED_FILE_MIN + 1000);
+        let content = content_of(bytes.clone()).await;
+        assert!(content.shared_file.is_some());
+        assert_eq!(content.bytes(), &bytes);
+        match content.body(10..66_000) {
+            ResponseBody::File(slice) => {
+                assert_eq!(slice.range(), 10..66_000);
+                assert_eq!(slice.bytes(), bytes.slice(10..66_000));
+            }
+            other => panic!("a large file's body is {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn small_files_stay_bytes() {
+        let bytes = sample(SHARED_FILE_MIN - 1);
+        let content = content_of(bytes.clone()).await;
+        assert!(content.shared_file.is_none());
+        match content.body(5..600) {
+            ResponseBody::Full(body) => assert_eq!(body, bytes.slice(5..600)),
+            other => panic!("a small file's body is {other:?}"),
+        }
+    }
 }

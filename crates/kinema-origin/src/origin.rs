@@ -411,10 +411,15 @@ impl Origin {
                 None => ResponseBody::Stream(self.files.stream(video, file, pieces)),
             }
         };
-        // Cached content is sliced (a reference, no copy); streamed content
-        // is described as file ranges to read.
+        // Cached content is sliced (a reference, no copy: a file slice for
+        // one range, mapped bytes for multipart pieces); streamed content is
+        // described as file ranges to read.
         let piece = |range: std::ops::Range<u64>| match &content {
-            Some(bytes) => Piece::Bytes(bytes.slice(range.start as usize..range.end as usize)),
+            Some(content) => Piece::Bytes(
+                content
+                    .bytes()
+                    .slice(range.start as usize..range.end as usize),
+            ),
             None => Piece::File(range),
         };
         match ranges {
@@ -423,7 +428,7 @@ impl Origin {
                 headers.insert(CONTENT_LENGTH, file.content_length.clone());
                 let body = match (&content, head) {
                     (_, true) => ResponseBody::Empty,
-                    (Some(bytes), false) => ResponseBody::Full(bytes.clone()),
+                    (Some(content), false) => content.body(0..file.size),
                     (None, false) => body(vec![Piece::File(0..file.size)]),
                 };
                 with_headers(StatusCode::OK, headers, body)
@@ -435,10 +440,10 @@ impl Origin {
                     header_value(&range::content_range(&range, file.size)),
                 );
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
-                let body = match piece(range) {
-                    Piece::Bytes(_) if head => ResponseBody::Empty,
-                    Piece::Bytes(bytes) => ResponseBody::Full(bytes),
-                    file_range => body(vec![file_range]),
+                let body = match (&content, head) {
+                    (_, true) => ResponseBody::Empty,
+                    (Some(content), false) => content.body(range),
+                    (None, false) => body(vec![Piece::File(range)]),
                 };
                 with_headers(StatusCode::PARTIAL_CONTENT, headers, body)
             }

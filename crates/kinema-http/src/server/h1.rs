@@ -8,7 +8,8 @@
 //! - Header values and the request target are slices of that one buffer
 //!   (`Bytes`), not copies.
 //! - A response head is built in a per-thread reused buffer, and sent
-//!   together with the body's shared `Bytes` in one `writev`.
+//!   together with the body's shared `Bytes` in one `writev`; a file body
+//!   on plain TCP follows its head by `sendfile` instead (`sendfile.rs`).
 //! - The handler's future is boxed, so its size never inflates the
 //!   per-connection task that idle connections keep.
 //!
@@ -33,7 +34,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::h1_body::{self, BodyDecoder, BodySender, Framing};
-use super::{CompactInfo, Phase, Shared, date};
+use super::{CompactInfo, Phase, Shared, Transport, date, sendfile};
 use crate::{ConnectionInfo, Handler, RequestBody, ResponseBody};
 
 /// How much one idle-wake read takes from the socket (on the stack).
@@ -135,7 +136,7 @@ pub(super) fn serve<'a, S, H>(
     sniff_http2: bool,
 ) -> impl Future<Output = Option<BytesMut>> + Send + 'a
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Transport,
     H: Handler,
 {
     async move {
@@ -222,7 +223,7 @@ async fn request_cycle<S, H>(
     info: &CompactInfo,
 ) -> Option<bool>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Transport,
     H: Handler,
 {
     let config = &shared.config;
@@ -255,7 +256,7 @@ async fn exchange<S, H>(
     parsed: ParsedHead,
 ) -> io::Result<bool>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Transport,
     H: Handler,
 {
     let config = &shared.config;
@@ -743,7 +744,7 @@ fn write_head(
     out.extend_from_slice(b"\r\n");
 }
 
-async fn write_response<S: AsyncWrite + Unpin>(
+async fn write_response<S: Transport>(
     io: &mut S,
     response: Response<ResponseBody>,
     facts: RequestFacts,
@@ -806,6 +807,18 @@ async fn write_response<S: AsyncWrite + Unpin>(
             let count = if bytes.is_empty() { 1 } else { 2 };
             write_all_vectored(io, &mut slices[..count], write_timeout).await?;
         }
+        (Output::Sized, ResponseBody::File(slice)) => match io.plain_tcp() {
+            Some(tcp) if !slice.is_empty() => {
+                sendfile::send_head_and_file(tcp, &head.0, &slice, write_timeout).await?;
+            }
+            // TLS (or nothing to send): the mapped bytes, like `Full`.
+            _ => {
+                let bytes = slice.bytes();
+                let mut slices = [IoSlice::new(&head.0), IoSlice::new(&bytes)];
+                let count = if bytes.is_empty() { 1 } else { 2 };
+                write_all_vectored(io, &mut slices[..count], write_timeout).await?;
+            }
+        },
         (Output::Sized, ResponseBody::Parts(parts)) => {
             let mut slices = Vec::with_capacity(parts.len() + 1);
             slices.push(IoSlice::new(&head.0));

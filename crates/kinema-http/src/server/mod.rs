@@ -14,6 +14,7 @@ mod date;
 mod h1;
 mod h1_body;
 mod h2;
+mod sendfile;
 
 use std::future::Future;
 use std::io;
@@ -443,6 +444,24 @@ impl<H> Drop for ConnectionGuard<H> {
     }
 }
 
+/// A connection's byte stream as the HTTP/1.1 writer sees it: on plain TCP
+/// it may send a file body by `sendfile(2)`; through TLS it may not (the
+/// bytes must be encrypted in user space, and there is no kTLS here).
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The socket itself, when nothing stands between it and the response.
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Transport for TcpStream {
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for tokio_rustls::server::TlsStream<S> {}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     /// Plain TCP: HTTP/2 if the client opens with the preface, else HTTP/1.
@@ -465,7 +484,7 @@ fn run_connection<S, H>(
     protocol: Protocol,
 ) -> impl Future<Output = ()> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Transport + 'static,
     H: Handler,
 {
     async move {

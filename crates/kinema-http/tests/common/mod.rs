@@ -17,7 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{Request, Response, StatusCode};
-use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, ServerConfig, ServerStats};
+use kinema_http::{
+    ConnectionInfo, Handler, RequestBody, ResponseBody, ServerConfig, ServerStats, SharedFile,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
@@ -26,6 +28,8 @@ use tokio::sync::{Notify, oneshot};
 /// - `/small`: "hello"
 /// - `/big?n=N`: N bytes of a repeating pattern
 /// - `/parts`: three shared buffers
+/// - `/file?n=N&from=A&to=B`: bytes A..B (default 0..N) of
+///   [`file_content`]`(N)` as a file body (a sealed memfd)
 /// - `/echo`: the request body back, with `x-chunks` and `x-max-chunk`
 /// - `/reject`: 403 without reading the body
 /// - `/stream`: three chunks of unknown total length
@@ -42,6 +46,31 @@ pub struct TestHandler {
 
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| b"0123456789abcdef"[i % 16]).collect()
+}
+
+/// Bytes without a short period, so a body sent from a wrong offset cannot
+/// match by chance (xorshift; the same for every call).
+pub fn file_content(n: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// The value of `key` in a `k=v&k=v` query.
+fn query_number(request: &Request<RequestBody>, key: &str) -> Option<u64> {
+    request
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))?
+        .parse()
+        .ok()
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
@@ -75,6 +104,13 @@ impl Handler for TestHandler {
                 Bytes::from_static(b"two,"),
                 Bytes::from_static(b"three"),
             ])),
+            "/file" => {
+                let n = query_number(&request, "n").unwrap_or(1000);
+                let from = query_number(&request, "from").unwrap_or(0);
+                let to = query_number(&request, "to").unwrap_or(n);
+                let file = SharedFile::from_bytes(&file_content(n as usize)).unwrap();
+                Response::new(ResponseBody::File(file.slice(from..to)))
+            }
             "/echo" => {
                 let mut body = request.into_body();
                 let mut collected = Vec::new();
