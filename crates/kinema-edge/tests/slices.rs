@@ -312,14 +312,20 @@ async fn a_seek_into_a_large_object_fetches_only_the_covering_slices() {
     );
     assert_eq!(origin.ranges(), vec![slice_range(19)]);
 
-    // Again: a hit. Across a slice boundary: only the next slice is fetched.
+    // Again: a hit, or, while slice 19 is still filling (the range was sent
+    // as soon as its bytes arrived), a join of that one fill. Across a
+    // slice boundary: only the next slice is fetched.
     let (_, headers, body) = get(
         edge.address,
         "/movie.mp4",
         &[("range", "bytes=20000000-20099999")],
     )
     .await;
-    assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+    let status_line = cache_status(&headers);
+    assert!(
+        status_line.contains("hit") || status_line.contains("collapsed"),
+        "{headers:?}"
+    );
     assert_eq!(body, whole.slice(20_000_000..20_100_000));
     let (status, headers, body) = get(
         edge.address,
