@@ -25,7 +25,7 @@ use hyper::body::{Frame, Incoming};
 use kinema_auth::Refusal;
 use kinema_http::conditional::{self, EntityTag, Precondition, Validators};
 use kinema_http::range::{self, RangeRequest};
-use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody};
+use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, SharedFile};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -1187,7 +1187,7 @@ async fn respond(
         // Otherwise (several ranges, unknown length) wait for the whole
         // (bounded-size) object, then cut it like a hit.
         return match body.0.whole_body().await {
-            Ok(whole) => ranged(request, status, headers, whole),
+            Ok(whole) => ranged(request, status, headers, whole, None),
             Err(error) => error_response(&error, "miss"),
         };
     }
@@ -1224,15 +1224,24 @@ fn serve_stored(
         *response.headers_mut() = headers;
         return response;
     }
-    ranged(request, stored.status, headers, stored.body.clone())
+    ranged(
+        request,
+        stored.status,
+        headers,
+        stored.body.clone(),
+        stored.file.as_ref(),
+    )
 }
 
-/// Cuts the requested range out of a whole body (RFC 9110 §14).
+/// Cuts the requested range out of a whole body (RFC 9110 §14); `file`, when
+/// given, holds the same bytes and is what a whole or single-range answer
+/// is sent from.
 fn ranged(
     request: &Incoming_,
     status: StatusCode,
     mut headers: HeaderMap,
     whole: Bytes,
+    file: Option<&SharedFile>,
 ) -> Response<ResponseBody> {
     let length = whole.len() as u64;
     let range_header = request.headers.get(header::RANGE);
@@ -1248,7 +1257,11 @@ fn ranged(
     headers.remove(header::CONTENT_LENGTH);
     let mut response = match wanted {
         RangeRequest::Full => {
-            let mut response = Response::new(ResponseBody::Full(whole));
+            let body = match file {
+                Some(file) => ResponseBody::File(file.slice(0..length)),
+                None => ResponseBody::Full(whole),
+            };
+            let mut response = Response::new(body);
             *response.status_mut() = status;
             response
         }
@@ -1256,9 +1269,11 @@ fn ranged(
             if let Ok(value) = HeaderValue::from_str(&range::content_range(&range, length)) {
                 headers.insert(header::CONTENT_RANGE, value);
             }
-            let mut response = Response::new(ResponseBody::Full(
-                whole.slice(range.start as usize..range.end as usize),
-            ));
+            let body = match file {
+                Some(file) => ResponseBody::File(file.slice(range.clone())),
+                None => ResponseBody::Full(whole.slice(range.start as usize..range.end as usize)),
+            };
+            let mut response = Response::new(body);
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             response
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use kinema_http::SharedFile;
 
 use crate::policy::{self, Directives, Freshness, FreshnessRules};
 
@@ -19,6 +20,11 @@ pub struct StoredResponse {
     /// Without hop-by-hop fields (RFC 9111 §3.1).
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// For bodies of [`SHARED_FILE_MIN`] bytes or more, the same content in
+    /// a sealed memory file: `body` is then its read-only mapping, and a hit
+    /// is sent with `sendfile` from it on plain HTTP/1.1 (no copy per
+    /// viewer), as the origin does.
+    pub file: Option<SharedFile>,
     /// When the request that fetched it was sent, and when its response
     /// arrived (RFC 9111 §4.2.3 `request_time`, `response_time`).
     pub request_time: SystemTime,
@@ -37,6 +43,10 @@ pub struct StoredResponse {
     directives: OnceLock<Directives>,
 }
 
+/// Smallest body kept as a [`SharedFile`]: below this the system calls of a
+/// separate `sendfile` cost more than copying the bytes.
+pub const SHARED_FILE_MIN: usize = 64 * 1024;
+
 impl StoredResponse {
     pub fn new(
         status: StatusCode,
@@ -46,10 +56,17 @@ impl StoredResponse {
         response_time: SystemTime,
         secondary_key: Vec<(String, Option<String>)>,
     ) -> Self {
+        // A memory file is an optimisation: if the kernel refuses one, the
+        // plain buffer serves the same bytes.
+        let file = (body.len() >= SHARED_FILE_MIN)
+            .then(|| SharedFile::from_bytes(&body).ok())
+            .flatten();
+        let body = file.as_ref().map_or(body, |file| file.bytes().clone());
         Self {
             status,
             headers,
             body,
+            file,
             request_time,
             response_time,
             secondary_key,
@@ -74,6 +91,7 @@ impl StoredResponse {
             status: self.status,
             headers,
             body: self.body.clone(),
+            file: self.file.clone(),
             request_time,
             response_time,
             secondary_key: self.secondary_key.clone(),
