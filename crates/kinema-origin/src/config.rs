@@ -21,6 +21,11 @@ pub struct Config {
     /// this is only read by whoever binds.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Settings of the upload API's ingest jobs. Not a `[serve]` key: the
+    /// binary fills it from the `[ingest]` section, shared with
+    /// `kinema ingest`.
+    #[serde(skip)]
+    pub ingest: kinema_media::IngestConfig,
     /// Directory of the web UI's built files, served at `/` and `/ui/…`.
     /// A missing directory disables the UI routes with a warning.
     #[serde(default = "default_web_root")]
@@ -113,6 +118,7 @@ impl Config {
         Self {
             library: library.into(),
             listen: default_listen(),
+            ingest: kinema_media::IngestConfig::default(),
             web_root: default_web_root(),
             cache_size: default_cache_size(),
             max_cached_file_size: default_max_cached_file_size(),

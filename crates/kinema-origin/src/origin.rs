@@ -100,9 +100,8 @@ impl Origin {
                 open_connections: Box::new(move || stats.snapshot().open_connections),
             },
         );
-        // Ingest settings come from [ingest] defaults here; jobs a crashed
-        // server left running are recovered as the API starts.
-        let api = Api::new(local, kinema_media::IngestConfig::default())
+        // Jobs a crashed server left running are recovered as the API starts.
+        let api = Api::new(local, config.ingest.clone())
             .await
             .map_err(|error| Error::Config(format!("cannot start ingest jobs: {error}")))?;
         Ok(Self {

@@ -123,8 +123,14 @@ fn id_from_file_name(path: &Path) -> Result<VideoId> {
     })
 }
 
-fn resolve(config_file: &ConfigFile, args: &IngestArgs) -> Result<(PathBuf, IngestConfig)> {
-    let mut table: toml::Table = config_file.resolve("ingest", args)?;
+/// The `[ingest]` settings (flags laid over the file's section) as the
+/// library they name, if any, and the pipeline's config. `kinema serve` reads
+/// the same section for the jobs its upload API runs.
+pub fn resolve_settings(
+    config_file: &ConfigFile,
+    flags: &impl serde::Serialize,
+) -> Result<(Option<PathBuf>, IngestConfig)> {
+    let mut table: toml::Table = config_file.resolve("ingest", flags)?;
     let library_value = table.remove("library");
     let section: IngestSection = toml::Value::Table(
         library_value
@@ -133,10 +139,21 @@ fn resolve(config_file: &ConfigFile, args: &IngestArgs) -> Result<(PathBuf, Inge
     )
     .try_into()
     .context("[ingest] library must be a path")?;
-    let config = IngestConfig::deserialize(toml::Value::Table(table))
-        .map_err(|error| anyhow::anyhow!("config [ingest]: {}", error.message()))?;
+    let config: IngestConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "config [ingest] {}: {}",
+                error.path(),
+                error.inner().message()
+            )
+        })?;
     config.validate().context("config [ingest]")?;
-    let Some(library) = section.library else {
+    Ok((section.library, config))
+}
+
+fn resolve(config_file: &ConfigFile, args: &IngestArgs) -> Result<(PathBuf, IngestConfig)> {
+    let (library, config) = resolve_settings(config_file, args)?;
+    let Some(library) = library else {
         bail!("no library given: pass --library DIR, set KINEMA_LIBRARY or library in [ingest]");
     };
     Ok((library, config))

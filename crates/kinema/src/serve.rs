@@ -176,7 +176,11 @@ pub struct ServeArgs {
 }
 
 pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
-    let config: kinema_origin::Config = config_file.resolve("serve", &args)?;
+    let mut config: kinema_origin::Config = config_file.resolve("serve", &args)?;
+    // Upload jobs run with the same [ingest] settings as `kinema ingest`
+    // (its `library` key is the CLI's; the server's library is [serve]'s).
+    let no_flags = toml::Table::new();
+    config.ingest = crate::ingest::resolve_settings(config_file, &no_flags)?.1;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

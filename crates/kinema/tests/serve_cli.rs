@@ -177,6 +177,35 @@ fn config_errors_name_the_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cache_sise"), "{stderr}");
 
+    // The upload API's jobs take the [ingest] section, so its errors stop
+    // the server too, named by key.
+    std::fs::write(
+        dir.path().join("kinema.toml"),
+        format!("[serve]\nlibrary = {library:?}\n[ingest]\nthreads = \"two\"\n"),
+    )
+    .unwrap();
+    let output = kinema()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("[ingest] threads"), "{stderr}");
+    std::fs::write(
+        dir.path().join("kinema.toml"),
+        format!("[serve]\nlibrary = {library:?}\n[ingest]\npreset = \"warp\"\n"),
+    )
+    .unwrap();
+    let output = kinema()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("preset \"warp\""), "{stderr}");
+
     std::fs::remove_file(dir.path().join("kinema.toml")).unwrap();
     let output = kinema()
         .args(["serve", "--listen", "127.0.0.1:0", "--library"])
