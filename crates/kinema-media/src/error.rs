@@ -42,6 +42,8 @@ pub enum MediaError {
     Cancelled,
     #[error("unexpected encoder output: {0}")]
     Output(String),
+    #[error("invalid ingest settings: {0}")]
+    Settings(String),
     #[error("video {0} already exists; unpublish it first or choose another id")]
     AlreadyExists(VideoId),
     #[error("{path}: {source}")]

@@ -76,14 +76,14 @@ impl IngestConfig {
     pub fn validate(&self) -> Result<(), MediaError> {
         self.ladder.validate()?;
         if !PRESETS.contains(&self.preset.as_str()) {
-            return Err(MediaError::Output(format!(
+            return Err(MediaError::Settings(format!(
                 "preset {:?} is not an x264 preset; use one of {}",
                 self.preset,
                 PRESETS.join(", ")
             )));
         }
         if self.concurrency == 0 {
-            return Err(MediaError::Output(
+            return Err(MediaError::Settings(
                 "concurrency must be at least 1".to_string(),
             ));
         }
