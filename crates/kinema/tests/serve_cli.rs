@@ -159,51 +159,39 @@ fn settings_come_from_environment_and_config_file() {
     assert!(child.wait().unwrap().success());
 }
 
+/// Writes `config` as `dir/kinema.toml`, runs `kinema serve` there, and
+/// returns its stderr after checking that it refused to start.
+fn serve_fails_with(dir: &Path, config: &str) -> String {
+    std::fs::write(dir.join("kinema.toml"), config).unwrap();
+    let output = kinema()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "serve started with {config}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let library = empty_library(dir.path());
-    std::fs::write(
-        dir.path().join("kinema.toml"),
-        format!("[serve]\nlibrary = {library:?}\ncache_sise = \"1GiB\"\n"),
-    )
-    .unwrap();
-    let output = kinema()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_fails_with(
+        dir.path(),
+        &format!("[serve]\nlibrary = {library:?}\ncache_sise = \"1GiB\"\n"),
+    );
     assert!(stderr.contains("cache_sise"), "{stderr}");
-
     // The upload API's jobs take the [ingest] section, so its errors stop
     // the server too, named by key.
-    std::fs::write(
-        dir.path().join("kinema.toml"),
-        format!("[serve]\nlibrary = {library:?}\n[ingest]\nthreads = \"two\"\n"),
-    )
-    .unwrap();
-    let output = kinema()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_fails_with(
+        dir.path(),
+        &format!("[serve]\nlibrary = {library:?}\n[ingest]\nthreads = \"two\"\n"),
+    );
     assert!(stderr.contains("[ingest] threads"), "{stderr}");
-    std::fs::write(
-        dir.path().join("kinema.toml"),
-        format!("[serve]\nlibrary = {library:?}\n[ingest]\npreset = \"warp\"\n"),
-    )
-    .unwrap();
-    let output = kinema()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_fails_with(
+        dir.path(),
+        &format!("[serve]\nlibrary = {library:?}\n[ingest]\npreset = \"warp\"\n"),
+    );
     assert!(stderr.contains("preset \"warp\""), "{stderr}");
 
     std::fs::remove_file(dir.path().join("kinema.toml")).unwrap();
