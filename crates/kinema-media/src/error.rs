@@ -1,8 +1,9 @@
 //! The one error type of the ingest pipeline.
 //!
 //! Variants are what a caller can act on: the source is bad (tell the
-//! uploader), a tool is missing (tell the operator), the job was cancelled,
-//! or something failed while producing or publishing the output.
+//! uploader), a tool is missing or the library's disk is full (tell the
+//! operator), the job was cancelled, or something failed while producing or
+//! publishing the output.
 
 use std::path::PathBuf;
 
@@ -46,6 +47,16 @@ pub enum MediaError {
     Settings(String),
     #[error("video {0} already exists; unpublish it first or choose another id")]
     AlreadyExists(VideoId),
+    /// The library's file system ran out of space (ENOSPC) while the ingest
+    /// wrote its output. Reported this way however the shortage showed
+    /// itself — a failed write of ours, ffmpeg's own message, or encoder
+    /// output cut short — so the operator sees the cause, not its symptom.
+    #[error(
+        "disk full (No space left on device) while writing {writing} to {}; \
+         free space on the library's disk (or move the library to a larger one) and try again",
+        path.display()
+    )]
+    StorageFull { writing: String, path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -62,6 +73,12 @@ impl MediaError {
             path: path.into(),
             source,
         }
+    }
+
+    /// True when the library's disk is full: nothing is wrong with the
+    /// source, and retrying succeeds once there is room.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, MediaError::StorageFull { .. })
     }
 
     /// True when the source itself is at fault: retrying the same file

@@ -51,6 +51,12 @@ pub enum JobError {
     SourceGone(String),
     #[error(transparent)]
     Media(#[from] MediaError),
+    #[error(
+        "disk full (No space left on device) while writing {}; free space on the library's \
+         disk (or move the library to a larger one) and try again",
+        path.display()
+    )]
+    StorageFull { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -59,7 +65,24 @@ pub enum JobError {
     },
 }
 
+impl JobError {
+    /// True when the library's disk is full (HTTP 507): retrying succeeds
+    /// once there is room.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            JobError::StorageFull { .. } => true,
+            JobError::Media(error) => error.is_storage_full(),
+            _ => false,
+        }
+    }
+}
+
 fn io_error(path: &Path, source: std::io::Error) -> JobError {
+    if source.kind() == std::io::ErrorKind::StorageFull {
+        return JobError::StorageFull {
+            path: path.to_path_buf(),
+        };
+    }
     JobError::Io {
         path: path.to_path_buf(),
         source,
@@ -366,6 +389,7 @@ impl IngestService {
             std::path::absolute(&request.source).map_err(|e| io_error(&request.source, e))?
         };
         let now = now_unix();
+        let kept_source = source.clone();
         let record = JobRecord {
             id: id.clone(),
             title: request
@@ -383,24 +407,35 @@ impl IngestService {
             attempts: 0,
             error: None,
         };
-        {
+        let taken = {
             let mut jobs = self.inner.jobs.lock().expect("job table lock");
-            if jobs
+            let taken = jobs
                 .values()
-                .any(|entry| entry.record.video_id == video_id && entry.record.state.is_active())
-            {
-                return Err(JobError::VideoIdTaken(video_id));
+                .any(|entry| entry.record.video_id == video_id && entry.record.state.is_active());
+            if !taken {
+                jobs.insert(
+                    id.clone(),
+                    Entry {
+                        record,
+                        progress: Progress::at(Stage::Queued, 0.0),
+                        cancel: CancellationToken::new(),
+                    },
+                );
             }
-            jobs.insert(
-                id.clone(),
-                Entry {
-                    record,
-                    progress: Progress::at(Stage::Queued, 0.0),
-                    cancel: CancellationToken::new(),
-                },
-            );
+            taken
+        };
+        if taken {
+            remove_kept_upload(request, &kept_source).await;
+            return Err(JobError::VideoIdTaken(video_id));
         }
-        self.persist(&id).await?;
+        if let Err(error) = self.persist(&id).await {
+            // A job that cannot be recorded (the disk is full, say) is not
+            // accepted: left in the table it would stay queued with no
+            // runner, holding its video id, and its upload would outlive it.
+            self.inner.jobs.lock().expect("job table lock").remove(&id);
+            remove_kept_upload(request, &kept_source).await;
+            return Err(error);
+        }
         self.spawn_runner(id.clone());
         self.view(&id)
             .ok_or_else(|| JobError::NotFound(id.to_string()))
@@ -555,7 +590,22 @@ impl IngestService {
                 entry.record.owned_source,
             )
         };
-        self.persist(id).await?;
+        if let Err(error) = self.persist(id).await {
+            // A job that cannot record that it started (the disk is full,
+            // say) must not stay running with no runner: it fails, with the
+            // reason, and can be retried once there is room.
+            {
+                let mut jobs = self.inner.jobs.lock().expect("job table lock");
+                if let Some(entry) = jobs.get_mut(id) {
+                    entry.record.state = JobState::Failed;
+                    entry.record.error = Some(error.to_string());
+                    entry.record.updated_at_unix = now_unix();
+                    entry.progress = progress_for(JobState::Failed);
+                }
+            }
+            tracing::warn!(job = %id, %error, "ingest job could not start");
+            return self.persist(id).await;
+        }
         let log_path = self.log_path(id);
         if let Ok(mut log) = tokio::fs::OpenOptions::new()
             .create(true)
@@ -638,6 +688,14 @@ impl IngestService {
     }
 }
 
+/// Removes an upload already moved to its job's name when the job is refused
+/// after all ([`IngestService::submit`] removes it under its first name only).
+async fn remove_kept_upload(request: &SubmitRequest, source: &Path) {
+    if request.owned_source {
+        let _ = tokio::fs::remove_file(source).await;
+    }
+}
+
 fn progress_for(state: JobState) -> Progress {
     match state {
         JobState::Done => Progress::at(Stage::Done, 100.0),
@@ -666,10 +724,15 @@ fn write_record(jobs_dir: &Path, record: &JobRecord) -> Result<(), JobError> {
     let path = jobs_dir.join(format!("{}.json", record.id));
     let tmp = jobs_dir.join(format!(".{}.json.tmp", record.id));
     let json = serde_json::to_vec_pretty(record).map_err(|e| io_error(&path, e.into()))?;
-    let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-    file.write_all(&json).map_err(|e| io_error(&tmp, e))?;
-    file.sync_all().map_err(|e| io_error(&tmp, e))?;
-    drop(file);
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(&json)?;
+        file.sync_all()
+    });
+    if let Err(error) = written {
+        // A write cut short (a full disk) must not keep the space it took.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(&tmp, error));
+    }
     std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
     std::fs::File::open(jobs_dir)
         .and_then(|dir| dir.sync_all())

@@ -292,12 +292,23 @@ fn mp4a_codecs(esds: &[u8]) -> Result<String, Mp4Error> {
 const NON_SYNC_SAMPLE: u32 = 0x0001_0000;
 
 /// Measures one media segment: every `moof` in it, every `trun` in each.
+/// The `mdat` boxes must hold the bytes the samples declare: a segment cut
+/// short (say, by a full disk) at a box boundary is refused too.
 pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp4Error> {
     let mut base_decode_time = None;
     let mut duration = 0u64;
     let mut sample_count = 0u32;
     let mut first_sample_flags = None;
-    for (kind, moof) in children(data)? {
+    let boxes = children(data)?;
+    let media_data_bytes: u64 = boxes
+        .iter()
+        .filter(|(kind, _)| kind == b"mdat")
+        .map(|(_, payload)| payload.len() as u64)
+        .sum();
+    // The sum of the samples' sizes, while every size is known (tfhd
+    // default or trun entry).
+    let mut sample_bytes = Some(0u64);
+    for (kind, moof) in boxes {
         if &kind != b"moof" {
             continue;
         }
@@ -318,11 +329,13 @@ pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp
             }
             let mut default_duration = track.default_sample_duration;
             let mut default_flags = track.default_sample_flags;
+            let mut default_size = None;
             if tfhd_flags & 0x08 != 0 {
                 default_duration = tfhd.u32_at(at, "tfhd")?;
                 at += 4;
             }
             if tfhd_flags & 0x10 != 0 {
+                default_size = Some(tfhd.u32_at(at, "tfhd")?);
                 at += 4;
             }
             if tfhd_flags & 0x20 != 0 {
@@ -356,13 +369,18 @@ pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp
                 for index in 0..count {
                     let mut sample_duration = default_duration;
                     let mut sample_flags = default_flags;
+                    let mut sample_size = default_size;
                     if flags & 0x100 != 0 {
                         sample_duration = trun.u32_at(at, "trun sample")?;
                         at += 4;
                     }
                     if flags & 0x200 != 0 {
+                        sample_size = Some(trun.u32_at(at, "trun sample")?);
                         at += 4;
                     }
+                    sample_bytes = sample_bytes
+                        .zip(sample_size)
+                        .map(|(sum, size)| sum + u64::from(size));
                     if flags & 0x400 != 0 {
                         sample_flags = trun.u32_at(at, "trun sample")?;
                         at += 4;
@@ -387,6 +405,16 @@ pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp
     let base_decode_time = base_decode_time.ok_or_else(|| malformed("segment has no moof"))?;
     if sample_count == 0 {
         return Err(malformed("segment has no samples"));
+    }
+    if media_data_bytes == 0 {
+        return Err(malformed("segment has no media data (mdat)"));
+    }
+    if let Some(needed) = sample_bytes
+        && needed > media_data_bytes
+    {
+        return Err(malformed(format!(
+            "the samples need {needed} bytes but mdat holds {media_data_bytes}: the segment was cut short"
+        )));
     }
     let starts_with_sync_sample = match track.kind {
         // Every AAC frame decodes on its own.
@@ -460,9 +488,9 @@ mod tests {
         trun_payload.extend_from_slice(&3u32.to_be_bytes());
         trun_payload.extend_from_slice(&0u32.to_be_bytes());
         let trun = mp4_box(b"trun", &trun_payload);
-        let traf = mp4_box(b"traf", &[tfhd, tfdt, trun].concat());
+        let traf = mp4_box(b"traf", &[tfhd.clone(), tfdt.clone(), trun].concat());
         let moof = mp4_box(b"moof", &traf);
-        let segment = [moof, mp4_box(b"mdat", &[0; 16])].concat();
+        let segment = [moof.clone(), mp4_box(b"mdat", &[0; 16])].concat();
         let timing = parse_segment(&segment, &track).unwrap();
         assert_eq!(
             timing,
@@ -474,5 +502,25 @@ mod tests {
             }
         );
         assert!(parse_segment(&mp4_box(b"mdat", &[]), &track).is_err());
+
+        // Cut short at the box boundary: the moof alone.
+        let error = parse_segment(&moof, &track).unwrap_err().to_string();
+        assert!(error.contains("no media data"), "{error}");
+        // Sample sizes (trun flag 0x200) larger than the mdat.
+        let mut trun_payload = vec![0, 0, 0x02, 0x04];
+        trun_payload.extend_from_slice(&2u32.to_be_bytes());
+        trun_payload.extend_from_slice(&0u32.to_be_bytes());
+        trun_payload.extend_from_slice(&10u32.to_be_bytes());
+        trun_payload.extend_from_slice(&10u32.to_be_bytes());
+        let traf = mp4_box(
+            b"traf",
+            &[tfhd, tfdt, mp4_box(b"trun", &trun_payload)].concat(),
+        );
+        let moof = mp4_box(b"moof", &traf);
+        let whole = [moof.clone(), mp4_box(b"mdat", &[0; 20])].concat();
+        assert_eq!(parse_segment(&whole, &track).unwrap().sample_count, 2);
+        let short = [moof, mp4_box(b"mdat", &[0; 19])].concat();
+        let error = parse_segment(&short, &track).unwrap_err().to_string();
+        assert!(error.contains("cut short"), "{error}");
     }
 }

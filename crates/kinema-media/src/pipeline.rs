@@ -7,15 +7,21 @@
 //! not exist, and on any error (or cancel) the staging directory is removed.
 //! A crash leaves only staging debris, which [`clean_staging_debris`]
 //! removes on the next start.
+//!
+//! A full disk fails the ingest as [`MediaError::StorageFull`], naming what
+//! was being written and where, however the shortage showed itself (see
+//! [`explain_full_disk`]); the staging directory is removed as for any other
+//! failure, which gives the space back.
 
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kinema_core::ladder::{LadderConfig, LadderPlan};
 use kinema_core::{
     AccessPolicy, MANIFEST_FORMAT_VERSION, Manifest, Rendition, RenditionKind, VideoId,
 };
-use kinema_store::{Store, describe_files};
+use kinema_store::{Store, StoreError, describe_files};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -205,13 +211,109 @@ pub async fn ingest(
     cancel: &CancellationToken,
     on_progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Manifest, MediaError> {
-    let result = ingest_in(store, staging_dir, config, request, cancel, on_progress).await;
-    if result.is_err() {
-        // Never leave a half-built video behind; publishing consumed the
-        // directory on success.
-        let _ = tokio::fs::remove_dir_all(staging_dir).await;
+    // The last stage reached, so that a failure can say what it was writing.
+    let reached = std::sync::Mutex::new(Stage::Queued);
+    let track_stage = |progress: Progress| {
+        *reached.lock().unwrap_or_else(PoisonError::into_inner) = progress.stage;
+        on_progress(progress);
+    };
+    let result = ingest_in(store, staging_dir, config, request, cancel, &track_stage).await;
+    match result {
+        Ok(manifest) => Ok(manifest),
+        Err(error) => {
+            let stage = *reached.lock().unwrap_or_else(PoisonError::into_inner);
+            // Diagnosed before the staging directory goes: removing it gives
+            // back the space whose lack is the question.
+            let error = explain_full_disk(error, stage, staging_dir).await;
+            // Never leave a half-built video behind; publishing consumed the
+            // directory on success.
+            let _ = tokio::fs::remove_dir_all(staging_dir).await;
+            Err(error)
+        }
     }
-    result
+}
+
+/// Below this much free space a library's file system is full: no video
+/// fits, and an encoder that failed a write left less than its write buffer.
+const FULL_DISK_BYTES: u64 = 1024 * 1024;
+
+/// Turns a failure caused by a full disk into [`MediaError::StorageFull`],
+/// whatever form it took:
+///
+/// - a write of ours that failed with ENOSPC (playlists, manifests, the
+///   store's publish) names the file;
+/// - ffmpeg's own "No space left on device" is recognised by
+///   [`supervise::run`] already;
+/// - output cut short without a word — ffmpeg's DASH muxer ignores failed
+///   segment writes and exits 0 — surfaces later as a malformed or short
+///   file (or a failed encode); when the staging file system is then out of
+///   space (or of inodes), that is the cause, and the symptom (which would
+///   blame the encoder or, worse, the source, whose upload would then be
+///   deleted) is only logged.
+///
+/// Anything else is returned unchanged.
+async fn explain_full_disk(error: MediaError, stage: Stage, staging_dir: &Path) -> MediaError {
+    let failed_write = match &error {
+        MediaError::Io { path, source } | MediaError::Store(StoreError::Io { path, source })
+            if source.kind() == std::io::ErrorKind::StorageFull =>
+        {
+            Some(path.clone())
+        }
+        _ => None,
+    };
+    if let Some(path) = failed_write {
+        let writing = match stage {
+            Stage::Queued | Stage::Probing => "the staging directory",
+            Stage::Transcoding => "the encoded video",
+            Stage::Packaging => "the playlists and manifests",
+            Stage::Publishing | Stage::Done => "the video's manifest",
+        };
+        return MediaError::StorageFull {
+            writing: writing.to_string(),
+            path,
+        };
+    }
+    let symptom_of_cut_short_output = matches!(
+        stage,
+        Stage::Transcoding | Stage::Packaging | Stage::Publishing
+    ) && matches!(
+        error,
+        MediaError::Transcode { .. }
+            | MediaError::Output(_)
+            | MediaError::Truncated { .. }
+            | MediaError::Io { .. }
+            | MediaError::Store(StoreError::StagedFileMismatch { .. })
+    );
+    if !symptom_of_cut_short_output {
+        return error;
+    }
+    let dir = staging_dir.to_path_buf();
+    let full = tokio::task::spawn_blocking(move || file_system_is_full(&dir))
+        .await
+        .unwrap_or(false);
+    if !full {
+        return error;
+    }
+    tracing::debug!(%error, "ingest output cut short by a full disk");
+    MediaError::StorageFull {
+        writing: "the encoded video (the encoder's output was cut short)".to_string(),
+        path: staging_dir.to_path_buf(),
+    }
+}
+
+/// Whether the file system holding `dir` has no room left for a video:
+/// under [`FULL_DISK_BYTES`] available to unprivileged writers, or no free
+/// inode (blocking).
+fn file_system_is_full(dir: &Path) -> bool {
+    match rustix::fs::statvfs(dir) {
+        Ok(stats) => {
+            let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+            // Some file systems (btrfs) report no inode counts at all.
+            let out_of_inodes = stats.f_files > 0 && stats.f_favail == 0;
+            available < FULL_DISK_BYTES || out_of_inodes
+        }
+        Err(_) => false,
+    }
 }
 
 fn check_cancel(cancel: &CancellationToken) -> Result<(), MediaError> {
@@ -264,6 +366,7 @@ async fn ingest_in(
     let supervision = Supervision {
         stall_timeout: config.stall_timeout,
         log_file: request.log_file.clone(),
+        output_dir: staging_dir.to_path_buf(),
     };
     on_progress(Progress::at(Stage::Transcoding, TRANSCODE_START));
     let started = std::time::Instant::now();

@@ -6,7 +6,10 @@
 //! of it in a log file when one is given. The child is killed when the job
 //! is cancelled, when its output time stops advancing for the stall timeout,
 //! and when this process dies (`PR_SET_PDEATHSIG`), so a crashed ingest never
-//! leaves an orphan encoder writing into staging.
+//! leaves an orphan encoder writing into staging. A child that says it ran
+//! out of disk space fails as [`MediaError::StorageFull`], whatever its exit
+//! status: some of ffmpeg's muxers (DASH) report a failed write and still
+//! exit 0 with their files cut short.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,10 @@ use crate::MediaError;
 
 /// How many lines of ffmpeg's stderr are kept for error messages.
 const LOG_TAIL_LINES: usize = 40;
+
+/// What ffmpeg prints (strerror(ENOSPC); it never sets a locale, so always
+/// in English) when a write fails because the disk is full.
+const NO_SPACE_MESSAGE: &str = "No space left on device";
 
 /// One `progress=` block of ffmpeg's `-progress` output.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -75,6 +82,9 @@ pub struct Supervision {
     pub stall_timeout: Duration,
     /// Where to append ffmpeg's whole stderr, if anywhere.
     pub log_file: Option<PathBuf>,
+    /// Where the child writes its output: named in the error when it runs
+    /// out of disk space there.
+    pub output_dir: PathBuf,
 }
 
 /// The error for a failed spawn: a missing program gets its own message.
@@ -162,6 +172,9 @@ pub async fn run(
     let log_file = supervision.log_file.clone();
     let stderr_task = tokio::spawn(async move {
         let mut tail = VecDeque::with_capacity(LOG_TAIL_LINES);
+        // Scanned on every line, not in the tail: x264's summary can push
+        // the write error out of the last lines.
+        let mut out_of_space = false;
         let mut log = match log_file {
             Some(path) => tokio::fs::OpenOptions::new()
                 .create(true)
@@ -173,6 +186,7 @@ pub async fn run(
         };
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            out_of_space |= line.contains(NO_SPACE_MESSAGE);
             if let Some(log) = log.as_mut() {
                 // A log that cannot be written must not fail the encode.
                 let _ = log.write_all(format!("{line}\n").as_bytes()).await;
@@ -185,7 +199,10 @@ pub async fn run(
         if let Some(log) = log.as_mut() {
             let _ = log.flush().await;
         }
-        tail.into_iter().collect::<Vec<_>>().join("\n")
+        StderrSummary {
+            tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
+            out_of_space,
+        }
     });
 
     let mut parser = ProgressParser::default();
@@ -221,19 +238,38 @@ pub async fn run(
             None
         }
     };
-    let log_tail = stderr_task.await.unwrap_or_default();
+    let StderrSummary {
+        tail: log_tail,
+        out_of_space,
+    } = stderr_task.await.unwrap_or_default();
     match (status, outcome_was_cancel(cancel)) {
+        (None, true) => Err(MediaError::Cancelled),
+        _ if out_of_space => {
+            tracing::debug!(%log_tail, "the encoder ran out of disk space");
+            Err(MediaError::StorageFull {
+                writing: format!("the encoded video ({})", program.display()),
+                path: supervision.output_dir.clone(),
+            })
+        }
         (Some(status), _) if status.success() => Ok(()),
         (Some(status), _) => Err(MediaError::Transcode {
             status: status.to_string(),
             log_tail,
         }),
-        (None, true) => Err(MediaError::Cancelled),
         (None, false) => Err(MediaError::Stalled {
             seconds: supervision.stall_timeout.as_secs(),
             log_tail,
         }),
     }
+}
+
+/// What is kept of the child's stderr.
+#[derive(Debug, Default)]
+struct StderrSummary {
+    /// The last [`LOG_TAIL_LINES`] lines.
+    tail: String,
+    /// Whether any line reported a write that failed for lack of space.
+    out_of_space: bool,
 }
 
 enum Outcome {
@@ -295,6 +331,7 @@ mod tests {
         Supervision {
             stall_timeout: stall,
             log_file: None,
+            output_dir: PathBuf::from("/library/staging/ingest-1-x"),
         }
     }
 
@@ -317,6 +354,36 @@ mod tests {
             text.contains("exit status: 3") && text.contains("the reason"),
             "{text}"
         );
+    }
+
+    /// ffmpeg's DASH muxer logs a failed segment write and still exits 0,
+    /// leaving the segment cut short; its image muxer exits 1. Either way
+    /// the error is the full disk, not the exit status or the log tail.
+    #[tokio::test]
+    async fn a_child_out_of_disk_space_fails_as_storage_full_whatever_its_status() {
+        for exit in ["exit 0", "exit 1"] {
+            let script = format!(
+                "echo '[error] av_interleaved_write_frame(): No space left on device' >&2; \
+                 for i in $(seq 50); do echo \"[info] summary line $i\" >&2; done; {exit}"
+            );
+            let args: Vec<String> = vec!["-c".into(), script];
+            let error = run(
+                Path::new("sh"),
+                &args,
+                &supervision(Duration::from_secs(60)),
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await
+            .unwrap_err();
+            assert!(error.is_storage_full(), "{exit}: {error}");
+            assert_eq!(
+                error.to_string(),
+                "disk full (No space left on device) while writing the encoded video (sh) to \
+                 /library/staging/ingest-1-x; free space on the library's disk (or move the \
+                 library to a larger one) and try again"
+            );
+        }
     }
 
     #[tokio::test]

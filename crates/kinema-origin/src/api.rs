@@ -14,9 +14,12 @@
 //! GET requests only read; POST and DELETE change the library, so an
 //! authorisation layer in front of `/api/` can tell them apart by method.
 //! Uploads are streamed to a file in the job store as they arrive (never
-//! held in memory) and capped at [`MAX_UPLOAD_BYTES`]. Every error is
-//! `{"error": "..."}` with a status saying whose fault it was. The ingest
-//! itself is `kinema_media`'s; this module is only its HTTP face.
+//! held in memory) and capped at [`MAX_UPLOAD_BYTES`]; an upload that does
+//! not fit on the library's disk is removed and refused with 507
+//! Insufficient Storage (RFC 4918 §11.5), as is a job that cannot be
+//! recorded. Every error is `{"error": "..."}` with a status saying whose
+//! fault it was. The ingest itself is `kinema_media`'s; this module is only
+//! its HTTP face.
 
 use std::sync::Arc;
 
@@ -188,6 +191,7 @@ impl Api {
             .to_string();
         let (path, file) = match self.ingest.create_upload_file().await {
             Ok(created) => created,
+            Err(error) if error.is_storage_full() => return job_error(error),
             Err(error) => return internal(error),
         };
         let received = if content_type
@@ -222,6 +226,9 @@ impl Api {
             }
             Err(upload_error) => {
                 let _ = tokio::fs::remove_file(&path).await;
+                if let UploadError::Io(error) = &upload_error {
+                    tracing::error!(path = %path.display(), %error, "upload could not be stored; removed");
+                }
                 return upload_error.into_response(self.max_upload_bytes);
             }
         };
@@ -343,13 +350,18 @@ impl UploadError {
                 StatusCode::BAD_REQUEST,
                 format!("malformed multipart/form-data body: {detail}"),
             ),
-            UploadError::Io(error) => {
-                tracing::error!(%error, "upload could not be stored");
+            UploadError::Io(error) if error.kind() == std::io::ErrorKind::StorageFull => {
                 error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the upload could not be stored (is the disk full?)",
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "disk full (No space left on device) while storing the upload in the library \
+                     (ingest/uploads); the partial upload was removed: free space on the library's \
+                     disk (or move the library to a larger one) and upload again",
                 )
             }
+            UploadError::Io(_) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the upload could not be stored; see the server log",
+            ),
         }
     }
 }
@@ -441,7 +453,12 @@ fn job_error(error: JobError) -> HttpResponse {
         JobError::SourceGone(_) => StatusCode::GONE,
         JobError::Media(MediaError::ToolMissing { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         JobError::Media(error) if error.is_bad_source() => StatusCode::UNPROCESSABLE_ENTITY,
-        JobError::Media(_) | JobError::Io { .. } => {
+        // RFC 4918 §11.5: the server cannot store what the request needs.
+        error if error.is_storage_full() => {
+            tracing::error!(%error, "ingest api failure: the library's disk is full");
+            StatusCode::INSUFFICIENT_STORAGE
+        }
+        JobError::StorageFull { .. } | JobError::Media(_) | JobError::Io { .. } => {
             tracing::error!(%error, "ingest api failure");
             StatusCode::INTERNAL_SERVER_ERROR
         }
