@@ -4,9 +4,10 @@
 //! through the viewer's [`Shaper`].
 //!
 //! [`Router`] owns the "which server, which URL" decision: today it resolves
-//! a playlist's URI against the URL the playlist actually came from (after
-//! redirects), as RFC 8216 asks; content steering (`EXT-X-CONTENT-STEERING`)
-//! will substitute a pathway's host there without touching the viewer.
+//! a manifest's URI against the URL the manifest actually came from (after
+//! redirects), as RFC 8216 asks, or against a DASH track's resolved
+//! `BaseURL`; content steering (`EXT-X-CONTENT-STEERING`) will substitute a
+//! pathway's host there without touching the viewer.
 //!
 //! This module does not retry: retrying is a player policy, decided by the
 //! viewer from the [`FetchError`] kind.
@@ -155,8 +156,11 @@ pub struct Fetched {
     /// The URL that answered (after redirects).
     pub url: Url,
     pub bytes: u64,
-    /// The body, when the caller asked to keep it (playlists).
+    /// The body, when the caller asked to keep it (manifests).
     pub body: Vec<u8>,
+    /// The `Content-Type`, when the caller kept the body: it tells an MPD
+    /// from a playlist.
+    pub content_type: Option<String>,
 }
 
 /// How a fetch handles the body.
@@ -164,7 +168,7 @@ pub struct Fetched {
 pub enum BodyUse {
     /// Count and drop (segments): no copy, no allocation per chunk.
     Discard,
-    /// Keep up to this many bytes (playlists).
+    /// Keep up to this many bytes (manifests).
     Keep(usize),
 }
 
@@ -264,10 +268,23 @@ impl ViewerClient {
                     status: status.as_u16(),
                 });
             }
+            let content_type = match body_use {
+                BodyUse::Keep(_) => response
+                    .headers()
+                    .get(hyper::header::CONTENT_TYPE)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_string),
+                BodyUse::Discard => None,
+            };
             let (bytes, body) = self
                 .read_body(&url, response.into_body(), body_use, live)
                 .await?;
-            return Ok(Fetched { url, bytes, body });
+            return Ok(Fetched {
+                url,
+                bytes,
+                body,
+                content_type,
+            });
         }
         Err(FetchError::TooManyRedirects { url })
     }

@@ -66,7 +66,7 @@ fn one_thread() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BenchConfig {
-    /// The multivariant (or media) playlist to play.
+    /// The HLS multivariant (or media) playlist or DASH MPD to play.
     pub url: String,
     #[serde(default = "one_viewer")]
     pub viewers: u32,

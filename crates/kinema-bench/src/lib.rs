@@ -1,10 +1,12 @@
 //! `kinema bench`: a load client that behaves like thousands of viewers and
 //! reports what they feel.
 //!
-//! Each viewer is one async task playing an HLS stream as a player does: it
-//! has its own downlink (a token bucket on its reads), an ABR rule, a
-//! playback buffer and a keep-alive connection, and it records startup
-//! time, stalls, bit rate, switches and per-segment download times. A run
+//! Each viewer is one async task playing an HLS or DASH stream as a player
+//! does (hls.js, dash.js): it has its own downlink (a token bucket on its
+//! reads), an ABR rule, a playback buffer and a keep-alive connection, and
+//! it records startup time, stalls, bit rate, switches and per-segment
+//! download times. Both formats are read into one `presentation` model,
+//! so everything after the manifest is the same code. A run
 //! starts viewers over a ramp, stops them at a deadline and aggregates
 //! their reports into a table, JSON and an HTML page; a capacity search
 //! repeats runs to find how many viewers a server carries.
@@ -19,9 +21,11 @@ pub mod abr;
 pub mod capacity;
 pub mod client;
 pub mod config;
+pub mod dash;
 pub mod hls;
 pub mod link;
 pub mod metrics;
+pub mod presentation;
 pub mod report;
 pub mod run;
 pub mod synthetic;
@@ -41,6 +45,12 @@ pub enum BenchError {
     Target(String),
     #[error("malformed playlist: {0}")]
     Playlist(String),
+    #[error("malformed MPD: {0}")]
+    Mpd(String),
+    /// A well-formed MPD using what the bench does not play (live,
+    /// several periods, `SegmentBase`…).
+    #[error("unsupported MPD: {0}")]
+    MpdUnsupported(String),
     #[error("a viewer task panicked (a bug in kinema bench): {0}")]
     ViewerPanicked(String),
     #[error("cannot write {path}: {detail}")]

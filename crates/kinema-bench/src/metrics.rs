@@ -48,6 +48,9 @@ pub struct SegmentRecord {
     pub media_seconds: f64,
     /// Buffered media ahead of the play head when the request went out.
     pub buffer_before: f64,
+    /// Body bytes fetched for it: the segment, the rung's init section
+    /// when it came with it, and the audio segment (and init) beside it.
+    pub bytes: u64,
 }
 
 /// p50 / p90 / p99 / max of a set of values.

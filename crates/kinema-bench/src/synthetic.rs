@@ -1,6 +1,8 @@
-//! Synthetic videos for load tests: playlists and files of exactly the sizes
-//! a ladder's bit rates and segment duration imply, published into a
-//! library like any ingested video.
+//! Synthetic videos for load tests: HLS playlists, a DASH MPD and files of
+//! exactly the sizes a ladder's bit rates and segment duration imply,
+//! published into a library like any ingested video (the MPD in the shape
+//! kinema-media's writer gives it, so `manifest.mpd` plays in the bench as
+//! an ingested video's does).
 //!
 //! The bench never decodes media, so a segment of the right size is as good
 //! a load as a real one, costs no encoding, and makes expected figures exact
@@ -74,6 +76,40 @@ pub fn media_playlist(video: &SyntheticVideo) -> String {
         let _ = write!(text, "#EXTINF:{:.3},\n{n}.m4s\n", video.segment_seconds);
     }
     text.push_str("#EXT-X-ENDLIST\n");
+    text
+}
+
+/// `manifest.mpd`: the shape of kinema-media's `dash::mpd` (a static
+/// presentation, one video AdaptationSet, a `SegmentTemplate` with a
+/// `SegmentTimeline` in milliseconds per Representation) over the same
+/// files the playlists list.
+pub fn mpd(video: &SyntheticVideo) -> String {
+    let segment_ms = (video.segment_seconds * 1000.0).round() as u64;
+    let target = video.segment_seconds.ceil() as u64;
+    let mut text = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" \
+         type=\"static\" mediaPresentationDuration=\"PT{:.3}S\" maxSegmentDuration=\"PT{target}S\" minBufferTime=\"PT{target}S\">\n  \
+         <Period id=\"0\" start=\"PT0S\">\n    \
+         <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">\n",
+        video.segment_seconds * f64::from(video.segments)
+    );
+    for &bitrate in &video.bitrates {
+        let id = SyntheticVideo::rendition_id(bitrate);
+        let _ = write!(
+            text,
+            "      <Representation id=\"{id}\" codecs=\"avc1.64001f\" bandwidth=\"{bitrate}\">\n        \
+             <SegmentTemplate timescale=\"1000\" initialization=\"{id}/init.mp4\" media=\"{id}/$Number$.m4s\" startNumber=\"1\">\n          \
+             <SegmentTimeline>\n            <S t=\"0\" d=\"{segment_ms}\""
+        );
+        if video.segments > 1 {
+            let _ = write!(text, " r=\"{}\"", video.segments - 1);
+        }
+        text.push_str(
+            "/>\n          </SegmentTimeline>\n        </SegmentTemplate>\n      </Representation>\n",
+        );
+    }
+    text.push_str("    </AdaptationSet>\n  </Period>\n</MPD>\n");
     text
 }
 
@@ -165,6 +201,7 @@ fn write_files(staged: &Path, video: &SyntheticVideo) -> Result<(), BenchError> 
         &staged.join("master.m3u8"),
         multivariant_playlist(video).as_bytes(),
     )?;
+    write_file(&staged.join("manifest.mpd"), mpd(video).as_bytes())?;
     let playlist = media_playlist(video);
     for &bitrate in &video.bitrates {
         let rendition = SyntheticVideo::rendition_id(bitrate);
@@ -212,6 +249,48 @@ mod tests {
         assert_eq!(video.segment_bytes(3_000_000), 1_500_000);
     }
 
+    #[test]
+    fn mpd_has_kinemas_shape_and_parses_back() {
+        let video = SyntheticVideo {
+            id: VideoId::new("synthetic").unwrap(),
+            bitrates: vec![300_000, 3_000_000],
+            segment_seconds: 4.0,
+            segments: 3,
+        };
+        assert_eq!(
+            mpd(&video),
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="PT12.000S" maxSegmentDuration="PT4S" minBufferTime="PT4S">
+  <Period id="0" start="PT0S">
+    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">
+      <Representation id="r300k" codecs="avc1.64001f" bandwidth="300000">
+        <SegmentTemplate timescale="1000" initialization="r300k/init.mp4" media="r300k/$Number$.m4s" startNumber="1">
+          <SegmentTimeline>
+            <S t="0" d="4000" r="2"/>
+          </SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+      <Representation id="r3000k" codecs="avc1.64001f" bandwidth="3000000">
+        <SegmentTemplate timescale="1000" initialization="r3000k/init.mp4" media="r3000k/$Number$.m4s" startNumber="1">
+          <SegmentTimeline>
+            <S t="0" d="4000" r="2"/>
+          </SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"#
+        );
+        let url = url::Url::parse("http://127.0.0.1/v/synthetic/manifest.mpd").unwrap();
+        let presentation = crate::dash::parse(&mpd(&video), &url).unwrap();
+        let top = presentation.renditions[1].media.loaded().unwrap();
+        assert_eq!(presentation.renditions[1].bandwidth, 3_000_000);
+        assert_eq!(top.len(), 3);
+        assert_eq!(top.segment(2).unwrap().uri, "r3000k/3.m4s");
+        assert_eq!(top.init.as_ref().unwrap().uri, "r3000k/init.mp4");
+    }
+
     #[tokio::test]
     async fn publishes_files_of_exact_sizes() {
         let dir = tempfile::tempdir().unwrap();
@@ -231,5 +310,6 @@ mod tests {
         assert_eq!(segment.size, 200_000);
         assert!(dir.path().join("videos/sized/manifest.json").exists());
         assert!(dir.path().join("videos/sized/master.m3u8").exists());
+        assert!(dir.path().join("videos/sized/manifest.mpd").exists());
     }
 }

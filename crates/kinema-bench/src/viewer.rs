@@ -1,12 +1,15 @@
 //! One emulated viewer: a player's loop as one sequential async task.
 //!
-//! The viewer fetches the multivariant playlist, then for every segment:
-//! waits until its buffer has room (unless saturating), re-plans the rung
-//! with the ABR rule, fetches the rung's playlist and init section when it
-//! first needs them, fetches the segment (and the matching audio segment
-//! when the variant has a separate audio rendition), and books its arrival
-//! into the playback model. At the end of the playlist it loops to the
-//! first segment, so a short video keeps a viewer busy for a long run.
+//! The viewer fetches the manifest (an HLS multivariant or media playlist,
+//! or a DASH MPD, told apart by content type or by the document) and reads
+//! it into a [`Presentation`]; then for every segment it waits until its
+//! buffer has room (unless saturating), re-plans the rung with the ABR
+//! rule, fetches the rung's media playlist (HLS) when it first needs it and
+//! the rung's init section when it changes rung, fetches the segment (and
+//! the matching audio segment when the rung has a separate audio track),
+//! and books its arrival into the playback model. At the end of the video
+//! it loops to the first segment, so a short video keeps a viewer busy for
+//! a long run. Nothing below the manifest knows which format it plays.
 //!
 //! Playback is arithmetic, not a timer: the play head advances with viewer
 //! time from an anchor, and a stall is found when a segment arrives after
@@ -24,11 +27,12 @@ use url::Url;
 
 use crate::abr::{self, AbrInput, AbrKind, ThroughputEstimator};
 use crate::client::{BodyUse, ClientSettings, FetchError, Fetched, Router, ViewerClient};
-use crate::hls::{self, ByteRange, MediaPlaylist, Playlist};
+use crate::hls::{self, ByteRange, Playlist};
 use crate::link::Shaper;
 use crate::metrics::{LiveCounters, Percentiles, SegmentRecord, ViewerReport};
+use crate::presentation::{self, Part, Rendition, SegmentRef, Track, TrackSource};
 
-/// Largest playlist a viewer accepts.
+/// Largest manifest (playlist or MPD) a viewer accepts.
 const PLAYLIST_LIMIT: usize = 4 * 1024 * 1024;
 /// Stalls shorter than this are float noise, not something a viewer sees.
 const STALL_EPSILON_SECONDS: f64 = 0.001;
@@ -49,22 +53,6 @@ pub struct RunShared {
     pub request_timeout: Duration,
     pub live: LiveCounters,
     pub cancel: CancellationToken,
-}
-
-/// One rung as the viewer tracks it.
-#[derive(Debug)]
-struct Rung {
-    bandwidth: u64,
-    playlist_url: Url,
-    /// Loaded on first use: (the URL it came from, the playlist).
-    playlist: Option<(Url, MediaPlaylist)>,
-    audio_url: Option<Url>,
-}
-
-#[derive(Debug)]
-struct AudioTrack {
-    playlist_url: Url,
-    playlist: Option<(Url, MediaPlaylist)>,
 }
 
 /// The play head and buffer, in viewer seconds.
@@ -126,6 +114,25 @@ impl Playback {
     }
 }
 
+/// One segment to fetch, with what it needs from its track.
+struct Pick {
+    base: Url,
+    init: Option<Part>,
+    segment: SegmentRef,
+}
+
+impl Pick {
+    /// Segment `position` of `track` (which the caller keeps in range;
+    /// both readers refuse empty tracks).
+    fn of(track: &Track, position: usize) -> Pick {
+        Pick {
+            base: track.base.clone(),
+            init: track.init.clone(),
+            segment: track.segment(position).expect("position is in range"),
+        }
+    }
+}
+
 /// A viewer's run-time state; its report is filled as it goes.
 struct Viewer<'a> {
     shared: &'a RunShared,
@@ -138,8 +145,9 @@ struct Viewer<'a> {
     playback: Playback,
     estimator: ThroughputEstimator,
     current: Option<usize>,
-    rungs: Vec<Rung>,
-    audio: Vec<AudioTrack>,
+    /// The ladder, ascending; HLS tracks are loaded on first use.
+    rungs: Vec<Rendition>,
+    audio: Vec<TrackSource>,
     /// Which rung's (and audio track's) init section was fetched last.
     init_loaded: Option<usize>,
     audio_init_loaded: Option<usize>,
@@ -274,89 +282,40 @@ impl Viewer<'_> {
         }
     }
 
-    async fn fetch_playlist(&mut self, url: &Url) -> Result<(Url, Playlist), String> {
+    /// A media playlist (HLS) as the track it describes.
+    async fn fetch_media_track(&mut self, url: &Url) -> Result<Track, String> {
         let fetched = self
             .fetch(url, None, BodyUse::Keep(PLAYLIST_LIMIT))
             .await
             .map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&fetched.body);
-        let playlist = hls::parse(&text).map_err(|e| format!("{}: {e}", fetched.url))?;
-        Ok((fetched.url, playlist))
-    }
-
-    async fn fetch_media_playlist(&mut self, url: &Url) -> Result<(Url, MediaPlaylist), String> {
-        match self.fetch_playlist(url).await? {
-            (url, Playlist::Media(playlist)) => Ok((url, playlist)),
-            (url, Playlist::Multivariant(_)) => Err(format!(
-                "{url}: expected a media playlist, found a multivariant playlist"
+        match hls::parse(&text).map_err(|e| format!("{}: {e}", fetched.url))? {
+            Playlist::Media(playlist) => Ok(Track::from_media_playlist(playlist, fetched.url)),
+            Playlist::Multivariant(_) => Err(format!(
+                "{}: expected a media playlist, found a multivariant playlist",
+                fetched.url
             )),
         }
     }
 
-    /// Reads the ladder from the multivariant playlist.
-    async fn load_ladder(&mut self) -> Result<(), String> {
+    /// Fetches the manifest and reads the ladder from it.
+    async fn load_presentation(&mut self) -> Result<(), String> {
         let url = self.router.base().clone();
-        let (final_url, playlist) = self.fetch_playlist(&url).await?;
-        match playlist {
-            Playlist::Multivariant(multivariant) => {
-                self.router
-                    .update(final_url.clone(), multivariant.steering.clone());
-                for variant in &multivariant.variants {
-                    let playlist_url = self
-                        .router
-                        .locate(&variant.uri, &final_url)
-                        .map_err(|e| e.to_string())?;
-                    let audio_url = match multivariant.audio_for(variant) {
-                        Some(audio) => Some(
-                            self.router
-                                .locate(&audio.uri, &final_url)
-                                .map_err(|e| e.to_string())?,
-                        ),
-                        None => None,
-                    };
-                    if let Some(audio_url) = &audio_url
-                        && !self
-                            .audio
-                            .iter()
-                            .any(|track| &track.playlist_url == audio_url)
-                    {
-                        self.audio.push(AudioTrack {
-                            playlist_url: audio_url.clone(),
-                            playlist: None,
-                        });
-                    }
-                    self.rungs.push(Rung {
-                        bandwidth: variant.bandwidth,
-                        playlist_url,
-                        playlist: None,
-                        audio_url,
-                    });
-                }
-            }
-            Playlist::Media(media) => {
-                // A bare media playlist is a one-rung ladder of unknown
-                // bandwidth: estimate it from the segments' durations when
-                // they carry byte ranges, else leave it at zero.
-                self.router.update(final_url.clone(), None);
-                let seconds: f64 = media.segments.iter().map(|s| s.duration_seconds).sum();
-                let bytes: u64 = media
-                    .segments
-                    .iter()
-                    .filter_map(|s| s.range.map(|r| r.length))
-                    .sum();
-                let bandwidth = if seconds > 0.0 {
-                    (bytes as f64 * 8.0 / seconds) as u64
-                } else {
-                    0
-                };
-                self.rungs.push(Rung {
-                    bandwidth,
-                    playlist_url: final_url.clone(),
-                    playlist: Some((final_url, media)),
-                    audio_url: None,
-                });
-            }
-        }
+        let fetched = self
+            .fetch(&url, None, BodyUse::Keep(PLAYLIST_LIMIT))
+            .await
+            .map_err(|e| e.to_string())?;
+        let presentation = presentation::parse(
+            fetched.content_type.as_deref(),
+            &fetched.body,
+            &fetched.url,
+            &self.router,
+        )
+        .map_err(|e| format!("{}: {e}", fetched.url))?;
+        self.router
+            .update(fetched.url, presentation.steering.clone());
+        self.rungs = presentation.renditions;
+        self.audio = presentation.audio;
         Ok(())
     }
 
@@ -374,28 +333,25 @@ impl Viewer<'_> {
             .unwrap_or(0)
     }
 
-    async fn ensure_rung_playlist(&mut self, rung: usize) -> Result<(), String> {
-        if self.rungs[rung].playlist.is_none() {
-            let url = self.rungs[rung].playlist_url.clone();
-            let loaded = self.fetch_media_playlist(&url).await?;
-            self.rungs[rung].playlist = Some(loaded);
+    /// Loads the rung's track and its audio track, if not yet loaded.
+    async fn ensure_rung_loaded(&mut self, rung: usize) -> Result<(), String> {
+        if let TrackSource::Playlist(url) = &self.rungs[rung].media {
+            let url = url.clone();
+            let track = self.fetch_media_track(&url).await?;
+            self.rungs[rung].media = TrackSource::Loaded(track);
         }
-        if let Some(audio_url) = self.rungs[rung].audio_url.clone() {
-            let track = self
-                .audio
-                .iter()
-                .position(|track| track.playlist_url == audio_url)
-                .expect("audio tracks are registered with their rungs");
-            if self.audio[track].playlist.is_none() {
-                let loaded = self.fetch_media_playlist(&audio_url).await?;
-                self.audio[track].playlist = Some(loaded);
-            }
+        if let Some(audio) = self.rungs[rung].audio
+            && let TrackSource::Playlist(url) = &self.audio[audio]
+        {
+            let url = url.clone();
+            let track = self.fetch_media_track(&url).await?;
+            self.audio[audio] = TrackSource::Loaded(track);
         }
         Ok(())
     }
 
     async fn play(&mut self) -> Result<(), String> {
-        self.load_ladder().await?;
+        self.load_presentation().await?;
         let ladder: Vec<u64> = self.rungs.iter().map(|rung| rung.bandwidth).collect();
         self.report.sustainable_bitrate = match self.link {
             None => ladder.last().copied().unwrap_or(0),
@@ -438,7 +394,7 @@ impl Viewer<'_> {
                     },
                 ),
             };
-            let choice = match self.ensure_rung_playlist(choice).await {
+            let choice = match self.ensure_rung_loaded(choice).await {
                 Ok(()) => choice,
                 // A rung whose playlist cannot be loaded: stay on the one
                 // that works, as players do; with none, give up.
@@ -447,32 +403,19 @@ impl Viewer<'_> {
                     _ => return Err(error),
                 },
             };
-            let (video_segment, init, audio) = {
-                let (_, playlist) = self.rungs[choice].playlist.as_ref().expect("loaded above");
-                if position >= playlist.segments.len() {
+            let (video, audio) = {
+                let track = self.rungs[choice].media.loaded().expect("loaded above");
+                if position >= track.len() {
                     // End of the video: loop to its start.
                     position = 0;
                 }
-                let segment = playlist.segments[position].clone();
-                let init = playlist.init.clone();
-                let audio = self.rungs[choice].audio_url.as_ref().map(|audio_url| {
-                    let track = self
-                        .audio
-                        .iter()
-                        .position(|track| &track.playlist_url == audio_url)
-                        .expect("registered");
-                    let (url, playlist) = self.audio[track].playlist.as_ref().expect("loaded");
-                    let segment = playlist.segments[position % playlist.segments.len()].clone();
-                    (track, url.clone(), playlist.init.clone(), segment)
+                let video = Pick::of(track, position);
+                let audio = self.rungs[choice].audio.map(|index| {
+                    let track = self.audio[index].loaded().expect("loaded above");
+                    (index, Pick::of(track, position % track.len()))
                 });
-                (segment, init, audio)
+                (video, audio)
             };
-            let playlist_url = self.rungs[choice]
-                .playlist
-                .as_ref()
-                .expect("loaded")
-                .0
-                .clone();
 
             let requested = Instant::now();
             let requested_at = self.viewer_seconds(requested);
@@ -480,9 +423,9 @@ impl Viewer<'_> {
             let mut bytes = 0u64;
             let mut failed = false;
             if self.init_loaded != Some(choice)
-                && let Some(init) = &init
+                && let Some(init) = &video.init
             {
-                match self.fetch_part(&init.uri, &playlist_url, init.range).await {
+                match self.fetch_part(&init.uri, &video.base, init.range).await {
                     Ok(fetched) => {
                         bytes += fetched;
                         self.init_loaded = Some(choice);
@@ -492,18 +435,18 @@ impl Viewer<'_> {
             }
             if !failed {
                 match self
-                    .fetch_part(&video_segment.uri, &playlist_url, video_segment.range)
+                    .fetch_part(&video.segment.uri, &video.base, video.segment.range)
                     .await
                 {
                     Ok(fetched) => bytes += fetched,
                     Err(()) => failed = true,
                 }
             }
-            if !failed && let Some((track, audio_url, audio_init, audio_segment)) = audio {
+            if !failed && let Some((track, audio)) = audio {
                 if self.audio_init_loaded != Some(track)
-                    && let Some(init) = &audio_init
+                    && let Some(init) = &audio.init
                 {
-                    match self.fetch_part(&init.uri, &audio_url, init.range).await {
+                    match self.fetch_part(&init.uri, &audio.base, init.range).await {
                         Ok(fetched) => {
                             bytes += fetched;
                             self.audio_init_loaded = Some(track);
@@ -513,7 +456,7 @@ impl Viewer<'_> {
                 }
                 if !failed {
                     match self
-                        .fetch_part(&audio_segment.uri, &audio_url, audio_segment.range)
+                        .fetch_part(&audio.segment.uri, &audio.base, audio.segment.range)
                         .await
                     {
                         Ok(fetched) => bytes += fetched,
@@ -532,7 +475,7 @@ impl Viewer<'_> {
             let arrived = Instant::now();
             let arrived_at = self.viewer_seconds(arrived);
             let download_seconds = (arrived_at - requested_at).max(1e-6);
-            let media_seconds = video_segment.duration_seconds;
+            let media_seconds = video.segment.duration_seconds;
             last_segment_seconds = media_seconds;
             let bitrate = ladder[choice];
             self.estimator
@@ -572,18 +515,20 @@ impl Viewer<'_> {
                 download_seconds,
                 media_seconds,
                 buffer_before,
+                bytes,
             });
         }
     }
 
-    /// Fetches one init section or segment; failures are already counted.
+    /// Fetches one init section or segment, `uri` relative to its track's
+    /// `base`; failures are already counted.
     async fn fetch_part(
         &mut self,
         uri: &str,
-        playlist_url: &Url,
+        base: &Url,
         range: Option<ByteRange>,
     ) -> Result<u64, ()> {
-        let url = match self.router.locate(uri, playlist_url) {
+        let url = match self.router.locate(uri, base) {
             Ok(url) => url,
             Err(error) => {
                 self.note_error(&error);

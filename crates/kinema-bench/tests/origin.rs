@@ -1,20 +1,27 @@
 //! Viewers against the real origin, `kinema serve` (in process through
 //! `kinema_origin::run` on 127.0.0.1:0), over a synthetic ladder published
-//! into its library: ABR on a thin and a fat link, and a crowd with mixed
-//! links. Assertions are on what the viewers recorded.
+//! into its library: ABR on a thin and a fat link, over HLS and over DASH,
+//! and a crowd with mixed links. Assertions are on what the viewers
+//! recorded.
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{LADDER, library};
 use kinema_bench::link::LinkSpec;
+use kinema_bench::metrics::ViewerReport;
+use kinema_bench::synthetic::SyntheticVideo;
 use kinema_bench::{BenchConfig, RunReport, run};
+use kinema_core::VideoId;
+use kinema_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// `kinema serve` over `library`; stops when the returned sender drops.
-async fn origin(library: &common::Library) -> (String, oneshot::Sender<()>) {
+/// `kinema serve` over `library`, and the URL of `file` of video `clip`
+/// on it; the server stops when the returned sender drops.
+async fn origin(library: &common::Library, file: &str) -> (String, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let mut config = kinema_origin::Config::new(library.dir.path());
@@ -29,7 +36,7 @@ async fn origin(library: &common::Library) -> (String, oneshot::Sender<()>) {
     });
     // The listener is bound, so connections queue in the kernel until the
     // origin accepts them: no readiness wait is needed.
-    (format!("http://{address}/v/clip/master.m3u8"), stop)
+    (format!("http://{address}/v/clip/{file}"), stop)
 }
 
 async fn play(url: String, link: LinkSpec, viewers: u32) -> RunReport {
@@ -51,7 +58,7 @@ async fn play(url: String, link: LinkSpec, viewers: u32) -> RunReport {
 #[tokio::test]
 async fn thin_link_settles_on_a_rung_under_its_rate() {
     let library = library(1.0, 10).await;
-    let (url, _stop) = origin(&library).await;
+    let (url, _stop) = origin(&library, "master.m3u8").await;
     let report = play(url, LinkSpec::Fixed(500_000), 1).await;
     let viewer = &report.viewers[0];
     assert_eq!(viewer.fatal, None);
@@ -68,7 +75,7 @@ async fn thin_link_settles_on_a_rung_under_its_rate() {
 #[tokio::test]
 async fn fat_link_reaches_the_top_rung_over_one_connection() {
     let library = library(1.0, 10).await;
-    let (url, _stop) = origin(&library).await;
+    let (url, _stop) = origin(&library, "master.m3u8").await;
     let report = play(url, LinkSpec::Fixed(20_000_000), 1).await;
     let viewer = &report.viewers[0];
     let top = *LADDER.last().unwrap();
@@ -98,7 +105,7 @@ async fn fat_link_reaches_the_top_rung_over_one_connection() {
 #[tokio::test]
 async fn a_crowd_with_mixed_links_plays_each_at_its_own_rate() {
     let library = library(1.0, 10).await;
-    let (url, _stop) = origin(&library).await;
+    let (url, _stop) = origin(&library, "master.m3u8").await;
     let report = play(url, "0.5mbit:50%,20mbit:50%".parse().unwrap(), 8).await;
     assert_eq!(report.viewers.len(), 8);
     assert_eq!(report.summary.viewers_failed, 0);
@@ -129,7 +136,7 @@ async fn a_crowd_with_mixed_links_plays_each_at_its_own_rate() {
 #[tokio::test]
 async fn buffer_based_abr_climbs_as_the_buffer_fills_and_saturating_ignores_the_target() {
     let library = library(1.0, 10).await;
-    let (url, _stop) = origin(&library).await;
+    let (url, _stop) = origin(&library, "master.m3u8").await;
     let buffer_target = Duration::from_secs(10);
     let report = run(
         BenchConfig {
@@ -187,4 +194,89 @@ async fn buffer_based_abr_climbs_as_the_buffer_fills_and_saturating_ignores_the_
         most_buffered > 2.0 * buffer_target.as_secs_f64(),
         "{most_buffered}"
     );
+}
+
+/// Each file of the published video `clip` and its size.
+async fn file_sizes(library: &common::Library) -> HashMap<String, u64> {
+    let manifest = library
+        .store
+        .manifest(&VideoId::new("clip").unwrap())
+        .await
+        .unwrap();
+    manifest
+        .files
+        .iter()
+        .map(|file| (file.path.as_str().to_string(), file.size))
+        .collect()
+}
+
+/// Checks that a DASH viewer fetched exactly the published files: each
+/// segment record the size of its segment file, plus the rung's init
+/// section whenever the rung changed; the viewer's total that plus the MPD.
+fn assert_bytes_match_the_files(viewer: &ViewerReport, sizes: &HashMap<String, u64>) {
+    let mut previous_rung = None;
+    let mut recorded = 0;
+    for record in &viewer.records {
+        let rung = SyntheticVideo::rendition_id(record.bitrate);
+        let mut expected = sizes[&format!("{rung}/{}.m4s", record.index + 1)];
+        if previous_rung.as_ref() != Some(&rung) {
+            expected += sizes[&format!("{rung}/init.mp4")];
+        }
+        assert_eq!(
+            record.bytes, expected,
+            "segment {} of {rung}: {record:?}",
+            record.index
+        );
+        recorded += record.bytes;
+        previous_rung = Some(rung);
+    }
+    let outside_records = viewer.bytes - sizes["manifest.mpd"] - recorded;
+    // The deadline may cancel a segment after its new rung's init section
+    // arrived: those bytes were fetched, and belong to no record.
+    assert!(
+        outside_records == 0 || outside_records == kinema_bench::synthetic::INIT_BYTES as u64,
+        "{} bytes fetched beyond the MPD and the recorded segments",
+        outside_records
+    );
+}
+
+#[tokio::test]
+async fn dash_fat_link_reaches_the_top_rung_fetching_exactly_the_files() {
+    let library = library(1.0, 10).await;
+    let sizes = file_sizes(&library).await;
+    let (url, _stop) = origin(&library, "manifest.mpd").await;
+    let report = play(url, LinkSpec::Fixed(20_000_000), 1).await;
+    let viewer = &report.viewers[0];
+    let top = *LADDER.last().unwrap();
+    assert_eq!(viewer.fatal, None);
+    assert_eq!(viewer.highest_bitrate, top, "{viewer:?}");
+    assert_eq!(viewer.records.last().unwrap().bitrate, top);
+    assert_eq!(viewer.sustainable_bitrate, top);
+    assert_eq!(viewer.stalls, 0);
+    assert!(viewer.switches >= 1);
+    assert_eq!(viewer.http_errors, 0, "{:?}", viewer.first_error);
+    assert_eq!(viewer.segments_failed, 0);
+    assert_eq!(viewer.connections, 1);
+    assert_bytes_match_the_files(viewer, &sizes);
+}
+
+#[tokio::test]
+async fn dash_thin_link_settles_on_a_rung_under_its_rate() {
+    let library = library(1.0, 10).await;
+    let sizes = file_sizes(&library).await;
+    let (url, _stop) = origin(&library, "manifest.mpd").await;
+    let report = play(url, LinkSpec::Fixed(500_000), 1).await;
+    let viewer = &report.viewers[0];
+    assert_eq!(viewer.fatal, None);
+    assert!(viewer.segments >= 5, "{viewer:?}");
+    assert!(
+        viewer.records.iter().all(|r| r.bitrate <= 500_000),
+        "a 0.5 Mbit/s viewer fetched a rung above its link: {:?}",
+        viewer.records.iter().map(|r| r.bitrate).collect::<Vec<_>>()
+    );
+    assert_eq!(viewer.sustainable_bitrate, 300_000);
+    assert!(viewer.average_bitrate <= 500_000.0);
+    assert_eq!(viewer.http_errors, 0, "{:?}", viewer.first_error);
+    assert_eq!(viewer.segments_failed, 0);
+    assert_bytes_match_the_files(viewer, &sizes);
 }

@@ -147,6 +147,43 @@ async fn redirects_are_followed_and_a_missing_video_is_a_viewer_error() {
 }
 
 #[tokio::test]
+async fn an_mpd_served_without_a_content_type_is_known_by_its_document() {
+    // The test server sends no Content-Type at all, and the redirect hides
+    // the extension of the URL the bench was given.
+    let library = library(1.0, 6).await;
+    let server = serve(&library, Faults::default()).await;
+    let report = run(
+        BenchConfig {
+            bitrate: Some(Bitrate(800_000)),
+            speed: 10.0,
+            duration: Duration::from_secs(1),
+            ..config(server.url("/redirect/clip/manifest.mpd"))
+        },
+        never(),
+    )
+    .await
+    .unwrap();
+    let viewer = &report.viewers[0];
+    assert_eq!(viewer.fatal, None);
+    assert!(viewer.segments >= 1, "{viewer:?}");
+    assert!(viewer.records.iter().all(|r| r.bitrate == 800_000));
+    assert_eq!(viewer.http_errors, 0);
+
+    // A document that is neither format is a viewer error that says so.
+    let report = run(
+        BenchConfig {
+            duration: Duration::from_secs(1),
+            ..config(server.url("/v/clip/r300k/init.mp4"))
+        },
+        never(),
+    )
+    .await
+    .unwrap();
+    let fatal = report.viewers[0].fatal.as_deref().unwrap();
+    assert!(fatal.contains("neither an HLS playlist"), "{fatal}");
+}
+
+#[tokio::test]
 async fn ramp_and_duration_are_honoured() {
     let library = library(1.0, 10).await;
     let server = serve(&library, Faults::default()).await;

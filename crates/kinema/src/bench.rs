@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::ConfigFile;
 
-/// Emulate viewers playing a stream and report what they feel.
+/// Emulate viewers playing a stream (HLS or DASH) and report what they feel.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct BenchCommand {
@@ -28,14 +28,16 @@ enum BenchAction {
     /// Find how many paced viewers of one rung a server carries with no
     /// stall and p99 segment download time under half a segment.
     Capacity(Box<CapacityArgs>),
-    /// Publish a synthetic video (playlists + files of exact sizes, not
-    /// playable media) into a library, for load tests.
+    /// Publish a synthetic video (HLS playlists, a DASH MPD and files of
+    /// exact sizes, not playable media) into a library, for load tests.
     Library(LibraryArgs),
 }
 
 #[derive(Debug, Args, Serialize)]
 struct BenchArgs {
-    /// Multivariant (or media) playlist URL, e.g. http://127.0.0.1:8080/v/ID/master.m3u8
+    /// HLS multivariant (or media) playlist or DASH MPD URL, e.g.
+    /// http://127.0.0.1:8080/v/ID/master.m3u8 or .../v/ID/manifest.mpd; the
+    /// format is read from the Content-Type or the document itself
     #[arg(env = "KINEMA_BENCH_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,
@@ -117,7 +119,7 @@ struct BenchArgs {
 
 #[derive(Debug, Args, Serialize)]
 struct CapacityArgs {
-    /// Multivariant playlist URL
+    /// HLS multivariant playlist or DASH MPD URL
     #[arg(env = "KINEMA_CAPACITY_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,

@@ -54,7 +54,7 @@ enum Command {
     Sign(sign::SignArgs),
     /// Manage admin API bearer tokens: new, list, revoke.
     Tokens(tokens::TokensArgs),
-    /// Emulate viewers playing a stream (link, ABR, buffer) and report what they feel.
+    /// Emulate viewers playing an HLS or DASH stream (link, ABR, buffer) and report what they feel.
     Bench(bench::BenchCommand),
     /// Cache an origin by the rules of RFC 9111: coalescing, tiers, stale, purge.
     #[command(long_about = edge::LONG_ABOUT)]
