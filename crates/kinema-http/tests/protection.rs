@@ -165,3 +165,49 @@ async fn drain_gives_up_on_a_stream_past_the_deadline() {
     server.finished().await.unwrap();
     assert!(busy.read(false).await.is_err());
 }
+
+/// Connections are dealt out to the serving threads in turn, and each
+/// keeps its thread: every request on one connection is served by the same
+/// thread, and consecutive connections land on different ones.
+#[tokio::test]
+async fn connections_are_dealt_to_the_serving_threads_and_stay_there() {
+    let server = TestServer::start(ServerConfig {
+        threads: 3,
+        ..quick_config()
+    })
+    .await;
+    let mut threads_seen = Vec::new();
+    for _ in 0..6 {
+        let mut reader = ResponseReader::new(server.connect().await);
+        let mut names = Vec::new();
+        for _ in 0..3 {
+            reader
+                .stream
+                .write_all(b"GET /thread HTTP/1.1\r\nHost: t\r\n\r\n")
+                .await
+                .unwrap();
+            let response = reader.read(false).await.unwrap();
+            assert_eq!(response.status, 200);
+            names.push(String::from_utf8(response.body.to_vec()).unwrap());
+        }
+        assert!(
+            names.iter().all(|name| name == &names[0]),
+            "one connection moved between threads: {names:?}"
+        );
+        threads_seen.push(names.swap_remove(0));
+    }
+    let mut distinct = threads_seen.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct,
+        ["kinema-http-0", "kinema-http-1", "kinema-http-2"],
+        "threads in the order connections met them: {threads_seen:?}"
+    );
+    for pair in threads_seen.windows(2) {
+        assert_ne!(
+            pair[0], pair[1],
+            "two connections in a row on one thread: {threads_seen:?}"
+        );
+    }
+}

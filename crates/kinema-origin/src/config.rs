@@ -82,6 +82,10 @@ pub struct Config {
     /// Concurrent streams per HTTP/2 connection.
     #[serde(default = "server::http2_max_concurrent_streams")]
     pub http2_max_concurrent_streams: u32,
+    /// Threads serving connections, each with its own event loop (0: one
+    /// per CPU the process may run on).
+    #[serde(default = "server::threads")]
+    pub threads: usize,
     /// Key ring that verifies signed URLs (`kinema keys`); a missing file
     /// means no key, so signed videos cannot be watched.
     #[serde(default = "access::keys")]
@@ -136,6 +140,7 @@ impl Config {
             max_connections: server::max_connections(),
             drain_timeout: server::drain_timeout(),
             http2_max_concurrent_streams: server::http2_max_concurrent_streams(),
+            threads: server::threads(),
             keys: access::keys(),
             tokens: access::tokens(),
             auth_skew: access::skew(),
@@ -159,6 +164,7 @@ impl Config {
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
             http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+            threads: self.threads,
         }
     }
 }
@@ -194,6 +200,9 @@ mod server {
     }
     pub fn http2_max_concurrent_streams() -> u32 {
         ServerConfig::default().http2_max_concurrent_streams
+    }
+    pub fn threads() -> usize {
+        ServerConfig::default().threads
     }
 }
 

@@ -132,6 +132,11 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     http2_max_concurrent_streams: Option<u32>,
 
+    /// Threads serving connections, each with its own event loop; 0 means one per CPU the process may use [default: 0]
+    #[arg(long, env = "KINEMA_THREADS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<usize>,
+
     /// Key ring that verifies signed URLs (kinema keys) [default: kinema-keys.toml]
     #[arg(long, env = "KINEMA_KEYS", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]

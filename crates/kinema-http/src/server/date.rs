@@ -6,7 +6,7 @@
 //! "the best available approximation").
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// An IMF-fixdate is always 29 bytes: `Sun, 06 Nov 1994 08:49:37 GMT`.
 const DATE_LENGTH: usize = 29;
@@ -24,15 +24,16 @@ thread_local! {
 
 /// Appends the current date to `out`.
 pub(crate) fn append_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(UNIX_EPOCH)
-        .map(|since| since.as_secs())
-        .unwrap_or(0);
+    // The coarse clock (the kernel's last tick, a few milliseconds old at
+    // most) is read without the time-stamp counter: a second's precision is
+    // all a Date needs, and this runs once per response.
+    let second =
+        u64::try_from(rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse).tv_sec)
+            .unwrap_or(0);
     CACHED.with(|cached| {
         let mut cached = cached.borrow_mut();
         if cached.second != second {
-            let text = httpdate::fmt_http_date(now);
+            let text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
             if text.len() == DATE_LENGTH {
                 cached.text.copy_from_slice(text.as_bytes());
                 cached.second = second;
@@ -48,6 +49,8 @@ pub(crate) fn append_date(out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
     #[test]

@@ -101,14 +101,18 @@ impl<S: AsyncRead + Unpin, H> Future for WaitForBytes<'_, S, H> {
             Poll::Pending => {}
         }
         loop {
-            if this.shared.phase() != Phase::Running
-                || this.shared.now_millis() >= *this.deadline_millis
-            {
+            if this.shared.phase() != Phase::Running {
                 return Poll::Ready(None);
             }
             match this.wakeup.as_mut().poll(cx) {
-                // A tick (or a phase change): wait for the next one.
-                Poll::Ready(()) => this.wakeup.set(this.shared.wakeup.notified()),
+                // A tick (or a phase change): the clock is read only then,
+                // not on every poll; wait for the next tick.
+                Poll::Ready(()) => {
+                    if this.shared.now_millis() >= *this.deadline_millis {
+                        return Poll::Ready(None);
+                    }
+                    this.wakeup.set(this.shared.wakeup.notified());
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -413,8 +417,9 @@ async fn read_head<S: AsyncRead + Unpin, H>(
     let config = &shared.config;
     let max_header = config.max_header_bytes.as_u64() as usize;
     let max_uri = config.max_uri_bytes.as_u64() as usize;
-    // The clock starts at the request's first byte, which has arrived.
-    let deadline = tokio::time::Instant::now() + config.header_read_timeout;
+    // The clock starts at the request's first byte, which has arrived; it
+    // is read only if the head is not all there (usually it is).
+    let mut deadline = None;
     loop {
         if let Some(length) = head_length(buffer)? {
             if length > max_header {
@@ -442,6 +447,8 @@ async fn read_head<S: AsyncRead + Unpin, H>(
             ));
         }
         buffer.reserve(4096.min(max_header + 1 - buffer.len()).max(1024));
+        let deadline = *deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + config.header_read_timeout);
         match tokio::time::timeout_at(deadline, io.read_buf(buffer)).await {
             Ok(Ok(n)) if n > 0 => {}
             // Closed, failed, or too slow (slowloris): nothing to answer.
@@ -990,15 +997,21 @@ async fn write_all_vectored<S: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     while !slices.is_empty() {
         let batch = slices.len().min(MAX_IOVECS);
-        let write = poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &slices[..batch]));
-        let written = match tokio::time::timeout(timeout, write).await {
-            Ok(written) => written?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client accepted no response bytes within write_timeout",
-                ));
-            }
+        let mut write = poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &slices[..batch]));
+        // Usually the socket takes the bytes at once: the timer (a clock
+        // read and a registration with the runtime) is only set up when it
+        // does not.
+        let written = match (&mut write).now_or_never() {
+            Some(written) => written?,
+            None => match tokio::time::timeout(timeout, write).await {
+                Ok(written) => written?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client accepted no response bytes within write_timeout",
+                    ));
+                }
+            },
         };
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());

@@ -36,6 +36,7 @@ use tokio::sync::{Notify, oneshot};
 /// - `/declared`: a stream whose length the handler declares
 /// - `/slow`: a stream that sends "first", waits for `release`, sends "last"
 /// - `/panic`: panics
+/// - `/thread`: the name of the thread that served the request
 /// - anything else: "{method} {path} {version}"
 #[derive(Debug, Default)]
 pub struct TestHandler {
@@ -170,6 +171,13 @@ impl Handler for TestHandler {
                 Response::new(ResponseBody::Stream(stream.boxed()))
             }
             "/panic" => panic!("the test handler was asked to panic"),
+            "/thread" => text(
+                StatusCode::OK,
+                std::thread::current()
+                    .name()
+                    .unwrap_or("unnamed")
+                    .to_string(),
+            ),
             _ => text(
                 StatusCode::OK,
                 format!("{} {} {:?}", request.method(), path, request.version()),
