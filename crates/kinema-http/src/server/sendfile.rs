@@ -1,6 +1,5 @@
 //! A response whose body is a [`FileSlice`], on plain TCP: the head by
-//! `send(MSG_MORE)`, then the body by `sendfile(2)` from the sealed memfd,
-//! all under `TCP_CORK`.
+//! `send(MSG_MORE)`, then the body by `sendfile(2)` from the sealed memfd.
 //!
 //! Writing a body from user space costs the kernel a copy of every byte into
 //! the socket (`_copy_from_iter` was 45% of the server's CPU on a 1.5 MB
@@ -8,13 +7,6 @@
 //! instead, as nginx does from the page cache. `MSG_MORE` on the head keeps
 //! it from leaving alone in a small packet (the socket has `TCP_NODELAY`):
 //! it goes out with the first body bytes.
-//!
-//! `TCP_CORK` (nginx's `tcp_nopush`) holds back partial segments while the
-//! body goes out: with `TCP_NODELAY` alone, every `sendfile` that a
-//! writable wake-up allows ends in a short packet, and at 3,000 viewers the
-//! server sent 36% more packets than nginx for the same bytes, each one
-//! costing both ends a pass through the TCP stack. The cork comes off after
-//! the last byte (or on failure), which pushes the tail at once.
 //!
 //! The socket is non-blocking: each call sends what the socket buffer takes,
 //! and on `EAGAIN` we wait for tokio's writable readiness, at most
@@ -35,21 +27,6 @@ const MAX_SENDFILE_CALL: u64 = 1 << 30;
 
 /// Sends `head`, then `body`, on `tcp`.
 pub(super) async fn send_head_and_file(
-    tcp: &TcpStream,
-    head: &[u8],
-    body: &FileSlice,
-    write_timeout: Duration,
-) -> io::Result<()> {
-    rustix::net::sockopt::set_tcp_cork(tcp, true)?;
-    let sent = send_corked(tcp, head, body, write_timeout).await;
-    // Uncorked even after a failure: the connection may still carry an
-    // error response or be closed gracefully.
-    let uncorked = rustix::net::sockopt::set_tcp_cork(tcp, false);
-    sent?;
-    Ok(uncorked?)
-}
-
-async fn send_corked(
     tcp: &TcpStream,
     head: &[u8],
     body: &FileSlice,
