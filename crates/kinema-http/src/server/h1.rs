@@ -122,9 +122,22 @@ impl<S: AsyncRead + Unpin, H> Future for WaitForBytes<'_, S, H> {
 /// The connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How an HTTP/1.x connection's service ended.
+pub(super) enum Served {
+    /// Closed (or to be dropped).
+    Closed,
+    /// The client opened with the HTTP/2 preface: the bytes read so far
+    /// (boxed: the connection's task holds this value, and unboxed it would
+    /// need a tag besides `BytesMut`'s one spare pointer value).
+    Http2(Box<BytesMut>),
+    /// Between two requests, asked to move to another serving thread.
+    Move,
+}
+
 /// Serves HTTP/1.x requests on `io` until the connection should close.
 /// With `sniff_http2`, a connection that opens with the HTTP/2 preface is
-/// handed back instead: `Some(bytes read so far)`.
+/// handed back instead. `kept_alive` is a connection that already carried a
+/// request (on another thread): it waits `idle_timeout` for its next.
 ///
 /// When the listener drains, a connection waiting between requests closes
 /// at once, one in the middle of a request finishes it (and says
@@ -138,7 +151,8 @@ pub(super) fn serve<'a, S, H>(
     shared: &'a Arc<Shared<H>>,
     info: &'a CompactInfo,
     sniff_http2: bool,
-) -> impl Future<Output = Option<BytesMut>> + Send + 'a
+    kept_alive: bool,
+) -> impl Future<Output = Served> + Send + 'a
 where
     S: Transport,
     H: Handler,
@@ -146,12 +160,17 @@ where
     async move {
         // (`shared.config` is spelled out rather than bound to a local: a
         // local would take room in this long-lived future.)
-        let mut first = true;
+        let mut first = !kept_alive;
         let mut buffer = BytesMut::new();
         loop {
             if buffer.is_empty() {
                 // Release the previous request's allocation before waiting.
                 drop(std::mem::take(&mut buffer));
+                // Holding nothing but its socket, a plain connection can
+                // move to a less busy thread (see `shards.rs`).
+                if !first && io.plain_tcp().is_some() && shared.shards.should_move() {
+                    return Served::Move;
+                }
                 // A new connection has header_read_timeout to send its first
                 // request; a kept-alive one idle_timeout for its next.
                 let wait = if first {
@@ -159,14 +178,19 @@ where
                 } else {
                     shared.config.idle_timeout
                 };
-                let waiting = wait_for_bytes(io, wait, shared)?;
-                buffer = waiting.await?;
+                let Some(waiting) = wait_for_bytes(io, wait, shared) else {
+                    return Served::Closed;
+                };
+                let Some(read) = waiting.await else {
+                    return Served::Closed;
+                };
+                buffer = read;
                 if first && sniff_http2 && buffer[0] == HTTP2_PREFACE[0] {
                     let timeout = shared.config.header_read_timeout;
                     match Box::pin(sniff_preface(io, buffer, timeout)).await {
-                        Some((true, read)) => return Some(read),
+                        Some((true, read)) => return Served::Http2(Box::new(read)),
                         Some((false, read)) => buffer = read,
-                        None => return None,
+                        None => return Served::Closed,
                     }
                 }
                 first = false;
@@ -183,11 +207,11 @@ where
             let keep_alive = match cycle.await {
                 Some(keep_alive) => keep_alive && shared.phase() == Phase::Running,
                 // Gone, too slow, or broken mid-response: nothing to linger for.
-                None => return None,
+                None => return Served::Closed,
             };
             if !keep_alive {
                 Box::pin(close_gracefully(io)).await;
-                return None;
+                return Served::Closed;
             }
         }
     }

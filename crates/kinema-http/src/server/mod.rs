@@ -15,6 +15,7 @@ mod h1;
 mod h1_body;
 mod h2;
 mod sendfile;
+mod shards;
 
 use std::future::Future;
 use std::io;
@@ -32,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
+use self::shards::{ShardSet, Shards};
 use crate::{ConnectionInfo, Handler};
 
 /// Limits and timeouts of the listener. Deserialises from a config table
@@ -183,6 +185,8 @@ struct Shared<H> {
     started: tokio::time::Instant,
     /// Woken when a connection closes, so the drain can see the count fall.
     connection_closed: Notify,
+    /// The serving threads.
+    shards: Arc<ShardSet>,
 }
 
 /// Serves `handler` on `listener` until `shutdown` resolves, then drains:
@@ -219,6 +223,7 @@ pub async fn serve_with_stats<H: Handler>(
     stats: Arc<ServerStats>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let shards = Shards::start(config.threads)?;
     let shared = Arc::new(Shared {
         handler,
         config,
@@ -227,9 +232,11 @@ pub async fn serve_with_stats<H: Handler>(
         wakeup: Notify::new(),
         started: tokio::time::Instant::now(),
         connection_closed: Notify::new(),
+        shards: shards.set().clone(),
     });
-    let mut shards = Shards::start(shared.config.threads)?;
     let _ticker = AbortOnDrop(tokio::spawn(tick_idle_clock(shared.clone())));
+    let _balancer =
+        (shards.set().len() > 1).then(|| AbortOnDrop(tokio::spawn(shards.set().clone().balance())));
     let mut shutdown = pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -238,7 +245,7 @@ pub async fn serve_with_stats<H: Handler>(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => admit(&shared, stream, peer, tls.as_ref(), &mut shards),
+            Ok((stream, peer)) => admit(&shared, stream, peer, tls.as_ref()),
             Err(error) if is_per_connection_error(&error) => {
                 tracing::debug!(%error, "accept failed for one connection");
             }
@@ -259,82 +266,6 @@ pub async fn serve_with_stats<H: Handler>(
     drain(&shared).await;
     shards.stop().await;
     Ok(())
-}
-
-/// Work handed to a shard: runs on its thread, inside its runtime.
-type Admission = Box<dyn FnOnce() + Send>;
-
-/// The threads connections are served on, each a single-threaded tokio
-/// runtime with its own event loop. A connection stays on the thread it was
-/// handed to, as in nginx's worker processes, so serving it never wakes or
-/// waits for another thread: with tokio's work-stealing scheduler, futex
-/// wake-ups and idle workers searching for work cost a playlist request
-/// about a tenth of its CPU time on two cores. Connections are dealt out in
-/// turn; each keeps its thread for life.
-struct Shards {
-    senders: Vec<tokio::sync::mpsc::UnboundedSender<Admission>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    next: usize,
-}
-
-impl Shards {
-    /// Starts `count` threads (0: one per CPU available to the process).
-    fn start(count: usize) -> io::Result<Self> {
-        let count = match count {
-            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-            count => count,
-        };
-        let mut shards = Self {
-            senders: Vec::with_capacity(count),
-            threads: Vec::with_capacity(count),
-            next: 0,
-        };
-        for index in 0..count {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Admission>();
-            let thread = std::thread::Builder::new()
-                .name(format!("kinema-http-{index}"))
-                .spawn(move || {
-                    runtime.block_on(async {
-                        while let Some(admission) = receiver.recv().await {
-                            admission();
-                        }
-                    });
-                    // The listener drained before it let go of the shards:
-                    // what is left are aborted connections and reads the
-                    // blocking pool will not finish for anyone.
-                    runtime.shutdown_timeout(Duration::from_secs(1));
-                })?;
-            shards.senders.push(sender);
-            shards.threads.push(thread);
-        }
-        Ok(shards)
-    }
-
-    /// Runs `admission` on the next shard in turn.
-    fn hand_over(&mut self, admission: Admission) {
-        let sender = &self.senders[self.next % self.senders.len()];
-        self.next = self.next.wrapping_add(1);
-        // A shard only stops when `stop` drops its sender; dropping the
-        // admission (the shard is gone) closes its connection.
-        let _ = sender.send(admission);
-    }
-
-    /// Lets every shard finish and waits for its thread.
-    async fn stop(self) {
-        drop(self.senders);
-        let threads = self.threads;
-        let joined = tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                if thread.join().is_err() {
-                    tracing::error!("a connection thread panicked");
-                }
-            }
-        });
-        let _ = joined.await;
-    }
 }
 
 /// Idle connections hold no timer of their own (a tokio timer is 112 bytes
@@ -410,7 +341,6 @@ fn admit<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<&TlsAcceptor>,
-    shards: &mut Shards,
 ) {
     let stats = &shared.stats;
     if stats.open_connections.load(Ordering::Relaxed) >= shared.config.max_connections as u64 {
@@ -439,7 +369,7 @@ fn admit<H: Handler>(
         }
     };
     let tls = tls.cloned();
-    shards.hand_over(Box::new(move || {
+    shared.shards.admit(Box::new(move || {
         let stream = match TcpStream::from_std(stream) {
             Ok(stream) => stream,
             Err(error) => {
@@ -537,6 +467,7 @@ struct ConnectionGuard<H> {
 
 impl<H> Drop for ConnectionGuard<H> {
     fn drop(&mut self) {
+        self.shared.shards.connection_ended();
         self.shared
             .stats
             .open_connections
@@ -553,11 +484,23 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
     fn plain_tcp(&self) -> Option<&TcpStream> {
         None
     }
+
+    /// The socket itself, to move the connection to another thread.
+    fn into_plain_tcp(self) -> Result<TcpStream, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 }
 
 impl Transport for TcpStream {
     fn plain_tcp(&self) -> Option<&TcpStream> {
         Some(self)
+    }
+
+    fn into_plain_tcp(self) -> Result<TcpStream, Self> {
+        Ok(self)
     }
 }
 
@@ -568,6 +511,8 @@ enum Protocol {
     /// Plain TCP: HTTP/2 if the client opens with the preface, else HTTP/1.
     Sniff,
     Http1,
+    /// An HTTP/1 connection that moved here between two requests.
+    Http1KeptAlive,
     Http2,
 }
 
@@ -595,13 +540,52 @@ where
             Protocol::Http2 => {
                 Box::pin(h2::serve(io, BytesMut::new(), &guard.shared, info.expand())).await;
             }
-            Protocol::Http1 | Protocol::Sniff => {
+            Protocol::Http1 | Protocol::Sniff | Protocol::Http1KeptAlive => {
                 let sniff = protocol == Protocol::Sniff;
-                if let Some(already_read) = h1::serve(&mut io, &guard.shared, &info, sniff).await {
-                    Box::pin(h2::serve(io, already_read, &guard.shared, info.expand())).await;
+                let kept_alive = protocol == Protocol::Http1KeptAlive;
+                match h1::serve(&mut io, &guard.shared, &info, sniff, kept_alive).await {
+                    h1::Served::Closed => {}
+                    h1::Served::Http2(already_read) => {
+                        Box::pin(h2::serve(io, *already_read, &guard.shared, info.expand())).await;
+                    }
+                    h1::Served::Move => {
+                        if let Ok(tcp) = io.into_plain_tcp() {
+                            move_connection(guard, tcp, info);
+                        }
+                    }
                 }
             }
         }
+    }
+}
+
+/// Hands a plain HTTP/1 connection, between two requests, to the least
+/// busy other thread, where it waits for its next request.
+fn move_connection<H: Handler>(guard: ConnectionGuard<H>, tcp: TcpStream, info: CompactInfo) {
+    let shards = guard.shared.shards.clone();
+    let std = match tcp.into_std() {
+        Ok(std) => std,
+        Err(error) => {
+            tracing::debug!(%error, "cannot move a connection between threads");
+            return;
+        }
+    };
+    shards.move_connection(Box::new(move || {
+        resume_moved(guard, std, info);
+    }));
+}
+
+/// Runs on the thread a connection moved to.
+fn resume_moved<H: Handler>(
+    guard: ConnectionGuard<H>,
+    std: std::net::TcpStream,
+    info: CompactInfo,
+) {
+    match TcpStream::from_std(std) {
+        Ok(tcp) => {
+            tokio::spawn(run_connection(guard, tcp, info, Protocol::Http1KeptAlive));
+        }
+        Err(error) => tracing::debug!(%error, "cannot register a moved connection"),
     }
 }
 
@@ -651,6 +635,7 @@ mod tests {
             wakeup: Notify::new(),
             started: tokio::time::Instant::now(),
             connection_closed: Notify::new(),
+            shards: Shards::start(1).unwrap().set().clone(),
         });
         shared
             .stats
@@ -663,6 +648,120 @@ mod tests {
         // With tokio's task header and trailer (~100 B) and its 128 B
         // alignment, a future of at most 280 B keeps the task in 384 B.
         assert!(size <= 280, "a connection future of {size} bytes");
+    }
+
+    /// Answers with the name of the thread that served the request; `/burn`
+    /// first keeps that thread busy for 30 ms.
+    struct ThreadName;
+
+    impl Handler for ThreadName {
+        async fn handle(
+            &self,
+            request: http::Request<crate::RequestBody>,
+            _connection: ConnectionInfo,
+        ) -> http::Response<crate::ResponseBody> {
+            if request.uri().path() == "/burn" {
+                let start = std::time::Instant::now();
+                while start.elapsed() < Duration::from_millis(30) {
+                    std::hint::spin_loop();
+                }
+            }
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            http::Response::new(crate::ResponseBody::Full(name.into()))
+        }
+    }
+
+    /// One request on a raw HTTP/1.1 connection: the response body.
+    async fn get_body(stream: &mut TcpStream, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed mid-response");
+            received.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&received).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .expect("a content-length")
+                    .parse()
+                    .unwrap();
+                if body.len() >= length {
+                    return body[..length].to_string();
+                }
+            }
+        }
+    }
+
+    /// Connections arriving together are packed onto the first thread; when
+    /// it saturates while another thread idles and the machine has idle
+    /// CPU, some of them move, between two requests, to the idle thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saturated_thread_sheds_connections_to_an_idle_one() {
+        shards::tests::force_idle_cpu(1000);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(ThreadName),
+            ServerConfig {
+                threads: 2,
+                ..ServerConfig::default()
+            },
+            None,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            assert_eq!(get_body(&mut stream, "/").await, "kinema-http-0");
+            clients.push(stream);
+        }
+        // Every connection keeps the first thread busy until one of them is
+        // served elsewhere (or 10 s pass).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let one_moved = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|mut stream| {
+                let one_moved = one_moved.clone();
+                tokio::spawn(async move {
+                    let mut threads = Vec::new();
+                    while tokio::time::Instant::now() < deadline
+                        && !one_moved.load(Ordering::Relaxed)
+                    {
+                        let thread = get_body(&mut stream, "/burn").await;
+                        let moved = thread != "kinema-http-0";
+                        threads.push(thread);
+                        if moved {
+                            one_moved.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    threads
+                })
+            })
+            .collect();
+        let mut served_by = Vec::new();
+        for task in tasks {
+            served_by.push(task.await.unwrap());
+        }
+        let moved = served_by
+            .iter()
+            .filter(|threads| threads.last().is_some_and(|t| t == "kinema-http-1"))
+            .count();
+        assert!(
+            moved >= 1,
+            "no connection moved to the idle thread in 10 s: {served_by:?}"
+        );
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
     }
 
     #[test]
