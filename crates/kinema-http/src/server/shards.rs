@@ -201,14 +201,30 @@ impl ShardSet {
             .collect()
     }
 
-    /// Runs `admission` (which serves a new connection) on the shard the
-    /// packing rule picks.
-    pub(super) fn admit(&self, admission: Admission) {
-        self.hand_over(pick_for_new(&self.loads()), admission);
+    /// The shard a new connection should go to (the packing rule), and
+    /// whether that is the shard running this code: then the connection
+    /// needs no hand-over, and the caller counts it with [`Self::count_here`].
+    pub(super) fn pick(&self) -> (usize, bool) {
+        let index = pick_for_new(&self.loads());
+        (index, CURRENT.get() == Some(index))
+    }
+
+    /// Counts a connection served on the shard running this code.
+    pub(super) fn count_here(&self) {
+        if let Some(index) = CURRENT.get() {
+            self.loads[index]
+                .connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `work` on shard `index` (not a connection: nothing is counted).
+    pub(super) fn run_on(&self, index: usize, work: Admission) {
+        let _ = self.senders[index].send(Some(work));
     }
 
     /// Runs `admission` on shard `index`, counting a connection there.
-    fn hand_over(&self, index: usize, admission: Admission) {
+    pub(super) fn hand_over(&self, index: usize, admission: Admission) {
         let set_load = &self.loads[index];
         set_load.connections.fetch_add(1, Ordering::Relaxed);
         // A shard only stops after the drain; an admission dropped unrun
