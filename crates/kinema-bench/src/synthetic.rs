@@ -228,14 +228,19 @@ mod tests {
     use super::*;
     use crate::hls::{Playlist, parse};
 
-    #[test]
-    fn playlists_parse_back() {
-        let video = SyntheticVideo {
+    /// 300 kbit/s and 3 Mbit/s, three 4 s segments.
+    fn two_rungs() -> SyntheticVideo {
+        SyntheticVideo {
             id: VideoId::new("synthetic").unwrap(),
             bitrates: vec![300_000, 3_000_000],
             segment_seconds: 4.0,
             segments: 3,
-        };
+        }
+    }
+
+    #[test]
+    fn playlists_parse_back() {
+        let video = two_rungs();
         let Playlist::Multivariant(master) = parse(&multivariant_playlist(&video)).unwrap() else {
             panic!("expected a multivariant playlist");
         };
@@ -251,12 +256,7 @@ mod tests {
 
     #[test]
     fn mpd_has_kinemas_shape_and_parses_back() {
-        let video = SyntheticVideo {
-            id: VideoId::new("synthetic").unwrap(),
-            bitrates: vec![300_000, 3_000_000],
-            segment_seconds: 4.0,
-            segments: 3,
-        };
+        let video = two_rungs();
         assert_eq!(
             mpd(&video),
             r#"<?xml version="1.0" encoding="UTF-8"?>

@@ -327,6 +327,21 @@ mod tests {
         assert!(error.to_string().contains("not found on PATH"));
     }
 
+    /// How `sh -c script`, supervised with `stall` as its stall timeout,
+    /// fails.
+    async fn failure_of_sh(script: &str, stall: Duration) -> MediaError {
+        let args = vec!["-c".to_string(), script.to_string()];
+        run(
+            Path::new("sh"),
+            &args,
+            &supervision(stall),
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+        .unwrap_err()
+    }
+
     fn supervision(stall: Duration) -> Supervision {
         Supervision {
             stall_timeout: stall,
@@ -337,18 +352,11 @@ mod tests {
 
     #[tokio::test]
     async fn failure_shows_the_log_tail() {
-        let args: Vec<String> = ["-c", "echo first >&2; echo 'the reason' >&2; exit 3"]
-            .map(String::from)
-            .to_vec();
-        let error = run(
-            Path::new("sh"),
-            &args,
-            &supervision(Duration::from_secs(60)),
-            &CancellationToken::new(),
-            |_| {},
+        let error = failure_of_sh(
+            "echo first >&2; echo 'the reason' >&2; exit 3",
+            Duration::from_secs(60),
         )
-        .await
-        .unwrap_err();
+        .await;
         let text = error.to_string();
         assert!(
             text.contains("exit status: 3") && text.contains("the reason"),
@@ -366,16 +374,7 @@ mod tests {
                 "echo '[error] av_interleaved_write_frame(): No space left on device' >&2; \
                  for i in $(seq 50); do echo \"[info] summary line $i\" >&2; done; {exit}"
             );
-            let args: Vec<String> = vec!["-c".into(), script];
-            let error = run(
-                Path::new("sh"),
-                &args,
-                &supervision(Duration::from_secs(60)),
-                &CancellationToken::new(),
-                |_| {},
-            )
-            .await
-            .unwrap_err();
+            let error = failure_of_sh(&script, Duration::from_secs(60)).await;
             assert!(error.is_storage_full(), "{exit}: {error}");
             assert_eq!(
                 error.to_string(),
@@ -388,21 +387,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_child_is_stopped_as_stalled() {
-        let args: Vec<String> = [
-            "-c",
+        let error = failure_of_sh(
             "echo out_time_us=1; echo progress=continue; exec sleep 600",
-        ]
-        .map(String::from)
-        .to_vec();
-        let error = run(
-            Path::new("sh"),
-            &args,
-            &supervision(Duration::from_millis(300)),
-            &CancellationToken::new(),
-            |_| {},
+            Duration::from_millis(300),
         )
-        .await
-        .unwrap_err();
+        .await;
         assert!(matches!(error, MediaError::Stalled { .. }), "{error}");
     }
 
