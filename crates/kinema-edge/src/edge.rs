@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
 use kinema_auth::Refusal;
 use kinema_http::conditional::{self, EntityTag, Precondition, Validators};
 use kinema_http::range::{self, RangeRequest};
@@ -597,6 +597,35 @@ impl Edge {
         if verdict.is_err() && !probe_refused_range {
             self.pass_keys.insert(key.to_string(), ());
         }
+        // A reader's response is complete as soon as its last byte is sent:
+        // with the origin's Content-Length (passed on), when the fill pushes
+        // the last declared byte; for a 204, at the head. Both come before
+        // the fill completes, so the object is stored before the fill
+        // releases what completes it: a client holding a complete response
+        // then finds the object stored on its next request (a hit, an
+        // answer to only-if-cached) rather than racing this task.
+        let mut store_it = verdict.is_ok() && secondary_key.is_some();
+        let store_whole = |whole: Bytes| {
+            if let Some(secondary_key) = &secondary_key {
+                self.store.insert(
+                    key,
+                    Arc::new(StoredResponse::new(
+                        parts.status,
+                        headers.clone(),
+                        whole,
+                        request_time,
+                        response_time,
+                        secondary_key.clone(),
+                    )),
+                );
+            }
+        };
+        let mut body = body;
+        // No content (a 204, Content-Length: 0): whole already.
+        if store_it && body.is_end_stream() {
+            store_whole(Bytes::new());
+            store_it = false;
+        }
         fill.publish_head(FillHead {
             status: parts.status,
             headers: headers.clone(),
@@ -609,21 +638,28 @@ impl Edge {
             detail: verdict.err().map(|(detail, _)| detail),
             slicing: Slicing::Whole,
         });
-        let mut store_it = verdict.is_ok();
-        let mut body = body;
         loop {
             let frame = tokio::time::timeout(self.settings.body_timeout, body.frame()).await;
             match frame {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         Metrics::add(&self.metrics.origin_bytes, data.len() as u64);
-                        fill.push(data);
-                        if fill.length() > self.settings.max_object_size {
+                        let received = fill.length() + data.len() as u64;
+                        if received > self.settings.max_object_size {
                             store_it = false;
                         }
+                        // The last declared byte: hyper ends the body here,
+                        // so the object is whole; stored before it is
+                        // pushed.
+                        if store_it && declared_length == Some(received) {
+                            store_whole(fill.whole_body_ending_with(&data));
+                            store_it = false;
+                        }
+                        fill.push(data);
                     }
                 }
                 Ok(None) => break,
+                // Failed before the object was whole: nothing is stored.
                 Ok(Some(Err(error))) => {
                     Metrics::bump(&self.metrics.origin_errors);
                     fill.fail(OriginError::Protocol(error.to_string()));
@@ -636,21 +672,11 @@ impl Edge {
                 }
             }
         }
-        if store_it && let Some(secondary_key) = secondary_key {
-            let whole = fill.whole_body_now();
-            if declared_length.is_none_or(|length| length == whole.len() as u64) {
-                self.store.insert(
-                    key,
-                    Arc::new(StoredResponse::new(
-                        parts.status,
-                        headers,
-                        whole,
-                        request_time,
-                        response_time,
-                        secondary_key,
-                    )),
-                );
-            }
+        // Without a Content-Length (chunked) the readers' responses end
+        // only when the fill completes, so storing now is in time. With one,
+        // a body that ended short is never stored.
+        if store_it && declared_length.is_none() {
+            store_whole(fill.whole_body_now());
         }
         fill.complete();
     }

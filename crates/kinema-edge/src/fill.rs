@@ -141,6 +141,23 @@ impl Fill {
         concat(&self.lock().chunks)
     }
 
+    /// The body received so far followed by `last`, a chunk not pushed
+    /// yet, as one buffer: the whole object, to be stored before `last`
+    /// reaches the readers and completes their responses.
+    pub fn whole_body_ending_with(&self, last: &Bytes) -> Bytes {
+        let state = self.lock();
+        if state.chunks.is_empty() {
+            return last.clone();
+        }
+        let mut whole = BytesMut::with_capacity(
+            state.chunks.iter().map(Bytes::len).sum::<usize>() + last.len(),
+        );
+        for chunk in state.chunks.iter().chain(std::iter::once(last)) {
+            whole.extend_from_slice(chunk);
+        }
+        whole.freeze()
+    }
+
     /// Bytes received so far.
     pub fn length(&self) -> u64 {
         self.lock().length
@@ -279,6 +296,10 @@ mod tests {
             early.next().await.unwrap().unwrap(),
             Bytes::from_static(b"ab")
         );
+        assert_eq!(
+            fill.whole_body_ending_with(&Bytes::from_static(b"cd")),
+            Bytes::from_static(b"abcd")
+        );
         fill.push(Bytes::from_static(b"cd"));
         fill.complete();
         assert_eq!(
@@ -287,6 +308,10 @@ mod tests {
         );
         assert!(early.next().await.is_none());
         let late: Vec<Bytes> = fill.body().map(Result::unwrap).collect().await;
+        assert_eq!(
+            Fill::new().whole_body_ending_with(&Bytes::from_static(b"ab")),
+            Bytes::from_static(b"ab")
+        );
         assert_eq!(concat(&late), Bytes::from_static(b"abcd"));
         assert_eq!(
             fill.whole_body().await.unwrap(),

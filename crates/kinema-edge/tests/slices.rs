@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use bytesize::ByteSize;
+use futures::StreamExt;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -59,6 +61,10 @@ struct OriginState {
     /// The `Range` of every request for the object (`None`: no range).
     ranges: Vec<Option<String>>,
     held: bool,
+    /// Answers to range requests are sent chunked, and the terminating
+    /// chunk waits for this to clear: every byte of the range is out,
+    /// the origin's body has not ended.
+    ends_held: bool,
 }
 
 /// An origin serving `/movie.mp4` with ranges, ETag `"vN"`.
@@ -95,7 +101,7 @@ impl RangeOrigin {
                         let service = service_fn(move |request: Request<Incoming>| {
                             let state = state.clone();
                             let opened = opened.clone();
-                            async move { Ok::<_, Infallible>(answer(&state, &opened, request).await) }
+                            async move { Ok::<_, Infallible>(answer(state, opened, request).await) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
@@ -134,18 +140,27 @@ impl RangeOrigin {
         self.opened.notify_waiters();
     }
 
+    fn hold_body_ends(&self) {
+        self.state.lock().unwrap().ends_held = true;
+    }
+
+    fn release_body_ends(&self) {
+        self.state.lock().unwrap().ends_held = false;
+        self.opened.notify_waiters();
+    }
+
     fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
     }
 }
 
 async fn answer(
-    state: &Mutex<OriginState>,
-    opened: &Notify,
+    state: Arc<Mutex<OriginState>>,
+    opened: Arc<Notify>,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<UnsyncBoxBody<Bytes, Infallible>> {
     if request.uri().path() != "/movie.mp4" {
-        let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+        let mut response = Response::new(Full::new(Bytes::from_static(b"ok")).boxed_unsync());
         if request.uri().path() != "/healthz" {
             *response.status_mut() = StatusCode::NOT_FOUND;
         }
@@ -182,7 +197,25 @@ async fn answer(
         ),
         _ => (StatusCode::OK, whole, None),
     };
-    let mut response = Response::new(Full::new(body));
+    let body = if status == StatusCode::PARTIAL_CONTENT && state.lock().unwrap().ends_held {
+        // No size hint: hyper sends it chunked.
+        let end = async move {
+            loop {
+                let notified = opened.notified();
+                if !state.lock().unwrap().ends_held {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let frames = futures::stream::once(async move { Ok(Frame::data(body)) }).chain(
+            futures::stream::once(end).filter_map(|()| async { None::<Result<Frame<Bytes>, _>> }),
+        );
+        StreamBody::new(frames).boxed_unsync()
+    } else {
+        Full::new(body).boxed_unsync()
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert("etag", format!("\"v{version}\"").parse().unwrap());
@@ -357,6 +390,43 @@ async fn a_seek_into_a_large_object_fetches_only_the_covering_slices() {
     assert!(origin.ranges().len() <= requests + 1);
     assert!(origin.ranges().iter().all(Option::is_some));
     assert!(edge.metric("kinema_edge_slice_fills_total").await >= 3);
+    edge.stop().await;
+    origin.stop();
+}
+
+/// A client that has a whole slice in its response may rely on it being
+/// stored: the edge used to store a slice only once the origin's body
+/// ended, after its last byte had reached the client, so the client's next
+/// request could miss (an `only-if-cached` one got 504; under load, so did
+/// `only_if_cached_and_cdn_cache_control_precedence` in `tests/edge.rs`).
+/// Holding the end of the origin's chunked body keeps that window open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_is_stored_before_its_last_byte_reaches_the_client() {
+    let origin = RangeOrigin::start().await;
+    origin.hold_body_ends();
+    let edge = Edge::start(&origin).await;
+    let whole = object(1);
+    let first_slice = slice_range(0).unwrap();
+
+    let (status, headers, body) = get(edge.address, "/movie.mp4", &[("range", &first_slice)]).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, whole.slice(..SLICE as usize));
+    assert!(
+        cache_status(&headers).contains("fwd=uri-miss"),
+        "{headers:?}"
+    );
+    // The origin's body for slice 0 has not ended yet.
+    let (status, headers, body) = get(
+        edge.address,
+        "/movie.mp4",
+        &[("range", &first_slice), ("cache-control", "only-if-cached")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT, "{headers:?}");
+    assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+    assert_eq!(body, whole.slice(..SLICE as usize));
+    assert_eq!(origin.ranges()[0], slice_range(0));
+    origin.release_body_ends();
     edge.stop().await;
     origin.stop();
 }

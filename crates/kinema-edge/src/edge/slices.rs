@@ -438,24 +438,72 @@ impl Edge {
             detail: None,
             slicing: Slicing::Slice(meta.clone()),
         });
+        // A client's response assembled from slices is complete as soon as
+        // the last byte it wants is sent, which for one ending with this
+        // slice is when the fill pushes the slice's last byte, before the
+        // origin's body ends (a chunked 206 has its terminator still to
+        // come). The slice is therefore stored before that byte is pushed,
+        // so the client's next request finds it (see `run_fill`).
         let expected = meta.len();
+        let stored_key = if meta.is_whole() {
+            object_key.to_string()
+        } else {
+            slice::slice_key(object_key, index)
+        };
+        let store_slice = |bytes: Bytes| {
+            let stored = if meta.is_whole() {
+                StoredResponse::new(
+                    StatusCode::OK,
+                    slice::whole_headers(&headers, meta.version.length),
+                    bytes,
+                    request_time,
+                    response_time,
+                    Vec::new(),
+                )
+            } else {
+                StoredResponse::new(
+                    StatusCode::PARTIAL_CONTENT,
+                    headers.clone(),
+                    bytes,
+                    request_time,
+                    response_time,
+                    Vec::new(),
+                )
+            };
+            self.store.insert(&stored_key, Arc::new(stored));
+        };
+        let mut stored = false;
         let mut body = body;
         loop {
             match tokio::time::timeout(self.settings.body_timeout, body.frame()).await {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         Metrics::add(&self.metrics.origin_bytes, data.len() as u64);
-                        fill.push(data);
-                        if fill.length() > expected {
+                        let received = fill.length() + data.len() as u64;
+                        if received > expected {
                             Metrics::bump(&self.metrics.origin_errors);
+                            // The origin contradicts its own Content-Range:
+                            // keep nothing of it.
+                            if stored {
+                                self.store.remove(&stored_key).await;
+                            }
                             fill.fail(OriginError::Protocol(
                                 "the origin sent more than the content-range it announced".into(),
                             ));
                             return;
                         }
+                        if received == expected {
+                            store_slice(fill.whole_body_ending_with(&data));
+                            stored = true;
+                        }
+                        fill.push(data);
                     }
                 }
                 Ok(None) => break,
+                // A failure before the announced range is whole stores
+                // nothing; one after it (a chunked body cut before its
+                // terminator) leaves the slice stored: whole, as its readers
+                // already saw.
                 Ok(Some(Err(error))) => {
                     Metrics::bump(&self.metrics.origin_errors);
                     fill.fail(OriginError::Protocol(error.to_string()));
@@ -475,32 +523,9 @@ impl Edge {
             ));
             return;
         }
-        let bytes = fill.whole_body_now();
-        if meta.is_whole() {
-            let headers = slice::whole_headers(&headers, meta.version.length);
-            self.store.insert(
-                object_key,
-                Arc::new(StoredResponse::new(
-                    StatusCode::OK,
-                    headers,
-                    bytes,
-                    request_time,
-                    response_time,
-                    Vec::new(),
-                )),
-            );
-        } else {
-            self.store.insert(
-                &slice::slice_key(object_key, index),
-                Arc::new(StoredResponse::new(
-                    StatusCode::PARTIAL_CONTENT,
-                    headers,
-                    bytes,
-                    request_time,
-                    response_time,
-                    Vec::new(),
-                )),
-            );
+        if !stored {
+            // An empty range: no byte to store before.
+            store_slice(fill.whole_body_now());
         }
         fill.complete();
     }
