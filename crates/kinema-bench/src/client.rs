@@ -182,8 +182,9 @@ pub struct ClientSettings {
     pub timeout: Duration,
     /// hyper's read buffer: the largest chunk the shaper is charged at once.
     pub read_buffer: usize,
-    /// Kernel receive buffer; `None` leaves the kernel's autotuning on.
-    pub receive_buffer: Option<u32>,
+    /// Kernel receive buffer (`SO_RCVBUF`, which also turns autotuning
+    /// off; the kernel caps it at `net.core.rmem_max`).
+    pub receive_buffer: u32,
 }
 
 struct Connection {
@@ -307,13 +308,11 @@ impl ViewerClient {
             TcpSocket::new_v6()
         }
         .map_err(|e| transport(format!("cannot create socket: {e}")))?;
-        if let Some(size) = self.settings.receive_buffer {
-            // A small kernel buffer keeps a slow viewer's backpressure close
-            // to the server, as on a real access link.
-            socket
-                .set_recv_buffer_size(size)
-                .map_err(|e| transport(format!("cannot size receive buffer: {e}")))?;
-        }
+        // A bounded kernel buffer keeps a slow viewer's backpressure close
+        // to the server, as on a real access link.
+        socket
+            .set_recv_buffer_size(self.settings.receive_buffer)
+            .map_err(|e| transport(format!("cannot size receive buffer: {e}")))?;
         let stream = tokio::time::timeout(self.settings.timeout, socket.connect(address))
             .await
             .map_err(|_| FetchError::Timeout {

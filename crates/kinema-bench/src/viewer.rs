@@ -156,6 +156,39 @@ struct Viewer<'a> {
     live_bitrate: u64,
 }
 
+/// Bytes per read and the kernel receive buffer of a viewer's connection,
+/// for a link of `link` bits per second (`None`: unlimited) at `speed`.
+///
+/// A shaped link reads chunks of ~100 ms of the link (at least 16 KiB, so
+/// thousands of slow viewers cost few system calls; at most 64 KiB, so the
+/// shaping stays smooth) and keeps about one second of the link in the
+/// kernel: backpressure reaches the server within a second, like an access
+/// link's queue, but a server descheduled for a few hundred milliseconds
+/// does not show up as a link stall.
+///
+/// An unlimited link reads 512 KiB at a time into a 512 KiB receive buffer.
+/// Both bounds are about one client process standing in for thousands of
+/// devices. Left to autotuning, loopback receive buffers grow to megabytes,
+/// and a few thousand of them in one kernel reach `net.ipv4.tcp_mem`. The
+/// kernel then drops packets, and the retransmission timeouts stall every
+/// server alike; each real viewer's device has a kernel of its own. Reads
+/// of 64 KiB cost the single client core so much that it, not the server,
+/// set the capacity at about 4,000 viewers. The price is client memory:
+/// about 600 KiB per downloading viewer.
+fn buffer_sizes(link: Option<u64>, speed: f64) -> (usize, u32) {
+    const UNLIMITED: usize = 512 * 1024;
+    match link {
+        Some(bits) => {
+            let bytes_per_second = bits as f64 / 8.0 * speed;
+            (
+                ((bytes_per_second * 0.1) as usize).clamp(16 * 1024, 64 * 1024),
+                (bytes_per_second as u32).clamp(128 * 1024, 1024 * 1024),
+            )
+        }
+        None => (UNLIMITED, UNLIMITED as u32),
+    }
+}
+
 /// Plays until the run is cancelled (deadline or shutdown) or the viewer
 /// cannot go on; always returns the viewer's report.
 pub async fn run_viewer(shared: Arc<RunShared>, index: u32, link: Option<u64>) -> ViewerReport {
@@ -169,19 +202,7 @@ pub async fn run_viewer(shared: Arc<RunShared>, index: u32, link: Option<u64>) -
         let burst = ((wall_bytes_per_second * 0.02) as u64).max(4096);
         Shaper::new(wall_bytes_per_second, burst)
     });
-    let read_buffer = match link {
-        // Chunks of ~100 ms of the link keep the shaping smooth (a segment
-        // lasts seconds); slow links still read at least 16 KiB per wake-up,
-        // so thousands of viewers cost few system calls.
-        Some(bits) => ((bits as f64 / 8.0 * speed * 0.1) as usize).clamp(16 * 1024, 64 * 1024),
-        None => 64 * 1024,
-    };
-    // About one second of the link in the kernel: backpressure still
-    // reaches the server within a second, like an access link's queue,
-    // but a server descheduled for a few hundred milliseconds (thousands of
-    // connections on a shared core) does not show up as a link stall.
-    let receive_buffer =
-        link.map(|bits| ((bits as f64 / 8.0 * speed) as u32).clamp(128 * 1024, 1024 * 1024));
+    let (read_buffer, receive_buffer) = buffer_sizes(link, speed);
     let settings = ClientSettings {
         allow_remote: shared.allow_remote,
         latency: shared.latency.div_f64(speed),
@@ -599,5 +620,37 @@ mod tests {
         // Playing resumed at 10.2 from position 8.
         assert!((playback.position(11.2) - 9.0).abs() < 1e-9);
         assert_eq!(playback.stall_at(11.2), None);
+    }
+
+    #[test]
+    fn every_link_gets_bounded_buffers() {
+        // Unlimited links included: autotuned loopback buffers are what
+        // pushed a few thousand viewers into the kernel's TCP memory limit.
+        for link in [
+            None,
+            Some(1_000),
+            Some(300_000),
+            Some(3_000_000),
+            Some(10_000_000_000),
+        ] {
+            for speed in [0.5, 1.0, 20.0] {
+                let (read, receive) = buffer_sizes(link, speed);
+                assert!(
+                    (16 * 1024..=512 * 1024).contains(&read),
+                    "{link:?} x{speed}: read {read}"
+                );
+                assert!(
+                    (128 * 1024..=1024 * 1024).contains(&receive),
+                    "{link:?} x{speed}: receive buffer {receive}"
+                );
+            }
+        }
+        // A faster link never gets a smaller read or receive buffer.
+        let slow = buffer_sizes(Some(300_000), 1.0);
+        let fast = buffer_sizes(Some(50_000_000), 1.0);
+        assert!(fast.0 >= slow.0 && fast.1 >= slow.1, "{slow:?} vs {fast:?}");
+        // A shaped link reads in pieces smaller than an unlimited one, so
+        // the shaper is charged in small steps.
+        assert!(fast.0 < buffer_sizes(None, 1.0).0);
     }
 }
