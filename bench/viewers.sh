@@ -7,7 +7,8 @@
 # Both servers are pinned to CPU 0 (nginx with one worker; kinema's runtime
 # sizes itself to the one CPU it may use); the load client is pinned to CPU 1
 # on a single-threaded runtime, so the client never competes with the server
-# it measures. The library is synthetic: playlists and segment files of the
+# it measures. Past about 10,000 viewers that one client core is the limit
+# (its CPU is printed with every trial). The library is synthetic: playlists and segment files of the
 # exact sizes a 0.3–6 Mbit/s ladder implies (the client counts bytes, it does
 # not decode), made by `kinema bench library`.
 #
@@ -42,6 +43,11 @@ done
 if [ "$(nproc)" -lt 2 ]; then
     echo "viewers.sh: needs 2 CPUs (server on one, client on the other)" >&2
     exit 1
+fi
+# The client asks for 512 KiB receive buffers; a lower net.core.rmem_max
+# caps them, and the client's core then becomes the limit sooner.
+if [ "$(cat /proc/sys/net/core/rmem_max)" -lt 524288 ]; then
+    echo "viewers.sh: net.core.rmem_max is $(cat /proc/sys/net/core/rmem_max) (< 524288): the load client's receive buffers will be smaller than intended" >&2
 fi
 # Each viewer holds one connection; both ends are in this process tree.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
