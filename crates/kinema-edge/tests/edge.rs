@@ -4,34 +4,29 @@
 //! CDN-Cache-Control, coalescing, stale-if-error, 502/504, purge,
 //! invalidation, ranges, restart of the disk tier and signed URLs.
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{Edge, Service, cache_status, get, request, serve_http1};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 type Reply = (StatusCode, Vec<(&'static str, String)>, Bytes);
-type Script = Arc<dyn Fn(&Request<Incoming>, usize) -> Reply + Send + Sync>;
 
 /// A scriptable origin: answers by `script(request, nth request to this
 /// path)`, records every request, optionally holds answers until released.
 struct Origin {
-    address: SocketAddr,
+    server: Service<Infallible>,
     seen: Arc<Mutex<Vec<(Method, String, HeaderMap)>>>,
     gate: Arc<Gate>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Default)]
@@ -56,82 +51,51 @@ impl Origin {
     async fn start(
         script: impl Fn(&Request<Incoming>, usize) -> Reply + Send + Sync + 'static,
     ) -> Self {
-        Self::start_on(
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            Arc::new(script),
-        )
-        .await
-    }
-
-    async fn start_on(listener: TcpListener, script: Script) -> Self {
-        let address = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<(Method, String, HeaderMap)>>> = Arc::default();
         let gate: Arc<Gate> = Arc::default();
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let task = {
+        let script = Arc::new(script);
+        let handler = {
             let seen = seen.clone();
             let gate = gate.clone();
-            tokio::spawn(async move {
-                let mut connections = tokio::task::JoinSet::new();
-                loop {
-                    let (stream, _) = tokio::select! {
-                        _ = &mut stopped => break,
-                        accepted = listener.accept() => accepted.unwrap(),
+            move |request: Request<Incoming>| {
+                let seen = seen.clone();
+                let gate = gate.clone();
+                let script = script.clone();
+                async move {
+                    let path = request.uri().path().to_string();
+                    let nth = {
+                        let mut seen = seen.lock().unwrap();
+                        seen.push((
+                            request.method().clone(),
+                            request.uri().to_string(),
+                            request.headers().clone(),
+                        ));
+                        seen.iter()
+                            .filter(|(_, uri, _)| uri.split('?').next() == Some(&path))
+                            .count()
                     };
-                    let seen = seen.clone();
-                    let gate = gate.clone();
-                    let script = script.clone();
-                    connections.spawn(async move {
-                        let service = service_fn(move |request: Request<Incoming>| {
-                            let seen = seen.clone();
-                            let gate = gate.clone();
-                            let script = script.clone();
-                            async move {
-                                let path = request.uri().path().to_string();
-                                let nth = {
-                                    let mut seen = seen.lock().unwrap();
-                                    seen.push((
-                                        request.method().clone(),
-                                        request.uri().to_string(),
-                                        request.headers().clone(),
-                                    ));
-                                    seen.iter()
-                                        .filter(|(_, uri, _)| uri.split('?').next() == Some(&path))
-                                        .count()
-                                };
-                                if path != "/healthz" {
-                                    gate.pass().await;
-                                }
-                                let (status, headers, body) = script(&request, nth);
-                                let mut response = Response::new(Full::new(body));
-                                *response.status_mut() = status;
-                                for (name, value) in headers {
-                                    response
-                                        .headers_mut()
-                                        .append(name, HeaderValue::from_str(&value).unwrap());
-                                }
-                                Ok::<_, Infallible>(response)
-                            }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
+                    if path != "/healthz" {
+                        gate.pass().await;
+                    }
+                    let (status, headers, body) = script(&request, nth);
+                    let mut response = Response::new(Full::new(body));
+                    *response.status_mut() = status;
+                    for (name, value) in headers {
+                        response
+                            .headers_mut()
+                            .append(name, HeaderValue::from_str(&value).unwrap());
+                    }
+                    response
                 }
-                connections.abort_all();
-            })
+            }
         };
-        Self {
-            address,
-            seen,
-            gate,
-            stop: Some(stop),
-            task,
-        }
+        let server =
+            Service::spawn(|listener, shutdown| serve_http1(listener, shutdown, handler)).await;
+        Self { server, seen, gate }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.address)
+        self.server.url()
     }
 
     /// Requests received for `path`, health checks excluded.
@@ -164,62 +128,9 @@ impl Origin {
         self.gate.opened.notify_waiters();
     }
 
-    async fn kill(mut self) {
+    async fn kill(self) {
         self.release();
-        let _ = self.stop.take().unwrap().send(());
-        let _ = self.task.await;
-    }
-}
-
-struct Edge {
-    address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), kinema_edge::Error>>,
-}
-
-impl Edge {
-    async fn start(config: kinema_edge::Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(kinema_edge::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            address,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-
-    async fn metric(&self, name: &str) -> u64 {
-        let (_, _, body) = get(self.address, "/_kinema/metrics", &[]).await;
-        let text = String::from_utf8(body.to_vec()).unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
-            .parse()
-            .unwrap()
-    }
-
-    /// Polls a metric until it reaches `value` (with a deadline).
-    async fn wait_metric(&self, name: &str, value: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.metric(name).await >= value {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} never reached {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.server.stop().await;
     }
 }
 
@@ -231,54 +142,6 @@ fn config(origin: &Origin) -> kinema_edge::Config {
         origin_timeout: Duration::from_secs(5),
         ..kinema_edge::Config::default()
     }
-}
-
-fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
-}
-
-async fn request(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (StatusCode, HeaderMap, Bytes) {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(format!("http://{address}{path}"));
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let response = client()
-        .request(
-            builder
-                .body(Full::new(Bytes::copy_from_slice(body)))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
-}
-
-async fn get(
-    address: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, HeaderMap, Bytes) {
-    request(address, "GET", path, headers, b"").await
-}
-
-fn cache_status(headers: &HeaderMap) -> String {
-    headers
-        .get("cache-status")
-        .map(|value| value.to_str().unwrap().to_string())
-        .unwrap_or_default()
 }
 
 fn ok(headers: &[(&'static str, &str)], body: &'static str) -> Reply {

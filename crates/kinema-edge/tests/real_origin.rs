@@ -9,25 +9,22 @@
 //! not read the edge's `Forwarded: for=` (RFC 7239), so tokens bound to a
 //! client network cannot be used through an edge yet.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use common::{Edge, Service, cache_status, get};
+use http::{HeaderMap, StatusCode};
 use kinema_auth::keyring::KeyRing;
 use kinema_auth::{Claims, TokenScope};
 use kinema_core::{
     AccessPolicy, MANIFEST_FORMAT_VERSION, Manifest, Rendition, RenditionKind, VideoId,
 };
 use kinema_store::{LocalStore, Store};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 /// A 4 s 320x180 clip cut into 1 s CMAF segments by ffmpeg's DASH muxer,
 /// with HLS playlists written like kinema-media's; made once per build and
@@ -135,86 +132,6 @@ async fn publish(store: &LocalStore, id: &str, access: AccessPolicy) {
     store.publish(&manifest, &staged).await.unwrap();
 }
 
-struct Service<E> {
-    address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), E>>,
-}
-
-impl<E: std::fmt::Debug> Service<E> {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-async fn start_origin(config: kinema_origin::Config) -> Service<kinema_origin::Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(kinema_origin::run(config, listener, async move {
-        let _ = stopped.await;
-    }));
-    Service {
-        address,
-        stop: Some(stop),
-        task,
-    }
-}
-
-async fn start_edge(config: kinema_edge::Config) -> Service<kinema_edge::Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(kinema_edge::run(config, listener, async move {
-        let _ = stopped.await;
-    }));
-    Service {
-        address,
-        stop: Some(stop),
-        task,
-    }
-}
-
-async fn get(
-    address: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, HeaderMap, Bytes) {
-    let mut builder = Request::get(format!("http://{address}{path}"));
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let response = client
-        .request(builder.body(Empty::new()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
-}
-
-fn cache_status(headers: &HeaderMap) -> &str {
-    headers
-        .get("cache-status")
-        .map_or("", |value| value.to_str().unwrap())
-}
-
-async fn metric(edge: SocketAddr, name: &str) -> u64 {
-    let (_, _, body) = get(edge, "/_kinema/metrics", &[]).await;
-    let text = String::from_utf8(body.to_vec()).unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no metric {name}"))
-        .parse()
-        .unwrap()
-}
-
 /// The URIs a playlist names (tags' `URI="…"` and plain lines), resolved
 /// against the playlist's directory (RFC 3986 §5.2; all are relative).
 fn playlist_uris(base: &str, playlist: &str) -> Vec<String> {
@@ -268,9 +185,11 @@ async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share(
     origin_config.access_log = false;
     origin_config.prefetch = false;
     origin_config.keys = keys.clone();
-    let origin = start_origin(origin_config).await;
-    let edge = start_edge(kinema_edge::Config {
-        origin: vec![format!("http://{}", origin.address)],
+    let origin: Service<kinema_origin::Error> =
+        Service::spawn(|listener, shutdown| kinema_origin::run(origin_config, listener, shutdown))
+            .await;
+    let edge = Edge::start(kinema_edge::Config {
+        origin: vec![origin.url()],
         prefetch_segments: 0,
         keys: Some(keys),
         ..kinema_edge::Config::default()
@@ -310,7 +229,7 @@ async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share(
             );
         }
     }
-    let origin_requests = metric(edge.address, "kinema_edge_origin_requests_total").await;
+    let origin_requests = edge.metric("kinema_edge_origin_requests_total").await;
     assert_eq!(origin_requests, 7);
 
     // Second pass: all hits, same bytes, no origin request.
@@ -325,7 +244,7 @@ async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share(
         assert!(headers.contains_key("age"), "{path}");
     }
     assert_eq!(
-        metric(edge.address, "kinema_edge_origin_requests_total").await,
+        edge.metric("kinema_edge_origin_requests_total").await,
         origin_requests
     );
 
@@ -373,7 +292,7 @@ async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share(
     assert_ne!(viewer_one, viewer_two);
     let (status, _, _) = get(edge.address, "/v/secret/master.m3u8", &[]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let before = metric(edge.address, "kinema_edge_origin_requests_total").await;
+    let before = edge.metric("kinema_edge_origin_requests_total").await;
     let walk_one = play(
         edge.address,
         &format!("/s/{viewer_one}/v/secret/master.m3u8"),
@@ -387,7 +306,7 @@ async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share(
             cache_status(headers)
         );
     }
-    let after_one = metric(edge.address, "kinema_edge_origin_requests_total").await;
+    let after_one = edge.metric("kinema_edge_origin_requests_total").await;
     assert_eq!(after_one - before, 7);
     // The second viewer's walk: the relative URIs carry their own token,
     // and every file is the first viewer's cached copy.
@@ -406,7 +325,7 @@ async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share(
         assert_eq!(body, first_body, "{path}");
     }
     assert_eq!(
-        metric(edge.address, "kinema_edge_origin_requests_total").await,
+        edge.metric("kinema_edge_origin_requests_total").await,
         after_one
     );
 

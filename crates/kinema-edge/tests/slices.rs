@@ -5,26 +5,23 @@
 //! by SHA-256), concurrent seeks coalesce, and an ETag change in the middle
 //! of an object never mixes two versions in one response.
 
+mod common;
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use bytesize::ByteSize;
+use common::{Edge, Service, cache_status, get, send, serve_http1};
 use futures::StreamExt;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use kinema_http::range::{self, RangeRequest};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 const LENGTH: usize = 40_000_000;
 const SLICE: u64 = 1024 * 1024;
@@ -69,58 +66,43 @@ struct OriginState {
 
 /// An origin serving `/movie.mp4` with ranges, ETag `"vN"`.
 struct RangeOrigin {
-    address: SocketAddr,
+    server: Service<Infallible>,
     state: Arc<Mutex<OriginState>>,
     opened: Arc<Notify>,
-    stop: Option<oneshot::Sender<()>>,
 }
 
 impl RangeOrigin {
     async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(OriginState {
             version: 1,
             ..OriginState::default()
         }));
         let opened = Arc::new(Notify::new());
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        {
+        let handler = {
             let state = state.clone();
             let opened = opened.clone();
-            tokio::spawn(async move {
-                let mut connections = tokio::task::JoinSet::new();
-                loop {
-                    let (stream, _) = tokio::select! {
-                        _ = &mut stopped => break,
-                        accepted = listener.accept() => accepted.unwrap(),
-                    };
-                    let state = state.clone();
-                    let opened = opened.clone();
-                    connections.spawn(async move {
-                        let service = service_fn(move |request: Request<Incoming>| {
-                            let state = state.clone();
-                            let opened = opened.clone();
-                            async move { Ok::<_, Infallible>(answer(state, opened, request).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-                connections.abort_all();
-            });
-        }
+            move |request| answer(state.clone(), opened.clone(), request)
+        };
+        let server =
+            Service::spawn(|listener, shutdown| serve_http1(listener, shutdown, handler)).await;
         Self {
-            address,
+            server,
             state,
             opened,
-            stop: Some(stop),
         }
     }
 
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
+    /// An edge in front of this origin that slices objects over 2 MiB.
+    async fn edge(&self) -> Edge {
+        Edge::start(kinema_edge::Config {
+            origin: vec![self.server.url()],
+            prefetch_segments: 0,
+            slice_size: ByteSize::b(SLICE),
+            slice_threshold: ByteSize::mib(2),
+            origin_timeout: Duration::from_secs(10),
+            ..kinema_edge::Config::default()
+        })
+        .await
     }
 
     fn ranges(&self) -> Vec<Option<String>> {
@@ -149,8 +131,8 @@ impl RangeOrigin {
         self.opened.notify_waiters();
     }
 
-    fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -228,92 +210,6 @@ async fn answer(
     response
 }
 
-struct Edge {
-    address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), kinema_edge::Error>>,
-}
-
-impl Edge {
-    async fn start(origin: &RangeOrigin) -> Self {
-        let config = kinema_edge::Config {
-            origin: vec![origin.url()],
-            prefetch_segments: 0,
-            slice_size: ByteSize::b(SLICE),
-            slice_threshold: ByteSize::mib(2),
-            origin_timeout: Duration::from_secs(10),
-            ..kinema_edge::Config::default()
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(kinema_edge::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            address,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-
-    async fn metric(&self, name: &str) -> u64 {
-        let (_, _, body) = get(self.address, "/_kinema/metrics", &[]).await;
-        let text = String::from_utf8(body.to_vec()).unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no metric {name}"))
-            .parse()
-            .unwrap()
-    }
-}
-
-fn client() -> Client<HttpConnector, Empty<Bytes>> {
-    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
-}
-
-async fn send(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Response<Incoming> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(format!("http://{address}{path}"));
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    client()
-        .request(builder.body(Empty::new()).unwrap())
-        .await
-        .unwrap()
-}
-
-async fn get(
-    address: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, HeaderMap, Bytes) {
-    let (parts, body) = send(address, "GET", path, headers).await.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
-}
-
-fn cache_status(headers: &HeaderMap) -> &str {
-    headers
-        .get("cache-status")
-        .map_or("", |value| value.to_str().unwrap())
-}
-
 fn slice_range(index: u64) -> Option<String> {
     Some(format!(
         "bytes={}-{}",
@@ -325,7 +221,7 @@ fn slice_range(index: u64) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seek_into_a_large_object_fetches_only_the_covering_slices() {
     let origin = RangeOrigin::start().await;
-    let edge = Edge::start(&origin).await;
+    let edge = origin.edge().await;
     let whole = object(1);
 
     // 20,000,000 lies in slice 19 (19,922,944 ..= 20,971,519).
@@ -391,7 +287,7 @@ async fn a_seek_into_a_large_object_fetches_only_the_covering_slices() {
     assert!(origin.ranges().iter().all(Option::is_some));
     assert!(edge.metric("kinema_edge_slice_fills_total").await >= 3);
     edge.stop().await;
-    origin.stop();
+    origin.stop().await;
 }
 
 /// A client that has a whole slice in its response may rely on it being
@@ -404,7 +300,7 @@ async fn a_seek_into_a_large_object_fetches_only_the_covering_slices() {
 async fn a_slice_is_stored_before_its_last_byte_reaches_the_client() {
     let origin = RangeOrigin::start().await;
     origin.hold_body_ends();
-    let edge = Edge::start(&origin).await;
+    let edge = origin.edge().await;
     let whole = object(1);
     let first_slice = slice_range(0).unwrap();
 
@@ -428,13 +324,13 @@ async fn a_slice_is_stored_before_its_last_byte_reaches_the_client() {
     assert_eq!(origin.ranges()[0], slice_range(0));
     origin.release_body_ends();
     edge.stop().await;
-    origin.stop();
+    origin.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_get_is_assembled_from_slices_and_then_served_from_them() {
     let origin = RangeOrigin::start().await;
-    let edge = Edge::start(&origin).await;
+    let edge = origin.edge().await;
     let whole = object(1);
 
     let (status, headers, body) = get(edge.address, "/movie.mp4", &[]).await;
@@ -458,7 +354,7 @@ async fn a_full_get_is_assembled_from_slices_and_then_served_from_them() {
     assert_eq!(status, StatusCode::OK);
     assert!(cache_status(&headers).contains("hit"), "{headers:?}");
     assert_eq!(sha256(&body), sha256(&whole));
-    let head = send(edge.address, "HEAD", "/movie.mp4", &[]).await;
+    let head = send(edge.address, "HEAD", "/movie.mp4", &[], b"").await;
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.headers()["content-length"], LENGTH.to_string());
     let (status, headers, body) = get(
@@ -481,13 +377,13 @@ async fn a_full_get_is_assembled_from_slices_and_then_served_from_them() {
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     assert_eq!(origin.ranges().len(), ranges.len());
     edge.stop().await;
-    origin.stop();
+    origin.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_seeks_into_one_region_make_one_origin_request() {
     let origin = RangeOrigin::start().await;
-    let edge = Edge::start(&origin).await;
+    let edge = origin.edge().await;
     let whole = object(1);
     origin.hold();
     let seekers: Vec<_> = (0..20)
@@ -502,14 +398,8 @@ async fn concurrent_seeks_into_one_region_make_one_origin_request() {
         })
         .collect();
     // Every seeker waits on the one fill before the origin answers.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while edge.metric("kinema_edge_coalesced_waiters_total").await < 19 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the seekers never coalesced"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    edge.wait_metric("kinema_edge_coalesced_waiters_total", 19)
+        .await;
     origin.release();
     for seeker in seekers {
         let (status, start, body) = seeker.await.unwrap();
@@ -518,19 +408,19 @@ async fn concurrent_seeks_into_one_region_make_one_origin_request() {
     }
     assert_eq!(origin.ranges(), vec![slice_range(10)]);
     edge.stop().await;
-    origin.stop();
+    origin.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etag_change_mid_object_never_mixes_versions() {
     let origin = RangeOrigin::start().await;
-    let edge = Edge::start(&origin).await;
+    let edge = origin.edge().await;
     let (first, second) = (object(1), object(2));
 
     // A full GET read slowly; the object changes at the origin after its
     // first 2 MB. Slices fetched after that are of version 2, so the
     // response must stop (truncated), never splice them in.
-    let response = send(edge.address, "GET", "/movie.mp4", &[]).await;
+    let response = send(edge.address, "GET", "/movie.mp4", &[], b"").await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
     let mut received = Vec::new();
@@ -570,13 +460,13 @@ async fn an_etag_change_mid_object_never_mixes_versions() {
     assert_eq!(sha256(&body), sha256(&second));
 
     edge.stop().await;
-    origin.stop();
+    origin.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seek_after_the_object_changed_drops_the_old_slices() {
     let origin = RangeOrigin::start().await;
-    let edge = Edge::start(&origin).await;
+    let edge = origin.edge().await;
     let (first, second) = (object(1), object(2));
     let seek = |start: usize| {
         let range = format!("bytes={start}-{}", start + 99);
@@ -601,5 +491,5 @@ async fn a_seek_after_the_object_changed_drops_the_old_slices() {
         vec![slice_range(0), slice_range(28), slice_range(0)]
     );
     edge.stop().await;
-    origin.stop();
+    origin.stop().await;
 }
