@@ -929,14 +929,21 @@ mod tests {
         presentation.renditions[rung].media.loaded().unwrap()
     }
 
-    /// Every segment of a track as (URI, duration).
-    fn segments(track: &Track) -> Vec<(String, f64)> {
-        (0..track.len())
+    /// Checks every segment of `track` as (URI, duration rounded to the
+    /// microsecond), in order.
+    #[track_caller]
+    fn assert_segments(track: &Track, expected: &[(&str, f64)]) {
+        let segments: Vec<(String, f64)> = (0..track.len())
             .map(|index| {
                 let segment = track.segment(index).unwrap();
                 (segment.uri, (segment.duration_seconds * 1e6).round() / 1e6)
             })
-            .collect()
+            .collect();
+        let expected: Vec<(String, f64)> = expected
+            .iter()
+            .map(|(uri, seconds)| (uri.to_string(), *seconds))
+            .collect();
+        assert_eq!(segments, expected);
     }
 
     fn error(text: &str) -> String {
@@ -1005,32 +1012,36 @@ mod tests {
             "http://127.0.0.1:8080/v/clip/manifest.mpd"
         );
         assert_eq!(low.init.as_ref().unwrap().uri, "v360/init.mp4");
-        assert_eq!(
-            segments(low),
-            [
-                ("v360/1.m4s".to_string(), 4.0),
-                ("v360/2.m4s".to_string(), 4.0),
-                ("v360/3.m4s".to_string(), 1.0)
-            ]
+        assert_segments(
+            low,
+            &[
+                ("v360/1.m4s", 4.0),
+                ("v360/2.m4s", 4.0),
+                ("v360/3.m4s", 1.0),
+            ],
         );
         assert_eq!(low.duration_seconds(), 9.0);
         assert_eq!(presentation.audio.len(), 1);
         assert!(presentation.renditions.iter().all(|r| r.audio == Some(0)));
         let audio = presentation.audio[0].loaded().unwrap();
         assert_eq!(audio.init.as_ref().unwrap().uri, "a64/init.mp4");
-        assert_eq!(
-            segments(audio),
-            [
-                ("a64/1.m4s".to_string(), 4.021),
-                ("a64/2.m4s".to_string(), 3.979),
-                ("a64/3.m4s".to_string(), 1.0)
-            ]
+        assert_segments(
+            audio,
+            &[
+                ("a64/1.m4s", 4.021),
+                ("a64/2.m4s", 3.979),
+                ("a64/3.m4s", 1.0),
+            ],
         );
     }
 
-    /// ffmpeg 5.1 `-f dash -seg_duration 2` of a 5 s clip, two video
-    /// streams and one audio (its default: one AdaptationSet per stream).
-    const FFMPEG_TIMELINE: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+    /// What ffmpeg 5.1 `-f dash` writes around the one Period of a 5 s
+    /// clip: the same in each of its modes, so only the Period is spelled
+    /// out per fixture.
+    macro_rules! ffmpeg_mpd {
+        ($period:literal) => {
+            concat!(
+                r#"<?xml version="1.0" encoding="utf-8"?>
 <MPD xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
 	xmlns="urn:mpeg:dash:schema:mpd:2011"
 	xmlns:xlink="http://www.w3.org/1999/xlink"
@@ -1045,7 +1056,26 @@ mod tests {
 	<ServiceDescription id="0">
 	</ServiceDescription>
 	<Period id="0" start="PT0.0S">
-		<AdaptationSet id="0" contentType="video" startWithSAP="1" segmentAlignment="true" bitstreamSwitching="true" frameRate="25/1" maxWidth="320" maxHeight="180" par="16:9">
+"#,
+                $period,
+                "\t</Period>\n</MPD>\n"
+            )
+        };
+    }
+
+    /// The video segments both ffmpeg MPDs describe, with a timeline or
+    /// with a duration: 5 s in 2 s segments, the third cut short where
+    /// the period ends.
+    const FFMPEG_VIDEO_SEGMENTS: [(&str, f64); 3] = [
+        ("chunk-stream0-00001.m4s", 2.0),
+        ("chunk-stream0-00002.m4s", 2.0),
+        ("chunk-stream0-00003.m4s", 1.0),
+    ];
+
+    /// ffmpeg 5.1 `-f dash -seg_duration 2` of a 5 s clip, two video
+    /// streams and one audio (its default: one AdaptationSet per stream).
+    const FFMPEG_TIMELINE: &str = ffmpeg_mpd!(
+        r#"		<AdaptationSet id="0" contentType="video" startWithSAP="1" segmentAlignment="true" bitstreamSwitching="true" frameRate="25/1" maxWidth="320" maxHeight="180" par="16:9">
 			<Representation id="0" mimeType="video/mp4" codecs="avc1.42c00d" bandwidth="200000" width="320" height="180" sar="1:1">
 				<SegmentTemplate timescale="12800" initialization="init-stream$RepresentationID$.m4s" media="chunk-stream$RepresentationID$-$Number%05d$.m4s" startNumber="1">
 					<SegmentTimeline>
@@ -1077,9 +1107,8 @@ mod tests {
 				</SegmentTemplate>
 			</Representation>
 		</AdaptationSet>
-	</Period>
-</MPD>
-"#;
+"#
+    );
 
     #[test]
     fn reads_ffmpegs_segment_timeline() {
@@ -1093,42 +1122,21 @@ mod tests {
         assert_eq!(rung.resolution, Some((320, 180)));
         let video = track(&presentation, 0);
         assert_eq!(video.init.as_ref().unwrap().uri, "init-stream0.m4s");
-        assert_eq!(
-            segments(video),
-            [
-                ("chunk-stream0-00001.m4s".to_string(), 2.0),
-                ("chunk-stream0-00002.m4s".to_string(), 2.0),
-                ("chunk-stream0-00003.m4s".to_string(), 1.0)
-            ]
-        );
+        assert_segments(video, &FFMPEG_VIDEO_SEGMENTS);
         let audio = presentation.audio[0].loaded().unwrap();
-        assert_eq!(
-            segments(audio),
-            [
-                ("chunk-stream2-00001.m4s".to_string(), 1.996916),
-                ("chunk-stream2-00002.m4s".to_string(), 2.020136),
-                ("chunk-stream2-00003.m4s".to_string(), 0.982948)
-            ]
+        assert_segments(
+            audio,
+            &[
+                ("chunk-stream2-00001.m4s", 1.996916),
+                ("chunk-stream2-00002.m4s", 2.020136),
+                ("chunk-stream2-00003.m4s", 0.982948),
+            ],
         );
     }
 
     /// ffmpeg 5.1 `-f dash -seg_duration 2 -use_timeline 0` of a 5 s clip.
-    const FFMPEG_DURATION: &str = r#"<?xml version="1.0" encoding="utf-8"?>
-<MPD xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
-	xmlns="urn:mpeg:dash:schema:mpd:2011"
-	xmlns:xlink="http://www.w3.org/1999/xlink"
-	xsi:schemaLocation="urn:mpeg:DASH:schema:MPD:2011 http://standards.iso.org/ittf/PubliclyAvailableStandards/MPEG-DASH_schema_files/DASH-MPD.xsd"
-	profiles="urn:mpeg:dash:profile:isoff-live:2011"
-	type="static"
-	mediaPresentationDuration="PT5.0S"
-	maxSegmentDuration="PT2.0S"
-	minBufferTime="PT4.0S">
-	<ProgramInformation>
-	</ProgramInformation>
-	<ServiceDescription id="0">
-	</ServiceDescription>
-	<Period id="0" start="PT0.0S">
-		<AdaptationSet id="0" contentType="video" startWithSAP="1" segmentAlignment="true" bitstreamSwitching="true" frameRate="25/1" maxWidth="320" maxHeight="180" par="16:9">
+    const FFMPEG_DURATION: &str = ffmpeg_mpd!(
+        r#"		<AdaptationSet id="0" contentType="video" startWithSAP="1" segmentAlignment="true" bitstreamSwitching="true" frameRate="25/1" maxWidth="320" maxHeight="180" par="16:9">
 			<Representation id="0" mimeType="video/mp4" codecs="avc1.42c00d" bandwidth="200000" width="320" height="180" sar="1:1">
 				<SegmentTemplate timescale="1000000" duration="2000000" initialization="init-stream$RepresentationID$.m4s" media="chunk-stream$RepresentationID$-$Number%05d$.m4s" startNumber="1">
 				</SegmentTemplate>
@@ -1141,23 +1149,15 @@ mod tests {
 				</SegmentTemplate>
 			</Representation>
 		</AdaptationSet>
-	</Period>
-</MPD>
-"#;
+"#
+    );
 
     #[test]
     fn reads_ffmpegs_segment_duration() {
         let presentation = parse(FFMPEG_DURATION, &url("http://127.0.0.1/d/manifest.mpd")).unwrap();
         let video = track(&presentation, 0);
-        // 5 s in 2 s segments: the third is cut short where the period ends.
-        assert_eq!(
-            segments(video),
-            [
-                ("chunk-stream0-00001.m4s".to_string(), 2.0),
-                ("chunk-stream0-00002.m4s".to_string(), 2.0),
-                ("chunk-stream0-00003.m4s".to_string(), 1.0)
-            ]
-        );
+        // A duration gives no count: the period's end cuts the third short.
+        assert_segments(video, &FFMPEG_VIDEO_SEGMENTS);
         assert_eq!(video.segment(3), None);
         assert_eq!(video.duration_seconds(), 5.0);
         let audio = presentation.audio[0].loaded().unwrap();
@@ -1283,15 +1283,15 @@ mod tests {
         let presentation = parse(mpd, &url("http://127.0.0.1/m.mpd")).unwrap();
         // 100..140 in 2 s steps, 1.5 s at 140, a 0.5 s gap, then 2 s
         // segments from 160 to the period's end at 100 + 10 s × 10 = 200.
-        assert_eq!(
-            segments(track(&presentation, 0)),
-            [
-                ("100.m4s".to_string(), 2.0),
-                ("120.m4s".to_string(), 2.0),
-                ("140.m4s".to_string(), 1.5),
-                ("160.m4s".to_string(), 2.0),
-                ("180.m4s".to_string(), 2.0)
-            ]
+        assert_segments(
+            track(&presentation, 0),
+            &[
+                ("100.m4s", 2.0),
+                ("120.m4s", 2.0),
+                ("140.m4s", 1.5),
+                ("160.m4s", 2.0),
+                ("180.m4s", 2.0),
+            ],
         );
     }
 
@@ -1356,16 +1356,16 @@ mod tests {
         )
     }
 
+    /// [`with`] a valid Representation (`id="v" bandwidth="1"`) holding
+    /// `template`.
+    fn with_template(template: &str) -> String {
+        with(r#"id="v" bandwidth="1""#, template)
+    }
+
     #[test]
     fn malformed_mpds_are_clear_errors() {
         let ok_template = r#"<SegmentTemplate media="$Number$.m4s" duration="2"/>"#;
-        assert!(
-            parse(
-                &with(r#"id="v" bandwidth="1""#, ok_template),
-                &url("http://127.0.0.1/m.mpd")
-            )
-            .is_ok()
-        );
+        assert!(parse(&with_template(ok_template), &url("http://127.0.0.1/m.mpd")).is_ok());
         let cases: Vec<(String, &str)> = vec![
             ("<MPD><Period>".into(), "not well-formed XML"),
             ("<html/>".into(), "root element is <html>"),
@@ -1381,57 +1381,57 @@ mod tests {
             (with(r#"id="v""#, ok_template), "line 2: Representation \"v\": has no bandwidth"),
             (with(r#"id="v" bandwidth="fast""#, ok_template), "bandwidth=\"fast\" is not a whole number"),
             (with(r#"bandwidth="1""#, ok_template), "has no id"),
-            (with(r#"id="v" bandwidth="1""#, ""), "has no SegmentTemplate"),
+            (with_template(""), "has no SegmentTemplate"),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentBase indexRange="0-99"/>"#),
+                with_template(r#"<SegmentBase indexRange="0-99"/>"#),
                 "SegmentBase, which kinema bench does not play",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate duration="2"/>"#),
+                with_template(r#"<SegmentTemplate duration="2"/>"#),
                 "has no media attribute",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="$Number$.m4s"/>"#),
+                with_template(r#"<SegmentTemplate media="$Number$.m4s"/>"#),
                 "neither a SegmentTimeline nor a duration",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="$Number$.m4s" duration="2" timescale="0"/>"#),
+                with_template(r#"<SegmentTemplate media="$Number$.m4s" duration="2" timescale="0"/>"#),
                 "timescale must be above 0",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="all.m4s" duration="1"/>"#),
+                with_template(r#"<SegmentTemplate media="all.m4s" duration="1"/>"#),
                 "neither $Number$ nor $Time$",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="$Number$.m4s" initialization="$Number$.mp4" duration="1"/>"#),
+                with_template(r#"<SegmentTemplate media="$Number$.m4s" initialization="$Number$.mp4" duration="1"/>"#),
                 "may not use $Number$",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="$Nmber$.m4s" duration="1"/>"#),
+                with_template(r#"<SegmentTemplate media="$Nmber$.m4s" duration="1"/>"#),
                 "$Nmber$ is not an identifier",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline/></SegmentTemplate>"#),
+                with_template(r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline/></SegmentTemplate>"#),
                 "has no S elements",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S t="0"/></SegmentTimeline></SegmentTemplate>"#),
+                with_template(r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S t="0"/></SegmentTimeline></SegmentTemplate>"#),
                 "S: needs a duration d above 0",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S t="10" d="10"/><S t="5" d="10"/></SegmentTimeline></SegmentTemplate>"#),
+                with_template(r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S t="10" d="10"/><S t="5" d="10"/></SegmentTimeline></SegmentTemplate>"#),
                 "starts before the previous segment ends (20)",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S d="10" r="-2"/></SegmentTimeline></SegmentTemplate>"#),
+                with_template(r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S d="10" r="-2"/></SegmentTimeline></SegmentTemplate>"#),
                 "S: r=\"-2\" is not",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S d="1" r="5000000"/></SegmentTimeline></SegmentTemplate>"#),
+                with_template(r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S d="1" r="5000000"/></SegmentTimeline></SegmentTemplate>"#),
                 "more than 1000000 segments",
             ),
             (
-                with(r#"id="v" bandwidth="1""#, r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S t="18446744073709551615" d="10" r="1"/></SegmentTimeline></SegmentTemplate>"#),
+                with_template(r#"<SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S t="18446744073709551615" d="10" r="1"/></SegmentTimeline></SegmentTemplate>"#),
                 "overflows",
             ),
             (

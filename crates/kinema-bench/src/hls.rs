@@ -382,18 +382,18 @@ all.m4s
 
     #[test]
     fn malformed_playlists_are_clear_errors() {
-        let error = parse("<html>").unwrap_err().to_string();
-        assert!(error.contains("#EXTM3U"), "{error}");
-        let error = parse("#EXTM3U\n#EXT-X-STREAM-INF:RESOLUTION=1x1\nv/index.m3u8\n")
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("BANDWIDTH"), "{error}");
-        let error = parse("#EXTM3U\n1.m4s\n").unwrap_err().to_string();
-        assert!(error.contains("#EXTINF"), "{error}");
-        let error = parse("#EXTM3U\n#EXTINF:x,\n1.m4s\n")
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("duration"), "{error}");
+        for (playlist, expected) in [
+            ("<html>", "#EXTM3U"),
+            (
+                "#EXTM3U\n#EXT-X-STREAM-INF:RESOLUTION=1x1\nv/index.m3u8\n",
+                "BANDWIDTH",
+            ),
+            ("#EXTM3U\n1.m4s\n", "#EXTINF"),
+            ("#EXTM3U\n#EXTINF:x,\n1.m4s\n", "duration"),
+        ] {
+            let error = parse(playlist).unwrap_err().to_string();
+            assert!(error.contains(expected), "{playlist:?}: {error}");
+        }
         let error = parse_attributes("URI=\"open").unwrap_err().to_string();
         assert!(error.contains("unclosed"), "{error}");
     }

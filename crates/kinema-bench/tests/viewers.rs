@@ -8,20 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Faults, library, serve};
+use common::{Faults, config, library, play, serve};
 use kinema_bench::link::LinkSpec;
 use kinema_bench::{BenchConfig, BenchError, Bitrate, run};
-
-fn config(url: String) -> BenchConfig {
-    BenchConfig {
-        progress: false,
-        ..BenchConfig::new(url)
-    }
-}
-
-async fn never() {
-    std::future::pending::<()>().await
-}
 
 #[tokio::test]
 async fn a_server_pause_mid_stream_is_a_counted_stall_of_about_its_length() {
@@ -35,17 +24,13 @@ async fn a_server_pause_mid_stream_is_a_counted_stall_of_about_its_length() {
         },
     )
     .await;
-    let report = run(
-        BenchConfig {
-            bitrate: Some(Bitrate(300_000)),
-            buffer_target: Duration::from_secs(2),
-            duration: Duration::from_secs(9),
-            ..config(server.url("/v/clip/master.m3u8"))
-        },
-        never(),
-    )
-    .await
-    .unwrap();
+    let report = play(BenchConfig {
+        bitrate: Some(Bitrate(300_000)),
+        buffer_target: Duration::from_secs(2),
+        duration: Duration::from_secs(9),
+        ..config(server.url("/v/clip/master.m3u8"))
+    })
+    .await;
     let viewer = &report.viewers[0];
     assert_eq!(viewer.fatal, None);
     assert_eq!(viewer.stalls, 1, "{viewer:?}");
@@ -83,17 +68,13 @@ async fn a_missing_segment_is_counted_and_reported_not_fatal() {
         },
     )
     .await;
-    let report = run(
-        BenchConfig {
-            bitrate: Some(Bitrate(300_000)),
-            speed: 10.0,
-            duration: Duration::from_secs(2),
-            ..config(server.url("/v/clip/master.m3u8"))
-        },
-        never(),
-    )
-    .await
-    .unwrap();
+    let report = play(BenchConfig {
+        bitrate: Some(Bitrate(300_000)),
+        speed: 10.0,
+        duration: Duration::from_secs(2),
+        ..config(server.url("/v/clip/master.m3u8"))
+    })
+    .await;
     let viewer = &report.viewers[0];
     assert_eq!(viewer.fatal, None);
     assert!(viewer.segments_failed >= 1, "{viewer:?}");
@@ -113,31 +94,23 @@ async fn a_missing_segment_is_counted_and_reported_not_fatal() {
 async fn redirects_are_followed_and_a_missing_video_is_a_viewer_error() {
     let library = library(1.0, 6).await;
     let server = serve(&library, Faults::default()).await;
-    let report = run(
-        BenchConfig {
-            speed: 10.0,
-            duration: Duration::from_secs(1),
-            ..config(server.url("/redirect/clip/master.m3u8"))
-        },
-        never(),
-    )
-    .await
-    .unwrap();
+    let report = play(BenchConfig {
+        speed: 10.0,
+        duration: Duration::from_secs(1),
+        ..config(server.url("/redirect/clip/master.m3u8"))
+    })
+    .await;
     let viewer = &report.viewers[0];
     assert_eq!(viewer.fatal, None);
     // Relative URIs resolved against the redirected URL (/v/clip/...).
     assert!(viewer.segments >= 1, "{viewer:?}");
     assert_eq!(viewer.http_errors, 0);
 
-    let report = run(
-        BenchConfig {
-            duration: Duration::from_secs(1),
-            ..config(server.url("/v/nothing/master.m3u8"))
-        },
-        never(),
-    )
-    .await
-    .unwrap();
+    let report = play(BenchConfig {
+        duration: Duration::from_secs(1),
+        ..config(server.url("/v/nothing/master.m3u8"))
+    })
+    .await;
     let viewer = &report.viewers[0];
     assert!(
         viewer.fatal.as_deref().unwrap().contains("404"),
@@ -152,17 +125,13 @@ async fn an_mpd_served_without_a_content_type_is_known_by_its_document() {
     // the extension of the URL the bench was given.
     let library = library(1.0, 6).await;
     let server = serve(&library, Faults::default()).await;
-    let report = run(
-        BenchConfig {
-            bitrate: Some(Bitrate(800_000)),
-            speed: 10.0,
-            duration: Duration::from_secs(1),
-            ..config(server.url("/redirect/clip/manifest.mpd"))
-        },
-        never(),
-    )
-    .await
-    .unwrap();
+    let report = play(BenchConfig {
+        bitrate: Some(Bitrate(800_000)),
+        speed: 10.0,
+        duration: Duration::from_secs(1),
+        ..config(server.url("/redirect/clip/manifest.mpd"))
+    })
+    .await;
     let viewer = &report.viewers[0];
     assert_eq!(viewer.fatal, None);
     assert!(viewer.segments >= 1, "{viewer:?}");
@@ -170,15 +139,11 @@ async fn an_mpd_served_without_a_content_type_is_known_by_its_document() {
     assert_eq!(viewer.http_errors, 0);
 
     // A document that is neither format is a viewer error that says so.
-    let report = run(
-        BenchConfig {
-            duration: Duration::from_secs(1),
-            ..config(server.url("/v/clip/r300k/init.mp4"))
-        },
-        never(),
-    )
-    .await
-    .unwrap();
+    let report = play(BenchConfig {
+        duration: Duration::from_secs(1),
+        ..config(server.url("/v/clip/r300k/init.mp4"))
+    })
+    .await;
     let fatal = report.viewers[0].fatal.as_deref().unwrap();
     assert!(fatal.contains("neither an HLS playlist"), "{fatal}");
 }
@@ -190,19 +155,15 @@ async fn ramp_and_duration_are_honoured() {
     let viewers = 4u32;
     let ramp = Duration::from_secs(1);
     let duration = Duration::from_secs(2);
-    let report = run(
-        BenchConfig {
-            viewers,
-            ramp,
-            duration,
-            speed: 10.0,
-            link: LinkSpec::Fixed(3_000_000),
-            ..config(server.url("/v/clip/master.m3u8"))
-        },
-        never(),
-    )
-    .await
-    .unwrap();
+    let report = play(BenchConfig {
+        viewers,
+        ramp,
+        duration,
+        speed: 10.0,
+        link: LinkSpec::Fixed(3_000_000),
+        ..config(server.url("/v/clip/master.m3u8"))
+    })
+    .await;
     assert_eq!(report.viewers.len(), viewers as usize);
     let mut previous_start = -1.0;
     for viewer in &report.viewers {
@@ -251,7 +212,7 @@ async fn a_shutdown_ends_the_run_early_with_a_report() {
 async fn remote_targets_are_refused_before_any_request() {
     let error = run(
         config("http://192.0.2.1/v/clip/master.m3u8".into()),
-        never(),
+        std::future::pending(),
     )
     .await
     .unwrap_err();
@@ -264,18 +225,14 @@ async fn json_and_html_reports_are_written() {
     let library = library(1.0, 6).await;
     let server = serve(&library, Faults::default()).await;
     let out = tempfile::tempdir().unwrap();
-    let report = run(
-        BenchConfig {
-            viewers: 3,
-            link: "0.5mbit:50%,20mbit:50%".parse().unwrap(),
-            speed: 10.0,
-            duration: Duration::from_millis(2500),
-            ..config(server.url("/v/clip/master.m3u8"))
-        },
-        never(),
-    )
-    .await
-    .unwrap();
+    let report = play(BenchConfig {
+        viewers: 3,
+        link: "0.5mbit:50%,20mbit:50%".parse().unwrap(),
+        speed: 10.0,
+        duration: Duration::from_millis(2500),
+        ..config(server.url("/v/clip/master.m3u8"))
+    })
+    .await;
     let json_path = out.path().join("run.json");
     kinema_bench::report::write_json(&report, &json_path).unwrap();
     let json: serde_json::Value =

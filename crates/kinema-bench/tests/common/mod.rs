@@ -1,7 +1,8 @@
 //! Test fixtures: a synthetic ladder published into a temporary library,
-//! and a small HTTP/1.1 server over that library that can inject faults
+//! a small HTTP/1.1 server over that library that can inject faults
 //! (a pause in the middle of one response body, a missing file, a
-//! redirect), which a well-behaved server like `kinema serve` never would.
+//! redirect), which a well-behaved server like `kinema serve` never would,
+//! and the quiet run every test starts its viewers with.
 //!
 //! The server reads through the `Store` trait, so it serves exactly the
 //! published files; it is deliberately minimal (no ranges, no caching):
@@ -23,6 +24,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use kinema_bench::synthetic::{SyntheticVideo, publish};
+use kinema_bench::{BenchConfig, RunReport, run};
 use kinema_core::{ObjectPath, VideoId};
 use kinema_store::{LocalStore, Store};
 use tokio::net::TcpListener;
@@ -51,6 +53,21 @@ pub async fn library(segment_seconds: f64, segments: u32) -> Library {
         .await
         .expect("synthetic video publishes");
     Library { dir, store }
+}
+
+/// Every default for `url` but the progress line, which would only
+/// clutter the test output.
+pub fn config(url: String) -> BenchConfig {
+    BenchConfig {
+        progress: false,
+        ..BenchConfig::new(url)
+    }
+}
+
+/// Runs `config` to its deadline (nothing shuts it down early); the run
+/// itself must succeed, whatever its viewers met.
+pub async fn play(config: BenchConfig) -> RunReport {
+    run(config, std::future::pending()).await.unwrap()
 }
 
 /// Faults the test server injects.
