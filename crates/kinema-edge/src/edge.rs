@@ -138,6 +138,14 @@ enum FillJob {
     },
 }
 
+/// One step of reading an origin's body into a fill.
+enum OriginChunk {
+    Data(Bytes),
+    End,
+    /// The body broke or stalled; the fill has been failed.
+    Failed,
+}
+
 enum Joined {
     Leader(Arc<Fill>),
     Waiter(Arc<Fill>),
@@ -254,16 +262,10 @@ impl Edge {
                     let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
                     let response_directives = stored.directives();
                     match policy::reuse(&request_directives, response_directives, freshness) {
-                        Reuse::Fresh => {
-                            self.count_hit(tier);
-                            return serve_stored(
-                                request,
-                                &stored,
-                                CacheStatus::hit(freshness.ttl_seconds()),
-                            );
-                        }
-                        Reuse::StaleAllowedByClient => {
-                            Metrics::bump(&self.metrics.stale_hits);
+                        reuse @ (Reuse::Fresh | Reuse::StaleAllowedByClient) => {
+                            if reuse == Reuse::StaleAllowedByClient {
+                                Metrics::bump(&self.metrics.stale_hits);
+                            }
                             self.count_hit(tier);
                             return serve_stored(
                                 request,
@@ -639,37 +641,23 @@ impl Edge {
             slicing: Slicing::Whole,
         });
         loop {
-            let frame = tokio::time::timeout(self.settings.body_timeout, body.frame()).await;
-            match frame {
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        Metrics::add(&self.metrics.origin_bytes, data.len() as u64);
-                        let received = fill.length() + data.len() as u64;
-                        if received > self.settings.max_object_size {
-                            store_it = false;
-                        }
-                        // The last declared byte: hyper ends the body here,
-                        // so the object is whole; stored before it is
-                        // pushed.
-                        if store_it && declared_length == Some(received) {
-                            store_whole(fill.whole_body_ending_with(&data));
-                            store_it = false;
-                        }
-                        fill.push(data);
+            match self.next_origin_chunk(&mut body, fill).await {
+                OriginChunk::Data(data) => {
+                    let received = fill.length() + data.len() as u64;
+                    if received > self.settings.max_object_size {
+                        store_it = false;
                     }
+                    // The last declared byte: hyper ends the body here, so
+                    // the object is whole; stored before it is pushed.
+                    if store_it && declared_length == Some(received) {
+                        store_whole(fill.whole_body_ending_with(&data));
+                        store_it = false;
+                    }
+                    fill.push(data);
                 }
-                Ok(None) => break,
+                OriginChunk::End => break,
                 // Failed before the object was whole: nothing is stored.
-                Ok(Some(Err(error))) => {
-                    Metrics::bump(&self.metrics.origin_errors);
-                    fill.fail(OriginError::Protocol(error.to_string()));
-                    return;
-                }
-                Err(_) => {
-                    Metrics::bump(&self.metrics.origin_errors);
-                    fill.fail(OriginError::Timeout);
-                    return;
-                }
+                OriginChunk::Failed => return,
             }
         }
         // Without a Content-Length (chunked) the readers' responses end
@@ -679,6 +667,35 @@ impl Edge {
             store_whole(fill.whole_body_now());
         }
         fill.complete();
+    }
+
+    /// The next chunk of an origin's body for `fill`, counted as origin
+    /// bytes. A frame that does not come within `body_timeout`, or a broken
+    /// body, fails the fill (whole objects and slices alike), and the
+    /// caller stops.
+    async fn next_origin_chunk(&self, body: &mut Incoming, fill: &Fill) -> OriginChunk {
+        loop {
+            match tokio::time::timeout(self.settings.body_timeout, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    // Trailers are neither stored nor passed on.
+                    if let Ok(data) = frame.into_data() {
+                        Metrics::add(&self.metrics.origin_bytes, data.len() as u64);
+                        return OriginChunk::Data(data);
+                    }
+                }
+                Ok(None) => return OriginChunk::End,
+                Ok(Some(Err(error))) => {
+                    Metrics::bump(&self.metrics.origin_errors);
+                    fill.fail(OriginError::Protocol(error.to_string()));
+                    return OriginChunk::Failed;
+                }
+                Err(_) => {
+                    Metrics::bump(&self.metrics.origin_errors);
+                    fill.fail(OriginError::Timeout);
+                    return OriginChunk::Failed;
+                }
+            }
+        }
     }
 
     #[allow(
@@ -1168,14 +1185,10 @@ async fn respond(
     mut headers: HeaderMap,
     body: FillBody,
 ) -> Response<ResponseBody> {
-    if status == StatusCode::OK {
-        match evaluate_conditionals(request, &headers) {
-            Precondition::NotModified => return not_modified(headers),
-            Precondition::Failed => {
-                return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
-            }
-            Precondition::Proceed => {}
-        }
+    if status == StatusCode::OK
+        && let Some(answer) = precondition_answer(request, &headers)
+    {
+        return answer;
     }
     if request.method == Method::HEAD {
         let mut response = Response::new(ResponseBody::Empty);
@@ -1234,14 +1247,10 @@ fn serve_stored(
     let mut headers = stored.headers.clone();
     set_age(&mut headers, stored.age(SystemTime::now()));
     status.apply(&mut headers);
-    if stored.status == StatusCode::OK {
-        match evaluate_conditionals(request, &headers) {
-            Precondition::NotModified => return not_modified(headers),
-            Precondition::Failed => {
-                return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
-            }
-            Precondition::Proceed => {}
-        }
+    if stored.status == StatusCode::OK
+        && let Some(answer) = precondition_answer(request, &headers)
+    {
+        return answer;
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
     if request.method == Method::HEAD {
@@ -1366,6 +1375,20 @@ fn evaluate_conditionals(request: &Incoming_, headers: &HeaderMap) -> Preconditi
     conditional::evaluate(&request.method, &request.headers, &validators(headers))
 }
 
+/// The answer to a request whose preconditions rule out the response it
+/// would get (with these `headers`): a 304 or a 412; `None` to serve it.
+fn precondition_answer(request: &Incoming_, headers: &HeaderMap) -> Option<Response<ResponseBody>> {
+    match evaluate_conditionals(request, headers) {
+        // Cloned only for a 304, whose head is the response's.
+        Precondition::NotModified => Some(not_modified(headers.clone())),
+        Precondition::Failed => Some(plain(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition failed\n",
+        )),
+        Precondition::Proceed => None,
+    }
+}
+
 /// RFC 9110 §15.4.5: a 304 carries the fields a 200 would have, without
 /// the body's framing.
 fn not_modified(mut headers: HeaderMap) -> Response<ResponseBody> {
@@ -1477,17 +1500,10 @@ mod tests {
     use super::*;
 
     fn request(method: Method, pairs: &[(&str, &str)]) -> Incoming_ {
-        let mut headers = HeaderMap::new();
-        for (name, value) in pairs {
-            headers.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
         Incoming_ {
             method,
             path_and_query: "/v/a/1.m4s".into(),
-            headers,
+            headers: crate::test_support::headers(pairs),
             key: "/v/a/1.m4s".into(),
             slicing: true,
             client: None,

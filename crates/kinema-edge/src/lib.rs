@@ -22,6 +22,8 @@ pub mod policy;
 pub mod slice;
 pub mod store;
 pub mod stored;
+#[cfg(test)]
+mod test_support;
 
 use std::future::Future;
 use std::net::SocketAddr;

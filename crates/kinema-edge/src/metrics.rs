@@ -61,9 +61,7 @@ impl Metrics {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let mut text = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(text, "# HELP kinema_edge_{name} {help}");
-            let _ = writeln!(text, "# TYPE kinema_edge_{name} counter");
-            let _ = writeln!(text, "kinema_edge_{name} {value}");
+            write_family(&mut text, name, "counter", help, &[("", value.to_string())]);
         };
         counter("requests_total", "requests received", get(&self.requests));
         counter(
@@ -153,35 +151,25 @@ impl Metrics {
             "times a large object changed at the origin between its slices (old slices dropped)",
             get(&self.slice_version_changes),
         );
-        let _ = writeln!(
-            text,
-            "# HELP kinema_edge_hits_total responses served from a tier without contacting the origin"
+        // One counter family, labelled by the tier it concerns.
+        let mut counter_by_tier = |name: &str, help: &str, memory: u64, disk: u64| {
+            let samples = [
+                ("{tier=\"memory\"}", memory.to_string()),
+                ("{tier=\"disk\"}", disk.to_string()),
+            ];
+            write_family(&mut text, name, "counter", help, &samples);
+        };
+        counter_by_tier(
+            "hits_total",
+            "responses served from a tier without contacting the origin",
+            get(&self.hits_memory),
+            get(&self.hits_disk),
         );
-        let _ = writeln!(text, "# TYPE kinema_edge_hits_total counter");
-        let _ = writeln!(
-            text,
-            "kinema_edge_hits_total{{tier=\"memory\"}} {}",
-            get(&self.hits_memory)
-        );
-        let _ = writeln!(
-            text,
-            "kinema_edge_hits_total{{tier=\"disk\"}} {}",
-            get(&self.hits_disk)
-        );
-        let _ = writeln!(
-            text,
-            "# HELP kinema_edge_evictions_total objects evicted for space"
-        );
-        let _ = writeln!(text, "# TYPE kinema_edge_evictions_total counter");
-        let _ = writeln!(
-            text,
-            "kinema_edge_evictions_total{{tier=\"memory\"}} {}",
-            get(&self.evictions_memory)
-        );
-        let _ = writeln!(
-            text,
-            "kinema_edge_evictions_total{{tier=\"disk\"}} {}",
-            get(&self.evictions_disk)
+        counter_by_tier(
+            "evictions_total",
+            "objects evicted for space",
+            get(&self.evictions_memory),
+            get(&self.evictions_disk),
         );
         let lookups = get(&self.hits_memory) + get(&self.hits_disk) + get(&self.misses);
         let ratio = |part: u64, whole: u64| {
@@ -192,9 +180,7 @@ impl Metrics {
             }
         };
         let mut gauge = |name: &str, help: &str, value: String| {
-            let _ = writeln!(text, "# HELP kinema_edge_{name} {help}");
-            let _ = writeln!(text, "# TYPE kinema_edge_{name} gauge");
-            let _ = writeln!(text, "kinema_edge_{name} {value}");
+            write_family(&mut text, name, "gauge", help, &[("", value)]);
         };
         gauge(
             "hit_ratio_memory",
@@ -244,6 +230,17 @@ impl Metrics {
             gauges.origins_healthy.to_string(),
         );
         text
+    }
+}
+
+/// Writes one metric family in the Prometheus text format: its `# HELP` and
+/// `# TYPE` lines, then one sample per `(labels, value)`, where labels are
+/// written as they stand (`{tier="disk"}`, or empty).
+fn write_family(text: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, String)]) {
+    let _ = writeln!(text, "# HELP kinema_edge_{name} {help}");
+    let _ = writeln!(text, "# TYPE kinema_edge_{name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(text, "kinema_edge_{name}{labels} {value}");
     }
 }
 

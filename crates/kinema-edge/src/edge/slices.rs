@@ -26,14 +26,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use kinema_http::ResponseBody;
-use kinema_http::conditional::{self, Precondition};
+use kinema_http::conditional;
 use kinema_http::range::{self, RangeRequest};
 
 use super::{
-    Edge, FillJob, Incoming_, Joined, error_response, evaluate_conditionals, not_modified, plain,
+    Edge, FillJob, Incoming_, Joined, OriginChunk, error_response, plain, precondition_answer,
     set_age,
 };
 use crate::fill::{Fill, FillHead, Slicing};
@@ -475,45 +474,33 @@ impl Edge {
         let mut stored = false;
         let mut body = body;
         loop {
-            match tokio::time::timeout(self.settings.body_timeout, body.frame()).await {
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        Metrics::add(&self.metrics.origin_bytes, data.len() as u64);
-                        let received = fill.length() + data.len() as u64;
-                        if received > expected {
-                            Metrics::bump(&self.metrics.origin_errors);
-                            // The origin contradicts its own Content-Range:
-                            // keep nothing of it.
-                            if stored {
-                                self.store.remove(&stored_key).await;
-                            }
-                            fill.fail(OriginError::Protocol(
-                                "the origin sent more than the content-range it announced".into(),
-                            ));
-                            return;
+            match self.next_origin_chunk(&mut body, fill).await {
+                OriginChunk::Data(data) => {
+                    let received = fill.length() + data.len() as u64;
+                    if received > expected {
+                        Metrics::bump(&self.metrics.origin_errors);
+                        // The origin contradicts its own Content-Range: keep
+                        // nothing of it.
+                        if stored {
+                            self.store.remove(&stored_key).await;
                         }
-                        if received == expected {
-                            store_slice(fill.whole_body_ending_with(&data));
-                            stored = true;
-                        }
-                        fill.push(data);
+                        fill.fail(OriginError::Protocol(
+                            "the origin sent more than the content-range it announced".into(),
+                        ));
+                        return;
                     }
+                    if received == expected {
+                        store_slice(fill.whole_body_ending_with(&data));
+                        stored = true;
+                    }
+                    fill.push(data);
                 }
-                Ok(None) => break,
+                OriginChunk::End => break,
                 // A failure before the announced range is whole stores
                 // nothing; one after it (a chunked body cut before its
                 // terminator) leaves the slice stored: whole, as its readers
                 // already saw.
-                Ok(Some(Err(error))) => {
-                    Metrics::bump(&self.metrics.origin_errors);
-                    fill.fail(OriginError::Protocol(error.to_string()));
-                    return;
-                }
-                Err(_) => {
-                    Metrics::bump(&self.metrics.origin_errors);
-                    fill.fail(OriginError::Timeout);
-                    return;
-                }
+                OriginChunk::Failed => return,
             }
         }
         if fill.length() != expected {
@@ -552,12 +539,8 @@ impl Edge {
         );
         set_age(&mut headers, age);
         first.cache_status.apply(&mut headers);
-        match evaluate_conditionals(request, &headers) {
-            Precondition::NotModified => return not_modified(headers),
-            Precondition::Failed => {
-                return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
-            }
-            Precondition::Proceed => {}
+        if let Some(answer) = precondition_answer(request, &headers) {
+            return answer;
         }
         if request.method == Method::HEAD {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
