@@ -1313,22 +1313,13 @@ fn ranged(
             response
         }
         RangeRequest::Multiple(ranges) => {
-            let part_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("application/octet-stream")
-                .to_string();
-            let boundary = format!("kinema-{:016x}", length ^ 0x6b69_6e65_6d61);
-            let layout = range::multipart(&boundary, &part_type, &ranges, length);
+            let layout = multipart_layout(&mut headers, &ranges, length);
             let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
             for (part_header, range) in layout.part_headers.iter().zip(&ranges) {
                 parts.push(part_header.clone());
                 parts.push(whole.slice(range.start as usize..range.end as usize));
             }
             parts.push(layout.closing.clone());
-            if let Ok(value) = HeaderValue::from_str(&layout.content_type) {
-                headers.insert(header::CONTENT_TYPE, value);
-            }
             let mut response = Response::new(ResponseBody::Parts(parts));
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             response
@@ -1373,6 +1364,27 @@ fn evaluate_conditionals(request: &Incoming_, headers: &HeaderMap) -> Preconditi
         return Precondition::Proceed;
     }
     conditional::evaluate(&request.method, &request.headers, &validators(headers))
+}
+
+/// Lays out a `multipart/byteranges` answer (RFC 9110 §14.6) for `ranges`
+/// of a representation of `length` bytes with `headers`: each part keeps
+/// the representation's type, and the response takes the multipart type.
+fn multipart_layout(
+    headers: &mut HeaderMap,
+    ranges: &[std::ops::Range<u64>],
+    length: u64,
+) -> range::Multipart {
+    let part_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let boundary = format!("kinema-{:016x}", length ^ 0x6b69_6e65_6d61);
+    let layout = range::multipart(&boundary, &part_type, ranges, length);
+    if let Ok(value) = HeaderValue::from_str(&layout.content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    layout
 }
 
 /// The answer to a request whose preconditions rule out the response it

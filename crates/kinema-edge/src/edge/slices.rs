@@ -32,8 +32,8 @@ use kinema_http::conditional;
 use kinema_http::range::{self, RangeRequest};
 
 use super::{
-    Edge, FillJob, Incoming_, Joined, OriginChunk, error_response, plain, precondition_answer,
-    set_age,
+    Edge, FillJob, Incoming_, Joined, OriginChunk, error_response, multipart_layout, plain,
+    precondition_answer, set_age,
 };
 use crate::fill::{Fill, FillHead, Slicing};
 use crate::metrics::Metrics;
@@ -562,22 +562,13 @@ impl Edge {
                 )
             }
             RangeRequest::Multiple(ranges) => {
-                let part_type = headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("application/octet-stream")
-                    .to_string();
-                let boundary = format!("kinema-{:016x}", length ^ 0x6b69_6e65_6d61);
-                let layout = range::multipart(&boundary, &part_type, &ranges, length);
+                let layout = multipart_layout(&mut headers, &ranges, length);
                 let mut pieces = Vec::new();
                 for (part_header, range) in layout.part_headers.iter().zip(&ranges) {
                     pieces.push(Piece::Literal(part_header.clone()));
                     pieces.extend(slice::pieces(range.clone(), size));
                 }
                 pieces.push(Piece::Literal(layout.closing.clone()));
-                if let Ok(value) = HeaderValue::from_str(&layout.content_type) {
-                    headers.insert(header::CONTENT_TYPE, value);
-                }
                 (StatusCode::PARTIAL_CONTENT, pieces, layout.body_length)
             }
             RangeRequest::Unsatisfiable => {
