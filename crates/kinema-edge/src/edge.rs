@@ -30,7 +30,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::fill::{Fill, FillGuard, FillHead, Slicing};
+use crate::fill::{BodyStream, Fill, FillGuard, FillHead, Slicing};
 use crate::key;
 use crate::metrics::{Gauges, Metrics};
 use crate::origin::{OriginBody, OriginError, OriginRequest, Origins};
@@ -622,24 +622,38 @@ impl Edge {
                 );
             }
         };
+        let shared = !personal && secondary_key.is_some();
+        let head = FillHead {
+            status: parts.status,
+            headers: headers.clone(),
+            request_time,
+            response_time,
+            secondary_key: secondary_key.clone(),
+            shared,
+            stored: verdict.is_ok(),
+            validated: false,
+            detail: verdict.err().map(|(detail, _)| detail),
+            slicing: Slicing::Whole,
+        };
+        // Only the leader will read a response that is neither shared (its
+        // waiters fetch for themselves) nor stored: hand it the origin's
+        // body to read at its own pace instead of buffering the whole of
+        // it here, so a slow client of a large private download holds back
+        // the origin, not the edge's memory (as Varnish's pass streams).
+        if !shared && !store_it {
+            fill.hand_over(
+                head,
+                sole_origin_body(body, self.metrics.clone(), self.settings.body_timeout),
+            );
+            return;
+        }
         let mut body = body;
         // No content (a 204, Content-Length: 0): whole already.
         if store_it && body.is_end_stream() {
             store_whole(Bytes::new());
             store_it = false;
         }
-        fill.publish_head(FillHead {
-            status: parts.status,
-            headers: headers.clone(),
-            request_time,
-            response_time,
-            secondary_key: secondary_key.clone(),
-            shared: !personal && secondary_key.is_some(),
-            stored: verdict.is_ok(),
-            validated: false,
-            detail: verdict.err().map(|(detail, _)| detail),
-            slicing: Slicing::Whole,
-        });
+        fill.publish_head(head);
         loop {
             match self.next_origin_chunk(&mut body, fill).await {
                 OriginChunk::Data(data) => {
@@ -674,26 +688,12 @@ impl Edge {
     /// body, fails the fill (whole objects and slices alike), and the
     /// caller stops.
     async fn next_origin_chunk(&self, body: &mut Incoming, fill: &Fill) -> OriginChunk {
-        loop {
-            match tokio::time::timeout(self.settings.body_timeout, body.frame()).await {
-                Ok(Some(Ok(frame))) => {
-                    // Trailers are neither stored nor passed on.
-                    if let Ok(data) = frame.into_data() {
-                        Metrics::add(&self.metrics.origin_bytes, data.len() as u64);
-                        return OriginChunk::Data(data);
-                    }
-                }
-                Ok(None) => return OriginChunk::End,
-                Ok(Some(Err(error))) => {
-                    Metrics::bump(&self.metrics.origin_errors);
-                    fill.fail(OriginError::Protocol(error.to_string()));
-                    return OriginChunk::Failed;
-                }
-                Err(_) => {
-                    Metrics::bump(&self.metrics.origin_errors);
-                    fill.fail(OriginError::Timeout);
-                    return OriginChunk::Failed;
-                }
+        match next_origin_data(body, &self.metrics, self.settings.body_timeout).await {
+            Ok(Some(data)) => OriginChunk::Data(data),
+            Ok(None) => OriginChunk::End,
+            Err(error) => {
+                fill.fail(error);
+                OriginChunk::Failed
             }
         }
     }
@@ -1224,11 +1224,15 @@ async fn respond(
             return response;
         }
         // Otherwise (several ranges, unknown length) wait for the whole
-        // (bounded-size) object, then cut it like a hit.
-        return match body.0.whole_body().await {
-            Ok(whole) => ranged(request, status, headers, whole, None),
-            Err(error) => error_response(&error, "miss"),
-        };
+        // (bounded-size) object, then cut it like a hit. A body handed to
+        // this reader alone may be of any size and is never buffered: it
+        // is sent whole, as RFC 9110 §14.2 lets a server ignore Range.
+        if !body.0.handed_over() {
+            return match body.0.whole_body().await {
+                Ok(whole) => ranged(request, status, headers, whole, None),
+                Err(error) => error_response(&error, "miss"),
+            };
+        }
     }
     let stream = body.0.body();
     headers.remove(header::CONTENT_RANGE);
@@ -1447,6 +1451,56 @@ fn finish(response: &mut Response<ResponseBody>) {
     let headers = response.headers_mut();
     policy::strip_hop_by_hop(headers);
     headers.append(header::VIA, HeaderValue::from_static("1.1 kinema"));
+}
+
+/// The next data frame of an origin's body, counted as origin bytes;
+/// `None` at its end. A frame that does not come within `body_timeout`, or
+/// a broken body, is an error (counted as an origin error).
+async fn next_origin_data(
+    body: &mut Incoming,
+    metrics: &Metrics,
+    body_timeout: Duration,
+) -> Result<Option<Bytes>, OriginError> {
+    loop {
+        match tokio::time::timeout(body_timeout, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                // Trailers are neither stored nor passed on.
+                if let Ok(data) = frame.into_data() {
+                    Metrics::add(&metrics.origin_bytes, data.len() as u64);
+                    return Ok(Some(data));
+                }
+            }
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(error))) => {
+                Metrics::bump(&metrics.origin_errors);
+                return Err(OriginError::Protocol(error.to_string()));
+            }
+            Err(_) => {
+                Metrics::bump(&metrics.origin_errors);
+                return Err(OriginError::Timeout);
+            }
+        }
+    }
+}
+
+/// An origin's body for the one reader of a fill (see
+/// [`Fill::hand_over`]): read only as that reader polls, so the origin
+/// connection's flow control paces the origin; it ends with an error when
+/// the body breaks or stalls, so the client's response ends broken, not
+/// complete and short.
+fn sole_origin_body(body: Incoming, metrics: Arc<Metrics>, body_timeout: Duration) -> BodyStream {
+    futures::stream::unfold(Some(body), move |body| {
+        let metrics = metrics.clone();
+        async move {
+            let mut body = body?;
+            match next_origin_data(&mut body, &metrics, body_timeout).await {
+                Ok(Some(data)) => Some((Ok(data), Some(body))),
+                Ok(None) => None,
+                Err(error) => Some((Err(std::io::Error::other(error.to_string())), None)),
+            }
+        }
+    })
+    .boxed()
 }
 
 fn incoming_stream(body: Incoming, metrics: Arc<Metrics>) -> ResponseBody {

@@ -9,6 +9,11 @@
 //! fails hands its error to every reader; a fill whose task dies without
 //! finishing (a panic, a runtime shutdown) is failed by a drop guard, so no
 //! reader can hang.
+//!
+//! A response only its leader will ever read (not shared, not stored) is
+//! not buffered at all: its origin body is handed over with the head, and
+//! the leader reads it at its own pace, so a slow client holds back the
+//! origin instead of the fill holding the whole object in memory.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -51,8 +56,8 @@ pub struct FillHead {
     /// `Vary: *`; a waiter whose request differs does not share.
     pub secondary_key: Option<Vec<(String, Option<String>)>>,
     /// False when the response belongs to the leader alone (private,
-    /// Authorization, Set-Cookie, no-store, too large to buffer): waiters
-    /// then fetch for themselves.
+    /// Authorization, Set-Cookie, no-store, too large to store, `Vary: *`):
+    /// waiters then fetch for themselves.
     pub shared: bool,
     /// Whether the response is being stored.
     pub stored: bool,
@@ -63,9 +68,35 @@ pub struct FillHead {
     pub slicing: Slicing,
 }
 
+/// A response body as a reader receives it; an error ends the response
+/// as broken, never as complete.
+pub type BodyStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// How a fill's body reaches its readers.
+#[derive(Debug, Default)]
+enum Delivery {
+    /// Pushed into `chunks`, which every reader reads from byte 0.
+    #[default]
+    Chunks,
+    /// Handed over for the one reader that takes it (see
+    /// [`Fill::hand_over`]).
+    HandedOver(SoleBody),
+    /// The one reader took it.
+    Taken,
+}
+
+struct SoleBody(BodyStream);
+
+impl std::fmt::Debug for SoleBody {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("SoleBody")
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     head: Option<Arc<FillHead>>,
+    delivery: Delivery,
     chunks: Vec<Bytes>,
     length: u64,
     done: bool,
@@ -108,6 +139,26 @@ impl Fill {
     pub fn publish_head(&self, head: FillHead) {
         self.lock().head = Some(Arc::new(head));
         self.changed();
+    }
+
+    /// Publishes the head of a response only one reader will read, with
+    /// its body, which that reader then reads straight from the origin
+    /// (paced by the reader, nothing retained); the fill itself is done.
+    /// Head and body come together, so no reader that sees the head can
+    /// find the body missing.
+    pub fn hand_over(&self, head: FillHead, body: BodyStream) {
+        {
+            let mut state = self.lock();
+            state.head = Some(Arc::new(head));
+            state.delivery = Delivery::HandedOver(SoleBody(body));
+            state.done = true;
+        }
+        self.changed();
+    }
+
+    /// Whether the body was handed over to one reader rather than pushed.
+    pub fn handed_over(&self) -> bool {
+        !matches!(self.lock().delivery, Delivery::Chunks)
     }
 
     pub fn push(&self, chunk: Bytes) {
@@ -187,6 +238,11 @@ impl Fill {
         loop {
             {
                 let state = self.lock();
+                if !matches!(state.delivery, Delivery::Chunks) {
+                    return Err(OriginError::Protocol(
+                        "the body streams to one reader and is not buffered".into(),
+                    ));
+                }
                 if state.done {
                     return Ok(concat(&state.chunks));
                 }
@@ -200,8 +256,34 @@ impl Fill {
 
     /// The body as a stream that yields each chunk as soon as it arrives;
     /// a failed fill ends it with an error, so the client sees a truncated
-    /// response rather than a complete wrong one.
-    pub fn body(self: &Arc<Self>) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+    /// response rather than a complete wrong one. A body handed over goes
+    /// to the first reader that polls; any other gets an error.
+    pub fn body(self: &Arc<Self>) -> BodyStream {
+        let fill = self.clone();
+        futures::stream::once(async move {
+            // The head (or the error that ended the fill) tells how the
+            // body comes: a handed-over body is published with the head.
+            let _ = fill.head().await;
+            let mut state = fill.lock();
+            match std::mem::replace(&mut state.delivery, Delivery::Taken) {
+                Delivery::Chunks => {
+                    state.delivery = Delivery::Chunks;
+                    drop(state);
+                    fill.chunks()
+                }
+                Delivery::HandedOver(SoleBody(body)) => body,
+                Delivery::Taken => futures::stream::iter([Err(std::io::Error::other(
+                    "the body of this response went to another reader",
+                ))])
+                .boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+
+    /// The pushed chunks as a stream, from byte 0.
+    fn chunks(self: &Arc<Self>) -> BodyStream {
         let receiver = self.version.subscribe();
         futures::stream::unfold(
             (self.clone(), 0usize, receiver, false),
@@ -338,5 +420,31 @@ mod tests {
         assert!(body.next().await.unwrap().is_err());
         assert!(body.next().await.is_none());
         assert_eq!(fill.whole_body().await, Err(OriginError::Timeout));
+    }
+
+    #[tokio::test]
+    async fn a_handed_over_body_goes_to_one_reader_and_is_not_retained() {
+        let fill = Arc::new(Fill::new());
+        let sole = fill.body();
+        let mut head = head();
+        head.shared = false;
+        head.stored = false;
+        let origin = futures::stream::iter([
+            Ok(Bytes::from_static(b"ab")),
+            Err(std::io::Error::other("broken")),
+        ])
+        .boxed();
+        fill.hand_over(head, origin);
+        assert!(fill.handed_over());
+        // The fill is done: abandoning it now fails nothing.
+        drop(FillGuard(fill.clone()));
+        // The first reader to poll gets the body, error included; any
+        // other only an error.
+        let sole: Vec<_> = sole.collect().await;
+        assert!(matches!(sole.as_slice(), [Ok(chunk), Err(_)] if chunk == "ab"));
+        let other: Vec<_> = fill.body().collect().await;
+        assert!(matches!(other.as_slice(), [Err(_)]));
+        assert_eq!(fill.length(), 0);
+        assert!(fill.whole_body().await.is_err());
     }
 }
