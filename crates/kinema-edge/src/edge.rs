@@ -423,6 +423,16 @@ impl Edge {
         Joined::Leader(fill)
     }
 
+    /// Takes `fill` out of the coalescing table under every key it is
+    /// registered for, and lets it store nothing ([`Fill::abandon`]).
+    fn abandon_fill(&self, fill: &Arc<Fill>) {
+        fill.abandon();
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, registered| !Arc::ptr_eq(registered, fill));
+    }
+
     /// Fetches from the origin for one key and feeds the fill; stores the
     /// response when allowed. Runs in its own task, so a client that goes
     /// away does not cancel the fill the others wait on.

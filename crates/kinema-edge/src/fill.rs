@@ -15,6 +15,7 @@
 //! the leader reads it at its own pace, so a slow client holds back the
 //! origin instead of the fill holding the whole object in memory.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -108,6 +109,9 @@ struct State {
 pub struct Fill {
     state: Mutex<State>,
     version: watch::Sender<u64>,
+    /// Set when the fill turned out to predate a change of its object at
+    /// the origin (see [`Fill::abandon`]).
+    abandoned: AtomicBool,
 }
 
 impl Default for Fill {
@@ -121,7 +125,20 @@ impl Fill {
         Self {
             state: Mutex::new(State::default()),
             version: watch::channel(0).0,
+            abandoned: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the fill as begun before its object changed at the origin:
+    /// the readers it has keep receiving what it fetches, but it stores
+    /// nothing (the caller also takes it out of the coalescing table, so
+    /// no new reader joins it).
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+    }
+
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

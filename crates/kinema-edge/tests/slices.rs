@@ -62,7 +62,13 @@ struct OriginState {
     /// chunk waits for this to clear: every byte of the range is out,
     /// the origin's body has not ended.
     ends_held: bool,
+    /// Like `ends_held`, but the last [`TAIL`] bytes of the range wait
+    /// too: a client wanting less than the range has its bytes, the
+    /// slice's fill is still in flight.
+    tails_held: bool,
 }
+
+const TAIL: usize = 4096;
 
 /// An origin serving `/movie.mp4` with ranges, ETag `"vN"`.
 struct RangeOrigin {
@@ -131,6 +137,15 @@ impl RangeOrigin {
         self.opened.notify_waiters();
     }
 
+    fn hold_tails(&self) {
+        self.state.lock().unwrap().tails_held = true;
+    }
+
+    fn release_tails(&self) {
+        self.state.lock().unwrap().tails_held = false;
+        self.opened.notify_waiters();
+    }
+
     async fn stop(self) {
         self.server.stop().await;
     }
@@ -179,20 +194,34 @@ async fn answer(
         ),
         _ => (StatusCode::OK, whole, None),
     };
-    let body = if status == StatusCode::PARTIAL_CONTENT && state.lock().unwrap().ends_held {
-        // No size hint: hyper sends it chunked.
-        let end = async move {
+    let (ends_held, tails_held) = {
+        let state = state.lock().unwrap();
+        (state.ends_held, state.tails_held)
+    };
+    let body = if status == StatusCode::PARTIAL_CONTENT && (ends_held || tails_held) {
+        // No size hint: hyper sends it chunked. What is held waits for
+        // its release.
+        let split = if tails_held {
+            body.len().saturating_sub(TAIL)
+        } else {
+            body.len()
+        };
+        let (sent, held) = (body.slice(..split), body.slice(split..));
+        let released = async move {
             loop {
                 let notified = opened.notified();
-                if !state.lock().unwrap().ends_held {
-                    return;
+                {
+                    let state = state.lock().unwrap();
+                    if !state.ends_held && !state.tails_held {
+                        break;
+                    }
                 }
                 notified.await;
             }
+            (!held.is_empty()).then(|| Ok(Frame::data(held)))
         };
-        let frames = futures::stream::once(async move { Ok(Frame::data(body)) }).chain(
-            futures::stream::once(end).filter_map(|()| async { None::<Result<Frame<Bytes>, _>> }),
-        );
+        let frames = futures::stream::once(async move { Ok(Frame::data(sent)) })
+            .chain(futures::stream::once(released).filter_map(|frame| async { frame }));
         StreamBody::new(frames).boxed_unsync()
     } else {
         Full::new(body).boxed_unsync()
@@ -490,6 +519,55 @@ async fn a_seek_after_the_object_changed_drops_the_old_slices() {
         origin.ranges(),
         vec![slice_range(0), slice_range(28), slice_range(0)]
     );
+    edge.stop().await;
+    origin.stop().await;
+}
+
+/// A seek that finds a slice fill begun before the object changed at the
+/// origin asks the origin again rather than join it, and that fill stores
+/// nothing when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_does_not_join_a_fill_begun_before_the_object_changed() {
+    let origin = RangeOrigin::start().await;
+    origin.hold_tails();
+    let edge = origin.edge().await;
+    let (first, second) = (object(1), object(2));
+    let seek = |start: usize, extra: &'static [(&'static str, &'static str)]| {
+        let range = format!("bytes={start}-{}", start + 99);
+        async move {
+            let mut headers = vec![("range", range.as_str())];
+            headers.extend_from_slice(extra);
+            get(edge.address, "/movie.mp4", &headers).await
+        }
+    };
+    // Version 1's slice 0: the client has its bytes, the fill is still
+    // waiting for the end of the slice.
+    let (_, headers, body) = seek(1_000_000, &[]).await;
+    assert_eq!(headers["etag"], "\"v1\"");
+    assert_eq!(body, first.slice(1_000_000..1_000_100));
+    // Version 2 is published and seen elsewhere in the object.
+    origin.set_version(2);
+    let (_, headers, body) = seek(30_000_000, &[]).await;
+    assert_eq!(headers["etag"], "\"v2\"");
+    assert_eq!(body, second.slice(30_000_000..30_000_100));
+    // Back in the first region, the old fill is not joined: version 2.
+    let (_, headers, body) = seek(1_000_000, &[]).await;
+    assert_eq!(headers["etag"], "\"v2\"");
+    assert_eq!(body, second.slice(1_000_000..1_000_100));
+    assert_eq!(
+        origin.ranges(),
+        vec![slice_range(0), slice_range(28), slice_range(0)]
+    );
+    // Every fill ends, the abandoned one included (three whole slices).
+    origin.release_tails();
+    edge.wait_metric("kinema_edge_origin_bytes_total", 3 * SLICE)
+        .await;
+    // What is stored of slice 0 is version 2's.
+    let (status, headers, body) = seek(1_000_000, &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT, "{headers:?}");
+    assert_eq!(headers["etag"], "\"v2\"");
+    assert_eq!(body, second.slice(1_000_000..1_000_100));
+    assert_eq!(origin.ranges().len(), 3);
     edge.stop().await;
     origin.stop().await;
 }

@@ -79,6 +79,9 @@ pub(super) struct ObtainedSlice {
     cache_status: CacheStatus,
     /// The tier it was found in; `None` when it comes from the origin.
     tier: Option<Tier>,
+    /// The fill this request joined rather than started: it may have begun
+    /// before the version this request already knows.
+    joined: Option<Arc<Fill>>,
 }
 
 impl ObtainedSlice {
@@ -97,6 +100,7 @@ impl ObtainedSlice {
             headers: head.headers.clone(),
             request_time: head.request_time,
             response_time: head.response_time,
+            joined: waiter.then(|| fill.clone()),
             body: SliceBody::Filling(fill),
             cache_status,
             tier: None,
@@ -196,7 +200,13 @@ impl Edge {
                     // believe the origin (a stored one is fetched afresh).
                     Metrics::bump(&self.metrics.slice_version_changes);
                     self.forget_slices(key).await;
-                    if slice.tier.is_some() {
+                    if let Some(fill) = &slice.joined {
+                        // A fill begun before this request learnt `version`
+                        // may be what is out of date: no one joins it again
+                        // and it stores nothing; a new fill asks the origin.
+                        self.abandon_fill(fill);
+                        known = None;
+                    } else if slice.tier.is_some() {
                         known = None;
                     } else {
                         known = Some(self.learn_version(key, &slice));
@@ -331,6 +341,7 @@ impl Edge {
             body: SliceBody::Stored(stored.body.clone()),
             cache_status: CacheStatus::hit(freshness.ttl_seconds()),
             tier: Some(tier),
+            joined: None,
         })
     }
 
@@ -450,6 +461,9 @@ impl Edge {
             slice::slice_key(object_key, index)
         };
         let store_slice = |bytes: Bytes| {
+            if fill.abandoned() {
+                return;
+            }
             let stored = if meta.is_whole() {
                 StoredResponse::new(
                     StatusCode::OK,
@@ -695,6 +709,9 @@ impl Assembly {
             Obtained::Slice(slice) if slice.meta.version != self.version => {
                 Metrics::bump(&self.edge.metrics.slice_version_changes);
                 self.edge.forget_slices(&self.request.key).await;
+                if let Some(fill) = &slice.joined {
+                    self.edge.abandon_fill(fill);
+                }
                 tracing::warn!(
                     key = self.request.key,
                     "the object changed at the origin while it was being sent; response cut short"
