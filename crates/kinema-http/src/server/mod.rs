@@ -418,12 +418,10 @@ fn admit<H: Handler>(
         shared: shared.clone(),
     };
     let tls = tls.cloned();
-    let (shard, here) = shared.shards.pick();
-    if here {
-        shared.shards.count_here();
+    let Some(shard) = shared.shards.pick() else {
         start_connection(guard, stream, peer, local, tls);
         return;
-    }
+    };
     // The socket leaves this thread's event loop for its shard's.
     let stream = match stream.into_std() {
         Ok(stream) => stream,

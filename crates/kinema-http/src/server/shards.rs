@@ -201,21 +201,18 @@ impl ShardSet {
             .collect()
     }
 
-    /// The shard a new connection should go to (the packing rule), and
-    /// whether that is the shard running this code: then the connection
-    /// needs no hand-over, and the caller counts it with [`Self::count_here`].
-    pub(super) fn pick(&self) -> (usize, bool) {
+    /// Where a new connection goes (the packing rule): `None` when that is
+    /// the shard running this code, where it is then already counted and
+    /// needs no hand-over; else the shard to [`Self::hand_over`] it to.
+    pub(super) fn pick(&self) -> Option<usize> {
         let index = pick_for_new(&self.loads());
-        (index, CURRENT.get() == Some(index))
-    }
-
-    /// Counts a connection served on the shard running this code.
-    pub(super) fn count_here(&self) {
-        if let Some(index) = CURRENT.get() {
-            self.loads[index]
-                .connections
-                .fetch_add(1, Ordering::Relaxed);
+        if CURRENT.get() != Some(index) {
+            return Some(index);
         }
+        self.loads[index]
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        None
     }
 
     /// Runs `work` on shard `index` (not a connection: nothing is counted).
