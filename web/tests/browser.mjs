@@ -47,6 +47,23 @@ export async function launchBrowser({ timeoutMs = 30_000, viewport } = {}) {
   return { context, close };
 }
 
+/**
+ * Ends the process with exit code 1 once the script's own timeout (`ms`)
+ * and a grace period have passed, whatever is still pending: a browser call
+ * without a timeout of its own (evaluate, close) must not hang the test that
+ * runs the script. `report()` returns the line to print, so the caller still
+ * gets its one JSON line saying where it stood. The timer alone does not keep
+ * the process alive.
+ */
+export function exitAfter(ms, report) {
+  const GRACE_MS = 15_000;
+  setTimeout(() => {
+    console.log(report());
+    console.error(`gave up ${Math.round((ms + GRACE_MS) / 1000)} s after the start`);
+    process.exit(1);
+  }, ms + GRACE_MS).unref();
+}
+
 /** Parses `--name value` and `--flag` arguments against a spec of defaults. */
 export function parseArgs(argv, spec, usage) {
   const values = { ...spec.defaults };

@@ -7,7 +7,7 @@
 // The player runs in web/dist/test-player.html, which must be served from the
 // same origin as the stream (kinema serve does, at /ui/test-player.html) or
 // given by --page.
-import { launchBrowser, parseArgs, fail } from './browser.mjs';
+import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/play.mjs --player hls|dash --url MEDIA_URL [--lowest]
        [--page PAGE_URL] [--seconds 3] [--timeout 60]
@@ -64,6 +64,11 @@ const result = {
   warnings: [],
 };
 let reason = null;
+// Every wait below is bounded by the deadline; this bounds what is not
+// (evaluate, closing the browser), with a grace period to report.
+exitAfter(timeoutSeconds * 1000, () =>
+  JSON.stringify({ ...result, errors: [...result.errors, { source: 'test', message: `still running ${timeoutSeconds} s after the start` }] }),
+);
 const browser = await launchBrowser({ timeoutMs: remainingMs() }).catch((error) => {
   result.errors.push({ source: 'browser', message: error.message });
   reason = error.message;

@@ -8,7 +8,7 @@
 // did not, 2 on bad arguments.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { launchBrowser, parseArgs, fail } from './browser.mjs';
+import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/ui.mjs --base URL (--video ID | --upload FILE)
        [--token TOKEN] [--screenshots DIR] [--timeout 90]
@@ -41,6 +41,11 @@ if (args.screenshots) mkdirSync(args.screenshots, { recursive: true });
 const result = { ok: false, steps: [], errors: [] };
 let failure = null;
 let step = 'start chromium';
+// Every wait below is bounded by the deadline; this bounds what is not
+// (closing the browser), with a grace period for the last step to report.
+exitAfter(timeoutSeconds * 1000, () =>
+  JSON.stringify({ ...result, failure: `${step}: still running ${timeoutSeconds} s after the walk began` }),
+);
 const browser = await launchBrowser({ timeoutMs: remainingMs() }).catch((error) => {
   failure = error.message;
   return null;
@@ -104,10 +109,12 @@ if (browser) {
     });
     const title = (await card.locator('.title').textContent()).trim();
     if (!title) throw new Error('the card shows no title');
-    // Wait for the poster to settle (loaded or failed) before judging it.
-    await card.locator('.poster').evaluate(
-      (image) => image.complete || new Promise((resolve) => image.addEventListener('loadend', resolve, { once: true })),
-    );
+    // Wait for the poster to settle (loaded or failed) before judging it:
+    // `complete` turns true either way.
+    await page.waitForFunction((image) => image.complete, await card.locator('.poster').elementHandle(), {
+      timeout: remainingMs(),
+      polling: 100,
+    });
     const posterLoaded = await card.locator('.poster').evaluate((image) => image.naturalWidth > 0);
     done(step, { title, posterLoaded });
     if (args.screenshots) await page.screenshot({ path: join(args.screenshots, 'library.png'), fullPage: true });
