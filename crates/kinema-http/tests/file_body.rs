@@ -1,14 +1,16 @@
-//! File bodies (`ResponseBody::File`, a sealed memfd) on plain-TCP
-//! HTTP/1.1, which sends them by sendfile(2): exact bytes, whole and in
-//! ranges, with readers fast and slow, and the framing of the requests
-//! around them intact. HTTP/2 and TLS, which send the mapped bytes instead,
-//! are covered in `http2.rs`.
+//! File bodies (`ResponseBody::File`: a sealed memfd, or a published file
+//! in the page cache) on plain-TCP HTTP/1.1, which sends them by
+//! sendfile(2): exact bytes, whole and in ranges, with readers fast and
+//! slow, and the framing of the requests around them intact; a published
+//! file whose pages the kernel dropped is sent from memory instead, and read
+//! back in. HTTP/2 and TLS, which send the bytes in memory instead, are
+//! covered in `http2.rs`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{ResponseReader, TestServer, file_content, quick_config};
+use common::{ResponseReader, TestServer, file_content, published_file, quick_config};
 use kinema_http::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -158,4 +160,43 @@ async fn a_client_that_stops_reading_a_file_body_is_dropped() {
         received < size,
         "a dropped connection delivered the whole body ({received} bytes)"
     );
+}
+
+#[tokio::test]
+async fn a_published_file_is_sent_from_the_page_cache_or_else_from_memory() {
+    let server = TestServer::start(quick_config()).await;
+    let content = file_content(SEGMENT);
+    let mut reader = ResponseReader::new(server.connect().await);
+    for query in ["", "&evicted=1", ""] {
+        let request = format!("GET /published?n={SEGMENT}{query} HTTP/1.1\r\nHost: t\r\n\r\n");
+        reader.stream.write_all(request.as_bytes()).await.unwrap();
+        let response = reader.read(false).await.unwrap();
+        assert_eq!(response.status, 200, "{query}");
+        assert!(response.body == content, "{query}: wrong bytes");
+    }
+}
+
+#[tokio::test]
+async fn a_published_file_whose_pages_were_dropped_is_not_sent_by_sendfile_until_read_back() {
+    let resident = published_file(SEGMENT, false);
+    assert!(resident.slice(0..SEGMENT as u64).ready_to_send());
+
+    let evicted = published_file(SEGMENT, true);
+    let slice = evicted.slice(1000..700_000);
+    assert!(
+        !slice.ready_to_send(),
+        "the kernel reports a dropped file's pages as cached"
+    );
+    // That answer asked the kernel to read the file back in the background.
+    let mut waited = Duration::ZERO;
+    while !slice.ready_to_send() {
+        assert!(
+            waited < Duration::from_secs(30),
+            "the file was not read back in"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    assert!(evicted.slice(0..SEGMENT as u64).ready_to_send());
+    assert!(slice.bytes() == file_content(SEGMENT)[1000..700_000]);
 }

@@ -3,12 +3,13 @@
 //! large to cache.
 //!
 //! Every viewer of a cached file is handed the same content (a reference
-//! count, no copy). A large file (a segment) is held in a sealed memfd
-//! ([`SharedFile`]), which the connection layer sends by `sendfile` on
-//! plain-TCP HTTP/1.1, so the kernel does not copy it into the socket
-//! either; HTTP/2, TLS and multipart ranges use its read-only mapping as
+//! count, no copy). A large file (a segment) is also held as a
+//! [`SharedFile`]: its published file, kept open (or, from a store with no
+//! local files, a sealed memfd), which the connection layer sends by
+//! `sendfile` on plain-TCP HTTP/1.1, so the kernel does not copy it into the
+//! socket either; HTTP/2, TLS and multipart ranges use the content as
 //! `Bytes`. A small file (a playlist) stays plain `Bytes`: for it a file
-//! descriptor and a mapping cost more than the copy they would save. Concurrent misses for one file wait on one
+//! descriptor costs more than the copy it would save. Concurrent misses for one file wait on one
 //! store read (moka's per-key coalescing). Disk reads go through the store,
 //! whose local backend runs them on the blocking pool, so the reactor never
 //! waits on a disk. A file whose size on disk differs from its manifest
@@ -24,7 +25,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use kinema_core::{ObjectPath, VideoId};
 use kinema_http::{ResponseBody, SharedFile};
-use kinema_store::{Store, StoreError};
+use kinema_store::{Store, StoreError, StoredFile};
 
 use crate::catalog::{ContentKey, FileInfo, Video};
 use crate::metrics::Metrics;
@@ -36,10 +37,10 @@ const STREAM_CHUNK: u64 = 512 * 1024;
 const STREAM_READ_AHEAD: usize = 2;
 /// Bookkeeping bytes charged per cache entry besides its content.
 const ENTRY_OVERHEAD: u32 = 160;
-/// Files at least this large are cached in a sealed memfd and sent by
+/// Files at least this large are cached as a [`SharedFile`] and sent by
 /// `sendfile`; smaller ones as `Bytes`, sent with their head in one `writev`
-/// (`sendfile` costs a second system call per response, a memfd a file
-/// descriptor and a mapping per file).
+/// (`sendfile` costs a second system call per response, a shared file a
+/// file descriptor per file).
 const SHARED_FILE_MIN: usize = 64 * 1024;
 
 /// Why a listed file could not be served.
@@ -59,7 +60,7 @@ pub enum FileError {
 /// A cached file's content, as the request path uses it.
 #[derive(Debug, Clone)]
 pub struct Content {
-    /// The whole content (for a shared file, its mapping).
+    /// The whole content (for a shared file, the same bytes it holds).
     bytes: Bytes,
     /// Present for large files: what `bytes` maps, sendable by `sendfile`.
     shared_file: Option<SharedFile>,
@@ -306,44 +307,53 @@ async fn load(
     prefetched: bool,
 ) -> Result<Arc<CachedFile>, FileError> {
     metrics.store_reads.fetch_add(1, Relaxed);
-    let bytes = store.get(&id, &path).await.map_err(|error| {
+    let stored = store.get(&id, &path).await.map_err(|error| {
         metrics.store_errors.fetch_add(1, Relaxed);
         FileError::Store(Arc::new(error))
     })?;
-    if bytes.len() as u64 != expected {
+    if stored.bytes.len() as u64 != expected {
         metrics.size_mismatches.fetch_add(1, Relaxed);
         return Err(FileError::SizeMismatch {
             id,
             path,
             expected,
-            actual: bytes.len() as u64,
+            actual: stored.bytes.len() as u64,
         });
     }
-    let content = cached_content(bytes, &id, &path).await;
+    let content = cached_content(stored, &id, &path).await;
     Ok(Arc::new(CachedFile {
         content,
         prefetched: AtomicBool::new(prefetched),
     }))
 }
 
-/// The form a file's bytes are cached in: a sealed memfd from
-/// [`SHARED_FILE_MIN`] bytes on, plain `Bytes` below.
-async fn cached_content(bytes: Bytes, id: &VideoId, path: &ObjectPath) -> Content {
+/// The form a file's bytes are cached in: from [`SHARED_FILE_MIN`] bytes
+/// on, a shared file (the published file it was read from when the store
+/// handed it over, else a memfd copy), plain `Bytes` below.
+async fn cached_content(stored: StoredFile, id: &VideoId, path: &ObjectPath) -> Content {
+    let StoredFile { bytes, file } = stored;
     if bytes.len() < SHARED_FILE_MIN {
         return Content::new(bytes, None);
     }
-    // A memory copy of the whole file: off the reactor.
-    let copied = bytes.clone();
-    match tokio::task::spawn_blocking(move || SharedFile::from_bytes(&copied)).await {
+    // A memfd is a memory copy of the whole file, and even a published file
+    // is asked about its length: off the reactor.
+    let content = bytes.clone();
+    let shared = tokio::task::spawn_blocking(move || match file {
+        Some(file) => SharedFile::from_published(file, content),
+        None => SharedFile::from_bytes(&content),
+    })
+    .await;
+    match shared {
+        // Its bytes: for a memfd its mapping, so the bytes read are freed.
         Ok(Ok(shared_file)) => Content::new(shared_file.bytes().clone(), Some(shared_file)),
         // Out of file descriptors or memory for a memfd: the file is still
         // served, from the bytes read (without sendfile).
         Ok(Err(error)) => {
-            tracing::warn!(video = %id, %path, %error, "cannot put a cached file in a memfd; caching its bytes");
+            tracing::warn!(video = %id, %path, %error, "cannot send a cached file by sendfile; caching its bytes");
             Content::new(bytes, None)
         }
         Err(error) => {
-            tracing::warn!(video = %id, %path, %error, "memfd task failed; caching the file's bytes");
+            tracing::warn!(video = %id, %path, %error, "shared-file task failed; caching the file's bytes");
             Content::new(bytes, None)
         }
     }
@@ -360,7 +370,7 @@ mod tests {
     async fn content_of(bytes: Bytes) -> Content {
         let id = VideoId::new("clip").unwrap();
         let path = ObjectPath::new("v1/1.m4s").unwrap();
-        cached_content(bytes, &id, &path).await
+        cached_content(StoredFile { bytes, file: None }, &id, &path).await
     }
 
     #[tokio::test]

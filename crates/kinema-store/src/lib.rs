@@ -71,6 +71,18 @@ impl StoreError {
     }
 }
 
+/// A whole file, as [`Store::get`] reads it.
+#[derive(Debug)]
+pub struct StoredFile {
+    pub bytes: Bytes,
+    /// The published file `bytes` were read from, still open, when the store
+    /// keeps files on a local filesystem (a remote store has none). Published
+    /// files are never written again, so it holds `bytes` for as long as it
+    /// is open (even once unpublished), and the kernel can send it from its
+    /// page cache.
+    pub file: Option<std::fs::File>,
+}
+
 /// What `head` tells about an object without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -86,7 +98,7 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn manifest(&self, id: &VideoId) -> Result<Manifest, StoreError>;
 
     /// The whole content of one file of a video.
-    async fn get(&self, id: &VideoId, path: &ObjectPath) -> Result<Bytes, StoreError>;
+    async fn get(&self, id: &VideoId, path: &ObjectPath) -> Result<StoredFile, StoreError>;
 
     /// Bytes `range` of one file; the range must lie inside the file.
     async fn get_range(

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kinema_core::{MANIFEST_FILE, Manifest, ObjectPath, VideoId};
 
-use crate::{ObjectMeta, Store, StoreError};
+use crate::{ObjectMeta, Store, StoreError, StoredFile};
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -119,36 +119,35 @@ impl LocalStore {
             path: path.clone(),
         }
     }
+}
 
-    fn read_range_blocking(
-        &self,
-        id: &VideoId,
-        path: &ObjectPath,
-        range: Option<Range<u64>>,
-    ) -> Result<Bytes, StoreError> {
-        let mut file = self.open_object(id, path)?;
-        let size = file
-            .metadata()
-            .map_err(|e| StoreError::io(path.as_str(), e))?
-            .len();
-        let range = range.unwrap_or(0..size);
-        if range.start > range.end || range.end > size {
-            return Err(StoreError::RangeOutOfBounds {
-                path: path.clone(),
-                start: range.start,
-                end: range.end,
-                size,
-            });
-        }
-        let length = usize::try_from(range.end - range.start)
-            .map_err(|e| StoreError::io(path.as_str(), std::io::Error::other(e)))?;
-        let mut buffer = vec![0u8; length];
-        file.seek(SeekFrom::Start(range.start))
-            .map_err(|e| StoreError::io(path.as_str(), e))?;
-        file.read_exact(&mut buffer)
-            .map_err(|e| StoreError::io(path.as_str(), e))?;
-        Ok(Bytes::from(buffer))
+/// Reads `range` of an open object (all of it when `None`).
+fn read_range(
+    file: &mut std::fs::File,
+    path: &ObjectPath,
+    range: Option<Range<u64>>,
+) -> Result<Bytes, StoreError> {
+    let size = file
+        .metadata()
+        .map_err(|e| StoreError::io(path.as_str(), e))?
+        .len();
+    let range = range.unwrap_or(0..size);
+    if range.start > range.end || range.end > size {
+        return Err(StoreError::RangeOutOfBounds {
+            path: path.clone(),
+            start: range.start,
+            end: range.end,
+            size,
+        });
     }
+    let length = usize::try_from(range.end - range.start)
+        .map_err(|e| StoreError::io(path.as_str(), std::io::Error::other(e)))?;
+    let mut buffer = vec![0u8; length];
+    file.seek(SeekFrom::Start(range.start))
+        .map_err(|e| StoreError::io(path.as_str(), e))?;
+    file.read_exact(&mut buffer)
+        .map_err(|e| StoreError::io(path.as_str(), e))?;
+    Ok(Bytes::from(buffer))
 }
 
 fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
@@ -211,9 +210,17 @@ impl Store for LocalStore {
         .await
     }
 
-    async fn get(&self, id: &VideoId, path: &ObjectPath) -> Result<Bytes, StoreError> {
+    async fn get(&self, id: &VideoId, path: &ObjectPath) -> Result<StoredFile, StoreError> {
         let (store, id, path) = (self.clone(), id.clone(), path.clone());
-        blocking(move || store.read_range_blocking(&id, &path, None)).await
+        blocking(move || {
+            let mut file = store.open_object(&id, &path)?;
+            let bytes = read_range(&mut file, &path, None)?;
+            Ok(StoredFile {
+                bytes,
+                file: Some(file),
+            })
+        })
+        .await
     }
 
     async fn get_range(
@@ -223,7 +230,11 @@ impl Store for LocalStore {
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
         let (store, id, path) = (self.clone(), id.clone(), path.clone());
-        blocking(move || store.read_range_blocking(&id, &path, Some(range))).await
+        blocking(move || {
+            let mut file = store.open_object(&id, &path)?;
+            read_range(&mut file, &path, Some(range))
+        })
+        .await
     }
 
     async fn head(&self, id: &VideoId, path: &ObjectPath) -> Result<ObjectMeta, StoreError> {
@@ -358,10 +369,8 @@ mod tests {
         assert_eq!(store.list_videos().await.unwrap(), vec![id("clip")]);
         assert_eq!(store.manifest(&id("clip")).await.unwrap(), manifest);
         let segment = object("v1/1.m4s");
-        assert_eq!(
-            &store.get(&id("clip"), &segment).await.unwrap()[..],
-            b"0123456789"
-        );
+        let whole = store.get(&id("clip"), &segment).await.unwrap();
+        assert_eq!(&whole.bytes[..], b"0123456789");
         assert_eq!(
             &store.get_range(&id("clip"), &segment, 2..5).await.unwrap()[..],
             b"234"
@@ -371,6 +380,13 @@ mod tests {
             store.get_range(&id("clip"), &segment, 5..11).await,
             Err(StoreError::RangeOutOfBounds { size: 10, .. })
         ));
+        // The open file the whole read came from holds the same bytes, even
+        // once the video is unpublished.
+        let file = whole.file.expect("a local store hands over the open file");
+        store.unpublish(&id("clip")).await.unwrap();
+        let mut from_file = [0; 10];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut from_file, 0).unwrap();
+        assert_eq!(&from_file, b"0123456789");
     }
 
     #[tokio::test]

@@ -136,7 +136,7 @@ async fn handle(state: Arc<State>, request: Request<hyper::body::Incoming>) -> R
         return status(StatusCode::NOT_FOUND);
     }
     let content = match state.store.get(&id, &object).await {
-        Ok(content) => content,
+        Ok(stored) => stored.bytes,
         Err(error) if error.is_not_found() => return status(StatusCode::NOT_FOUND),
         Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR),
     };

@@ -839,10 +839,11 @@ async fn write_response<S: Transport>(
             write_all_vectored(io, &mut slices[..count], write_timeout).await?;
         }
         (Output::Sized, ResponseBody::File(slice)) => match io.plain_tcp() {
-            Some(tcp) if !slice.is_empty() => {
+            Some(tcp) if !slice.is_empty() && slice.ready_to_send() => {
                 sendfile::send_head_and_file(tcp, &head.0, &slice, write_timeout).await?;
             }
-            // TLS (or nothing to send): the mapped bytes, like `Full`.
+            // TLS, nothing to send, or pages the kernel evicted (sendfile
+            // would wait for the disk): the bytes in memory, like `Full`.
             _ => {
                 let bytes = slice.bytes();
                 let mut slices = [IoSlice::new(&head.0), IoSlice::new(&bytes)];

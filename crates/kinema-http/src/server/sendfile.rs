@@ -1,9 +1,10 @@
 //! A response whose body is a [`FileSlice`], on plain TCP: the head by
-//! `send(MSG_MORE)`, then the body by `sendfile(2)` from the sealed memfd.
+//! `send(MSG_MORE)`, then the body by `sendfile(2)` from the slice's file
+//! (a published file in the page cache, or a sealed memfd).
 //!
 //! Writing a body from user space costs the kernel a copy of every byte into
 //! the socket (`_copy_from_iter` was 45% of the server's CPU on a 1.5 MB
-//! segment); `sendfile` hands the socket references to the memfd's pages
+//! segment); `sendfile` hands the socket references to the file's pages
 //! instead, as nginx does from the page cache. `MSG_MORE` on the head keeps
 //! it from leaving alone in a small packet (the socket has `TCP_NODELAY`):
 //! it goes out with the first body bytes.
@@ -25,7 +26,8 @@ use crate::shared_file::FileSlice;
 /// 0x7ffff000 per call anyway).
 const MAX_SENDFILE_CALL: u64 = 1 << 30;
 
-/// Sends `head`, then `body`, on `tcp`.
+/// Sends `head`, then `body`, on `tcp`. The caller has checked that the
+/// body's pages are in memory ([`FileSlice::ready_to_send`]).
 pub(super) async fn send_head_and_file(
     tcp: &TcpStream,
     head: &[u8],
@@ -43,19 +45,20 @@ pub(super) async fn send_head_and_file(
         }
         head = &head[sent..];
     }
-    let memfd = body.file().memfd();
+    let file = body.file().fd();
     let range = body.range();
     let mut offset = range.start;
     while offset < range.end {
         let count = (range.end - offset).min(MAX_SENDFILE_CALL) as usize;
         // The kernel advances `offset` by what it sent.
         let sent = nonblocking(tcp, write_timeout, || {
-            rustix::fs::sendfile(tcp, memfd, Some(&mut offset), count)
+            rustix::fs::sendfile(tcp, file, Some(&mut offset), count)
         })
         .await?;
         if sent == 0 {
-            // Only a file shorter than its slice sends nothing, and a sealed
-            // memfd cannot shrink; never spin on it all the same.
+            // Only a file shorter than its slice sends nothing: a sealed
+            // memfd cannot shrink and a published file is never written
+            // again, but never spin on it all the same.
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "sendfile sent nothing: the file ended before its slice",

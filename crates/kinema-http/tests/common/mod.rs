@@ -30,6 +30,8 @@ use tokio::sync::{Notify, oneshot};
 /// - `/parts`: three shared buffers
 /// - `/file?n=N&from=A&to=B`: bytes A..B (default 0..N) of
 ///   [`file_content`]`(N)` as a file body (a sealed memfd)
+/// - `/published?n=N&evicted=1`: [`file_content`]`(N)` as a file body from
+///   a [`published_file`], its pages evicted with `evicted=1`
 /// - `/echo`: the request body back, with `x-chunks` and `x-max-chunk`
 /// - `/reject`: 403 without reading the body
 /// - `/stream`: three chunks of unknown total length
@@ -64,6 +66,24 @@ pub fn file_content(n: usize) -> Vec<u8> {
 }
 
 /// The value of `key` in a `k=v&k=v` query.
+/// [`file_content`]`(n)` as a published file, shared with
+/// `SharedFile::from_published`. It is written under Cargo's target
+/// directory, on a disk, where the kernel can drop a file's pages (tmpfs
+/// cannot). With `evicted`, its pages are written back and dropped from
+/// the page cache before it is shared.
+pub fn published_file(n: usize, evicted: bool) -> SharedFile {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("segment.m4s");
+    let content = file_content(n);
+    std::fs::write(&path, &content).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    if evicted {
+        file.sync_all().unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    }
+    SharedFile::from_published(file, Bytes::from(content)).unwrap()
+}
+
 fn query_number(request: &Request<RequestBody>, key: &str) -> Option<u64> {
     request
         .uri()
@@ -111,6 +131,12 @@ impl Handler for TestHandler {
                 let to = query_number(&request, "to").unwrap_or(n);
                 let file = SharedFile::from_bytes(&file_content(n as usize)).unwrap();
                 Response::new(ResponseBody::File(file.slice(from..to)))
+            }
+            "/published" => {
+                let n = query_number(&request, "n").unwrap_or(1000);
+                let evicted = query_number(&request, "evicted") == Some(1);
+                let file = published_file(n as usize, evicted);
+                Response::new(ResponseBody::File(file.slice(0..n)))
             }
             "/echo" => {
                 let mut body = request.into_body();
