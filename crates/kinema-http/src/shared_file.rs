@@ -14,12 +14,14 @@
 //!   in memory ([`SharedFile::from_published`]). `sendfile` reads the
 //!   kernel's page cache, which holds files in large folios: with a memfd
 //!   (4 KiB shmem pages here) the page lookups were about 13% of the
-//!   server's CPU at thousands of viewers, and sending from the page cache
-//!   took about 10% less CPU in all. A page the kernel has evicted would
-//!   make `sendfile` wait for the disk on the reactor, so a response asks
-//!   first ([`FileSlice::ready_to_send`], `cachestat(2)`): when a page is
+//!   server's CPU at thousands of viewers, against about 9% from the page
+//!   cache. A page the kernel has evicted would make `sendfile` wait for
+//!   the disk on the reactor, so a response asks first
+//!   ([`FileSlice::ready_to_send`], `cachestat(2)`): when a page is
 //!   missing, that response is written from the copy in memory and the
-//!   kernel is asked to read the file back in the background.
+//!   kernel is asked to read the file back in the background. (A page
+//!   evicted between that question and the `sendfile` is still waited for;
+//!   the window is one response.)
 //! - **A sealed memfd** ([`SharedFile::from_bytes`]), for content that has
 //!   no local file (or when the kernel cannot report what its page cache
 //!   holds, before Linux 6.5). It is sealed (no write, no shrink, no grow,
@@ -41,7 +43,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use rustix::fs::{Advice, MemfdFlags, SealFlags};
 
-/// One immutable content in a sealed memfd; cloning shares it.
+/// One immutable content, in memory and in a file `sendfile` can send it
+/// from; cloning shares it.
 #[derive(Clone)]
 pub struct SharedFile(Arc<Inner>);
 
@@ -250,8 +253,9 @@ impl FileSlice {
     /// True when `sendfile` of this slice will not wait for a disk: always
     /// for a memfd; for a published file, when the kernel has every page of
     /// the slice in its page cache. When some are missing, the kernel is
-    /// asked to read the file back in the background, and the caller should
-    /// write [`Self::bytes`] instead this time.
+    /// asked to read the file back in the background (on tokio's blocking
+    /// pool: call this within a runtime), and the caller should write
+    /// [`Self::bytes`] instead this time.
     pub fn ready_to_send(&self) -> bool {
         self.file.ready_to_send(self.range.clone())
     }
