@@ -7,9 +7,10 @@
 # Both servers are pinned to CPU 0 (nginx with one worker; kinema's runtime
 # sizes itself to the one CPU it may use); the load client is pinned to CPU 1
 # on a single-threaded runtime, so the client never competes with the server
-# it measures. Past about 8,000 viewers (24 Gbit/s) that one client core is
-# the limit (its CPU is printed with every trial). The library is synthetic: playlists
-# and segment files of the exact sizes a 0.3–6 Mbit/s ladder implies (the
+# it measures. That one client core is what gives out first, at 8,000–9,000
+# viewers against nginx and about 12,000 against kinema (its CPU is printed
+# with every trial): how much of the sending lands on the receiver's core
+# depends on the server. The library is synthetic: playlists and segment files of the exact sizes a 0.3–6 Mbit/s ladder implies (the
 # client counts bytes, it does not decode), made by `kinema bench library`.
 #
 # Usage: bench/viewers.sh
