@@ -174,6 +174,8 @@ async fn a_published_file_is_sent_from_the_page_cache_or_else_from_memory() {
         assert_eq!(response.status, 200, "{query}");
         assert!(response.body == content, "{query}: wrong bytes");
     }
+    // Only the evicted one was written from memory.
+    assert_eq!(server.stats.snapshot().file_bodies_from_memory, 1);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use kinema_http::ServerStatsSnapshot;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -119,30 +120,31 @@ impl Metrics {
     }
 }
 
-/// Gauges read at scrape time from the parts that own them.
-pub struct Gauges {
+/// Values read at scrape time from the parts that own them.
+pub struct Readings {
     pub cache_bytes: Box<dyn Fn() -> u64 + Send + Sync>,
     pub cache_entries: Box<dyn Fn() -> u64 + Send + Sync>,
     pub videos_loaded: Box<dyn Fn() -> u64 + Send + Sync>,
-    pub open_connections: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// The connection layer's counts.
+    pub server: Box<dyn Fn() -> ServerStatsSnapshot + Send + Sync>,
 }
 
-impl std::fmt::Debug for Gauges {
+impl std::fmt::Debug for Readings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Gauges")
+        f.write_str("Readings")
     }
 }
 
 #[derive(Debug)]
 struct OriginCollector {
     metrics: std::sync::Arc<Metrics>,
-    gauges: Gauges,
+    readings: Readings,
 }
 
 /// A registry holding the origin's collector, ready to encode.
-pub fn registry(metrics: std::sync::Arc<Metrics>, gauges: Gauges) -> Registry {
+pub fn registry(metrics: std::sync::Arc<Metrics>, readings: Readings) -> Registry {
     let mut registry = Registry::with_prefix("kinema_origin");
-    registry.register_collector(Box::new(OriginCollector { metrics, gauges }));
+    registry.register_collector(Box::new(OriginCollector { metrics, readings }));
     registry
 }
 
@@ -264,25 +266,32 @@ impl Collector for OriginCollector {
             &mut encoder,
             "cache_bytes",
             "Bytes of file content held in the memory cache.",
-            (self.gauges.cache_bytes)(),
+            (self.readings.cache_bytes)(),
         )?;
         gauge(
             &mut encoder,
             "cache_entries",
             "Files held in the memory cache.",
-            (self.gauges.cache_entries)(),
+            (self.readings.cache_entries)(),
         )?;
         gauge(
             &mut encoder,
             "videos_loaded",
             "Video manifests held in memory.",
-            (self.gauges.videos_loaded)(),
+            (self.readings.videos_loaded)(),
         )?;
+        let server = (self.readings.server)();
         gauge(
             &mut encoder,
             "open_connections",
             "Client connections currently open.",
-            (self.gauges.open_connections)(),
+            server.open_connections,
+        )?;
+        counter(
+            &mut encoder,
+            "file_bodies_from_memory",
+            "Segment responses written from memory instead of by sendfile because the kernel had evicted pages of the file (the page cache is too small for what is watched).",
+            server.file_bodies_from_memory,
         )?;
         // The encoder accumulates the per-bucket counts itself and writes the
         // bound `f64::MAX` as `+Inf`.
@@ -327,11 +336,15 @@ mod tests {
         metrics.cache_hits.fetch_add(7, Relaxed);
         let registry = registry(
             metrics.clone(),
-            Gauges {
+            Readings {
                 cache_bytes: Box::new(|| 4096),
                 cache_entries: Box::new(|| 2),
                 videos_loaded: Box::new(|| 1),
-                open_connections: Box::new(|| 3),
+                server: Box::new(|| ServerStatsSnapshot {
+                    open_connections: 3,
+                    file_bodies_from_memory: 5,
+                    ..ServerStatsSnapshot::default()
+                }),
             },
         );
         let text = render(&registry);
@@ -342,6 +355,7 @@ mod tests {
             "kinema_origin_cache_hits_total 7",
             "kinema_origin_cache_bytes 4096",
             "kinema_origin_open_connections 3",
+            "kinema_origin_file_bodies_from_memory_total 5",
             "kinema_origin_request_duration_seconds_bucket{le=\"0.0001\"} 1",
             "kinema_origin_request_duration_seconds_bucket{le=\"0.005\"} 2",
             "kinema_origin_request_duration_seconds_bucket{le=\"+Inf\"} 3",

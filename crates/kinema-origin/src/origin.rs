@@ -32,7 +32,7 @@ use crate::catalog::{Catalog, FileInfo, LookupError, Video};
 use crate::config::Config;
 use crate::cors::{self, Cors};
 use crate::files::{FileCache, FileError, Piece};
-use crate::metrics::{self, Gauges, Metrics, RouteKind};
+use crate::metrics::{self, Metrics, Readings, RouteKind};
 use crate::web::WebRoot;
 
 type HttpResponse = Response<ResponseBody>;
@@ -84,7 +84,7 @@ impl Origin {
         );
         let registry = metrics::registry(
             metrics.clone(),
-            Gauges {
+            Readings {
                 cache_bytes: Box::new({
                     let files = files.clone();
                     move || files.weighted_size()
@@ -97,7 +97,7 @@ impl Origin {
                     let catalog = catalog.clone();
                     move || catalog.videos_loaded()
                 }),
-                open_connections: Box::new(move || stats.snapshot().open_connections),
+                server: Box::new(move || stats.snapshot()),
             },
         );
         // Jobs a crashed server left running are recovered as the API starts.

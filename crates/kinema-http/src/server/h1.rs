@@ -23,6 +23,7 @@ use std::mem::MaybeUninit;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::h1_body::{self, BodyDecoder, BodySender, Framing};
-use super::{CompactInfo, Phase, Shared, Transport, date, sendfile};
+use super::{CompactInfo, Phase, ServerStats, Shared, Transport, date, sendfile};
 use crate::{ConnectionInfo, Handler, RequestBody, ResponseBody};
 
 /// How much one idle-wake read takes from the socket (on the stack).
@@ -343,7 +344,15 @@ where
     // A body the handler left unread leaves the connection mid-message: it
     // cannot carry another request.
     keep_alive &= decoder.is_done();
-    write_response(io, response, facts, &mut keep_alive, config.write_timeout).await?;
+    write_response(
+        io,
+        response,
+        facts,
+        &mut keep_alive,
+        config.write_timeout,
+        &shared.stats,
+    )
+    .await?;
     Ok(keep_alive)
 }
 
@@ -781,6 +790,7 @@ async fn write_response<S: Transport>(
     facts: RequestFacts,
     keep_alive: &mut bool,
     write_timeout: Duration,
+    stats: &ServerStats,
 ) -> io::Result<()> {
     let (parts, body) = response.into_parts();
     let status = parts.status;
@@ -844,7 +854,12 @@ async fn write_response<S: Transport>(
             }
             // TLS, nothing to send, or pages the kernel evicted (sendfile
             // would wait for the disk): the bytes in memory, like `Full`.
-            _ => {
+            tcp => {
+                if tcp.is_some() && !slice.is_empty() {
+                    stats
+                        .file_bodies_from_memory
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 let bytes = slice.bytes();
                 let mut slices = [IoSlice::new(&head.0), IoSlice::new(&bytes)];
                 let count = if bytes.is_empty() { 1 } else { 2 };

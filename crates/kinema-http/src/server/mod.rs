@@ -95,6 +95,7 @@ pub struct ServerStats {
     accepted: AtomicU64,
     refused_over_limit: AtomicU64,
     requests: AtomicU64,
+    file_bodies_from_memory: AtomicU64,
 }
 
 /// A consistent-enough copy of [`ServerStats`] for a metrics scrape.
@@ -108,6 +109,11 @@ pub struct ServerStatsSnapshot {
     pub refused_over_limit: u64,
     /// Requests handed to the handler (both protocols).
     pub requests: u64,
+    /// File bodies on plain-TCP HTTP/1.1 written from memory instead of by
+    /// `sendfile`, because the kernel had evicted some of their file's pages
+    /// ([`crate::FileSlice::ready_to_send`]). Rising steadily, it says the
+    /// page cache is too small for what is being watched.
+    pub file_bodies_from_memory: u64,
 }
 
 impl ServerStats {
@@ -117,6 +123,7 @@ impl ServerStats {
             accepted: self.accepted.load(Ordering::Relaxed),
             refused_over_limit: self.refused_over_limit.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
+            file_bodies_from_memory: self.file_bodies_from_memory.load(Ordering::Relaxed),
         }
     }
 
