@@ -37,6 +37,12 @@ pub struct Config {
     /// of being cached whole.
     #[serde(default = "default_max_cached_file_size")]
     pub max_cached_file_size: ByteSize,
+    /// A cached file no request has used for this long leaves the cache
+    /// (like nginx's `open_file_cache inactive=`): its memory is freed and
+    /// its published file closed, so an unpublished video's disk space is
+    /// released.
+    #[serde(default = "default_cache_inactive", with = "humantime_serde")]
+    pub cache_inactive: Duration,
     /// `Cache-Control: max-age` of playlists and MPDs, which a republish
     /// may change; segments, init files and thumbnails are immutable.
     #[serde(default = "default_manifest_max_age", with = "humantime_serde")]
@@ -126,6 +132,7 @@ impl Config {
             web_root: default_web_root(),
             cache_size: default_cache_size(),
             max_cached_file_size: default_max_cached_file_size(),
+            cache_inactive: default_cache_inactive(),
             manifest_max_age: default_manifest_max_age(),
             manifest_refresh: default_manifest_refresh(),
             cors_allowed_origins: default_cors_allowed_origins(),
@@ -238,6 +245,10 @@ fn default_max_cached_file_size() -> ByteSize {
     ByteSize::mib(16)
 }
 
+fn default_cache_inactive() -> Duration {
+    Duration::from_secs(300)
+}
+
 fn default_manifest_max_age() -> Duration {
     Duration::from_secs(10)
 }
@@ -267,6 +278,7 @@ mod tests {
         assert_eq!(config.cache_size, ByteSize::mib(64));
         assert_eq!(config.manifest_max_age, Duration::from_secs(2));
         assert_eq!(config.max_cached_file_size, ByteSize::mib(16));
+        assert_eq!(config.cache_inactive, Duration::from_secs(300));
         assert_eq!(config.cors_allowed_origins, vec!["*"]);
         assert!(config.access_log && config.prefetch);
     }

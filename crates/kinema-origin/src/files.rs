@@ -19,6 +19,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -114,10 +115,14 @@ impl FileCache {
         store: Arc<dyn Store>,
         capacity_bytes: u64,
         max_cached_file_size: u64,
+        inactive: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
+            // An entry holds its published file open: one nobody asks for
+            // (an unpublished video's, say) must not keep its disk space.
+            .time_to_idle(inactive)
             .weigher(|_key: &ContentKey, file: &Arc<CachedFile>| {
                 u32::try_from(file.content.bytes.len())
                     .unwrap_or(u32::MAX)

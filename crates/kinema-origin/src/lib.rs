@@ -24,6 +24,7 @@ mod web;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kinema_http::server::ServerStats;
 use tokio::net::TcpListener;
@@ -67,6 +68,9 @@ pub async fn run(
     let origin = Arc::new(Origin::new(&config, stats.clone()).await?);
     let tls = secure::server_tls(&config)?;
     let reloader = secure::reload_on_sighup(origin.access(), tls.clone()).map_err(Error::Serve)?;
+    let expiry = origin.expire_inactive_files(
+        (config.cache_inactive / 2).clamp(Duration::from_millis(10), Duration::from_secs(30)),
+    );
     let address = listener.local_addr().map_err(Error::Serve)?;
     tracing::info!(
         %address,
@@ -124,6 +128,7 @@ pub async fn run(
         .await
     };
     reloader.abort();
+    expiry.abort();
     // Also when the main listener failed rather than being asked to stop.
     let _ = stop.send(true);
     if let Some(redirect) = redirect {

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
@@ -80,6 +80,7 @@ impl Origin {
             store,
             config.cache_size.as_u64(),
             config.max_cached_file_size.as_u64(),
+            config.cache_inactive,
             metrics.clone(),
         );
         let registry = metrics::registry(
@@ -122,6 +123,19 @@ impl Origin {
     /// for code in this process that publishes or unpublishes a video.
     pub async fn invalidate_video(&self, id: &kinema_core::VideoId) {
         self.catalog.invalidate(id).await;
+    }
+
+    /// Applies the cache's `cache_inactive` expiry every `every`, also while
+    /// no request touches the cache (its bookkeeping otherwise runs only on
+    /// use), so an idle server closes the files of what nobody watches.
+    pub(crate) fn expire_inactive_files(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let files = self.files.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                files.settle().await;
+            }
+        })
     }
 
     /// The key ring and admin tokens, for a reload on SIGHUP.

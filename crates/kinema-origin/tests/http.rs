@@ -762,6 +762,56 @@ async fn unpublished_videos_disappear_and_republished_ones_return() {
     server.stop().await.unwrap();
 }
 
+/// Files this process holds open under `dir`, deleted ones included (the
+/// kernel names them by their last path, with " (deleted)" after it).
+fn open_files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[tokio::test]
+async fn an_unpublished_video_s_files_are_closed_once_unused_for_cache_inactive() {
+    let library = Library::new().await;
+    let mut config = config(&library);
+    config.manifest_refresh = std::time::Duration::from_millis(50);
+    config.cache_inactive = std::time::Duration::from_millis(300);
+    let server = Server::start(config).await;
+    // The largest file is cached as a shared file, its published file open.
+    let manifest = library.manifest().await;
+    let largest = manifest.files.iter().max_by_key(|file| file.size).unwrap();
+    let target = format!("/v/clip/{}", largest.path);
+    assert_eq!(
+        get(&server, Protocol::Http1, &target).await.status,
+        StatusCode::OK
+    );
+    // Unpublishing moves the video into the library's trash, then deletes
+    // it: look under the whole library.
+    let library_dir = library.dir.path();
+    assert!(
+        open_files_under(library_dir) > 0,
+        "{target} ({} bytes) is not held open",
+        largest.size
+    );
+    library
+        .store
+        .unpublish(&kinema_core::VideoId::new("clip").unwrap())
+        .await
+        .unwrap();
+    // Nothing touches the cache any more; its files are closed all the same.
+    eventually("the unpublished video's files to be closed", async || {
+        open_files_under(library_dir) == 0
+    })
+    .await;
+    assert_eq!(
+        get(&server, Protocol::Http1, &target).await.status,
+        StatusCode::NOT_FOUND
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn healthz_metrics_api_and_unknown_routes() {
     let library = Library::new().await;

@@ -57,6 +57,11 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_cached_file_size: Option<String>,
 
+    /// A cached file unused this long leaves the cache and its file is closed (an unpublished video's disk space is freed then) [default: 5m]
+    #[arg(long, env = "KINEMA_CACHE_INACTIVE", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_inactive: Option<String>,
+
     /// Cache-Control max-age of playlists and MPDs, e.g. 10s [default: 10s]
     #[arg(long, env = "KINEMA_MANIFEST_MAX_AGE", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
