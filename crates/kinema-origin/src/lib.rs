@@ -68,9 +68,6 @@ pub async fn run(
     let origin = Arc::new(Origin::new(&config, stats.clone()).await?);
     let tls = secure::server_tls(&config)?;
     let reloader = secure::reload_on_sighup(origin.access(), tls.clone()).map_err(Error::Serve)?;
-    let expiry = origin.expire_inactive_files(
-        (config.cache_inactive / 2).clamp(Duration::from_millis(10), Duration::from_secs(30)),
-    );
     let address = listener.local_addr().map_err(Error::Serve)?;
     tracing::info!(
         %address,
@@ -100,6 +97,10 @@ pub async fn run(
         None => None,
     };
     let acceptor = tls.as_ref().map(kinema_http::tls::ServerTls::acceptor);
+    // Started last, so no early return above leaves it running.
+    let expiry = origin.expire_inactive_files(
+        (config.cache_inactive / 2).clamp(Duration::from_millis(10), Duration::from_secs(30)),
+    );
     let stop = &stop;
     let main_shutdown = async move {
         shutdown.await;
