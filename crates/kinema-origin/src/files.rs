@@ -288,6 +288,23 @@ impl FileCache {
             .boxed()
     }
 
+    /// Applies the inactive expiry every half of it (10 ms to 30 s), also
+    /// while no request touches the cache (its bookkeeping otherwise runs
+    /// only on use), so an idle server closes the files of what nobody
+    /// watches. Runs until the task is aborted.
+    pub fn expire_inactive(&self) -> tokio::task::JoinHandle<()> {
+        const LONGEST: Duration = Duration::from_secs(30);
+        let inactive = self.cache.policy().time_to_idle().unwrap_or(LONGEST);
+        let every = (inactive / 2).clamp(Duration::from_millis(10), LONGEST);
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                this.settle().await;
+            }
+        })
+    }
+
     /// Applies pending bookkeeping, so the size and count are current.
     pub async fn settle(&self) {
         self.cache.run_pending_tasks().await;

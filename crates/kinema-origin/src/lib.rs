@@ -24,7 +24,6 @@ mod web;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kinema_http::server::ServerStats;
 use tokio::net::TcpListener;
@@ -98,9 +97,7 @@ pub async fn run(
     };
     let acceptor = tls.as_ref().map(kinema_http::tls::ServerTls::acceptor);
     // Started last, so no early return above leaves it running.
-    let expiry = origin.expire_inactive_files(
-        (config.cache_inactive / 2).clamp(Duration::from_millis(10), Duration::from_secs(30)),
-    );
+    let expiry = origin.expire_inactive_files();
     let stop = &stop;
     let main_shutdown = async move {
         shutdown.await;

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{
@@ -125,17 +125,10 @@ impl Origin {
         self.catalog.invalidate(id).await;
     }
 
-    /// Applies the cache's `cache_inactive` expiry every `every`, also while
-    /// no request touches the cache (its bookkeeping otherwise runs only on
-    /// use), so an idle server closes the files of what nobody watches.
-    pub(crate) fn expire_inactive_files(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let files = self.files.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                files.settle().await;
-            }
-        })
+    /// Applies the file cache's `cache_inactive` expiry even while no
+    /// request touches it ([`FileCache::expire_inactive`]).
+    pub(crate) fn expire_inactive_files(&self) -> tokio::task::JoinHandle<()> {
+        self.files.expire_inactive()
     }
 
     /// The key ring and admin tokens, for a reload on SIGHUP.
