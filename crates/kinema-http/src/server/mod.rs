@@ -22,7 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -96,10 +96,12 @@ pub struct ServerStats {
     refused_over_limit: AtomicU64,
     requests: AtomicU64,
     file_bodies_from_memory: AtomicU64,
+    /// Per mille; see [`ServerStats::load`].
+    load: AtomicU32,
 }
 
 /// A consistent-enough copy of [`ServerStats`] for a metrics scrape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ServerStatsSnapshot {
     /// Connections open now (HTTP/1.1, HTTP/2 and TLS alike).
     pub open_connections: u64,
@@ -114,6 +116,8 @@ pub struct ServerStatsSnapshot {
     /// ([`crate::FileSlice::ready_to_send`]). Rising steadily, it says the
     /// page cache is too small for what is being watched.
     pub file_bodies_from_memory: u64,
+    /// [`ServerStats::load`] when the snapshot was taken.
+    pub load: f64,
 }
 
 impl ServerStats {
@@ -124,7 +128,17 @@ impl ServerStats {
             refused_over_limit: self.refused_over_limit.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             file_bodies_from_memory: self.file_bodies_from_memory.load(Ordering::Relaxed),
+            load: self.load(),
         }
+    }
+
+    /// How busy the serving threads are, 0 to 1: the share of wall time
+    /// they were awake (not waiting for events) over the last sample period
+    /// (half a second), averaged over the threads. Time a runnable thread
+    /// waits for a CPU counts as awake, so 1 means the threads cannot keep
+    /// up with their work, whether for lack of cycles or of a CPU.
+    pub fn load(&self) -> f64 {
+        f64::from(self.load.load(Ordering::Relaxed)) / 1000.0
     }
 
     fn count_request(&self) {
@@ -242,8 +256,9 @@ pub async fn serve_with_stats<H: Handler>(
         shards: shards.set().clone(),
     });
     let _ticker = AbortOnDrop(tokio::spawn(tick_idle_clock(shared.clone())));
-    let _balancer =
-        (shards.set().len() > 1).then(|| AbortOnDrop(tokio::spawn(shards.set().clone().balance())));
+    let _balancer = AbortOnDrop(tokio::spawn(
+        shards.set().clone().balance(shared.stats.clone()),
+    ));
     // The accept loop runs on the first serving thread, where the packing
     // rule sends most connections: those need no hand-over between threads
     // (two epoll_ctl calls and a cross-thread wake-up each, a tenth of a
@@ -843,6 +858,61 @@ mod tests {
             moved >= 1,
             "no connection moved to the idle thread in 10 s: {served_by:?}"
         );
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    /// Answers with the server's load as the handler sees it; `/burn`
+    /// first keeps its thread busy for 1.2 s, more than two sample periods.
+    struct LoadReport(Arc<ServerStats>);
+
+    impl Handler for LoadReport {
+        async fn handle(
+            &self,
+            request: http::Request<crate::RequestBody>,
+            _connection: ConnectionInfo,
+        ) -> http::Response<crate::ResponseBody> {
+            if request.uri().path() == "/burn" {
+                let start = std::time::Instant::now();
+                while start.elapsed() < Duration::from_millis(1200) {
+                    std::hint::spin_loop();
+                }
+            }
+            let load = self.0.load().to_string();
+            http::Response::new(crate::ResponseBody::Full(load.into()))
+        }
+    }
+
+    /// The load is the share of the last sample period the serving thread
+    /// was awake: about 0 while it waits for requests, 1 at the end of a
+    /// request that kept it busy for longer than two periods (the last
+    /// sample then fell wholly inside the busy time).
+    #[tokio::test]
+    async fn the_load_is_the_share_of_time_the_serving_threads_are_awake() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stats = Arc::new(ServerStats::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with_stats(
+            listener,
+            Arc::new(LoadReport(stats.clone())),
+            ServerConfig {
+                threads: 1,
+                ..ServerConfig::default()
+            },
+            None,
+            stats.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        tokio::time::sleep(shards::SAMPLE_PERIOD * 3).await;
+        let idle: f64 = get_body(&mut stream, "/").await.parse().unwrap();
+        assert!(idle < 0.5, "an idle server's load is {idle}");
+        let busy: f64 = get_body(&mut stream, "/burn").await.parse().unwrap();
+        assert!(busy > 0.9, "a saturated server's load is {busy}");
+        assert_eq!(stats.snapshot().load, stats.load());
         let _ = stop.send(());
         server.await.unwrap().unwrap();
     }

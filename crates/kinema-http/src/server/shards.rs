@@ -34,6 +34,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::ServerStats;
+
 /// Work handed to a shard: runs on its thread, inside its runtime.
 pub(super) type Admission = Box<dyn FnOnce() + Send>;
 
@@ -49,7 +51,7 @@ const RELIEF_BELOW: u32 = 500;
 const IDLE_CPU_ABOVE: u32 = 100;
 /// How often loads are sampled and shedding decided: long enough that one
 /// hiccup of another process does not read as idle CPU.
-const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
+pub(super) const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
 /// Marks a parked thread in [`ShardLoad::awake_since`].
 const PARKED: u64 = u64::MAX;
 
@@ -268,9 +270,10 @@ impl ShardSet {
         self.hand_over(to, admission);
     }
 
-    /// Samples the shards' loads and decides shedding, every
-    /// [`SAMPLE_PERIOD`], for as long as the listener runs.
-    pub(super) async fn balance(self: Arc<Self>) {
+    /// Samples the shards' loads (published as [`ServerStats::load`]) and
+    /// decides shedding, every [`SAMPLE_PERIOD`], for as long as the
+    /// listener runs.
+    pub(super) async fn balance(self: Arc<Self>, stats: Arc<ServerStats>) {
         let mut previous_awake: Vec<u64> = vec![0; self.loads.len()];
         let mut previous_at = self.now();
         let mut cpu = CpuTimes::read();
@@ -293,6 +296,14 @@ impl ShardSet {
                 *previous = awake;
             }
             previous_at = now;
+            let loads = self.loads();
+            let mean = loads.iter().map(|&load| u64::from(load)).sum::<u64>() / loads.len() as u64;
+            stats
+                .load
+                .store(u32::try_from(mean).unwrap_or(1000), Ordering::Relaxed);
+            if loads.len() == 1 {
+                continue;
+            }
             let latest = CpuTimes::read();
             // Unknown (no /proc/stat): assume idle CPU, i.e. spread.
             let idle = match (&cpu, &latest) {
@@ -302,7 +313,6 @@ impl ShardSet {
             #[cfg(test)]
             let idle = tests::forced_idle_cpu().unwrap_or(idle);
             cpu = latest;
-            let loads = self.loads();
             let connections: Vec<u32> = self
                 .loads
                 .iter()
@@ -315,11 +325,6 @@ impl ShardSet {
                 self.loads[index].shed.store(shed, Ordering::Relaxed);
             }
         }
-    }
-
-    /// How many shards there are.
-    pub(super) fn len(&self) -> usize {
-        self.loads.len()
     }
 }
 
