@@ -1,8 +1,12 @@
 //! The capacity search: how many paced viewers of one rung a server carries.
 //!
-//! A trial passes when no viewer stalled, none failed, no segment failed,
-//! and the p99 segment download time is under half the segment duration
-//! (the margin a player needs to ride out a hiccup). The search doubles the
+//! A trial passes when every viewer was admitted, no viewer stalled, none
+//! failed, no segment failed, and the p99 segment download time is under
+//! half the segment duration (the margin a player needs to ride out a
+//! hiccup). A server that refuses sessions (503 with `Retry-After`) may
+//! keep its admitted viewers smooth; it carries only those it admits, so a
+//! viewer never admitted fails the trial. Refusals that end in admission
+//! do not: their wait shows in startup time. The search doubles the
 //! count while trials pass (coarse), then bisects between the last pass and
 //! the first failure until the bracket is within the precision. The answer
 //! is the largest count that passed.
@@ -40,6 +44,12 @@ pub struct CapacityReport {
 pub fn judge(summary: &Summary, segment_seconds: f64) -> Result<(), String> {
     if summary.viewers_failed > 0 {
         return Err(format!("{} viewers could not play", summary.viewers_failed));
+    }
+    if summary.viewers_never_admitted > 0 {
+        return Err(format!(
+            "{} viewers never admitted ({} refused attempts)",
+            summary.viewers_never_admitted, summary.refusals
+        ));
     }
     if summary.stalls > 0 {
         return Err(format!(
@@ -217,5 +227,18 @@ mod tests {
             ..good.clone()
         };
         assert!(judge(&stalled, 4.0).unwrap_err().contains("stalls"));
+        // Refused and then admitted passes; refused to the end fails.
+        let refused_then_admitted = Summary {
+            refusals: 40,
+            viewers_with_refusals: 20,
+            ..good.clone()
+        };
+        assert!(judge(&refused_then_admitted, 4.0).is_ok());
+        let never_admitted = Summary {
+            viewers_never_admitted: 3,
+            ..refused_then_admitted
+        };
+        let reason = judge(&never_admitted, 4.0).unwrap_err();
+        assert_eq!(reason, "3 viewers never admitted (40 refused attempts)");
     }
 }

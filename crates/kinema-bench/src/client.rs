@@ -13,7 +13,7 @@
 //! viewer from the [`FetchError`] kind.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -32,8 +32,14 @@ pub const MAX_REDIRECTS: usize = 5;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
+    /// An unexpected status; `retry_after` is the wait the response's
+    /// `Retry-After` header asked for, when it had a usable one.
     #[error("{url}: http status {status}")]
-    Status { url: Url, status: u16 },
+    Status {
+        url: Url,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     #[error("{url}: {message}")]
     Transport { url: Url, message: String },
     #[error("{url}: no progress for {timeout:?}")]
@@ -52,6 +58,21 @@ impl FetchError {
             FetchError::Status { status, .. } => *status >= 500 || *status == 429,
             FetchError::Transport { .. } | FetchError::Timeout { .. } => true,
             FetchError::TooManyRedirects { .. } | FetchError::Refused { .. } => false,
+        }
+    }
+
+    /// The wait a `503 Service Unavailable` with a usable `Retry-After`
+    /// asks for (RFC 9110 §15.6.4): the server is there but has no room
+    /// now. Whether that refuses a session or fails a request is the
+    /// viewer's call.
+    pub fn unavailable_for(&self) -> Option<Duration> {
+        match self {
+            FetchError::Status {
+                status: 503,
+                retry_after,
+                ..
+            } => *retry_after,
+            _ => None,
         }
     }
 
@@ -106,6 +127,22 @@ impl Router {
             message: format!("playlist uri {uri:?} is not a valid reference: {error}"),
         })
     }
+}
+
+/// The wait a `Retry-After` value asks for, read at `now` (RFC 9110
+/// §10.2.3): delta-seconds, or an HTTP-date (all three formats a recipient
+/// must accept, §5.6.7) less `now`, zero when it has passed. Anything else
+/// is `None`, as if the header were absent: a client cannot honour a wait
+/// it cannot read.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
+        // Digits that overflow are still a (very long) delay.
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Checks that a URL may be loaded: `http` only, and a loopback host unless
@@ -261,12 +298,18 @@ impl ViewerClient {
                 hyper::StatusCode::OK
             };
             if status != expected {
+                let retry_after = response
+                    .headers()
+                    .get(hyper::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| parse_retry_after(value, SystemTime::now()));
                 // Drop the connection rather than read an error body we do
                 // not need: the next request opens a fresh one.
                 self.connection = None;
                 return Err(FetchError::Status {
                     url,
                     status: status.as_u16(),
+                    retry_after,
                 });
             }
             let content_type = match body_use {
@@ -479,6 +522,60 @@ mod tests {
             resolve_target(&local, false).await.unwrap(),
             "127.0.0.1:9".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_ignores_the_rest() {
+        // Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example date.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let read = |value: &str| parse_retry_after(value, now);
+        assert_eq!(read("120"), Some(Duration::from_secs(120)));
+        assert_eq!(read(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            read("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        // The three HTTP-date formats, 30 s ahead of `now`.
+        for date in [
+            "Sun, 06 Nov 1994 08:50:07 GMT",
+            "Sunday, 06-Nov-94 08:50:07 GMT",
+            "Sun Nov  6 08:50:07 1994",
+        ] {
+            assert_eq!(read(date), Some(Duration::from_secs(30)), "{date}");
+        }
+        // A date already past asks for no wait.
+        assert_eq!(read("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        for garbage in [
+            "",
+            "soon",
+            "1.5",
+            "-1",
+            "+5",
+            "10s",
+            "Sun, 32 Nov 1994 08:50:07 GMT",
+        ] {
+            assert_eq!(read(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_503_with_a_usable_retry_after_is_unavailability() {
+        let url = Url::parse("http://127.0.0.1/v/clip/master.m3u8").unwrap();
+        let status = |status: u16, retry_after: Option<u64>| FetchError::Status {
+            url: url.clone(),
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+        };
+        assert_eq!(
+            status(503, Some(2)).unavailable_for(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(status(503, None).unavailable_for(), None);
+        assert_eq!(status(429, Some(2)).unavailable_for(), None);
+        assert_eq!(status(500, Some(2)).unavailable_for(), None);
+        // Either way a 503 stays retryable and counts as one.
+        assert!(status(503, None).is_retryable());
+        assert_eq!(status(503, Some(2)).kind(), "http 503");
     }
 
     #[test]

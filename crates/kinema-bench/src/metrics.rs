@@ -6,6 +6,14 @@
 //! The only wall-clock figures are the offsets at which viewers started and
 //! ended, which say whether ramp and duration were honoured.
 //!
+//! A viewer is *admitted* once the server answered its manifest request; an
+//! origin at capacity refuses that request (503 with `Retry-After`) and the
+//! viewer asks again later. What viewers felt (startup, stalls, bit rate,
+//! download times) is aggregated over admitted viewers only: one that never
+//! got in watched nothing, and averaging its nothing in would make a
+//! refusing server look better. Refusals and viewers never admitted are
+//! counted beside them.
+//!
 //! Live counters are plain atomics updated by the viewers and read once a
 //! second by the progress line; everything else is built after the run from
 //! each viewer's own report, so no lock is shared on the hot path.
@@ -23,6 +31,10 @@ pub struct LiveCounters {
     pub active_viewers: AtomicU64,
     pub stalls: AtomicU64,
     pub errors: AtomicU64,
+    /// Session starts the server refused (503 with `Retry-After`).
+    pub refusals: AtomicU64,
+    /// Viewers refused and waiting to ask again.
+    pub refused_viewers: AtomicU64,
     pub segments: AtomicU64,
     /// Sum over active viewers of the bit rate of their last segment.
     pub selected_bitrate_sum: AtomicU64,
@@ -90,7 +102,16 @@ pub struct ViewerReport {
     pub link_bits_per_second: Option<u64>,
     pub started_at_wall: f64,
     pub ended_at_wall: f64,
-    /// Playlist request → first segment ready, viewer seconds.
+    /// The server sent the manifest: the session was admitted.
+    pub admitted: bool,
+    /// Manifest requests refused with 503 and `Retry-After` (waited out,
+    /// not counted as HTTP errors).
+    pub refusals: u32,
+    /// Viewer seconds from the first refused manifest request to the one
+    /// admitted (or to the viewer's end, if never admitted).
+    pub refused_seconds: f64,
+    /// First playlist request → first segment ready, viewer seconds; the
+    /// time spent refused is part of it, as a viewer sits through it.
     pub startup_seconds: Option<f64>,
     pub stalls: u32,
     pub stalled_seconds: f64,
@@ -127,6 +148,18 @@ pub struct ViewerReport {
 pub struct Summary {
     pub viewers: u32,
     pub viewers_failed: u32,
+    /// Viewers the server sent the manifest; every QoE aggregate (startup
+    /// to download times) is over these alone.
+    pub viewers_admitted: u32,
+    /// Viewers that ended, without a fatal error, still not admitted
+    /// (refused until the run ended, or still waiting for the manifest).
+    pub viewers_never_admitted: u32,
+    /// Viewers refused at least once, admitted later or not.
+    pub viewers_with_refusals: u32,
+    /// Refused session starts (503 with `Retry-After`) over all viewers.
+    pub refusals: u64,
+    /// Viewer seconds spent refused, summed over viewers.
+    pub refused_seconds: f64,
     pub viewers_with_stalls: u32,
     pub wall_seconds: f64,
     pub startup_seconds: Percentiles,
@@ -190,9 +223,32 @@ impl Summary {
         let mut sustainable_sum = 0.0;
         let mut playing_viewers = 0u32;
         for viewer in viewers {
+            // The traffic of every viewer, admitted or not.
             if viewer.fatal.is_some() {
                 summary.viewers_failed += 1;
             }
+            if viewer.refusals > 0 {
+                summary.viewers_with_refusals += 1;
+            }
+            summary.refusals += u64::from(viewer.refusals);
+            summary.refused_seconds += viewer.refused_seconds;
+            summary.http_errors += u64::from(viewer.http_errors);
+            summary.retries += u64::from(viewer.retries);
+            summary.bytes += viewer.bytes;
+            for (kind, count) in &viewer.error_kinds {
+                *summary.error_kinds.entry(kind.clone()).or_default() += u64::from(*count);
+            }
+            if summary.first_error.is_none() {
+                summary.first_error = viewer.first_error.clone();
+            }
+            if !viewer.admitted {
+                if viewer.fatal.is_none() {
+                    summary.viewers_never_admitted += 1;
+                }
+                continue;
+            }
+            // What admitted viewers felt.
+            summary.viewers_admitted += 1;
             if let Some(seconds) = viewer.startup_seconds {
                 let _ = startup.record((seconds * 1000.0).round().max(1.0) as u64);
                 playing_viewers += 1;
@@ -209,19 +265,10 @@ impl Summary {
             summary.switches += u64::from(viewer.switches);
             summary.segments += u64::from(viewer.segments);
             summary.segments_failed += u64::from(viewer.segments_failed);
-            summary.http_errors += u64::from(viewer.http_errors);
-            summary.retries += u64::from(viewer.retries);
-            summary.bytes += viewer.bytes;
             for record in &viewer.records {
                 let _ = download.record((record.download_seconds * 1000.0).round().max(1.0) as u64);
                 let share = record.download_seconds / record.media_seconds.max(1e-3);
                 let _ = ratio.record((share * 1000.0).round().max(1.0) as u64);
-            }
-            for (kind, count) in &viewer.error_kinds {
-                *summary.error_kinds.entry(kind.clone()).or_default() += u64::from(*count);
-            }
-            if summary.first_error.is_none() {
-                summary.first_error = viewer.first_error.clone();
             }
         }
         let watched = summary.played_seconds + summary.stalled_seconds;
@@ -269,6 +316,7 @@ mod tests {
     #[test]
     fn summary_weights_rebuffering_by_time() {
         let viewer = |stalled: f64, played: f64| ViewerReport {
+            admitted: true,
             startup_seconds: Some(0.5),
             stalls: u32::from(stalled > 0.0),
             stalled_seconds: stalled,
@@ -281,5 +329,46 @@ mod tests {
         assert_eq!(summary.viewers_with_stalls, 1);
         assert!((summary.rebuffering_ratio - 10.0 / 200.0).abs() < 1e-9);
         assert!((summary.startup_seconds.p50 - 0.5).abs() < 1e-3);
+    }
+
+    #[test]
+    fn viewers_never_admitted_are_counted_but_left_out_of_what_viewers_felt() {
+        let admitted = ViewerReport {
+            admitted: true,
+            refusals: 2,
+            refused_seconds: 2.0,
+            startup_seconds: Some(2.5),
+            played_seconds: 10.0,
+            average_bitrate: 3e6,
+            segments: 10,
+            ..ViewerReport::default()
+        };
+        // Refused until the end; a viewer could not sit through a stall
+        // it never started, but the aggregate must not rely on that.
+        let refused = ViewerReport {
+            refusals: 12,
+            refused_seconds: 12.0,
+            stalls: 1,
+            stalled_seconds: 5.0,
+            ..ViewerReport::default()
+        };
+        let failed = ViewerReport {
+            fatal: Some("http status 404".into()),
+            http_errors: 1,
+            ..ViewerReport::default()
+        };
+        let summary = Summary::from_viewers(&[admitted, refused, failed], 12.0);
+        assert_eq!(summary.viewers, 3);
+        assert_eq!(summary.viewers_admitted, 1);
+        assert_eq!(summary.viewers_never_admitted, 1);
+        assert_eq!(summary.viewers_failed, 1);
+        assert_eq!(summary.viewers_with_refusals, 2);
+        assert_eq!(summary.refusals, 14);
+        assert!((summary.refused_seconds - 14.0).abs() < 1e-9);
+        assert_eq!(summary.http_errors, 1);
+        assert_eq!((summary.stalls, summary.viewers_with_stalls), (0, 0));
+        assert_eq!(summary.rebuffering_ratio, 0.0);
+        assert!((summary.startup_seconds.max - 2.5).abs() < 1e-3);
+        assert!((summary.average_bitrate_mean - 3e6).abs() < 1e-3);
     }
 }

@@ -11,7 +11,7 @@ use plotters::prelude::*;
 
 use crate::BenchError;
 use crate::metrics::{Percentiles, Summary};
-use crate::run::RunReport;
+use crate::run::{RunReport, TimelineSample};
 
 fn seconds(p: &Percentiles) -> String {
     format!(
@@ -39,6 +39,20 @@ pub fn summary_table(report: &RunReport) -> String {
             format!(
                 "{} started of {} ({} could not play)",
                 s.viewers, config.viewers, s.viewers_failed
+            ),
+        ),
+        (
+            "admission",
+            format!(
+                "refused {} attempts by {} viewers ({:.1}s refused in all); {} viewers never admitted",
+                s.refusals, s.viewers_with_refusals, s.refused_seconds, s.viewers_never_admitted
+            ),
+        ),
+        (
+            "admitted",
+            format!(
+                "{} viewers; the rows from startup to download / duration are theirs alone",
+                s.viewers_admitted
             ),
         ),
         (
@@ -210,7 +224,8 @@ fn escape(text: &str) -> String {
 }
 
 /// The HTML page: summary table, bit rate over time, startup CDF,
-/// download-time CDF.
+/// download-time CDF, and viewers waiting to be admitted over time when
+/// the server refused any.
 pub fn html_report(report: &RunReport) -> Result<String, BenchError> {
     let bitrate_over_time: Vec<(f64, f64)> = report
         .timeline
@@ -221,8 +236,10 @@ pub fn html_report(report: &RunReport) -> Result<String, BenchError> {
         .timeline
         .iter()
         .map(|sample| {
-            let per_viewer = if sample.active_viewers > 0 {
-                sample.mbit_per_second / sample.active_viewers as f64
+            // Refused viewers receive nothing; they would dilute the rate.
+            let admitted = sample.active_viewers.saturating_sub(sample.refused_viewers);
+            let per_viewer = if admitted > 0 {
+                sample.mbit_per_second / admitted as f64
             } else {
                 0.0
             };
@@ -261,14 +278,39 @@ pub fn html_report(report: &RunReport) -> Result<String, BenchError> {
         "fraction of segments",
         &[("download ratio", download, BLUE)],
     )?;
+    let admission_chart = if report.summary.refusals > 0 {
+        let series = |value: fn(&TimelineSample) -> u64| {
+            report
+                .timeline
+                .iter()
+                .map(|sample| (sample.wall_seconds, value(sample) as f64))
+                .collect::<Vec<_>>()
+        };
+        line_chart(
+            "Viewers over time",
+            "wall seconds",
+            "viewers",
+            &[
+                ("active", series(|sample| sample.active_viewers), BLUE),
+                (
+                    "refused, waiting to ask again",
+                    series(|sample| sample.refused_viewers),
+                    RED,
+                ),
+            ],
+        )?
+    } else {
+        String::new()
+    };
     let mut html = String::new();
     let _ = write!(
         html,
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>kinema bench report</title>\n\
          <style>body{{font-family:sans-serif;max-width:820px;margin:2em auto}}pre{{background:#f4f4f4;padding:1em;overflow-x:auto}}</style>\n\
-         </head><body>\n<h1>kinema bench</h1>\n<pre>{}</pre>\n{}\n{}\n{}\n</body></html>\n",
+         </head><body>\n<h1>kinema bench</h1>\n<pre>{}</pre>\n{}\n{}\n{}\n{}\n</body></html>\n",
         escape(&summary_table(report)),
         bitrate_chart,
+        admission_chart,
         startup_chart,
         download_chart
     );

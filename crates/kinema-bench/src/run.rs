@@ -29,10 +29,15 @@ pub struct TimelineSample {
     pub wall_seconds: f64,
     pub active_viewers: u64,
     pub mbit_per_second: f64,
-    /// Mean bit rate of the rung each active viewer fetched last.
+    /// Mean bit rate of the rung each active viewer not waiting to be
+    /// admitted fetched last.
     pub mean_selected_bitrate: f64,
     pub stalls: u64,
     pub errors: u64,
+    /// Refused session starts so far (503 with `Retry-After`).
+    pub refusals: u64,
+    /// Viewers refused and waiting to ask again.
+    pub refused_viewers: u64,
 }
 
 /// Everything a run measured.
@@ -170,11 +175,16 @@ impl Progress {
         let active = live.active_viewers.load(Ordering::Relaxed);
         let stalls = live.stalls.load(Ordering::Relaxed);
         let errors = live.errors.load(Ordering::Relaxed);
+        let refusals = live.refusals.load(Ordering::Relaxed);
+        let refused_viewers = live.refused_viewers.load(Ordering::Relaxed);
         let interval = (wall_seconds - self.last_wall).max(1e-3);
         let mbit_per_second = (bytes - self.last_bytes) as f64 * 8.0 / interval / 1e6;
         let bitrate_sum = live.selected_bitrate_sum.load(Ordering::Relaxed);
-        let mean_selected_bitrate = if active > 0 {
-            bitrate_sum as f64 / active as f64
+        // Over viewers not waiting to be admitted: a refused viewer has
+        // no rung, and counting it in would read as lower quality.
+        let admitted = active.saturating_sub(refused_viewers);
+        let mean_selected_bitrate = if admitted > 0 {
+            bitrate_sum as f64 / admitted as f64
         } else {
             0.0
         };
@@ -182,8 +192,15 @@ impl Progress {
         self.last_wall = wall_seconds;
         self.ticks += 1;
         if self.enabled && (self.terminal || self.ticks.is_multiple_of(10)) {
+            // Refusals appear once there are any: against a server without
+            // admission control the line stays as it was.
+            let refused = if refusals > 0 {
+                format!(" · refused {refusals} ({refused_viewers} viewers waiting)")
+            } else {
+                String::new()
+            };
             let line = format!(
-                "[{wall_seconds:6.0}s] viewers {active}/{} · stalls {stalls} · errors {errors} · {mbit_per_second:.1} Mbit/s · mean rung {:.2} Mbit/s",
+                "[{wall_seconds:6.0}s] viewers {active}/{} · stalls {stalls} · errors {errors}{refused} · {mbit_per_second:.1} Mbit/s · mean rung {:.2} Mbit/s",
                 self.viewers,
                 mean_selected_bitrate / 1e6
             );
@@ -202,6 +219,8 @@ impl Progress {
             mean_selected_bitrate,
             stalls,
             errors,
+            refusals,
+            refused_viewers,
         }
     }
 

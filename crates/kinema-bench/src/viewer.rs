@@ -11,6 +11,13 @@
 //! it loops to the first segment, so a short video keeps a viewer busy for
 //! a long run. Nothing below the manifest knows which format it plays.
 //!
+//! The manifest request asks the server to admit a viewing session. An
+//! origin at capacity refuses it with `503 Service Unavailable` and
+//! `Retry-After`; the viewer counts the refusal (not an error), waits as
+//! asked and asks again until admitted or until the run ends, as players
+//! do. Its startup time runs from its first request, so the wait is part
+//! of it.
+//!
 //! Playback is arithmetic, not a timer: the play head advances with viewer
 //! time from an anchor, and a stall is found when a segment arrives after
 //! the play head reached the end of the buffer (its length is the time in
@@ -36,6 +43,24 @@ use crate::presentation::{self, Part, Rendition, SegmentRef, Track, TrackSource}
 const PLAYLIST_LIMIT: usize = 4 * 1024 * 1024;
 /// Stalls shorter than this are float noise, not something a viewer sees.
 const STALL_EPSILON_SECONDS: f64 = 0.001;
+/// Bounds of the wait after a refused session start, in wall time like
+/// `Retry-After` itself. `Retry-After: 0` (or a date already past) still
+/// waits the retry policy's first backoff step, so thousands of refused
+/// viewers do not spin; a huge value waits a minute and asks again, so one
+/// header cannot park a viewer for the rest of the run.
+const REFUSAL_WAIT_FLOOR: Duration = Duration::from_millis(500);
+const REFUSAL_WAIT_CAP: Duration = Duration::from_secs(60);
+
+/// Where a request stands in the viewing session. The manifest request
+/// asks to be admitted: a 503 with `Retry-After` there is the server's
+/// admission control, waited out and asked again. Every later request
+/// belongs to an admitted session, which the server always serves, so a
+/// 503 there is an error like any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Admission,
+    Admitted,
+}
 
 /// What every viewer of a run shares (read-only, plus atomic counters).
 #[derive(Debug)]
@@ -140,8 +165,11 @@ struct Viewer<'a> {
     router: Router,
     report: ViewerReport,
     link: Option<u64>,
-    /// When the viewer requested its playlist.
+    /// When the viewer first requested its playlist.
     epoch: Instant,
+    /// When the first of the current run of refused manifest requests was
+    /// sent; `None` while not refused.
+    refused_since: Option<Instant>,
     playback: Playback,
     estimator: ThroughputEstimator,
     current: Option<usize>,
@@ -223,6 +251,7 @@ pub async fn run_viewer(shared: Arc<RunShared>, index: u32, link: Option<u64>) -
         },
         link,
         epoch: now,
+        refused_since: None,
         playback: Playback::default(),
         estimator: ThroughputEstimator::default(),
         current: None,
@@ -270,21 +299,64 @@ impl Viewer<'_> {
         self.shared.live.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a refused session start, sent at `sent`.
+    fn note_refusal(&mut self, sent: Instant) {
+        self.report.refusals += 1;
+        self.shared.live.refusals.fetch_add(1, Ordering::Relaxed);
+        if self.refused_since.is_none() {
+            self.refused_since = Some(sent);
+            self.shared
+                .live
+                .refused_viewers
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends a run of refusals, if any, at `at`: the request that was not
+    /// refused went out then (or the viewer ended).
+    fn end_refusals(&mut self, at: Instant) {
+        if let Some(since) = self.refused_since.take() {
+            self.report.refused_seconds += self.viewer_seconds(at) - self.viewer_seconds(since);
+            self.shared
+                .live
+                .refused_viewers
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// One resource with the player's retry policy: retryable failures are
     /// tried again after 0.5 s, 1 s, 2 s… of viewer time (capped at 4 s).
+    /// In the admission phase, a 503 with `Retry-After` is a refusal
+    /// instead: waited out and asked again, as long as the run lasts,
+    /// without using up retries.
     async fn fetch(
         &mut self,
         url: &Url,
         range: Option<ByteRange>,
         body_use: BodyUse,
+        phase: Phase,
     ) -> Result<Fetched, FetchError> {
         let mut attempt = 0u32;
         loop {
-            match self
+            let sent = Instant::now();
+            let result = self
                 .client
                 .get(url, range, body_use, &self.shared.live)
-                .await
-            {
+                .await;
+            if phase == Phase::Admission {
+                if let Err(error) = &result
+                    && let Some(asked) = error.unavailable_for()
+                {
+                    self.note_refusal(sent);
+                    // Retry-After counts the server's seconds, which are
+                    // wall seconds whatever the run's speed.
+                    let wait = asked.clamp(REFUSAL_WAIT_FLOOR, REFUSAL_WAIT_CAP);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                self.end_refusals(sent);
+            }
+            match result {
                 Ok(fetched) => {
                     self.report.bytes += fetched.bytes;
                     return Ok(fetched);
@@ -306,7 +378,7 @@ impl Viewer<'_> {
     /// A media playlist (HLS) as the track it describes.
     async fn fetch_media_track(&mut self, url: &Url) -> Result<Track, String> {
         let fetched = self
-            .fetch(url, None, BodyUse::Keep(PLAYLIST_LIMIT))
+            .fetch(url, None, BodyUse::Keep(PLAYLIST_LIMIT), Phase::Admitted)
             .await
             .map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&fetched.body);
@@ -319,13 +391,15 @@ impl Viewer<'_> {
         }
     }
 
-    /// Fetches the manifest and reads the ladder from it.
+    /// Fetches the manifest, waiting out refusals until admitted, and
+    /// reads the ladder from it.
     async fn load_presentation(&mut self) -> Result<(), String> {
         let url = self.router.base().clone();
         let fetched = self
-            .fetch(&url, None, BodyUse::Keep(PLAYLIST_LIMIT))
+            .fetch(&url, None, BodyUse::Keep(PLAYLIST_LIMIT), Phase::Admission)
             .await
             .map_err(|e| e.to_string())?;
+        self.report.admitted = true;
         let presentation = presentation::parse(
             fetched.content_type.as_deref(),
             &fetched.body,
@@ -556,13 +630,15 @@ impl Viewer<'_> {
                 return Err(());
             }
         };
-        self.fetch(&url, range, BodyUse::Discard)
+        self.fetch(&url, range, BodyUse::Discard, Phase::Admitted)
             .await
             .map(|fetched| fetched.bytes)
             .map_err(|_| ())
     }
 
     fn finish(mut self, ended: Instant) -> ViewerReport {
+        // Still refused when the run ended: refused until then.
+        self.end_refusals(ended);
         let now = self.viewer_seconds(ended);
         let report = &mut self.report;
         report.ended_at_wall = (ended - self.shared.started).as_secs_f64();

@@ -1,8 +1,8 @@
 //! Test fixtures: a synthetic ladder published into a temporary library,
 //! a small HTTP/1.1 server over that library that can inject faults
 //! (a pause in the middle of one response body, a missing file, a
-//! redirect), which a well-behaved server like `kinema serve` never would,
-//! and the quiet run every test starts its viewers with.
+//! redirect, a 503 refusal), which a well-behaved server like `kinema
+//! serve` never would, and the quiet run every test starts its viewers with.
 //!
 //! The server reads through the `Store` trait, so it serves exactly the
 //! published files; it is deliberately minimal (no ranges, no caching):
@@ -13,7 +13,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,6 +77,21 @@ pub struct Faults {
     pub pause: Option<(String, Duration)>,
     /// Path (after `/v/clip/`) answered with 404 although it exists.
     pub missing: Option<String>,
+    /// Requests answered with 503, as admission control does.
+    pub refusal: Option<Refusal>,
+}
+
+/// Which requests of one path the server refuses with 503, and how.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Path after `/v/clip/`.
+    pub path: String,
+    /// The first this many requests of it are refused…
+    pub first: u32,
+    /// …and once this many were served, every later one (a full server).
+    pub after_serving: Option<u32>,
+    /// The `Retry-After` value sent; `None` sends none.
+    pub retry_after: Option<String>,
 }
 
 pub struct TestServer {
@@ -111,6 +126,29 @@ struct State {
     store: LocalStore,
     faults: Faults,
     paused_once: AtomicBool,
+    /// Requests of the refusal's path so far, and how many were served.
+    refusal_requests: AtomicU32,
+    refusal_served: AtomicU32,
+}
+
+impl State {
+    /// Whether this request of `file` is refused, counting it.
+    fn refuses(&self, file: &str) -> Option<&Refusal> {
+        let refusal = self.faults.refusal.as_ref().filter(|r| r.path == file)?;
+        let request = self.refusal_requests.fetch_add(1, Ordering::SeqCst);
+        if request < refusal.first {
+            return Some(refusal);
+        }
+        // Serve only while under the limit, in one step: viewers racing
+        // for the last place must not both get it.
+        let limit = refusal.after_serving.unwrap_or(u32::MAX);
+        let served =
+            self.refusal_served
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |served| {
+                    (served < limit).then_some(served + 1)
+                });
+        served.is_err().then_some(refusal)
+    }
 }
 
 async fn handle(state: Arc<State>, request: Request<hyper::body::Incoming>) -> Response<Body> {
@@ -134,6 +172,15 @@ async fn handle(state: Arc<State>, request: Request<hyper::body::Incoming>) -> R
     };
     if state.faults.missing.as_deref() == Some(file) {
         return status(StatusCode::NOT_FOUND);
+    }
+    if let Some(refusal) = state.refuses(file) {
+        let mut response = Response::builder().status(StatusCode::SERVICE_UNAVAILABLE);
+        if let Some(retry_after) = &refusal.retry_after {
+            response = response.header("retry-after", retry_after);
+        }
+        return response
+            .body(Full::new(Bytes::from_static(b"at capacity\n")).boxed())
+            .unwrap();
     }
     let content = match state.store.get(&id, &object).await {
         Ok(stored) => stored.bytes,
@@ -188,6 +235,8 @@ pub async fn serve(library: &Library, faults: Faults) -> TestServer {
         store: library.store.clone(),
         faults,
         paused_once: AtomicBool::new(false),
+        refusal_requests: AtomicU32::new(0),
+        refusal_served: AtomicU32::new(0),
     });
     let (stop, mut stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
