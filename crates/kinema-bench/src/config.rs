@@ -14,25 +14,9 @@ use url::Url;
 
 use crate::BenchError;
 use crate::abr::AbrKind;
-use crate::link::{LinkSpec, format_bitrate, parse_bitrate};
+pub use kinema_core::Bitrate;
 
-/// A bit rate read from text like `3mbit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Bitrate(pub u64);
-
-impl TryFrom<String> for Bitrate {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        parse_bitrate(&text).map(Bitrate)
-    }
-}
-
-impl From<Bitrate> for String {
-    fn from(bitrate: Bitrate) -> Self {
-        format_bitrate(bitrate.0)
-    }
-}
+use crate::link::LinkSpec;
 
 fn one_viewer() -> u32 {
     1

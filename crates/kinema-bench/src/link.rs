@@ -16,57 +16,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use kinema_core::bitrate::{format_bitrate, parse_bitrate};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-
-/// A bit rate in bits per second, parsed from `300kbit`, `3mbit`, `1.5Mbit`,
-/// `2gbit`, `800000` (plain bits per second) or the `kbps`/`mbps` spellings.
-pub fn parse_bitrate(text: &str) -> Result<u64, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let split = lower
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(lower.len());
-    let (number, unit) = lower.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("bit rate {text:?} must be a number with a unit, e.g. 3mbit"))?;
-    let multiplier = match unit.trim() {
-        "" | "bit" | "bps" | "b" => 1.0,
-        "k" | "kbit" | "kbps" | "kb" => 1e3,
-        "m" | "mbit" | "mbps" | "mb" => 1e6,
-        "g" | "gbit" | "gbps" | "gb" => 1e9,
-        other => {
-            return Err(format!(
-                "bit rate {text:?} has unknown unit {other:?}; use bit, kbit, mbit or gbit"
-            ));
-        }
-    };
-    let bits = value * multiplier;
-    if !bits.is_finite() || bits < 1.0 {
-        return Err(format!("bit rate {text:?} must be at least 1 bit/s"));
-    }
-    Ok(bits.round() as u64)
-}
-
-/// Formats a bit rate the way [`parse_bitrate`] reads it back.
-pub fn format_bitrate(bits_per_second: u64) -> String {
-    let bits = bits_per_second as f64;
-    if bits >= 1e9 {
-        format!("{}gbit", trim_float(bits / 1e9))
-    } else if bits >= 1e6 {
-        format!("{}mbit", trim_float(bits / 1e6))
-    } else if bits >= 1e3 {
-        format!("{}kbit", trim_float(bits / 1e3))
-    } else {
-        format!("{bits_per_second}bit")
-    }
-}
-
-fn trim_float(value: f64) -> String {
-    let text = format!("{value:.3}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
-}
 
 /// How each viewer's downlink rate is chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,16 +183,6 @@ mod tests {
 
     #[test]
     fn parses_rates_and_distributions() {
-        assert_eq!(parse_bitrate("3mbit"), Ok(3_000_000));
-        assert_eq!(parse_bitrate("300kbit"), Ok(300_000));
-        assert_eq!(parse_bitrate("1.5Mbit"), Ok(1_500_000));
-        assert_eq!(parse_bitrate("800000"), Ok(800_000));
-        assert!(
-            parse_bitrate("3furlongs")
-                .unwrap_err()
-                .contains("unknown unit")
-        );
-        assert!(parse_bitrate("fast").unwrap_err().contains("number"));
         assert_eq!("3mbit".parse(), Ok(LinkSpec::Fixed(3_000_000)));
         assert_eq!(
             "0.3mbit..20mbit".parse(),

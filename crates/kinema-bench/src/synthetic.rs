@@ -19,7 +19,7 @@ use kinema_core::{
 use kinema_store::{LocalStore, Store, describe_files};
 
 use crate::BenchError;
-use crate::link::format_bitrate;
+use kinema_core::bitrate::format_bitrate;
 
 /// Bytes of each synthetic init section.
 pub const INIT_BYTES: usize = 1024;

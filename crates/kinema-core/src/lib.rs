@@ -4,10 +4,12 @@
 //! runtime, so every other crate can depend on it and its rules are unit-tested
 //! as plain functions.
 
+pub mod bitrate;
 pub mod ladder;
 pub mod manifest;
 pub mod path;
 
+pub use bitrate::Bitrate;
 pub use manifest::{
     AccessPolicy, FileEntry, MANIFEST_FILE, MANIFEST_FORMAT_VERSION, Manifest, ManifestError,
     Rendition, RenditionKind,

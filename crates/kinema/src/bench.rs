@@ -299,7 +299,7 @@ fn run_library(args: LibraryArgs) -> Result<()> {
     let bitrates = args
         .bitrates
         .split(',')
-        .map(|rate| kinema_bench::link::parse_bitrate(rate).map_err(anyhow::Error::msg))
+        .map(|rate| kinema_core::bitrate::parse_bitrate(rate).map_err(anyhow::Error::msg))
         .collect::<Result<Vec<u64>>>()
         .context("--bitrates")?;
     let segment: Duration = humantime::parse_duration(&args.segment)
