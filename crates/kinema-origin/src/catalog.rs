@@ -14,7 +14,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
-use kinema_core::{AccessPolicy, Manifest, ObjectPath, VideoId};
+use kinema_core::{AccessPolicy, Manifest, ObjectPath, RenditionKind, VideoId};
 use kinema_store::{Store, StoreError};
 
 use crate::metrics::RouteKind;
@@ -42,6 +42,9 @@ pub struct FileInfo {
     /// Index (in [`Video::files`]) of the next numbered segment of the same
     /// rendition, when the manifest lists it: what prefetch loads.
     pub next_segment: Option<usize>,
+    /// The multivariant playlist or the MPD: what a player asks for first,
+    /// so a request for it starts a viewing session.
+    pub starts_session: bool,
 }
 
 /// A published video, ready to answer requests.
@@ -54,6 +57,9 @@ pub struct Video {
     pub last_modified: SystemTime,
     pub last_modified_header: HeaderValue,
     pub files: Vec<FileInfo>,
+    /// What one viewer may draw at most, bits per second: the top video
+    /// rung's average bit rate plus the top audio rung's.
+    pub session_bitrate: u64,
     by_path: HashMap<Box<str>, usize>,
 }
 
@@ -102,6 +108,7 @@ impl Video {
                     },
                     content_length: HeaderValue::from(entry.size),
                     next_segment: None,
+                    starts_session: matches!(entry.path.as_str(), "master.m3u8" | "manifest.mpd"),
                 }
             })
             .collect();
@@ -111,12 +118,22 @@ impl Video {
                 .next_segment()
                 .and_then(|next| by_path.get(next.as_str()).copied());
         }
+        let top = |kind: RenditionKind| {
+            manifest
+                .renditions
+                .iter()
+                .filter(|rendition| rendition.kind == kind)
+                .map(|rendition| rendition.bitrate)
+                .max()
+                .unwrap_or(0)
+        };
         Self {
             id: manifest.id.clone(),
             access: manifest.access,
             last_modified,
             last_modified_header,
             files,
+            session_bitrate: top(RenditionKind::Video) + top(RenditionKind::Audio),
             by_path,
         }
     }
@@ -322,5 +339,54 @@ mod tests {
         );
         assert!(video.file("manifest.json").is_none());
         assert!(video.file("../master.m3u8").is_none());
+    }
+
+    fn rendition(id: &str, kind: RenditionKind, bitrate: u64) -> kinema_core::Rendition {
+        kinema_core::Rendition {
+            id: id.into(),
+            kind,
+            codecs: "c".into(),
+            width: None,
+            height: None,
+            frame_rate: None,
+            bitrate,
+            peak_bitrate: bitrate * 2,
+            segments: 1,
+        }
+    }
+
+    #[test]
+    fn sessions_start_at_the_master_or_mpd_and_may_draw_the_top_rungs() {
+        let manifest = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            id: VideoId::new("clip").unwrap(),
+            title: "t".into(),
+            duration_seconds: 4.0,
+            segment_duration_seconds: 4.0,
+            published_at_unix: 1_700_000_000,
+            access: AccessPolicy::Public,
+            renditions: vec![
+                rendition("v360", RenditionKind::Video, 800_000),
+                rendition("v720", RenditionKind::Video, 3_000_000),
+                rendition("v240", RenditionKind::Video, 300_000),
+                rendition("a64", RenditionKind::Audio, 64_000),
+                rendition("a128", RenditionKind::Audio, 128_000),
+            ],
+            files: vec![
+                entry("master.m3u8", 'a'),
+                entry("manifest.mpd", 'b'),
+                entry("v720/index.m3u8", 'c'),
+                entry("v720/1.m4s", 'd'),
+            ],
+        };
+        let video = Video::from_manifest(&manifest, Duration::from_secs(7));
+        assert_eq!(video.session_bitrate, 3_128_000);
+        let starting: Vec<&str> = video
+            .files
+            .iter()
+            .filter(|file| file.starts_session)
+            .map(|file| file.path.as_str())
+            .collect();
+        assert_eq!(starting, ["master.m3u8", "manifest.mpd"]);
     }
 }

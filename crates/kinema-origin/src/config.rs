@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use kinema_core::Bitrate;
 use kinema_http::server::ServerConfig;
 use serde::Deserialize;
 
@@ -60,6 +61,16 @@ pub struct Config {
     /// Load segment n+1 into the cache when segment n is requested.
     #[serde(default = "default_true")]
     pub prefetch: bool,
+    /// Most egress (e.g. `9gbit`, a little under the network link): a new
+    /// viewing session whose bit rate would not fit is refused with 503.
+    /// Unset: only `max_load` limits admission.
+    #[serde(default)]
+    pub max_egress: Option<Bitrate>,
+    /// Share of their time the serving threads may be busy before new
+    /// viewing sessions are refused with 503 (0.9: 90%); 1 turns the check
+    /// off.
+    #[serde(default = "default_max_load")]
+    pub max_load: f64,
     /// Longest wait for a request's header section (slowloris defence).
     #[serde(default = "server::header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -138,6 +149,8 @@ impl Config {
             cors_allowed_origins: default_cors_allowed_origins(),
             access_log: true,
             prefetch: true,
+            max_egress: None,
+            max_load: default_max_load(),
             header_read_timeout: server::header_read_timeout(),
             idle_timeout: server::idle_timeout(),
             body_read_timeout: server::body_read_timeout(),
@@ -259,6 +272,10 @@ fn default_manifest_refresh() -> Duration {
 
 fn default_cors_allowed_origins() -> Vec<String> {
     vec!["*".to_string()]
+}
+
+fn default_max_load() -> f64 {
+    0.9
 }
 
 fn default_true() -> bool {

@@ -11,6 +11,7 @@
 //! read goes through [`kinema_store::Store`].
 
 mod access;
+mod admission;
 pub mod api;
 mod catalog;
 mod config;
@@ -96,8 +97,8 @@ pub async fn run(
         None => None,
     };
     let acceptor = tls.as_ref().map(kinema_http::tls::ServerTls::acceptor);
-    // Started last, so no early return above leaves it running.
-    let expiry = origin.expire_inactive_files();
+    // Started last, so no early return above leaves them running.
+    let background = origin.start_background();
     let stop = &stop;
     let main_shutdown = async move {
         shutdown.await;
@@ -126,7 +127,9 @@ pub async fn run(
         .await
     };
     reloader.abort();
-    expiry.abort();
+    for task in &background {
+        task.abort();
+    }
     // Also when the main listener failed rather than being asked to stop.
     let _ = stop.send(true);
     if let Some(redirect) = redirect {

@@ -7,10 +7,13 @@
 //! Gauges that live elsewhere (cache size, open connections) are read then,
 //! through closures, so this module knows neither the cache nor the sockets.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use kinema_http::ServerStatsSnapshot;
+
+use crate::admission::{Admission, Reason};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -114,6 +117,14 @@ impl Metrics {
         );
     }
 
+    /// Bytes of all response bodies so far: the egress.
+    pub fn body_bytes_total(&self) -> u64 {
+        self.body_bytes
+            .iter()
+            .map(|bytes| bytes.load(Relaxed))
+            .sum()
+    }
+
     #[cfg(test)]
     pub fn requests(&self, route: RouteKind, status_class: usize) -> u64 {
         self.requests[route.index()][status_class - 1].load(Relaxed)
@@ -127,6 +138,8 @@ pub struct Readings {
     pub videos_loaded: Box<dyn Fn() -> u64 + Send + Sync>,
     /// The connection layer's counts.
     pub server: Box<dyn Fn() -> ServerStatsSnapshot + Send + Sync>,
+    /// Sessions admitted and refused, the egress and load it acts on.
+    pub admission: Arc<Admission>,
 }
 
 impl std::fmt::Debug for Readings {
@@ -287,6 +300,42 @@ impl Collector for OriginCollector {
             "Client connections currently open.",
             server.open_connections,
         )?;
+        let admission = &self.readings.admission;
+        counter(
+            &mut encoder,
+            "sessions_admitted",
+            "Viewing sessions (multivariant playlist or MPD requests) admitted.",
+            admission.admitted(),
+        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "sessions_refused",
+                "Viewing sessions refused with 503 for lack of room, by reason (egress: max_egress; load: max_load).",
+                None,
+                MetricType::Counter,
+            )?;
+            for reason in Reason::ALL {
+                family
+                    .encode_family(&[("reason", reason.label())])?
+                    .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                    &admission.refused(reason),
+                    None,
+                )?;
+            }
+        }
+        gauge(
+            &mut encoder,
+            "egress_bits_per_second",
+            "Response body bits sent per second, smoothed over a few seconds (what admission measures).",
+            admission.egress(),
+        )?;
+        let load = ConstGauge::new(admission.load());
+        load.encode(encoder.encode_descriptor(
+            "server_load",
+            "Share of time the serving threads are busy, 0 to 1, smoothed over a few seconds (what admission measures against max_load).",
+            None,
+            load.metric_type(),
+        )?)?;
         counter(
             &mut encoder,
             "file_bodies_from_memory",
@@ -325,7 +374,6 @@ impl Collector for OriginCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn renders_counters_gauges_and_histogram() {
@@ -345,6 +393,21 @@ mod tests {
                     file_bodies_from_memory: 5,
                     ..ServerStatsSnapshot::default()
                 }),
+                admission: {
+                    let admission = Admission::new(
+                        crate::admission::Limits {
+                            max_egress: Some(10),
+                            max_load: 1.0,
+                        },
+                        crate::admission::Sources {
+                            egress_bytes: Box::new(|| 0),
+                            load: Box::new(|| 0.0),
+                        },
+                    );
+                    assert!(admission.admit(4).is_ok());
+                    assert!(admission.admit(7).is_err());
+                    Arc::new(admission)
+                },
             },
         );
         let text = render(&registry);
@@ -355,6 +418,11 @@ mod tests {
             "kinema_origin_cache_hits_total 7",
             "kinema_origin_cache_bytes 4096",
             "kinema_origin_open_connections 3",
+            "kinema_origin_sessions_admitted_total 1",
+            "kinema_origin_sessions_refused_total{reason=\"egress\"} 1",
+            "kinema_origin_sessions_refused_total{reason=\"load\"} 0",
+            "kinema_origin_egress_bits_per_second 0",
+            "kinema_origin_server_load 0.0",
             "kinema_origin_file_bodies_from_memory_total 5",
             "kinema_origin_request_duration_seconds_bucket{le=\"0.0001\"} 1",
             "kinema_origin_request_duration_seconds_bucket{le=\"0.005\"} 2",

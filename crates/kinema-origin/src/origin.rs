@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{
     ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
-    LAST_MODIFIED, RANGE,
+    LAST_MODIFIED, RANGE, RETRY_AFTER,
 };
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -27,6 +27,7 @@ use prometheus_client::registry::Registry;
 
 use crate::Error;
 use crate::access::{self, Access};
+use crate::admission::{self, Admission, Limits, Refusal};
 use crate::api::Api;
 use crate::catalog::{Catalog, FileInfo, LookupError, Video};
 use crate::config::Config;
@@ -46,6 +47,7 @@ pub struct Origin {
     web: WebRoot,
     api: Api,
     access: Arc<Access>,
+    admission: Arc<Admission>,
     metrics: Arc<Metrics>,
     registry: Registry,
     access_log: bool,
@@ -60,6 +62,12 @@ impl Origin {
             return Err(Error::NoLibrary(config.library.clone()));
         }
         let cors = Cors::new(&config.cors_allowed_origins).map_err(Error::Config)?;
+        if config.max_load.is_nan() || config.max_load <= 0.0 {
+            return Err(Error::Config(format!(
+                "max_load must be above 0 (1 turns the check off), not {}",
+                config.max_load
+            )));
+        }
         let local = Arc::new(LocalStore::open(&config.library)?);
         let store: Arc<dyn Store> = local.clone();
         let web_root = config.web_root.clone();
@@ -71,6 +79,22 @@ impl Origin {
             .await
             .map_err(|join| Error::Config(format!("loading the key ring panicked: {join}")))??;
         let metrics = Arc::new(Metrics::default());
+        let admission = Arc::new(Admission::new(
+            Limits {
+                max_egress: config.max_egress.map(|bitrate| bitrate.0),
+                max_load: config.max_load,
+            },
+            admission::Sources {
+                egress_bytes: Box::new({
+                    let metrics = metrics.clone();
+                    move || metrics.body_bytes_total()
+                }),
+                load: Box::new({
+                    let stats = stats.clone();
+                    move || stats.load()
+                }),
+            },
+        ));
         let catalog = Catalog::new(
             store.clone(),
             config.manifest_refresh,
@@ -99,6 +123,7 @@ impl Origin {
                     move || catalog.videos_loaded()
                 }),
                 server: Box::new(move || stats.snapshot()),
+                admission: admission.clone(),
             },
         );
         // Jobs a crashed server left running are recovered as the API starts.
@@ -112,6 +137,7 @@ impl Origin {
             web,
             api,
             access: Arc::new(access),
+            admission,
             metrics,
             registry,
             access_log: config.access_log,
@@ -125,10 +151,15 @@ impl Origin {
         self.catalog.invalidate(id).await;
     }
 
-    /// Applies the file cache's `cache_inactive` expiry even while no
-    /// request touches it ([`FileCache::expire_inactive`]).
-    pub(crate) fn expire_inactive_files(&self) -> tokio::task::JoinHandle<()> {
-        self.files.expire_inactive()
+    /// Starts the periodic work that runs whether or not requests come:
+    /// the file cache's `cache_inactive` expiry
+    /// ([`FileCache::expire_inactive`]) and admission's sampling of the
+    /// egress and the load.
+    pub(crate) fn start_background(&self) -> [tokio::task::JoinHandle<()>; 2] {
+        [
+            self.files.expire_inactive(),
+            self.admission.clone().run_sampler(),
+        ]
     }
 
     /// The key ring and admin tokens, for a reload on SIGHUP.
@@ -283,6 +314,16 @@ impl Origin {
                     let kind = file.kind;
                     if video.access == kinema_core::AccessPolicy::Signed && !signed {
                         let mut response = access::refused(kinema_auth::Refusal::MissingToken);
+                        self.cors.apply(&request.headers, response.headers_mut());
+                        return (kind, response);
+                    }
+                    // A player's first request starts a session: admitted
+                    // only while there is room for it (DESIGN §6).
+                    if file.starts_session
+                        && method == Method::GET
+                        && let Err(refusal) = self.admission.admit(video.session_bitrate)
+                    {
+                        let mut response = at_capacity(refusal);
                         self.cors.apply(&request.headers, response.headers_mut());
                         return (kind, response);
                     }
@@ -598,6 +639,25 @@ fn error_with(status: StatusCode, message: &'static str, mut headers: HeaderMap)
     let body = Bytes::from(format!("{message}\n"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     with_headers(status, headers, ResponseBody::Full(body))
+}
+
+/// 503 with `Retry-After`: no room for another viewing session now.
+fn at_capacity(refusal: Refusal) -> HttpResponse {
+    let mut headers = HeaderMap::with_capacity(5);
+    headers.insert(RETRY_AFTER, HeaderValue::from(refusal.retry_after));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    error_with(
+        StatusCode::SERVICE_UNAVAILABLE,
+        match refusal.reason {
+            admission::Reason::Egress => {
+                "at capacity: no egress left for another viewer; retry later"
+            }
+            admission::Reason::Load => {
+                "at capacity: the server is too busy for another viewer; retry later"
+            }
+        },
+        headers,
+    )
 }
 
 fn method_not_allowed(allow: &'static str) -> HttpResponse {

@@ -812,6 +812,94 @@ async fn an_unpublished_video_s_files_are_closed_once_unused_for_cache_inactive(
     server.stop().await.unwrap();
 }
 
+/// With room for one session (the fixture's one rendition is 620 kbit/s),
+/// the second player to start is refused with 503 and Retry-After, while
+/// the admitted one goes on being served; once the first session's
+/// reservation lapses (nothing was measured meanwhile), a new one is
+/// admitted again.
+#[tokio::test]
+async fn sessions_beyond_max_egress_are_refused_with_503_and_retry_after() {
+    let library = Library::new().await;
+    let mut config = config(&library);
+    config.max_egress = Some(kinema_core::Bitrate(900_000));
+    let server = Server::start(config).await;
+    let first = get(&server, Protocol::Http1, "/v/clip/master.m3u8").await;
+    assert_eq!(first.status, StatusCode::OK);
+    for (protocol, target) in [
+        (Protocol::Http1, "/v/clip/master.m3u8"),
+        (Protocol::Http2, "/v/clip/manifest.mpd"),
+    ] {
+        let refused = get(&server, protocol, target).await;
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{target}");
+        let retry_after: u64 = refused.header("retry-after").parse().unwrap();
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+        assert_eq!(refused.header("cache-control"), "no-store");
+        let body = String::from_utf8_lossy(&refused.body);
+        assert!(body.contains("at capacity"), "{body}");
+    }
+    // Within a session, and for HEAD, nothing is refused.
+    for target in [
+        "/v/clip/v180/index.m3u8",
+        "/v/clip/v180/init.mp4",
+        "/v/clip/v180/1.m4s",
+    ] {
+        assert_eq!(
+            get(&server, Protocol::Http1, target).await.status,
+            StatusCode::OK,
+            "{target}"
+        );
+    }
+    let head = send(
+        &server,
+        Protocol::Http1,
+        Method::HEAD,
+        "/v/clip/master.m3u8",
+        &[],
+    )
+    .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(
+        metric(&server, "kinema_origin_sessions_admitted_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "kinema_origin_sessions_refused_total{reason=\"egress\"}"
+        )
+        .await,
+        2.0
+    );
+    eventually("a new session to be admitted", async || {
+        get(&server, Protocol::Http2, "/v/clip/master.m3u8")
+            .await
+            .status
+            == StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        metric(&server, "kinema_origin_sessions_admitted_total").await,
+        2.0
+    );
+    server.stop().await.unwrap();
+}
+
+/// `max_load` 1 turns the load check off; 0 or below would refuse every
+/// viewer and is a configuration error.
+#[tokio::test]
+async fn a_max_load_of_zero_is_a_clear_error() {
+    let library = Library::new().await;
+    let mut config = config(&library);
+    config.max_load = 0.0;
+    let error = Server::start(config)
+        .await
+        .stop()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("max_load"), "{error}");
+}
+
 #[tokio::test]
 async fn healthz_metrics_api_and_unknown_routes() {
     let library = Library::new().await;

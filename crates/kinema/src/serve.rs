@@ -20,6 +20,10 @@ URLs: /v/{id}/master.m3u8 (HLS), /v/{id}/manifest.mpd (DASH), /v/{id}/{rendition
 /healthz, /metrics (Prometheus), / and /ui/... (web UI), /api/... (admin API, bearer tokens \
 from `kinema tokens`). Signed videos are served only under /s/{token}/v/{id}/... (`kinema sign`).
 
+Overload: a player's first request (master.m3u8 or manifest.mpd) starts a viewing session, \
+admitted only while the server has room for the video's top bit rate (--max-egress, --max-load); \
+otherwise 503 with Retry-After, so admitted viewers keep playing. Everything else is always served.
+
 HTTPS: --tls-cert FILE --tls-key FILE (or --tls-self-signed); SIGHUP reloads the certificate, \
 the key ring and the admin tokens without dropping connections.
 
@@ -91,6 +95,16 @@ pub struct ServeArgs {
     #[arg(long, env = "KINEMA_PREFETCH", value_name = "BOOL", action = ArgAction::Set)]
     #[serde(skip_serializing_if = "Option::is_none")]
     prefetch: Option<bool>,
+
+    /// Most egress, e.g. 9gbit (a little under the network link): new viewing sessions that would not fit get 503 + Retry-After [default: unset]
+    #[arg(long, env = "KINEMA_MAX_EGRESS", value_name = "BITRATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_egress: Option<String>,
+
+    /// Share of time the serving threads may be busy before new viewing sessions get 503 + Retry-After; 1 turns it off [default: 0.9]
+    #[arg(long, env = "KINEMA_MAX_LOAD", value_name = "SHARE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_load: Option<f64>,
 
     /// Longest time to receive a request's headers (slowloris defence) [default: 10s]
     #[arg(long, env = "KINEMA_HEADER_READ_TIMEOUT", value_name = "DURATION")]

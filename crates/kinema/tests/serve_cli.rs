@@ -193,6 +193,17 @@ fn config_errors_name_the_key() {
         &format!("[serve]\nlibrary = {library:?}\n[ingest]\npreset = \"warp\"\n"),
     );
     assert!(stderr.contains("preset \"warp\""), "{stderr}");
+    // Admission's limits: a bit rate needs a unit, a load share above 0.
+    let stderr = serve_fails_with(
+        dir.path(),
+        &format!("[serve]\nlibrary = {library:?}\nmax_egress = \"fast\"\n"),
+    );
+    assert!(stderr.contains("bit rate \"fast\""), "{stderr}");
+    let stderr = serve_fails_with(
+        dir.path(),
+        &format!("[serve]\nlibrary = {library:?}\nmax_load = 0\n"),
+    );
+    assert!(stderr.contains("max_load must be above 0"), "{stderr}");
 
     std::fs::remove_file(dir.path().join("kinema.toml")).unwrap();
     let output = kinema()
