@@ -10,8 +10,7 @@
 # it measures. That one client core is what gives out first, at 8,000–9,000
 # viewers against nginx and about 12,000 against kinema (its CPU is printed
 # with every trial): how much of the sending lands on the receiver's core
-# depends on the server. The library is synthetic: playlists and segment files of the exact sizes a 0.3–6 Mbit/s ladder implies (the
-# client counts bytes, it does not decode), made by `kinema bench library`.
+# depends on the server. The library is synthetic (bench/viewer-servers.sh).
 #
 # Usage: bench/viewers.sh
 # Knobs (environment):
@@ -63,91 +62,14 @@ fi
 WORK=$(mktemp -d /tmp/kinema-viewers.XXXXXX)
 # nginx's workers run as an unprivileged user and must read the library.
 chmod 755 "$WORK"
-SERVER_PID=
+# shellcheck source=bench/viewer-servers.sh
+. bench/viewer-servers.sh
 cleanup() {
     if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-"$BIN" bench library --library "$WORK/library" --id synthetic \
-    --bitrates 0.3mbit,0.8mbit,1.5mbit,3mbit,6mbit --segment 4s --segments 15
-
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile 65536;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-daemon off;
-events { worker_connections 30000; }
-http {
-    sendfile on;
-    tcp_nopush on;
-    open_file_cache max=10000 inactive=60s;
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    types {
-        application/vnd.apple.mpegurl m3u8;
-        video/mp4 mp4;
-        video/iso.segment m4s;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
-        location /v/ { alias $WORK/library/videos/; }
-    }
-}
-EOF
-
-# Polls until the URL answers 200, for at most 10 s.
-wait_ready() {
-    local url=$1 deadline=$((SECONDS + 10))
-    until curl -sf -o /dev/null "$url"; do
-        if [ $SECONDS -ge $deadline ]; then
-            echo "viewers.sh: $url never became ready ($(curl -s -o /dev/null -w '%{http_code}' "$url"))" >&2
-            tail -5 "$WORK/nginx/error.log" 2>/dev/null >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
-}
-
-# Refuses a port something already listens on: the search would measure
-# that server instead.
-check_free() {
-    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/"; then
-        echo "viewers.sh: port $1 is in use; set KINEMA_PORT / NGINX_PORT" >&2
-        exit 1
-    fi
-}
-
-start_server() {
-    case $1 in
-    kinema) check_free "$KINEMA_PORT" ;;
-    nginx) check_free "$NGINX_PORT" ;;
-    esac
-    case $1 in
-    kinema)
-        KINEMA_LOG=warn taskset -c 0 "$BIN" serve --library "$WORK/library" \
-            --listen "127.0.0.1:$KINEMA_PORT" --access-log false &
-        SERVER_PID=$!
-        URL="http://127.0.0.1:$KINEMA_PORT/v/synthetic/master.m3u8"
-        ;;
-    nginx)
-        taskset -c 0 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
-        SERVER_PID=$!
-        URL="http://127.0.0.1:$NGINX_PORT/v/synthetic/master.m3u8"
-        ;;
-    esac
-    wait_ready "$URL"
-}
-
-stop_server() {
-    kill "$SERVER_PID"
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
+make_library
 
 declare -A RESULTS
 for round in $(seq 1 "$ROUNDS"); do
