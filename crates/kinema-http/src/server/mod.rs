@@ -745,6 +745,14 @@ mod tests {
         assert!(size <= 280, "a connection future of {size} bytes");
     }
 
+    /// Keeps the calling thread busy for `duration`.
+    fn burn(duration: Duration) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < duration {
+            std::hint::spin_loop();
+        }
+    }
+
     /// Answers with the name of the thread that served the request; `/burn`
     /// first keeps that thread busy for 30 ms.
     struct ThreadName;
@@ -756,10 +764,7 @@ mod tests {
             _connection: ConnectionInfo,
         ) -> http::Response<crate::ResponseBody> {
             if request.uri().path() == "/burn" {
-                let start = std::time::Instant::now();
-                while start.elapsed() < Duration::from_millis(30) {
-                    std::hint::spin_loop();
-                }
+                burn(Duration::from_millis(30));
             }
             let name = std::thread::current().name().unwrap_or("").to_string();
             http::Response::new(crate::ResponseBody::Full(name.into()))
@@ -870,10 +875,7 @@ mod tests {
             _connection: ConnectionInfo,
         ) -> http::Response<crate::ResponseBody> {
             if request.uri().path() == "/burn" {
-                let start = std::time::Instant::now();
-                while start.elapsed() < Duration::from_millis(1200) {
-                    std::hint::spin_loop();
-                }
+                burn(Duration::from_millis(1200));
             }
             let load = self.0.load().to_string();
             http::Response::new(crate::ResponseBody::Full(load.into()))
