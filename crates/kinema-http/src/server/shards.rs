@@ -258,6 +258,14 @@ impl ShardSet {
                 .is_ok()
     }
 
+    /// Whether the shard running this code was saturated (awake more than
+    /// [`SATURATED_ABOVE`] of the last sample period).
+    pub(super) fn current_is_saturated(&self) -> bool {
+        CURRENT
+            .get()
+            .is_some_and(|index| self.loads[index].load.load(Ordering::Relaxed) > SATURATED_ABOVE)
+    }
+
     /// Moves a connection from the current shard to the least busy other
     /// one, where `admission` resumes serving it.
     pub(super) fn move_connection(&self, admission: Admission) {
@@ -456,6 +464,29 @@ pub(super) mod tests {
         assert_eq!(plan_shedding(&[850, 0], &[64, 0], 500), [0, 0]);
         // A single connection cannot be split.
         assert_eq!(plan_shedding(&[1000, 0], &[1, 0], 500), [0, 0]);
+    }
+
+    #[test]
+    fn only_a_shard_awake_over_saturated_above_counts_as_saturated() {
+        let shards = Shards::start(2).unwrap();
+        let set = shards.set().clone();
+        set.loads[1]
+            .load
+            .store(SATURATED_ABOVE + 1, Ordering::Relaxed);
+        set.loads[0].load.store(SATURATED_ABOVE, Ordering::Relaxed);
+        // Not a serving thread: never saturated.
+        assert!(!set.current_is_saturated());
+        let on_shard = |index: usize| {
+            let set = set.clone();
+            std::thread::spawn(move || {
+                CURRENT.set(Some(index));
+                set.current_is_saturated()
+            })
+            .join()
+            .unwrap()
+        };
+        assert!(!on_shard(0));
+        assert!(on_shard(1));
     }
 
     #[test]
