@@ -35,6 +35,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::h1_body::{self, BodyDecoder, BodySender, Framing};
+use super::shards::ShardSet;
 use super::{
     CompactInfo, Phase, ServerStats, Shared, Transport, date, sendfile, set_file_notsent_lowat,
 };
@@ -353,7 +354,7 @@ where
         &mut keep_alive,
         config.write_timeout,
         &shared.stats,
-        shared.shards.current_is_saturated(),
+        &shared.shards,
     )
     .await?;
     Ok(keep_alive)
@@ -794,7 +795,7 @@ async fn write_response<S: Transport>(
     keep_alive: &mut bool,
     write_timeout: Duration,
     stats: &ServerStats,
-    saturated: bool,
+    shards: &ShardSet,
 ) -> io::Result<()> {
     let (parts, body) = response.into_parts();
     let status = parts.status;
@@ -854,7 +855,7 @@ async fn write_response<S: Transport>(
         }
         (Output::Sized, ResponseBody::File(slice)) => match io.plain_tcp() {
             Some(tcp) if !slice.is_empty() && slice.ready_to_send() => {
-                set_file_notsent_lowat(tcp, saturated);
+                set_file_notsent_lowat(tcp, shards.current_is_saturated());
                 sendfile::send_head_and_file(tcp, &head.0, &slice, write_timeout).await?;
             }
             // TLS, nothing to send, or pages the kernel evicted (sendfile
