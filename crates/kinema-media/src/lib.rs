@@ -22,6 +22,7 @@ pub mod probe;
 pub mod supervise;
 pub mod thumbs;
 pub mod transcode;
+pub mod written;
 
 pub use error::MediaError;
 pub use jobs::{IngestService, JobError, JobId, JobState, JobView, SubmitRequest};

@@ -30,6 +30,7 @@ use crate::package::{self, MeasuredRendition, VideoGeometry};
 use crate::probe::{self, SourceInfo};
 use crate::supervise::{self, Supervision};
 use crate::transcode::{self, EncoderSettings};
+use crate::written::SegmentWatch;
 use crate::{MediaError, dash, hls, thumbs};
 
 /// Settings of the ingest pipeline (`[ingest]` in the config file).
@@ -41,8 +42,8 @@ pub struct IngestConfig {
     pub preset: String,
     /// Encoder threads; 0 lets ffmpeg choose.
     pub threads: u32,
-    /// An encoder whose output time has not advanced for this long is
-    /// stopped and the job fails.
+    /// An encoder that for this long has written no new bytes and whose
+    /// output time has not advanced is stopped and the job fails.
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
     /// The ffmpeg and ffprobe programs (looked up on PATH unless a path).
@@ -371,23 +372,35 @@ async fn ingest_in(
     on_progress(Progress::at(Stage::Transcoding, TRANSCODE_START));
     let started = std::time::Instant::now();
     let duration = source.duration_seconds;
-    supervise::run(&config.ffmpeg, &args, &supervision, cancel, |encoder| {
-        let done = (encoder.out_time_seconds / duration).clamp(0.0, 1.0);
-        let elapsed = started.elapsed().as_secs_f64();
-        // ffmpeg's own speed figure is smoothed over the run; derive one
-        // from wall time when it has none yet.
-        let speed = encoder.speed.or_else(|| {
-            (elapsed > 0.0 && encoder.out_time_seconds > 0.0)
-                .then(|| encoder.out_time_seconds / elapsed)
-        });
-        let eta_seconds = speed.map(|speed| (duration - encoder.out_time_seconds).max(0.0) / speed);
-        on_progress(Progress {
-            stage: Stage::Transcoding,
-            percent: TRANSCODE_START + done * (TRANSCODE_END - TRANSCODE_START),
-            speed,
-            eta_seconds,
-        });
-    })
+    let stream_dirs = (0..plan.video.len() + usize::from(plan.audio.is_some()))
+        .map(|index| staging_dir.join(transcode::stream_dir(index)))
+        .collect();
+    let watch = SegmentWatch::new(stream_dirs, f64::from(plan.segment_seconds));
+    supervise::run(
+        &config.ffmpeg,
+        &args,
+        &supervision,
+        Some(watch),
+        cancel,
+        |encoder| {
+            let done = (encoder.out_time_seconds / duration).clamp(0.0, 1.0);
+            let elapsed = started.elapsed().as_secs_f64();
+            // ffmpeg's own speed figure is smoothed over the run; derive one
+            // from wall time when it has none yet.
+            let speed = encoder.speed.or_else(|| {
+                (elapsed > 0.0 && encoder.out_time_seconds > 0.0)
+                    .then(|| encoder.out_time_seconds / elapsed)
+            });
+            let eta_seconds =
+                speed.map(|speed| (duration - encoder.out_time_seconds).max(0.0) / speed);
+            on_progress(Progress {
+                stage: Stage::Transcoding,
+                percent: TRANSCODE_START + done * (TRANSCODE_END - TRANSCODE_START),
+                speed,
+                eta_seconds,
+            });
+        },
+    )
     .await?;
     check_cancel(cancel)?;
 

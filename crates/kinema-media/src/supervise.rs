@@ -1,7 +1,9 @@
 //! Runs one ffmpeg child under supervision.
 //!
-//! ffmpeg is told to write `-progress pipe:1` (key=value blocks on stdout);
-//! we parse those into [`EncoderProgress`] and pass them on. Its stderr is
+//! Progress is what the child has written ([`SegmentWatch`], polled every
+//! second) and, once ffmpeg prints them, its `-progress pipe:1`
+//! blocks (key=value on stdout), whichever is further; both are passed on
+//! as [`EncoderProgress`]. Its stderr is
 //! kept — the last lines in memory for the error message and job record, all
 //! of it in a log file when one is given. The child is killed when the job
 //! is cancelled, when its output time stops advancing for the stall timeout,
@@ -20,6 +22,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::MediaError;
+use crate::written::SegmentWatch;
+
+/// How often the child's output is looked at (more often when the stall
+/// timeout is short, so a poll never comes too late to count).
+const WATCH_PERIOD: Duration = Duration::from_secs(1);
 
 /// How many lines of ffmpeg's stderr are kept for error messages.
 const LOG_TAIL_LINES: usize = 40;
@@ -28,7 +35,8 @@ const LOG_TAIL_LINES: usize = 40;
 /// in English) when a write fails because the disk is full.
 const NO_SPACE_MESSAGE: &str = "No space left on device";
 
-/// One `progress=` block of ffmpeg's `-progress` output.
+/// How far the child has got: one `progress=` block of ffmpeg's
+/// `-progress` output, or a reading of its written segments.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EncoderProgress {
     /// Output time reached, seconds.
@@ -78,7 +86,8 @@ impl ProgressParser {
 /// How to run and watch the child.
 #[derive(Debug, Clone)]
 pub struct Supervision {
-    /// Stop the child when its output time has not advanced for this long.
+    /// Stop the child when for this long it has written no new bytes and
+    /// its output time has not advanced.
     pub stall_timeout: Duration,
     /// Where to append ffmpeg's whole stderr, if anywhere.
     pub log_file: Option<PathBuf>,
@@ -146,11 +155,13 @@ fn set_parent_death_signal(command: &mut tokio::process::Command) {
 }
 
 /// Runs `program args`, reporting progress to `on_progress`, until it exits,
-/// stalls, or `cancel` fires.
+/// stalls, or `cancel` fires. `watch`, when given, reads progress from the
+/// segments the child writes.
 pub async fn run(
     program: &Path,
     args: &[String],
     supervision: &Supervision,
+    watch: Option<SegmentWatch>,
     cancel: &CancellationToken,
     mut on_progress: impl FnMut(EncoderProgress),
 ) -> Result<(), MediaError> {
@@ -207,9 +218,18 @@ pub async fn run(
 
     let mut parser = ProgressParser::default();
     let mut progress_lines = BufReader::new(stdout).lines();
-    let mut last_out_time = -1.0f64;
+    // The furthest output time either source reported, and the bytes
+    // written: the child is stalled only while neither moves.
+    let mut reported = EncoderProgress::default();
+    let mut written_bytes = 0u64;
     let mut stalled_since = tokio::time::Instant::now();
     let mut stdout_open = true;
+    let mut watch = watch;
+    let watch_period = WATCH_PERIOD
+        .min(supervision.stall_timeout / 4)
+        .max(Duration::from_millis(10));
+    let mut watch_timer = tokio::time::interval(watch_period);
+    watch_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
         let stall_deadline = stalled_since + supervision.stall_timeout;
         tokio::select! {
@@ -217,16 +237,40 @@ pub async fn run(
             () = tokio::time::sleep_until(stall_deadline) => break Outcome::Stalled,
             line = progress_lines.next_line(), if stdout_open => match line {
                 Ok(Some(line)) => {
-                    if let Some(progress) = parser.line(&line) {
-                        if progress.out_time_seconds > last_out_time {
-                            last_out_time = progress.out_time_seconds;
+                    if let Some(block) = parser.line(&line) {
+                        if block.out_time_seconds > reported.out_time_seconds {
+                            reported.out_time_seconds = block.out_time_seconds;
                             stalled_since = tokio::time::Instant::now();
                         }
-                        on_progress(progress);
+                        reported.speed = block.speed;
+                        reported.finished = block.finished;
+                        on_progress(reported);
                     }
                 }
                 _ => stdout_open = false,
             },
+            _ = watch_timer.tick(), if watch.is_some() => {
+                let Some(mut current) = watch.take() else { continue };
+                let reading = tokio::task::spawn_blocking(move || {
+                    let written = current.poll();
+                    (current, written)
+                })
+                .await;
+                // A panicked poll is a bug; progress then comes from
+                // ffmpeg's report alone.
+                let Ok((current, written)) = reading else { continue };
+                watch = Some(current);
+                if written.bytes > written_bytes {
+                    written_bytes = written.bytes;
+                    stalled_since = tokio::time::Instant::now();
+                }
+                if written.media_seconds > reported.out_time_seconds {
+                    reported.out_time_seconds = written.media_seconds;
+                    // ffmpeg's figure, if any, is for an older time.
+                    reported.speed = None;
+                    on_progress(reported);
+                }
+            }
             status = child.wait() => break Outcome::Exited(status),
         }
     };
@@ -335,6 +379,7 @@ mod tests {
             Path::new("sh"),
             &args,
             &supervision(stall),
+            None,
             &CancellationToken::new(),
             |_| {},
         )
@@ -395,6 +440,39 @@ mod tests {
         assert!(matches!(error, MediaError::Stalled { .. }), "{error}");
     }
 
+    /// The regression: ffmpeg printed no progress block during a whole
+    /// encode (its sprite output starts only at the end), and a healthy
+    /// encode longer than the stall timeout was killed as stalled.
+    #[tokio::test]
+    async fn a_child_writing_segments_without_reporting_is_not_stalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = dir.path().join("0");
+        std::fs::create_dir(&stream).unwrap();
+        // Fifteen segments 0.2 s apart: 3 s in all, twice the stall timeout.
+        let script = format!(
+            "for n in $(seq 15); do sleep 0.2; echo data > {0}/$n.m4s.tmp; mv {0}/$n.m4s.tmp {0}/$n.m4s; done",
+            stream.display()
+        );
+        let args = vec!["-c".to_string(), script];
+        let mut seen = Vec::new();
+        run(
+            Path::new("sh"),
+            &args,
+            &supervision(Duration::from_millis(1500)),
+            Some(SegmentWatch::new(vec![stream], 4.0)),
+            &CancellationToken::new(),
+            |progress| seen.push(progress.out_time_seconds),
+        )
+        .await
+        .unwrap();
+        assert!(seen.len() >= 2, "{seen:?}");
+        assert!(seen.windows(2).all(|pair| pair[0] < pair[1]), "{seen:?}");
+        assert!(
+            seen.iter().all(|&seconds| seconds > 0.0 && seconds <= 60.0),
+            "{seen:?}"
+        );
+    }
+
     #[tokio::test]
     async fn cancel_kills_the_child() {
         let cancel = CancellationToken::new();
@@ -406,6 +484,7 @@ mod tests {
             Path::new("sh"),
             &args,
             &supervision(Duration::from_secs(600)),
+            None,
             &cancel,
             move |_| trigger.cancel(),
         )

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use kinema_core::ladder::LadderPlan;
 
-use crate::probe::SourceInfo;
+use crate::probe::{self, SourceInfo};
 use crate::thumbs::ThumbnailPlan;
 
 /// The name ffmpeg's own MPD is written under in the staging directory; it
@@ -57,11 +57,12 @@ pub fn ffmpeg_args(
         "-nostats",
         "-progress",
         "pipe:1",
-        "-i",
     ]
     .map(String::from)
     .to_vec();
-    args.push(source_path.display().to_string());
+    args.extend(probe::untrusted_input_args(Some(source.demuxer())));
+    args.push("-i".to_string());
+    args.push(probe::input_url(source_path));
 
     let push = |args: &mut Vec<String>, items: &[&str]| {
         args.extend(items.iter().map(|item| item.to_string()));
@@ -109,15 +110,23 @@ pub fn ffmpeg_args(
             // after the poster time): with a plain `gte(t,T)` every later
             // frame was scaled to full size and thrown away, which cost 6%
             // of the whole encode (bench/ingest.sh).
+            // The sprite takes the first frame of each interval: unlike
+            // `fps=1/I`, which emits nothing for a clip shorter than half an
+            // interval, this always has the first frame, and it keeps to the
+            // interval's grid however long the video is.
+            let ThumbnailPlan {
+                interval_seconds: interval,
+                width,
+                height,
+                columns,
+                rows,
+                poster_at_seconds: poster_at,
+                ..
+            } = thumbs;
             graph.push_str(&format!(
-                ";[sprite_in]fps=1/{},scale={}:{},setsar=1,tile={}x{}[sprite]\
-                 ;[poster_in]select=isnan(prev_selected_t)*gte(t\\,{:.3}),scale={poster_width}:{poster_height},setsar=1[poster]",
-                thumbs.interval_seconds,
-                thumbs.width,
-                thumbs.height,
-                thumbs.columns,
-                thumbs.rows,
-                thumbs.poster_at_seconds
+                ";[sprite_in]select=isnan(prev_selected_t)+gt(floor(t/{interval})\\,floor(prev_selected_t/{interval})),\
+                 scale={width}:{height},setsar=1,tile={columns}x{rows}[sprite]\
+                 ;[poster_in]select=isnan(prev_selected_t)*gte(t\\,{poster_at:.3}),scale={poster_width}:{poster_height},setsar=1[poster]",
             ));
         }
         push(&mut args, &["-filter_complex"]);
@@ -300,10 +309,16 @@ level+info
 -nostats
 -progress
 pipe:1
+-protocol_whitelist
+file
+-format_whitelist
+mov,matroska,webm,avi,mpegts,mpeg,flv,ogg,asf,mxf,wav,w64,aiff,mp3,flac,aac,dv,nut
+-f
+mov
 -i
-/in/src.mp4
+file:/in/src.mp4
 -filter_complex
-[0:0]fps=25,split=4[s0][s1][sprite_in][poster_in];[s0]scale=426:240:flags=bicubic,format=yuv420p,setsar=1[v0];[s1]scale=640:360:flags=bicubic,format=yuv420p,setsar=1[v1];[sprite_in]fps=1/2,scale=160:90,setsar=1,tile=5x1[sprite];[poster_in]select=isnan(prev_selected_t)*gte(t\,0.900),scale=640:360,setsar=1[poster]
+[0:0]fps=25,split=4[s0][s1][sprite_in][poster_in];[s0]scale=426:240:flags=bicubic,format=yuv420p,setsar=1[v0];[s1]scale=640:360:flags=bicubic,format=yuv420p,setsar=1[v1];[sprite_in]select=isnan(prev_selected_t)+gt(floor(t/2)\,floor(prev_selected_t/2)),scale=160:90,setsar=1,tile=5x1[sprite];[poster_in]select=isnan(prev_selected_t)*gte(t\,0.900),scale=640:360,setsar=1[poster]
 -map
 [v0]
 -map

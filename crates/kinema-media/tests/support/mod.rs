@@ -115,6 +115,18 @@ impl Library {
         id: &str,
         config: &IngestConfig,
     ) -> Result<Manifest, MediaError> {
+        self.ingest_reporting(source, id, config, &|_: Progress| {})
+            .await
+    }
+
+    /// Runs one ingest through the pipeline, reporting its progress.
+    pub async fn ingest_reporting(
+        &self,
+        source: &Path,
+        id: &str,
+        config: &IngestConfig,
+        on_progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Manifest, MediaError> {
         let request = IngestRequest {
             source: source.to_path_buf(),
             id: VideoId::new(id).unwrap(),
@@ -132,7 +144,7 @@ impl Library {
             config,
             &request,
             &CancellationToken::new(),
-            &|_: Progress| {},
+            on_progress,
         )
         .await
     }
