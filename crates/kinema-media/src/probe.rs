@@ -6,6 +6,14 @@
 //! rule about odd sources — rotation, attached cover art, several audio
 //! tracks, interlacing, HDR — is a plain test, and [`probe`] only adds the
 //! cases ffprobe reports as a failure (not media, truncated).
+//!
+//! A source is untrusted bytes, and ffmpeg's demuxers can open other files
+//! and URLs named inside an input (an HLS playlist's entries, a concat
+//! list's `file` lines, an image sequence's pattern). Every ffprobe and
+//! ffmpeg run on a source therefore gets [`untrusted_input_args`]: only the
+//! `file` protocol, only the demuxers of real media containers
+//! ([`MEDIA_DEMUXERS`]), and for ffmpeg the demuxer ffprobe found, so
+//! nothing is guessed twice.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -16,6 +24,36 @@ use serde::Deserialize;
 use crate::MediaError;
 use crate::supervise::spawn_error;
 
+/// The demuxers a source may be read with: media containers that carry
+/// their media inside them. Playlists (`hls`, `dash`), lists of files
+/// (`concat`), image sequences (`image2`) and anything else that opens
+/// other files or URLs are refused.
+pub const MEDIA_DEMUXERS: &[&str] = &[
+    "mov", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "mxf", "wav", "w64",
+    "aiff", "mp3", "flac", "aac", "dv", "nut",
+];
+
+/// ffmpeg/ffprobe options that go before `-i` for an untrusted source:
+/// local files only, media containers only, and `demuxer` when it is known.
+pub fn untrusted_input_args(demuxer: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "-protocol_whitelist".to_string(),
+        "file".to_string(),
+        "-format_whitelist".to_string(),
+        MEDIA_DEMUXERS.join(","),
+    ];
+    if let Some(demuxer) = demuxer {
+        args.extend(["-f".to_string(), demuxer.to_string()]);
+    }
+    args
+}
+
+/// The source as ffmpeg's input URL: always the `file` protocol, so a file
+/// name with a colon is never read as another protocol.
+pub fn input_url(path: &Path) -> String {
+    format!("file:{}", path.display())
+}
+
 /// What the pipeline needs to know about a source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceInfo {
@@ -24,6 +62,7 @@ pub struct SourceInfo {
     pub duration_seconds: f64,
     pub video: Option<VideoStream>,
     pub audio: Option<AudioStream>,
+    /// ffprobe's name for the container (`mov,mp4,m4a,3gp,3g2,mj2`).
     pub format_name: String,
 }
 
@@ -67,6 +106,11 @@ pub struct AudioStream {
 }
 
 impl SourceInfo {
+    /// The demuxer that read the source (`mov`), to read it with again.
+    pub fn demuxer(&self) -> &str {
+        self.format_name.split(',').next().unwrap_or_default()
+    }
+
     pub fn shape(&self) -> SourceShape {
         SourceShape {
             video: self.video.as_ref().map(|video| {
@@ -152,7 +196,8 @@ pub async fn probe(ffprobe: &Path, path: &Path) -> Result<SourceInfo, MediaError
             "-show_format",
             "-show_streams",
         ])
-        .arg(path)
+        .args(untrusted_input_args(None))
+        .arg(input_url(path))
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -187,6 +232,17 @@ fn classify_failure(stderr: &str, header: &[u8; 8]) -> MediaError {
         .last()
         .unwrap_or("ffprobe could not read it")
         .to_string();
+    // "[hls @ 0x55e6…] Format not on whitelist 'mov,…'"
+    if let Some(line) = stderr
+        .lines()
+        .find(|line| line.contains("Format not on whitelist"))
+    {
+        let format = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once(" @"))
+            .map_or("unknown", |(name, _)| name);
+        return refused_format(format);
+    }
     // The index of an MP4 sits at its end unless it was written for
     // streaming; an upload cut short loses it.
     if looks_like_mp4(header)
@@ -227,6 +283,16 @@ fn rotation(stream: &ProbeStream) -> u32 {
     (quarter_turns.rem_euclid(4) * 90) as u32
 }
 
+fn refused_format(format: &str) -> MediaError {
+    MediaError::NotMedia {
+        detail: format!(
+            "it is a {format} file, which is not accepted: only media containers ({}) are \
+             ingested; playlists, file lists and image sequences are refused",
+            MEDIA_DEMUXERS.join(", ")
+        ),
+    }
+}
+
 /// Judges ffprobe's JSON output.
 pub fn interpret(json: &[u8], stderr: &str) -> Result<SourceInfo, MediaError> {
     let output: ProbeOutput =
@@ -251,6 +317,13 @@ pub fn interpret(json: &[u8], stderr: &str) -> Result<SourceInfo, MediaError> {
         return Err(MediaError::NotMedia {
             detail: "it is a text file".to_string(),
         });
+    }
+    if !format
+        .format_name
+        .split(',')
+        .any(|name| MEDIA_DEMUXERS.contains(&name))
+    {
+        return Err(refused_format(&format.format_name));
     }
     let video = output
         .streams
@@ -424,6 +497,22 @@ mod tests {
         let hdr = video(r#", "pix_fmt": "yuv420p10le", "color_transfer": "smpte2084""#);
         let hdr = hdr.replacen(r#""pix_fmt": "yuv420p","#, "", 1);
         assert!(interpret(&json(&hdr, MP4), "").unwrap().video.unwrap().hdr);
+    }
+
+    #[test]
+    fn playlists_and_file_lists_are_refused_by_name() {
+        for format in ["hls", "concat", "dash"] {
+            let text = json(&video(""), &format!(r#"{{"format_name": "{format}"}}"#));
+            let error = interpret(&text, "").unwrap_err().to_string();
+            assert!(error.contains(&format!("it is a {format} file")), "{error}");
+        }
+        let refused = classify_failure(
+            "[concat @ 0x561e073f6540] Format not on whitelist 'mov,matroska'\nx.mp4: Invalid argument",
+            b"ffconcat",
+        )
+        .to_string();
+        assert!(refused.contains("it is a concat file"), "{refused}");
+        assert!(refused.contains("playlists, file lists"), "{refused}");
     }
 
     #[test]
