@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::private_file::{PrivateFileError, read_private, write_private};
+use crate::token::{from_unix_seconds, unix_seconds};
 
 /// Every secret starts with this, so a leaked one is easy to search for in
 /// logs and repositories.
@@ -246,8 +247,9 @@ impl AdminTokens {
         let mut random = [0u8; SECRET_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut random);
         let secret = format!("{SECRET_PREFIX}{}", URL_SAFE_NO_PAD.encode(random));
-        let created = humantime::parse_rfc3339(&humantime::format_rfc3339_seconds(now).to_string())
-            .expect("a formatted time parses");
+        // Second precision, like the file, without formatting a time a
+        // broken clock may have put past year 9999.
+        let created = from_unix_seconds(unix_seconds(now)).unwrap_or(now);
         self.tokens.push(AdminToken {
             name: name.to_string(),
             scope,

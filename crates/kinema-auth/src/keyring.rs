@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::private_file::{PrivateFileError, read_private, write_private};
+use crate::token::{from_unix_seconds, unix_seconds};
 
 /// Shortest secret accepted: the HMAC-SHA256 block of security it needs.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -290,14 +291,13 @@ impl KeyRing {
     fn insert(&mut self, id: KeyId, secret: Vec<u8>, created: SystemTime) -> &Key {
         // Stored with second precision, like the file, so a ring compares
         // equal to itself after a save and a load.
-        let seconds = created
-            .duration_since(UNIX_EPOCH)
-            .map(|since| since.as_secs())
-            .unwrap_or(0);
+        // Whole seconds of a representable time are representable; the
+        // fallback only keeps this free of unchecked arithmetic.
+        let created = from_unix_seconds(unix_seconds(created)).unwrap_or(created);
         self.keys.push(Key {
             id,
             secret,
-            created: UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+            created,
             retired: false,
         });
         self.keys.last().expect("just pushed")
@@ -340,7 +340,7 @@ impl KeyRing {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn at(seconds: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(seconds)

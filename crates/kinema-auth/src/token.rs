@@ -121,6 +121,12 @@ pub enum ClaimsError {
     BadSession,
     #[error("not-before must come before the expiry")]
     EmptyWindow,
+    #[error(
+        "a lifetime of {} puts the expiry past what the clock can represent; use a shorter one \
+         (e.g. 2h, 7days)",
+        humantime::format_duration(*.0)
+    )]
+    ExpiryOutOfRange(Duration),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,10 +213,18 @@ pub struct Claims {
     session: Option<String>,
 }
 
-fn unix_seconds(time: SystemTime) -> u64 {
+/// Whole seconds since the Unix epoch; 0 for earlier times.
+pub(crate) fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|since| since.as_secs())
         .unwrap_or(0)
+}
+
+/// The time `seconds` after the Unix epoch, or `None` when the platform's
+/// clock type cannot represent it (beyond about 2^63 s on Linux): a token's
+/// times are 64 unsigned bits, so this must be checked, never added.
+pub(crate) fn from_unix_seconds(seconds: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
 }
 
 impl Claims {
@@ -223,6 +237,19 @@ impl Claims {
             client: None,
             session: None,
         }
+    }
+
+    /// A token for `scope` valid for `ttl` from `now`; an error, not a
+    /// panic, when `now + ttl` is beyond what the clock can represent.
+    pub fn expiring_in(
+        scope: TokenScope,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<Self, ClaimsError> {
+        let expires_at = now
+            .checked_add(ttl)
+            .ok_or(ClaimsError::ExpiryOutOfRange(ttl))?;
+        Ok(Self::new(scope, expires_at))
     }
 
     /// Not valid before `not_before` (second precision).
@@ -467,6 +494,13 @@ pub fn verify(
     // `verify_slice` compares in constant time (subtle underneath).
     mac.verify_slice(tag).map_err(|_| Refusal::BadSignature)?;
 
+    // A signer may put any 64-bit time in a token; one the clock cannot
+    // represent is refused as unreadable rather than overflowing.
+    let expires_at = from_unix_seconds(decoded.expires_at).ok_or(Refusal::Malformed)?;
+    let not_before = match decoded.not_before {
+        Some(seconds) => Some(from_unix_seconds(seconds).ok_or(Refusal::Malformed)?),
+        None => None,
+    };
     let now = unix_seconds(now);
     let skew = skew.as_secs();
     if now >= decoded.expires_at.saturating_add(skew) {
@@ -489,10 +523,8 @@ pub fn verify(
     Ok(VerifiedClaims {
         key_id: decoded.key_id.to_string(),
         scope: decoded.scope,
-        expires_at: UNIX_EPOCH + Duration::from_secs(decoded.expires_at),
-        not_before: decoded
-            .not_before
-            .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds)),
+        expires_at,
+        not_before,
         client: decoded.client,
         session: decoded.session.map(str::to_string),
     })
@@ -696,6 +728,59 @@ mod tests {
             Duration::ZERO,
         );
         assert!(strict.is_ok());
+    }
+
+    /// A signer may write any 64-bit time into a token; one past what the
+    /// clock type holds (about 2^63 s) used to panic inside `verify`.
+    #[test]
+    fn expiry_beyond_the_clock_is_refused_not_a_panic() {
+        let ring = ring();
+        let path = "/v/a/master.m3u8";
+        for seconds in [1u64 << 63, (1 << 63) + 1, u64::MAX] {
+            let claims = Claims {
+                scope: video("a"),
+                expires_at: seconds,
+                not_before: None,
+                client: None,
+                session: None,
+            };
+            let token = sign(&ring, &claims).unwrap();
+            assert_eq!(
+                check(&ring, &token, path, "127.0.0.1", NOW),
+                Err(Refusal::Malformed),
+                "expiry {seconds}"
+            );
+            let claims = Claims {
+                not_before: Some(seconds),
+                expires_at: u64::MAX,
+                ..claims
+            };
+            let token = sign(&ring, &claims).unwrap();
+            assert_eq!(
+                check(&ring, &token, path, "127.0.0.1", NOW),
+                Err(Refusal::Malformed),
+                "not-before {seconds}"
+            );
+        }
+        // The largest representable expiry still verifies.
+        let far = from_unix_seconds(i64::MAX as u64).unwrap();
+        let token = sign(&ring, &Claims::new(video("a"), far)).unwrap();
+        assert_eq!(
+            check(&ring, &token, path, "127.0.0.1", NOW)
+                .unwrap()
+                .expires_at,
+            far
+        );
+    }
+
+    #[test]
+    fn a_lifetime_past_the_clock_is_an_error_not_a_panic() {
+        let huge = Duration::from_secs(300_000_000_000 * 31_557_600);
+        let error = Claims::expiring_in(video("a"), at(NOW), huge).unwrap_err();
+        assert_eq!(error, ClaimsError::ExpiryOutOfRange(huge));
+        assert!(error.to_string().contains("use a shorter one"), "{error}");
+        let claims = Claims::expiring_in(video("a"), at(NOW), Duration::from_secs(60)).unwrap();
+        assert_eq!(claims, Claims::new(video("a"), at(NOW + 60)));
     }
 
     #[test]

@@ -78,7 +78,8 @@ pub fn run(config_file: &ConfigFile, args: SignArgs) -> Result<()> {
         bail!("base url {base_url:?} must start with http:// or https://");
     }
     let ring = KeyRing::load(&config.keys)?;
-    let mut claims = Claims::new(TokenScope::video(&video), SystemTime::now() + config.ttl);
+    let mut claims = Claims::expiring_in(TokenScope::video(&video), SystemTime::now(), config.ttl)
+        .context("--ttl")?;
     if let Some(ip) = &args.ip {
         claims = claims.client(parse_client(ip)?);
     }

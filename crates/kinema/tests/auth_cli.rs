@@ -199,6 +199,35 @@ fn bad_sign_input_is_a_clear_error() {
     assert!(error.contains("http://"), "{error}");
 }
 
+/// `SystemTime::now() + ttl` used to overflow and panic for a lifetime
+/// past what the clock holds.
+#[test]
+fn sign_ttl_past_the_clock_is_an_error_not_a_panic() {
+    let directory = tempfile::tempdir().unwrap();
+    let dir = directory.path();
+    succeed(dir, &["keys", "new"]);
+    let output = kinema(dir, &["sign", "demo", "--ttl", "300000000000years"]);
+    let error = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{error}");
+    assert!(!error.contains("panicked"), "{error}");
+    assert!(error.contains("--ttl"), "{error}");
+    assert!(error.contains("use a shorter one"), "{error}");
+    // A long but representable lifetime still signs a URL that verifies.
+    let url = succeed(dir, &["sign", "demo", "--ttl", "1000years"]);
+    let (token, path) = token_and_path(&url);
+    let ring = KeyRing::load(&dir.join("kinema-keys.toml")).unwrap();
+    let claims = verify(
+        &ring,
+        &token,
+        &path,
+        localhost(),
+        SystemTime::now(),
+        Duration::ZERO,
+    )
+    .unwrap();
+    assert!(claims.expires_at > SystemTime::now() + Duration::from_secs(900 * 365 * 86_400));
+}
+
 #[test]
 fn a_key_file_others_can_read_is_refused() {
     let directory = tempfile::tempdir().unwrap();
