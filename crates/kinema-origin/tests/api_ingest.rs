@@ -289,3 +289,43 @@ async fn multipart_upload_of_a_text_file_fails_with_a_reason() {
     let (status, _) = api.call(Method::GET, "/api/jobs/j00", "", vec![]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// The regression: an uploaded HLS playlist whose entry named a media file
+/// elsewhere on the server was followed by ffmpeg, and that file was
+/// published as a public video.
+#[tokio::test]
+async fn uploaded_playlist_naming_a_server_file_is_refused_and_nothing_published() {
+    let api = Api::start().await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let secret = elsewhere.path().join("private.mp4");
+    std::fs::write(&secret, clip()).unwrap();
+    for (id, entry) in [
+        ("lfi-url", format!("file://{}", secret.display())),
+        ("lfi-path", secret.display().to_string()),
+    ] {
+        let playlist =
+            format!("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\n{entry}\n#EXT-X-ENDLIST\n");
+        let (status, body) = api
+            .call(
+                Method::POST,
+                &format!("/api/videos?id={id}"),
+                "video/mp4",
+                playlist.into_bytes(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let job = api.finished_job(body["job"]["id"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "failed", "{job}");
+        let error = job["error"].as_str().unwrap();
+        assert!(error.contains("it is a hls file"), "{job}");
+        let (_, list) = api.call(Method::GET, "/api/videos", "", vec![]).await;
+        assert!(
+            !list["videos"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|video| video["id"] == id),
+            "{list}"
+        );
+    }
+}
