@@ -21,7 +21,12 @@
 //!   missing, that response is written from the copy in memory and the
 //!   kernel is asked to read the file back in the background. (A page
 //!   evicted between that question and the `sendfile` is still waited for;
-//!   the window is one response.)
+//!   the window is one response.) The file is also asked, before each
+//!   `sendfile`, whether it was written since it was read (its size,
+//!   modification and change times, by `fstat`): a published file is never
+//!   written, so one that was has been tampered with or damaged, and from
+//!   then on the copy in memory (the bytes the caller checked) is sent
+//!   instead, as HTTP/2 and TLS always send it.
 //! - **A sealed memfd** ([`SharedFile::from_bytes`]), for content that has
 //!   no local file (or when the kernel cannot report what its page cache
 //!   holds, before Linux 6.5). It is sealed (no write, no shrink, no grow,
@@ -59,6 +64,32 @@ struct Inner {
     /// Set while a background read of the published file is under way, so
     /// the viewers that find it evicted ask for one read, not one each.
     reading_in: AtomicBool,
+    /// A published file's state when its content was taken (`None` for a
+    /// memfd, which cannot change).
+    stamp: Option<DiskStamp>,
+    /// Set once the published file was found written since: it is never
+    /// sent by `sendfile` again.
+    changed: AtomicBool,
+}
+
+/// What a write to a file changes: its size, its modification time, and
+/// its change time (which no one can set back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DiskStamp {
+    size: i64,
+    modified: (i64, u64),
+    changed: (i64, u64),
+}
+
+impl DiskStamp {
+    fn of(fd: BorrowedFd<'_>) -> io::Result<Self> {
+        let stat = rustix::fs::fstat(fd)?;
+        Ok(Self {
+            size: stat.st_size,
+            modified: (stat.st_mtime, stat.st_mtime_nsec as u64),
+            changed: (stat.st_ctime, stat.st_ctime_nsec as u64),
+        })
+    }
 }
 
 /// The seals that make a memfd's content immutable for good.
@@ -82,7 +113,7 @@ impl SharedFile {
         memfd.write_all(content)?;
         rustix::fs::fcntl_add_seals(&memfd, IMMUTABLE)?;
         let view = map_sealed(&memfd)?;
-        Ok(Self::new(memfd, view, false))
+        Ok(Self::new(memfd, view, None))
     }
 
     /// A published file and its `content`, as read from it: the file is
@@ -92,7 +123,8 @@ impl SharedFile {
     /// file it holds (`cachestat(2)`, Linux 6.5), the content is copied into
     /// a memfd instead (see [`Self::from_bytes`]; call it off the reactor).
     pub fn from_published(file: File, content: Bytes) -> io::Result<Self> {
-        let length = file.metadata()?.len();
+        let stamp = DiskStamp::of(file.as_fd())?;
+        let length = u64::try_from(stamp.size).unwrap_or(u64::MAX);
         if length != content.len() as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -105,16 +137,46 @@ impl SharedFile {
         if cached_pages(file.as_fd(), 0..1).is_err() {
             return Self::from_bytes(&content);
         }
-        Ok(Self::new(file, content, true))
+        Ok(Self::new(file, content, Some(stamp)))
     }
 
-    fn new(file: File, view: Bytes, on_disk: bool) -> Self {
+    fn new(file: File, view: Bytes, stamp: Option<DiskStamp>) -> Self {
         Self(Arc::new(Inner {
             file,
             view,
-            on_disk,
+            on_disk: stamp.is_some(),
             reading_in: AtomicBool::new(false),
+            stamp,
+            changed: AtomicBool::new(false),
         }))
+    }
+
+    /// True once the published file was found written after its content
+    /// was taken (checked before each `sendfile`): the caller may want to
+    /// say so, and to check the file again.
+    pub fn changed_on_disk(&self) -> bool {
+        self.0.changed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the published file is still as it was when its content was
+    /// taken; latches `changed` when it is not.
+    fn unchanged_on_disk(&self) -> bool {
+        if self.0.changed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(stamp) = self.0.stamp else {
+            return true;
+        };
+        if DiskStamp::of(self.fd()).is_ok_and(|now| now == stamp) {
+            return true;
+        }
+        if !self.0.changed.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                bytes = self.len(),
+                "a published file was written after it was read; sending the checked copy from memory from now on"
+            );
+        }
+        false
     }
 
     /// Length in bytes.
@@ -151,6 +213,9 @@ impl SharedFile {
     fn ready_to_send(&self, range: Range<u64>) -> bool {
         if !self.0.on_disk || range.is_empty() {
             return true;
+        }
+        if !self.unchanged_on_disk() {
+            return false;
         }
         let page = rustix::param::page_size() as u64;
         let pages = range.end.div_ceil(page) - range.start / page;
@@ -250,9 +315,10 @@ impl FileSlice {
         self.range.is_empty()
     }
 
-    /// True when `sendfile` of this slice will not wait for a disk: always
-    /// for a memfd; for a published file, when the kernel has every page of
-    /// the slice in its page cache. When some are missing, the kernel is
+    /// True when `sendfile` of this slice will not wait for a disk and will
+    /// send the content: always for a memfd; for a published file, when it
+    /// was not written since its content was taken and the kernel has every
+    /// page of the slice in its page cache. When some are missing, the kernel is
     /// asked to read the file back in the background (on tokio's blocking
     /// pool: call this within a runtime), and the caller should write
     /// [`Self::bytes`] instead this time.
@@ -365,6 +431,31 @@ mod tests {
         file.write_all(&content(100)).unwrap();
         let error = SharedFile::from_published(file, Bytes::from(content(99))).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn a_published_file_written_after_it_was_read_is_no_longer_sent_by_sendfile() {
+        let data = content(100_000);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        // Dated in the past, so the write below changes the modification
+        // time even within the clock's granularity.
+        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+            .unwrap();
+        let shared =
+            SharedFile::from_published(file.try_clone().unwrap(), Bytes::from(data.clone()))
+                .unwrap();
+        if !shared.0.on_disk {
+            // No cachestat(2) here: a memfd copy, which cannot change.
+            return;
+        }
+        assert!(!shared.changed_on_disk());
+        std::os::unix::fs::FileExt::write_all_at(&file, b"X", 500).unwrap();
+        assert!(!shared.slice(0..1000).ready_to_send());
+        assert!(!shared.slice(5000..6000).ready_to_send());
+        assert!(shared.changed_on_disk());
+        // What is sent instead is the content as it was taken.
+        assert!(shared.slice(0..1000).bytes()[..] == data[..1000]);
     }
 
     #[test]

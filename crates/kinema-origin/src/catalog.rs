@@ -33,6 +33,9 @@ pub struct FileInfo {
     pub path: ObjectPath,
     pub size: u64,
     pub key: ContentKey,
+    /// The manifest's SHA-256 of the file: what its bytes are checked
+    /// against before they are cached or served.
+    pub sha256: [u8; 32],
     pub kind: RouteKind,
     /// Strong ETag from the checksum (RFC 9110 §8.8.3).
     pub etag: HeaderValue,
@@ -96,6 +99,7 @@ impl Video {
                         digest: digest_prefix(&entry.sha256),
                         size: entry.size,
                     },
+                    sha256: digest_bytes(&entry.sha256),
                     kind,
                     etag: header(&entry.etag()),
                     content_type: HeaderValue::from_static(kinema_http::content_type::for_path(
@@ -153,6 +157,13 @@ fn kind_of(path: &ObjectPath) -> RouteKind {
 /// The manifest validated the checksum as 64 lowercase hex digits.
 fn digest_prefix(sha256: &str) -> u128 {
     u128::from_str_radix(&sha256[..32], 16).unwrap_or_default()
+}
+
+/// The whole checksum as bytes (the manifest validated its 64 hex digits).
+fn digest_bytes(sha256: &str) -> [u8; 32] {
+    let mut digest = [0; 32];
+    let _ = hex::decode_to_slice(sha256, &mut digest);
+    digest
 }
 
 fn header(text: &str) -> HeaderValue {

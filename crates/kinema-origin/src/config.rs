@@ -61,6 +61,10 @@ pub struct Config {
     /// Load segment n+1 into the cache when segment n is requested.
     #[serde(default = "default_true")]
     pub prefetch: bool,
+    /// Bytes per second the background scrub reads to re-check every
+    /// published file against its manifest's SHA-256; 0 turns it off.
+    #[serde(default)]
+    pub scrub_rate: ByteSize,
     /// Most egress (e.g. `9gbit`, a little under the network link): a new
     /// viewing session whose bit rate would not fit is refused with 503.
     /// Unset: only `max_load` limits admission.
@@ -149,6 +153,7 @@ impl Config {
             cors_allowed_origins: default_cors_allowed_origins(),
             access_log: true,
             prefetch: true,
+            scrub_rate: ByteSize::b(0),
             max_egress: None,
             max_load: default_max_load(),
             header_read_timeout: server::header_read_timeout(),

@@ -15,11 +15,24 @@
 //! waits on a disk. A file whose size on disk differs from its manifest
 //! entry is refused, never served: the manifest is the contract, and a
 //! truncated or replaced file would hand players corrupt media.
+//!
+//! Integrity: a file enters the cache only once its bytes match the
+//! manifest's SHA-256 (a strong ETag and an edge's year-long cache promise
+//! exactly those bytes); one that does not is refused with 500 and counted,
+//! never cached, so the content key can never map to corrupt bytes and an
+//! intact copy of the same content in another video is never shadowed. A
+//! published file written after it was loaded is no longer sent by
+//! `sendfile` (see [`SharedFile`]): the verified copy in memory is sent
+//! instead, over both protocols. Files too large to cache are streamed as
+//! they are read, so they cannot be checked before the status is sent:
+//! the background [`FileCache::scrub`] re-verifies the whole library at a
+//! bounded rate, and a file it finds corrupt is refused from then on.
 
+use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -27,8 +40,9 @@ use futures::stream::BoxStream;
 use kinema_core::{ObjectPath, VideoId};
 use kinema_http::{ResponseBody, SharedFile};
 use kinema_store::{Store, StoreError, StoredFile};
+use sha2::{Digest, Sha256};
 
-use crate::catalog::{ContentKey, FileInfo, Video};
+use crate::catalog::{Catalog, ContentKey, FileInfo, Video};
 use crate::metrics::Metrics;
 
 /// Size of each read when streaming an uncached file.
@@ -54,6 +68,14 @@ pub enum FileError {
         expected: u64,
         actual: u64,
     },
+    #[error(
+        "{id}/{path} does not match the SHA-256 its manifest lists (corrupt on disk); repair the file or republish the video"
+    )]
+    ChecksumMismatch { id: VideoId, path: ObjectPath },
+    #[error(
+        "{id}/{path} was found corrupt by the scrub (its SHA-256 differs from the manifest's); repair the file or republish the video"
+    )]
+    FoundCorrupt { id: VideoId, path: ObjectPath },
     #[error("{0}")]
     Store(Arc<StoreError>),
 }
@@ -102,12 +124,19 @@ pub enum Piece {
     File(Range<u64>),
 }
 
+/// Files of a video, by video and path.
+type FileName = (VideoId, ObjectPath);
+
 #[derive(Debug, Clone)]
 pub struct FileCache {
     cache: moka::future::Cache<ContentKey, Arc<CachedFile>>,
     store: Arc<dyn Store>,
     max_cached_file_size: u64,
     metrics: Arc<Metrics>,
+    /// Files the scrub last found not matching their checksum: refused
+    /// until a later pass finds them intact. At most one entry per file in
+    /// the library.
+    corrupt: Arc<Mutex<HashSet<FileName>>>,
 }
 
 impl FileCache {
@@ -135,6 +164,7 @@ impl FileCache {
             // A file that is larger than the whole cache could never stay in it.
             max_cached_file_size: max_cached_file_size.min(capacity_bytes),
             metrics,
+            corrupt: Arc::default(),
         }
     }
 
@@ -152,25 +182,44 @@ impl FileCache {
             return Ok(hit.content.clone());
         }
         self.metrics.cache_misses.fetch_add(1, Relaxed);
-        // Boxed: the miss path's future is large, and keeping it out of line
-        // keeps every request's future (moved into a box per request by the
-        // connection layer) small.
-        let loaded = Box::pin(self.cache.try_get_with(
-            file.key,
-            load(
-                self.store.clone(),
-                self.metrics.clone(),
-                video.id.clone(),
-                file.path.clone(),
-                file.size,
-                false,
-            ),
-        ))
-        .await
-        .map_err(|error| (*error).clone())?;
-        // A request that waited on a prefetch's read was still helped by it.
-        self.note_use(&loaded);
-        Ok(loaded.content.clone())
+        let mut retried = false;
+        loop {
+            // Boxed: the miss path's future is large, and keeping it out of
+            // line keeps every request's future (moved into a box per request
+            // by the connection layer) small.
+            let loaded = Box::pin(self.cache.try_get_with(
+                file.key,
+                load(
+                    self.store.clone(),
+                    self.metrics.clone(),
+                    video.id.clone(),
+                    file.path.clone(),
+                    file.size,
+                    file.sha256,
+                    false,
+                ),
+            ))
+            .await;
+            match loaded {
+                Ok(loaded) => {
+                    // A request that waited on a prefetch's read was still
+                    // helped by it.
+                    self.note_use(&loaded);
+                    return Ok(loaded.content.clone());
+                }
+                // Concurrent misses for one content share one read, which
+                // may have been another video's corrupt copy: this video's
+                // own copy may be intact, so read it rather than share the
+                // other's failure.
+                Err(error)
+                    if !retried
+                        && matches!(&*error, FileError::ChecksumMismatch { id, .. } if *id != video.id) =>
+                {
+                    retried = true;
+                }
+                Err(error) => return Err((*error).clone()),
+            }
+        }
     }
 
     fn note_use(&self, file: &CachedFile) {
@@ -205,6 +254,7 @@ impl FileCache {
                     video.id.clone(),
                     next.path.clone(),
                     next.size,
+                    next.sha256,
                     true,
                 ))
                 .await;
@@ -220,9 +270,157 @@ impl FileCache {
         });
     }
 
+    fn is_known_corrupt(&self, id: &VideoId, path: &ObjectPath) -> bool {
+        let corrupt = self.corrupt.lock().unwrap_or_else(PoisonError::into_inner);
+        // Cloning the names only when there is anything to find.
+        !corrupt.is_empty() && corrupt.contains(&(id.clone(), path.clone()))
+    }
+
+    /// Files the scrub last found corrupt.
+    pub fn corrupt_files(&self) -> u64 {
+        self.corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len() as u64
+    }
+
+    /// Re-reads every published file at most `bytes_per_second` and checks
+    /// it against its manifest's SHA-256, pass after pass, until the task is
+    /// aborted. A file that fails is logged, counted, refused from then on
+    /// if it is streamed, and dropped from the cache (whose copy may be
+    /// sent from that file's pages) so the next request reads and checks
+    /// it again; one that passes again (repaired) is served again.
+    pub fn scrub(&self, catalog: Catalog, bytes_per_second: u64) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut throttle = Throttle::new(bytes_per_second);
+            loop {
+                let started = Instant::now();
+                let found = this.scrub_pass(&catalog, &mut throttle).await;
+                this.metrics.scrub_passes.fetch_add(1, Relaxed);
+                tracing::info!(
+                    files = found.files,
+                    bytes = found.bytes,
+                    corrupt = found.corrupt,
+                    unreadable = found.unreadable,
+                    seconds = started.elapsed().as_secs(),
+                    "library scrub pass finished"
+                );
+                // A small library is not re-read in a tight loop.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
+    async fn scrub_pass(&self, catalog: &Catalog, throttle: &mut Throttle) -> ScrubFound {
+        let mut found = ScrubFound::default();
+        let ids = match self.store.list_videos().await {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::warn!(%error, "scrub cannot list the library");
+                return found;
+            }
+        };
+        for id in ids {
+            // Unpublished since the listing, or an unreadable manifest
+            // (which requests report): nothing to check.
+            let Ok(video) = catalog.video(id.as_str()).await else {
+                continue;
+            };
+            for file in &video.files {
+                match self.verify(&video.id, file, throttle).await {
+                    Ok(intact) => {
+                        found.files += 1;
+                        found.bytes += file.size;
+                        self.note_scrubbed(&video.id, file, intact).await;
+                        if !intact {
+                            found.corrupt += 1;
+                        }
+                    }
+                    Err(error) if error.is_not_found() => {}
+                    Err(error) => {
+                        found.unreadable += 1;
+                        tracing::warn!(video = %video.id, path = %file.path, %error, "scrub cannot read a file");
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Reads one file in chunks, paced by `throttle`, and says whether it
+    /// matches its size and checksum.
+    async fn verify(
+        &self,
+        id: &VideoId,
+        file: &FileInfo,
+        throttle: &mut Throttle,
+    ) -> Result<bool, StoreError> {
+        let size = self.store.head(id, &file.path).await?.size;
+        if size != file.size {
+            return Ok(false);
+        }
+        let mut hasher = Sha256::new();
+        let mut offset = 0;
+        while offset < size {
+            let end = (offset + SCRUB_CHUNK).min(size);
+            throttle.wait(end - offset).await;
+            let chunk = self.store.get_range(id, &file.path, offset..end).await?;
+            self.metrics
+                .scrub_bytes
+                .fetch_add(chunk.len() as u64, Relaxed);
+            // Hashing is CPU work: off the reactor.
+            hasher = tokio::task::spawn_blocking(move || {
+                hasher.update(&chunk);
+                hasher
+            })
+            .await
+            .map_err(|join| StoreError::Io {
+                path: file.path.as_str().into(),
+                source: std::io::Error::other(join),
+            })?;
+            offset = end;
+        }
+        Ok(<[u8; 32]>::from(hasher.finalize()) == file.sha256)
+    }
+
+    async fn note_scrubbed(&self, id: &VideoId, file: &FileInfo, intact: bool) {
+        let name = (id.clone(), file.path.clone());
+        if intact {
+            let repaired = self
+                .corrupt
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&name);
+            if repaired {
+                tracing::info!(video = %id, path = %file.path, "scrub found a file intact again; serving it");
+            }
+            return;
+        }
+        let newly_found = self
+            .corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name);
+        if newly_found {
+            self.metrics.checksum_mismatches.fetch_add(1, Relaxed);
+            tracing::error!(video = %id, path = %file.path, "scrub found a file that does not match its manifest checksum; refusing it until it is repaired or the video republished");
+        }
+        // The cached copy was verified, but it may be sent from this file's
+        // pages: read and check again on the next request.
+        self.cache.invalidate(&file.key).await;
+    }
+
     /// Checks that an uncached file still has its listed size before a
     /// streamed response commits to a status and `Content-Length`.
+    /// Also refuses a file the scrub found corrupt.
     pub async fn check_size(&self, video: &Video, file: &FileInfo) -> Result<(), FileError> {
+        if self.is_known_corrupt(&video.id, &file.path) {
+            return Err(FileError::FoundCorrupt {
+                id: video.id.clone(),
+                path: file.path.clone(),
+            });
+        }
         let meta = self
             .store
             .head(&video.id, &file.path)
@@ -319,13 +517,52 @@ impl FileCache {
     }
 }
 
-/// Reads a whole file and checks it against the manifest's size.
+/// Bytes the scrub reads at a time.
+const SCRUB_CHUNK: u64 = 256 * 1024;
+
+/// What one scrub pass found.
+#[derive(Debug, Default)]
+struct ScrubFound {
+    files: u64,
+    bytes: u64,
+    corrupt: u64,
+    unreadable: u64,
+}
+
+/// Paces the scrub's reads to a rate, bytes per second.
+#[derive(Debug)]
+struct Throttle {
+    bytes_per_second: u64,
+    started: tokio::time::Instant,
+    granted: u64,
+}
+
+impl Throttle {
+    fn new(bytes_per_second: u64) -> Self {
+        Self {
+            bytes_per_second: bytes_per_second.max(1),
+            started: tokio::time::Instant::now(),
+            granted: 0,
+        }
+    }
+
+    /// Waits until reading `bytes` more keeps the average under the rate.
+    async fn wait(&mut self, bytes: u64) {
+        let due = Duration::from_secs_f64(self.granted as f64 / self.bytes_per_second as f64);
+        tokio::time::sleep_until(self.started + due).await;
+        self.granted += bytes;
+    }
+}
+
+/// Reads a whole file and checks it against the manifest's size and
+/// SHA-256: only what matches is ever cached.
 async fn load(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     id: VideoId,
     path: ObjectPath,
     expected: u64,
+    sha256: [u8; 32],
     prefetched: bool,
 ) -> Result<Arc<CachedFile>, FileError> {
     metrics.store_reads.fetch_add(1, Relaxed);
@@ -342,41 +579,74 @@ async fn load(
             actual: stored.bytes.len() as u64,
         });
     }
-    let content = cached_content(stored, &id, &path).await;
+    let Some(content) = verified_content(stored, &id, &path, sha256).await else {
+        metrics.checksum_mismatches.fetch_add(1, Relaxed);
+        return Err(FileError::ChecksumMismatch { id, path });
+    };
     Ok(Arc::new(CachedFile {
         content,
         prefetched: AtomicBool::new(prefetched),
     }))
 }
 
-/// The form a file's bytes are cached in: from [`SHARED_FILE_MIN`] bytes
-/// on, a shared file (the published file it was read from when the store
-/// handed it over, else a memfd copy), plain `Bytes` below.
-async fn cached_content(stored: StoredFile, id: &VideoId, path: &ObjectPath) -> Content {
+/// Below this size a file is hashed on the reactor (a playlist: a few
+/// microseconds); from it on, on the blocking pool.
+const HASH_INLINE_MAX: usize = 16 * 1024;
+
+fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// The file's content in the form it is cached in, if its bytes match
+/// `sha256`; `None` if they do not. From [`SHARED_FILE_MIN`] bytes on, a
+/// shared file (the published file it was read from when the store handed
+/// it over, else a memfd copy), plain `Bytes` below.
+async fn verified_content(
+    stored: StoredFile,
+    id: &VideoId,
+    path: &ObjectPath,
+    sha256: [u8; 32],
+) -> Option<Content> {
     let StoredFile { bytes, file } = stored;
-    if bytes.len() < SHARED_FILE_MIN {
-        return Content::new(bytes, None);
+    if bytes.len() < HASH_INLINE_MAX {
+        return (sha256_of(&bytes) == sha256).then(|| Content::new(bytes, None));
     }
-    // A memfd is a memory copy of the whole file, and even a published file
-    // is asked about its length: off the reactor.
+    // Hashing, a memfd copy, and even asking a published file its length:
+    // off the reactor.
     let content = bytes.clone();
-    let shared = tokio::task::spawn_blocking(move || match file {
-        Some(file) => SharedFile::from_published(file, content),
-        None => SharedFile::from_bytes(&content),
+    let prepared = tokio::task::spawn_blocking(move || {
+        if sha256_of(&content) != sha256 {
+            return None;
+        }
+        if content.len() < SHARED_FILE_MIN {
+            return Some(Ok(None));
+        }
+        Some(
+            match file {
+                Some(file) => SharedFile::from_published(file, content),
+                None => SharedFile::from_bytes(&content),
+            }
+            .map(Some),
+        )
     })
     .await;
-    match shared {
+    match prepared {
+        Ok(None) => None,
+        Ok(Some(Ok(None))) => Some(Content::new(bytes, None)),
         // Its bytes: for a memfd its mapping, so the bytes read are freed.
-        Ok(Ok(shared_file)) => Content::new(shared_file.bytes().clone(), Some(shared_file)),
+        Ok(Some(Ok(Some(shared_file)))) => {
+            Some(Content::new(shared_file.bytes().clone(), Some(shared_file)))
+        }
         // Out of file descriptors or memory for a memfd: the file is still
         // served, from the bytes read (without sendfile).
-        Ok(Err(error)) => {
+        Ok(Some(Err(error))) => {
             tracing::warn!(video = %id, %path, %error, "cannot send a cached file by sendfile; caching its bytes");
-            Content::new(bytes, None)
+            Some(Content::new(bytes, None))
         }
+        // The task panicked: nothing was verified, nothing is cached.
         Err(error) => {
-            tracing::warn!(video = %id, %path, %error, "shared-file task failed; caching the file's bytes");
-            Content::new(bytes, None)
+            tracing::error!(video = %id, %path, %error, "checksum task failed");
+            None
         }
     }
 }
@@ -392,7 +662,30 @@ mod tests {
     async fn content_of(bytes: Bytes) -> Content {
         let id = VideoId::new("clip").unwrap();
         let path = ObjectPath::new("v1/1.m4s").unwrap();
-        cached_content(StoredFile { bytes, file: None }, &id, &path).await
+        let sha256 = sha256_of(&bytes);
+        verified_content(StoredFile { bytes, file: None }, &id, &path, sha256)
+            .await
+            .expect("the content matches its own checksum")
+    }
+
+    #[tokio::test]
+    async fn content_that_does_not_match_its_checksum_is_never_cached() {
+        let id = VideoId::new("clip").unwrap();
+        let path = ObjectPath::new("v1/1.m4s").unwrap();
+        for size in [100, SHARED_FILE_MIN - 1, SHARED_FILE_MIN + 1000] {
+            let bytes = sample(size);
+            let sha256 = sha256_of(&bytes);
+            let mut flipped = bytes.to_vec();
+            flipped[size / 2] ^= 1;
+            let stored = StoredFile {
+                bytes: Bytes::from(flipped),
+                file: None,
+            };
+            assert!(
+                verified_content(stored, &id, &path, sha256).await.is_none(),
+                "{size} bytes"
+            );
+        }
     }
 
     #[tokio::test]

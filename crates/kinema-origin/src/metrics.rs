@@ -90,6 +90,11 @@ pub struct Metrics {
     pub store_reads: AtomicU64,
     pub store_errors: AtomicU64,
     pub size_mismatches: AtomicU64,
+    /// Files refused because their bytes do not match the manifest's
+    /// SHA-256: found when loading into the cache or by the scrub.
+    pub checksum_mismatches: AtomicU64,
+    pub scrub_bytes: AtomicU64,
+    pub scrub_passes: AtomicU64,
     /// Non-cumulative bucket counts; the last is `+Inf`.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_nanos: AtomicU64,
@@ -136,6 +141,7 @@ pub struct Readings {
     pub cache_bytes: Box<dyn Fn() -> u64 + Send + Sync>,
     pub cache_entries: Box<dyn Fn() -> u64 + Send + Sync>,
     pub videos_loaded: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub corrupt_files: Box<dyn Fn() -> u64 + Send + Sync>,
     /// The connection layer's counts.
     pub server: Box<dyn Fn() -> ServerStatsSnapshot + Send + Sync>,
     /// Sessions admitted and refused, the egress and load it acts on.
@@ -275,6 +281,30 @@ impl Collector for OriginCollector {
             "Files refused because their size on disk differs from the manifest.",
             m.size_mismatches.load(Relaxed),
         )?;
+        counter(
+            &mut encoder,
+            "checksum_mismatches",
+            "Files refused because their bytes differ from the manifest's SHA-256 (on loading into the cache, or found by the scrub).",
+            m.checksum_mismatches.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "scrub_bytes",
+            "Bytes the library scrub has read and checked.",
+            m.scrub_bytes.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "scrub_passes",
+            "Complete passes of the library scrub.",
+            m.scrub_passes.load(Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "corrupt_files",
+            "Files the last scrub pass found corrupt (refused until repaired).",
+            (self.readings.corrupt_files)(),
+        )?;
         gauge(
             &mut encoder,
             "cache_bytes",
@@ -388,6 +418,7 @@ mod tests {
                 cache_bytes: Box::new(|| 4096),
                 cache_entries: Box::new(|| 2),
                 videos_loaded: Box::new(|| 1),
+                corrupt_files: Box::new(|| 0),
                 server: Box::new(|| ServerStatsSnapshot {
                     open_connections: 3,
                     file_bodies_from_memory: 5,

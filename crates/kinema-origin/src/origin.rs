@@ -52,6 +52,8 @@ pub struct Origin {
     registry: Registry,
     access_log: bool,
     prefetch: bool,
+    /// Bytes per second the library scrub reads; 0: no scrub.
+    scrub_rate: u64,
 }
 
 impl Origin {
@@ -122,6 +124,10 @@ impl Origin {
                     let catalog = catalog.clone();
                     move || catalog.videos_loaded()
                 }),
+                corrupt_files: Box::new({
+                    let files = files.clone();
+                    move || files.corrupt_files()
+                }),
                 server: Box::new(move || stats.snapshot()),
                 admission: admission.clone(),
             },
@@ -142,6 +148,7 @@ impl Origin {
             registry,
             access_log: config.access_log,
             prefetch: config.prefetch,
+            scrub_rate: config.scrub_rate.as_u64(),
         })
     }
 
@@ -153,13 +160,18 @@ impl Origin {
 
     /// Starts the periodic work that runs whether or not requests come:
     /// the file cache's `cache_inactive` expiry
-    /// ([`FileCache::expire_inactive`]) and admission's sampling of the
-    /// egress and the load.
-    pub(crate) fn start_background(&self) -> [tokio::task::JoinHandle<()>; 2] {
-        [
+    /// ([`FileCache::expire_inactive`]), admission's sampling of the
+    /// egress and the load, and the library scrub ([`FileCache::scrub`])
+    /// when `scrub_rate` is not 0.
+    pub(crate) fn start_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![
             self.files.expire_inactive(),
             self.admission.clone().run_sampler(),
-        ]
+        ];
+        if self.scrub_rate > 0 {
+            tasks.push(self.files.scrub(self.catalog.clone(), self.scrub_rate));
+        }
+        tasks
     }
 
     /// The key ring and admin tokens, for a reload on SIGHUP.

@@ -96,6 +96,11 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     prefetch: Option<bool>,
 
+    /// Bytes per second a background scrub reads to re-check every published file's SHA-256 (files found corrupt are refused and counted); 0 turns it off, e.g. 20MiB [default: 0]
+    #[arg(long, env = "KINEMA_SCRUB_RATE", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrub_rate: Option<String>,
+
     /// Most egress, e.g. 9gbit (a little under the network link): new viewing sessions that would not fit get 503 + Retry-After [default: unset]
     #[arg(long, env = "KINEMA_MAX_EGRESS", value_name = "BITRATE")]
     #[serde(skip_serializing_if = "Option::is_none")]
