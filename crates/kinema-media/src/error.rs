@@ -27,6 +27,15 @@ pub enum MediaError {
     NotMedia { detail: String },
     #[error("source is truncated: {detail}")]
     Truncated { detail: String },
+    #[error("the title is {chars} characters long; the limit is {limit}")]
+    TitleTooLong { chars: usize, limit: usize },
+    #[error("source is refused: {detail}")]
+    OverLimit { detail: String },
+    #[error(
+        "source cannot be decoded: {detail}; the file may be damaged, or use a codec this \
+         server's ffmpeg cannot decode"
+    )]
+    Undecodable { detail: String },
     #[error("source has zero duration")]
     ZeroDuration,
     #[error("source has neither a video nor an audio stream")]
@@ -89,6 +98,9 @@ impl MediaError {
             MediaError::EmptySource
                 | MediaError::NotMedia { .. }
                 | MediaError::Truncated { .. }
+                | MediaError::OverLimit { .. }
+                | MediaError::TitleTooLong { .. }
+                | MediaError::Undecodable { .. }
                 | MediaError::ZeroDuration
                 | MediaError::NoStreams
                 | MediaError::Ladder(_)

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kinema_core::{AccessPolicy, VideoId};
 use kinema_store::Store;
@@ -47,7 +47,10 @@ pub enum JobError {
     },
     #[error("video {0} already exists or is being ingested; choose another id")]
     VideoIdTaken(VideoId),
-    #[error("the source of job {0} is gone (it was rejected as bad input); upload it again")]
+    #[error(
+        "the source of job {0} is gone (it was rejected as bad input, or expired after the job \
+         failed); upload it again"
+    )]
     SourceGone(String),
     #[error(transparent)]
     Media(#[from] MediaError),
@@ -329,7 +332,70 @@ impl IngestService {
         for id in to_run {
             service.spawn_runner(id);
         }
+        service.spawn_upload_expiry();
         Ok(service)
+    }
+
+    /// Deletes, every so often for as long as the service lives, the
+    /// uploads of jobs that failed or were cancelled more than
+    /// `failed_upload_ttl` ago: nobody retried them, and each may be
+    /// gigabytes.
+    fn spawn_upload_expiry(&self) {
+        let ttl = self.inner.config.failed_upload_ttl;
+        let period = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let cutoff = now_unix().saturating_sub(ttl.as_secs());
+                let expired: Vec<PathBuf> = {
+                    let jobs = inner.jobs.lock().expect("job table lock");
+                    jobs.values()
+                        .map(|entry| &entry.record)
+                        .filter(|record| {
+                            record.owned_source
+                                && matches!(record.state, JobState::Failed | JobState::Cancelled)
+                                && record.updated_at_unix <= cutoff
+                        })
+                        .map(|record| record.source.clone())
+                        .collect()
+                };
+                for source in expired {
+                    match tokio::fs::remove_file(&source).await {
+                        Ok(()) => tracing::info!(
+                            path = %source.display(),
+                            "deleted the upload of a job that failed or was cancelled \
+                             longer ago than failed_upload_ttl"
+                        ),
+                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(error) => tracing::warn!(path = %source.display(), %error,
+                            "could not delete an expired upload"),
+                    }
+                }
+            }
+        });
+    }
+
+    /// An error as the job record and the API show it: the server's
+    /// directories are named for what they are, not by their paths.
+    fn public_message(&self, error: &dyn std::fmt::Display) -> String {
+        let mut text = error.to_string();
+        let library = self.inner.staging_root.parent().map(Path::to_path_buf);
+        let places = [
+            (Some(self.inner.staging_root.clone()), "<staging>"),
+            (
+                Some(self.inner.state_dir.clone()),
+                "<ingest work directory>",
+            ),
+            (library, "<library>"),
+        ];
+        for (dir, name) in places {
+            if let Some(dir) = dir.filter(|dir| dir.components().count() > 1) {
+                text = text.replace(&dir.display().to_string(), name);
+            }
+        }
+        text
     }
 
     pub fn config(&self) -> &IngestConfig {
@@ -365,6 +431,9 @@ impl IngestService {
     }
 
     async fn submit_inner(&self, request: &SubmitRequest) -> Result<JobView, JobError> {
+        if let Some(title) = &request.title {
+            pipeline::check_title(title)?;
+        }
         supervise::check_tool(&self.inner.config.ffmpeg).await?;
         supervise::check_tool(&self.inner.config.ffprobe).await?;
         let id = JobId::generate();
@@ -598,7 +667,7 @@ impl IngestService {
                 let mut jobs = self.inner.jobs.lock().expect("job table lock");
                 if let Some(entry) = jobs.get_mut(id) {
                     entry.record.state = JobState::Failed;
-                    entry.record.error = Some(error.to_string());
+                    entry.record.error = Some(self.public_message(&error));
                     entry.record.updated_at_unix = now_unix();
                     entry.progress = progress_for(JobState::Failed);
                 }
@@ -657,7 +726,7 @@ impl IngestService {
                 Err(error) => {
                     tracing::warn!(job = %id, error = %error, "ingest failed");
                     entry.record.state = JobState::Failed;
-                    entry.record.error = Some(error.to_string());
+                    entry.record.error = Some(self.public_message(&error));
                     // A bad source cannot succeed on retry: free its space.
                     error.is_bad_source()
                 }

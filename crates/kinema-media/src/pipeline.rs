@@ -51,6 +51,72 @@ pub struct IngestConfig {
     pub ffprobe: PathBuf,
     /// Jobs that run at once (each is one ffmpeg using every core it gets).
     pub concurrency: usize,
+    /// Bounds on what a source may be; beyond them it is refused before
+    /// any encoding.
+    pub limits: SourceLimits,
+    /// An upload whose job failed (and was not retried) is deleted after
+    /// this long; bad sources are deleted at once.
+    #[serde(with = "humantime_serde")]
+    pub failed_upload_ttl: Duration,
+}
+
+/// Bounds on a source (`[ingest.limits]`): a decoder fed a 16000×16000
+/// picture or a 10,000 fps stream needs gigabytes before the first frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceLimits {
+    /// Widest and tallest picture accepted (as coded, before rotation).
+    pub max_width: u32,
+    pub max_height: u32,
+    /// Highest frame rate accepted, frames per second.
+    pub max_frame_rate: u32,
+    /// Longest duration accepted.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+}
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        Self {
+            // 8K UHD (7680x4320) in either orientation.
+            max_width: 7680,
+            max_height: 7680,
+            max_frame_rate: 240,
+            max_duration: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+impl SourceLimits {
+    /// Refuses a source beyond a limit, naming the limit and its key.
+    pub fn check(&self, source: &SourceInfo) -> Result<(), MediaError> {
+        let refuse = |detail: String| Err(MediaError::OverLimit { detail });
+        if let Some(video) = &source.video {
+            if video.coded_width > self.max_width || video.coded_height > self.max_height {
+                return refuse(format!(
+                    "its picture is {}x{}, beyond the limit of {}x{} \
+                     (ingest.limits.max_width, max_height)",
+                    video.coded_width, video.coded_height, self.max_width, self.max_height
+                ));
+            }
+            let frame_rate = video.frame_rate.as_f64();
+            if frame_rate > f64::from(self.max_frame_rate) {
+                return refuse(format!(
+                    "its frame rate is {frame_rate:.2} fps, beyond the limit of {} \
+                     (ingest.limits.max_frame_rate)",
+                    self.max_frame_rate
+                ));
+            }
+        }
+        if source.duration_seconds > self.max_duration.as_secs_f64() {
+            return refuse(format!(
+                "it lasts {:.0} s, beyond the limit of {} (ingest.limits.max_duration)",
+                source.duration_seconds,
+                humantime_serde::re::humantime::format_duration(self.max_duration)
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for IngestConfig {
@@ -63,6 +129,8 @@ impl Default for IngestConfig {
             ffmpeg: "ffmpeg".into(),
             ffprobe: "ffprobe".into(),
             concurrency: 1,
+            limits: SourceLimits::default(),
+            failed_upload_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -158,6 +226,21 @@ pub struct IngestRequest {
     pub access: AccessPolicy,
     /// Where ffmpeg's whole log goes, if anywhere.
     pub log_file: Option<PathBuf>,
+}
+
+/// The longest title a video may have, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+/// Refuses a title longer than [`MAX_TITLE_CHARS`].
+pub fn check_title(title: &str) -> Result<(), MediaError> {
+    let chars = title.chars().count();
+    if chars > MAX_TITLE_CHARS {
+        return Err(MediaError::TitleTooLong {
+            chars,
+            limit: MAX_TITLE_CHARS,
+        });
+    }
+    Ok(())
 }
 
 /// Transcoding spans this share of the percent scale; probing before and
@@ -334,6 +417,7 @@ async fn ingest_in(
     on_progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Manifest, MediaError> {
     config.validate()?;
+    check_title(&request.title)?;
     on_progress(Progress::at(Stage::Probing, 0.0));
     supervise::check_tool(&config.ffmpeg).await?;
     supervise::check_tool(&config.ffprobe).await?;
@@ -343,6 +427,7 @@ async fn ingest_in(
         Err(error) => return Err(error.into()),
     }
     let source = probe::probe(&config.ffprobe, &request.source).await?;
+    config.limits.check(&source)?;
     check_cancel(cancel)?;
     let plan = kinema_core::ladder::plan(&source.shape(), &config.ladder)?;
     tracing::info!(id = %request.id, duration = source.duration_seconds, rungs = plan.video.len(),

@@ -35,6 +35,28 @@ const LOG_TAIL_LINES: usize = 40;
 /// in English) when a write fails because the disk is full.
 const NO_SPACE_MESSAGE: &str = "No space left on device";
 
+/// What ffmpeg prints when it cannot decode its input: a child that exits
+/// with one of these before writing any output failed on its source.
+const DECODE_FAILURE_MESSAGES: [&str; 5] = [
+    "Error while decoding stream",
+    "Cannot determine format of input stream",
+    "Invalid data found when processing input",
+    "Could not find codec parameters",
+    "Error while opening decoder",
+];
+
+/// ffmpeg's line without its `[level]` and `[component @ 0x…]` prefixes.
+fn without_prefixes(line: &str) -> &str {
+    let mut rest = line.trim();
+    while let Some(after) = rest.strip_prefix('[') {
+        match after.split_once(']') {
+            Some((_, tail)) => rest = tail.trim_start(),
+            None => break,
+        }
+    }
+    rest
+}
+
 /// How far the child has got: one `progress=` block of ffmpeg's
 /// `-progress` output, or a reading of its written segments.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -186,6 +208,7 @@ pub async fn run(
         // Scanned on every line, not in the tail: x264's summary can push
         // the write error out of the last lines.
         let mut out_of_space = false;
+        let mut decode_failure = None;
         let mut log = match log_file {
             Some(path) => tokio::fs::OpenOptions::new()
                 .create(true)
@@ -198,6 +221,13 @@ pub async fn run(
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             out_of_space |= line.contains(NO_SPACE_MESSAGE);
+            if decode_failure.is_none()
+                && DECODE_FAILURE_MESSAGES
+                    .iter()
+                    .any(|message| line.contains(message))
+            {
+                decode_failure = Some(without_prefixes(&line).to_string());
+            }
             if let Some(log) = log.as_mut() {
                 // A log that cannot be written must not fail the encode.
                 let _ = log.write_all(format!("{line}\n").as_bytes()).await;
@@ -213,6 +243,7 @@ pub async fn run(
         StderrSummary {
             tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
             out_of_space,
+            decode_failure,
         }
     });
 
@@ -285,6 +316,7 @@ pub async fn run(
     let StderrSummary {
         tail: log_tail,
         out_of_space,
+        decode_failure,
     } = stderr_task.await.unwrap_or_default();
     match (status, outcome_was_cancel(cancel)) {
         (None, true) => Err(MediaError::Cancelled),
@@ -296,6 +328,12 @@ pub async fn run(
             })
         }
         (Some(status), _) if status.success() => Ok(()),
+        (Some(_), _) if written_bytes == 0 && decode_failure.is_some() => {
+            tracing::debug!(%log_tail, "the encoder could not decode its source");
+            Err(MediaError::Undecodable {
+                detail: decode_failure.unwrap_or_default(),
+            })
+        }
         (Some(status), _) => Err(MediaError::Transcode {
             status: status.to_string(),
             log_tail,
@@ -314,6 +352,8 @@ struct StderrSummary {
     tail: String,
     /// Whether any line reported a write that failed for lack of space.
     out_of_space: bool,
+    /// The first line that said the input could not be decoded.
+    decode_failure: Option<String>,
 }
 
 enum Outcome {
@@ -428,6 +468,24 @@ mod tests {
                  library to a larger one) and try again"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_child_that_cannot_decode_its_input_fails_as_undecodable() {
+        let error = failure_of_sh(
+            "echo '[h264 @ 0x55a0] [error] Invalid NAL unit size (985481411 > 8327).' >&2; \
+             echo '[error] Error while decoding stream #0:0: Invalid data found when processing input' >&2; \
+             echo '[info] Conversion failed!' >&2; exit 69",
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(error.is_bad_source(), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "source cannot be decoded: Error while decoding stream #0:0: Invalid data found when \
+             processing input; the file may be damaged, or use a codec this server's ffmpeg \
+             cannot decode"
+        );
     }
 
     #[tokio::test]

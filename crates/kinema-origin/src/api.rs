@@ -319,10 +319,7 @@ impl Api {
                 .await?;
                 found = true;
             } else if name == "id" || name == "title" || name == "access" {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|error| UploadError::Malformed(error.to_string()))?;
+                let text = read_text_field(field, &name).await?;
                 let value = Some(text.trim().to_string());
                 match name.as_str() {
                     "id" => *id = value,
@@ -364,6 +361,30 @@ impl UploadError {
             ),
         }
     }
+}
+
+/// The most a multipart text part (`id`, `title`, `access`) may hold; the
+/// title's own limit in characters is the ingest pipeline's.
+const MAX_TEXT_FIELD_BYTES: usize = 4096;
+
+/// Reads a text part of at most [`MAX_TEXT_FIELD_BYTES`], refusing it as
+/// soon as it grows past that (never buffering the rest).
+async fn read_text_field(mut field: multer::Field<'_>, name: &str) -> Result<String, UploadError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|error| UploadError::Malformed(error.to_string()))?
+    {
+        if bytes.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
+            return Err(UploadError::Malformed(format!(
+                "the part \"{name}\" is larger than the limit of {MAX_TEXT_FIELD_BYTES} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| UploadError::Malformed(format!("the part \"{name}\" is not UTF-8 text")))
 }
 
 /// Writes a body to `file` as it arrives, stopping past `limit` bytes.

@@ -329,3 +329,44 @@ async fn uploaded_playlist_naming_a_server_file_is_refused_and_nothing_published
         );
     }
 }
+
+/// The regression: a 300 MB multipart `title` was read into memory and
+/// written into the job record and the manifest.
+#[tokio::test]
+async fn oversized_multipart_title_is_refused_naming_the_limit() {
+    let api = Api::start().await;
+    let boundary = "kinemaBoundary9";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n{}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\
+         Content-Type: video/mp4\r\n\r\nnot read\r\n--{boundary}--\r\n",
+        "t".repeat(5_000_000)
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/videos",
+            &format!("multipart/form-data; boundary={boundary}"),
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["error"],
+        "malformed multipart/form-data body: the part \"title\" is larger than the limit of 4096 bytes"
+    );
+    // Within the bytes but over the characters: refused by the pipeline's rule.
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/api/videos?title={}", "t".repeat(201)),
+            "video/mp4",
+            clip(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["error"],
+        "the title is 201 characters long; the limit is 200"
+    );
+}

@@ -72,7 +72,8 @@ pub struct IngestArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     threads: Option<u32>,
 
-    /// Stop ffmpeg when its output has not advanced for this long, e.g. 2m [default: 2m]
+    /// Stop ffmpeg when for this long it has written no new segment bytes and
+    /// reported no progress, e.g. 2m [default: 2m]
     #[arg(long, env = "KINEMA_INGEST_STALL_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     stall_timeout: Option<String>,
