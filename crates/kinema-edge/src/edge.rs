@@ -1443,14 +1443,20 @@ fn forwarded_headers(request: &Incoming_) -> HeaderMap {
     headers.remove(header::HOST);
     headers.append(header::VIA, HeaderValue::from_static("1.1 kinema"));
     // The origin sees the edge's address; tell it the client's (RFC 7239
-    // §5.2), e.g. for tokens bound to a client network.
+    // §5.2), e.g. for tokens bound to a client network. Appended to both
+    // fields, so an origin that trusts this edge finds the same client in
+    // each, whatever the client itself wrote to their left.
     if let Some(client) = request.client {
+        let client = client.to_canonical();
         let node = match client {
             IpAddr::V4(address) => format!("for={address}"),
             IpAddr::V6(address) => format!("for=\"[{address}]\""),
         };
         if let Ok(value) = HeaderValue::from_str(&node) {
             headers.append(header::FORWARDED, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+            headers.append("x-forwarded-for", value);
         }
     }
     headers

@@ -3,11 +3,8 @@
 //! walk (master → media playlist → init → segments) through the edge, a
 //! second pass all hits, segments immutable, a seek on an uncached segment,
 //! and a signed video whose differently signed URLs share one cache entry.
-//!
-//! Not covered because the origin does not support it: the origin binds
-//! signed URLs to the client address it sees (`connection.peer`), and does
-//! not read the edge's `Forwarded: for=` (RFC 7239), so tokens bound to a
-//! client network cannot be used through an edge yet.
+//! Token expiry and address-bound tokens through the edge are in
+//! `signed_behind_edge.rs`.
 
 mod common;
 

@@ -10,6 +10,13 @@
 //!
 //! The key ring and token file are read at start and again by [`Access::reload`]
 //! (SIGHUP), so a key rotation needs no restart.
+//!
+//! A signed response may be stored by caches that never verify tokens (an
+//! edge without the key ring stores it under the token's URL), so its
+//! freshness is capped at the token's remaining lifetime
+//! ([`cap_freshness_at_expiry`]): no cache may serve it past the expiry.
+//! The client a token is bound to is the one [`TrustedProxies`] finds
+//! behind a trusted proxy, not necessarily the peer.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +32,8 @@ use kinema_auth::{AdminTokens, Claims, KeyRing, Refusal, Scope, TokenScope};
 use kinema_core::{ObjectPath, VideoId};
 use kinema_http::{ConnectionInfo, RequestBody, ResponseBody};
 use serde::Deserialize;
+
+use crate::forwarded::TrustedProxies;
 
 /// The header that carries a refusal's reason, for clients that do not read
 /// error bodies (players).
@@ -54,6 +63,16 @@ pub struct Access {
     keys: RwLock<Arc<KeyRing>>,
     tokens: RwLock<Arc<AdminTokens>>,
     skew: Duration,
+    trusted_proxies: TrustedProxies,
+}
+
+/// A request path whose token verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signed<'a> {
+    /// The path after `/s/{token}`, to serve.
+    pub rest: &'a str,
+    /// When the token expires (without the skew allowance).
+    pub expires_at: SystemTime,
 }
 
 fn read<T>(lock: &RwLock<Arc<T>>) -> Arc<T> {
@@ -99,8 +118,14 @@ fn load_tokens(path: &Path) -> Result<AdminTokens, AccessError> {
 impl Access {
     /// Reads the key ring and the admin tokens. A missing file is empty (and
     /// logged); a file others can read, or a broken one, is an error.
-    pub fn load(keys: &Path, tokens: &Path, skew: Duration) -> Result<Self, AccessError> {
+    pub fn load(
+        keys: &Path,
+        tokens: &Path,
+        skew: Duration,
+        trusted_proxies: TrustedProxies,
+    ) -> Result<Self, AccessError> {
         Ok(Self {
+            trusted_proxies,
             keys: RwLock::new(Arc::new(load_keys(keys)?)),
             tokens: RwLock::new(Arc::new(load_tokens(tokens)?)),
             keys_path: keys.to_path_buf(),
@@ -118,19 +143,29 @@ impl Access {
         Ok(())
     }
 
+    /// The address a request came from: the peer, or the client a trusted
+    /// proxy names (see [`crate::forwarded`]).
+    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        self.trusted_proxies.client_address(peer, headers)
+    }
+
     /// Checks the token of a `/s/{token}/rest` path for a request from
-    /// `peer` and returns `/rest`, the path to serve.
-    pub fn verify_signed<'a>(&self, path: &'a str, peer: IpAddr) -> Result<&'a str, Refusal> {
+    /// `client` (see [`Access::client_address`]) and returns `/rest`, the
+    /// path to serve, with the token's expiry.
+    pub fn verify_signed<'a>(&self, path: &'a str, client: IpAddr) -> Result<Signed<'a>, Refusal> {
         let (token, rest) = kinema_auth::split_signed_path(path).ok_or(Refusal::Malformed)?;
-        kinema_auth::verify(
+        let claims = kinema_auth::verify(
             &read(&self.keys),
             token,
             rest,
-            peer,
+            client,
             SystemTime::now(),
             self.skew,
         )?;
-        Ok(rest)
+        Ok(Signed {
+            rest,
+            expires_at: claims.expires_at,
+        })
     }
 
     /// The scope an `/api` request needs: `POST /api/tokens` hands out
@@ -272,7 +307,8 @@ impl Access {
                 humantime::format_duration(MAX_MINT_TTL)
             ));
         }
-        let mut claims = Claims::new(TokenScope::video(&video), SystemTime::now() + ttl);
+        let mut claims = Claims::expiring_in(TokenScope::video(&video), SystemTime::now(), ttl)
+            .map_err(|error| error.to_string())?;
         if let Some(ip) = &minted.ip {
             let network = ip
                 .parse::<IpNet>()
@@ -317,6 +353,73 @@ async fn read_body(mut body: RequestBody) -> Result<Bytes, Box<Response<Response
         collected.extend_from_slice(&chunk);
     }
     Ok(collected.freeze())
+}
+
+/// Caps the freshness a signed response's `Cache-Control` grants at the
+/// token's remaining lifetime, so that no cache — least of all a shared one
+/// that cannot verify tokens and keys the copy by the token's URL — serves
+/// it after the token expired. `max-age` and `s-maxage` become at most the
+/// seconds left (0 once expired); `stale-while-revalidate` and
+/// `stale-if-error` go, since they would extend use past the expiry. A
+/// verifying edge still shares its one copy between tokens: it checks each
+/// request's own token and revalidates the copy (a 304) when it goes stale.
+/// Responses that are not stored (`no-store`) are left alone.
+pub fn cap_freshness_at_expiry(headers: &mut HeaderMap, expires_at: SystemTime, now: SystemTime) {
+    let Some(value) = headers.get(http::header::CACHE_CONTROL) else {
+        return;
+    };
+    let Ok(text) = value.to_str() else {
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        return;
+    };
+    let directives: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty())
+        .collect();
+    let name = |directive: &str| {
+        directive
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    };
+    if directives
+        .iter()
+        .any(|directive| name(directive) == "no-store")
+    {
+        return;
+    }
+    let left = expires_at
+        .duration_since(now)
+        .map_or(0, |left| left.as_secs());
+    let mut capped = Vec::with_capacity(directives.len() + 1);
+    let mut has_max_age = false;
+    for directive in directives {
+        let directive_name = name(directive);
+        match directive_name.as_str() {
+            "max-age" | "s-maxage" => {
+                let seconds = directive
+                    .split_once('=')
+                    .and_then(|(_, value)| value.trim().trim_matches('"').parse::<u64>().ok())
+                    .unwrap_or(0);
+                has_max_age |= directive_name == "max-age";
+                capped.push(format!("{directive_name}={}", seconds.min(left)));
+            }
+            "stale-while-revalidate" | "stale-if-error" => {}
+            _ => capped.push(directive.to_string()),
+        }
+    }
+    if !has_max_age {
+        capped.push(format!("max-age={left}"));
+    }
+    let value = HeaderValue::from_str(&capped.join(", "))
+        .unwrap_or_else(|_| HeaderValue::from_static("no-store"));
+    headers.insert(http::header::CACHE_CONTROL, value);
 }
 
 /// The response to a refused signed request: 403, the reason in a header
@@ -385,7 +488,13 @@ mod tests {
             })
             .collect();
         tokens.save(&tokens_path).unwrap();
-        let access = Access::load(&keys, &tokens_path, Duration::from_secs(30)).unwrap();
+        let access = Access::load(
+            &keys,
+            &tokens_path,
+            Duration::from_secs(30),
+            TrustedProxies::default(),
+        )
+        .unwrap();
         Fixture {
             _directory: directory,
             access,
@@ -477,6 +586,43 @@ mod tests {
         }
     }
 
+    fn capped(cache_control: &str, left: i64) -> String {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        let expires_at = if left >= 0 {
+            now + Duration::from_secs(left as u64)
+        } else {
+            now - Duration::from_secs(left.unsigned_abs())
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_str(cache_control).unwrap(),
+        );
+        cap_freshness_at_expiry(&mut headers, expires_at, now);
+        headers[http::header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn signed_freshness_ends_with_the_token() {
+        let segment = "public, max-age=31536000, immutable";
+        assert_eq!(capped(segment, 600), "public, max-age=600, immutable");
+        assert_eq!(capped(segment, -5), "public, max-age=0, immutable");
+        assert_eq!(capped("public, max-age=7", 600), "public, max-age=7");
+        assert_eq!(
+            capped(
+                "public, max-age=10, s-maxage=60, stale-while-revalidate=30, stale-if-error=600",
+                20
+            ),
+            "public, max-age=10, s-maxage=20"
+        );
+        assert_eq!(capped("public", 90), "public, max-age=90");
+        assert_eq!(capped("no-store", 90), "no-store");
+        assert_eq!(capped("Max-Age=\"99\", public", 90), "max-age=90, public");
+    }
+
     #[tokio::test]
     async fn minted_urls_verify_for_their_video_only() {
         let fixture = fixture();
@@ -496,20 +642,25 @@ mod tests {
         assert_eq!(body["url"], format!("https://video.example:8443{path}"));
         let localhost: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(
-            fixture.access.verify_signed(path, localhost),
+            fixture
+                .access
+                .verify_signed(path, localhost)
+                .map(|s| s.rest),
             Ok("/v/clip/master.m3u8")
         );
         let token = body["token"].as_str().unwrap();
         assert_eq!(
             fixture
                 .access
-                .verify_signed(&format!("/s/{token}/v/other/master.m3u8"), localhost),
+                .verify_signed(&format!("/s/{token}/v/other/master.m3u8"), localhost)
+                .map(|s| s.rest),
             Err(Refusal::OutOfScope)
         );
         assert_eq!(
             fixture
                 .access
-                .verify_signed(path, "10.0.0.1".parse().unwrap()),
+                .verify_signed(path, "10.0.0.1".parse().unwrap())
+                .map(|s| s.rest),
             Err(Refusal::AddressMismatch)
         );
     }
@@ -549,7 +700,8 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let keys = directory.path().join("keys.toml");
         let tokens = directory.path().join("tokens.toml");
-        let access = Access::load(&keys, &tokens, Duration::ZERO).unwrap();
+        let access =
+            Access::load(&keys, &tokens, Duration::ZERO, TrustedProxies::default()).unwrap();
         let mut ring = KeyRing::empty();
         ring.add_new_key(SystemTime::now());
         let claims = Claims::new(
@@ -560,13 +712,13 @@ mod tests {
         let path = format!("/s/{token}/v/a/master.m3u8");
         let localhost: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(
-            access.verify_signed(&path, localhost),
+            access.verify_signed(&path, localhost).map(|s| s.rest),
             Err(Refusal::UnknownKey)
         );
         ring.save(&keys).unwrap();
         access.reload().unwrap();
         assert_eq!(
-            access.verify_signed(&path, localhost),
+            access.verify_signed(&path, localhost).map(|s| s.rest),
             Ok("/v/a/master.m3u8")
         );
     }

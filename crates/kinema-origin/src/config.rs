@@ -118,6 +118,11 @@ pub struct Config {
     /// Clock difference tolerated at both ends of a signed URL's validity.
     #[serde(default = "access::skew", with = "humantime_serde")]
     pub auth_skew: Duration,
+    /// Proxies (addresses or CIDR networks, e.g. the edges) whose
+    /// `Forwarded: for=` / `X-Forwarded-For` name the client, for tokens
+    /// bound to a client address and for admission; nobody else's are read.
+    #[serde(default)]
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
     /// PEM certificate chain (leaf first); with `tls_key`, serve HTTPS only.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
@@ -169,6 +174,7 @@ impl Config {
             keys: access::keys(),
             tokens: access::tokens(),
             auth_skew: access::skew(),
+            trusted_proxies: crate::forwarded::TrustedProxies::default(),
             tls_cert: None,
             tls_key: None,
             tls_self_signed: false,

@@ -17,6 +17,7 @@ mod catalog;
 mod config;
 mod cors;
 mod files;
+mod forwarded;
 mod metrics;
 mod origin;
 mod secure;
@@ -30,6 +31,7 @@ use kinema_http::server::ServerStats;
 use tokio::net::TcpListener;
 
 pub use config::Config;
+pub use forwarded::TrustedProxies;
 pub use metrics::RouteKind;
 pub use origin::Origin;
 

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
@@ -77,9 +77,13 @@ impl Origin {
             .await
             .map_err(|join| Error::Config(format!("loading the web UI panicked: {join}")))??;
         let (keys, tokens, skew) = (config.keys.clone(), config.tokens.clone(), config.auth_skew);
-        let access = tokio::task::spawn_blocking(move || Access::load(&keys, &tokens, skew))
-            .await
-            .map_err(|join| Error::Config(format!("loading the key ring panicked: {join}")))??;
+        let proxies = config.trusted_proxies.clone();
+        let access =
+            tokio::task::spawn_blocking(move || Access::load(&keys, &tokens, skew, proxies))
+                .await
+                .map_err(|join| {
+                    Error::Config(format!("loading the key ring panicked: {join}"))
+                })??;
         let metrics = Arc::new(Metrics::default());
         let admission = Arc::new(Admission::new(
             Limits {
@@ -212,9 +216,12 @@ impl Origin {
         // Signed URLs (issue 5): the token is a path prefix, so every
         // relative URI in a playlist inherits it.
         if path.starts_with("/s/") {
-            return match self.access.verify_signed(path, connection.peer.ip()) {
-                Ok(rest) => match rest.strip_prefix("/v/") {
-                    Some(rest) => self.media(&request, rest, true).await,
+            let client = self
+                .access
+                .client_address(connection.peer.ip(), &request.headers);
+            return match self.access.verify_signed(path, client) {
+                Ok(signed) => match signed.rest.strip_prefix("/v/") {
+                    Some(rest) => self.media(&request, rest, Some(signed.expires_at)).await,
                     None => (
                         RouteKind::Unknown,
                         error(StatusCode::NOT_FOUND, "not found"),
@@ -228,7 +235,7 @@ impl Origin {
             };
         }
         if let Some(rest) = path.strip_prefix("/v/") {
-            return self.media(&request, rest, false).await;
+            return self.media(&request, rest, None).await;
         }
         let kind = match path {
             "/healthz" => RouteKind::Health,
@@ -308,8 +315,14 @@ impl Origin {
     }
 
     /// `/v/{id}/{path}`: only files the video's manifest lists; a signed
-    /// video only when `signed` (the request came through a valid token).
-    async fn media(&self, request: &Parts, raw: &str, signed: bool) -> (RouteKind, HttpResponse) {
+    /// video only when `signed` (the request came through a valid token,
+    /// which expires then; the response's freshness ends with it).
+    async fn media(
+        &self,
+        request: &Parts,
+        raw: &str,
+        signed: Option<SystemTime>,
+    ) -> (RouteKind, HttpResponse) {
         let method = &request.method;
         let mut response = if method == Method::OPTIONS {
             with_headers(
@@ -324,7 +337,7 @@ impl Origin {
                 Ok((video, index)) => {
                     let file = &video.files[index];
                     let kind = file.kind;
-                    if video.access == kinema_core::AccessPolicy::Signed && !signed {
+                    if video.access == kinema_core::AccessPolicy::Signed && signed.is_none() {
                         let mut response = access::refused(kinema_auth::Refusal::MissingToken);
                         self.cors.apply(&request.headers, response.headers_mut());
                         return (kind, response);
@@ -339,7 +352,14 @@ impl Origin {
                         self.cors.apply(&request.headers, response.headers_mut());
                         return (kind, response);
                     }
-                    let response = self.serve_file(request, &video, file).await;
+                    let mut response = self.serve_file(request, &video, file).await;
+                    if let Some(expires_at) = signed {
+                        access::cap_freshness_at_expiry(
+                            response.headers_mut(),
+                            expires_at,
+                            SystemTime::now(),
+                        );
+                    }
                     return (kind, response);
                 }
                 Err(response) => response,

@@ -186,6 +186,54 @@ async fn signed_videos_need_a_valid_token_for_every_file() {
     server.stop().await.unwrap();
 }
 
+/// Signed responses were `public, max-age=31536000, immutable`: a cache
+/// that cannot verify tokens kept them a year past the token's expiry.
+#[tokio::test]
+async fn signed_responses_are_fresh_no_longer_than_their_token() {
+    let protected = Protected::new().await;
+    let server = Server::start(protected.config()).await;
+    let token = protected.token(SIGNED, 600);
+    for protocol in PROTOCOLS {
+        for file in [
+            "master.m3u8",
+            "v180/index.m3u8",
+            "v180/init.mp4",
+            "v180/1.m4s",
+        ] {
+            let target = format!("/s/{token}/v/{SIGNED}/{file}");
+            let reply = get(&server, protocol, &target).await;
+            assert_eq!(reply.status, StatusCode::OK, "{file}");
+            let cache_control = reply.header("cache-control").to_string();
+            let max_age: u64 = cache_control
+                .split(", ")
+                .find_map(|directive| directive.strip_prefix("max-age="))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(max_age <= 600, "{file}: {cache_control}");
+            // A revalidation is capped the same way.
+            let etag = reply.header("etag").to_string();
+            let revalidated = send(
+                &server,
+                protocol,
+                Method::GET,
+                &target,
+                &[("if-none-match", &etag)],
+            )
+            .await;
+            assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+            assert_eq!(revalidated.header("cache-control"), cache_control);
+        }
+        // The same files unsigned keep their year.
+        let public = get(&server, protocol, "/v/clip/v180/1.m4s").await;
+        assert_eq!(
+            public.header("cache-control"),
+            "public, max-age=31536000, immutable"
+        );
+    }
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn every_refusal_has_its_reason() {
     let protected = Protected::new().await;

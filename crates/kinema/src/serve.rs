@@ -176,6 +176,16 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_skew: Option<String>,
 
+    /// Proxies (addresses or CIDRs, comma-separated, e.g. your edges) whose Forwarded / X-Forwarded-For name the client, for address-bound tokens and admission [default: none]
+    #[arg(
+        long,
+        env = "KINEMA_TRUSTED_PROXIES",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trusted_proxies: Option<Vec<String>>,
+
     /// PEM certificate chain; with --tls-key the listener speaks HTTPS only (ALPN h2, http/1.1)
     #[arg(long, env = "KINEMA_TLS_CERT", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
