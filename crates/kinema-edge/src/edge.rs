@@ -67,6 +67,8 @@ pub struct EdgeSettings {
     /// to the origin (and in the cache key).
     pub keyring: Option<Arc<kinema_auth::keyring::KeyRing>>,
     pub token_skew: Duration,
+    /// What a video object's query does to its key ([`key::QueryPolicy`]).
+    pub query_policy: key::QueryPolicy,
 }
 
 #[derive(Debug)]
@@ -211,6 +213,19 @@ impl Edge {
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        // Settled before the key and the origin request are derived, so the
+        // origin, the store and prefetch all see the one canonical target.
+        let path_and_query = match key::settle_query(&path_and_query, self.settings.query_policy) {
+            Ok(target) => target.into_owned(),
+            Err(key::RefusedQuery(name)) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "query parameter {name:?} is not accepted on video objects (query_policy = refuse); remove it\n"
+                    ),
+                );
+            }
+        };
         let key = match self.request_key(&path_and_query, connection.peer.ip()) {
             Ok(key) => key,
             Err(refusal) => return refused(refusal),
@@ -938,14 +953,16 @@ impl Edge {
         if self.settings.prefetch_segments == 0 {
             return;
         }
-        let Some((prefix, number, suffix)) = key::segment_number(&request.path_and_query) else {
+        // Never the client's query: a prefetch carrying `?cb=…` would let
+        // every one-off key cost further origin fetches.
+        let Some((prefix, number, _)) = key::segment_number(&request.path_and_query) else {
             return;
         };
         for next in 1..=u64::from(self.settings.prefetch_segments) {
             let Some(number) = number.checked_add(next) else {
                 return;
             };
-            let path = format!("{prefix}{number}{suffix}");
+            let path = format!("{prefix}{number}.m4s");
             let Ok(key) = self.request_key(&path, client) else {
                 return;
             };

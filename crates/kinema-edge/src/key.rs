@@ -8,6 +8,79 @@
 //! video must never answer an unsigned request). Without a key ring the
 //! edge cannot verify, and the token stays in the key: safe (a cached copy
 //! only answers holders of the same URL), if wasteful.
+//!
+//! The query of a video object (`/v/…`, also behind `/s/{token}`) is
+//! settled by a [`QueryPolicy`] before anything else: the origin serves
+//! those objects whatever the query says, so a query that stayed in the key
+//! would only let anyone mint unlimited distinct keys (`?cb=1`, `?cb=2`…),
+//! each an origin fetch and a cache entry. CMCD (CTA-5004), which players
+//! append as `CMCD=…`, never splits the cache under any policy.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+/// What the edge does with the query of a video object's URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryPolicy {
+    /// Drop the query: one cache entry and one origin URL per object.
+    #[default]
+    Ignore,
+    /// Answer 400 to a query parameter other than `CMCD`.
+    Refuse,
+    /// Keep the query in the key and the origin request (all but `CMCD`),
+    /// for origins that serve different bytes by query.
+    Keep,
+}
+
+/// A video object's URL carried a query parameter that
+/// [`QueryPolicy::Refuse`] does not accept; holds the parameter's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedQuery(pub String);
+
+/// The query parameter players add for CMCD (CTA-5004 §3.2).
+const CMCD_PARAMETER: &str = "CMCD";
+
+/// The request target the edge keys, fetches and prefetches for
+/// `path_and_query` under `policy`: unchanged unless it names a video
+/// object with a query.
+pub fn settle_query(
+    path_and_query: &str,
+    policy: QueryPolicy,
+) -> Result<Cow<'_, str>, RefusedQuery> {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return Ok(Cow::Borrowed(path_and_query));
+    };
+    let object_path = kinema_auth::split_signed_path(path).map_or(path, |(_, rest)| rest);
+    if !object_path.starts_with("/v/") {
+        return Ok(Cow::Borrowed(path_and_query));
+    }
+    let parameters = query.split('&').filter(|pair| !pair.is_empty());
+    let is_cmcd = |pair: &&str| pair.split('=').next() == Some(CMCD_PARAMETER);
+    match policy {
+        QueryPolicy::Ignore => Ok(Cow::Borrowed(path)),
+        QueryPolicy::Refuse => match parameters.clone().find(|pair| !is_cmcd(pair)) {
+            Some(pair) => Err(RefusedQuery(
+                pair.split('=')
+                    .next()
+                    .unwrap_or(pair)
+                    .chars()
+                    .take(64)
+                    .collect(),
+            )),
+            None => Ok(Cow::Borrowed(path)),
+        },
+        QueryPolicy::Keep => {
+            let kept: Vec<&str> = parameters.filter(|pair| !is_cmcd(pair)).collect();
+            if kept.is_empty() {
+                Ok(Cow::Borrowed(path))
+            } else {
+                Ok(Cow::Owned(format!("{path}?{}", kept.join("&"))))
+            }
+        }
+    }
+}
 
 /// The prefix of keys of verified signed requests.
 pub const SIGNED_PREFIX: &str = "/s/*";
@@ -75,6 +148,36 @@ pub fn segment_number(path_and_query: &str) -> Option<(&str, u64, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn video_object_queries_are_settled_by_the_policy() {
+        use QueryPolicy::{Ignore, Keep, Refuse};
+        let settled = |target, policy| settle_query(target, policy).map(Cow::into_owned);
+        assert_eq!(settled("/v/a/1.m4s?cb=7", Ignore), Ok("/v/a/1.m4s".into()));
+        assert_eq!(
+            settled("/s/tok/v/a/1.m4s?cb=7&CMCD=sid%3D%22x%22", Ignore),
+            Ok("/s/tok/v/a/1.m4s".into())
+        );
+        assert_eq!(
+            settled("/v/a/1.m4s?CMCD=br%3D800", Refuse),
+            Ok("/v/a/1.m4s".into())
+        );
+        assert_eq!(
+            settled("/v/a/1.m4s?CMCD=x&cb=7", Refuse),
+            Err(RefusedQuery("cb".into()))
+        );
+        assert_eq!(
+            settled("/v/a/1.m4s?cb=7&CMCD=x", Keep),
+            Ok("/v/a/1.m4s?cb=7".into())
+        );
+        assert_eq!(settled("/v/a/1.m4s?CMCD=x", Keep), Ok("/v/a/1.m4s".into()));
+        // Not a video object: the query is the origin's business.
+        assert_eq!(
+            settled("/api/videos?page=2", Refuse),
+            Ok("/api/videos?page=2".into())
+        );
+        assert_eq!(settled("/v/a/1.m4s", Refuse), Ok("/v/a/1.m4s".into()));
+    }
 
     #[test]
     fn segment_numbers_are_found_only_in_segment_paths() {

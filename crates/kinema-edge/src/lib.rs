@@ -106,6 +106,10 @@ pub struct Config {
     /// Clock skew tolerated when verifying tokens.
     #[serde(with = "humantime_serde")]
     pub token_skew: Duration,
+    /// The query of a video object (`/v/…`, also signed): `ignore` drops
+    /// it, `refuse` answers 400, `keep` keeps it in the cache key (`CMCD=`
+    /// never counts).
+    pub query_policy: key::QueryPolicy,
     pub health_check_path: String,
     #[serde(with = "humantime_serde")]
     pub health_check_interval: Duration,
@@ -131,6 +135,7 @@ impl Default for Config {
             purge_token: None,
             keys: None,
             token_skew: Duration::from_secs(30),
+            query_policy: key::QueryPolicy::Ignore,
             health_check_path: "/healthz".into(),
             health_check_interval: Duration::from_secs(2),
             server: kinema_http::server::ServerConfig::default(),
@@ -245,6 +250,7 @@ pub async fn build(config: &Config) -> Result<Arc<Edge>, Error> {
         purge_token: config.purge_token.clone().filter(|token| !token.is_empty()),
         keyring,
         token_skew: config.token_skew,
+        query_policy: config.query_policy,
     };
     Ok(Arc::new(Edge::new(
         settings,

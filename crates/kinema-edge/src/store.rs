@@ -1,6 +1,16 @@
 //! The two tiers together: a byte-weighted memory tier (moka, whose
-//! TinyLFU admission already turns away one-hit wonders when full) over an
+//! TinyLFU admission turns away one-hit wonders when full) over an
 //! optional disk tier, with the rule that decides what reaches the disk.
+//!
+//! TinyLFU only works if it has counted the uses of what it protects. moka
+//! starts counting (and sizes its count sketch from the entries it holds)
+//! only once the tier is half full: the uses of the objects cached first,
+//! the hot playlist and segments, were never counted, so a flood of one-off
+//! keys later outranked them (frequency 1 against 0) and evicted them. The
+//! store therefore half-fills a new tier with placeholders, so the sketch
+//! is on from the first request and sized for the tier's capacity, then
+//! drops them. Each request also counts once per key: the second looks of
+//! the same request (`memory_has`, `insert`) do not record a use.
 //!
 //! Disk admission: a response is written to disk at its second use (its
 //! first hit), or at once when its key was filled before (a doorkeeper of
@@ -29,6 +39,11 @@ use crate::stored::StoredResponse;
 const MAX_VARIANTS: usize = 8;
 /// Keys the doorkeeper remembers before it starts afresh.
 const DOORKEEPER_CAPACITY: usize = 200_000;
+/// The object size the memory tier's frequency sketch is sized for: the
+/// sketch counts about `capacity / SKETCH_OBJECT_BYTES` keys (within
+/// [`SKETCH_KEYS`]), playlists and segments alike.
+const SKETCH_OBJECT_BYTES: u64 = 32 * 1024;
+const SKETCH_KEYS: (u64, u64) = (1024, 1 << 18);
 
 type Variants = Arc<Vec<Arc<StoredResponse>>>;
 
@@ -60,9 +75,20 @@ pub struct Store {
 impl Store {
     pub fn new(memory_bytes: u64, disk: Option<Arc<DiskTier>>, metrics: Arc<Metrics>) -> Self {
         let evictions = metrics.clone();
+        // Placeholders filling half the tier: enough that moka sizes its
+        // sketch (from entries × fill) for the keys the tier will hold.
+        let sketch_keys = (memory_bytes / SKETCH_OBJECT_BYTES).clamp(SKETCH_KEYS.0, SKETCH_KEYS.1);
+        let placeholders = 2 * sketch_keys;
+        let placeholder_weight = u32::try_from((memory_bytes / 2).div_ceil(placeholders))
+            .unwrap_or(u32::MAX)
+            .max(1);
         let memory = moka::sync::Cache::builder()
             .max_capacity(memory_bytes)
-            .weigher(|key: &Arc<str>, variants: &Variants| {
+            .weigher(move |key: &Arc<str>, variants: &Variants| {
+                // Only placeholders hold no variant.
+                if variants.is_empty() {
+                    return placeholder_weight;
+                }
                 let bytes: u64 = variants.iter().map(|stored| stored.weight()).sum();
                 u32::try_from(bytes + key.len() as u64).unwrap_or(u32::MAX)
             })
@@ -72,6 +98,7 @@ impl Store {
                 }
             })
             .build();
+        start_counting_uses(&memory, placeholders, u64::from(placeholder_weight));
         Self {
             memory,
             disk,
@@ -127,6 +154,11 @@ impl Store {
     /// True when the memory tier holds a response for this request
     /// (synchronous: used under the coalescing lock).
     pub fn memory_has(&self, key: &str, request_headers: &HeaderMap) -> bool {
+        // `contains_key` first: a miss here is the same request's second
+        // look, and must not count again in the admission's frequencies.
+        if !self.memory.contains_key(key) {
+            return false;
+        }
         self.memory.get(key).is_some_and(|variants| {
             variants
                 .iter()
@@ -152,9 +184,14 @@ impl Store {
     }
 
     fn insert_memory(&self, key: &str, stored: Arc<StoredResponse>) {
-        let mut variants: Vec<Arc<StoredResponse>> = self
-            .memory
-            .get(key)
+        // A new key is not looked up: that miss would count as one more
+        // use of the key in the admission's frequencies (see `Store`).
+        let existing = if self.memory.contains_key(key) {
+            self.memory.get(key)
+        } else {
+            None
+        };
+        let mut variants: Vec<Arc<StoredResponse>> = existing
             .map(|existing| {
                 existing
                     .iter()
@@ -311,6 +348,12 @@ impl Store {
             .unwrap_or(0)
     }
 
+    /// Applies the memory tier's pending admissions and evictions (tests
+    /// look at its state right after a burst of inserts).
+    pub fn settle(&self) {
+        self.memory.run_pending_tasks();
+    }
+
     pub fn memory_objects(&self) -> u64 {
         self.memory.entry_count()
     }
@@ -318,6 +361,31 @@ impl Store {
     pub fn memory_bytes(&self) -> u64 {
         self.memory.weighted_size()
     }
+}
+
+/// Turns on the memory tier's use counting (see the module's doc): half
+/// fills the new tier with placeholders under keys no request can have
+/// (request targets start with `/`), lets moka see it half full, then
+/// removes them.
+fn start_counting_uses(
+    memory: &moka::sync::Cache<Arc<str>, Variants>,
+    placeholders: u64,
+    placeholder_weight: u64,
+) {
+    let capacity = memory.policy().max_capacity().unwrap_or(0);
+    let count = placeholders.min(capacity / 2 / placeholder_weight.max(1));
+    let keys: Vec<Arc<str>> = (0..count)
+        .map(|n| Arc::from(format!("\0placeholder {n}")))
+        .collect();
+    let empty: Variants = Arc::new(Vec::new());
+    for key in &keys {
+        memory.insert(key.clone(), empty.clone());
+    }
+    memory.run_pending_tasks();
+    for key in &keys {
+        memory.invalidate(key);
+    }
+    memory.run_pending_tasks();
 }
 
 #[cfg(test)]
@@ -378,6 +446,43 @@ mod tests {
             store.lookup("/twice", &HeaderMap::new()).await,
             Lookup::Hit(_, Tier::Memory)
         ));
+    }
+
+    #[tokio::test]
+    async fn hot_objects_outlive_a_flood_of_one_off_keys_inserted_after_them() {
+        let metrics = Arc::new(Metrics::default());
+        let store = Store::new(1 << 20, None, metrics);
+        assert_eq!(store.memory_objects(), 0, "placeholders left behind");
+        let segment = |_: u64| stored(&[b's'; 48 * 1024], vec![]);
+        // Used a few times while the tier is still nearly empty.
+        for key in ["/v/hot/index.m3u8", "/v/hot/1.m4s"] {
+            assert!(matches!(
+                store.lookup(key, &HeaderMap::new()).await,
+                Lookup::UriMiss
+            ));
+            store.insert(key, segment(0));
+            for _ in 0..3 {
+                assert!(matches!(
+                    store.lookup(key, &HeaderMap::new()).await,
+                    Lookup::Hit(..)
+                ));
+            }
+        }
+        // Ten tiers' worth of keys each used once, as the edge handles a
+        // miss: a lookup, the coalescing check, the insert.
+        for n in 0..200 {
+            let key = format!("/v/cold/{n}.m4s");
+            store.lookup(&key, &HeaderMap::new()).await;
+            assert!(!store.memory_has(&key, &HeaderMap::new()));
+            store.insert(&key, segment(n));
+            store.settle();
+        }
+        for key in ["/v/hot/index.m3u8", "/v/hot/1.m4s"] {
+            assert!(
+                matches!(store.lookup(key, &HeaderMap::new()).await, Lookup::Hit(..)),
+                "{key} was evicted by one-off keys"
+            );
+        }
     }
 
     #[tokio::test]

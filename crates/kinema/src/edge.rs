@@ -102,6 +102,11 @@ pub struct EdgeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     purge_token: Option<String>,
 
+    /// Query of /v/ objects: ignore (drop it), refuse (400) or keep (in the cache key); CMCD= never counts [default: ignore]
+    #[arg(long, env = "KINEMA_QUERY_POLICY", value_name = "POLICY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_policy: Option<String>,
+
     /// Key ring file: verify signed URLs at the edge and share one copy among tokens [default: none]
     #[arg(long, env = "KINEMA_EDGE_KEYS", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]

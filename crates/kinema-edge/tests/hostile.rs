@@ -1,0 +1,204 @@
+//! The edge under hostile traffic, over real HTTP on loopback: cache
+//! busting with one-off queries and one-off keys, and what it answers when
+//! its origin goes away or refuses. The origin here is a small hyper server
+//! that counts what it is asked.
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Edge, Service, cache_status, get, serve_http1};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+/// The hot playlist and segment every viewer fetches.
+const PLAYLIST: &str = "/v/hot/720p/index.m3u8";
+const SEGMENT: &str = "/v/hot/720p/1.m4s";
+
+/// An origin of video objects: any `/v/…` path answers, segments with
+/// `SEGMENT_BYTES` bytes; it counts the requests per target (query
+/// included).
+struct CountingOrigin {
+    server: Service<Infallible>,
+    seen: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+const SEGMENT_BYTES: usize = 96 * 1024;
+
+impl CountingOrigin {
+    async fn start() -> Self {
+        let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let counts = seen.clone();
+        let handler = move |request: Request<Incoming>| {
+            let counts = counts.clone();
+            async move {
+                let target = request.uri().to_string();
+                if request.uri().path() != "/healthz" {
+                    *counts.lock().unwrap().entry(target).or_default() += 1;
+                }
+                let path = request.uri().path();
+                let body = if path.ends_with(".m4s") {
+                    Bytes::from(vec![b's'; SEGMENT_BYTES])
+                } else {
+                    Bytes::from_static(b"#EXTM3U\n#EXT-X-ENDLIST\n")
+                };
+                let mut response = Response::new(Full::new(body));
+                if !path.starts_with("/v/") {
+                    *response.status_mut() = StatusCode::NOT_FOUND;
+                }
+                response
+                    .headers_mut()
+                    .insert("cache-control", "public, max-age=3600".parse().unwrap());
+                response
+            }
+        };
+        let server =
+            Service::spawn(|listener, shutdown| serve_http1(listener, shutdown, handler)).await;
+        Self { server, seen }
+    }
+
+    fn total(&self) -> usize {
+        self.seen.lock().unwrap().values().sum()
+    }
+}
+
+fn config(origin: &CountingOrigin) -> kinema_edge::Config {
+    kinema_edge::Config {
+        origin: vec![origin.server.url()],
+        origin_timeout: Duration::from_secs(5),
+        ..kinema_edge::Config::default()
+    }
+}
+
+async fn expect_hit(edge: &Edge, target: &str) {
+    let (status, headers, _) = get(edge.address, target, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{target}");
+    assert!(
+        cache_status(&headers).contains("; hit"),
+        "{target} is no longer a hit: {headers:?}"
+    );
+}
+
+#[tokio::test]
+async fn cache_busting_queries_cost_no_origin_fetches_and_evict_nothing() {
+    let origin = CountingOrigin::start().await;
+    let edge = Edge::start(kinema_edge::Config {
+        // Room for a few segments only: one-off keys would evict the hot
+        // ones at once.
+        cache_memory: bytesize::ByteSize::kib(512),
+        ..config(&origin)
+    })
+    .await;
+    for target in [PLAYLIST, SEGMENT] {
+        get(edge.address, target, &[]).await;
+    }
+    let before = origin.total();
+    for n in 0..300 {
+        for target in [PLAYLIST, SEGMENT] {
+            let busted = format!("{target}?cb={n}&CMCD=sid%3D%22{n}%22");
+            let (status, headers, _) = get(edge.address, &busted, &[]).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(cache_status(&headers).contains("; hit"), "{headers:?}");
+        }
+    }
+    // The prefetches of segments 2 and 3 (without the query), nothing else.
+    assert!(
+        origin.total() - before <= 2,
+        "{} origin fetches for 600 busted requests: {:?}",
+        origin.total() - before,
+        origin.seen.lock().unwrap()
+    );
+    assert!(
+        origin
+            .seen
+            .lock()
+            .unwrap()
+            .keys()
+            .all(|target| !target.contains('?')),
+        "a query reached the origin: {:?}",
+        origin.seen.lock().unwrap()
+    );
+    expect_hit(&edge, PLAYLIST).await;
+    expect_hit(&edge, SEGMENT).await;
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn query_policy_refuse_answers_400_and_keep_never_prefetches_the_query() {
+    let origin = CountingOrigin::start().await;
+    let edge = Edge::start(kinema_edge::Config {
+        query_policy: kinema_edge::key::QueryPolicy::Refuse,
+        ..config(&origin)
+    })
+    .await;
+    let (status, _, body) = get(edge.address, &format!("{SEGMENT}?cb=1"), &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("\"cb\"") && body.contains("query_policy"),
+        "{body}"
+    );
+    // CMCD is what players send: accepted, and shares the plain entry.
+    let (status, _, _) = get(edge.address, &format!("{SEGMENT}?CMCD=br%3D800"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    expect_hit(&edge, SEGMENT).await;
+    edge.stop().await;
+
+    let origin = CountingOrigin::start().await;
+    let edge = Edge::start(kinema_edge::Config {
+        query_policy: kinema_edge::key::QueryPolicy::Keep,
+        ..config(&origin)
+    })
+    .await;
+    let (status, _, _) = get(edge.address, &format!("{SEGMENT}?cb=1"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    edge.wait_metric("kinema_edge_prefetches_total", 2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while origin.total() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "prefetches never came"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = origin.seen.lock().unwrap().clone();
+    assert_eq!(seen.get("/v/hot/720p/2.m4s"), Some(&1), "{seen:?}");
+    assert_eq!(seen.get("/v/hot/720p/3.m4s"), Some(&1), "{seen:?}");
+    assert_eq!(seen.get(&format!("{SEGMENT}?cb=1")), Some(&1), "{seen:?}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_of_one_off_objects_leaves_the_hot_ones_resident() {
+    let origin = CountingOrigin::start().await;
+    let edge = Edge::start(kinema_edge::Config {
+        cache_memory: bytesize::ByteSize::mib(2),
+        prefetch_segments: 0,
+        ..config(&origin)
+    })
+    .await;
+    // The hot objects, fetched a few times while the tier is nearly empty
+    // (before the fix, those uses were never counted by the admission).
+    for _ in 0..3 {
+        for target in [PLAYLIST, SEGMENT] {
+            get(edge.address, target, &[]).await;
+        }
+    }
+    // A scan of distinct objects, each fetched once: ten times the memory
+    // tier's size.
+    for n in 0..200 {
+        let (status, _, _) = get(edge.address, &format!("/v/cold{n}/720p/1.m4s"), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let hot_fetches = |target: &str| origin.seen.lock().unwrap().get(target).copied();
+    assert_eq!(hot_fetches(PLAYLIST), Some(1));
+    assert_eq!(hot_fetches(SEGMENT), Some(1));
+    expect_hit(&edge, PLAYLIST).await;
+    expect_hit(&edge, SEGMENT).await;
+    edge.stop().await;
+}
