@@ -22,8 +22,8 @@
 //!   kernel is asked to read the file back in the background. (A page
 //!   evicted between that question and the `sendfile` is still waited for;
 //!   the window is one response.) The file is also asked, before each
-//!   `sendfile`, whether it was written since it was read (its size,
-//!   modification and change times, by `fstat`): a published file is never
+//!   `sendfile`, whether it was written since it was read (its size and
+//!   modification time, by `fstat`): a published file is never
 //!   written, so one that was has been tampered with or damaged, and from
 //!   then on the copy in memory (the bytes the caller checked) is sent
 //!   instead, as HTTP/2 and TLS always send it.
@@ -72,13 +72,13 @@ struct Inner {
     changed: AtomicBool,
 }
 
-/// What a write to a file changes: its size, its modification time, and
-/// its change time (which no one can set back).
+/// What a write to a file changes: its size and its modification time.
+/// (Not the change time: unlinking an unpublished video's files changes
+/// it too, and those are still good to send.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct DiskStamp {
     size: i64,
     modified: (i64, u64),
-    changed: (i64, u64),
 }
 
 impl DiskStamp {
@@ -87,7 +87,6 @@ impl DiskStamp {
         Ok(Self {
             size: stat.st_size,
             modified: (stat.st_mtime, stat.st_mtime_nsec as u64),
-            changed: (stat.st_ctime, stat.st_ctime_nsec as u64),
         })
     }
 }

@@ -194,3 +194,56 @@ async fn a_light_load_is_packed_onto_the_first_thread() {
         }
     }
 }
+
+/// Keep-alive clients that each sent a request and went quiet filled every
+/// slot and locked new viewers out until their idle timeout; near the cap
+/// the idle ones now make room, as nginx reuses idle keep-alive
+/// connections when it runs out of worker_connections.
+#[tokio::test]
+async fn idle_keep_alive_connections_near_the_cap_make_room_for_new_clients() {
+    let server = TestServer::start(ServerConfig {
+        max_connections: 40,
+        idle_timeout: Duration::from_secs(600),
+        ..quick_config()
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        let mut reader = ResponseReader::new(server.connect().await);
+        if reader
+            .stream
+            .write_all(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .is_ok()
+            && reader.read(false).await.is_ok()
+        {
+            idle.push(reader);
+        }
+    }
+    // A new client is served (within the deadline; without shedding it
+    // would wait out the idle timeout of ten minutes).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut reader = ResponseReader::new(server.connect().await);
+        let sent = reader
+            .stream
+            .write_all(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await;
+        if sent.is_ok()
+            && let Ok(response) = reader.read(false).await
+        {
+            assert_eq!(response.body, b"hello");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a new client stayed locked out: {:?}",
+            server.stats.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Room was made by closing idle connections (towards 3/4 of the cap).
+    let open = server.stats.snapshot().open_connections;
+    assert!(open < 40, "{open} connections open");
+    drop(idle);
+}

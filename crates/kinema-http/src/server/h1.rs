@@ -55,10 +55,13 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Waits for the first bytes of a new connection (or of the next request on
 /// a keep-alive one) without holding any buffer while waiting. `None` when
 /// the client closed, the wait timed out, or the listener began to drain.
+/// A kept-alive connection (`sheddable`) also ends the wait when the
+/// listener needs room for new connections.
 fn wait_for_bytes<'a, S: AsyncRead + Unpin, H>(
     io: &'a mut S,
     timeout: Duration,
     shared: &'a Shared<H>,
+    sheddable: bool,
 ) -> Option<WaitForBytes<'a, S, H>> {
     // Created (so counted by notify_waiters) before the phase is checked,
     // so a drain starting in between still wakes the wait.
@@ -71,6 +74,7 @@ fn wait_for_bytes<'a, S: AsyncRead + Unpin, H>(
         shared,
         deadline_millis: shared.now_millis() + timeout.as_millis() as u64,
         wakeup,
+        sheddable,
     })
 }
 
@@ -85,6 +89,7 @@ pin_project_lite::pin_project! {
         deadline_millis: u64,
         #[pin]
         wakeup: tokio::sync::futures::Notified<'a>,
+        sheddable: bool,
     }
 }
 
@@ -112,7 +117,9 @@ impl<S: AsyncRead + Unpin, H> Future for WaitForBytes<'_, S, H> {
                 // A tick (or a phase change): the clock is read only then,
                 // not on every poll; wait for the next tick.
                 Poll::Ready(()) => {
-                    if this.shared.now_millis() >= *this.deadline_millis {
+                    if this.shared.now_millis() >= *this.deadline_millis
+                        || (*this.sheddable && this.shared.should_shed_idle())
+                    {
                         return Poll::Ready(None);
                     }
                     this.wakeup.set(this.shared.wakeup.notified());
@@ -182,7 +189,7 @@ where
                 } else {
                     shared.config.idle_timeout
                 };
-                let Some(waiting) = wait_for_bytes(io, wait, shared) else {
+                let Some(waiting) = wait_for_bytes(io, wait, shared, !first) else {
                     return Served::Closed;
                 };
                 let Some(read) = waiting.await else {

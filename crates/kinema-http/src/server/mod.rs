@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// Longest request target; longer → 414.
     pub max_uri_bytes: ByteSize,
     /// Connections open at once; one more is accepted and closed at once.
+    /// Lowered at start to what the descriptor limit leaves room for (see
+    /// [`connection_cap`]); near it, idle keep-alive connections are closed
+    /// to make room for new clients.
     pub max_connections: usize,
     /// How long in-flight responses may run after shutdown begins.
     #[serde(with = "humantime_serde")]
@@ -189,6 +192,114 @@ impl<H> Shared<H> {
     }
 }
 
+impl<H> Shared<H> {
+    fn new(
+        handler: Arc<H>,
+        config: ServerConfig,
+        stats: Arc<ServerStats>,
+        shards: Arc<ShardSet>,
+        descriptor_limit: u64,
+    ) -> Self {
+        let connection_cap = connection_cap(config.max_connections, descriptor_limit);
+        Self {
+            handler,
+            config,
+            stats,
+            phase: AtomicU8::new(Phase::Running as u8),
+            wakeup: Notify::new(),
+            started: tokio::time::Instant::now(),
+            connection_closed: Notify::new(),
+            shards,
+            connection_cap,
+            shed_down_to: AtomicU64::new(NOT_SHEDDING),
+        }
+    }
+
+    fn open_connections(&self) -> u64 {
+        self.stats.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Asks idle keep-alive connections to close until no more than
+    /// `target` connections are open, and wakes them to check (once per
+    /// episode: every idle connection wakes, so not on every accept).
+    fn shed_idle_down_to(&self, target: u64) {
+        let previous = self.shed_down_to.fetch_min(target, Ordering::AcqRel);
+        if previous == NOT_SHEDDING {
+            tracing::info!(
+                open = self.open_connections(),
+                cap = self.connection_cap,
+                "near the connection cap; closing idle keep-alive connections"
+            );
+            self.wakeup.notify_waiters();
+        }
+    }
+
+    /// Whether an idle keep-alive connection should close now to make room
+    /// (as nginx reuses idle keep-alive connections when out of
+    /// worker_connections). Ends the episode once enough have closed.
+    fn should_shed_idle(&self) -> bool {
+        let target = self.shed_down_to.load(Ordering::Acquire);
+        if target == NOT_SHEDDING {
+            return false;
+        }
+        if self.open_connections() > target {
+            return true;
+        }
+        self.shed_down_to.store(NOT_SHEDDING, Ordering::Release);
+        false
+    }
+}
+
+/// Connections the listener keeps open at most: `configured`, lowered so
+/// that a quarter of the descriptor limit (at least 64) stays free for the
+/// files the server opens (cached files, the store's reads, logs), and at
+/// least 16. Each connection is one descriptor.
+pub fn connection_cap(configured: usize, descriptor_limit: u64) -> u64 {
+    let reserve = (descriptor_limit / 4).max(64);
+    (configured as u64).min(descriptor_limit.saturating_sub(reserve).max(16))
+}
+
+/// Raises this process's soft limit of open files (`RLIMIT_NOFILE`) to its
+/// hard limit, as a server holding one descriptor per connection needs
+/// (distributions start processes at a soft 1024), and returns the soft
+/// limit now in force (`u64::MAX` when unlimited).
+pub fn raise_descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(
+        unsafe_code,
+        reason = "getrlimit and setrlimit only read and write the struct passed; rustix is built without its process module"
+    )]
+    // SAFETY: `limit` is a valid, writable `struct rlimit` for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            } else {
+                tracing::warn!(
+                    soft = limit.rlim_cur,
+                    hard = limit.rlim_max,
+                    "cannot raise the open-file limit to its hard limit"
+                );
+            }
+        }
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        limit.rlim_cur
+    }
+}
+
 /// What every connection task of one listener shares.
 struct Shared<H> {
     handler: Arc<H>,
@@ -205,7 +316,15 @@ struct Shared<H> {
     connection_closed: Notify,
     /// The serving threads.
     shards: Arc<ShardSet>,
+    /// `max_connections` as the descriptor limit allows ([`connection_cap`]).
+    connection_cap: u64,
+    /// While open connections exceed this, idle keep-alive connections
+    /// close themselves at their next wake-up ([`NOT_SHEDDING`]: none do).
+    shed_down_to: AtomicU64,
 }
+
+/// [`Shared::shed_down_to`] when no connection needs to make room.
+const NOT_SHEDDING: u64 = u64::MAX;
 
 /// Serves `handler` on `listener` until `shutdown` resolves, then drains:
 /// stops accepting, closes idle keep-alive connections, lets in-flight
@@ -241,17 +360,23 @@ pub async fn serve_with_stats<H: Handler>(
     stats: Arc<ServerStats>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let descriptor_limit = raise_descriptor_limit();
     let shards = Shards::start(config.threads)?;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Shared::new(
         handler,
         config,
         stats,
-        phase: AtomicU8::new(Phase::Running as u8),
-        wakeup: Notify::new(),
-        started: tokio::time::Instant::now(),
-        connection_closed: Notify::new(),
-        shards: shards.set().clone(),
-    });
+        shards.set().clone(),
+        descriptor_limit,
+    ));
+    if shared.connection_cap < shared.config.max_connections as u64 {
+        tracing::info!(
+            max_connections = shared.config.max_connections,
+            descriptor_limit,
+            cap = shared.connection_cap,
+            "connections capped by the open-file limit; raise the hard limit (ulimit -Hn, LimitNOFILE=) for more"
+        );
+    }
     let _ticker = AbortOnDrop(tokio::spawn(tick_idle_clock(shared.clone())));
     let _balancer = AbortOnDrop(tokio::spawn(
         shards.set().clone().balance(shared.stats.clone()),
@@ -306,6 +431,11 @@ async fn accept_loop<H: Handler>(
     tls: Option<TlsAcceptor>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    // Out of descriptors, accept fails over and over: one warning per
+    // period, with the count of failures since the last.
+    const WARN_EVERY: Duration = Duration::from_secs(10);
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    let mut failures_since_warning = 0u64;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -319,9 +449,22 @@ async fn accept_loop<H: Handler>(
             }
             Err(error) => {
                 // Out of file descriptors or memory: accepting again at once
-                // would spin. Back off briefly; connections that close free
-                // descriptors meanwhile.
-                tracing::warn!(%error, "accept failed; pausing the listener for 100 ms");
+                // would spin. Back off briefly, and close idle keep-alive
+                // connections (an eighth of those open) to free descriptors.
+                let open = shared.open_connections();
+                shared.shed_idle_down_to(open - (open / 8).max(1).min(open));
+                failures_since_warning += 1;
+                let now = tokio::time::Instant::now();
+                if last_warning.is_none_or(|last| now - last >= WARN_EVERY) {
+                    tracing::warn!(
+                        %error,
+                        failures = failures_since_warning,
+                        open,
+                        "accept failed; pausing the listener for 100 ms at a time and closing idle connections"
+                    );
+                    last_warning = Some(now);
+                    failures_since_warning = 0;
+                }
                 tokio::select! {
                     biased;
                     _ = &mut stop => break,
@@ -448,7 +591,15 @@ fn admit<H: Handler>(
     tls: Option<&TlsAcceptor>,
 ) {
     let stats = &shared.stats;
-    if stats.open_connections.load(Ordering::Relaxed) >= shared.config.max_connections as u64 {
+    let open = stats.open_connections.load(Ordering::Relaxed);
+    // Near the cap, idle keep-alive connections make room for new clients
+    // (down to three quarters of it), rather than new clients being refused
+    // while idle ones hold every slot.
+    let cap = shared.connection_cap;
+    if open + 1 >= cap - cap / 8 {
+        shared.shed_idle_down_to(cap - cap / 4);
+    }
+    if open >= cap {
         // Over the limit: accept and close at once (like nginx when out of
         // worker_connections), so the backlog does not fill with clients
         // that will wait for nothing.
@@ -748,16 +899,13 @@ mod tests {
             .await
             .unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
-        let shared = Arc::new(Shared {
-            handler: Arc::new(Nothing),
-            config: ServerConfig::default(),
-            stats: Arc::new(ServerStats::default()),
-            phase: AtomicU8::new(0),
-            wakeup: Notify::new(),
-            started: tokio::time::Instant::now(),
-            connection_closed: Notify::new(),
-            shards: Shards::start(1).unwrap().set().clone(),
-        });
+        let shared = Arc::new(Shared::new(
+            Arc::new(Nothing),
+            ServerConfig::default(),
+            Arc::new(ServerStats::default()),
+            Shards::start(1).unwrap().set().clone(),
+            1024,
+        ));
         shared
             .stats
             .open_connections
@@ -955,6 +1103,16 @@ mod tests {
         assert!(read() >= 1 << 30, "{}", read());
         set_file_notsent_lowat(&stream, false);
         assert_eq!(read(), 32 * 1024);
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_room_for_files() {
+        assert_eq!(connection_cap(50_000, 1024), 768);
+        assert_eq!(connection_cap(50_000, 256), 192);
+        assert_eq!(connection_cap(50_000, 1 << 20), 50_000);
+        assert_eq!(connection_cap(100, 1024), 100);
+        assert_eq!(connection_cap(50_000, 40), 16);
+        assert_eq!(connection_cap(50_000, u64::MAX), 50_000);
     }
 
     #[test]
