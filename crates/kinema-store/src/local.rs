@@ -150,6 +150,32 @@ fn read_range(
     Ok(Bytes::from(buffer))
 }
 
+/// Reads a video's manifest without following a symbolic link, neither
+/// the video's directory nor the manifest itself: either is reported as
+/// not found, so a link planted in the library publishes nothing.
+fn read_manifest(video_dir: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
+    let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
+    if !std::fs::symlink_metadata(video_dir)?.is_dir() {
+        return Err(not_found());
+    }
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(file) => file,
+        // ELOOP is what O_NOFOLLOW answers for a symbolic link.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_found()),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(not_found());
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
     for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
         let entry = entry.map_err(|e| StoreError::io(dir, e))?;
@@ -184,7 +210,13 @@ impl Store for LocalStore {
                     continue;
                 };
                 let Ok(id) = VideoId::new(name) else { continue };
-                if entry.path().join(MANIFEST_FILE).is_file() {
+                // Neither a linked directory nor a linked manifest is a
+                // video: reads never follow links.
+                let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+                if is_dir
+                    && std::fs::symlink_metadata(entry.path().join(MANIFEST_FILE))
+                        .is_ok_and(|meta| meta.is_file())
+                {
                     ids.push(id);
                 }
             }
@@ -195,10 +227,11 @@ impl Store for LocalStore {
     }
 
     async fn manifest(&self, id: &VideoId) -> Result<Manifest, StoreError> {
-        let path = self.video_dir(id).join(MANIFEST_FILE);
+        let video_dir = self.video_dir(id);
         let id = id.clone();
         blocking(move || {
-            let bytes = match std::fs::read(&path) {
+            let path = video_dir.join(MANIFEST_FILE);
+            let bytes = match read_manifest(&video_dir, &path) {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(StoreError::VideoNotFound(id));
@@ -448,6 +481,42 @@ mod tests {
             store.unpublish(&id("clip")).await,
             Err(StoreError::VideoNotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_linked_manifest_or_video_directory_is_not_a_video() {
+        let root = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(root.path()).unwrap();
+        publish_sample(&store, "clip").await;
+        let videos = root.path().join("videos");
+        // A directory whose manifest is a link to a real video's manifest.
+        std::fs::create_dir(videos.join("linked-manifest")).unwrap();
+        std::os::unix::fs::symlink(
+            videos.join("clip/manifest.json"),
+            videos.join("linked-manifest/manifest.json"),
+        )
+        .unwrap();
+        // A video directory that is a link to a real video.
+        std::os::unix::fs::symlink(videos.join("clip"), videos.join("linked-dir")).unwrap();
+        assert_eq!(store.list_videos().await.unwrap(), vec![id("clip")]);
+        for name in ["linked-manifest", "linked-dir"] {
+            assert!(
+                matches!(
+                    store.manifest(&id(name)).await,
+                    Err(StoreError::VideoNotFound(_))
+                ),
+                "{name}"
+            );
+            assert!(
+                store
+                    .get(&id(name), &object("v1/1.m4s"))
+                    .await
+                    .unwrap_err()
+                    .is_not_found(),
+                "{name}"
+            );
+        }
+        assert!(store.manifest(&id("clip")).await.is_ok());
     }
 
     #[tokio::test]
