@@ -33,6 +33,11 @@ pub enum LadderError {
     BadSegmentDuration(u32),
     #[error("audio bit rate must be between 16000 and 512000 bits per second, not {0}")]
     BadAudioBitrate(u64),
+    #[error(
+        "thin_audio_bitrate must be 0 (none) or from 16000 up to below audio_bitrate ({audio}), \
+         not {thin}"
+    )]
+    BadThinAudioBitrate { thin: u64, audio: u64 },
     #[error("maximum frame rate must be between 1 and 240, not {0}")]
     BadMaxFrameRate(u32),
     #[error("source video is {width}x{height}; both dimensions must be at least 2")]
@@ -98,8 +103,12 @@ pub struct LadderConfig {
     pub rungs: Vec<RungSpec>,
     /// AAC bit rate of the one audio rendition, bits per second. It is shared
     /// by every video variant and is also offered alone as the audio-only
-    /// variant for the thinnest links.
+    /// variant.
     pub audio_bitrate: u64,
+    /// AAC bit rate of a second, thinner audio rendition that the lowest
+    /// video variant carries, so that variant fits a link of a few hundred
+    /// kbit/s; 0 for none.
+    pub thin_audio_bitrate: u64,
     /// Nominal segment duration, whole seconds.
     pub segment_seconds: u32,
     /// Output frame rate ceiling; faster sources are decimated by a whole
@@ -111,6 +120,12 @@ impl Default for LadderConfig {
     fn default() -> Self {
         Self {
             rungs: vec![
+                // With the thin audio, under 200 kbit/s at its peak: what a
+                // viewer on a 250 kbit/s link can play.
+                RungSpec {
+                    height: 144,
+                    bitrate: 110_000,
+                },
                 RungSpec {
                     height: 240,
                     bitrate: 300_000,
@@ -133,6 +148,7 @@ impl Default for LadderConfig {
                 },
             ],
             audio_bitrate: 64_000,
+            thin_audio_bitrate: 32_000,
             segment_seconds: 4,
             max_frame_rate: 60,
         }
@@ -168,6 +184,14 @@ impl LadderConfig {
         }
         if !(16_000..=512_000).contains(&self.audio_bitrate) {
             return Err(LadderError::BadAudioBitrate(self.audio_bitrate));
+        }
+        if self.thin_audio_bitrate != 0
+            && !(16_000..self.audio_bitrate).contains(&self.thin_audio_bitrate)
+        {
+            return Err(LadderError::BadThinAudioBitrate {
+                thin: self.thin_audio_bitrate,
+                audio: self.audio_bitrate,
+            });
         }
         if !(1..=240).contains(&self.max_frame_rate) {
             return Err(LadderError::BadMaxFrameRate(self.max_frame_rate));
@@ -230,6 +254,16 @@ pub struct LadderPlan {
     /// Lowest quality first.
     pub video: Vec<VideoRung>,
     pub audio: Option<AudioRung>,
+    /// The thinner audio the lowest video variant carries (video sources
+    /// with audio only).
+    pub thin_audio: Option<AudioRung>,
+}
+
+impl LadderPlan {
+    /// Every audio rendition: the main one, then the thin one.
+    pub fn audio_renditions(&self) -> impl Iterator<Item = &AudioRung> {
+        self.audio.iter().chain(self.thin_audio.iter())
+    }
 }
 
 /// Frame rates that sources commonly carry; an average within 1% of one of
@@ -298,12 +332,15 @@ pub fn plan(source: &SourceShape, config: &LadderConfig) -> Result<LadderPlan, L
     if source.video.is_none() && !source.has_audio {
         return Err(LadderError::NothingToEncode);
     }
-    let audio = source.has_audio.then(|| AudioRung {
-        id: format!("a{}", config.audio_bitrate / 1000),
-        bitrate: config.audio_bitrate,
+    // Both audio renditions share channels and sample rate, so a player
+    // moving between them appends the same decoder configuration.
+    let audio_rung = |bitrate: u64| AudioRung {
+        id: format!("a{}", bitrate / 1000),
+        bitrate,
         channels: 2,
         sample_rate: 48_000,
-    });
+    };
+    let audio = source.has_audio.then(|| audio_rung(config.audio_bitrate));
     let Some(video) = source.video else {
         return Ok(LadderPlan {
             segment_seconds: config.segment_seconds,
@@ -311,6 +348,7 @@ pub fn plan(source: &SourceShape, config: &LadderConfig) -> Result<LadderPlan, L
             gop_frames: None,
             video: Vec::new(),
             audio,
+            thin_audio: None,
         });
     };
     if video.width < 2 || video.height < 2 {
@@ -351,12 +389,19 @@ pub fn plan(source: &SourceShape, config: &LadderConfig) -> Result<LadderPlan, L
             landscape,
         ));
     }
+    // The lowest rung is what a thin link plays: its peak, which its
+    // variant's BANDWIDTH announces, is held close to its average.
+    rungs[0].maxrate = rungs[0].bitrate * 6 / 5;
+    rungs[0].bufsize = rungs[0].bitrate;
+    let thin_audio = (source.has_audio && config.thin_audio_bitrate > 0)
+        .then(|| audio_rung(config.thin_audio_bitrate));
     Ok(LadderPlan {
         segment_seconds: config.segment_seconds,
         frame_rate: Some(frame_rate),
         gop_frames: Some(gop_frames),
         video: rungs,
         audio,
+        thin_audio,
     })
 }
 
@@ -406,6 +451,7 @@ mod tests {
         assert_eq!(
             sizes(&plan),
             vec![
+                ("v144".into(), 256, 144),
                 ("v240".into(), 426, 240),
                 ("v360".into(), 640, 360),
                 ("v480".into(), 854, 480),
@@ -418,8 +464,62 @@ mod tests {
         assert_eq!(plan.segment_seconds, 4);
         let audio = plan.audio.unwrap();
         assert_eq!((audio.id.as_str(), audio.bitrate), ("a64", 64_000));
-        assert_eq!(plan.video[4].bitrate, 5_000_000);
-        assert_eq!(plan.video[4].maxrate, 7_500_000);
+        assert_eq!(plan.video[5].bitrate, 5_000_000);
+        assert_eq!(plan.video[5].maxrate, 7_500_000);
+    }
+
+    /// The thinnest variant: 144p whose peak is held near its average, with
+    /// the thin audio beside it, for links of a few hundred kbit/s.
+    #[test]
+    fn lowest_rung_is_held_near_its_average_and_has_a_thin_audio() {
+        let plan = plan(&source(1920, 1080, 25, 1), &LadderConfig::default()).unwrap();
+        let lowest = &plan.video[0];
+        assert_eq!(
+            (lowest.bitrate, lowest.maxrate, lowest.bufsize),
+            (110_000, 132_000, 110_000)
+        );
+        assert_eq!(plan.video[1].maxrate, 450_000);
+        let thin = plan.thin_audio.as_ref().unwrap();
+        assert_eq!(
+            (
+                thin.id.as_str(),
+                thin.bitrate,
+                thin.channels,
+                thin.sample_rate
+            ),
+            ("a32", 32_000, 2, 48_000)
+        );
+        let ids: Vec<&str> = plan.audio_renditions().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a64", "a32"]);
+
+        let mut audio_only = source(1920, 1080, 25, 1);
+        audio_only.video = None;
+        assert!(plan_of(&audio_only).thin_audio.is_none());
+        let mut silent = source(1920, 1080, 25, 1);
+        silent.has_audio = false;
+        assert!(plan_of(&silent).thin_audio.is_none());
+        let none = LadderConfig {
+            thin_audio_bitrate: 0,
+            ..LadderConfig::default()
+        };
+        assert!(
+            super::plan(&source(1920, 1080, 25, 1), &none)
+                .unwrap()
+                .thin_audio
+                .is_none()
+        );
+        let too_thick = LadderConfig {
+            thin_audio_bitrate: 64_000,
+            ..LadderConfig::default()
+        };
+        assert_eq!(
+            too_thick.validate().unwrap_err().to_string(),
+            "thin_audio_bitrate must be 0 (none) or from 16000 up to below audio_bitrate (64000), not 64000"
+        );
+    }
+
+    fn plan_of(shape: &SourceShape) -> LadderPlan {
+        plan(shape, &LadderConfig::default()).unwrap()
     }
 
     #[test]
@@ -429,30 +529,37 @@ mod tests {
         let plan = super::plan(&source(640, 360, 30, 1), &LadderConfig::default()).unwrap();
         assert_eq!(
             sizes(&plan),
-            vec![("v240".into(), 426, 240), ("v360".into(), 640, 360)]
+            vec![
+                ("v144".into(), 256, 144),
+                ("v240".into(), 426, 240),
+                ("v360".into(), 640, 360)
+            ]
         );
     }
 
     #[test]
     fn odd_source_dimensions_give_even_rungs_with_the_same_aspect() {
         let plan = plan(&source(321, 241, 25, 1), &LadderConfig::default()).unwrap();
-        assert_eq!(sizes(&plan), vec![("v240".into(), 320, 240)]);
+        assert_eq!(
+            sizes(&plan),
+            vec![("v144".into(), 192, 144), ("v240".into(), 320, 240)]
+        );
     }
 
     #[test]
     fn portrait_rungs_are_named_by_their_short_side() {
         let plan = plan(&source(1080, 1920, 30, 1), &LadderConfig::default()).unwrap();
-        assert_eq!(plan.video[3].id, "v720");
-        assert_eq!((plan.video[3].width, plan.video[3].height), (720, 1280));
+        assert_eq!(plan.video[4].id, "v720");
+        assert_eq!((plan.video[4].width, plan.video[4].height), (720, 1280));
         let plan = super::plan(&source(180, 320, 25, 1), &LadderConfig::default()).unwrap();
-        assert_eq!(sizes(&plan), vec![("v180".into(), 180, 320)]);
+        assert_eq!(sizes(&plan), vec![("v144".into(), 144, 256)]);
     }
 
     #[test]
     fn source_below_the_lowest_rung_is_encoded_at_its_own_size() {
         let plan = plan(&source(161, 91, 25, 1), &LadderConfig::default()).unwrap();
         assert_eq!(sizes(&plan), vec![("v90".into(), 160, 90)]);
-        assert_eq!(plan.video[0].bitrate, 300_000);
+        assert_eq!(plan.video[0].bitrate, 110_000);
         assert_eq!(
             super::plan(&source(1, 1, 25, 1), &LadderConfig::default()),
             Err(LadderError::SourceTooSmall {

@@ -102,23 +102,31 @@ pub fn mpd(renditions: &[MeasuredRendition]) -> String {
         }
         out.push_str("    </AdaptationSet>\n");
     }
-    for audio in renditions
+    // Every audio rendition is one Representation of one AdaptationSet:
+    // the same track at several bit rates, chosen by the player's ABR.
+    let audios: Vec<&MeasuredRendition> = renditions
         .iter()
         .filter(|rendition| rendition.kind() == TrackKind::Audio)
-    {
-        let _ = write!(
-            out,
-            "    <AdaptationSet id=\"1\" contentType=\"audio\" mimeType=\"audio/mp4\" lang=\"und\" segmentAlignment=\"true\" startWithSAP=\"1\">\n      \
-             <Representation id=\"{}\" codecs=\"{}\" bandwidth=\"{}\" audioSamplingRate=\"{}\">\n        \
-             <AudioChannelConfiguration schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\" value=\"{}\"/>\n",
-            audio.id,
-            audio.track.codecs,
-            audio.peak_bitrate(),
-            audio.track.sample_rate,
-            audio.track.channels
+        .collect();
+    if !audios.is_empty() {
+        out.push_str(
+            "    <AdaptationSet id=\"1\" contentType=\"audio\" mimeType=\"audio/mp4\" lang=\"und\" segmentAlignment=\"true\" startWithSAP=\"1\">\n",
         );
-        segment_template(&mut out, audio);
-        out.push_str("      </Representation>\n    </AdaptationSet>\n");
+        for audio in audios {
+            let _ = write!(
+                out,
+                "      <Representation id=\"{}\" codecs=\"{}\" bandwidth=\"{}\" audioSamplingRate=\"{}\">\n        \
+                 <AudioChannelConfiguration schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\" value=\"{}\"/>\n",
+                audio.id,
+                audio.track.codecs,
+                audio.peak_bitrate(),
+                audio.track.sample_rate,
+                audio.track.channels
+            );
+            segment_template(&mut out, audio);
+            out.push_str("      </Representation>\n");
+        }
+        out.push_str("    </AdaptationSet>\n");
     }
     out.push_str("  </Period>\n</MPD>\n");
     out

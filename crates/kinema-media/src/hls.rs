@@ -12,8 +12,10 @@ use std::fmt::Write;
 use crate::mp4::TrackKind;
 use crate::package::MeasuredRendition;
 
-/// Group id of the one audio rendition group.
+/// Group id of the main audio rendition.
 pub const AUDIO_GROUP: &str = "audio";
+/// Group id of the thin audio rendition, carried by the lowest variant.
+pub const THIN_AUDIO_GROUP: &str = "audio-thin";
 
 /// `{rendition}/index.m3u8`: one rendition's segments.
 pub fn media_playlist(rendition: &MeasuredRendition) -> String {
@@ -32,25 +34,48 @@ pub fn media_playlist(rendition: &MeasuredRendition) -> String {
     out
 }
 
-/// `master.m3u8`: one variant per video rendition (each with the audio
-/// group), then the audio rendition alone as an audio-only variant.
+/// `master.m3u8`: one variant per video rendition, then the main audio
+/// rendition alone as an audio-only variant.
+///
+/// With two audio renditions (the ladder's thin audio), each is a group of
+/// its own: the lowest video variant carries the thin one, so its
+/// `BANDWIDTH` fits the thinnest links, and every other variant the main
+/// one.
 pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
-    let audio = renditions
+    let mut audios: Vec<&MeasuredRendition> = renditions
         .iter()
-        .find(|rendition| rendition.kind() == TrackKind::Audio);
+        .filter(|rendition| rendition.kind() == TrackKind::Audio)
+        .collect();
+    // Thickest first: the main audio, then the thin one.
+    audios.sort_by_key(|audio| std::cmp::Reverse(audio.average_bitrate()));
+    let main_audio = audios.first().copied();
+    let thin_audio = audios.get(1).copied();
+    let group_of = |audio: &MeasuredRendition| {
+        if Some(audio.id.as_str()) == thin_audio.map(|thin| thin.id.as_str()) {
+            THIN_AUDIO_GROUP
+        } else {
+            AUDIO_GROUP
+        }
+    };
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    if let Some(audio) = audio {
+    for audio in main_audio.iter().chain(thin_audio.iter()) {
         let _ = writeln!(
             out,
-            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{AUDIO_GROUP}\",NAME=\"audio\",LANGUAGE=\"und\",\
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{}\",NAME=\"audio\",LANGUAGE=\"und\",\
              DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"{}\",URI=\"{}/index.m3u8\"",
-            audio.track.channels, audio.id
+            group_of(audio),
+            audio.track.channels,
+            audio.id
         );
     }
-    for video in renditions
+    let videos = renditions
         .iter()
-        .filter(|rendition| rendition.kind() == TrackKind::Video)
-    {
+        .filter(|rendition| rendition.kind() == TrackKind::Video);
+    for (index, video) in videos.enumerate() {
+        let audio = match thin_audio {
+            Some(thin) if index == 0 => Some(thin),
+            _ => main_audio,
+        };
         // A variant's bit rate includes the audio a player fetches with it.
         let (peak, average, codecs) = match audio {
             Some(audio) => (
@@ -74,12 +99,12 @@ pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
         if let Some(frame_rate) = video.frame_rate {
             let _ = write!(out, ",FRAME-RATE={frame_rate:.3}");
         }
-        if audio.is_some() {
-            let _ = write!(out, ",AUDIO=\"{AUDIO_GROUP}\"");
+        if let Some(audio) = audio {
+            let _ = write!(out, ",AUDIO=\"{}\"", group_of(audio));
         }
         let _ = write!(out, "\n{}/index.m3u8\n", video.id);
     }
-    if let Some(audio) = audio {
+    if let Some(audio) = main_audio {
         let _ = write!(
             out,
             "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\",AUDIO=\"{AUDIO_GROUP}\"\n{}/index.m3u8\n",

@@ -457,7 +457,7 @@ async fn ingest_in(
     on_progress(Progress::at(Stage::Transcoding, TRANSCODE_START));
     let started = std::time::Instant::now();
     let duration = source.duration_seconds;
-    let stream_dirs = (0..plan.video.len() + usize::from(plan.audio.is_some()))
+    let stream_dirs = (0..transcode::stream_count(&plan))
         .map(|index| staging_dir.join(transcode::stream_dir(index)))
         .collect();
     let watch = SegmentWatch::new(stream_dirs, f64::from(plan.segment_seconds));
@@ -563,8 +563,7 @@ async fn prepare_dirs(
     tokio::fs::create_dir(staging_dir)
         .await
         .map_err(|error| MediaError::io(staging_dir, error))?;
-    let streams = plan.video.len() + usize::from(plan.audio.is_some());
-    for index in 0..streams {
+    for index in 0..transcode::stream_count(plan) {
         let dir = staging_dir.join(transcode::stream_dir(index));
         tokio::fs::create_dir(&dir)
             .await
@@ -603,7 +602,10 @@ fn package_outputs(
                 }),
             )
         })
-        .chain(plan.audio.iter().map(|audio| (audio.id.clone(), None)));
+        .chain(
+            plan.audio_renditions()
+                .map(|audio| (audio.id.clone(), None)),
+        );
     for (index, (id, geometry)) in ids.enumerate() {
         let from = staging_dir.join(transcode::stream_dir(index));
         let to = staging_dir.join(&id);

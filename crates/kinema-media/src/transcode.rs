@@ -38,6 +38,12 @@ pub fn stream_dir(index: usize) -> String {
     index.to_string()
 }
 
+/// How many output streams ffmpeg writes: every video rung, then every
+/// audio rendition.
+pub fn stream_count(plan: &LadderPlan) -> usize {
+    plan.video.len() + plan.audio_renditions().count()
+}
+
 /// Arguments for `ffmpeg`, writing under `out_dir` (which must exist, with
 /// one subdirectory per stream and `thumbs/`).
 pub fn ffmpeg_args(
@@ -135,9 +141,13 @@ pub fn ffmpeg_args(
             push(&mut args, &["-map"]);
             args.push(format!("[v{index}]"));
         }
-        if let Some(audio) = source.audio.as_ref().filter(|_| plan.audio.is_some()) {
-            push(&mut args, &["-map"]);
-            args.push(format!("0:{}", audio.index));
+        if let Some(audio) = source.audio.as_ref() {
+            // One output stream per audio rendition, all from the one
+            // source track.
+            for _ in plan.audio_renditions() {
+                push(&mut args, &["-map"]);
+                args.push(format!("0:{}", audio.index));
+            }
         }
         push(&mut args, &["-c:v", "libx264", "-preset"]);
         args.push(settings.preset.clone());
@@ -169,8 +179,12 @@ pub fn ffmpeg_args(
         args.push(format!("0:{}", audio.index));
     }
     if let Some(audio) = plan.audio.as_ref() {
-        push(&mut args, &["-c:a", "aac", "-b:a"]);
-        args.push(audio.bitrate.to_string());
+        push(&mut args, &["-c:a", "aac"]);
+        for (index, rendition) in plan.audio_renditions().enumerate() {
+            args.push(format!("-b:a:{index}"));
+            args.push(rendition.bitrate.to_string());
+        }
+        // Every audio rendition has the main one's channels and rate.
         push(&mut args, &["-ac"]);
         args.push(audio.channels.to_string());
         push(&mut args, &["-ar"]);
@@ -184,7 +198,7 @@ pub fn ffmpeg_args(
     // One adaptation set per stream: the dash muxer refuses rungs whose
     // aspect ratios differ by even-size rounding (426x240 next to 1280x720)
     // in one set, and its MPD is discarded anyway.
-    let streams = plan.video.len() + usize::from(plan.audio.is_some());
+    let streams = stream_count(plan);
     let adaptation_sets = (0..streams)
         .map(|index| format!("id={index},streams={index}"))
         .collect::<Vec<_>>()
@@ -247,7 +261,7 @@ pub fn ffmpeg_args(
 mod tests {
     use super::*;
     use crate::probe::{AudioStream, VideoStream};
-    use kinema_core::ladder::{FrameRate, LadderConfig, plan};
+    use kinema_core::ladder::{FrameRate, LadderConfig, RungSpec, plan};
 
     fn check(actual: Vec<String>, expected: &str) {
         let actual = actual.join("\n");
@@ -289,7 +303,20 @@ mod tests {
     #[test]
     fn two_rungs_audio_and_thumbnails_in_one_command() {
         let source = source(false, false, true);
-        let plan = plan(&source.shape(), &LadderConfig::default()).unwrap();
+        let ladder = LadderConfig {
+            rungs: vec![
+                RungSpec {
+                    height: 240,
+                    bitrate: 300_000,
+                },
+                RungSpec {
+                    height: 360,
+                    bitrate: 700_000,
+                },
+            ],
+            ..LadderConfig::default()
+        };
+        let plan = plan(&source.shape(), &ladder).unwrap();
         let thumbs = crate::thumbs::plan(9.0, 640, 360);
         check(
             ffmpeg_args(
@@ -325,6 +352,8 @@ file:/in/src.mp4
 [v1]
 -map
 0:2
+-map
+0:2
 -c:v
 libx264
 -preset
@@ -334,9 +363,9 @@ high
 -b:v:0
 300000
 -maxrate:v:0
-450000
+360000
 -bufsize:v:0
-600000
+300000
 -b:v:1
 700000
 -maxrate:v:1
@@ -353,8 +382,10 @@ high
 +cgop
 -c:a
 aac
--b:a
+-b:a:0
 64000
+-b:a:1
+32000
 -ac
 2
 -ar
@@ -380,7 +411,7 @@ $RepresentationID$/init.mp4
 -media_seg_name
 $RepresentationID$/$Number$.m4s
 -adaptation_sets
-id=0,streams=0 id=1,streams=1 id=2,streams=2
+id=0,streams=0 id=1,streams=1 id=2,streams=2 id=3,streams=3
 /stage/ffmpeg-dash.mpd
 -map
 [sprite]
@@ -420,9 +451,9 @@ id=0,streams=0 id=1,streams=1 id=2,streams=2
         assert!(graph.starts_with(
             "[0:0]yadif=mode=send_frame:parity=auto:deint=interlaced,zscale=t=linear:npl=100,"
         ));
-        assert!(graph.contains("zscale=t=bt709:m=bt709:r=tv,fps=25,split=2[s0][s1];"));
+        assert!(graph.contains("zscale=t=bt709:m=bt709:r=tv,fps=25,split=3[s0][s1][s2];"));
         assert!(!args.iter().any(|a| a == "-c:a" || a.contains("sprite")));
-        assert!(args.contains(&"id=0,streams=0 id=1,streams=1".to_string()));
+        assert!(args.contains(&"id=0,streams=0 id=1,streams=1 id=2,streams=2".to_string()));
     }
 
     #[test]

@@ -26,7 +26,7 @@ async fn plain_clip_publishes_aligned_hls_dash_and_thumbnails() {
     );
 
     let ids: Vec<&str> = manifest.renditions.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["v144", "v180", "a64"]);
+    assert_eq!(ids, ["v144", "v180", "a64", "a32"]);
     let v180 = &manifest.renditions[1];
     assert_eq!(
         (v180.width, v180.height, v180.frame_rate),
@@ -51,6 +51,17 @@ async fn plain_clip_publishes_aligned_hls_dash_and_thumbnails() {
     );
     assert!(
         master.contains("RESOLUTION=256x144") && master.contains("TYPE=AUDIO"),
+        "{master}"
+    );
+    // The lowest variant carries the thin audio, every other the main one.
+    let variants: Vec<&str> = master
+        .lines()
+        .filter(|line| line.starts_with("#EXT-X-STREAM-INF"))
+        .collect();
+    assert!(variants[0].ends_with("AUDIO=\"audio-thin\""), "{master}");
+    assert!(variants[1].ends_with("AUDIO=\"audio\""), "{master}");
+    assert!(
+        master.contains("GROUP-ID=\"audio-thin\",NAME=\"audio\",LANGUAGE=\"und\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"a32/index.m3u8\""),
         "{master}"
     );
     let media = std::fs::read_to_string(dir.join("v180/index.m3u8")).unwrap();
