@@ -1013,6 +1013,8 @@ impl Edge {
                 let text = self.metrics.render(Gauges {
                     memory_objects: self.store.memory_objects(),
                     memory_bytes: self.store.memory_bytes(),
+                    memory_files: crate::stored::shared_files() as u64,
+                    memory_files_cap: crate::stored::shared_file_cap() as u64,
                     origins_healthy: self.origins.healthy_count(),
                 });
                 let mut response = Response::new(ResponseBody::Full(Bytes::from(text)));

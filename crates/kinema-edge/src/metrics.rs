@@ -44,6 +44,10 @@ pub struct Metrics {
 pub struct Gauges {
     pub memory_objects: u64,
     pub memory_bytes: u64,
+    /// Stored responses held in memory files (one descriptor each), and
+    /// the most allowed at once.
+    pub memory_files: u64,
+    pub memory_files_cap: u64,
     pub origins_healthy: u64,
 }
 
@@ -215,6 +219,16 @@ impl Metrics {
             gauges.memory_bytes.to_string(),
         );
         gauge(
+            "memory_files",
+            "stored responses held in memory files, one descriptor each",
+            gauges.memory_files.to_string(),
+        );
+        gauge(
+            "memory_files_max",
+            "most stored responses held in memory files (an eighth of the open-file limit)",
+            gauges.memory_files_cap.to_string(),
+        );
+        gauge(
             "disk_objects",
             "responses held in the disk tier",
             get(&self.disk_objects).to_string(),
@@ -257,6 +271,8 @@ mod tests {
         Metrics::add(&metrics.misses, 1);
         let text = metrics.render(Gauges {
             memory_objects: 2,
+            memory_files: 1,
+            memory_files_cap: 128,
             memory_bytes: 10,
             origins_healthy: 1,
         });

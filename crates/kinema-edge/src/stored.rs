@@ -4,8 +4,8 @@
 //! Immutable once shared (`Arc`): freshening after a 304 or a soft purge
 //! builds a new one, so a response being sent is never changed under it.
 
-use std::sync::OnceLock;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -25,6 +25,9 @@ pub struct StoredResponse {
     /// is sent with `sendfile` from it on plain HTTP/1.1 (no copy per
     /// viewer), as the origin does.
     pub file: Option<SharedFile>,
+    /// The place `file` holds among [`shared_file_cap`] (shared by derived
+    /// copies, freed when the last one goes).
+    file_slot: Option<Arc<SharedFileSlot>>,
     /// When the request that fetched it was sent, and when its response
     /// arrived (RFC 9111 §4.2.3 `request_time`, `response_time`).
     pub request_time: SystemTime,
@@ -47,6 +50,68 @@ pub struct StoredResponse {
 /// separate `sendfile` cost more than copying the bytes.
 pub const SHARED_FILE_MIN: usize = 64 * 1024;
 
+/// Stored responses holding a memory file now, in this process.
+static SHARED_FILES: AtomicUsize = AtomicUsize::new(0);
+
+/// Most stored responses held in memory files at once: an eighth of the
+/// open-file limit (read at the first large response, after the server has
+/// raised it). Each memory file is a descriptor for as long as its object
+/// is cached; without a cap, a flood of distinct large objects (or a
+/// memory tier larger than the limit allows) took every descriptor and
+/// left new clients unaccepted. Beyond the cap a response is held as plain
+/// bytes: the same body, copied per viewer instead of sent by `sendfile`.
+pub fn shared_file_cap() -> usize {
+    static CAP: OnceLock<usize> = OnceLock::new();
+    *CAP.get_or_init(|| {
+        let limit = open_file_limit().unwrap_or(1024);
+        usize::try_from(limit / 8).unwrap_or(usize::MAX)
+    })
+}
+
+/// Stored responses holding a memory file now (for the metrics).
+pub fn shared_files() -> usize {
+    SHARED_FILES.load(Ordering::Relaxed)
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits`
+/// (`u64::MAX` when unlimited).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    let soft = line
+        .strip_prefix("Max open files")?
+        .split_whitespace()
+        .next()?;
+    if soft == "unlimited" {
+        return Some(u64::MAX);
+    }
+    soft.parse().ok()
+}
+
+/// One of the [`shared_file_cap`] places; given back on drop.
+#[derive(Debug)]
+struct SharedFileSlot;
+
+impl SharedFileSlot {
+    fn take() -> Option<Self> {
+        let cap = shared_file_cap();
+        SHARED_FILES
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < cap).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| SharedFileSlot)
+    }
+}
+
+impl Drop for SharedFileSlot {
+    fn drop(&mut self) {
+        SHARED_FILES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl StoredResponse {
     pub fn new(
         status: StatusCode,
@@ -56,17 +121,25 @@ impl StoredResponse {
         response_time: SystemTime,
         secondary_key: Vec<(String, Option<String>)>,
     ) -> Self {
-        // A memory file is an optimisation: if the kernel refuses one, the
-        // plain buffer serves the same bytes.
-        let file = (body.len() >= SHARED_FILE_MIN)
-            .then(|| SharedFile::from_bytes(&body).ok())
-            .flatten();
+        // A memory file is an optimisation: beyond the cap, or if the
+        // kernel refuses one, the plain buffer serves the same bytes.
+        let (file, file_slot) = match (body.len() >= SHARED_FILE_MIN)
+            .then(SharedFileSlot::take)
+            .flatten()
+        {
+            Some(slot) => match SharedFile::from_bytes(&body) {
+                Ok(file) => (Some(file), Some(Arc::new(slot))),
+                Err(_) => (None, None),
+            },
+            None => (None, None),
+        };
         let body = file.as_ref().map_or(body, |file| file.bytes().clone());
         Self {
             status,
             headers,
             body,
             file,
+            file_slot,
             request_time,
             response_time,
             secondary_key,
@@ -92,6 +165,7 @@ impl StoredResponse {
             headers,
             body: self.body.clone(),
             file: self.file.clone(),
+            file_slot: self.file_slot.clone(),
             request_time,
             response_time,
             secondary_key: self.secondary_key.clone(),
