@@ -76,7 +76,12 @@ impl Api {
             .split('/')
             .filter(|segment| !segment.is_empty())
             .collect();
-        let method = request.method().clone();
+        // HEAD is GET without the body (RFC 9110 §9.3.2), which the
+        // connection layer drops.
+        let method = match request.method() {
+            &Method::HEAD => Method::GET,
+            method => method.clone(),
+        };
         match (segments.as_slice(), &method) {
             (["videos"], &Method::GET) => self.list_videos().await,
             (["videos"], &Method::POST) => self.upload(request).await,

@@ -263,8 +263,11 @@ impl FileCache {
                     this.metrics.prefetches.fetch_add(1, Relaxed);
                 }
                 Ok(_) => {}
+                // Not a warning: the request for that file itself reports
+                // why it cannot be served, while a failed prefetch would
+                // otherwise be logged again on every request near it.
                 Err(error) => {
-                    tracing::warn!(video = %video.id, path = %next.path, %error, "prefetch failed");
+                    tracing::debug!(video = %video.id, path = %next.path, %error, "prefetch failed");
                 }
             }
         });
