@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 use crate::fill::{BodyStream, Fill, FillGuard, FillHead, Slicing};
 use crate::key;
 use crate::metrics::{Gauges, Metrics};
-use crate::origin::{OriginBody, OriginError, OriginRequest, Origins};
+use crate::origin::{ClientBodyError, OriginBody, OriginError, OriginRequest, Origins};
 use crate::policy::{self, CacheStatus, Directives, FreshnessRules, Reuse};
 use crate::slice::{self, Version};
 use crate::store::{Lookup, Store, Tier};
@@ -867,8 +867,17 @@ impl Edge {
     ) -> Response<ResponseBody> {
         Metrics::bump(&self.metrics.passes);
         let headers = forwarded_headers(request);
-        let origin_body = body
-            .map(|body| -> OriginBody { StreamBody::new(body.map_ok(Frame::data)).boxed_unsync() });
+        // A broken client body is marked as such, so the failed fetch is
+        // answered 400 and not counted against the origin.
+        let origin_body = body.map(|body| -> OriginBody {
+            StreamBody::new(body.map_ok(Frame::data).map_err(|error| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    ClientBodyError(error.to_string()),
+                )
+            }))
+            .boxed_unsync()
+        });
         let has_body = request.headers.contains_key(header::CONTENT_LENGTH)
             || request.headers.contains_key(header::TRANSFER_ENCODING);
         let origin_request = OriginRequest {
@@ -1580,9 +1589,16 @@ fn refused(refusal: Refusal) -> Response<ResponseBody> {
 
 /// 502 for an unreachable or failing origin, 504 for a slow one.
 fn error_response(error: &OriginError, forward: &'static str) -> Response<ResponseBody> {
-    tracing::warn!(%error, "origin fetch failed");
+    if let OriginError::RequestBody(_) = error {
+        tracing::debug!(%error, "client request body refused");
+    } else {
+        tracing::warn!(%error, "origin fetch failed");
+    }
     let text = match error {
         OriginError::Timeout => "the origin did not answer in time\n",
+        OriginError::RequestBody(_) => {
+            "the request body is malformed; send a valid Content-Length or chunked body\n"
+        }
         _ => "the origin could not be reached\n",
     };
     let mut response = plain(error.status(), text);
@@ -1591,6 +1607,7 @@ fn error_response(error: &OriginError, forward: &'static str) -> Response<Respon
         OriginError::Timeout => "origin-timeout",
         OriginError::Connect(_) => "origin-unreachable",
         OriginError::Protocol(_) => "origin-error",
+        OriginError::RequestBody(_) => "request-body",
     });
     status.apply(response.headers_mut());
     response

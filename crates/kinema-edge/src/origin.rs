@@ -36,6 +36,34 @@ pub enum OriginError {
     Timeout,
     #[error("the origin connection failed: {0}")]
     Protocol(String),
+    /// The client's own request body broke (malformed chunked framing, a
+    /// reset) while it was forwarded: the client's fault, not the origin's.
+    #[error("the request body is malformed: {0}")]
+    RequestBody(String),
+}
+
+/// Marks an error of a client's request body forwarded to an origin (the
+/// `io::Error` an [`OriginBody`] yields carries it), so that a fetch that
+/// failed because of it is told apart from an origin failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientBodyError(pub String);
+
+/// True when `error` was caused by a [`ClientBodyError`].
+fn client_body_failed(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let marked = cause.is::<ClientBodyError>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<ClientBodyError>());
+        if marked {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 impl OriginError {
@@ -44,6 +72,7 @@ impl OriginError {
     pub fn status(&self) -> StatusCode {
         match self {
             OriginError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            OriginError::RequestBody(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -192,6 +221,10 @@ impl Origins {
                         continue;
                     }
                     return Ok(response);
+                }
+                // Neither the origin's failure nor worth a retry.
+                Ok(Err(error)) if client_body_failed(&error) => {
+                    return Err(OriginError::RequestBody(chain(&error)));
                 }
                 Ok(Err(error)) if error.is_connect() => {
                     origin.healthy.store(false, Ordering::Relaxed);

@@ -202,3 +202,73 @@ async fn a_flood_of_one_off_objects_leaves_the_hot_ones_resident() {
     expect_hit(&edge, SEGMENT).await;
     edge.stop().await;
 }
+
+/// Sends `request` as raw bytes on a fresh connection and returns the
+/// status code of the answer (0 when the connection closes first).
+async fn raw_status(address: std::net::SocketAddr, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0; 4096];
+    let read = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(count) => answer.extend_from_slice(&buffer[..count]),
+            }
+            if answer.windows(4).any(|window| window == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the edge never answered");
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_request_body_is_a_400_not_an_origin_error() {
+    use http_body_util::BodyExt;
+    // An origin that reads the whole body before it answers.
+    let origin = Service::spawn(|listener, shutdown| {
+        serve_http1(
+            listener,
+            shutdown,
+            |request: Request<Incoming>| async move {
+                let length = match request.into_body().collect().await {
+                    Ok(body) => body.to_bytes().len(),
+                    Err(_) => 0,
+                };
+                Response::new(Full::new(Bytes::from(format!("got {length}\n"))))
+            },
+        )
+    })
+    .await;
+    let edge = Edge::start(kinema_edge::Config {
+        origin: vec![origin.url()],
+        ..kinema_edge::Config::default()
+    })
+    .await;
+    let valid = b"POST /api/upload HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    assert_eq!(raw_status(edge.address, valid).await, 200);
+    let malformed: [&[u8]; 3] = [
+        // A chunk size that is not hexadecimal.
+        b"POST /api/upload HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n",
+        // A chunk longer than its size, with no CRLF where one must be.
+        b"POST /api/upload HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhello\r\n0\r\n\r\n",
+        // A size too large for any integer.
+        b"POST /api/upload HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+    ];
+    for request in malformed {
+        let status = raw_status(edge.address, request).await;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(request));
+    }
+    assert_eq!(edge.metric("kinema_edge_origin_errors_total").await, 0);
+    edge.stop().await;
+}
