@@ -435,8 +435,9 @@ mod tests {
                             load: Box::new(|| 0.0),
                         },
                     );
-                    assert!(admission.admit(4).is_ok());
-                    assert!(admission.admit(7).is_err());
+                    let viewer = |n: u8| std::net::IpAddr::from([192, 0, n, 1]);
+                    assert!(admission.admit(viewer(1), "v", 4).is_ok());
+                    assert!(admission.admit(viewer(2), "v", 7).is_err());
                     Arc::new(admission)
                 },
             },

@@ -7,6 +7,7 @@
 //! pre-rendered from the catalog. No lock is held across an `.await`.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -213,15 +214,20 @@ impl Origin {
         // across an await.
         let (request, _body) = request.into_parts();
         let path = request.uri.path();
+        // Who is asking, behind trusted proxies: what a token may be bound
+        // to, and whose sessions admission counts.
+        let client = self
+            .access
+            .client_address(connection.peer.ip(), &request.headers);
         // Signed URLs (issue 5): the token is a path prefix, so every
         // relative URI in a playlist inherits it.
         if path.starts_with("/s/") {
-            let client = self
-                .access
-                .client_address(connection.peer.ip(), &request.headers);
             return match self.access.verify_signed(path, client) {
                 Ok(signed) => match signed.rest.strip_prefix("/v/") {
-                    Some(rest) => self.media(&request, rest, Some(signed.expires_at)).await,
+                    Some(rest) => {
+                        self.media(&request, rest, Some(signed.expires_at), client)
+                            .await
+                    }
                     None => (
                         RouteKind::Unknown,
                         error(StatusCode::NOT_FOUND, "not found"),
@@ -235,7 +241,7 @@ impl Origin {
             };
         }
         if let Some(rest) = path.strip_prefix("/v/") {
-            return self.media(&request, rest, None).await;
+            return self.media(&request, rest, None, client).await;
         }
         let kind = match path {
             "/healthz" => RouteKind::Health,
@@ -317,11 +323,13 @@ impl Origin {
     /// `/v/{id}/{path}`: only files the video's manifest lists; a signed
     /// video only when `signed` (the request came through a valid token,
     /// which expires then; the response's freshness ends with it).
+    /// `client` starts or plays a session, for admission.
     async fn media(
         &self,
         request: &Parts,
         raw: &str,
         signed: Option<SystemTime>,
+        client: IpAddr,
     ) -> (RouteKind, HttpResponse) {
         let method = &request.method;
         let mut response = if method == Method::OPTIONS {
@@ -346,11 +354,18 @@ impl Origin {
                     // only while there is room for it (DESIGN §6).
                     if file.starts_session
                         && method == Method::GET
-                        && let Err(refusal) = self.admission.admit(video.session_bitrate)
+                        && let Err(refusal) =
+                            self.admission
+                                .admit(client, video.id.as_str(), video.session_bitrate)
                     {
                         let mut response = at_capacity(refusal);
                         self.cors.apply(&request.headers, response.headers_mut());
                         return (kind, response);
+                    }
+                    // A segment is what makes a session start worth its
+                    // reservation.
+                    if kind == RouteKind::Segment && method == Method::GET {
+                        self.admission.media_fetched(client, video.id.as_str());
                     }
                     let mut response = self.serve_file(request, &video, file).await;
                     if let Some(expires_at) = signed {

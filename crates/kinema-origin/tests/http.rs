@@ -822,14 +822,24 @@ async fn sessions_beyond_max_egress_are_refused_with_503_and_retry_after() {
     let library = Library::new().await;
     let mut config = config(&library);
     config.max_egress = Some(kinema_core::Bitrate(900_000));
+    // Sessions from other networks, named through a trusted proxy: a
+    // network starting a video again only replaces its own reservation.
+    config.trusted_proxies = kinema_origin::TrustedProxies::parse(&["127.0.0.1"]).unwrap();
     let server = Server::start(config).await;
     let first = get(&server, Protocol::Http1, "/v/clip/master.m3u8").await;
     assert_eq!(first.status, StatusCode::OK);
-    for (protocol, target) in [
-        (Protocol::Http1, "/v/clip/master.m3u8"),
-        (Protocol::Http2, "/v/clip/manifest.mpd"),
+    for (protocol, target, client) in [
+        (Protocol::Http1, "/v/clip/master.m3u8", "192.0.2.1"),
+        (Protocol::Http2, "/v/clip/manifest.mpd", "198.51.100.1"),
     ] {
-        let refused = get(&server, protocol, target).await;
+        let refused = send(
+            &server,
+            protocol,
+            Method::GET,
+            target,
+            &[("x-forwarded-for", client)],
+        )
+        .await;
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{target}");
         let retry_after: u64 = refused.header("retry-after").parse().unwrap();
         assert!((1..=60).contains(&retry_after), "{retry_after}");
