@@ -20,11 +20,17 @@ fn kinema() -> Command {
 }
 
 fn clip(dir: &Path) -> PathBuf {
-    let path = dir.join("crash.mp4");
+    clip_of(dir, "320x180", 6)
+}
+
+fn clip_of(dir: &Path, size: &str, seconds: u32) -> PathBuf {
+    let path = dir.join(format!("crash-{size}-{seconds}.mp4"));
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=6"])
-        .args(["-f", "lavfi", "-i", "sine=d=6"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=s={size}:r=25:d={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=d={seconds}"))
         .args([
             "-c:v",
             "libx264",
@@ -151,4 +157,54 @@ fn killing_ingest_at_any_moment_never_lists_a_partial_video() {
         listed >= 2,
         "baseline and after must be listed, got {listed}"
     );
+}
+
+/// The earlier check looked for orphans only after the last kill, when
+/// encoding had long ended: here kinema is killed while its ffmpeg is seen
+/// encoding, and that ffmpeg must be gone at once.
+#[test]
+fn ffmpeg_dies_with_kinema_killed_mid_encode() {
+    let work = tempfile::tempdir().unwrap();
+    // Long enough at `medium` on one thread that the encode is seen.
+    let source = clip_of(work.path(), "640x360", 40);
+    let library = work.path().join("library");
+    let staging = library.join("staging");
+    let mut child = kinema()
+        .args([
+            "ingest",
+            "--quiet",
+            "--preset",
+            "medium",
+            "--threads",
+            "1",
+            "--id",
+            "midway",
+            "--library",
+        ])
+        .arg(&library)
+        .arg(&source)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ffmpeg_writing_into(&staging) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the ingest ended before its ffmpeg was seen"
+        );
+        assert!(Instant::now() < deadline, "no ffmpeg was seen encoding");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ffmpeg_writing_into(&staging) {
+        assert!(
+            Instant::now() < deadline,
+            "ffmpeg outlived the kinema that started it"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(assert_only_complete_videos(&library), 0);
 }
