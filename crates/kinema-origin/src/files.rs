@@ -45,8 +45,10 @@ use sha2::{Digest, Sha256};
 use crate::catalog::{Catalog, ContentKey, FileInfo, Video};
 use crate::metrics::Metrics;
 
-/// Size of each read when streaming an uncached file.
-const STREAM_CHUNK: u64 = 512 * 1024;
+/// Size of each read when streaming an uncached file. Small enough that
+/// what a client which stops reading pins (a chunk or two per stream, see
+/// the connection layer's HTTP/2 limits) stays small.
+const STREAM_CHUNK: u64 = 128 * 1024;
 /// Reads in flight per streamed response: one being sent while the next is
 /// read, so disk and network work in parallel.
 const STREAM_READ_AHEAD: usize = 2;

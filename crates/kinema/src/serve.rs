@@ -151,7 +151,7 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     drain_timeout: Option<String>,
 
-    /// Concurrent streams per HTTP/2 connection [default: 256]
+    /// Concurrent streams per HTTP/2 connection [default: 128]
     #[arg(long, env = "KINEMA_HTTP2_MAX_CONCURRENT_STREAMS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     http2_max_concurrent_streams: Option<u32>,

@@ -1,16 +1,28 @@
 //! HTTP/2 (RFC 9113) by hyper: prior-knowledge h2c on plain TCP (after the
 //! preface was sniffed) and ALPN `h2` on TLS, over the same generic code.
 //!
-//! This file only adapts: hyper's `Incoming` becomes a [`RequestBody`],
+//! This file mostly adapts: hyper's `Incoming` becomes a [`RequestBody`],
 //! [`ResponseBody`] is already an `http_body::Body`, handler panics become
 //! 500s, and the listener's drain becomes a GOAWAY.
+//!
+//! It also bounds what a client that does not read can pin. hyper asks a
+//! body for its next chunk only while the stream has flow-control window
+//! and less than [`MAX_SEND_BUFFER`] queued, so a streamed body (read from
+//! disk as it is asked for) holds at most a chunk or two per stream; at
+//! most [`STREAMED_BODIES_PER_CONNECTION`] streamed bodies run at once per
+//! connection (the rest wait for their turn before their head is sent);
+//! and a connection that makes no progress — no new request and no
+//! kilobyte written — for the idle or write timeout (the longer) is closed,
+//! however diligently it answers PINGs.
 
 use std::convert::Infallible;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::FutureExt;
@@ -21,6 +33,29 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Phase, Shared};
 use crate::{ConnectionInfo, Handler, RequestBody, ResponseBody};
+
+/// Bytes hyper queues per stream beyond the peer's window before it stops
+/// asking the body for more (hyper's default is 400 KiB).
+const MAX_SEND_BUFFER: usize = 64 * 1024;
+/// Streamed (read-as-sent) response bodies one connection may have running
+/// at once; each holds up to a couple of read chunks.
+pub(crate) const STREAMED_BODIES_PER_CONNECTION: usize = 4;
+/// A write of at least this many bytes is progress; smaller ones (PING and
+/// SETTINGS acknowledgements, window updates, one-byte DATA frames) are not.
+const PROGRESS_BYTES: usize = 1024;
+
+/// What shows a connection is still doing something useful.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Requests received plus writes of at least [`PROGRESS_BYTES`].
+    events: AtomicU64,
+}
+
+impl Progress {
+    fn note(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 pub(super) async fn serve<S, H>(
     io: S,
@@ -36,22 +71,31 @@ pub(super) async fn serve<S, H>(
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .max_send_buf_size(MAX_SEND_BUFFER)
         .max_header_list_size(u32::try_from(config.max_header_bytes.as_u64()).unwrap_or(u32::MAX))
-        // hyper has no idle timeout for HTTP/2; a ping the client does not
-        // answer within the idle timeout ends a dead connection instead.
+        // A ping the client does not answer within the header-read timeout
+        // ends a dead connection; one it answers does not keep it alive
+        // (see `stalled`).
         .keep_alive_interval(Some(config.idle_timeout))
         .keep_alive_timeout(config.header_read_timeout);
+    let progress = Arc::new(Progress::default());
+    let streamed = Arc::new(tokio::sync::Semaphore::new(STREAMED_BODIES_PER_CONNECTION));
     let service_shared = shared.clone();
+    let service_progress = progress.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let shared = service_shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, request, info).await) }
+        let streamed = streamed.clone();
+        service_progress.note();
+        async move { Ok::<_, Infallible>(handle(&shared, request, info, streamed).await) }
     });
     let io = TokioIo::new(Rewind {
         prefix: already_read.freeze(),
         inner: io,
+        progress: progress.clone(),
     });
     let connection = builder.serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
+    let stall_after = config.idle_timeout.max(config.write_timeout);
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
@@ -60,6 +104,15 @@ pub(super) async fn serve<S, H>(
             return;
         }
         () = shared.reached(Phase::Draining) => {}
+        () = stalled(&progress, stall_after) => {
+            tracing::debug!(peer = %info.peer, "http/2 connection made no progress; closing it");
+            // GOAWAY, and a short while for it to go out; a connection
+            // that is not reading will not take it anyway.
+            connection.as_mut().graceful_shutdown();
+            let grace = config.header_read_timeout.min(Duration::from_secs(1));
+            let _ = tokio::time::timeout(grace, connection).await;
+            return;
+        }
     }
     // Draining: GOAWAY, then let the streams in flight finish, unless the
     // drain deadline passes first.
@@ -74,10 +127,32 @@ pub(super) async fn serve<S, H>(
     }
 }
 
+/// Resolves once `progress` saw no event for a whole `after` (checked
+/// every quarter of it, so up to a quarter late).
+async fn stalled(progress: &Progress, after: Duration) {
+    let period = (after / 4).max(Duration::from_millis(10));
+    let mut last = progress.events.load(Ordering::Relaxed);
+    let mut quiet = Duration::ZERO;
+    loop {
+        tokio::time::sleep(period).await;
+        let now = progress.events.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            quiet = Duration::ZERO;
+            continue;
+        }
+        quiet += period;
+        if quiet >= after {
+            return;
+        }
+    }
+}
+
 async fn handle<H: Handler>(
     shared: &Shared<H>,
     request: Request<Incoming>,
     info: ConnectionInfo,
+    streamed: Arc<tokio::sync::Semaphore>,
 ) -> Response<ResponseBody> {
     shared.stats.count_request();
     let head = request.method() == Method::HEAD;
@@ -110,6 +185,20 @@ async fn handle<H: Handler>(
         response.headers_mut().remove(name);
     }
     response.headers_mut().remove("keep-alive");
+    if !head && matches!(response.body(), ResponseBody::Stream(_)) {
+        // The permit lives as long as the body: hyper drops the body when
+        // the stream ends, is reset, or the connection closes.
+        if let Ok(permit) = streamed.acquire_owned().await {
+            let body = std::mem::replace(response.body_mut(), ResponseBody::Empty);
+            if let ResponseBody::Stream(stream) = body {
+                *response.body_mut() =
+                    ResponseBody::Stream(Box::pin(futures::StreamExt::map(stream, move |chunk| {
+                        let _held = &permit;
+                        chunk
+                    })));
+            }
+        }
+    }
     if head {
         // RFC 9110 §9.3.2: same fields as GET, no content.
         let length = response.body().known_length();
@@ -125,10 +214,22 @@ async fn handle<H: Handler>(
     response
 }
 
-/// A stream that first yields bytes already read (the sniffed preface).
+/// A stream that first yields bytes already read (the sniffed preface),
+/// and notes writes large enough to be progress.
 struct Rewind<S> {
     prefix: Bytes,
     inner: S,
+    progress: Arc<Progress>,
+}
+
+impl<S> Rewind<S> {
+    fn wrote(&self, written: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written
+            && *n >= PROGRESS_BYTES
+        {
+            self.progress.note();
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
@@ -153,7 +254,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -161,7 +264,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -85,7 +85,7 @@ impl Default for ServerConfig {
             max_uri_bytes: ByteSize::kib(8),
             max_connections: 50_000,
             drain_timeout: Duration::from_secs(30),
-            http2_max_concurrent_streams: 256,
+            http2_max_concurrent_streams: 128,
             threads: 0,
         }
     }
