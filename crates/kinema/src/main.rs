@@ -44,7 +44,9 @@ struct Cli {
 enum Command {
     /// Serve a video library over HTTP (HLS, DASH, web UI, /metrics).
     #[command(long_about = serve::LONG_ABOUT)]
-    Serve(serve::ServeArgs),
+    // Boxed: every setting of `[serve]` is a field, which makes it by far
+    // the largest variant.
+    Serve(Box<serve::ServeArgs>),
     /// Ingest a file: encode an adaptive ladder, package HLS + DASH, publish atomically.
     #[command(long_about = ingest::LONG_ABOUT)]
     Ingest(ingest::IngestArgs),
@@ -79,7 +81,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config_file = ConfigFile::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve(args) => serve::run(&config_file, args),
+        Command::Serve(args) => serve::run(&config_file, *args),
         Command::Ingest(args) => ingest::run(&config_file, args),
         Command::Keys(args) => keys::run(&config_file, args),
         Command::Sign(args) => sign::run(&config_file, args),
