@@ -226,8 +226,8 @@ impl Edge {
                 );
             }
         };
-        let key = match self.request_key(&path_and_query, connection.peer.ip()) {
-            Ok(key) => key,
+        let (key, token_expiry) = match self.request_key(&path_and_query, connection.peer.ip()) {
+            Ok(found) => found,
             Err(refusal) => return refused(refusal),
         };
         let incoming = Incoming_ {
@@ -245,6 +245,9 @@ impl Edge {
                 .await
         };
         finish(&mut response);
+        if let Some(expires_at) = token_expiry {
+            cap_signed_freshness(&mut response, expires_at);
+        }
         self.count_client_bytes(&mut response);
         if incoming.method == Method::GET && response.status().is_success() {
             self.clone().prefetch_after(&incoming, connection.peer.ip());
@@ -972,7 +975,7 @@ impl Edge {
                 return;
             };
             let path = format!("{prefix}{number}.m4s");
-            let Ok(key) = self.request_key(&path, client) else {
+            let Ok((key, _)) = self.request_key(&path, client) else {
                 return;
             };
             if self.pass_keys.contains_key(&key)
@@ -1042,16 +1045,21 @@ impl Edge {
     }
 
     /// The cache key of a request target, verifying a signed URL's token
-    /// when the edge has the key ring (kinema-auth).
-    fn request_key(&self, path_and_query: &str, client: IpAddr) -> Result<String, Refusal> {
+    /// when the edge has the key ring (kinema-auth); with the verified
+    /// token's expiry.
+    fn request_key(
+        &self,
+        path_and_query: &str,
+        client: IpAddr,
+    ) -> Result<(String, Option<SystemTime>), Refusal> {
         let Some(keyring) = &self.settings.keyring else {
-            return Ok(key::cache_key(path_and_query));
+            return Ok((key::cache_key(path_and_query), None));
         };
         let Some((token, rest)) = kinema_auth::split_signed_path(path_and_query) else {
-            return Ok(key::cache_key(path_and_query));
+            return Ok((key::cache_key(path_and_query), None));
         };
         let path = rest.split('?').next().unwrap_or(rest);
-        kinema_auth::verify(
+        let claims = kinema_auth::verify(
             keyring,
             token,
             path,
@@ -1059,7 +1067,7 @@ impl Edge {
             SystemTime::now(),
             self.settings.token_skew,
         )?;
-        Ok(key::signed_cache_key(rest))
+        Ok((key::signed_cache_key(rest), Some(claims.expires_at)))
     }
 
     fn authorised(&self, headers: &HeaderMap) -> Result<(), Box<Response<ResponseBody>>> {
@@ -1488,6 +1496,31 @@ fn forwarded_headers(request: &Incoming_) -> HeaderMap {
         }
     }
     headers
+}
+
+/// A verified signed request is answered from the copy every token of its
+/// path shares, whose freshness the token that filled it set: capped here
+/// at this request's token, since a cache below this edge (a browser, an
+/// edge without keys) keeps it under this token's URL (kinema-auth
+/// `cache`).
+fn cap_signed_freshness(response: &mut Response<ResponseBody>, expires_at: SystemTime) {
+    let seconds_left = expires_at
+        .duration_since(SystemTime::now())
+        .map_or(0, |left| left.as_secs());
+    let headers = response.headers_mut();
+    for name in [&header::CACHE_CONTROL, &policy::CDN_CACHE_CONTROL] {
+        let Some(value) = headers.get(name) else {
+            continue;
+        };
+        let capped = value
+            .to_str()
+            .ok()
+            .and_then(|text| {
+                HeaderValue::from_str(&kinema_auth::cap_cache_control(text, seconds_left)).ok()
+            })
+            .unwrap_or_else(|| HeaderValue::from_static("no-store"));
+        headers.insert(name.clone(), capped);
+    }
 }
 
 /// Last touches on every response: hop-by-hop fields removed, `Via` added.

@@ -122,7 +122,24 @@ impl SharedFile {
     /// file it holds (`cachestat(2)`, Linux 6.5), the content is copied into
     /// a memfd instead (see [`Self::from_bytes`]; call it off the reactor).
     pub fn from_published(file: File, content: Bytes) -> io::Result<Self> {
-        let stamp = DiskStamp::of(file.as_fd())?;
+        Self::from_published_as_of(file, content, None)
+    }
+
+    /// [`Self::from_published`], for a `content` read when the file's
+    /// modification time was `modified_before_read`: a file written since
+    /// (even while it was being read) is never sent by `sendfile`.
+    pub fn from_published_as_of(
+        file: File,
+        content: Bytes,
+        modified_before_read: Option<std::time::SystemTime>,
+    ) -> io::Result<Self> {
+        let mut stamp = DiskStamp::of(file.as_fd())?;
+        if let Some(since_epoch) = modified_before_read
+            .and_then(|modified| modified.duration_since(std::time::UNIX_EPOCH).ok())
+            && let Ok(seconds) = i64::try_from(since_epoch.as_secs())
+        {
+            stamp.modified = (seconds, u64::from(since_epoch.subsec_nanos()));
+        }
         let length = u64::try_from(stamp.size).unwrap_or(u64::MAX);
         if length != content.len() as u64 {
             return Err(io::Error::new(
@@ -455,6 +472,26 @@ mod tests {
         assert!(shared.changed_on_disk());
         // What is sent instead is the content as it was taken.
         assert!(shared.slice(0..1000).bytes()[..] == data[..1000]);
+    }
+
+    #[tokio::test]
+    async fn a_published_file_written_while_it_was_read_is_never_sent_by_sendfile() {
+        let data = content(100_000);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        file.set_modified(old).unwrap();
+        let before_read = file.metadata().unwrap().modified().unwrap();
+        // Written between the time taken and the stamp.
+        file.set_modified(old + std::time::Duration::from_secs(1))
+            .unwrap();
+        let shared =
+            SharedFile::from_published_as_of(file, Bytes::from(data), Some(before_read)).unwrap();
+        if !shared.0.on_disk {
+            return;
+        }
+        assert!(!shared.slice(0..1000).ready_to_send());
+        assert!(shared.changed_on_disk());
     }
 
     #[test]

@@ -612,7 +612,11 @@ async fn verified_content(
     path: &ObjectPath,
     sha256: [u8; 32],
 ) -> Option<Content> {
-    let StoredFile { bytes, file } = stored;
+    let StoredFile {
+        bytes,
+        file,
+        modified,
+    } = stored;
     if bytes.len() < HASH_INLINE_MAX {
         return (sha256_of(&bytes) == sha256).then(|| Content::new(bytes, None));
     }
@@ -628,7 +632,7 @@ async fn verified_content(
         }
         Some(
             match file {
-                Some(file) => SharedFile::from_published(file, content),
+                Some(file) => SharedFile::from_published_as_of(file, content, modified),
                 None => SharedFile::from_bytes(&content),
             }
             .map(Some),
@@ -668,7 +672,12 @@ mod tests {
         let id = VideoId::new("clip").unwrap();
         let path = ObjectPath::new("v1/1.m4s").unwrap();
         let sha256 = sha256_of(&bytes);
-        verified_content(StoredFile { bytes, file: None }, &id, &path, sha256)
+        let stored = StoredFile {
+            bytes,
+            file: None,
+            modified: None,
+        };
+        verified_content(stored, &id, &path, sha256)
             .await
             .expect("the content matches its own checksum")
     }
@@ -685,6 +694,7 @@ mod tests {
             let stored = StoredFile {
                 bytes: Bytes::from(flipped),
                 file: None,
+                modified: None,
             };
             assert!(
                 verified_content(stored, &id, &path, sha256).await.is_none(),

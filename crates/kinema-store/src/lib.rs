@@ -81,6 +81,10 @@ pub struct StoredFile {
     /// is open (even once unpublished), and the kernel can send it from its
     /// page cache.
     pub file: Option<std::fs::File>,
+    /// `file`'s modification time as it was before `bytes` were read, so a
+    /// caller can tell whether the file was written since (during the read
+    /// or after it).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// What `head` tells about an object without reading it.

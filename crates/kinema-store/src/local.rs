@@ -247,10 +247,12 @@ impl Store for LocalStore {
         let (store, id, path) = (self.clone(), id.clone(), path.clone());
         blocking(move || {
             let mut file = store.open_object(&id, &path)?;
+            let modified = file.metadata().and_then(|meta| meta.modified()).ok();
             let bytes = read_range(&mut file, &path, None)?;
             Ok(StoredFile {
                 bytes,
                 file: Some(file),
+                modified,
             })
         })
         .await
