@@ -682,6 +682,76 @@ mod tests {
             .expect("the content matches its own checksum")
     }
 
+    /// Counts events at WARN or ERROR, on the thread it is the default of.
+    #[derive(Debug, Default)]
+    struct WarningCounter(std::sync::atomic::AtomicUsize);
+
+    impl tracing::Subscriber for WarningCounter {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() <= tracing::Level::WARN {
+                self.0.fetch_add(1, Relaxed);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    /// A missing segment was warned about by the prefetch of every request
+    /// for the segment before it; the request for it reports it instead.
+    #[tokio::test]
+    async fn a_missing_next_segment_is_not_warned_about_on_every_request_before_it() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Arc::new(kinema_store::LocalStore::open(root.path()).unwrap());
+        let staged = store.staging_root().join("clip");
+        std::fs::create_dir_all(staged.join("v1")).unwrap();
+        std::fs::write(staged.join("v1/1.m4s"), sample(1000)).unwrap();
+        std::fs::write(staged.join("v1/2.m4s"), sample(2000)).unwrap();
+        let manifest = kinema_core::Manifest {
+            format_version: kinema_core::MANIFEST_FORMAT_VERSION,
+            id: VideoId::new("clip").unwrap(),
+            title: "t".into(),
+            duration_seconds: 2.0,
+            segment_duration_seconds: 1.0,
+            published_at_unix: 1,
+            access: kinema_core::AccessPolicy::Public,
+            renditions: vec![],
+            files: kinema_store::describe_files(&staged).await.unwrap(),
+        };
+        store.publish(&manifest, &staged).await.unwrap();
+        std::fs::remove_file(root.path().join("videos/clip/v1/2.m4s")).unwrap();
+        let video = Arc::new(Video::from_manifest(&manifest, Duration::from_secs(1)));
+        let metrics = Arc::new(Metrics::default());
+        let files = FileCache::new(
+            store,
+            1 << 20,
+            1 << 20,
+            Duration::from_secs(60),
+            metrics.clone(),
+        );
+        let warnings = Arc::new(WarningCounter::default());
+        let _default = tracing::subscriber::set_default(warnings.clone());
+        let first = &video.files[video.file_index("v1/1.m4s").unwrap()];
+        for _ in 0..5 {
+            files.get(&video, first).await.unwrap();
+            files.prefetch_after(&video, first);
+            // The prefetch runs on this thread's runtime: let it finish.
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+        }
+        files.settle().await;
+        assert_eq!(warnings.0.load(Relaxed), 0);
+        assert!(metrics.store_reads.load(Relaxed) >= 2, "no prefetch ran");
+    }
+
     #[tokio::test]
     async fn content_that_does_not_match_its_checksum_is_never_cached() {
         let id = VideoId::new("clip").unwrap();
