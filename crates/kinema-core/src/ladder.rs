@@ -38,6 +38,10 @@ pub enum LadderError {
          not {thin}"
     )]
     BadThinAudioBitrate { thin: u64, audio: u64 },
+    #[error(
+        "surround_bitrate must be 0 (none) or between 64000 and 640000 bits per second, not {0}"
+    )]
+    BadSurroundBitrate(u64),
     #[error("maximum frame rate must be between 1 and 240, not {0}")]
     BadMaxFrameRate(u32),
     #[error("source video is {width}x{height}; both dimensions must be at least 2")]
@@ -101,14 +105,19 @@ pub struct RungSpec {
 #[serde(deny_unknown_fields, default)]
 pub struct LadderConfig {
     pub rungs: Vec<RungSpec>,
-    /// AAC bit rate of the one audio rendition, bits per second. It is shared
-    /// by every video variant and is also offered alone as the audio-only
+    /// AAC stereo bit rate of each audio track's main rendition, bits per
+    /// second. The main renditions are shared by every video variant but the
+    /// lowest; the default track's is also offered alone as the audio-only
     /// variant.
     pub audio_bitrate: u64,
     /// AAC bit rate of a second, thinner audio rendition that the lowest
     /// video variant carries, so that variant fits a link of a few hundred
     /// kbit/s; 0 for none.
     pub thin_audio_bitrate: u64,
+    /// AC-3 bit rate of a 5.1 rendition kept beside the stereo AAC of every
+    /// track with six or more channels (for players that decode it: Safari,
+    /// TVs); 0 for none.
+    pub surround_bitrate: u64,
     /// Nominal segment duration, whole seconds.
     pub segment_seconds: u32,
     /// Output frame rate ceiling; faster sources are decimated by a whole
@@ -149,6 +158,7 @@ impl Default for LadderConfig {
             ],
             audio_bitrate: 64_000,
             thin_audio_bitrate: 32_000,
+            surround_bitrate: 384_000,
             segment_seconds: 4,
             max_frame_rate: 60,
         }
@@ -193,6 +203,9 @@ impl LadderConfig {
                 audio: self.audio_bitrate,
             });
         }
+        if self.surround_bitrate != 0 && !(64_000..=640_000).contains(&self.surround_bitrate) {
+            return Err(LadderError::BadSurroundBitrate(self.surround_bitrate));
+        }
         if !(1..=240).contains(&self.max_frame_rate) {
             return Err(LadderError::BadMaxFrameRate(self.max_frame_rate));
         }
@@ -211,10 +224,12 @@ pub struct SourceVideo {
     pub frame_rate: FrameRate,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceShape {
     pub video: Option<SourceVideo>,
-    pub has_audio: bool,
+    /// The channel count of each audio track to keep, in order; empty for a
+    /// silent source.
+    pub audio_tracks: Vec<u32>,
 }
 
 /// One video rendition to encode.
@@ -232,11 +247,48 @@ pub struct VideoRung {
     pub bufsize: u64,
 }
 
-/// The audio rendition to encode.
+/// What an audio rendition is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioRole {
+    /// Stereo AAC at `audio_bitrate`: what every variant but the lowest
+    /// carries.
+    Main,
+    /// Stereo AAC at `thin_audio_bitrate`: what the lowest variant carries.
+    Thin,
+    /// 5.1 AC-3 at `surround_bitrate`, beside the stereo downmix.
+    Surround,
+}
+
+/// The audio codecs renditions are encoded with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioCodec {
+    Aac,
+    Ac3,
+}
+
+impl AudioCodec {
+    /// ffmpeg's encoder name.
+    pub fn encoder(self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "aac",
+            AudioCodec::Ac3 => "ac3",
+        }
+    }
+}
+
+/// One audio rendition to encode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AudioRung {
-    /// Directory and rendition id (`a64`).
+    /// Directory and rendition id: `a64`, `a32`, `a384ac3` for the first
+    /// track, with `-{n}` appended for track n ≥ 1 (`a64-1`).
     pub id: String,
+    /// Which kept audio track it is made of (an index into
+    /// [`SourceShape::audio_tracks`]).
+    pub track: usize,
+    pub role: AudioRole,
+    pub codec: AudioCodec,
     pub bitrate: u64,
     pub channels: u32,
     pub sample_rate: u32,
@@ -253,17 +305,9 @@ pub struct LadderPlan {
     pub gop_frames: Option<u32>,
     /// Lowest quality first.
     pub video: Vec<VideoRung>,
-    pub audio: Option<AudioRung>,
-    /// The thinner audio the lowest video variant carries (video sources
-    /// with audio only).
-    pub thin_audio: Option<AudioRung>,
-}
-
-impl LadderPlan {
-    /// Every audio rendition: the main one, then the thin one.
-    pub fn audio_renditions(&self) -> impl Iterator<Item = &AudioRung> {
-        self.audio.iter().chain(self.thin_audio.iter())
-    }
+    /// Every audio rendition, track by track (main, then thin, then
+    /// surround).
+    pub audio: Vec<AudioRung>,
 }
 
 /// Frame rates that sources commonly carry; an average within 1% of one of
@@ -329,18 +373,10 @@ fn floor_even(value: u32) -> u32 {
 /// Plans the renditions of one source.
 pub fn plan(source: &SourceShape, config: &LadderConfig) -> Result<LadderPlan, LadderError> {
     config.validate()?;
-    if source.video.is_none() && !source.has_audio {
+    if source.video.is_none() && source.audio_tracks.is_empty() {
         return Err(LadderError::NothingToEncode);
     }
-    // Both audio renditions share channels and sample rate, so a player
-    // moving between them appends the same decoder configuration.
-    let audio_rung = |bitrate: u64| AudioRung {
-        id: format!("a{}", bitrate / 1000),
-        bitrate,
-        channels: 2,
-        sample_rate: 48_000,
-    };
-    let audio = source.has_audio.then(|| audio_rung(config.audio_bitrate));
+    let audio = plan_audio(source, config);
     let Some(video) = source.video else {
         return Ok(LadderPlan {
             segment_seconds: config.segment_seconds,
@@ -348,7 +384,6 @@ pub fn plan(source: &SourceShape, config: &LadderConfig) -> Result<LadderPlan, L
             gop_frames: None,
             video: Vec::new(),
             audio,
-            thin_audio: None,
         });
     };
     if video.width < 2 || video.height < 2 {
@@ -393,16 +428,54 @@ pub fn plan(source: &SourceShape, config: &LadderConfig) -> Result<LadderPlan, L
     // variant's BANDWIDTH announces, is held close to its average.
     rungs[0].maxrate = rungs[0].bitrate * 6 / 5;
     rungs[0].bufsize = rungs[0].bitrate;
-    let thin_audio = (source.has_audio && config.thin_audio_bitrate > 0)
-        .then(|| audio_rung(config.thin_audio_bitrate));
     Ok(LadderPlan {
         segment_seconds: config.segment_seconds,
         frame_rate: Some(frame_rate),
         gop_frames: Some(gop_frames),
         video: rungs,
         audio,
-        thin_audio,
     })
+}
+
+/// The audio renditions of every kept track: stereo AAC, a thin stereo AAC
+/// when there is video for the lowest variant to carry it beside, and 5.1
+/// AC-3 for a track of six or more channels.
+fn plan_audio(source: &SourceShape, config: &LadderConfig) -> Vec<AudioRung> {
+    let mut rungs = Vec::new();
+    for (track, &channels) in source.audio_tracks.iter().enumerate() {
+        let suffix = if track == 0 {
+            String::new()
+        } else {
+            format!("-{track}")
+        };
+        // The stereo renditions share channels and sample rate, so a
+        // player moving between them appends the same configuration.
+        let stereo = |role: AudioRole, bitrate: u64| AudioRung {
+            id: format!("a{}{suffix}", bitrate / 1000),
+            track,
+            role,
+            codec: AudioCodec::Aac,
+            bitrate,
+            channels: 2,
+            sample_rate: 48_000,
+        };
+        rungs.push(stereo(AudioRole::Main, config.audio_bitrate));
+        if source.video.is_some() && config.thin_audio_bitrate > 0 {
+            rungs.push(stereo(AudioRole::Thin, config.thin_audio_bitrate));
+        }
+        if channels >= 6 && config.surround_bitrate > 0 {
+            rungs.push(AudioRung {
+                id: format!("a{}ac3{suffix}", config.surround_bitrate / 1000),
+                track,
+                role: AudioRole::Surround,
+                codec: AudioCodec::Ac3,
+                bitrate: config.surround_bitrate,
+                channels: 6,
+                sample_rate: 48_000,
+            });
+        }
+    }
+    rungs
 }
 
 fn make_rung(short: u32, long: u32, bitrate: u64, landscape: bool) -> VideoRung {
@@ -434,7 +507,7 @@ mod tests {
                 height,
                 frame_rate: FrameRate::new(num, den),
             }),
-            has_audio: true,
+            audio_tracks: vec![2],
         }
     }
 
@@ -462,7 +535,7 @@ mod tests {
         assert_eq!(plan.frame_rate, Some(FrameRate::new(25, 1)));
         assert_eq!(plan.gop_frames, Some(100));
         assert_eq!(plan.segment_seconds, 4);
-        let audio = plan.audio.unwrap();
+        let audio = &plan.audio[0];
         assert_eq!((audio.id.as_str(), audio.bitrate), ("a64", 64_000));
         assert_eq!(plan.video[5].bitrate, 5_000_000);
         assert_eq!(plan.video[5].maxrate, 7_500_000);
@@ -479,34 +552,32 @@ mod tests {
             (110_000, 132_000, 110_000)
         );
         assert_eq!(plan.video[1].maxrate, 450_000);
-        let thin = plan.thin_audio.as_ref().unwrap();
+        let thin = &plan.audio[1];
         assert_eq!(
             (
                 thin.id.as_str(),
+                thin.role,
                 thin.bitrate,
                 thin.channels,
                 thin.sample_rate
             ),
-            ("a32", 32_000, 2, 48_000)
+            ("a32", AudioRole::Thin, 32_000, 2, 48_000)
         );
-        let ids: Vec<&str> = plan.audio_renditions().map(|a| a.id.as_str()).collect();
-        assert_eq!(ids, ["a64", "a32"]);
+        assert_eq!(ids(&plan), ["a64", "a32"]);
 
         let mut audio_only = source(1920, 1080, 25, 1);
         audio_only.video = None;
-        assert!(plan_of(&audio_only).thin_audio.is_none());
+        assert_eq!(ids(&plan_of(&audio_only)), ["a64"]);
         let mut silent = source(1920, 1080, 25, 1);
-        silent.has_audio = false;
-        assert!(plan_of(&silent).thin_audio.is_none());
+        silent.audio_tracks.clear();
+        assert!(plan_of(&silent).audio.is_empty());
         let none = LadderConfig {
             thin_audio_bitrate: 0,
             ..LadderConfig::default()
         };
-        assert!(
-            super::plan(&source(1920, 1080, 25, 1), &none)
-                .unwrap()
-                .thin_audio
-                .is_none()
+        assert_eq!(
+            ids(&super::plan(&source(1920, 1080, 25, 1), &none).unwrap()),
+            ["a64"]
         );
         let too_thick = LadderConfig {
             thin_audio_bitrate: 64_000,
@@ -515,6 +586,49 @@ mod tests {
         assert_eq!(
             too_thick.validate().unwrap_err().to_string(),
             "thin_audio_bitrate must be 0 (none) or from 16000 up to below audio_bitrate (64000), not 64000"
+        );
+    }
+
+    fn ids(plan: &LadderPlan) -> Vec<&str> {
+        plan.audio.iter().map(|audio| audio.id.as_str()).collect()
+    }
+
+    /// Each kept track gets its own renditions; a 5.1 track keeps an AC-3
+    /// 5.1 rendition beside its stereo AAC downmix.
+    #[test]
+    fn every_audio_track_and_surround() {
+        let mut shape = source(1280, 720, 25, 1);
+        shape.audio_tracks = vec![2, 6];
+        let plan = plan_of(&shape);
+        assert_eq!(ids(&plan), ["a64", "a32", "a64-1", "a32-1", "a384ac3-1"]);
+        let surround = &plan.audio[4];
+        assert_eq!(
+            (
+                surround.track,
+                surround.role,
+                surround.codec,
+                surround.channels
+            ),
+            (1, AudioRole::Surround, AudioCodec::Ac3, 6)
+        );
+        assert!(plan.audio[..2].iter().all(|audio| audio.track == 0));
+        let no_surround = LadderConfig {
+            surround_bitrate: 0,
+            ..LadderConfig::default()
+        };
+        assert_eq!(
+            ids(&super::plan(&shape, &no_surround).unwrap()),
+            ["a64", "a32", "a64-1", "a32-1"]
+        );
+        assert_eq!(
+            LadderConfig {
+                surround_bitrate: 5,
+                ..LadderConfig::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string(),
+            "surround_bitrate must be 0 (none) or between 64000 and 640000 bits per second, not 5"
         );
     }
 
@@ -600,22 +714,22 @@ mod tests {
     fn audio_only_and_silent_sources() {
         let audio_only = SourceShape {
             video: None,
-            has_audio: true,
+            audio_tracks: vec![2],
         };
         let plan = plan(&audio_only, &LadderConfig::default()).unwrap();
         assert!(plan.video.is_empty());
-        assert_eq!(plan.audio.unwrap().id, "a64");
+        assert_eq!(ids(&plan), ["a64"]);
         let mut silent = source(640, 360, 25, 1);
-        silent.has_audio = false;
-        assert_eq!(
+        silent.audio_tracks.clear();
+        assert!(
             super::plan(&silent, &LadderConfig::default())
                 .unwrap()
-                .audio,
-            None
+                .audio
+                .is_empty()
         );
         let nothing = SourceShape {
             video: None,
-            has_audio: false,
+            audio_tracks: Vec::new(),
         };
         assert_eq!(
             super::plan(&nothing, &LadderConfig::default()),

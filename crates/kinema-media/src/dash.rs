@@ -102,17 +102,47 @@ pub fn mpd(renditions: &[MeasuredRendition]) -> String {
         }
         out.push_str("    </AdaptationSet>\n");
     }
-    // Every audio rendition is one Representation of one AdaptationSet:
-    // the same track at several bit rates, chosen by the player's ABR.
-    let audios: Vec<&MeasuredRendition> = renditions
-        .iter()
-        .filter(|rendition| rendition.kind() == TrackKind::Audio)
-        .collect();
-    if !audios.is_empty() {
-        out.push_str(
-            "    <AdaptationSet id=\"1\" contentType=\"audio\" mimeType=\"audio/mp4\" lang=\"und\" segmentAlignment=\"true\" startWithSAP=\"1\">\n",
+    // One AdaptationSet per source track and codec: a track's AAC
+    // renditions (main and thin) are bit rates of one set, chosen by the
+    // player's ABR; its 5.1 AC-3 is a set of its own, which players that
+    // cannot decode it skip.
+    let mut sets: Vec<(usize, &str, Vec<&MeasuredRendition>)> = Vec::new();
+    for rendition in renditions.iter().filter(|r| r.kind() == TrackKind::Audio) {
+        let track = rendition.audio.as_ref().map_or(0, |label| label.track);
+        let codecs = rendition.track.codecs.as_str();
+        match sets
+            .iter_mut()
+            .find(|(t, c, _)| *t == track && *c == codecs)
+        {
+            Some((_, _, members)) => members.push(rendition),
+            None => sets.push((track, codecs, vec![rendition])),
+        }
+    }
+    sets.sort_by_key(|(track, _, _)| *track);
+    for (set_index, (_, _, members)) in sets.iter().enumerate() {
+        let label = members[0].audio.as_ref();
+        let language = label.map_or("und", |label| label.language.as_str());
+        let _ = writeln!(
+            out,
+            "    <AdaptationSet id=\"{}\" contentType=\"audio\" mimeType=\"audio/mp4\" lang=\"{language}\" segmentAlignment=\"true\" startWithSAP=\"1\">",
+            set_index + 1
         );
-        for audio in audios {
+        // ISO 23009-1 §5.8.5.5: main for the default track, alternate for
+        // the others, unless the source says what the track is.
+        let role = match label {
+            Some(label) if label.describes_video => "description",
+            Some(label) if label.commentary => "commentary",
+            Some(label) if !label.default => "alternate",
+            _ => "main",
+        };
+        let _ = writeln!(
+            out,
+            "      <Role schemeIdUri=\"urn:mpeg:dash:role:2011\" value=\"{role}\"/>"
+        );
+        if let Some(label) = label {
+            let _ = writeln!(out, "      <Label>{}</Label>", label.name);
+        }
+        for audio in members {
             let _ = write!(
                 out,
                 "      <Representation id=\"{}\" codecs=\"{}\" bandwidth=\"{}\" audioSamplingRate=\"{}\">\n        \
@@ -181,6 +211,8 @@ mod tests {
       </Representation>
     </AdaptationSet>
     <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4" lang="und" segmentAlignment="true" startWithSAP="1">
+      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="main"/>
+      <Label>audio</Label>
       <Representation id="a64" codecs="mp4a.40.2" bandwidth="64338" audioSamplingRate="48000">
         <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>
         <SegmentTemplate timescale="1000" initialization="a64/init.mp4" media="a64/$Number$.m4s" startNumber="1">

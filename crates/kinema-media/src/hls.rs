@@ -9,13 +9,17 @@
 
 use std::fmt::Write;
 
-use crate::mp4::TrackKind;
-use crate::package::MeasuredRendition;
+use kinema_core::ladder::AudioRole;
 
-/// Group id of the main audio rendition.
+use crate::mp4::TrackKind;
+use crate::package::{AudioLabel, MeasuredRendition};
+
+/// Group id of the main (stereo AAC) audio renditions.
 pub const AUDIO_GROUP: &str = "audio";
-/// Group id of the thin audio rendition, carried by the lowest variant.
+/// Group id of the thin audio renditions, carried by the lowest variant.
 pub const THIN_AUDIO_GROUP: &str = "audio-thin";
+/// Group id of the 5.1 AC-3 renditions.
+pub const SURROUND_AUDIO_GROUP: &str = "audio-ac3";
 
 /// `{rendition}/index.m3u8`: one rendition's segments.
 pub fn media_playlist(rendition: &MeasuredRendition) -> String {
@@ -34,54 +38,123 @@ pub fn media_playlist(rendition: &MeasuredRendition) -> String {
     out
 }
 
-/// `master.m3u8`: one variant per video rendition, then the main audio
-/// rendition alone as an audio-only variant.
-///
-/// With two audio renditions (the ladder's thin audio), each is a group of
-/// its own: the lowest video variant carries the thin one, so its
-/// `BANDWIDTH` fits the thinnest links, and every other variant the main
-/// one.
-pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
-    let mut audios: Vec<&MeasuredRendition> = renditions
-        .iter()
-        .filter(|rendition| rendition.kind() == TrackKind::Audio)
-        .collect();
-    // Thickest first: the main audio, then the thin one.
-    audios.sort_by_key(|audio| std::cmp::Reverse(audio.average_bitrate()));
-    let main_audio = audios.first().copied();
-    let thin_audio = audios.get(1).copied();
-    let group_of = |audio: &MeasuredRendition| {
-        if Some(audio.id.as_str()) == thin_audio.map(|thin| thin.id.as_str()) {
-            THIN_AUDIO_GROUP
-        } else {
-            AUDIO_GROUP
+/// The HLS audio group of a role: every track's renditions of one role
+/// form one group, whose members are the track choices.
+pub fn audio_group(role: AudioRole) -> &'static str {
+    match role {
+        AudioRole::Main => AUDIO_GROUP,
+        AudioRole::Thin => THIN_AUDIO_GROUP,
+        AudioRole::Surround => SURROUND_AUDIO_GROUP,
+    }
+}
+
+/// One audio group's members, in track order, and the figures a variant
+/// that carries it adds: the largest peak and average of any member (a
+/// viewer may choose any of them) and the members' codecs.
+struct AudioGroup<'a> {
+    members: Vec<(&'a MeasuredRendition, &'a AudioLabel)>,
+    peak: u64,
+    average: u64,
+    codecs: String,
+}
+
+fn audio_groups(renditions: &[MeasuredRendition]) -> Vec<(AudioRole, AudioGroup<'_>)> {
+    let mut groups = Vec::new();
+    for role in [AudioRole::Main, AudioRole::Thin, AudioRole::Surround] {
+        let mut members: Vec<(&MeasuredRendition, &AudioLabel)> = renditions
+            .iter()
+            .filter_map(|rendition| rendition.audio.as_ref().map(|label| (rendition, label)))
+            .filter(|(_, label)| label.role == role)
+            .collect();
+        if members.is_empty() {
+            continue;
         }
+        members.sort_by_key(|(_, label)| label.track);
+        let mut codecs: Vec<&str> = members
+            .iter()
+            .map(|(rendition, _)| rendition.track.codecs.as_str())
+            .collect();
+        codecs.dedup();
+        groups.push((
+            role,
+            AudioGroup {
+                peak: members
+                    .iter()
+                    .map(|(r, _)| r.peak_bitrate())
+                    .max()
+                    .unwrap_or(0),
+                average: members
+                    .iter()
+                    .map(|(r, _)| r.average_bitrate())
+                    .max()
+                    .unwrap_or(0),
+                codecs: codecs.join(","),
+                members,
+            },
+        ));
+    }
+    groups
+}
+
+/// `master.m3u8`.
+///
+/// Audio: every source track is a member (its own `LANGUAGE`, `NAME`,
+/// `DEFAULT`) of each role's group: `audio` (stereo AAC), `audio-thin` (the
+/// thin stereo AAC, carried by the lowest video variant, so its
+/// `BANDWIDTH` fits the thinnest links) and `audio-ac3` (5.1 AC-3, for
+/// players that decode it). Video: one variant per rendition, the lowest
+/// with the thin group and the rest with the main one; with surround
+/// audio, every variant again with `audio-ac3`, its
+/// `CODECS` naming `ac-3` so players that cannot decode it skip it. Last,
+/// the main group alone as the audio-only variant.
+pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
+    let groups = audio_groups(renditions);
+    let group = |role: AudioRole| {
+        groups
+            .iter()
+            .find(|(group_role, _)| *group_role == role)
+            .map(|(_, group)| group)
     };
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    for audio in main_audio.iter().chain(thin_audio.iter()) {
-        let _ = writeln!(
-            out,
-            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{}\",NAME=\"audio\",LANGUAGE=\"und\",\
-             DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"{}\",URI=\"{}/index.m3u8\"",
-            group_of(audio),
-            audio.track.channels,
-            audio.id
-        );
+    for (role, group) in &groups {
+        let mut names: Vec<String> = Vec::new();
+        for (rendition, label) in &group.members {
+            // NAME is unique within a group (RFC 8216 §4.3.4.1.1).
+            let mut name = label.name.clone();
+            let mut counter = 2;
+            while names.contains(&name) {
+                name = format!("{} ({counter})", label.name);
+                counter += 1;
+            }
+            names.push(name.clone());
+            let yes_no = |flag: bool| if flag { "YES" } else { "NO" };
+            let _ = write!(
+                out,
+                "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{}\",NAME=\"{name}\",LANGUAGE=\"{}\",\
+                 DEFAULT={},AUTOSELECT=YES,CHANNELS=\"{}\"",
+                audio_group(*role),
+                label.language,
+                yes_no(label.default),
+                rendition.track.channels,
+            );
+            if label.describes_video {
+                out.push_str(",CHARACTERISTICS=\"public.accessibility.describes-video\"");
+            }
+            let _ = writeln!(out, ",URI=\"{}/index.m3u8\"", rendition.id);
+        }
     }
-    let videos = renditions
+    let videos: Vec<&MeasuredRendition> = renditions
         .iter()
-        .filter(|rendition| rendition.kind() == TrackKind::Video);
-    for (index, video) in videos.enumerate() {
-        let audio = match thin_audio {
-            Some(thin) if index == 0 => Some(thin),
-            _ => main_audio,
-        };
+        .filter(|rendition| rendition.kind() == TrackKind::Video)
+        .collect();
+    let write_variant = |out: &mut String, video: &MeasuredRendition, role: Option<AudioRole>| {
+        let audio = role.and_then(group);
         // A variant's bit rate includes the audio a player fetches with it.
         let (peak, average, codecs) = match audio {
             Some(audio) => (
-                video.peak_bitrate() + audio.peak_bitrate(),
-                video.average_bitrate() + audio.average_bitrate(),
-                format!("{},{}", video.track.codecs, audio.track.codecs),
+                video.peak_bitrate() + audio.peak,
+                video.average_bitrate() + audio.average,
+                format!("{},{}", video.track.codecs, audio.codecs),
             ),
             None => (
                 video.peak_bitrate(),
@@ -99,19 +172,31 @@ pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
         if let Some(frame_rate) = video.frame_rate {
             let _ = write!(out, ",FRAME-RATE={frame_rate:.3}");
         }
-        if let Some(audio) = audio {
-            let _ = write!(out, ",AUDIO=\"{}\"", group_of(audio));
+        if let (Some(role), Some(_)) = (role, audio) {
+            let _ = write!(out, ",AUDIO=\"{}\"", audio_group(role));
         }
         let _ = write!(out, "\n{}/index.m3u8\n", video.id);
+    };
+    let stereo = group(AudioRole::Main).map(|_| AudioRole::Main);
+    for (index, video) in videos.iter().enumerate() {
+        let role = match group(AudioRole::Thin) {
+            Some(_) if index == 0 => Some(AudioRole::Thin),
+            _ => stereo,
+        };
+        write_variant(&mut out, video, role);
     }
-    if let Some(audio) = main_audio {
+    if group(AudioRole::Surround).is_some() {
+        for video in &videos {
+            write_variant(&mut out, video, Some(AudioRole::Surround));
+        }
+    }
+    if let Some(main) = group(AudioRole::Main)
+        && let Some((audio, _)) = main.members.first()
+    {
         let _ = write!(
             out,
             "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\",AUDIO=\"{AUDIO_GROUP}\"\n{}/index.m3u8\n",
-            audio.peak_bitrate(),
-            audio.average_bitrate(),
-            audio.track.codecs,
-            audio.id
+            main.peak, main.average, main.codecs, audio.id
         );
     }
     out
@@ -148,6 +233,75 @@ mod tests {
 #EXTINF:1.040000,
 3.m4s
 #EXT-X-ENDLIST
+",
+        );
+    }
+
+    /// An audio rendition of source track `track` in `language`.
+    fn audio(
+        id: &str,
+        track: usize,
+        role: AudioRole,
+        language: &str,
+        bytes_per_4s: u64,
+    ) -> MeasuredRendition {
+        let mut audio = rendition(
+            id,
+            TrackKind::Audio,
+            &[(4000, bytes_per_4s), (4000, bytes_per_4s)],
+        );
+        let label = audio.audio.as_mut().unwrap();
+        label.track = track;
+        label.role = role;
+        label.language = language.into();
+        label.name = crate::language::name(language).unwrap().into();
+        label.default = track == 0;
+        if role == AudioRole::Surround {
+            audio.track.codecs = "ac-3".into();
+            audio.track.channels = 6;
+        }
+        audio
+    }
+
+    #[test]
+    fn every_track_is_in_each_group_and_surround_has_variants_of_its_own() {
+        let mut low = rendition("v144", TrackKind::Video, &[(4000, 50_000), (4000, 50_000)]);
+        low.width = Some(256);
+        low.height = Some(144);
+        let high = rendition(
+            "v360",
+            TrackKind::Video,
+            &[(4000, 350_000), (4000, 350_000)],
+        );
+        let renditions = [
+            low,
+            high,
+            audio("a64", 0, AudioRole::Main, "en", 32_000),
+            audio("a32", 0, AudioRole::Thin, "en", 16_000),
+            audio("a64-1", 1, AudioRole::Main, "fr", 32_000),
+            audio("a32-1", 1, AudioRole::Thin, "fr", 16_000),
+            audio("a384ac3-1", 1, AudioRole::Surround, "fr", 192_000),
+        ];
+        check(
+            &multivariant_playlist(&renditions),
+            "#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"English\",LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"a64/index.m3u8\"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"French\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"a64-1/index.m3u8\"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio-thin\",NAME=\"English\",LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"a32/index.m3u8\"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio-thin\",NAME=\"French\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"a32-1/index.m3u8\"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio-ac3\",NAME=\"French\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,CHANNELS=\"6\",URI=\"a384ac3-1/index.m3u8\"
+#EXT-X-STREAM-INF:BANDWIDTH=132000,AVERAGE-BANDWIDTH=132000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=256x144,FRAME-RATE=25.000,AUDIO=\"audio-thin\"
+v144/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=764000,AVERAGE-BANDWIDTH=764000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=25.000,AUDIO=\"audio\"
+v360/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=484000,AVERAGE-BANDWIDTH=484000,CODECS=\"avc1.64001e,ac-3\",RESOLUTION=256x144,FRAME-RATE=25.000,AUDIO=\"audio-ac3\"
+v144/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=1084000,AVERAGE-BANDWIDTH=1084000,CODECS=\"avc1.64001e,ac-3\",RESOLUTION=640x360,FRAME-RATE=25.000,AUDIO=\"audio-ac3\"
+v360/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=64000,AVERAGE-BANDWIDTH=64000,CODECS=\"mp4a.40.2\",AUDIO=\"audio\"
+a64/index.m3u8
 ",
         );
     }

@@ -15,6 +15,7 @@ pub mod dash;
 mod error;
 pub mod hls;
 pub mod jobs;
+pub mod language;
 pub mod mp4;
 pub mod package;
 pub mod pipeline;

@@ -133,6 +133,42 @@ fn require<'a>(data: &'a [u8], kind: &[u8; 4]) -> Result<&'a [u8], Mp4Error> {
     child(data, kind)?.ok_or_else(|| malformed(format!("no {} box", String::from_utf8_lossy(kind))))
 }
 
+/// Writes `language` (ISO 639-2: three lowercase letters) into the `mdhd`
+/// box of an init segment with one track, where players and ffprobe read
+/// a track's language (ffmpeg's DASH muxer writes `und` whatever it is
+/// told).
+pub fn set_language(init: &mut [u8], language: &str) -> Result<(), Mp4Error> {
+    let letters: [u8; 3] = language
+        .as_bytes()
+        .try_into()
+        .ok()
+        .filter(|letters: &[u8; 3]| letters.iter().all(u8::is_ascii_lowercase))
+        .ok_or_else(|| malformed(format!("language {language:?} is not an ISO 639-2 code")))?;
+    let offset = {
+        let data: &[u8] = init;
+        let mdhd = require(
+            require(require(require(data, b"moov")?, b"trak")?, b"mdia")?,
+            b"mdhd",
+        )?;
+        // ISO 14496-12 §8.4.2: after version/flags, the times and timescale
+        // (32 bytes in version 1, 20 in version 0), then the language.
+        let at = match (Reader { data: mdhd }).u8_at(0, "mdhd")? {
+            1 => 32,
+            _ => 20,
+        };
+        if mdhd.len() < at + 2 {
+            return Err(malformed("mdhd is cut short"));
+        }
+        mdhd.as_ptr() as usize - data.as_ptr() as usize + at
+    };
+    // One pad bit, then each letter as five bits, offset by 0x60.
+    let packed = letters.iter().fold(0u16, |packed, letter| {
+        (packed << 5) | u16::from(letter - 0x60)
+    });
+    init[offset..offset + 2].copy_from_slice(&packed.to_be_bytes());
+    Ok(())
+}
+
 /// Reads the track description of an init segment with exactly one track.
 pub fn parse_init(data: &[u8]) -> Result<TrackInfo, Mp4Error> {
     let moov = require(data, b"moov")?;
@@ -195,6 +231,27 @@ pub fn parse_init(data: &[u8]) -> Result<TrackInfo, Mp4Error> {
             let sample_rate = entry_reader.u32_at(24, "mp4a")? >> 16;
             let esds = require(entry_reader.bytes(28..entry.len(), "mp4a")?, b"esds")?;
             (TrackKind::Audio, mp4a_codecs(esds)?, sample_rate, channels)
+        }
+        (b"soun", b"ac-3") => {
+            // ETSI TS 102 366 Annex F: the channel count of the sample entry
+            // is not meaningful; the dac3 box's acmod and lfeon are.
+            let sample_rate = entry_reader.u32_at(24, "ac-3")? >> 16;
+            let dac3 = Reader {
+                data: require(entry_reader.bytes(28..entry.len(), "ac-3")?, b"dac3")?,
+            };
+            // fscod(2) bsid(5) bsmod(3) acmod(3) lfeon(1) ...
+            let bits = (u32::from(dac3.u8_at(0, "dac3")?) << 16)
+                | (u32::from(dac3.u8_at(1, "dac3")?) << 8)
+                | u32::from(dac3.u8_at(2, "dac3")?);
+            let acmod = (bits >> 11) & 0b111;
+            let lfeon = (bits >> 10) & 1;
+            let full_range = [2, 1, 2, 3, 3, 4, 4, 5][acmod as usize];
+            (
+                TrackKind::Audio,
+                "ac-3".to_string(),
+                sample_rate,
+                (full_range + lfeon) as u16,
+            )
         }
         (handler, entry_kind) => {
             return Err(malformed(format!(

@@ -10,6 +10,8 @@
 use std::path::Path;
 
 use crate::MediaError;
+use kinema_core::ladder::AudioRole;
+
 use crate::mp4::{self, TrackInfo, TrackKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +23,29 @@ pub struct MeasuredSegment {
     pub size: u64,
 }
 
+/// What the manifests say of an audio rendition beyond its bytes: the
+/// source track it came from and what it is for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioLabel {
+    /// Which kept source track (0 is the default one).
+    pub track: usize,
+    pub role: AudioRole,
+    /// BCP 47.
+    pub language: String,
+    /// What a track menu shows.
+    pub name: String,
+    pub default: bool,
+    pub describes_video: bool,
+    pub commentary: bool,
+}
+
 /// One rendition as produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeasuredRendition {
     pub id: String,
     pub track: TrackInfo,
+    /// Audio renditions only.
+    pub audio: Option<AudioLabel>,
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub frame_rate: Option<f64>,
@@ -170,6 +190,7 @@ pub fn measure_rendition(
     Ok(MeasuredRendition {
         id: id.to_string(),
         track,
+        audio: None,
         width: geometry.map(|g| g.width),
         height: geometry.map(|g| g.height),
         frame_rate: geometry.map(|g| g.frame_rate),
@@ -226,6 +247,15 @@ pub(crate) mod tests {
         let mut start = 0;
         MeasuredRendition {
             id: id.into(),
+            audio: (kind == TrackKind::Audio).then(|| AudioLabel {
+                track: 0,
+                role: AudioRole::Main,
+                language: "und".into(),
+                name: "audio".into(),
+                default: true,
+                describes_video: false,
+                commentary: false,
+            }),
             track: TrackInfo {
                 kind,
                 timescale,

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::mp4::TrackKind;
-use crate::package::{self, MeasuredRendition, VideoGeometry};
+use crate::package::{self, AudioLabel, MeasuredRendition, VideoGeometry};
 use crate::probe::{self, SourceInfo};
 use crate::supervise::{self, Supervision};
 use crate::transcode::{self, EncoderSettings};
@@ -54,6 +54,9 @@ pub struct IngestConfig {
     /// Bounds on what a source may be; beyond them it is refused before
     /// any encoding.
     pub limits: SourceLimits,
+    /// Audio tracks to keep, by language (`en`, `fra`); empty keeps every
+    /// track.
+    pub audio_languages: Vec<String>,
     /// An upload whose job failed (and was not retried) is deleted after
     /// this long; bad sources are deleted at once.
     #[serde(with = "humantime_serde")]
@@ -130,6 +133,7 @@ impl Default for IngestConfig {
             ffprobe: "ffprobe".into(),
             concurrency: 1,
             limits: SourceLimits::default(),
+            audio_languages: Vec::new(),
             failed_upload_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -426,12 +430,13 @@ async fn ingest_in(
         Err(error) if error.is_not_found() => {}
         Err(error) => return Err(error.into()),
     }
-    let source = probe::probe(&config.ffprobe, &request.source).await?;
+    let mut source = probe::probe(&config.ffprobe, &request.source).await?;
     config.limits.check(&source)?;
+    source.keep_audio_languages(&config.audio_languages)?;
     check_cancel(cancel)?;
     let plan = kinema_core::ladder::plan(&source.shape(), &config.ladder)?;
     tracing::info!(id = %request.id, duration = source.duration_seconds, rungs = plan.video.len(),
-        audio = plan.audio.is_some(), "planned ingest");
+        audio = plan.audio.len(), "planned ingest");
 
     let thumbnails = source.video.as_ref().map(|video| {
         let (width, height) = video.display_size();
@@ -492,9 +497,15 @@ async fn ingest_in(
     on_progress(Progress::at(Stage::Packaging, TRANSCODE_END));
     let staging = staging_dir.to_path_buf();
     let plan_for_package = plan.clone();
+    let source_for_package = source.clone();
     let has_thumbnails = thumbnails.is_some();
     let renditions = tokio::task::spawn_blocking(move || {
-        package_outputs(&staging, &plan_for_package, has_thumbnails)
+        package_outputs(
+            &staging,
+            &source_for_package,
+            &plan_for_package,
+            has_thumbnails,
+        )
     })
     .await
     .map_err(|join| MediaError::Output(format!("packaging task failed: {join}")))??;
@@ -582,6 +593,7 @@ async fn prepare_dirs(
 /// its MPD and measures every rendition (blocking).
 fn package_outputs(
     staging_dir: &Path,
+    source: &SourceInfo,
     plan: &LadderPlan,
     thumbnails: bool,
 ) -> Result<Vec<MeasuredRendition>, MediaError> {
@@ -589,28 +601,39 @@ fn package_outputs(
     std::fs::remove_file(&ffmpeg_mpd).map_err(|error| MediaError::io(&ffmpeg_mpd, error))?;
     let frame_rate = plan.frame_rate.map(|rate| rate.as_f64()).unwrap_or(0.0);
     let mut renditions = Vec::new();
-    let ids = plan
-        .video
-        .iter()
-        .map(|rung| {
-            (
-                rung.id.clone(),
-                Some(VideoGeometry {
-                    width: rung.width,
-                    height: rung.height,
-                    frame_rate,
-                }),
-            )
-        })
-        .chain(
-            plan.audio_renditions()
-                .map(|audio| (audio.id.clone(), None)),
-        );
-    for (index, (id, geometry)) in ids.enumerate() {
+    let videos = plan.video.iter().map(|rung| {
+        (
+            rung.id.clone(),
+            Some(VideoGeometry {
+                width: rung.width,
+                height: rung.height,
+                frame_rate,
+            }),
+            None,
+        )
+    });
+    let audios = plan.audio.iter().map(|rung| {
+        let label = source.audio.get(rung.track).map(|track| AudioLabel {
+            track: rung.track,
+            role: rung.role,
+            language: track.language.clone(),
+            name: track.display_name(rung.track),
+            default: track.default,
+            describes_video: track.describes_video,
+            commentary: track.commentary,
+        });
+        (rung.id.clone(), None, label)
+    });
+    for (index, (id, geometry, label)) in videos.chain(audios).enumerate() {
         let from = staging_dir.join(transcode::stream_dir(index));
         let to = staging_dir.join(&id);
         std::fs::rename(&from, &to).map_err(|error| MediaError::io(&to, error))?;
-        renditions.push(package::measure_rendition(&to, &id, geometry)?);
+        if let Some(label) = &label {
+            set_init_language(&to.join("init.mp4"), &label.language)?;
+        }
+        let mut rendition = package::measure_rendition(&to, &id, geometry)?;
+        rendition.audio = label;
+        renditions.push(rendition);
     }
     package::check_alignment(&renditions)?;
     if thumbnails {
@@ -623,6 +646,14 @@ fn package_outputs(
         }
     }
     Ok(renditions)
+}
+
+/// Writes a track's language into its init segment (blocking).
+fn set_init_language(init: &Path, language: &str) -> Result<(), MediaError> {
+    let mut bytes = std::fs::read(init).map_err(|error| MediaError::io(init, error))?;
+    crate::mp4::set_language(&mut bytes, crate::language::iso639_2(language))
+        .map_err(|error| MediaError::Output(format!("{}: {error}", init.display())))?;
+    std::fs::write(init, bytes).map_err(|error| MediaError::io(init, error))
 }
 
 /// An MP4 whose index survived but whose media was cut short probes fine

@@ -61,7 +61,9 @@ pub struct SourceInfo {
     /// can include streams we do not use).
     pub duration_seconds: f64,
     pub video: Option<VideoStream>,
-    pub audio: Option<AudioStream>,
+    /// Every audio track, the default one first (the source's default, or
+    /// its first audio track), then the rest in the source's order.
+    pub audio: Vec<AudioStream>,
     /// ffprobe's name for the container (`mov,mp4,m4a,3gp,3g2,mj2`).
     pub format_name: String,
 }
@@ -101,8 +103,42 @@ pub struct AudioStream {
     pub codec: String,
     pub channels: u32,
     pub sample_rate: u32,
-    /// How many audio streams the file has; the first is used.
-    pub audio_streams: u32,
+    /// BCP 47 (`en`), `und` when the source says nothing.
+    pub language: String,
+    /// The track's own title tag, if any (`Director's commentary`).
+    pub title: Option<String>,
+    /// Flagged default in the source.
+    pub default: bool,
+    /// Flagged as a description of the picture for the blind (DASH Role
+    /// `description`, HLS `public.accessibility.describes-video`).
+    pub describes_video: bool,
+    /// Flagged as a commentary track (DASH Role `commentary`).
+    pub commentary: bool,
+}
+
+impl AudioStream {
+    /// The name a track menu shows: the track's title, else its language's
+    /// name, else `Audio N` (N counted from 1 in kept order).
+    pub fn display_name(&self, position: usize) -> String {
+        if let Some(title) = self
+            .title
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            // Bounded and free of quotes and control characters: it is
+            // written into playlists and XML.
+            return title
+                .chars()
+                .filter(|c| !c.is_control() && *c != '"' && *c != '<' && *c != '>' && *c != '&')
+                .take(64)
+                .collect();
+        }
+        match crate::language::name(&self.language) {
+            Some(name) => name.to_string(),
+            None => format!("Audio {}", position + 1),
+        }
+    }
 }
 
 impl SourceInfo {
@@ -121,8 +157,39 @@ impl SourceInfo {
                     frame_rate: video.frame_rate,
                 }
             }),
-            has_audio: self.audio.is_some(),
+            audio_tracks: self.audio.iter().map(|audio| audio.channels).collect(),
         }
+    }
+
+    /// Keeps only the audio tracks whose language is one of `languages`
+    /// (all of them when `languages` is empty), the default first.
+    pub fn keep_audio_languages(&mut self, languages: &[String]) -> Result<(), MediaError> {
+        if languages.is_empty() || self.audio.is_empty() {
+            return Ok(());
+        }
+        let available: Vec<String> = self.audio.iter().map(|a| a.language.clone()).collect();
+        self.audio.retain(|audio| {
+            languages
+                .iter()
+                .any(|wanted| crate::language::matches(&audio.language, wanted))
+        });
+        if self.audio.is_empty() {
+            return Err(MediaError::Settings(format!(
+                "no audio track is in {}; the source has {}",
+                languages.join(", "),
+                available.join(", ")
+            )));
+        }
+        // The default stays first: the source's default if it was kept,
+        // else the first kept track becomes it.
+        match self.audio.iter().position(|audio| audio.default) {
+            Some(position) => {
+                let default = self.audio.remove(position);
+                self.audio.insert(0, default);
+            }
+            None => self.audio[0].default = true,
+        }
+        Ok(())
     }
 }
 
@@ -365,13 +432,30 @@ pub fn interpret(json: &[u8], stderr: &str) -> Result<SourceInfo, MediaError> {
             })
         }
     };
-    let audio = audio_streams.first().map(|stream| AudioStream {
-        index: stream.index,
-        codec: stream.codec_name.clone(),
-        channels: stream.channels,
-        sample_rate: stream.sample_rate.parse().unwrap_or(0),
-        audio_streams: audio_streams.len() as u32,
-    });
+    let flag = |stream: &ProbeStream, name: &str| stream.disposition.get(name).copied() == Some(1);
+    let mut audio: Vec<AudioStream> = audio_streams
+        .iter()
+        .map(|stream| AudioStream {
+            index: stream.index,
+            codec: stream.codec_name.clone(),
+            channels: stream.channels,
+            sample_rate: stream.sample_rate.parse().unwrap_or(0),
+            language: crate::language::bcp47(stream.tags.get("language").map(String::as_str)),
+            title: stream.tags.get("title").cloned(),
+            default: flag(stream, "default"),
+            describes_video: flag(stream, "visual_impaired"),
+            commentary: flag(stream, "comment"),
+        })
+        .collect();
+    // One default: the source's first flagged one, else its first track.
+    let default = audio.iter().position(|stream| stream.default).unwrap_or(0);
+    for (position, stream) in audio.iter_mut().enumerate() {
+        stream.default = position == default;
+    }
+    if default > 0 {
+        let stream = audio.remove(default);
+        audio.insert(0, stream);
+    }
     let stream_duration = |index: u32| {
         output
             .streams
@@ -441,7 +525,8 @@ mod tests {
         let video = info.video.unwrap();
         assert_eq!((video.display_size(), video.rotation), ((320, 180), 0));
         assert!(!video.interlaced && !video.hdr);
-        assert_eq!(info.audio.unwrap().audio_streams, 1);
+        assert_eq!(info.audio.len(), 1);
+        assert_eq!(info.audio[0].language, "und");
     }
 
     #[test]
@@ -468,10 +553,38 @@ mod tests {
     }
 
     #[test]
-    fn several_audio_tracks_use_the_first() {
-        let streams = format!("{},{},{}", video(""), audio(1), audio(2));
-        let audio = interpret(&json(&streams, MP4), "").unwrap().audio.unwrap();
-        assert_eq!((audio.index, audio.audio_streams), (1, 2));
+    fn every_audio_track_is_kept_with_its_language_the_default_first() {
+        let french = audio(2).replace(
+            r#""codec_name": "aac","#,
+            r#""codec_name": "aac", "tags": {"language": "fre", "title": "VF"}, "disposition": {"default": 1},"#,
+        );
+        let english = audio(1).replace(
+            r#""codec_name": "aac","#,
+            r#""codec_name": "aac", "tags": {"language": "eng"},"#,
+        );
+        let streams = format!("{},{english},{french}", video(""));
+        let mut info = interpret(&json(&streams, MP4), "").unwrap();
+        let tracks: Vec<(u32, &str, bool)> = info
+            .audio
+            .iter()
+            .map(|a| (a.index, a.language.as_str(), a.default))
+            .collect();
+        assert_eq!(tracks, [(2, "fr", true), (1, "en", false)]);
+        assert_eq!(info.audio[0].display_name(0), "VF");
+        assert_eq!(info.audio[1].display_name(1), "English");
+        assert_eq!(info.shape().audio_tracks, [2, 2]);
+
+        info.keep_audio_languages(&["en".to_string()]).unwrap();
+        assert_eq!(info.audio.len(), 1);
+        assert_eq!((info.audio[0].index, info.audio[0].default), (1, true));
+        let error = info
+            .keep_audio_languages(&["de".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "invalid ingest settings: no audio track is in de; the source has en"
+        );
     }
 
     #[test]
@@ -481,7 +594,7 @@ mod tests {
         let streams = format!("{},{cover}", audio(0));
         let info = interpret(&json(&streams, MP4), "").unwrap();
         assert!(info.video.is_none());
-        assert!(info.audio.is_some());
+        assert_eq!(info.audio.len(), 1);
     }
 
     #[test]

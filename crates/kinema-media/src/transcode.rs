@@ -38,10 +38,20 @@ pub fn stream_dir(index: usize) -> String {
     index.to_string()
 }
 
+/// One output stream per audio rendition, each from its source track.
+fn map_audio(args: &mut Vec<String>, source: &SourceInfo, plan: &LadderPlan) {
+    for rendition in &plan.audio {
+        if let Some(track) = source.audio.get(rendition.track) {
+            args.push("-map".to_string());
+            args.push(format!("0:{}", track.index));
+        }
+    }
+}
+
 /// How many output streams ffmpeg writes: every video rung, then every
 /// audio rendition.
 pub fn stream_count(plan: &LadderPlan) -> usize {
-    plan.video.len() + plan.audio_renditions().count()
+    plan.video.len() + plan.audio.len()
 }
 
 /// Arguments for `ffmpeg`, writing under `out_dir` (which must exist, with
@@ -141,14 +151,7 @@ pub fn ffmpeg_args(
             push(&mut args, &["-map"]);
             args.push(format!("[v{index}]"));
         }
-        if let Some(audio) = source.audio.as_ref() {
-            // One output stream per audio rendition, all from the one
-            // source track.
-            for _ in plan.audio_renditions() {
-                push(&mut args, &["-map"]);
-                args.push(format!("0:{}", audio.index));
-            }
-        }
+        map_audio(&mut args, source, plan);
         push(&mut args, &["-c:v", "libx264", "-preset"]);
         args.push(settings.preset.clone());
         push(&mut args, &["-profile:v", "high"]);
@@ -174,21 +177,20 @@ pub fn ffmpeg_args(
                 "+cgop",
             ],
         );
-    } else if let Some(audio) = source.audio.as_ref() {
-        push(&mut args, &["-map"]);
-        args.push(format!("0:{}", audio.index));
+    } else {
+        map_audio(&mut args, source, plan);
     }
-    if let Some(audio) = plan.audio.as_ref() {
-        push(&mut args, &["-c:a", "aac"]);
-        for (index, rendition) in plan.audio_renditions().enumerate() {
+    if !plan.audio.is_empty() {
+        for (index, rendition) in plan.audio.iter().enumerate() {
+            args.push(format!("-c:a:{index}"));
+            args.push(rendition.codec.encoder().to_string());
             args.push(format!("-b:a:{index}"));
             args.push(rendition.bitrate.to_string());
+            args.push(format!("-ac:a:{index}"));
+            args.push(rendition.channels.to_string());
         }
-        // Every audio rendition has the main one's channels and rate.
-        push(&mut args, &["-ac"]);
-        args.push(audio.channels.to_string());
         push(&mut args, &["-ar"]);
-        args.push(audio.sample_rate.to_string());
+        args.push(plan.audio[0].sample_rate.to_string());
         // Fill gaps and drop overlaps in the source's audio timestamps, so
         // audio stays in sync over the whole video.
         push(&mut args, &["-af", "aresample=async=1"]);
@@ -282,13 +284,21 @@ mod tests {
                 interlaced,
                 hdr,
             }),
-            audio: audio.then(|| AudioStream {
-                index: 2,
-                codec: "aac".into(),
-                channels: 1,
-                sample_rate: 44100,
-                audio_streams: 2,
-            }),
+            audio: if audio {
+                vec![AudioStream {
+                    index: 2,
+                    codec: "aac".into(),
+                    channels: 1,
+                    sample_rate: 44100,
+                    language: "und".into(),
+                    title: None,
+                    default: true,
+                    describes_video: false,
+                    commentary: false,
+                }]
+            } else {
+                Vec::new()
+            },
             format_name: "mov,mp4,m4a,3gp,3g2,mj2".into(),
         }
     }
@@ -380,13 +390,17 @@ high
 0
 -flags:v
 +cgop
--c:a
+-c:a:0
 aac
 -b:a:0
 64000
+-ac:a:0
+2
+-c:a:1
+aac
 -b:a:1
 32000
--ac
+-ac:a:1
 2
 -ar
 48000
@@ -471,7 +485,10 @@ id=0,streams=0 id=1,streams=1 id=2,streams=2 id=3,streams=3
         );
         assert!(!args.iter().any(|a| a == "-filter_complex" || a == "-c:v"));
         let joined = args.join(" ");
-        assert!(joined.contains("-map 0:2 -c:a aac"), "{joined}");
+        assert!(
+            joined.contains("-map 0:2 -c:a:0 aac -b:a:0 64000"),
+            "{joined}"
+        );
         assert!(
             joined.contains("-adaptation_sets id=0,streams=0 out/"),
             "{joined}"

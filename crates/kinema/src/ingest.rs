@@ -78,6 +78,17 @@ pub struct IngestArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     stall_timeout: Option<String>,
 
+    /// Keep only the audio tracks in these languages, comma-separated BCP 47
+    /// or ISO 639-2 codes (en,fra) [default: every track]
+    #[arg(
+        long,
+        env = "KINEMA_INGEST_AUDIO_LANGUAGES",
+        value_name = "LANGS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audio_languages: Option<Vec<String>>,
+
     /// The ffmpeg program [default: ffmpeg, from PATH]
     #[arg(long, env = "KINEMA_FFMPEG", value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]

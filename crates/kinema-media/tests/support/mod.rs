@@ -277,3 +277,20 @@ pub fn stream_fields(path: &Path, selector: &str, fields: &str) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// A stream's tags (`-show_entries stream_tags=…`), `key=value` lines.
+pub fn stream_fields_with_tags(path: &Path, selector: &str, tags: &str) -> String {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", selector, "-show_entries"])
+        .arg(format!("stream_tags={tags}"))
+        .args(["-of", "default=nw=1:nk=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.trim_start_matches("TAG:").to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
