@@ -451,6 +451,22 @@ fn decode_payload(payload: &[u8]) -> Result<Decoded<'_>, Refusal> {
     if !reader.bytes.is_empty() {
         return Err(Refusal::Malformed);
     }
+    // Only what `Claims` can write is read: an empty window, a network with
+    // host bits or in IPv4-mapped form, or a session of other than visible
+    // ASCII would be claims no signer meant, or a second encoding of some.
+    let canonical_client = client.is_none_or(|network| {
+        let mapped = match network {
+            IpNet::V6(v6) => v6.prefix_len() >= 96 && v6.addr().to_ipv4_mapped().is_some(),
+            IpNet::V4(_) => false,
+        };
+        network == network.trunc() && !mapped
+    });
+    if not_before.is_some_and(|not_before| not_before >= expires_at)
+        || !canonical_client
+        || session.is_some_and(|session| !session.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(Refusal::Malformed);
+    }
     Ok(Decoded {
         key_id,
         expires_at,
@@ -771,6 +787,49 @@ mod tests {
                 .expires_at,
             far
         );
+    }
+
+    #[test]
+    fn claims_no_signer_writes_are_malformed_even_when_signed() {
+        let ring = ring();
+        let path = "/v/a/master.m3u8";
+        let base = Claims::new(video("a"), at(NOW + 3600));
+        let forms = [
+            // Host bits set: `Claims::client` truncates, so a second
+            // encoding of 127.0.0.0/8.
+            Claims {
+                client: Some("127.0.0.1/8".parse().unwrap()),
+                ..base.clone()
+            },
+            // IPv4-mapped: `Claims::client` stores it as 127.0.0.1/32.
+            Claims {
+                client: Some("::ffff:127.0.0.1/128".parse().unwrap()),
+                ..base.clone()
+            },
+            // An empty window, which verified within the skew.
+            Claims {
+                not_before: Some(NOW + 3600),
+                ..base.clone()
+            },
+            Claims {
+                session: Some("two words".into()),
+                ..base.clone()
+            },
+        ];
+        for claims in forms {
+            let token = sign(&ring, &claims).unwrap();
+            assert_eq!(
+                check(&ring, &token, path, "127.0.0.1", NOW + 3600),
+                Err(Refusal::Malformed),
+                "{claims:?}"
+            );
+        }
+        let canonical = base
+            .client("127.0.0.1/8".parse().unwrap())
+            .session("s-1")
+            .unwrap();
+        let token = sign(&ring, &canonical).unwrap();
+        assert!(check(&ring, &token, path, "127.0.0.1", NOW).is_ok());
     }
 
     #[test]
