@@ -7,9 +7,9 @@
 //! only once the tier is half full: the uses of the objects cached first,
 //! the hot playlist and segments, were never counted, so a flood of one-off
 //! keys later outranked them (frequency 1 against 0) and evicted them. The
-//! store therefore half-fills a new tier with placeholders, so the sketch
-//! is on from the first request and sized for the tier's capacity, then
-//! drops them. Each request also counts once per key: the second looks of
+//! store therefore fills a new tier with placeholders, so the sketch is on
+//! from the first request and sized for the tier's capacity, then drops
+//! them. Each request also counts once per key: the second looks of
 //! the same request (`memory_has`, `insert`) do not record a use.
 //!
 //! Disk admission: a response is written to disk at its second use (its
@@ -41,9 +41,10 @@ const MAX_VARIANTS: usize = 8;
 const DOORKEEPER_CAPACITY: usize = 200_000;
 /// The object size the memory tier's frequency sketch is sized for: the
 /// sketch counts about `capacity / SKETCH_OBJECT_BYTES` keys (within
-/// [`SKETCH_KEYS`]), playlists and segments alike.
-const SKETCH_OBJECT_BYTES: u64 = 32 * 1024;
-const SKETCH_KEYS: (u64, u64) = (1024, 1 << 18);
+/// [`SKETCH_KEYS`]; moka itself would size it for half the entries of a
+/// half-full tier, so this is generous for segments of 1 MB and more).
+const SKETCH_OBJECT_BYTES: u64 = 256 * 1024;
+const SKETCH_KEYS: (u64, u64) = (128, 1 << 16);
 
 type Variants = Arc<Vec<Arc<StoredResponse>>>;
 
@@ -75,11 +76,10 @@ pub struct Store {
 impl Store {
     pub fn new(memory_bytes: u64, disk: Option<Arc<DiskTier>>, metrics: Arc<Metrics>) -> Self {
         let evictions = metrics.clone();
-        // Placeholders filling half the tier: enough that moka sizes its
-        // sketch (from entries × fill) for the keys the tier will hold.
-        let sketch_keys = (memory_bytes / SKETCH_OBJECT_BYTES).clamp(SKETCH_KEYS.0, SKETCH_KEYS.1);
-        let placeholders = 2 * sketch_keys;
-        let placeholder_weight = u32::try_from((memory_bytes / 2).div_ceil(placeholders))
+        // Placeholders filling the tier: as many as the keys moka should
+        // size its sketch for (it takes entries × fill).
+        let placeholders = (memory_bytes / SKETCH_OBJECT_BYTES).clamp(SKETCH_KEYS.0, SKETCH_KEYS.1);
+        let placeholder_weight = u32::try_from(memory_bytes / placeholders)
             .unwrap_or(u32::MAX)
             .max(1);
         let memory = moka::sync::Cache::builder()
@@ -363,17 +363,16 @@ impl Store {
     }
 }
 
-/// Turns on the memory tier's use counting (see the module's doc): half
-/// fills the new tier with placeholders under keys no request can have
-/// (request targets start with `/`), lets moka see it half full, then
-/// removes them.
+/// Turns on the memory tier's use counting (see the module's doc): fills
+/// the new tier with placeholders under keys no request can have (request
+/// targets start with `/`), lets moka see it full, then removes them.
 fn start_counting_uses(
     memory: &moka::sync::Cache<Arc<str>, Variants>,
     placeholders: u64,
     placeholder_weight: u64,
 ) {
     let capacity = memory.policy().max_capacity().unwrap_or(0);
-    let count = placeholders.min(capacity / 2 / placeholder_weight.max(1));
+    let count = placeholders.min(capacity / placeholder_weight.max(1));
     let keys: Vec<Arc<str>> = (0..count)
         .map(|n| Arc::from(format!("\0placeholder {n}")))
         .collect();
