@@ -9,12 +9,15 @@
 //!   rotate without invalidating live URLs.
 //! - [`admin`]: bearer tokens for `/api/*`, stored as hashes, with scopes
 //!   `read < write < admin`.
+//! - [`cache`]: the cap on how long a response to a signed request may be
+//!   reused, which every server answering one applies.
 //!
 //! This crate does no network I/O and knows nothing of HTTP servers: it turns
 //! strings and addresses into decisions. The file I/O it does is limited to
 //! reading and atomically rewriting its own two private files.
 
 pub mod admin;
+pub mod cache;
 pub mod keyring;
 mod private_file;
 pub mod token;
@@ -25,6 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use admin::{AdminTokens, AdminTokensError, BearerError, Scope};
+pub use cache::cap_cache_control;
 pub use keyring::{Key, KeyId, KeyRing, KeyRingError};
 pub use private_file::PrivateFileError;
 pub use token::{
