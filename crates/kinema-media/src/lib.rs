@@ -20,6 +20,7 @@ pub mod mp4;
 pub mod package;
 pub mod pipeline;
 pub mod probe;
+pub mod subtitles;
 pub mod supervise;
 pub mod thumbs;
 pub mod transcode;
