@@ -624,7 +624,10 @@ impl Edge {
             verdict = Err(("server-error", false));
         }
         let personal = matches!(verdict, Err((_, true)));
-        if verdict.is_err() && !probe_refused_range {
+        // Hit-for-pass is for URLs whose responses cannot be shared; a 5xx
+        // (an admission refusal, a failure) says nothing of the next one,
+        // and passing would bypass the stale copy an outage needs.
+        if verdict.is_err() && !probe_refused_range && !parts.status.is_server_error() {
             self.pass_keys.insert(key.to_string(), ());
         }
         // A reader's response is complete as soon as its last byte is sent:
@@ -778,7 +781,12 @@ impl Edge {
                 return self.pass(request, None, status).await;
             }
         }
+        // A 5xx with Retry-After is a deliberate refusal by an origin that
+        // is up (overload, admission: RFC 9110 §10.2.3, §15.6.4), not an
+        // outage: it reaches the client as it is, never replaced by a
+        // stale copy, which would start the very session it refused.
         if head.status.is_server_error()
+            && !head.headers.contains_key(header::RETRY_AFTER)
             && let Some(response) =
                 self.stale_on_error(request, candidate.as_ref(), request_directives)
         {
@@ -1005,6 +1013,8 @@ impl Edge {
                         headers: HeaderMap::new(),
                         key: key.clone(),
                         slicing: true,
+                        // On behalf of the client whose request it follows:
+                        // its token may be bound to that client's address.
                         client: None,
                     };
                     let job = FillJob::Whole { candidate: None };

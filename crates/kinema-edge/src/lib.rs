@@ -89,7 +89,10 @@ pub struct Config {
     pub origin_timeout: Duration,
     /// Serve a stale response this long past its freshness when the origin
     /// fails, even without `stale-if-error` (never against
-    /// must-revalidate and the like).
+    /// must-revalidate and the like, nor in place of a refusal carrying
+    /// `Retry-After`). A day by default: VOD playlists live for seconds
+    /// (`max-age=7`) but their content never changes, so an origin outage
+    /// would otherwise stop every player within seconds.
     #[serde(with = "humantime_serde")]
     pub stale_grace: Duration,
     /// Cap of heuristic freshness (RFC 9111 §4.2.2).
@@ -129,7 +132,7 @@ impl Default for Config {
             slice_size: ByteSize::mib(4),
             connect_timeout: Duration::from_secs(2),
             origin_timeout: Duration::from_secs(10),
-            stale_grace: Duration::ZERO,
+            stale_grace: Duration::from_secs(86_400),
             heuristic_max: Duration::from_secs(86_400),
             prefetch_segments: 2,
             purge_token: None,

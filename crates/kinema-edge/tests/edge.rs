@@ -411,7 +411,12 @@ async fn stale_if_error_serves_stale_when_the_origin_is_down_and_502_otherwise()
         _ => ok(&[("cache-control", "max-age=0")], "old"),
     })
     .await;
-    let edge = Edge::start(config(&origin)).await;
+    // Without the default grace, so that only stale-if-error allows stale.
+    let edge = Edge::start(kinema_edge::Config {
+        stale_grace: Duration::ZERO,
+        ..config(&origin)
+    })
+    .await;
     for path in ["/sie", "/must", "/plain"] {
         get(edge.address, path, &[]).await;
     }

@@ -272,3 +272,153 @@ async fn a_malformed_chunked_request_body_is_a_400_not_an_origin_error() {
     assert_eq!(edge.metric("kinema_edge_origin_errors_total").await, 0);
     edge.stop().await;
 }
+
+/// An origin whose answer for each path is set by the test while it runs.
+struct SwitchableOrigin {
+    server: Service<Infallible>,
+    answers: Arc<Mutex<HashMap<String, (StatusCode, Vec<(&'static str, &'static str)>)>>>,
+}
+
+impl SwitchableOrigin {
+    async fn start() -> Self {
+        let answers: Arc<Mutex<HashMap<String, (StatusCode, Vec<(&'static str, &'static str)>)>>> =
+            Arc::default();
+        let table = answers.clone();
+        let handler = move |request: Request<Incoming>| {
+            let table = table.clone();
+            async move {
+                let answer = table.lock().unwrap().get(request.uri().path()).cloned();
+                let (status, headers) = answer.unwrap_or((StatusCode::OK, Vec::new()));
+                let body = if status == StatusCode::OK {
+                    "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=700000\nv180/index.m3u8\n"
+                } else {
+                    "refused\n"
+                };
+                let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                *response.status_mut() = status;
+                for (name, value) in headers {
+                    response.headers_mut().insert(name, value.parse().unwrap());
+                }
+                response
+            }
+        };
+        let server =
+            Service::spawn(|listener, shutdown| serve_http1(listener, shutdown, handler)).await;
+        Self { server, answers }
+    }
+
+    fn answer(&self, path: &str, status: StatusCode, headers: &[(&'static str, &'static str)]) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), (status, headers.to_vec()));
+    }
+}
+
+#[tokio::test]
+async fn playlists_are_served_through_an_origin_outage_longer_than_their_max_age() {
+    let origin = SwitchableOrigin::start().await;
+    // What kinema's origin sends on playlists (max-age is manifest_max_age).
+    for path in [PLAYLIST, "/v/hot/master.m3u8"] {
+        origin.answer(
+            path,
+            StatusCode::OK,
+            &[("cache-control", "public, max-age=1")],
+        );
+    }
+    let edge = Edge::start(kinema_edge::Config {
+        origin: vec![origin.server.url()],
+        origin_timeout: Duration::from_secs(5),
+        ..kinema_edge::Config::default()
+    })
+    .await;
+    for path in [PLAYLIST, "/v/hot/master.m3u8"] {
+        let (status, _, _) = get(edge.address, path, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    origin.server.stop().await;
+    // Players keep asking through the outage; past the playlists' max-age
+    // they are answered from the stale copies.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut stale = 0;
+        for path in [PLAYLIST, "/v/hot/master.m3u8"] {
+            let (status, headers, body) = get(edge.address, path, &[]).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{path} failed in the outage: {headers:?}"
+            );
+            assert!(body.starts_with(b"#EXTM3U"));
+            if cache_status(&headers).contains("stale-if-error") {
+                stale += 1;
+            }
+        }
+        if stale == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never went stale");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(edge.metric("kinema_edge_stale_if_error_total").await >= 2);
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn an_admission_refusal_with_retry_after_is_passed_through_never_answered_stale() {
+    const MASTER: &str = "/v/hot/master.m3u8";
+    let origin = SwitchableOrigin::start().await;
+    // Stored, and stale at once: every request asks the origin again.
+    origin.answer(
+        MASTER,
+        StatusCode::OK,
+        &[("cache-control", "public, max-age=0")],
+    );
+    let edge = Edge::start(kinema_edge::Config {
+        origin: vec![origin.server.url()],
+        origin_timeout: Duration::from_secs(5),
+        ..kinema_edge::Config::default()
+    })
+    .await;
+    let (status, headers, _) = get(edge.address, MASTER, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(cache_status(&headers).contains("stored"), "{headers:?}");
+
+    // The origin's admission refuses new sessions.
+    origin.answer(
+        MASTER,
+        StatusCode::SERVICE_UNAVAILABLE,
+        &[("cache-control", "no-store"), ("retry-after", "4")],
+    );
+    for _ in 0..3 {
+        let (status, headers, body) = get(edge.address, MASTER, &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{headers:?}");
+        assert_eq!(headers["retry-after"], "4");
+        assert_eq!(&body[..], b"refused\n");
+        let status = cache_status(&headers);
+        assert!(
+            status.contains("fwd-status=503") && !status.contains("stale-if-error"),
+            "{headers:?}"
+        );
+    }
+    // Admitted again: the session starts.
+    origin.answer(
+        MASTER,
+        StatusCode::OK,
+        &[("cache-control", "public, max-age=0")],
+    );
+    let (status, _, body) = get(edge.address, MASTER, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with(b"#EXTM3U"));
+
+    // A 503 without Retry-After is an origin failure like any other: the
+    // stale copy answers within the grace.
+    origin.answer(MASTER, StatusCode::SERVICE_UNAVAILABLE, &[]);
+    let (status, headers, _) = get(edge.address, MASTER, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        cache_status(&headers).contains("stale-if-error"),
+        "{headers:?}"
+    );
+    edge.stop().await;
+}

@@ -82,7 +82,7 @@ pub struct EdgeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     origin_timeout: Option<String>,
 
-    /// Serve stale this long past expiry when the origin fails, beyond stale-if-error [default: 0s]
+    /// Serve stale this long past expiry when the origin fails, beyond stale-if-error [default: 1day]
     #[arg(long, env = "KINEMA_STALE_GRACE", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     stale_grace: Option<String>,
