@@ -290,3 +290,40 @@ async fn a_keyless_cache_below_an_edge_with_keys_ends_with_each_token() {
     parent.stop().await;
     setup.origin.stop().await;
 }
+
+/// Prefetches went to the origin without the client's address, so the
+/// next segment of an address-bound token was refused and never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_with_keys_prefetches_for_an_address_bound_token() {
+    let setup = origin(&["127.0.0.1"]).await;
+    let edge = Edge::start(kinema_edge::Config {
+        origin: vec![setup.origin.url()],
+        prefetch_segments: 1,
+        keys: Some(setup.keys.clone()),
+        token_skew: Duration::ZERO,
+        ..kinema_edge::Config::default()
+    })
+    .await;
+    let token = setup.token(Duration::from_secs(600), Some("127.0.0.2/32"));
+    let (status, headers) = get_from(
+        "127.0.0.2",
+        edge.address,
+        &format!("/s/{token}/v/secret/v180/1.m4s"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{headers:?}");
+    // Segment 1 and the prefetched segment 2.
+    edge.wait_metric("kinema_edge_stored_total", 2).await;
+    let (status, headers) = get_from(
+        "127.0.0.2",
+        edge.address,
+        &format!("/s/{token}/v/secret/v180/2.m4s"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{headers:?}");
+    assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+    edge.stop().await;
+    setup.origin.stop().await;
+}
