@@ -1015,7 +1015,7 @@ impl Edge {
                         slicing: true,
                         // On behalf of the client whose request it follows:
                         // its token may be bound to that client's address.
-                        client: None,
+                        client: Some(client),
                     };
                     let job = FillJob::Whole { candidate: None };
                     if let Joined::Leader(fill) | Joined::Waiter(fill) =
