@@ -1125,6 +1125,32 @@ async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
     let _ = tokio::time::timeout(LINGER_TIME, linger).await;
 }
 
+/// [`head_length`] then [`parse_head`] over bytes already read, as
+/// [`read_head`] applies them; for the fuzz targets (`fuzzing.rs`).
+pub(super) fn parse_buffered_head(
+    buffer: &mut BytesMut,
+    max_uri: usize,
+) -> super::fuzzing::HeadOutcome {
+    use super::fuzzing::HeadOutcome;
+    let refused = |error| match error {
+        HeadError::Respond(status, message) => HeadOutcome::Refused(status, message),
+        HeadError::Close => HeadOutcome::Closed,
+    };
+    match head_length(buffer) {
+        Ok(None) => HeadOutcome::Incomplete,
+        Err(error) => refused(error),
+        Ok(Some(length)) => match parse_head(buffer.split_to(length).freeze(), max_uri) {
+            Ok(head) => HeadOutcome::Request {
+                request: Box::new(head.request),
+                framing: head.framing.into(),
+                keep_alive: head.keep_alive,
+                expect_continue: head.expect_continue,
+            },
+            Err(error) => refused(error),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,8 @@
 //! thousands of idle viewers cost little more than their kernel sockets.
 
 mod date;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod h1_body;
 mod h2;
