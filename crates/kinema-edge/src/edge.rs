@@ -836,11 +836,19 @@ impl Edge {
     ) -> Option<Response<ResponseBody>> {
         let stored = candidate?;
         let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
+        // The grace is the edge's own extension; a signed copy the edge
+        // cannot verify is fresh only as long as its token (the origin caps
+        // it), so the grace would serve it past its token's expiry.
+        let grace = if key::is_unverified_signed(&request.key) {
+            Duration::ZERO
+        } else {
+            self.settings.stale_grace
+        };
         if !policy::stale_on_error_allowed(
             request_directives,
             stored.directives(),
             freshness,
-            self.settings.stale_grace,
+            grace,
         ) {
             return None;
         }

@@ -91,6 +91,12 @@ pub fn cache_key(path_and_query: &str) -> String {
     path_and_query.to_string()
 }
 
+/// True for the key of a signed request whose token the edge did not
+/// verify (it has no key ring): the token is still in the key.
+pub fn is_unverified_signed(key: &str) -> bool {
+    key.starts_with("/s/") && !key.starts_with(SIGNED_PREFIX)
+}
+
 /// The cache key of a signed request whose token the edge verified:
 /// `rest` is the target after `/s/{token}`.
 pub fn signed_cache_key(rest: &str) -> String {
@@ -177,6 +183,13 @@ mod tests {
             Ok("/api/videos?page=2".into())
         );
         assert_eq!(settled("/v/a/1.m4s", Refuse), Ok("/v/a/1.m4s".into()));
+    }
+
+    #[test]
+    fn unverified_signed_keys_are_told_apart() {
+        assert!(is_unverified_signed(&cache_key("/s/tok/v/a/1.m4s")));
+        assert!(!is_unverified_signed(&signed_cache_key("/v/a/1.m4s")));
+        assert!(!is_unverified_signed(&cache_key("/v/a/1.m4s")));
     }
 
     #[test]

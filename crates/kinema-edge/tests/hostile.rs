@@ -422,3 +422,54 @@ async fn an_admission_refusal_with_retry_after_is_passed_through_never_answered_
     );
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn the_grace_never_serves_a_signed_copy_an_edge_without_keys_cannot_verify() {
+    let origin = SwitchableOrigin::start().await;
+    // A signed copy, fresh as long as its token (the origin caps max-age
+    // at the seconds the token has left), and an unsigned one alike.
+    let signed = "/s/token/v/hot/master.m3u8";
+    origin.answer(
+        signed,
+        StatusCode::OK,
+        &[("cache-control", "public, max-age=1")],
+    );
+    origin.answer(
+        "/v/hot/master.m3u8",
+        StatusCode::OK,
+        &[("cache-control", "public, max-age=1")],
+    );
+    let edge = Edge::start(kinema_edge::Config {
+        origin: vec![origin.server.url()],
+        origin_timeout: Duration::from_secs(5),
+        ..kinema_edge::Config::default()
+    })
+    .await;
+    for path in [signed, "/v/hot/master.m3u8"] {
+        let (status, _, _) = get(edge.address, path, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    origin.server.stop().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, headers, _) = get(edge.address, signed, &[]).await;
+        assert!(
+            !cache_status(&headers).contains("stale-if-error"),
+            "an expired signed copy was served: {headers:?}"
+        );
+        if status == StatusCode::BAD_GATEWAY {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The unsigned copy is stale by now and still served.
+    let (status, headers, _) = get(edge.address, "/v/hot/master.m3u8", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        cache_status(&headers).contains("stale-if-error"),
+        "{headers:?}"
+    );
+    edge.stop().await;
+}
