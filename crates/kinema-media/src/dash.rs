@@ -6,11 +6,17 @@
 //! and duration in track ticks, so DASH players see exactly what HLS players
 //! see, including a short last segment and an audio track whose segments
 //! end a few milliseconds off the video's.
+//!
+//! Subtitles are text AdaptationSets of one Representation each, the whole
+//! track as one WebVTT file addressed by `BaseURL` (`{id}/sub.vtt`): the
+//! form dash.js plays most reliably (it loads a non-fragmented `text/vtt`
+//! Representation whole), and any DASH player accepts it.
 
 use std::fmt::Write;
 
 use crate::mp4::TrackKind;
 use crate::package::{MeasuredRendition, target_duration};
+use crate::subtitles::SubtitleRendition;
 
 /// ISO 8601 duration with millisecond precision (`PT9.040S`).
 fn iso_duration(seconds: f64) -> String {
@@ -55,8 +61,8 @@ fn segment_template(out: &mut String, rendition: &MeasuredRendition) {
     out.push_str("          </SegmentTimeline>\n        </SegmentTemplate>\n");
 }
 
-/// `manifest.mpd` for all renditions.
-pub fn mpd(renditions: &[MeasuredRendition]) -> String {
+/// `manifest.mpd` for all renditions and subtitle tracks.
+pub fn mpd(renditions: &[MeasuredRendition], subtitles: &[SubtitleRendition]) -> String {
     let target = target_duration(renditions);
     let duration = renditions
         .iter()
@@ -158,6 +164,33 @@ pub fn mpd(renditions: &[MeasuredRendition]) -> String {
         }
         out.push_str("    </AdaptationSet>\n");
     }
+    for (index, subtitle) in subtitles.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "    <AdaptationSet id=\"{}\" contentType=\"text\" mimeType=\"text/vtt\" lang=\"{}\">",
+            sets.len() + 1 + index,
+            subtitle.language
+        );
+        // ISO 23009-1 §5.8.5.5 (and DASH-IF IOP): forced-subtitle for forced
+        // tracks, caption for those made for the hearing impaired.
+        let role = if subtitle.forced {
+            "forced-subtitle"
+        } else if subtitle.hearing_impaired {
+            "caption"
+        } else {
+            "subtitle"
+        };
+        let _ = write!(
+            out,
+            "      <Role schemeIdUri=\"urn:mpeg:dash:role:2011\" value=\"{role}\"/>\n      \
+             <Label>{}</Label>\n      \
+             <Representation id=\"{id}\" bandwidth=\"256\">\n        \
+             <BaseURL>{id}/sub.vtt</BaseURL>\n      \
+             </Representation>\n    </AdaptationSet>\n",
+            subtitle.name,
+            id = subtitle.id
+        );
+    }
     out.push_str("  </Period>\n</MPD>\n");
     out
 }
@@ -196,7 +229,7 @@ mod tests {
             &[(4021, 32_000), (3979, 32_000), (1000, 8_000)],
         );
         check(
-            &mpd(&[video, audio]),
+            &mpd(&[video, audio], &[]),
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="PT9.000S" maxSegmentDuration="PT5S" minBufferTime="PT5S">
   <Period id="0" start="PT0S">
@@ -229,5 +262,54 @@ mod tests {
 "#,
         );
         assert_eq!(frame_rate_attribute(29.97002997), "30000/1001");
+    }
+
+    #[test]
+    fn subtitles_are_text_sets_with_their_roles() {
+        let video = rendition("v360", TrackKind::Video, &[(4000, 400_000)]);
+        let subtitle =
+            |id: &str, language: &str, name: &str, forced, hearing_impaired| SubtitleRendition {
+                id: id.into(),
+                language: language.into(),
+                name: name.into(),
+                forced,
+                hearing_impaired,
+            };
+        let text = mpd(
+            &[video],
+            &[
+                subtitle("sub0", "en", "English", false, false),
+                subtitle("sub1", "fr", "French (forced)", true, false),
+                subtitle("sub2", "en", "English (SDH)", false, true),
+            ],
+        );
+        let sets = &text[text.find("    <AdaptationSet id=\"1\"").unwrap()..];
+        check(
+            sets,
+            r#"    <AdaptationSet id="1" contentType="text" mimeType="text/vtt" lang="en">
+      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="subtitle"/>
+      <Label>English</Label>
+      <Representation id="sub0" bandwidth="256">
+        <BaseURL>sub0/sub.vtt</BaseURL>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="2" contentType="text" mimeType="text/vtt" lang="fr">
+      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="forced-subtitle"/>
+      <Label>French (forced)</Label>
+      <Representation id="sub1" bandwidth="256">
+        <BaseURL>sub1/sub.vtt</BaseURL>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="3" contentType="text" mimeType="text/vtt" lang="en">
+      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="caption"/>
+      <Label>English (SDH)</Label>
+      <Representation id="sub2" bandwidth="256">
+        <BaseURL>sub2/sub.vtt</BaseURL>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"#,
+        );
     }
 }

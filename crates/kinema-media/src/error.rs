@@ -36,6 +36,8 @@ pub enum MediaError {
          server's ffmpeg cannot decode"
     )]
     Undecodable { detail: String },
+    #[error("subtitle file is refused: {detail}")]
+    BadSubtitles { detail: String },
     #[error("source has zero duration")]
     ZeroDuration,
     #[error("source has neither a video nor an audio stream")]
@@ -103,6 +105,7 @@ impl MediaError {
                 | MediaError::Undecodable { .. }
                 | MediaError::ZeroDuration
                 | MediaError::NoStreams
+                | MediaError::BadSubtitles { .. }
                 | MediaError::Ladder(_)
         )
     }

@@ -13,6 +13,7 @@ use kinema_core::ladder::AudioRole;
 
 use crate::mp4::TrackKind;
 use crate::package::{AudioLabel, MeasuredRendition};
+use crate::subtitles::SubtitleRendition;
 
 /// Group id of the main (stereo AAC) audio renditions.
 pub const AUDIO_GROUP: &str = "audio";
@@ -20,6 +21,15 @@ pub const AUDIO_GROUP: &str = "audio";
 pub const THIN_AUDIO_GROUP: &str = "audio-thin";
 /// Group id of the 5.1 AC-3 renditions.
 pub const SURROUND_AUDIO_GROUP: &str = "audio-ac3";
+
+/// Group id of the subtitle renditions, carried by every variant.
+pub const SUBTITLE_GROUP: &str = "subs";
+
+/// `CHARACTERISTICS` of subtitles for the deaf and hard of hearing (Apple's
+/// HLS authoring specification: SDH transcribes dialogue and describes
+/// music and sound).
+const SDH_CHARACTERISTICS: &str =
+    "public.accessibility.transcribes-spoken-dialog,public.accessibility.describes-music-and-sound";
 
 /// `{rendition}/index.m3u8`: one rendition's segments.
 pub fn media_playlist(rendition: &MeasuredRendition) -> String {
@@ -107,7 +117,14 @@ fn audio_groups(renditions: &[MeasuredRendition]) -> Vec<(AudioRole, AudioGroup<
 /// audio, every variant again with `audio-ac3`, its
 /// `CODECS` naming `ac-3` so players that cannot decode it skip it. Last,
 /// the main group alone as the audio-only variant.
-pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
+///
+/// Subtitles: every text track is a member of the `subs` group (never
+/// `DEFAULT`, `FORCED=YES` for forced ones, the SDH `CHARACTERISTICS` for
+/// hearing-impaired ones), and every variant carries `SUBTITLES="subs"`.
+pub fn multivariant_playlist(
+    renditions: &[MeasuredRendition],
+    subtitles: &[SubtitleRendition],
+) -> String {
     let groups = audio_groups(renditions);
     let group = |role: AudioRole| {
         groups
@@ -143,6 +160,32 @@ pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
             let _ = writeln!(out, ",URI=\"{}/index.m3u8\"", rendition.id);
         }
     }
+    let mut subtitle_names: Vec<String> = Vec::new();
+    for subtitle in subtitles {
+        let mut name = subtitle.name.clone();
+        let mut counter = 2;
+        while subtitle_names.contains(&name) {
+            name = format!("{} ({counter})", subtitle.name);
+            counter += 1;
+        }
+        subtitle_names.push(name.clone());
+        let _ = write!(
+            out,
+            "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"{SUBTITLE_GROUP}\",NAME=\"{name}\",\
+             LANGUAGE=\"{}\",DEFAULT=NO,AUTOSELECT=YES,FORCED={}",
+            subtitle.language,
+            if subtitle.forced { "YES" } else { "NO" },
+        );
+        if subtitle.hearing_impaired {
+            let _ = write!(out, ",CHARACTERISTICS=\"{SDH_CHARACTERISTICS}\"");
+        }
+        let _ = writeln!(out, ",URI=\"{}/index.m3u8\"", subtitle.id);
+    }
+    let subtitles_attribute = if subtitles.is_empty() {
+        String::new()
+    } else {
+        format!(",SUBTITLES=\"{SUBTITLE_GROUP}\"")
+    };
     let videos: Vec<&MeasuredRendition> = renditions
         .iter()
         .filter(|rendition| rendition.kind() == TrackKind::Video)
@@ -175,6 +218,7 @@ pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
         if let (Some(role), Some(_)) = (role, audio) {
             let _ = write!(out, ",AUDIO=\"{}\"", audio_group(role));
         }
+        out.push_str(&subtitles_attribute);
         let _ = write!(out, "\n{}/index.m3u8\n", video.id);
     };
     let stereo = group(AudioRole::Main).map(|_| AudioRole::Main);
@@ -195,7 +239,7 @@ pub fn multivariant_playlist(renditions: &[MeasuredRendition]) -> String {
     {
         let _ = write!(
             out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\",AUDIO=\"{AUDIO_GROUP}\"\n{}/index.m3u8\n",
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\",AUDIO=\"{AUDIO_GROUP}\"{subtitles_attribute}\n{}/index.m3u8\n",
             main.peak, main.average, main.codecs, audio.id
         );
     }
@@ -283,7 +327,7 @@ mod tests {
             audio("a384ac3-1", 1, AudioRole::Surround, "fr", 192_000),
         ];
         check(
-            &multivariant_playlist(&renditions),
+            &multivariant_playlist(&renditions, &[]),
             "#EXTM3U
 #EXT-X-VERSION:7
 #EXT-X-INDEPENDENT-SEGMENTS
@@ -322,7 +366,7 @@ a64/index.m3u8
         low.height = Some(240);
         let audio = rendition("a64", TrackKind::Audio, &[(4000, 32_000), (4011, 32_000)]);
         check(
-            &multivariant_playlist(&[low, high, audio]),
+            &multivariant_playlist(&[low, high, audio], &[]),
             "#EXTM3U
 #EXT-X-VERSION:7
 #EXT-X-INDEPENDENT-SEGMENTS
@@ -338,9 +382,43 @@ a64/index.m3u8
     }
 
     #[test]
+    fn subtitle_group_is_on_every_variant_with_forced_and_sdh_flags() {
+        let video = rendition("v360", TrackKind::Video, &[(4000, 100_000)]);
+        let audio = rendition("a64", TrackKind::Audio, &[(4000, 32_000)]);
+        let subtitle =
+            |id: &str, language: &str, name: &str, forced, hearing_impaired| SubtitleRendition {
+                id: id.into(),
+                language: language.into(),
+                name: name.into(),
+                forced,
+                hearing_impaired,
+            };
+        let subtitles = [
+            subtitle("sub0", "en", "English", false, false),
+            subtitle("sub1", "fr", "French (forced)", true, false),
+            subtitle("sub2", "en", "English", false, true),
+        ];
+        check(
+            &multivariant_playlist(&[video, audio], &subtitles),
+            "#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",LANGUAGE=\"und\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"a64/index.m3u8\"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"English\",LANGUAGE=\"en\",DEFAULT=NO,AUTOSELECT=YES,FORCED=NO,URI=\"sub0/index.m3u8\"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"French (forced)\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"sub1/index.m3u8\"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"English (2)\",LANGUAGE=\"en\",DEFAULT=NO,AUTOSELECT=YES,FORCED=NO,CHARACTERISTICS=\"public.accessibility.transcribes-spoken-dialog,public.accessibility.describes-music-and-sound\",URI=\"sub2/index.m3u8\"
+#EXT-X-STREAM-INF:BANDWIDTH=264000,AVERAGE-BANDWIDTH=264000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=25.000,AUDIO=\"audio\",SUBTITLES=\"subs\"
+v360/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=64000,AVERAGE-BANDWIDTH=64000,CODECS=\"mp4a.40.2\",AUDIO=\"audio\",SUBTITLES=\"subs\"
+a64/index.m3u8
+",
+        );
+    }
+
+    #[test]
     fn silent_video_has_no_audio_group() {
         let video = rendition("v360", TrackKind::Video, &[(2000, 10_000)]);
-        let playlist = multivariant_playlist(&[video]);
+        let playlist = multivariant_playlist(&[video], &[]);
         assert!(!playlist.contains("AUDIO"), "{playlist}");
         assert!(
             playlist.contains("CODECS=\"avc1.64001e\",RESOLUTION=640x360"),

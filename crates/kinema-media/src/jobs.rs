@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{self, IngestConfig, IngestRequest, Progress, Stage};
+use crate::subtitles::{SidecarSubtitle, SkippedSubtitle};
 use crate::{MediaError, supervise};
 
 /// A job interrupted by crashes this many times is failed, not retried
@@ -174,6 +175,12 @@ struct JobRecord {
     updated_at_unix: u64,
     attempts: u32,
     error: Option<String>,
+    /// Sidecar subtitle files (uploads are owned like the source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    subtitles: Vec<SidecarSubtitle>,
+    /// Bitmap subtitle tracks the last successful run could not publish.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    skipped_subtitles: Vec<SkippedSubtitle>,
 }
 
 /// What callers (the API, the CLI) see of a job.
@@ -189,6 +196,9 @@ pub struct JobView {
     pub updated_at_unix: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Bitmap subtitle tracks of the source that were not published (only
+    /// text subtitles become WebVTT), with their language.
+    pub skipped_subtitles: Vec<SkippedSubtitle>,
     /// The last lines of ffmpeg's log (only from [`IngestService::job`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub log_tail: Vec<String>,
@@ -203,6 +213,9 @@ pub struct SubmitRequest {
     pub video_id: Option<VideoId>,
     pub title: Option<String>,
     pub access: AccessPolicy,
+    /// Sidecar subtitle files, owned (moved and deleted) like the source
+    /// when `owned_source` is true.
+    pub subtitles: Vec<SidecarSubtitle>,
 }
 
 struct Entry {
@@ -358,7 +371,10 @@ impl IngestService {
                                 && matches!(record.state, JobState::Failed | JobState::Cancelled)
                                 && record.updated_at_unix <= cutoff
                         })
-                        .map(|record| record.source.clone())
+                        .flat_map(|record| {
+                            let sidecars = record.subtitles.iter().map(|s| s.path.clone());
+                            std::iter::once(record.source.clone()).chain(sidecars)
+                        })
                         .collect()
                 };
                 for source in expired {
@@ -426,6 +442,9 @@ impl IngestService {
         let result = self.submit_inner(&request).await;
         if result.is_err() && request.owned_source {
             let _ = tokio::fs::remove_file(&request.source).await;
+            for sidecar in &request.subtitles {
+                let _ = tokio::fs::remove_file(&sidecar.path).await;
+            }
         }
         result
     }
@@ -457,6 +476,28 @@ impl IngestService {
         } else {
             std::path::absolute(&request.source).map_err(|e| io_error(&request.source, e))?
         };
+        let mut subtitles = Vec::new();
+        for (k, sidecar) in request.subtitles.iter().enumerate() {
+            let path = if request.owned_source {
+                let path = self
+                    .inner
+                    .state_dir
+                    .join("uploads")
+                    .join(format!("{id}-sub{k}"));
+                if let Err(error) = tokio::fs::rename(&sidecar.path, &path).await {
+                    remove_kept_upload(request, &source, &subtitles).await;
+                    return Err(io_error(&path, error));
+                }
+                path
+            } else {
+                std::path::absolute(&sidecar.path).map_err(|e| io_error(&sidecar.path, e))?
+            };
+            subtitles.push(SidecarSubtitle {
+                path,
+                ..sidecar.clone()
+            });
+        }
+        let kept_subtitles = subtitles.clone();
         let now = now_unix();
         let kept_source = source.clone();
         let record = JobRecord {
@@ -475,6 +516,8 @@ impl IngestService {
             updated_at_unix: now,
             attempts: 0,
             error: None,
+            subtitles,
+            skipped_subtitles: Vec::new(),
         };
         let taken = {
             let mut jobs = self.inner.jobs.lock().expect("job table lock");
@@ -494,7 +537,7 @@ impl IngestService {
             taken
         };
         if taken {
-            remove_kept_upload(request, &kept_source).await;
+            remove_kept_upload(request, &kept_source, &kept_subtitles).await;
             return Err(JobError::VideoIdTaken(video_id));
         }
         if let Err(error) = self.persist(&id).await {
@@ -502,7 +545,7 @@ impl IngestService {
             // accepted: left in the table it would stay queued with no
             // runner, holding its video id, and its upload would outlive it.
             self.inner.jobs.lock().expect("job table lock").remove(&id);
-            remove_kept_upload(request, &kept_source).await;
+            remove_kept_upload(request, &kept_source, &kept_subtitles).await;
             return Err(error);
         }
         self.spawn_runner(id.clone());
@@ -654,6 +697,7 @@ impl IngestService {
                     title: entry.record.title.clone(),
                     access: entry.record.access,
                     log_file: Some(self.log_path(id)),
+                    subtitles: entry.record.subtitles.clone(),
                 },
                 entry.cancel.clone(),
                 entry.record.owned_source,
@@ -714,9 +758,10 @@ impl IngestService {
             };
             entry.record.updated_at_unix = now_unix();
             let delete_source = match &result {
-                Ok(_) => {
+                Ok(ingested) => {
                     entry.record.state = JobState::Done;
                     entry.record.error = None;
+                    entry.record.skipped_subtitles = ingested.skipped_subtitles.clone();
                     true
                 }
                 Err(MediaError::Cancelled) => {
@@ -736,6 +781,9 @@ impl IngestService {
         };
         if delete_source {
             let _ = tokio::fs::remove_file(&request.source).await;
+            for sidecar in &request.subtitles {
+                let _ = tokio::fs::remove_file(&sidecar.path).await;
+            }
         }
         self.persist(id).await
     }
@@ -758,10 +806,14 @@ impl IngestService {
 }
 
 /// Removes an upload already moved to its job's name when the job is refused
-/// after all ([`IngestService::submit`] removes it under its first name only).
-async fn remove_kept_upload(request: &SubmitRequest, source: &Path) {
+/// after all ([`IngestService::submit`] removes it under its first name only),
+/// with the sidecar subtitle files already moved.
+async fn remove_kept_upload(request: &SubmitRequest, source: &Path, subtitles: &[SidecarSubtitle]) {
     if request.owned_source {
         let _ = tokio::fs::remove_file(source).await;
+        for sidecar in subtitles {
+            let _ = tokio::fs::remove_file(&sidecar.path).await;
+        }
     }
 }
 
@@ -784,6 +836,7 @@ fn view_of(entry: &Entry) -> JobView {
         created_at_unix: record.created_at_unix,
         updated_at_unix: record.updated_at_unix,
         error: record.error.clone(),
+        skipped_subtitles: record.skipped_subtitles.clone(),
         log_tail: Vec::new(),
     }
 }
@@ -833,15 +886,6 @@ fn load_records(jobs_dir: &Path) -> Result<Vec<JobRecord>, JobError> {
     Ok(records)
 }
 
-/// Reads a job file's bytes as loading does and writes the record back as
-/// [`write_record`] does; `None` for a file loading skips. For the fuzz
-/// targets (`fuzz/` at the workspace root), which cannot see [`JobRecord`].
-#[doc(hidden)]
-pub fn reserialize_job_record(bytes: &[u8]) -> Option<Vec<u8>> {
-    let record = serde_json::from_slice::<JobRecord>(bytes).ok()?;
-    Some(serde_json::to_vec_pretty(&record).expect("a job record serialises"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -872,6 +916,16 @@ mod tests {
             updated_at_unix: 2,
             attempts: 1,
             error: None,
+            subtitles: vec![SidecarSubtitle {
+                path: "/tmp/x.fr.srt".into(),
+                language: "fr".into(),
+                forced: true,
+                hearing_impaired: false,
+            }],
+            skipped_subtitles: vec![SkippedSubtitle {
+                language: "de".into(),
+                codec: "hdmv_pgs_subtitle".into(),
+            }],
         };
         write_record(dir.path(), &record).unwrap();
         std::fs::write(dir.path().join(".junk.json.tmp"), b"{").unwrap();

@@ -28,4 +28,4 @@ pub mod written;
 
 pub use error::MediaError;
 pub use jobs::{IngestService, JobError, JobId, JobState, JobView, SubmitRequest};
-pub use pipeline::{IngestConfig, IngestRequest, Progress, Stage, ingest};
+pub use pipeline::{IngestConfig, IngestRequest, Ingested, Progress, Stage, ingest};

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::mp4::TrackKind;
 use crate::package::{self, AudioLabel, MeasuredRendition, VideoGeometry};
 use crate::probe::{self, SourceInfo};
+use crate::subtitles::{self, SidecarSubtitle, SkippedSubtitle, SubtitleRendition};
 use crate::supervise::{self, Supervision};
 use crate::transcode::{self, EncoderSettings};
 use crate::written::SegmentWatch;
@@ -230,6 +231,159 @@ pub struct IngestRequest {
     pub access: AccessPolicy,
     /// Where ffmpeg's whole log goes, if anywhere.
     pub log_file: Option<PathBuf>,
+    /// Subtitle files to publish beside the source's own text tracks.
+    pub subtitles: Vec<SidecarSubtitle>,
+}
+
+/// What an ingest published, and what of the source it could not.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub manifest: Manifest,
+    /// Bitmap subtitle tracks of the source, which cannot become WebVTT.
+    pub skipped_subtitles: Vec<SkippedSubtitle>,
+}
+
+/// A subtitle track to publish: a text track of the source (extracted by
+/// the encode) or a sidecar file (converted before it).
+#[derive(Debug, Clone)]
+struct PlannedSubtitle {
+    rendition: SubtitleRendition,
+    sidecar: Option<PathBuf>,
+}
+
+/// The subtitle tracks to publish, source tracks first, and the source's
+/// bitmap tracks, which are not.
+fn plan_subtitles(
+    source: &SourceInfo,
+    sidecars: &[SidecarSubtitle],
+) -> (Vec<PlannedSubtitle>, Vec<SkippedSubtitle>) {
+    let mut planned = Vec::new();
+    let mut skipped = Vec::new();
+    for track in &source.subtitles {
+        if !track.is_text() {
+            skipped.push(SkippedSubtitle {
+                language: track.language.clone(),
+                codec: track.codec.clone(),
+            });
+            continue;
+        }
+        let position = planned.len();
+        planned.push(PlannedSubtitle {
+            rendition: SubtitleRendition {
+                id: transcode::subtitle_dir(position),
+                language: track.language.clone(),
+                name: subtitles::display_name(
+                    track.title.as_deref(),
+                    &track.language,
+                    track.forced,
+                    track.hearing_impaired,
+                    position,
+                ),
+                forced: track.forced,
+                hearing_impaired: track.hearing_impaired,
+            },
+            sidecar: None,
+        });
+    }
+    for sidecar in sidecars {
+        let position = planned.len();
+        planned.push(PlannedSubtitle {
+            rendition: SubtitleRendition {
+                id: transcode::subtitle_dir(position),
+                language: sidecar.language.clone(),
+                name: subtitles::display_name(
+                    None,
+                    &sidecar.language,
+                    sidecar.forced,
+                    sidecar.hearing_impaired,
+                    position,
+                ),
+                forced: sidecar.forced,
+                hearing_impaired: sidecar.hearing_impaired,
+            },
+            sidecar: Some(sidecar.path.clone()),
+        });
+    }
+    (planned, skipped)
+}
+
+/// How long converting one sidecar subtitle file may take.
+const SIDECAR_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Converts a sidecar subtitle file to WebVTT at `out` with a small ffmpeg
+/// run of its own (the file only, never the source), read through the
+/// subtitle demuxers alone ([`probe::untrusted_subtitle_args`]).
+async fn convert_sidecar(
+    ffmpeg: &Path,
+    sidecar: &Path,
+    language: &str,
+    out: &Path,
+) -> Result<(), MediaError> {
+    let name = sidecar
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let refuse = |why: String| MediaError::BadSubtitles {
+        detail: format!("the {language} subtitles {name}: {why}"),
+    };
+    let metadata = tokio::fs::metadata(sidecar)
+        .await
+        .map_err(|error| refuse(format!("cannot be read: {error}")))?;
+    if !metadata.is_file() {
+        return Err(refuse("not a regular file".to_string()));
+    }
+    if metadata.len() > subtitles::MAX_SIDECAR_BYTES {
+        return Err(refuse(format!(
+            "it is {} bytes, beyond the limit of {} MiB for a subtitle file",
+            metadata.len(),
+            subtitles::MAX_SIDECAR_BYTES / (1024 * 1024)
+        )));
+    }
+    let mut command = tokio::process::Command::new(ffmpeg);
+    command
+        .args(["-hide_banner", "-nostdin", "-y", "-loglevel", "error"])
+        .args(probe::untrusted_subtitle_args())
+        .arg("-i")
+        .arg(probe::input_url(sidecar))
+        .args(["-map", "0:s:0", "-c:s", "webvtt", "-f", "webvtt"])
+        .arg(out)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(SIDECAR_TIMEOUT, command.output())
+        .await
+        .map_err(|_| {
+            refuse(format!(
+                "converting it took longer than {} s",
+                SIDECAR_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|error| supervise::spawn_error(ffmpeg, error))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let accepted = "only SubRip (.srt), ASS/SSA (.ass, .ssa) and WebVTT (.vtt) files are accepted";
+    if let Some(line) = stderr
+        .lines()
+        .find(|line| line.contains("Format not on whitelist"))
+    {
+        let format = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once(" @"))
+            .map_or("unknown", |(format, _)| format);
+        return Err(refuse(format!("it is a {format} file; {accepted}")));
+    }
+    if !output.status.success() {
+        let last = stderr.lines().last().unwrap_or("ffmpeg could not read it");
+        return Err(refuse(format!(
+            "it is not a subtitle file ffmpeg can read ({}); {accepted}",
+            last.trim()
+        )));
+    }
+    let text = tokio::fs::read_to_string(out)
+        .await
+        .map_err(|error| MediaError::io(out, error))?;
+    if subtitles::parse_webvtt(&text).map_or(true, |cues| cues.is_empty()) {
+        return Err(refuse("it has no cues".to_string()));
+    }
+    Ok(())
 }
 
 /// The longest title a video may have, in characters.
@@ -298,7 +452,7 @@ pub async fn ingest(
     request: &IngestRequest,
     cancel: &CancellationToken,
     on_progress: &(dyn Fn(Progress) + Send + Sync),
-) -> Result<Manifest, MediaError> {
+) -> Result<Ingested, MediaError> {
     // The last stage reached, so that a failure can say what it was writing.
     let reached = std::sync::Mutex::new(Stage::Queued);
     let track_stage = |progress: Progress| {
@@ -307,7 +461,7 @@ pub async fn ingest(
     };
     let result = ingest_in(store, staging_dir, config, request, cancel, &track_stage).await;
     match result {
-        Ok(manifest) => Ok(manifest),
+        Ok(ingested) => Ok(ingested),
         Err(error) => {
             let stage = *reached.lock().unwrap_or_else(PoisonError::into_inner);
             // Diagnosed before the staging directory goes: removing it gives
@@ -419,7 +573,7 @@ async fn ingest_in(
     request: &IngestRequest,
     cancel: &CancellationToken,
     on_progress: &(dyn Fn(Progress) + Send + Sync),
-) -> Result<Manifest, MediaError> {
+) -> Result<Ingested, MediaError> {
     config.validate()?;
     check_title(&request.title)?;
     on_progress(Progress::at(Stage::Probing, 0.0));
@@ -435,14 +589,35 @@ async fn ingest_in(
     source.keep_audio_languages(&config.audio_languages)?;
     check_cancel(cancel)?;
     let plan = kinema_core::ladder::plan(&source.shape(), &config.ladder)?;
+    let (planned_subtitles, skipped_subtitles) = plan_subtitles(&source, &request.subtitles);
     tracing::info!(id = %request.id, duration = source.duration_seconds, rungs = plan.video.len(),
-        audio = plan.audio.len(), "planned ingest");
+        audio = plan.audio.len(), subtitles = planned_subtitles.len(), "planned ingest");
+    for skipped in &skipped_subtitles {
+        tracing::warn!(id = %request.id, language = %skipped.language, codec = %skipped.codec,
+            "bitmap subtitle track skipped: only text subtitles become WebVTT");
+    }
 
     let thumbnails = source.video.as_ref().map(|video| {
         let (width, height) = video.display_size();
         thumbs::plan(source.duration_seconds, width, height)
     });
-    prepare_dirs(staging_dir, &plan, thumbnails.is_some()).await?;
+    prepare_dirs(
+        staging_dir,
+        &plan,
+        thumbnails.is_some(),
+        planned_subtitles.len(),
+    )
+    .await?;
+    // Sidecars first: a bad one fails the ingest before the long encode.
+    for planned in &planned_subtitles {
+        if let Some(sidecar) = &planned.sidecar {
+            let out = staging_dir
+                .join(&planned.rendition.id)
+                .join(transcode::SUBTITLE_EXTRACT);
+            convert_sidecar(&config.ffmpeg, sidecar, &planned.rendition.language, &out).await?;
+        }
+    }
+    check_cancel(cancel)?;
     let args = transcode::ffmpeg_args(
         &request.source,
         &source,
@@ -514,9 +689,20 @@ async fn ingest_in(
         .map(MeasuredRendition::duration_seconds)
         .fold(0.0, f64::max);
     check_truncation(&source, media_duration)?;
+    let staging = staging_dir.to_path_buf();
+    let timeline = renditions.clone();
+    let subtitle_renditions: Vec<SubtitleRendition> = planned_subtitles
+        .iter()
+        .map(|planned| planned.rendition.clone())
+        .collect();
+    let to_package = subtitle_renditions.clone();
+    tokio::task::spawn_blocking(move || package_subtitles(&staging, &timeline, &to_package))
+        .await
+        .map_err(|join| MediaError::Output(format!("subtitle packaging task failed: {join}")))??;
     write_manifests(
         staging_dir,
         &renditions,
+        &subtitle_renditions,
         thumbnails.as_ref(),
         media_duration,
     )
@@ -563,19 +749,25 @@ async fn ingest_in(
         })?;
     on_progress(Progress::at(Stage::Done, 100.0));
     tracing::info!(id = %manifest.id, files = manifest.files.len(), "published");
-    Ok(manifest)
+    Ok(Ingested {
+        manifest,
+        skipped_subtitles,
+    })
 }
 
 async fn prepare_dirs(
     staging_dir: &Path,
     plan: &LadderPlan,
     thumbnails: bool,
+    subtitle_tracks: usize,
 ) -> Result<(), MediaError> {
     tokio::fs::create_dir(staging_dir)
         .await
         .map_err(|error| MediaError::io(staging_dir, error))?;
-    for index in 0..transcode::stream_count(plan) {
-        let dir = staging_dir.join(transcode::stream_dir(index));
+    let streams = (0..transcode::stream_count(plan)).map(transcode::stream_dir);
+    let subtitles = (0..subtitle_tracks).map(transcode::subtitle_dir);
+    for name in streams.chain(subtitles) {
+        let dir = staging_dir.join(name);
         tokio::fs::create_dir(&dir)
             .await
             .map_err(|error| MediaError::io(&dir, error))?;
@@ -648,6 +840,76 @@ fn package_outputs(
     Ok(renditions)
 }
 
+/// Segments every subtitle track's extracted WebVTT on the media segments'
+/// boundaries: `{id}/{n}.vtt`, `{id}/index.m3u8` and, for DASH,
+/// `{id}/sub.vtt`; the extract itself is removed (blocking).
+fn package_subtitles(
+    staging_dir: &Path,
+    renditions: &[MeasuredRendition],
+    subtitle_renditions: &[SubtitleRendition],
+) -> Result<(), MediaError> {
+    if subtitle_renditions.is_empty() {
+        return Ok(());
+    }
+    // Video segments, else audio ones (an audio-only source): what players
+    // fetch subtitles beside.
+    let Some(timeline) = renditions
+        .iter()
+        .find(|rendition| rendition.kind() == TrackKind::Video)
+        .or_else(|| renditions.first())
+    else {
+        return Ok(());
+    };
+    let to_ms = |ticks: u64| (timeline.seconds(ticks) * 1000.0).round() as u64;
+    let boundaries: Vec<(u64, u64)> = timeline
+        .segments
+        .iter()
+        .map(|segment| {
+            (
+                to_ms(segment.start),
+                to_ms(segment.start + segment.duration),
+            )
+        })
+        .collect();
+    let write = |path: PathBuf, contents: &str| {
+        std::fs::write(&path, contents).map_err(|error| MediaError::io(&path, error))
+    };
+    for subtitle in subtitle_renditions {
+        let dir = staging_dir.join(&subtitle.id);
+        let extract = dir.join(transcode::SUBTITLE_EXTRACT);
+        // A text track with no cue at all leaves ffmpeg's output empty.
+        let text = match std::fs::read_to_string(&extract) {
+            Ok(text) if text.trim().is_empty() => "WEBVTT\n".to_string(),
+            Ok(text) => text,
+            Err(error) => return Err(MediaError::io(&extract, error)),
+        };
+        let cues = subtitles::parse_webvtt(&text).map_err(|error| {
+            MediaError::Output(format!(
+                "{}: ffmpeg's WebVTT is unreadable: {error}",
+                subtitle.id
+            ))
+        })?;
+        let segments = subtitles::segment_files(&cues, &boundaries).map_err(|detail| {
+            MediaError::BadSubtitles {
+                detail: format!(
+                    "the {} subtitles ({}): {detail}",
+                    subtitle.language, subtitle.id
+                ),
+            }
+        })?;
+        for (index, segment) in segments.iter().enumerate() {
+            write(dir.join(format!("{}.vtt", index + 1)), segment)?;
+        }
+        write(dir.join("sub.vtt"), &subtitles::whole_file(&cues))?;
+        write(
+            dir.join("index.m3u8"),
+            &subtitles::media_playlist(&timeline.segment_seconds()),
+        )?;
+        std::fs::remove_file(&extract).map_err(|error| MediaError::io(&extract, error))?;
+    }
+    Ok(())
+}
+
 /// Writes a track's language into its init segment (blocking).
 fn set_init_language(init: &Path, language: &str) -> Result<(), MediaError> {
     let mut bytes = std::fs::read(init).map_err(|error| MediaError::io(init, error))?;
@@ -679,6 +941,7 @@ async fn write_file(path: PathBuf, contents: String) -> Result<(), MediaError> {
 async fn write_manifests(
     staging_dir: &Path,
     renditions: &[MeasuredRendition],
+    subtitles: &[SubtitleRendition],
     thumbnails: Option<&thumbs::ThumbnailPlan>,
     duration: f64,
 ) -> Result<(), MediaError> {
@@ -691,10 +954,14 @@ async fn write_manifests(
     }
     write_file(
         staging_dir.join("master.m3u8"),
-        hls::multivariant_playlist(renditions),
+        hls::multivariant_playlist(renditions, subtitles),
     )
     .await?;
-    write_file(staging_dir.join("manifest.mpd"), dash::mpd(renditions)).await?;
+    write_file(
+        staging_dir.join("manifest.mpd"),
+        dash::mpd(renditions, subtitles),
+    )
+    .await?;
     if let Some(thumbnails) = thumbnails {
         write_file(
             staging_dir.join("thumbs").join("thumbs.vtt"),

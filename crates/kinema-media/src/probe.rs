@@ -48,6 +48,19 @@ pub fn untrusted_input_args(demuxer: Option<&str>) -> Vec<String> {
     args
 }
 
+/// ffmpeg options that go before `-i` for a sidecar subtitle file: local
+/// files only, and only the SubRip, ASS/SSA and WebVTT demuxers
+/// ([`crate::subtitles::SIDECAR_DEMUXERS`]) — a playlist or file list named
+/// `.srt` is refused like one given as a source.
+pub fn untrusted_subtitle_args() -> Vec<String> {
+    vec![
+        "-protocol_whitelist".to_string(),
+        "file".to_string(),
+        "-format_whitelist".to_string(),
+        crate::subtitles::SIDECAR_DEMUXERS.join(","),
+    ]
+}
+
 /// The source as ffmpeg's input URL: always the `file` protocol, so a file
 /// name with a colon is never read as another protocol.
 pub fn input_url(path: &Path) -> String {
@@ -64,6 +77,8 @@ pub struct SourceInfo {
     /// Every audio track, the default one first (the source's default, or
     /// its first audio track), then the rest in the source's order.
     pub audio: Vec<AudioStream>,
+    /// Every subtitle track, text or bitmap, in the source's order.
+    pub subtitles: Vec<SubtitleStream>,
     /// ffprobe's name for the container (`mov,mp4,m4a,3gp,3g2,mj2`).
     pub format_name: String,
 }
@@ -114,6 +129,28 @@ pub struct AudioStream {
     pub describes_video: bool,
     /// Flagged as a commentary track (DASH Role `commentary`).
     pub commentary: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubtitleStream {
+    pub index: u32,
+    /// ffprobe's codec name (`subrip`, `ass`, `mov_text`, `hdmv_pgs_subtitle`).
+    pub codec: String,
+    /// BCP 47 (`en`), `und` when the source says nothing.
+    pub language: String,
+    pub title: Option<String>,
+    /// Flagged forced: shown only where the picture needs it.
+    pub forced: bool,
+    /// Flagged for the hearing impaired (SDH).
+    pub hearing_impaired: bool,
+}
+
+impl SubtitleStream {
+    /// Whether its cues are text, which can become WebVTT; bitmap
+    /// subtitles (PGS, DVD, DVB) cannot.
+    pub fn is_text(&self) -> bool {
+        crate::subtitles::TEXT_CODECS.contains(&self.codec.as_str())
+    }
 }
 
 impl AudioStream {
@@ -447,6 +484,19 @@ pub fn interpret(json: &[u8], stderr: &str) -> Result<SourceInfo, MediaError> {
             commentary: flag(stream, "comment"),
         })
         .collect();
+    let subtitles = output
+        .streams
+        .iter()
+        .filter(|stream| stream.codec_type == "subtitle")
+        .map(|stream| SubtitleStream {
+            index: stream.index,
+            codec: stream.codec_name.clone(),
+            language: crate::language::bcp47(stream.tags.get("language").map(String::as_str)),
+            title: stream.tags.get("title").cloned(),
+            forced: flag(stream, "forced"),
+            hearing_impaired: flag(stream, "hearing_impaired"),
+        })
+        .collect();
     // One default: the source's first flagged one, else its first track.
     let default = audio.iter().position(|stream| stream.default).unwrap_or(0);
     for (position, stream) in audio.iter_mut().enumerate() {
@@ -489,6 +539,7 @@ pub fn interpret(json: &[u8], stderr: &str) -> Result<SourceInfo, MediaError> {
         duration_seconds,
         video,
         audio,
+        subtitles,
         format_name: format.format_name,
     })
 }
@@ -585,6 +636,57 @@ mod tests {
             error,
             "invalid ingest settings: no audio track is in de; the source has en"
         );
+    }
+
+    #[test]
+    fn subtitle_tracks_keep_language_flags_and_whether_they_are_text() {
+        let subtitle = |index: u32, codec: &str, extra: &str| {
+            format!(
+                r#"{{"index": {index}, "codec_type": "subtitle", "codec_name": "{codec}" {extra}}}"#
+            )
+        };
+        let streams = format!(
+            "{},{},{},{}",
+            video(""),
+            subtitle(
+                1,
+                "subrip",
+                r#", "tags": {"language": "eng", "title": "English"}"#
+            ),
+            subtitle(
+                2,
+                "ass",
+                r#", "tags": {"language": "fre"}, "disposition": {"forced": 1, "hearing_impaired": 0}"#
+            ),
+            subtitle(
+                3,
+                "hdmv_pgs_subtitle",
+                r#", "tags": {"language": "ger"}, "disposition": {"hearing_impaired": 1}"#
+            ),
+        );
+        let info = interpret(&json(&streams, MP4), "").unwrap();
+        let tracks: Vec<(u32, &str, bool, bool, bool)> = info
+            .subtitles
+            .iter()
+            .map(|s| {
+                (
+                    s.index,
+                    s.language.as_str(),
+                    s.forced,
+                    s.hearing_impaired,
+                    s.is_text(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tracks,
+            [
+                (1, "en", false, false, true),
+                (2, "fr", true, false, true),
+                (3, "de", false, true, false)
+            ]
+        );
+        assert_eq!(info.subtitles[0].title.as_deref(), Some("English"));
     }
 
     #[test]

@@ -73,12 +73,14 @@ pub struct SkippedSubtitle {
 }
 
 /// A subtitle file given beside the source (`--subtitles fr=film.fr.srt`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SidecarSubtitle {
     pub path: std::path::PathBuf,
     /// BCP 47.
     pub language: String,
+    #[serde(default)]
     pub forced: bool,
+    #[serde(default)]
     pub hearing_impaired: bool,
 }
 

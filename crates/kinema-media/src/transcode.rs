@@ -10,6 +10,11 @@
 //! `N/init.mp4` and `N/{1,2,…}.m4s` per output stream N. We discard its
 //! MPD and write our manifests from the segments themselves.
 //!
+//! Text subtitle tracks are extracted by the same run, as extra outputs
+//! (`-map 0:N -c:s webvtt -f webvtt sub{k}/source.vtt`): no second pass
+//! over the source, and cue times on the same output timeline as the CMAF
+//! segments. Bitmap subtitle tracks are not mapped at all.
+//!
 //! Building the argument list is a pure function, snapshot-tested.
 
 use std::path::Path;
@@ -37,6 +42,16 @@ pub struct EncoderSettings {
 pub fn stream_dir(index: usize) -> String {
     index.to_string()
 }
+
+/// The directory of the `k`-th published subtitle track (text tracks of
+/// the source first, in its order, then sidecar files).
+pub fn subtitle_dir(k: usize) -> String {
+    format!("sub{k}")
+}
+
+/// The WebVTT file ffmpeg extracts a subtitle track into, inside its
+/// [`subtitle_dir`]; removed once segmented.
+pub const SUBTITLE_EXTRACT: &str = "source.vtt";
 
 /// One output stream per audio rendition, each from its source track.
 fn map_audio(args: &mut Vec<String>, source: &SourceInfo, plan: &LadderPlan) {
@@ -256,6 +271,14 @@ pub fn ffmpeg_args(
             args.push(out_dir.join("thumbs").join(file).display().to_string());
         }
     }
+    let text_tracks = source.subtitles.iter().filter(|track| track.is_text());
+    for (k, track) in text_tracks.enumerate() {
+        args.push("-map".to_string());
+        args.push(format!("0:{}", track.index));
+        push(&mut args, &["-c:s", "webvtt", "-f", "webvtt"]);
+        let path = out_dir.join(subtitle_dir(k)).join(SUBTITLE_EXTRACT);
+        args.push(path.display().to_string());
+    }
     args
 }
 
@@ -299,6 +322,7 @@ mod tests {
             } else {
                 Vec::new()
             },
+            subtitles: Vec::new(),
             format_name: "mov,mp4,m4a,3gp,3g2,mj2".into(),
         }
     }
@@ -447,6 +471,57 @@ id=0,streams=0 id=1,streams=1 id=2,streams=2 id=3,streams=3
 /stage/thumbs/poster.jpg
 ",
         );
+    }
+
+    #[test]
+    fn text_subtitles_are_extra_outputs_of_the_same_run_and_bitmaps_are_not_mapped() {
+        let mut source = source(false, false, true);
+        let subtitle = |index: u32, codec: &str| crate::probe::SubtitleStream {
+            index,
+            codec: codec.into(),
+            language: "en".into(),
+            title: None,
+            forced: false,
+            hearing_impaired: false,
+        };
+        source.subtitles = vec![
+            subtitle(3, "subrip"),
+            subtitle(4, "hdmv_pgs_subtitle"),
+            subtitle(5, "ass"),
+        ];
+        let plan = plan(&source.shape(), &LadderConfig::default()).unwrap();
+        let args = ffmpeg_args(
+            Path::new("in.mkv"),
+            &source,
+            &plan,
+            None,
+            &settings(),
+            Path::new("out"),
+        );
+        let dash_output = args
+            .iter()
+            .position(|a| a == "out/ffmpeg-dash.mpd")
+            .unwrap();
+        check(
+            args[dash_output + 1..].to_vec(),
+            "
+-map
+0:3
+-c:s
+webvtt
+-f
+webvtt
+out/sub0/source.vtt
+-map
+0:5
+-c:s
+webvtt
+-f
+webvtt
+out/sub1/source.vtt
+",
+        );
+        assert_eq!(args.iter().filter(|a| *a == "-i").count(), 1);
     }
 
     #[test]

@@ -117,6 +117,7 @@ fn upload(library: &Library, title: Option<String>) -> SubmitRequest {
         video_id: Some(VideoId::new("upload").unwrap()),
         title,
         access: AccessPolicy::Public,
+        subtitles: Vec::new(),
     }
 }
 

@@ -31,6 +31,7 @@ fn submit(source: &Path, id: &str) -> SubmitRequest {
         video_id: Some(VideoId::new(id).unwrap()),
         title: Some(format!("title of {id}")),
         access: AccessPolicy::Public,
+        subtitles: Vec::new(),
     }
 }
 

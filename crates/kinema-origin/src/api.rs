@@ -273,6 +273,7 @@ impl Api {
                 video_id,
                 title,
                 access,
+                subtitles: Vec::new(),
             })
             .await;
         match submitted {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use kinema_core::{AccessPolicy, VideoId};
+use kinema_media::subtitles::SidecarSubtitle;
 use kinema_media::{IngestConfig, IngestRequest, Progress, Stage};
 use kinema_store::LocalStore;
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,15 @@ The video then plays at /v/{id}/master.m3u8 (HLS) and /v/{id}/manifest.mpd (DASH
 `kinema serve --library ./library`. ffmpeg and ffprobe must be on PATH (scripts/install-deps). \
 Every flag can also be set by its KINEMA_* variable or in the [ingest] section of kinema.toml, \
 where the ladder is configured too ([ingest.ladder] rungs = [{ height = 360, bitrate = 700000 }], \
-audio_bitrate, segment_seconds, max_frame_rate). Ctrl-C cancels: nothing is published.";
+audio_bitrate, segment_seconds, max_frame_rate). Ctrl-C cancels: nothing is published.
+
+Subtitles: the source's text subtitle tracks (SubRip, ASS/SSA, mov_text, WebVTT) and every \
+--subtitles file become WebVTT renditions (HLS SUBTITLES group, DASH text sets), with their \
+forced and hearing-impaired flags. Bitmap tracks (PGS, DVD, DVB) cannot be converted: they are \
+listed as skipped, with their language.
+
+Example: kinema ingest film.mkv --library ./library --subtitles en=film.en.srt \
+--subtitles fr+forced=film.fr.vtt";
 
 /// Settings of `[ingest]`; a flag or variable overrides the file.
 #[derive(Debug, Args, Serialize)]
@@ -56,6 +65,14 @@ pub struct IngestArgs {
     #[arg(long, value_name = "POLICY", default_value = "public")]
     #[serde(skip)]
     access: AccessPolicy,
+
+    /// A subtitle file to publish beside the source's own tracks, as
+    /// LANG=FILE (en=film.en.srt); add +forced or +sdh after the language
+    /// (fr+forced=signs.fr.srt). SubRip, ASS/SSA and WebVTT files only;
+    /// repeat the flag for more files
+    #[arg(long = "subtitles", value_name = "LANG=FILE", value_parser = parse_sidecar)]
+    #[serde(skip)]
+    subtitles: Vec<SidecarSubtitle>,
 
     /// Library directory to publish into [required]
     #[arg(long, env = "KINEMA_LIBRARY", value_name = "DIR")]
@@ -103,6 +120,10 @@ pub struct IngestArgs {
     #[arg(long)]
     #[serde(skip)]
     quiet: bool,
+}
+
+fn parse_sidecar(text: &str) -> Result<SidecarSubtitle, String> {
+    SidecarSubtitle::parse(text)
 }
 
 /// `[ingest]` as a whole: the library plus the pipeline's own settings.
@@ -249,12 +270,14 @@ async fn ingest(
         title,
         access: args.access,
         log_file: None,
+        subtitles: args.subtitles.clone(),
     };
     let started = std::time::Instant::now();
     let result =
         kinema_media::ingest(&store, &staging, &config, &request, &cancel, &on_progress).await;
     bar.finish_and_clear();
-    let manifest = result.with_context(|| format!("ingest of {} failed", args.file.display()))?;
+    let ingested = result.with_context(|| format!("ingest of {} failed", args.file.display()))?;
+    let manifest = &ingested.manifest;
     let renditions: Vec<String> = manifest
         .renditions
         .iter()
@@ -275,6 +298,12 @@ async fn ingest(
     );
     println!("  HLS:  /v/{id}/master.m3u8");
     println!("  DASH: /v/{id}/manifest.mpd");
+    for skipped in &ingested.skipped_subtitles {
+        println!(
+            "  skipped subtitles: {} ({}): bitmap subtitles cannot become WebVTT",
+            skipped.language, skipped.codec
+        );
+    }
     Ok(())
 }
 

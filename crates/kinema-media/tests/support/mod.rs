@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use kinema_core::ladder::{LadderConfig, RungSpec};
 use kinema_core::{AccessPolicy, Manifest, VideoId};
-use kinema_media::{IngestConfig, IngestRequest, MediaError, Progress};
+use kinema_media::subtitles::SidecarSubtitle;
+use kinema_media::{IngestConfig, IngestRequest, Ingested, MediaError, Progress};
 use kinema_store::{LocalStore, Store, checksum_file};
 use tokio_util::sync::CancellationToken;
 
@@ -119,6 +120,18 @@ impl Library {
             .await
     }
 
+    /// Runs one ingest with sidecar subtitle files; returns all it reports.
+    pub async fn ingest_with_subtitles(
+        &self,
+        source: &Path,
+        id: &str,
+        config: &IngestConfig,
+        subtitles: Vec<SidecarSubtitle>,
+    ) -> Result<Ingested, MediaError> {
+        self.run(source, id, config, subtitles, &|_: Progress| {})
+            .await
+    }
+
     /// Runs one ingest through the pipeline, reporting its progress.
     pub async fn ingest_reporting(
         &self,
@@ -127,12 +140,26 @@ impl Library {
         config: &IngestConfig,
         on_progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Manifest, MediaError> {
+        self.run(source, id, config, Vec::new(), on_progress)
+            .await
+            .map(|ingested| ingested.manifest)
+    }
+
+    async fn run(
+        &self,
+        source: &Path,
+        id: &str,
+        config: &IngestConfig,
+        subtitles: Vec<SidecarSubtitle>,
+        on_progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Ingested, MediaError> {
         let request = IngestRequest {
             source: source.to_path_buf(),
             id: VideoId::new(id).unwrap(),
             title: id.to_string(),
             access: AccessPolicy::Public,
             log_file: None,
+            subtitles,
         };
         let staging = self
             .store
