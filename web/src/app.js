@@ -300,6 +300,8 @@ function showWatchPage(id) {
       }
     });
   const select = document.getElementById('quality-select');
+  const audioSelect = document.getElementById('audio-select');
+  const audioChoice = document.getElementById('audio-choice');
   const message = document.getElementById('watch-message');
   let player = null;
 
@@ -310,6 +312,8 @@ function showWatchPage(id) {
       button.setAttribute('aria-pressed', String(button.dataset.protocol === protocol));
     }
     select.replaceChildren(new Option('Auto', 'auto'));
+    audioSelect.replaceChildren();
+    audioChoice.hidden = true;
     document.getElementById('quality-now').textContent = '—';
     document.getElementById('quality-mode').textContent = '';
     try {
@@ -322,6 +326,18 @@ function showWatchPage(id) {
           const options = [...levels].reverse().map((level) => new Option(describeQuality(level), String(level.key)));
           select.replaceChildren(new Option('Auto', 'auto'), ...options);
           select.disabled = levels.length === 0;
+        },
+        onAudioTracks: (tracks) => {
+          // A menu only when there is a choice to make.
+          audioSelect.replaceChildren(
+            ...tracks.map((track) => new Option(track.name || track.language, String(track.key), false, track.default)),
+          );
+          audioChoice.hidden = tracks.length < 2;
+        },
+        onAudioTrack: (track) => {
+          // What is playing, not only what was asked for.
+          audioSelect.value = String(track.key);
+          audioSelect.dataset.playing = String(track.key);
         },
         onQuality: (quality) => {
           document.getElementById('quality-now').textContent = quality.bitrate
@@ -352,6 +368,12 @@ function showWatchPage(id) {
     // hls.js names rungs by number, dash.js by representation id.
     const key = value === 'auto' ? 'auto' : (player.levels().find((level) => String(level.key) === value)?.key ?? 'auto');
     player.setLevel(key);
+  });
+  audioSelect.addEventListener('change', () => {
+    if (!player) return;
+    // hls.js numbers its tracks, dash.js names them by AdaptationSet id.
+    const track = player.audioTracks().find((candidate) => String(candidate.key) === audioSelect.value);
+    if (track) player.setAudioTrack(track.key);
   });
   for (const button of document.querySelectorAll('[data-protocol]')) {
     button.addEventListener('click', () => start(button.dataset.protocol, video.currentTime));

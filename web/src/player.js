@@ -32,14 +32,20 @@ const HLS_STALL_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall', '
  *   startPosition: seconds to start playing at (0 by default)
  *   onLevels(levels)   — the video rungs, lowest first: {key, width, height, bitrate}
  *   onQuality(quality) — the rung now on screen: {key, width, height, bitrate, auto}
+ *   onAudioTracks(tracks) — the audio languages to choose from, in the
+ *            stream's order: {key, language, name, default}
+ *   onAudioTrack(track)   — the audio track now playing (same shape)
  *   onError(error), onWarning(warning) — {source, type, detail, fatal}
  *
- * Returns {engine, levels(), setLevel(key | 'auto'), destroy()}.
+ * Returns {engine, levels(), setLevel(key | 'auto'), audioTracks(),
+ * setAudioTrack(key), destroy()}.
  */
 export function attachPlayer(video, options) {
   const callbacks = {
     onLevels: options.onLevels ?? (() => {}),
     onQuality: options.onQuality ?? (() => {}),
+    onAudioTracks: options.onAudioTracks ?? (() => {}),
+    onAudioTrack: options.onAudioTrack ?? (() => {}),
     onError: options.onError ?? (() => {}),
     onWarning: options.onWarning ?? (() => {}),
   };
@@ -105,6 +111,20 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
       });
     }
   });
+  // hls.js lists the audio tracks of the current variant's group; every
+  // group of a kinema stream has the same tracks in the same order.
+  const audioTracks = () =>
+    hls.audioTracks.map((track, index) => ({
+      key: index,
+      language: track.lang ?? 'und',
+      name: track.name,
+      default: Boolean(track.default),
+    }));
+  hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, () => callbacks.onAudioTracks(audioTracks()));
+  hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_event, data) => {
+    const track = audioTracks()[data.id];
+    if (track) callbacks.onAudioTrack(track);
+  });
   hls.on(Hls.Events.ERROR, (_event, data) => {
     const report = {
       source: 'hls.js',
@@ -131,6 +151,10 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
       // currentLevel switches now (flushing what is buffered); -1 is automatic.
       hls.currentLevel = key === 'auto' ? -1 : key;
     },
+    audioTracks,
+    setAudioTrack(key) {
+      hls.audioTrack = key;
+    },
     destroy() {
       unwatch();
       hls.destroy();
@@ -151,6 +175,8 @@ function attachNativeHls(video, url, startPosition, callbacks) {
     engine: 'native',
     levels: () => [],
     setLevel() {},
+    audioTracks: () => [],
+    setAudioTrack() {},
     destroy() {
       unwatch();
       video.removeEventListener('resize', report);
@@ -193,6 +219,21 @@ function attachDash(video, url, startAt, startPosition, callbacks) {
       player.setRepresentationForTypeById('video', levels[0].key, true);
     }
   });
+  // dash.js offers one track per audio AdaptationSet; kinema writes one per
+  // source track and codec, so sets of a codec this browser cannot play
+  // are not offered by dash.js at all.
+  const describeTrack = (track) => ({
+    key: String(track.id ?? track.index),
+    language: track.lang ?? 'und',
+    name: track.labels?.[0]?.text ?? track.lang ?? 'audio',
+    default: (track.roles ?? []).some((role) => (role.value ?? role) === 'main'),
+  });
+  const audioTracks = () => player.getTracksFor('audio').map(describeTrack);
+  player.on(events.STREAM_INITIALIZED, () => callbacks.onAudioTracks(audioTracks()));
+  player.on(events.TRACK_CHANGE_RENDERED, (event) => {
+    if (event.mediaType !== 'audio' || !event.newMediaInfo) return;
+    callbacks.onAudioTrack(describeTrack(event.newMediaInfo));
+  });
   player.on(events.QUALITY_CHANGE_RENDERED, (event) => {
     if (event.mediaType !== 'video' || !event.newRepresentation) return;
     const representation = event.newRepresentation;
@@ -226,6 +267,11 @@ function attachDash(video, url, startAt, startPosition, callbacks) {
       const auto = key === 'auto';
       player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: auto } } } });
       if (!auto) player.setRepresentationForTypeById('video', key, true);
+    },
+    audioTracks,
+    setAudioTrack(key) {
+      const track = player.getTracksFor('audio').find((candidate) => describeTrack(candidate).key === key);
+      if (track) player.setCurrentTrack(track);
     },
     destroy() {
       unwatch();

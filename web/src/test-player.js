@@ -11,6 +11,10 @@ const state = {
   quality: null,
   // Every rung seen on screen, so a test can tell the lowest was held.
   heightsPlayed: [],
+  audioTracks: [],
+  // The audio track playing, and every language heard, in order.
+  audioTrack: null,
+  languagesPlayed: [],
   errors: [],
   warnings: [],
 };
@@ -28,6 +32,13 @@ try {
     onQuality: (quality) => {
       state.quality = quality;
       if (!state.heightsPlayed.includes(quality.height)) state.heightsPlayed.push(quality.height);
+    },
+    onAudioTracks: (tracks) => {
+      state.audioTracks = tracks;
+    },
+    onAudioTrack: (track) => {
+      state.audioTrack = track;
+      if (!state.languagesPlayed.includes(track.language)) state.languagesPlayed.push(track.language);
     },
     onError: (error) => state.errors.push(error),
     onWarning: (warning) => state.warnings.push(warning),

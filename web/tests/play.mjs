@@ -10,11 +10,14 @@
 import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/play.mjs --player hls|dash --url MEDIA_URL [--lowest]
-       [--page PAGE_URL] [--seconds 3] [--timeout 60]
+       [--audio-language LANG] [--page PAGE_URL] [--seconds 3] [--timeout 60]
 
   --player   hls (hls.js, or native HLS without MSE) or dash (dash.js)
   --url      master.m3u8 or manifest.mpd URL
   --lowest   pin the lowest video rung from the start and check it was held
+  --audio-language
+             once playing, switch to the audio track in LANG (BCP 47) and
+             check that it plays on in that language
   --page     the test page (default: /ui/test-player.html on the URL's origin)
   --seconds  playback position to reach (default 3)
   --timeout  seconds to wait for it, browser start included (default 60)`;
@@ -23,7 +26,7 @@ const args = parseArgs(
   process.argv.slice(2),
   {
     flags: ['lowest'],
-    options: ['player', 'url', 'page', 'seconds', 'timeout'],
+    options: ['player', 'url', 'page', 'seconds', 'timeout', 'audio-language'],
     defaults: { lowest: false, seconds: '3', timeout: '60' },
   },
   USAGE,
@@ -60,10 +63,14 @@ const result = {
   bitrate: null,
   levels: [],
   heightsPlayed: [],
+  audioTracks: [],
+  audioLanguage: null,
+  languagesPlayed: [],
   errors: [],
   warnings: [],
 };
 let reason = null;
+const wantedLanguage = args['audio-language'] ?? null;
 // Every wait below is bounded by the deadline; this bounds what is not
 // (evaluate, closing the browser), with a grace period to report.
 exitAfter(timeoutSeconds * 1000, () =>
@@ -101,6 +108,31 @@ if (browser) {
       .catch((error) => {
         if (error.name !== 'TimeoutError') throw error;
       });
+    if (wantedLanguage !== null) {
+      // Switch once playing, then wait for that language to play on for
+      // two more seconds.
+      const switchedAt = await page.evaluate((language) => {
+        const track = window.kinemaPlayer?.audioTracks().find((candidate) => candidate.language === language);
+        if (!track) return null;
+        window.kinemaPlayer.setAudioTrack(track.key);
+        return document.getElementById('video').currentTime;
+      }, wantedLanguage);
+      if (switchedAt !== null) {
+        await page
+          .waitForFunction(
+            ([language, target]) => {
+              const state = window.kinemaTest;
+              const video = document.getElementById('video');
+              return state.errors.length > 0 || (state.audioTrack?.language === language && video.currentTime > target);
+            },
+            [wantedLanguage, switchedAt + 2],
+            { timeout: remainingMs(), polling: 100 },
+          )
+          .catch((error) => {
+            if (error.name !== 'TimeoutError') throw error;
+          });
+      }
+    }
     const state = await page.evaluate(() => ({
       ...window.kinemaTest,
       currentTime: document.getElementById('video').currentTime,
@@ -113,6 +145,9 @@ if (browser) {
       bitrate: state.quality?.bitrate ?? null,
       levels: state.levels ?? [],
       heightsPlayed: state.heightsPlayed ?? [],
+      audioTracks: state.audioTracks ?? [],
+      audioLanguage: state.audioTrack?.language ?? null,
+      languagesPlayed: state.languagesPlayed ?? [],
       errors: [...result.errors, ...(state.errors ?? [])],
       warnings: [...result.warnings, ...(state.warnings ?? [])],
     });
@@ -143,6 +178,15 @@ function judge(outcome) {
   }
   if (outcome.engine !== 'native' && outcome.height === null) {
     return 'the player never reported which rung was on screen';
+  }
+  if (wantedLanguage !== null) {
+    const languages = outcome.audioTracks.map((track) => track.language);
+    if (!languages.includes(wantedLanguage)) {
+      return `no audio track in ${wantedLanguage} was offered (tracks: ${languages.join(', ') || 'none'})`;
+    }
+    if (outcome.audioLanguage !== wantedLanguage) {
+      return `asked for audio in ${wantedLanguage} but ${outcome.audioLanguage ?? 'no track'} was playing`;
+    }
   }
   if (args.lowest) {
     if (outcome.levels.length === 0) return 'no video rungs were listed, so the lowest could not be pinned';

@@ -11,12 +11,14 @@ import { join } from 'node:path';
 import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/ui.mjs --base URL (--video ID | --upload FILE)
-       [--token TOKEN] [--screenshots DIR] [--timeout 90]
+       [--token TOKEN] [--audio NAME] [--screenshots DIR] [--timeout 90]
 
   --base         the server's root URL, e.g. http://127.0.0.1:8080
   --video        id of a published video the library must list
   --upload       upload FILE with the library's form first, then walk through it
   --token        admin API token, stored as the UI's own token field would
+  --audio        choose the audio track named NAME from the watch page's
+                 audio menu and check it plays
   --screenshots  write library.png and watch.png into DIR
   --timeout      seconds for the whole walk (default 90)`;
 
@@ -24,7 +26,7 @@ const args = parseArgs(
   process.argv.slice(2),
   {
     flags: [],
-    options: ['base', 'video', 'upload', 'token', 'screenshots', 'timeout'],
+    options: ['base', 'video', 'upload', 'token', 'audio', 'screenshots', 'timeout'],
     defaults: { timeout: '90' },
   },
   USAGE,
@@ -146,6 +148,22 @@ if (browser) {
     );
     await waitForPlayback(page, 'hls.js', 1);
     done(step, { readout: await readout(page) });
+
+    if (args.audio) {
+      step = `choose ${args.audio} from the audio menu`;
+      const names = await page.locator('#audio-select option').evaluateAll((options) => options.map((o) => o.textContent));
+      if (!names.includes(args.audio)) throw new Error(`the audio menu lists ${JSON.stringify(names)}`);
+      await page.selectOption('#audio-select', { label: args.audio });
+      // The page marks the track the player reports as switched to.
+      const chosen = await page.locator('#audio-select').evaluate((select) => select.value);
+      await page.waitForFunction(
+        (value) => document.getElementById('audio-select').dataset.playing === value,
+        chosen,
+        { timeout: remainingMs(), polling: 100 },
+      );
+      await waitForPlayback(page, 'hls.js', 1);
+      done(step, { audio: names });
+    }
 
     step = 'switch to dash.js with the protocol toggle';
     await page.click('#protocol-dash');

@@ -30,23 +30,35 @@ fn hls_js_and_dash_js_play_at_auto_and_lowest_quality() {
     let server = fixture.serve();
     let lowest_height = fixture.lowest_video_height();
 
+    // The French cases switch audio language while playing.
     let cases = [
-        ("hls", "master.m3u8", false),
-        ("hls", "master.m3u8", true),
-        ("dash", "manifest.mpd", false),
-        ("dash", "manifest.mpd", true),
+        ("hls", "master.m3u8", false, None),
+        ("hls", "master.m3u8", true, None),
+        ("dash", "manifest.mpd", false, None),
+        ("dash", "manifest.mpd", true, None),
+        ("hls", "master.m3u8", false, Some("fr")),
+        ("dash", "manifest.mpd", false, Some("fr")),
     ];
     // Every case runs even after one fails, so one run reports them all.
     let mut failures = Vec::new();
-    for (player, file, lowest) in cases {
+    for (player, file, lowest, language) in cases {
         let url = format!("http://{}/v/{VIDEO_ID}/{file}", server.address);
-        let case = format!("{player}{}", if lowest { " --lowest" } else { "" });
+        let case = format!(
+            "{player}{}{}",
+            if lowest { " --lowest" } else { "" },
+            language
+                .map(|l| format!(" --audio-language {l}"))
+                .unwrap_or_default()
+        );
         let mut args = vec!["--player", player, "--url", &url, "--timeout", "90"];
         if lowest {
             args.push("--lowest");
         }
+        if let Some(language) = language {
+            args.extend(["--audio-language", language]);
+        }
         let output = run_node("web/tests/play.mjs", &args);
-        match check_play(&output, lowest.then_some(lowest_height)) {
+        match check_play(&output, lowest.then_some(lowest_height), language) {
             Ok(summary) => eprintln!("{case}: {summary}"),
             Err(why) => failures.push(format!(
                 "{case}: {why}\n  stdout: {}\n  stderr: {}",
@@ -111,7 +123,7 @@ fn hls_js_plays_a_signed_video_from_its_signed_master_url_alone() {
         "web/tests/play.mjs",
         &["--player", "hls", "--url", &signed_url, "--timeout", "90"],
     );
-    if let Err(why) = check_play(&output, None) {
+    if let Err(why) = check_play(&output, None, None) {
         panic!(
             "hls.js did not play the signed URL: {why}\n  stdout: {}\n  stderr: {}\nserver log tail:\n{}",
             String::from_utf8_lossy(&output.stdout).trim(),
@@ -146,6 +158,8 @@ fn web_ui_lists_the_video_and_plays_it() {
             VIDEO_ID,
             "--token",
             &token,
+            "--audio",
+            "French",
             "--timeout",
             "120",
         ],
@@ -165,8 +179,16 @@ fn web_ui_lists_the_video_and_plays_it() {
         .expect("ui.mjs reports its steps");
     // The walk ends with dash.js playing; fewer steps would mean ui.mjs
     // stopped early yet said ok.
-    assert_eq!(steps.len(), 6, "steps: {steps:?}");
+    assert_eq!(steps.len(), 7, "steps: {steps:?}");
     assert_eq!(steps[1]["title"], "Players test clip", "steps: {steps:?}");
+    // The audio menu offered the clip's three tracks by name (the two
+    // English ones told apart) and French played.
+    assert_eq!(steps[5]["step"], "choose French from the audio menu");
+    assert_eq!(
+        steps[5]["audio"],
+        serde_json::json!(["English", "French", "English (2)"]),
+        "steps: {steps:?}"
+    );
 }
 
 #[test]
@@ -237,7 +259,11 @@ fn web_ui_uploads_a_video_then_plays_it() {
 
 /// Parses play.mjs's JSON line and checks what it claims, independently of
 /// its own verdict; returns a one-line summary.
-fn check_play(output: &Output, lowest_height: Option<u64>) -> Result<String, String> {
+fn check_play(
+    output: &Output,
+    lowest_height: Option<u64>,
+    audio_language: Option<&str>,
+) -> Result<String, String> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().ok_or("play.mjs printed nothing")?;
     let report: Value = serde_json::from_str(line)
@@ -264,6 +290,30 @@ fn check_play(output: &Output, lowest_height: Option<u64>) -> Result<String, Str
         if height != Some(expected) || played.iter().any(|&h| h != expected) {
             return Err(format!(
                 "asked for the lowest rung, {expected}p in manifest.json, but played {played:?}"
+            ));
+        }
+    }
+    if let Some(language) = audio_language {
+        // The fixture's three tracks, in the source's order; the 5.1 one
+        // offered as its stereo downmix (its AC-3 is not playable here).
+        let offered: Vec<&str> = report["audioTracks"]
+            .as_array()
+            .map(|tracks| {
+                tracks
+                    .iter()
+                    .filter_map(|t| t["language"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if offered != ["en", "fr", "en"] {
+            return Err(format!(
+                "audio tracks offered: {offered:?}, expected en, fr, en"
+            ));
+        }
+        if report["audioLanguage"] != language {
+            return Err(format!(
+                "asked for audio in {language}, playing {}",
+                report["audioLanguage"]
             ));
         }
     }
@@ -337,10 +387,12 @@ impl Fixture {
         let clip = dir.path().join("clip.mp4");
         // kinema serve wants an existing library; ingest makes its own.
         std::fs::create_dir(dir.path().join("library")).expect("library directory");
-        // 8 s of moving test pattern and a tone: long enough to pass 3 s of
-        // playback with segments to spare, small enough to encode quickly.
-        // 16:9, whose 426x240 rung does not keep the exact aspect ratio
-        // of the source: the ladder must still package and play.
+        // 8 s of moving test pattern: long enough to pass 3 s of playback
+        // with segments to spare, small enough to encode quickly. 16:9,
+        // whose 426x240 rung does not keep the exact aspect ratio of the
+        // source: the ladder must still package and play. Three audio
+        // tracks: English (default) and French stereo, and English 5.1,
+        // whose AC-3 rendition Chromium cannot decode and must be skipped.
         run(Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
             .args([
@@ -350,10 +402,22 @@ impl Fixture {
                 "testsrc2=size=640x360:rate=25:duration=8",
             ])
             .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=8"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=660:duration=8"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "aevalsrc=sin(440*2*PI*t)|sin(550*2*PI*t)|sin(660*2*PI*t)|0.1*sin(55*2*PI*t)|sin(330*2*PI*t)|sin(770*2*PI*t):c=5.1:d=8",
+            ])
+            .args(["-map", "0", "-map", "1", "-map", "2", "-map", "3"])
             .args([
                 "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
             ])
             .args(["-c:a", "aac", "-shortest"])
+            .args(["-metadata:s:a:0", "language=eng"])
+            .args(["-metadata:s:a:1", "language=fre"])
+            .args(["-metadata:s:a:2", "language=eng", "-metadata:s:a:2", "title=English 5.1"])
+            .args(["-disposition:a:0", "default", "-disposition:a:1", "0", "-disposition:a:2", "0"])
             .arg(&clip));
         Self { dir }
     }
