@@ -30,7 +30,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -116,6 +116,52 @@ struct CachedFile {
     content: Content,
     /// Set when a prefetch loaded the file and no request has used it yet.
     prefetched: AtomicBool,
+    /// Held while the entry keeps a file descriptor (its shared file).
+    _descriptor: Option<DescriptorSlot>,
+}
+
+/// How many file descriptors cache entries may keep open (their shared
+/// files): a bounded share of the open-file limit, so a library of many
+/// cached segments cannot take the descriptors new connections need. An
+/// entry over the budget is cached as plain bytes (written from memory
+/// rather than by `sendfile`).
+#[derive(Debug)]
+pub struct DescriptorBudget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl DescriptorBudget {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            held: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    fn try_take(self: &Arc<Self>) -> Option<DescriptorSlot> {
+        self.held
+            .fetch_update(Relaxed, Relaxed, |held| {
+                (held < self.max).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| DescriptorSlot(self.clone()))
+    }
+
+    /// Descriptors held by cache entries now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Relaxed) as u64
+    }
+}
+
+/// One descriptor of a [`DescriptorBudget`], given back on drop.
+#[derive(Debug)]
+struct DescriptorSlot(Arc<DescriptorBudget>);
+
+impl Drop for DescriptorSlot {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Relaxed);
+    }
 }
 
 /// A piece of a response body: bytes in hand, or a range of the file still
@@ -139,6 +185,7 @@ pub struct FileCache {
     /// until a later pass finds them intact. At most one entry per file in
     /// the library.
     corrupt: Arc<Mutex<HashSet<FileName>>>,
+    descriptors: Arc<DescriptorBudget>,
 }
 
 impl FileCache {
@@ -148,6 +195,7 @@ impl FileCache {
         max_cached_file_size: u64,
         inactive: Duration,
         metrics: Arc<Metrics>,
+        descriptors: Arc<DescriptorBudget>,
     ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
@@ -167,6 +215,7 @@ impl FileCache {
             max_cached_file_size: max_cached_file_size.min(capacity_bytes),
             metrics,
             corrupt: Arc::default(),
+            descriptors,
         }
     }
 
@@ -192,8 +241,7 @@ impl FileCache {
             let loaded = Box::pin(self.cache.try_get_with(
                 file.key,
                 load(
-                    self.store.clone(),
-                    self.metrics.clone(),
+                    self.clone(),
                     video.id.clone(),
                     file.path.clone(),
                     file.size,
@@ -251,8 +299,7 @@ impl FileCache {
                 .cache
                 .entry(next.key)
                 .or_try_insert_with(load(
-                    this.store.clone(),
-                    this.metrics.clone(),
+                    this.clone(),
                     video.id.clone(),
                     next.path.clone(),
                     next.size,
@@ -562,14 +609,19 @@ impl Throttle {
 /// Reads a whole file and checks it against the manifest's size and
 /// SHA-256: only what matches is ever cached.
 async fn load(
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
+    cache: FileCache,
     id: VideoId,
     path: ObjectPath,
     expected: u64,
     sha256: [u8; 32],
     prefetched: bool,
 ) -> Result<Arc<CachedFile>, FileError> {
+    let FileCache {
+        store,
+        metrics,
+        descriptors,
+        ..
+    } = cache;
     metrics.store_reads.fetch_add(1, Relaxed);
     let stored = store.get(&id, &path).await.map_err(|error| {
         metrics.store_errors.fetch_add(1, Relaxed);
@@ -584,11 +636,19 @@ async fn load(
             actual: stored.bytes.len() as u64,
         });
     }
-    let Some(content) = verified_content(stored, &id, &path, sha256).await else {
+    let descriptor = if expected >= SHARED_FILE_MIN as u64 {
+        descriptors.try_take()
+    } else {
+        None
+    };
+    let may_keep_descriptor = descriptor.is_some();
+    let Some(content) = verified_content(stored, &id, &path, sha256, may_keep_descriptor).await
+    else {
         metrics.checksum_mismatches.fetch_add(1, Relaxed);
         return Err(FileError::ChecksumMismatch { id, path });
     };
     Ok(Arc::new(CachedFile {
+        _descriptor: descriptor.filter(|_| content.shared_file.is_some()),
         content,
         prefetched: AtomicBool::new(prefetched),
     }))
@@ -605,12 +665,14 @@ fn sha256_of(bytes: &[u8]) -> [u8; 32] {
 /// The file's content in the form it is cached in, if its bytes match
 /// `sha256`; `None` if they do not. From [`SHARED_FILE_MIN`] bytes on, a
 /// shared file (the published file it was read from when the store handed
-/// it over, else a memfd copy), plain `Bytes` below.
+/// it over, else a memfd copy), plain `Bytes` below or without
+/// `may_keep_descriptor`.
 async fn verified_content(
     stored: StoredFile,
     id: &VideoId,
     path: &ObjectPath,
     sha256: [u8; 32],
+    may_keep_descriptor: bool,
 ) -> Option<Content> {
     let StoredFile {
         bytes,
@@ -627,7 +689,7 @@ async fn verified_content(
         if sha256_of(&content) != sha256 {
             return None;
         }
-        if content.len() < SHARED_FILE_MIN {
+        if content.len() < SHARED_FILE_MIN || !may_keep_descriptor {
             return Some(Ok(None));
         }
         Some(
@@ -677,7 +739,7 @@ mod tests {
             file: None,
             modified: None,
         };
-        verified_content(stored, &id, &path, sha256)
+        verified_content(stored, &id, &path, sha256, true)
             .await
             .expect("the content matches its own checksum")
     }
@@ -735,6 +797,7 @@ mod tests {
             1 << 20,
             Duration::from_secs(60),
             metrics.clone(),
+            DescriptorBudget::new(100),
         );
         let warnings = Arc::new(WarningCounter::default());
         let _default = tracing::subscriber::set_default(warnings.clone());
@@ -752,6 +815,56 @@ mod tests {
         assert!(metrics.store_reads.load(Relaxed) >= 2, "no prefetch ran");
     }
 
+    /// Each cached segment kept its published file open: a library of many
+    /// cached segments could take every descriptor new connections need.
+    #[tokio::test]
+    async fn cached_files_keep_no_more_descriptors_than_their_budget() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Arc::new(kinema_store::LocalStore::open(root.path()).unwrap());
+        let staged = store.staging_root().join("clip");
+        std::fs::create_dir_all(staged.join("v1")).unwrap();
+        for n in 1..=3 {
+            let content = sample(SHARED_FILE_MIN + n * 1000);
+            std::fs::write(staged.join(format!("v1/{n}.m4s")), content).unwrap();
+        }
+        let manifest = kinema_core::Manifest {
+            format_version: kinema_core::MANIFEST_FORMAT_VERSION,
+            id: VideoId::new("clip").unwrap(),
+            title: "t".into(),
+            duration_seconds: 3.0,
+            segment_duration_seconds: 1.0,
+            published_at_unix: 1,
+            access: kinema_core::AccessPolicy::Public,
+            renditions: vec![],
+            files: kinema_store::describe_files(&staged).await.unwrap(),
+        };
+        store.publish(&manifest, &staged).await.unwrap();
+        let video = Video::from_manifest(&manifest, Duration::from_secs(1));
+        let budget = DescriptorBudget::new(1);
+        let files = FileCache::new(
+            store,
+            1 << 20,
+            1 << 20,
+            Duration::from_secs(60),
+            Arc::new(Metrics::default()),
+            budget.clone(),
+        );
+        let mut with_descriptor = 0;
+        for file in &video.files {
+            let content = files.get(&video, file).await.unwrap();
+            assert_eq!(content.bytes().len() as u64, file.size);
+            with_descriptor += usize::from(content.shared_file.is_some());
+        }
+        assert_eq!(with_descriptor, 1);
+        assert_eq!(budget.held(), 1);
+        for file in &video.files {
+            files.cache.invalidate(&file.key).await;
+        }
+        // The cache lets go of what it removed once its bookkeeping runs.
+        files.settle().await;
+        assert_eq!(budget.held(), 0);
+    }
+
     #[tokio::test]
     async fn content_that_does_not_match_its_checksum_is_never_cached() {
         let id = VideoId::new("clip").unwrap();
@@ -767,7 +880,9 @@ mod tests {
                 modified: None,
             };
             assert!(
-                verified_content(stored, &id, &path, sha256).await.is_none(),
+                verified_content(stored, &id, &path, sha256, true)
+                    .await
+                    .is_none(),
                 "{size} bytes"
             );
         }

@@ -142,6 +142,8 @@ pub struct Readings {
     pub cache_entries: Box<dyn Fn() -> u64 + Send + Sync>,
     pub videos_loaded: Box<dyn Fn() -> u64 + Send + Sync>,
     pub corrupt_files: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// File descriptors the cache's entries keep open.
+    pub cache_descriptors: Box<dyn Fn() -> u64 + Send + Sync>,
     /// The connection layer's counts.
     pub server: Box<dyn Fn() -> ServerStatsSnapshot + Send + Sync>,
     /// Sessions admitted and refused, the egress and load it acts on.
@@ -313,6 +315,12 @@ impl Collector for OriginCollector {
         )?;
         gauge(
             &mut encoder,
+            "cache_descriptors",
+            "File descriptors cached files keep open for sendfile (at most an eighth of the open-file limit; beyond it, files are cached as bytes).",
+            (self.readings.cache_descriptors)(),
+        )?;
+        gauge(
+            &mut encoder,
             "cache_entries",
             "Files held in the memory cache.",
             (self.readings.cache_entries)(),
@@ -419,6 +427,7 @@ mod tests {
                 cache_entries: Box::new(|| 2),
                 videos_loaded: Box::new(|| 1),
                 corrupt_files: Box::new(|| 0),
+                cache_descriptors: Box::new(|| 0),
                 server: Box::new(|| ServerStatsSnapshot {
                     open_connections: 3,
                     file_bodies_from_memory: 5,

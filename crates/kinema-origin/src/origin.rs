@@ -33,7 +33,7 @@ use crate::api::Api;
 use crate::catalog::{Catalog, FileInfo, LookupError, Video};
 use crate::config::Config;
 use crate::cors::{self, Cors};
-use crate::files::{FileCache, FileError, Piece};
+use crate::files::{DescriptorBudget, FileCache, FileError, Piece};
 use crate::metrics::{self, Metrics, Readings, RouteKind};
 use crate::web::WebRoot;
 
@@ -107,12 +107,20 @@ impl Origin {
             config.manifest_refresh,
             config.manifest_max_age,
         );
+        // Cached files keep at most an eighth of the open-file limit (raised
+        // here already, as the listener will): the rest is for connections
+        // and reads.
+        let descriptors = DescriptorBudget::new(
+            usize::try_from(kinema_http::server::raise_descriptor_limit() / 8)
+                .unwrap_or(usize::MAX),
+        );
         let files = FileCache::new(
             store,
             config.cache_size.as_u64(),
             config.max_cached_file_size.as_u64(),
             config.cache_inactive,
             metrics.clone(),
+            descriptors.clone(),
         );
         let registry = metrics::registry(
             metrics.clone(),
@@ -133,6 +141,7 @@ impl Origin {
                     let files = files.clone();
                     move || files.corrupt_files()
                 }),
+                cache_descriptors: Box::new(move || descriptors.held()),
                 server: Box::new(move || stats.snapshot()),
                 admission: admission.clone(),
             },
