@@ -53,6 +53,10 @@ pub struct SegmentTiming {
     /// True when the first sample is a sync sample (a keyframe).
     pub starts_with_sync_sample: bool,
     pub sample_count: u32,
+    /// Bytes from the segment's start through the end of its first
+    /// sample's data (the keyframe of a video segment): the byte range an
+    /// HLS I-frame playlist entry names. `None` when no size is declared.
+    pub first_sample_end: Option<u64>,
 }
 
 struct Reader<'a> {
@@ -225,6 +229,26 @@ pub fn parse_init(data: &[u8]) -> Result<TrackInfo, Mp4Error> {
             );
             (TrackKind::Video, codecs, 0, 0)
         }
+        (b"vide", b"av01") => {
+            // AV1 ISOBMFF binding §2.3.3: av1C holds the sequence header's
+            // profile, level, tier and bit depth, which make the codecs
+            // string av01.P.LLT.DD (§5).
+            let av1c = Reader {
+                data: require(entry_reader.bytes(78..entry.len(), "av01")?, b"av1C")?,
+            };
+            let profile_and_level = av1c.u8_at(1, "av1C")?;
+            let flags = av1c.u8_at(2, "av1C")?;
+            let profile = profile_and_level >> 5;
+            let level = profile_and_level & 0b1_1111;
+            let tier = if flags & 0x80 != 0 { 'H' } else { 'M' };
+            let bit_depth = match (flags & 0x40 != 0, flags & 0x20 != 0) {
+                (true, true) => 12,
+                (true, false) => 10,
+                _ => 8,
+            };
+            let codecs = format!("av01.{profile}.{level:02}{tier}.{bit_depth:02}");
+            (TrackKind::Video, codecs, 0, 0)
+        }
         (b"soun", b"mp4a") => {
             // AudioSampleEntry: 28 bytes of fixed fields, then boxes.
             let channels = entry_reader.u16_at(16, "mp4a")?;
@@ -356,6 +380,7 @@ pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp
     let mut duration = 0u64;
     let mut sample_count = 0u32;
     let mut first_sample_flags = None;
+    let mut first_sample_end = None;
     let boxes = children(data)?;
     let media_data_bytes: u64 = boxes
         .iter()
@@ -365,10 +390,11 @@ pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp
     // The sum of the samples' sizes, while every size is known (tfhd
     // default or trun entry).
     let mut sample_bytes = Some(0u64);
-    for (kind, moof) in boxes {
+    for &(kind, moof) in &boxes {
         if &kind != b"moof" {
             continue;
         }
+        let moof_start = box_start(data, &kind, moof);
         for (kind, traf) in children(moof)? {
             if &kind != b"traf" {
                 continue;
@@ -378,7 +404,12 @@ pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp
             };
             let tfhd_flags = tfhd.u32_at(0, "tfhd")? & 0x00ff_ffff;
             let mut at = 8; // version/flags, track id
+            // ISO 14496-12 §8.8.7: sample data offsets count from the
+            // explicit base data offset, else (default-base-is-moof, or the
+            // first traf of a fragment) from the start of the moof.
+            let mut base_offset = moof_start;
             if tfhd_flags & 0x01 != 0 {
+                base_offset = tfhd.u64_at(at, "tfhd")?;
                 at += 8;
             }
             if tfhd_flags & 0x02 != 0 {
@@ -415,7 +446,9 @@ pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp
                 let flags = trun.u32_at(0, "trun")? & 0x00ff_ffff;
                 let count = trun.u32_at(4, "trun")?;
                 let mut at = 8;
+                let mut data_offset = None;
                 if flags & 0x01 != 0 {
+                    data_offset = Some(i64::from(trun.u32_at(at, "trun")? as i32));
                     at += 4;
                 }
                 let mut first_flags = None;
@@ -452,6 +485,16 @@ pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp
                     }
                     if first_sample_flags.is_none() {
                         first_sample_flags = Some(sample_flags);
+                        first_sample_end = match (data_offset, sample_size) {
+                            (Some(offset), Some(size)) => {
+                                let start = i64::try_from(base_offset)
+                                    .ok()
+                                    .and_then(|base| base.checked_add(offset))
+                                    .and_then(|start| u64::try_from(start).ok());
+                                Some(start.map(|start| (start, start + u64::from(size))))
+                            }
+                            _ => None,
+                        };
                     }
                     duration += u64::from(sample_duration);
                 }
@@ -473,6 +516,28 @@ pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp
             "the samples need {needed} bytes but mdat holds {media_data_bytes}: the segment was cut short"
         )));
     }
+    // The first sample must lie within one mdat of this segment, or the
+    // byte range an I-frame playlist names would not hold it.
+    let first_sample_end = match first_sample_end {
+        None => None,
+        Some(Some((start, end))) => {
+            let inside = boxes.iter().any(|&(kind, payload)| {
+                let payload_start = (payload.as_ptr() as usize - data.as_ptr() as usize) as u64;
+                &kind == b"mdat"
+                    && start >= payload_start
+                    && end <= payload_start + payload.len() as u64
+            });
+            if !inside {
+                return Err(malformed(format!(
+                    "the first sample ({start}..{end}) lies outside the segment's media data"
+                )));
+            }
+            Some(end)
+        }
+        Some(None) => {
+            return Err(malformed("the first sample's data offset is out of range"));
+        }
+    };
     let starts_with_sync_sample = match track.kind {
         // Every AAC frame decodes on its own.
         TrackKind::Audio => true,
@@ -483,7 +548,17 @@ pub fn parse_segment(data: &[u8], track: &TrackInfo) -> Result<SegmentTiming, Mp
         duration,
         starts_with_sync_sample,
         sample_count,
+        first_sample_end,
     })
+}
+
+/// Where in `data` the box of type `kind` whose payload is `payload` (a
+/// slice of `data`) starts: 8 header bytes before it, the type last, or 16
+/// for a 64-bit size, which follows the type.
+fn box_start(data: &[u8], kind: &[u8; 4], payload: &[u8]) -> u64 {
+    let payload_start = payload.as_ptr() as usize - data.as_ptr() as usize;
+    let compact = &data[payload_start - 4..payload_start] == kind;
+    (payload_start - if compact { 8 } else { 16 }) as u64
 }
 
 #[cfg(test)]
@@ -555,7 +630,8 @@ mod tests {
                 base_decode_time: 51200,
                 duration: 1536,
                 starts_with_sync_sample: true,
-                sample_count: 3
+                sample_count: 3,
+                first_sample_end: None,
             }
         );
         assert!(parse_segment(&mp4_box(b"mdat", &[]), &track).is_err());
@@ -579,5 +655,56 @@ mod tests {
         let short = [moof, mp4_box(b"mdat", &[0; 19])].concat();
         let error = parse_segment(&short, &track).unwrap_err().to_string();
         assert!(error.contains("cut short"), "{error}");
+    }
+    #[test]
+    fn first_sample_end_counts_from_the_moof_after_styp_and_sidx() {
+        let track = TrackInfo {
+            kind: TrackKind::Video,
+            timescale: 12800,
+            codecs: "avc1.64000d".into(),
+            default_sample_duration: 512,
+            default_sample_flags: NON_SYNC_SAMPLE,
+            sample_rate: 0,
+            channels: 0,
+        };
+        // ffmpeg's layout: styp, sidx, then moof (default-base-is-moof)
+        // whose trun carries a data offset, first-sample flags and sizes.
+        let segment = |data_offset: u32, mdat_bytes: usize| {
+            let tfhd = mp4_box(b"tfhd", &[0, 0x02, 0, 0, 0, 0, 0, 1]);
+            let tfdt = mp4_box(b"tfdt", &[0; 8]);
+            let trun_of = |data_offset: u32| {
+                let mut payload = vec![0, 0, 0x02, 0x05];
+                payload.extend_from_slice(&2u32.to_be_bytes());
+                payload.extend_from_slice(&data_offset.to_be_bytes());
+                payload.extend_from_slice(&0u32.to_be_bytes());
+                payload.extend_from_slice(&30u32.to_be_bytes());
+                payload.extend_from_slice(&10u32.to_be_bytes());
+                mp4_box(b"trun", &payload)
+            };
+            let traf = mp4_box(b"traf", &[tfhd, tfdt, trun_of(data_offset)].concat());
+            let moof = mp4_box(b"moof", &[mp4_box(b"mfhd", &[0; 8]), traf].concat());
+            let prefix = [mp4_box(b"styp", &[0; 8]), mp4_box(b"sidx", &[0; 20])].concat();
+            (
+                prefix.len(),
+                moof.len(),
+                [prefix, moof, mp4_box(b"mdat", &vec![0; mdat_bytes])].concat(),
+            )
+        };
+        let (prefix, moof, _) = segment(0, 40);
+        // The samples start right after the mdat header.
+        let data_offset = (moof + 8) as u32;
+        let (_, _, whole) = segment(data_offset, 40);
+        let timing = parse_segment(&whole, &track).unwrap();
+        assert_eq!(
+            timing.first_sample_end,
+            Some((prefix + moof + 8 + 30) as u64)
+        );
+        // An offset that points past the mdat is refused, never indexed.
+        let (_, _, wrong) = segment(data_offset + 20, 40);
+        let error = parse_segment(&wrong, &track).unwrap_err().to_string();
+        assert!(
+            error.contains("outside the segment's media data"),
+            "{error}"
+        );
     }
 }

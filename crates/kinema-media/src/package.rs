@@ -21,6 +21,10 @@ pub struct MeasuredSegment {
     /// Track ticks.
     pub duration: u64,
     pub size: u64,
+    /// Bytes from the segment's start through the end of its first sample
+    /// (for video, its keyframe), when the segment declares that sample's
+    /// size: what an HLS I-frame playlist names ([`crate::iframes`]).
+    pub keyframe_bytes: Option<u64>,
 }
 
 /// What the manifests say of an audio rendition beyond its bytes: the
@@ -170,6 +174,7 @@ pub fn measure_rendition(
             start: timing.base_decode_time,
             duration: timing.duration,
             size: data.len() as u64,
+            keyframe_bytes: timing.first_sample_end,
         });
     }
     if segments.is_empty() {
@@ -278,6 +283,7 @@ pub(crate) mod tests {
                         start,
                         duration,
                         size,
+                        keyframe_bytes: None,
                     };
                     start += duration;
                     segment
