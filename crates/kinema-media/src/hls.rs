@@ -243,6 +243,8 @@ pub fn multivariant_playlist(
             main.peak, main.average, main.codecs, audio.id
         );
     }
+    // Trick play: every video rendition's I-frame playlist.
+    out.push_str(&crate::iframes::stream_inf_lines(renditions));
     out
 }
 

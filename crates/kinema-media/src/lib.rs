@@ -14,6 +14,7 @@
 pub mod dash;
 mod error;
 pub mod hls;
+pub mod iframes;
 pub mod jobs;
 pub mod language;
 pub mod mp4;

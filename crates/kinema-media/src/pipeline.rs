@@ -951,6 +951,10 @@ async fn write_manifests(
             hls::media_playlist(rendition),
         )
         .await?;
+        if let Some(playlist) = crate::iframes::playlist(rendition) {
+            let path = staging_dir.join(&rendition.id).join(crate::iframes::PLAYLIST);
+            write_file(path, playlist).await?;
+        }
     }
     write_file(
         staging_dir.join("master.m3u8"),
