@@ -12,6 +12,7 @@
 //! ffprobe). It does not serve anything and knows nothing of HTTP.
 
 pub mod dash;
+pub mod download;
 mod error;
 pub mod hls;
 pub mod iframes;

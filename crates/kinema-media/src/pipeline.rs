@@ -62,6 +62,9 @@ pub struct IngestConfig {
     /// this long; bad sources are deleted at once.
     #[serde(with = "humantime_serde")]
     pub failed_upload_ttl: Duration,
+    /// The progressive MP4 (`download.mp4`): remuxed from the rendition
+    /// nearest this height, or `off`.
+    pub download: crate::download::DownloadSetting,
 }
 
 /// Bounds on a source (`[ingest.limits]`): a decoder fed a 16000×16000
@@ -136,6 +139,7 @@ impl Default for IngestConfig {
             limits: SourceLimits::default(),
             audio_languages: Vec::new(),
             failed_upload_ttl: Duration::from_secs(7 * 24 * 3600),
+            download: crate::download::DownloadSetting::default(),
         }
     }
 }
@@ -708,6 +712,9 @@ async fn ingest_in(
     )
     .await?;
     check_cancel(cancel)?;
+    // After the encode, from its outputs only (a remux, not a pass over
+    // the source); written before describe_files, so manifest.json lists it.
+    crate::download::write(config, staging_dir, &renditions, cancel).await?;
 
     on_progress(Progress::at(Stage::Publishing, 98.0));
     let manifest = Manifest {

@@ -153,7 +153,7 @@ pub async fn check_tool(program: &Path) -> Result<(), MediaError> {
     }
 }
 
-fn set_parent_death_signal(command: &mut tokio::process::Command) {
+pub(crate) fn set_parent_death_signal(command: &mut tokio::process::Command) {
     #[allow(
         unsafe_code,
         reason = "prctl(PR_SET_PDEATHSIG) in the forked child is the only way to have the kernel \

@@ -106,6 +106,13 @@ pub struct IngestArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     audio_languages: Option<Vec<String>>,
 
+    /// The progressive MP4 for download and players without MSE
+    /// (download.mp4): remuxed from the rendition nearest this height, or
+    /// off [default: 720]
+    #[arg(long, env = "KINEMA_INGEST_DOWNLOAD", value_name = "HEIGHT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    download: Option<String>,
+
     /// The ffmpeg program [default: ffmpeg, from PATH]
     #[arg(long, env = "KINEMA_FFMPEG", value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]

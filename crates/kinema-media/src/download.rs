@@ -1,0 +1,399 @@
+//! The progressive MP4 of a video, `download.mp4` at its root: for
+//! downloading, and for players without Media Source Extensions, which
+//! can play a plain MP4 (served with Range like every file) but not HLS
+//! or DASH.
+//!
+//! It is a remux, never a second encode: one video rendition (by default
+//! the one nearest 720p) and the main audio track, each read back as its
+//! init segment followed by its media segments (ffmpeg's `concatf:`
+//! protocol over a list of our own files, so neither a copy nor an
+//! argument per segment is needed), copied into one MP4 with its index
+//! first (`-movflags +faststart`) so a player can start before the end
+//! has arrived. It runs after the encode and reads only its outputs,
+//! never the source.
+//!
+//! Choosing the rendition and building the argument list are pure
+//! functions; [`write`] runs ffmpeg.
+
+use std::fmt;
+use std::path::Path;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::Duration;
+
+use kinema_core::ladder::AudioRole;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::mp4::TrackKind;
+use crate::package::MeasuredRendition;
+use crate::pipeline::IngestConfig;
+use crate::{MediaError, supervise};
+
+/// The file's name at the video's root.
+pub const FILE: &str = "download.mp4";
+
+/// Whether to write `download.mp4`, and from which rendition
+/// (`[ingest] download`: `"720"`, `720` or `"off"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadSetting {
+    Off,
+    /// The video rendition whose height is nearest this (the lower of two
+    /// equally near).
+    NearestHeight(u32),
+}
+
+impl Default for DownloadSetting {
+    fn default() -> Self {
+        DownloadSetting::NearestHeight(720)
+    }
+}
+
+impl fmt::Display for DownloadSetting {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownloadSetting::Off => formatter.write_str("off"),
+            DownloadSetting::NearestHeight(height) => write!(formatter, "{height}"),
+        }
+    }
+}
+
+impl FromStr for DownloadSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(DownloadSetting::Off);
+        }
+        match text.strip_suffix('p').unwrap_or(text).parse::<u32>() {
+            Ok(height) if (1..=7680).contains(&height) => {
+                Ok(DownloadSetting::NearestHeight(height))
+            }
+            _ => Err(format!(
+                "download {text:?} is neither a picture height from 1 to 7680 (720) nor off"
+            )),
+        }
+    }
+}
+
+impl Serialize for DownloadSetting {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DownloadSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u32),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Number(height) => height.to_string().parse(),
+            Written::Text(text) => text.parse(),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What `download.mp4` is made of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice<'a> {
+    pub video: &'a MeasuredRendition,
+    /// The main (stereo AAC) rendition of the default track, if the video
+    /// has sound.
+    pub audio: Option<&'a MeasuredRendition>,
+}
+
+/// The renditions `download.mp4` is made of, or `None` when it is off or
+/// the video has no picture (an audio-only source gets none).
+pub fn choose(renditions: &[MeasuredRendition], setting: DownloadSetting) -> Option<Choice<'_>> {
+    let DownloadSetting::NearestHeight(target) = setting else {
+        return None;
+    };
+    let video = renditions
+        .iter()
+        .filter(|rendition| rendition.kind() == TrackKind::Video)
+        .min_by_key(|rendition| {
+            let height = rendition.height.unwrap_or(0);
+            (height.abs_diff(target), height)
+        })?;
+    let main_audio = |rendition: &&MeasuredRendition| {
+        rendition
+            .audio
+            .as_ref()
+            .is_some_and(|label| label.role == AudioRole::Main)
+    };
+    let audio = renditions
+        .iter()
+        .filter(main_audio)
+        .find(|rendition| rendition.audio.as_ref().is_some_and(|label| label.default))
+        .or_else(|| renditions.iter().find(main_audio));
+    Some(Choice { video, audio })
+}
+
+/// The `concatf:` list of one rendition: its init segment, then its media
+/// segments in order, relative to the staging directory ffmpeg runs in.
+/// Each entry is a `file:` URL, so no name is read as another protocol.
+pub fn concat_list(rendition: &MeasuredRendition) -> String {
+    let mut list = format!("file:{}/init.mp4\n", rendition.id);
+    for number in 1..=rendition.segments.len() {
+        list.push_str(&format!("file:{}/{number}.m4s\n", rendition.id));
+    }
+    list
+}
+
+/// The list files ffmpeg reads, in the staging directory while it runs
+/// and removed before anything is checksummed.
+const VIDEO_LIST: &str = "download-video.concat";
+const AUDIO_LIST: &str = "download-audio.concat";
+
+/// The remux's arguments: the lists as inputs (only `concatf` and `file`
+/// may be opened), stream copy, index first.
+pub fn remux_args(with_audio: bool) -> Vec<String> {
+    let mut args: Vec<&str> = vec!["-hide_banner", "-nostdin", "-y", "-loglevel", "error"];
+    let input = ["-protocol_whitelist", "concatf,file", "-i"];
+    args.extend(input);
+    args.push("concatf:download-video.concat");
+    if with_audio {
+        args.extend(input);
+        args.push("concatf:download-audio.concat");
+    }
+    args.extend(["-map", "0:v:0"]);
+    if with_audio {
+        args.extend(["-map", "1:a:0"]);
+    }
+    args.extend([
+        "-c",
+        "copy",
+        "-map_metadata",
+        "-1",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        FILE,
+    ]);
+    args.into_iter().map(String::from).collect()
+}
+
+/// Writes `download.mp4` into `staging_dir` as `config.download` asks
+/// (nothing when off or there is no video). A remux that fails, or takes
+/// longer than the stall timeout plus a tenth of the video's duration
+/// (it copies at hundreds of times real time), fails the ingest.
+pub async fn write(
+    config: &IngestConfig,
+    staging_dir: &Path,
+    renditions: &[MeasuredRendition],
+    cancel: &CancellationToken,
+) -> Result<(), MediaError> {
+    let Some(choice) = choose(renditions, config.download) else {
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let mut lists = vec![(VIDEO_LIST, concat_list(choice.video))];
+    if let Some(audio) = choice.audio {
+        lists.push((AUDIO_LIST, concat_list(audio)));
+    }
+    for (name, list) in &lists {
+        let path = staging_dir.join(name);
+        tokio::fs::write(&path, list)
+            .await
+            .map_err(|error| MediaError::io(&path, error))?;
+    }
+    let result = remux(config, staging_dir, &choice, cancel).await;
+    for (name, _) in &lists {
+        let path = staging_dir.join(name);
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(|error| MediaError::io(&path, error))?;
+    }
+    result?;
+    tracing::info!(video = %choice.video.id, audio = ?choice.audio.map(|audio| &audio.id),
+        seconds = started.elapsed().as_secs_f64(), "download.mp4 written");
+    Ok(())
+}
+
+async fn remux(
+    config: &IngestConfig,
+    staging_dir: &Path,
+    choice: &Choice<'_>,
+    cancel: &CancellationToken,
+) -> Result<(), MediaError> {
+    let args = remux_args(choice.audio.is_some());
+    let mut command = tokio::process::Command::new(&config.ffmpeg);
+    command
+        .args(&args)
+        .current_dir(staging_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    supervise::set_parent_death_signal(&mut command);
+    let child = command
+        .spawn()
+        .map_err(|error| supervise::spawn_error(&config.ffmpeg, error))?;
+    let limit =
+        config.stall_timeout + Duration::from_secs_f64(choice.video.duration_seconds() / 10.0);
+    // Dropping the future kills the child (kill_on_drop).
+    let output = tokio::select! {
+        () = cancel.cancelled() => return Err(MediaError::Cancelled),
+        output = tokio::time::timeout(limit, child.wait_with_output()) => output,
+    };
+    let output = output
+        .map_err(|_| {
+            MediaError::Output(format!(
+                "remuxing {FILE} from {} took longer than {} s; raise stall_timeout or set download = \"off\"",
+                choice.video.id,
+                limit.as_secs()
+            ))
+        })?
+        .map_err(|error| MediaError::io(&config.ffmpeg, error))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("No space left on device") {
+            return Err(MediaError::StorageFull {
+                writing: FILE.to_string(),
+                path: staging_dir.join(FILE),
+            });
+        }
+        return Err(MediaError::Output(format!(
+            "remuxing {FILE} from {} failed ({}): {}",
+            choice.video.id,
+            output.status,
+            stderr.lines().last().unwrap_or_default().trim()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::tests::rendition;
+
+    fn check(actual: &str, expected: &str) {
+        assert_eq!(actual.trim(), expected.trim(), "\nactual:\n{actual}\n");
+    }
+
+    fn video(id: &str, height: u32) -> MeasuredRendition {
+        let mut video = rendition(id, TrackKind::Video, &[(4000, 1), (2000, 1)]);
+        video.height = Some(height);
+        video
+    }
+
+    fn audio(id: &str, role: AudioRole, default: bool) -> MeasuredRendition {
+        let mut audio = rendition(id, TrackKind::Audio, &[(4000, 1), (2000, 1)]);
+        let label = audio.audio.as_mut().unwrap();
+        label.role = role;
+        label.default = default;
+        audio
+    }
+
+    fn chosen(renditions: &[MeasuredRendition], setting: &str) -> String {
+        match choose(renditions, setting.parse().unwrap()) {
+            None => "none".to_string(),
+            Some(choice) => format!(
+                "{} + {}",
+                choice.video.id,
+                choice.audio.map_or("no audio", |audio| audio.id.as_str())
+            ),
+        }
+    }
+
+    #[test]
+    fn the_rung_nearest_the_height_and_the_default_main_audio_are_chosen() {
+        let renditions = [
+            video("v144", 144),
+            video("v360", 360),
+            video("v540", 540),
+            video("v1080", 1080),
+            audio("a32", AudioRole::Thin, true),
+            audio("a128-fr", AudioRole::Main, false),
+            audio("a128-en", AudioRole::Main, true),
+            audio("ac3", AudioRole::Surround, true),
+        ];
+        check(
+            &["720", "720p", "1000", "200", "450", "1", "off"]
+                .map(|setting| format!("{setting}: {}", chosen(&renditions, setting)))
+                .join("\n"),
+            "
+720: v540 + a128-en
+720p: v540 + a128-en
+1000: v1080 + a128-en
+200: v144 + a128-en
+450: v360 + a128-en
+1: v144 + a128-en
+off: none
+",
+        );
+        // No default among the main renditions: the first; none at all:
+        // a silent download; no video: no download.
+        let silent = [video("v360", 360)];
+        let first = [video("v360", 360), audio("a1", AudioRole::Main, false)];
+        let sound_only = [audio("a1", AudioRole::Main, true)];
+        check(
+            &format!(
+                "{}\n{}\n{}",
+                chosen(&first, "720"),
+                chosen(&silent, "720"),
+                chosen(&sound_only, "720")
+            ),
+            "v360 + a1\nv360 + no audio\nnone",
+        );
+    }
+
+    #[test]
+    fn settings_parse_from_heights_and_off_and_refuse_anything_else() {
+        let parsed: Vec<String> = ["720", " 1080p ", "OFF", "0", "8000", "hd", "-1"]
+            .iter()
+            .map(|text| match text.parse::<DownloadSetting>() {
+                Ok(setting) => setting.to_string(),
+                Err(error) => error,
+            })
+            .collect();
+        check(
+            &parsed.join("\n"),
+            r#"
+720
+1080
+off
+download "0" is neither a picture height from 1 to 7680 (720) nor off
+download "8000" is neither a picture height from 1 to 7680 (720) nor off
+download "hd" is neither a picture height from 1 to 7680 (720) nor off
+download "-1" is neither a picture height from 1 to 7680 (720) nor off
+"#,
+        );
+        let from_number: DownloadSetting = serde_json::from_str("480").unwrap();
+        let from_text: DownloadSetting = serde_json::from_str(r#""off""#).unwrap();
+        assert_eq!(
+            (from_number, from_text),
+            (DownloadSetting::NearestHeight(480), DownloadSetting::Off)
+        );
+        assert_eq!(serde_json::to_string(&from_number).unwrap(), r#""480""#);
+    }
+
+    #[test]
+    fn remux_reads_our_segments_through_concatf_and_copies() {
+        check(
+            &concat_list(&video("v540", 540)),
+            "file:v540/init.mp4\nfile:v540/1.m4s\nfile:v540/2.m4s",
+        );
+        check(
+            &remux_args(true).join(" "),
+            "-hide_banner -nostdin -y -loglevel error \
+             -protocol_whitelist concatf,file -i concatf:download-video.concat \
+             -protocol_whitelist concatf,file -i concatf:download-audio.concat \
+             -map 0:v:0 -map 1:a:0 -c copy -map_metadata -1 -movflags +faststart -f mp4 download.mp4",
+        );
+        check(
+            &remux_args(false).join(" "),
+            "-hide_banner -nostdin -y -loglevel error \
+             -protocol_whitelist concatf,file -i concatf:download-video.concat \
+             -map 0:v:0 -c copy -map_metadata -1 -movflags +faststart -f mp4 download.mp4",
+        );
+    }
+}
