@@ -30,8 +30,8 @@ const HLS_STALL_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall', '
  *   startAt: 'auto' | 'lowest' — 'lowest' pins the lowest video rung from the
  *            first segment on (what a viewer on the thinnest link gets)
  *   startPosition: seconds to start playing at (0 by default)
- *   onLevels(levels)   — the video rungs, lowest first: {key, width, height, bitrate}
- *   onQuality(quality) — the rung now on screen: {key, width, height, bitrate, auto}
+ *   onLevels(levels)   — the video rungs, lowest first: {key, width, height, bitrate, codec}
+ *   onQuality(quality) — the rung now on screen: {key, width, height, bitrate, codec, auto}
  *   onAudioTracks(tracks) — the audio languages to choose from, in the
  *            stream's order: {key, language, name, default}
  *   onAudioTrack(track)   — the audio track now playing (same shape)
@@ -82,7 +82,13 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
   // left out of the quality menu, which is about picture size.
   const videoLevels = () =>
     hls.levels
-      .map((level, index) => ({ key: index, width: level.width, height: level.height, bitrate: level.bitrate }))
+      .map((level, index) => ({
+        key: index,
+        width: level.width,
+        height: level.height,
+        bitrate: level.bitrate,
+        codec: level.videoCodec ?? null,
+      }))
       .filter((level) => level.height > 0)
       .sort((a, b) => a.bitrate - b.bitrate);
 
@@ -107,6 +113,7 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
         width: level.width,
         height: level.height,
         bitrate: level.bitrate,
+        codec: level.videoCodec ?? null,
         auto: hls.autoLevelEnabled,
       });
     }
@@ -209,6 +216,7 @@ function attachDash(video, url, startAt, startPosition, callbacks) {
         width: representation.width,
         height: representation.height,
         bitrate: representation.bandwidth,
+        codec: representation.codecs ?? null,
       }))
       .sort((a, b) => a.bitrate - b.bitrate);
 
@@ -242,6 +250,7 @@ function attachDash(video, url, startAt, startPosition, callbacks) {
       width: representation.width,
       height: representation.height,
       bitrate: representation.bandwidth,
+      codec: representation.codecs ?? null,
       auto: player.getSettings().streaming.abr.autoSwitchBitrate.video,
     });
   });

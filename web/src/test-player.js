@@ -11,6 +11,8 @@ const state = {
   quality: null,
   // Every rung seen on screen, so a test can tell the lowest was held.
   heightsPlayed: [],
+  // Every video codec seen on screen (avc1, av01).
+  codecsPlayed: [],
   audioTracks: [],
   // The audio track playing, and every language heard, in order.
   audioTrack: null,
@@ -28,9 +30,18 @@ try {
     startAt: params.get('lowest') === '1' ? 'lowest' : 'auto',
     onLevels: (levels) => {
       state.levels = levels;
+      // ?codec=av01: hold the lowest rung of that codec.
+      const codec = params.get('codec');
+      const wanted = codec ? levels.find((level) => (level.codec ?? '').startsWith(codec)) : undefined;
+      if (codec && !wanted) state.errors.push({ source: 'page', type: 'codec', message: `no rung in ${codec}` });
+      // Levels arrive after attachPlayer has returned (the manifest loads
+      // asynchronously), so the player is there to be told.
+      if (wanted) window.kinemaPlayer.setLevel(wanted.key);
     },
     onQuality: (quality) => {
       state.quality = quality;
+      const family = (quality.codec ?? '').split('.')[0];
+      if (family && !state.codecsPlayed.includes(family)) state.codecsPlayed.push(family);
       if (!state.heightsPlayed.includes(quality.height)) state.heightsPlayed.push(quality.height);
     },
     onAudioTracks: (tracks) => {

@@ -10,7 +10,7 @@
 import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/play.mjs --player hls|dash --url MEDIA_URL [--lowest]
-       [--audio-language LANG] [--page PAGE_URL] [--seconds 3] [--timeout 60]
+       [--audio-language LANG] [--codec av01] [--page PAGE_URL] [--seconds 3] [--timeout 60]
 
   --player   hls (hls.js, or native HLS without MSE) or dash (dash.js)
   --url      master.m3u8 or manifest.mpd URL
@@ -18,6 +18,8 @@ const USAGE = `usage: node web/tests/play.mjs --player hls|dash --url MEDIA_URL 
   --audio-language
              once playing, switch to the audio track in LANG (BCP 47) and
              check that it plays on in that language
+  --codec    hold the lowest rung of this video codec (avc1, av01) and check
+             only it was played
   --page     the test page (default: /ui/test-player.html on the URL's origin)
   --seconds  playback position to reach (default 3)
   --timeout  seconds to wait for it, browser start included (default 60)`;
@@ -26,7 +28,7 @@ const args = parseArgs(
   process.argv.slice(2),
   {
     flags: ['lowest'],
-    options: ['player', 'url', 'page', 'seconds', 'timeout', 'audio-language'],
+    options: ['player', 'url', 'page', 'seconds', 'timeout', 'audio-language', 'codec'],
     defaults: { lowest: false, seconds: '3', timeout: '60' },
   },
   USAGE,
@@ -48,6 +50,7 @@ const pageUrl = new URL(args.page ?? '/ui/test-player.html', mediaUrl.origin);
 pageUrl.searchParams.set('player', args.player);
 pageUrl.searchParams.set('url', mediaUrl.href);
 if (args.lowest) pageUrl.searchParams.set('lowest', '1');
+if (args.codec) pageUrl.searchParams.set('codec', args.codec);
 
 const deadline = Date.now() + timeoutSeconds * 1000;
 const remainingMs = () => Math.max(1, deadline - Date.now());
@@ -63,6 +66,7 @@ const result = {
   bitrate: null,
   levels: [],
   heightsPlayed: [],
+  codecsPlayed: [],
   audioTracks: [],
   audioLanguage: null,
   languagesPlayed: [],
@@ -145,6 +149,7 @@ if (browser) {
       bitrate: state.quality?.bitrate ?? null,
       levels: state.levels ?? [],
       heightsPlayed: state.heightsPlayed ?? [],
+      codecsPlayed: state.codecsPlayed ?? [],
       audioTracks: state.audioTracks ?? [],
       audioLanguage: state.audioTrack?.language ?? null,
       languagesPlayed: state.languagesPlayed ?? [],
@@ -178,6 +183,12 @@ function judge(outcome) {
   }
   if (outcome.engine !== 'native' && outcome.height === null) {
     return 'the player never reported which rung was on screen';
+  }
+  if (args.codec) {
+    const others = outcome.codecsPlayed.filter((codec) => codec !== args.codec);
+    if (outcome.codecsPlayed.length === 0 || others.length > 0) {
+      return `asked for ${args.codec} but played ${outcome.codecsPlayed.join(', ') || 'nothing'}`;
+    }
   }
   if (wantedLanguage !== null) {
     const languages = outcome.audioTracks.map((track) => track.language);

@@ -42,6 +42,8 @@ pub enum LadderError {
         "surround_bitrate must be 0 (none) or between 64000 and 640000 bits per second, not {0}"
     )]
     BadSurroundBitrate(u64),
+    #[error("av1_bitrate_percent must be between 10 and 100, not {0}")]
+    BadAv1BitratePercent(u32),
     #[error("maximum frame rate must be between 1 and 240, not {0}")]
     BadMaxFrameRate(u32),
     #[error("source video is {width}x{height}; both dimensions must be at least 2")]
@@ -120,6 +122,13 @@ pub struct LadderConfig {
     pub surround_bitrate: u64,
     /// Nominal segment duration, whole seconds.
     pub segment_seconds: u32,
+    /// Also encode every rung in AV1 (libsvtav1), at `av1_bitrate_percent`
+    /// of its H.264 bit rate: players that decode AV1 choose those, the
+    /// rest keep H.264. Off by default: AV1 encoding costs several times
+    /// the CPU of H.264.
+    pub av1: bool,
+    /// An AV1 rung's bit rate as a percentage of its H.264 rung's.
+    pub av1_bitrate_percent: u32,
     /// Output frame rate ceiling; faster sources are decimated by a whole
     /// factor (59.94 → 29.97) so motion cadence stays even.
     pub max_frame_rate: u32,
@@ -159,6 +168,8 @@ impl Default for LadderConfig {
             audio_bitrate: 64_000,
             thin_audio_bitrate: 32_000,
             surround_bitrate: 384_000,
+            av1: false,
+            av1_bitrate_percent: 60,
             segment_seconds: 4,
             max_frame_rate: 60,
         }
@@ -206,6 +217,9 @@ impl LadderConfig {
         if self.surround_bitrate != 0 && !(64_000..=640_000).contains(&self.surround_bitrate) {
             return Err(LadderError::BadSurroundBitrate(self.surround_bitrate));
         }
+        if !(10..=100).contains(&self.av1_bitrate_percent) {
+            return Err(LadderError::BadAv1BitratePercent(self.av1_bitrate_percent));
+        }
         if !(1..=240).contains(&self.max_frame_rate) {
             return Err(LadderError::BadMaxFrameRate(self.max_frame_rate));
         }
@@ -232,11 +246,20 @@ pub struct SourceShape {
     pub audio_tracks: Vec<u32>,
 }
 
+/// The video codecs rungs are encoded with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    H264,
+    Av1,
+}
+
 /// One video rendition to encode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VideoRung {
-    /// Directory and rendition id (`v360`).
+    /// Directory and rendition id (`v360`, `v360av1`).
     pub id: String,
+    pub codec: VideoCodec,
     pub width: u32,
     pub height: u32,
     /// Target average bit rate, bits per second.
@@ -303,7 +326,8 @@ pub struct LadderPlan {
     pub frame_rate: Option<FrameRate>,
     /// Keyframe interval in frames: one closed GOP per segment.
     pub gop_frames: Option<u32>,
-    /// Lowest quality first.
+    /// The H.264 rungs, lowest quality first, then the AV1 rungs, lowest
+    /// first.
     pub video: Vec<VideoRung>,
     /// Every audio rendition, track by track (main, then thin, then
     /// surround).
@@ -428,6 +452,23 @@ pub fn plan(source: &SourceShape, config: &LadderConfig) -> Result<LadderPlan, L
     // variant's BANDWIDTH announces, is held close to its average.
     rungs[0].maxrate = rungs[0].bitrate * 6 / 5;
     rungs[0].bufsize = rungs[0].bitrate;
+    if config.av1 {
+        let av1: Vec<VideoRung> = rungs
+            .iter()
+            .map(|rung| {
+                let scale = |value: u64| value * u64::from(config.av1_bitrate_percent) / 100;
+                VideoRung {
+                    id: format!("{}av1", rung.id),
+                    codec: VideoCodec::Av1,
+                    bitrate: scale(rung.bitrate),
+                    maxrate: scale(rung.maxrate),
+                    bufsize: scale(rung.bufsize),
+                    ..rung.clone()
+                }
+            })
+            .collect();
+        rungs.extend(av1);
+    }
     Ok(LadderPlan {
         segment_seconds: config.segment_seconds,
         frame_rate: Some(frame_rate),
@@ -486,6 +527,7 @@ fn make_rung(short: u32, long: u32, bitrate: u64, landscape: bool) -> VideoRung 
     };
     VideoRung {
         id: format!("v{short}"),
+        codec: VideoCodec::H264,
         width,
         height,
         bitrate,
@@ -629,6 +671,37 @@ mod tests {
             .unwrap_err()
             .to_string(),
             "surround_bitrate must be 0 (none) or between 64000 and 640000 bits per second, not 5"
+        );
+    }
+
+    #[test]
+    fn av1_rungs_follow_the_h264_ones_when_asked_for() {
+        let config = LadderConfig {
+            av1: true,
+            ..LadderConfig::default()
+        };
+        let plan = plan(&source(640, 360, 25, 1), &config).unwrap();
+        let rungs: Vec<(&str, VideoCodec, u64, u32)> = plan
+            .video
+            .iter()
+            .map(|rung| (rung.id.as_str(), rung.codec, rung.bitrate, rung.width))
+            .collect();
+        assert_eq!(
+            rungs,
+            [
+                ("v144", VideoCodec::H264, 110_000, 256),
+                ("v240", VideoCodec::H264, 300_000, 426),
+                ("v360", VideoCodec::H264, 700_000, 640),
+                ("v144av1", VideoCodec::Av1, 66_000, 256),
+                ("v240av1", VideoCodec::Av1, 180_000, 426),
+                ("v360av1", VideoCodec::Av1, 420_000, 640),
+            ]
+        );
+        assert!(
+            plan_of(&source(640, 360, 25, 1))
+                .video
+                .iter()
+                .all(|rung| rung.codec == VideoCodec::H264)
         );
     }
 

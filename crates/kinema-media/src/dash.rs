@@ -77,18 +77,28 @@ pub fn mpd(renditions: &[MeasuredRendition], subtitles: &[SubtitleRendition]) ->
          <Period id=\"0\" start=\"PT0S\">\n",
         iso_duration(duration)
     );
-    let videos: Vec<&MeasuredRendition> = renditions
-        .iter()
-        .filter(|rendition| rendition.kind() == TrackKind::Video)
-        .collect();
-    if !videos.is_empty() {
+    // AdaptationSet ids in the order written: video, audio, text.
+    let mut next_id = 0usize;
+    // One video AdaptationSet per codec (H.264, then AV1): a player
+    // switches bit rates within a set, and only between renditions it can
+    // decode with one decoder.
+    let mut families: Vec<(&str, Vec<&MeasuredRendition>)> = Vec::new();
+    for video in renditions.iter().filter(|r| r.kind() == TrackKind::Video) {
+        let family = video.track.codecs.split('.').next().unwrap_or_default();
+        match families.iter_mut().find(|(name, _)| *name == family) {
+            Some((_, members)) => members.push(video),
+            None => families.push((family, vec![video])),
+        }
+    }
+    for (_, videos) in &families {
         let max_width = videos.iter().filter_map(|v| v.width).max().unwrap_or(0);
         let max_height = videos.iter().filter_map(|v| v.height).max().unwrap_or(0);
         let _ = writeln!(
             out,
-            "    <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\" maxWidth=\"{max_width}\" maxHeight=\"{max_height}\">"
+            "    <AdaptationSet id=\"{next_id}\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\" maxWidth=\"{max_width}\" maxHeight=\"{max_height}\">"
         );
-        for video in &videos {
+        next_id += 1;
+        for video in videos {
             let _ = write!(
                 out,
                 "      <Representation id=\"{}\" codecs=\"{}\" bandwidth=\"{}\"",
@@ -108,6 +118,10 @@ pub fn mpd(renditions: &[MeasuredRendition], subtitles: &[SubtitleRendition]) ->
         }
         out.push_str("    </AdaptationSet>\n");
     }
+    if families.is_empty() {
+        // Audio-only: the audio sets keep ids from 1, as they always had.
+        next_id = 1;
+    }
     // One AdaptationSet per source track and codec: a track's AAC
     // renditions (main and thin) are bit rates of one set, chosen by the
     // player's ABR; its 5.1 AC-3 is a set of its own, which players that
@@ -125,14 +139,14 @@ pub fn mpd(renditions: &[MeasuredRendition], subtitles: &[SubtitleRendition]) ->
         }
     }
     sets.sort_by_key(|(track, _, _)| *track);
-    for (set_index, (_, _, members)) in sets.iter().enumerate() {
+    for (_, _, members) in &sets {
         let label = members[0].audio.as_ref();
         let language = label.map_or("und", |label| label.language.as_str());
         let _ = writeln!(
             out,
-            "    <AdaptationSet id=\"{}\" contentType=\"audio\" mimeType=\"audio/mp4\" lang=\"{language}\" segmentAlignment=\"true\" startWithSAP=\"1\">",
-            set_index + 1
+            "    <AdaptationSet id=\"{next_id}\" contentType=\"audio\" mimeType=\"audio/mp4\" lang=\"{language}\" segmentAlignment=\"true\" startWithSAP=\"1\">"
         );
+        next_id += 1;
         // ISO 23009-1 §5.8.5.5: main for the default track, alternate for
         // the others, unless the source says what the track is.
         let role = match label {
@@ -164,13 +178,13 @@ pub fn mpd(renditions: &[MeasuredRendition], subtitles: &[SubtitleRendition]) ->
         }
         out.push_str("    </AdaptationSet>\n");
     }
-    for (index, subtitle) in subtitles.iter().enumerate() {
+    for subtitle in subtitles {
         let _ = writeln!(
             out,
-            "    <AdaptationSet id=\"{}\" contentType=\"text\" mimeType=\"text/vtt\" lang=\"{}\">",
-            sets.len() + 1 + index,
+            "    <AdaptationSet id=\"{next_id}\" contentType=\"text\" mimeType=\"text/vtt\" lang=\"{}\">",
             subtitle.language
         );
+        next_id += 1;
         // ISO 23009-1 §5.8.5.5 (and DASH-IF IOP): forced-subtitle for forced
         // tracks, caption for those made for the hearing impaired.
         let role = if subtitle.forced {

@@ -110,7 +110,7 @@ fn audio_groups(renditions: &[MeasuredRendition]) -> Vec<(AudioRole, AudioGroup<
 ///
 /// Audio: every source track is a member (its own `LANGUAGE`, `NAME`,
 /// `DEFAULT`) of each role's group: `audio` (stereo AAC), `audio-thin` (the
-/// thin stereo AAC, carried by the lowest video variant, so its
+/// thin stereo AAC, carried by the lowest video variant of each codec, so its
 /// `BANDWIDTH` fits the thinnest links) and `audio-ac3` (5.1 AC-3, for
 /// players that decode it). Video: one variant per rendition, the lowest
 /// with the thin group and the rest with the main one; with surround
@@ -222,9 +222,15 @@ pub fn multivariant_playlist(
         let _ = write!(out, "\n{}/index.m3u8\n", video.id);
     };
     let stereo = group(AudioRole::Main).map(|_| AudioRole::Main);
-    for (index, video) in videos.iter().enumerate() {
+    // The thin audio goes with the lowest rung of each video codec (the
+    // H.264 and the AV1 ladders each have a variant for thin links).
+    let mut codecs_seen: Vec<&str> = Vec::new();
+    for video in &videos {
+        let family = video.track.codecs.split('.').next().unwrap_or_default();
+        let lowest_of_its_codec = !codecs_seen.contains(&family);
+        codecs_seen.push(family);
         let role = match group(AudioRole::Thin) {
-            Some(_) if index == 0 => Some(AudioRole::Thin),
+            Some(_) if lowest_of_its_codec => Some(AudioRole::Thin),
             _ => stereo,
         };
         write_variant(&mut out, video, role);

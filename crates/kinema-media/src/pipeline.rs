@@ -41,6 +41,9 @@ pub struct IngestConfig {
     pub ladder: LadderConfig,
     /// x264 preset: `ultrafast` … `veryslow`.
     pub preset: String,
+    /// SVT-AV1 preset of the AV1 rungs (`[ingest.ladder] av1 = true`):
+    /// 0 (slowest, smallest) … 13 (fastest).
+    pub av1_preset: u8,
     /// Encoder threads; 0 lets ffmpeg choose.
     pub threads: u32,
     /// An encoder that for this long has written no new bytes and whose
@@ -131,6 +134,7 @@ impl Default for IngestConfig {
         Self {
             ladder: LadderConfig::default(),
             preset: "veryfast".into(),
+            av1_preset: 10,
             threads: 0,
             stall_timeout: Duration::from_secs(120),
             ffmpeg: "ffmpeg".into(),
@@ -164,6 +168,12 @@ impl IngestConfig {
                 "preset {:?} is not an x264 preset; use one of {}",
                 self.preset,
                 PRESETS.join(", ")
+            )));
+        }
+        if self.av1_preset > 13 {
+            return Err(MediaError::Settings(format!(
+                "av1_preset {} is not an SVT-AV1 preset; use 0 (slowest) to 13 (fastest)",
+                self.av1_preset
             )));
         }
         if self.concurrency == 0 {
@@ -630,6 +640,7 @@ async fn ingest_in(
         &EncoderSettings {
             preset: config.preset.clone(),
             threads: config.threads,
+            av1_preset: config.av1_preset,
         },
         staging_dir,
     );

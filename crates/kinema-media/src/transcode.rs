@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use kinema_core::ladder::LadderPlan;
+use kinema_core::ladder::{LadderPlan, VideoCodec};
 
 use crate::probe::{self, SourceInfo};
 use crate::thumbs::ThumbnailPlan;
@@ -35,6 +35,8 @@ pub struct EncoderSettings {
     pub preset: String,
     /// Encoder threads; 0 lets ffmpeg choose.
     pub threads: u32,
+    /// SVT-AV1 preset for AV1 rungs: 0 (slowest, best) … 13 (fastest).
+    pub av1_preset: u8,
 }
 
 /// The output directory of ffmpeg stream `index` (videos first, in plan
@@ -173,10 +175,28 @@ pub fn ffmpeg_args(
         for (index, rung) in plan.video.iter().enumerate() {
             args.push(format!("-b:v:{index}"));
             args.push(rung.bitrate.to_string());
-            args.push(format!("-maxrate:v:{index}"));
-            args.push(rung.maxrate.to_string());
-            args.push(format!("-bufsize:v:{index}"));
-            args.push(rung.bufsize.to_string());
+            match rung.codec {
+                VideoCodec::H264 => {
+                    args.push(format!("-maxrate:v:{index}"));
+                    args.push(rung.maxrate.to_string());
+                    args.push(format!("-bufsize:v:{index}"));
+                    args.push(rung.bufsize.to_string());
+                }
+                // Given after the defaults above, which they override for
+                // this stream. SVT-AV1 rate control is VBR at the target:
+                // it takes no VBV cap, and the measured peak is what the
+                // playlists announce either way.
+                VideoCodec::Av1 => {
+                    for (option, value) in [
+                        ("-c:v", "libsvtav1".to_string()),
+                        ("-preset:v", settings.av1_preset.to_string()),
+                        ("-profile:v", "main".to_string()),
+                    ] {
+                        args.push(format!("{option}:{index}"));
+                        args.push(value);
+                    }
+                }
+            }
         }
         let gop = gop.to_string();
         push(
@@ -331,6 +351,7 @@ mod tests {
         EncoderSettings {
             preset: "veryfast".into(),
             threads: 2,
+            av1_preset: 10,
         }
     }
 

@@ -75,6 +75,66 @@ fn hls_js_and_dash_js_play_at_auto_and_lowest_quality() {
     );
 }
 
+/// With `[ingest.ladder] av1 = true` the AV1 rungs sit beside the H.264
+/// ones; Chromium decodes AV1, so hls.js and dash.js held on the lowest AV1
+/// rung play it (and only it).
+#[test]
+fn hls_js_and_dash_js_play_the_av1_rungs() {
+    let fixture = Fixture::without_videos();
+    let config = fixture.dir.path().join("kinema.toml");
+    std::fs::write(
+        &config,
+        "[ingest]\npreset = \"veryfast\"\nav1_preset = 12\n[ingest.ladder]\nav1 = true\n",
+    )
+    .expect("write the config");
+    run(Command::new(env!("CARGO_BIN_EXE_kinema"))
+        .arg("--config")
+        .arg(&config)
+        .arg("ingest")
+        .arg(fixture.clip())
+        .arg("--library")
+        .arg(fixture.library())
+        .args(["--id", VIDEO_ID]));
+    let server = fixture.serve();
+    let mut failures = Vec::new();
+    for (player, file) in [("hls", "master.m3u8"), ("dash", "manifest.mpd")] {
+        let url = format!("http://{}/v/{VIDEO_ID}/{file}", server.address);
+        let args = [
+            "--player",
+            player,
+            "--url",
+            &url,
+            "--codec",
+            "av01",
+            "--timeout",
+            "90",
+        ];
+        let output = run_node("web/tests/play.mjs", &args);
+        let report: Value = serde_json::from_str(
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .last()
+                .unwrap_or("{}"),
+        )
+        .unwrap_or(Value::Null);
+        if let Err(why) = check_play(&output, None, None) {
+            failures.push(format!(
+                "{player}: {why}\n  stdout: {}\n  stderr: {}",
+                String::from_utf8_lossy(&output.stdout).trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        } else if report["codecsPlayed"] != serde_json::json!(["av01"]) {
+            failures.push(format!("{player}: played {}", report["codecsPlayed"]));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "AV1 playback failed:\n{}\nserver log tail:\n{}",
+        failures.join("\n"),
+        server.log_tail()
+    );
+}
+
 /// Issue 5: the token sits in the path, so every relative URI in the
 /// playlists resolves under the same `/s/{token}/` prefix and hls.js plays a
 /// signed video from its signed master URL alone; without the token the
