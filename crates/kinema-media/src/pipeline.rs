@@ -266,11 +266,12 @@ struct PlannedSubtitle {
 }
 
 /// The subtitle tracks to publish, source tracks first, and the source's
-/// bitmap tracks, which are not.
+/// bitmap tracks, which are not; more than [`MAX_SUBTITLE_TRACKS`] is
+/// refused.
 fn plan_subtitles(
     source: &SourceInfo,
     sidecars: &[SidecarSubtitle],
-) -> (Vec<PlannedSubtitle>, Vec<SkippedSubtitle>) {
+) -> Result<(Vec<PlannedSubtitle>, Vec<SkippedSubtitle>), MediaError> {
     let mut planned = Vec::new();
     let mut skipped = Vec::new();
     for track in &source.subtitles {
@@ -318,8 +319,21 @@ fn plan_subtitles(
             sidecar: Some(sidecar.path.clone()),
         });
     }
-    (planned, skipped)
+    if planned.len() > MAX_SUBTITLE_TRACKS {
+        return Err(MediaError::OverLimit {
+            detail: format!(
+                "it has {} subtitle tracks (with the sidecar files), beyond the limit of \
+                 {MAX_SUBTITLE_TRACKS}",
+                planned.len()
+            ),
+        });
+    }
+    Ok((planned, skipped))
 }
+
+/// The most subtitle tracks one video may publish: each is an extra output
+/// of the encode and a directory of files.
+const MAX_SUBTITLE_TRACKS: usize = 64;
 
 /// How long converting one sidecar subtitle file may take.
 const SIDECAR_TIMEOUT: Duration = Duration::from_secs(60);
@@ -603,12 +617,12 @@ async fn ingest_in(
     source.keep_audio_languages(&config.audio_languages)?;
     check_cancel(cancel)?;
     let plan = kinema_core::ladder::plan(&source.shape(), &config.ladder)?;
-    let (planned_subtitles, skipped_subtitles) = plan_subtitles(&source, &request.subtitles);
+    let (planned_subtitles, skipped_subtitles) = plan_subtitles(&source, &request.subtitles)?;
     tracing::info!(id = %request.id, duration = source.duration_seconds, rungs = plan.video.len(),
         audio = plan.audio.len(), subtitles = planned_subtitles.len(), "planned ingest");
     for skipped in &skipped_subtitles {
         tracing::warn!(id = %request.id, language = %skipped.language, codec = %skipped.codec,
-            "bitmap subtitle track skipped: only text subtitles become WebVTT");
+            "subtitle track skipped: only text subtitles become WebVTT");
     }
 
     let thumbnails = source.video.as_ref().map(|video| {
@@ -1009,6 +1023,55 @@ mod tests {
         assert_eq!(removed, vec![root.path().join("ingest-99999999-b")]);
         assert!(root.path().join("ingest-1-a").exists());
         assert!(root.path().join("other").exists());
+    }
+
+    #[test]
+    fn subtitles_plan_source_text_tracks_then_sidecars_and_skips_bitmaps() {
+        let json = br#"{"streams": [
+            {"index": 0, "codec_type": "audio", "codec_name": "aac", "channels": 2, "duration": "4"},
+            {"index": 1, "codec_type": "subtitle", "codec_name": "hdmv_pgs_subtitle", "tags": {"language": "ger"}},
+            {"index": 2, "codec_type": "subtitle", "codec_name": "subrip", "tags": {"title": "Signs"}, "disposition": {"forced": 1}}
+        ], "format": {"format_name": "matroska,webm", "duration": "4"}}"#;
+        let source = probe::interpret(json, "").unwrap();
+        let sidecar = SidecarSubtitle::parse("fr+sdh=x.srt").unwrap();
+        let (planned, skipped) = plan_subtitles(&source, std::slice::from_ref(&sidecar)).unwrap();
+        let names: Vec<(&str, &str, &str, bool, bool)> = planned
+            .iter()
+            .map(|p| {
+                let r = &p.rendition;
+                (
+                    r.id.as_str(),
+                    r.language.as_str(),
+                    r.name.as_str(),
+                    r.forced,
+                    r.hearing_impaired,
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("sub0", "und", "Signs", true, false),
+                ("sub1", "fr", "French (SDH)", false, true)
+            ]
+        );
+        assert_eq!(planned[1].sidecar.as_deref(), Some(Path::new("x.srt")));
+        assert_eq!(
+            skipped,
+            [SkippedSubtitle {
+                language: "de".into(),
+                codec: "hdmv_pgs_subtitle".into()
+            }]
+        );
+        let error = plan_subtitles(&source, &vec![sidecar; MAX_SUBTITLE_TRACKS])
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            error,
+            "source is refused: it has 65 subtitle tracks (with the sidecar files), beyond the \
+             limit of 64"
+        );
     }
 
     #[test]

@@ -9,8 +9,12 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use kinema_media::MediaError;
-use kinema_media::subtitles::SidecarSubtitle;
+use std::sync::Arc;
+
+use kinema_core::{AccessPolicy, VideoId};
+use kinema_media::subtitles::{SidecarSubtitle, SkippedSubtitle};
+use kinema_media::{IngestService, JobState, MediaError, SubmitRequest};
+use kinema_store::Store;
 use support::{Library, assert_complete, fixture, test_config};
 
 const ENGLISH_SRT: &str = "1
@@ -94,8 +98,11 @@ fn subtitled_mkv() -> PathBuf {
     )
 }
 
+/// A cue as (start, end, text), seconds.
+type TimedCue = (f64, f64, String);
+
 /// (start, end, text) of every cue of a WebVTT or SubRip text, in seconds.
-fn cues(text: &str) -> Vec<(f64, f64, String)> {
+fn cues(text: &str) -> Vec<TimedCue> {
     let seconds = |stamp: &str| -> f64 {
         let stamp = stamp.trim().replace(',', ".");
         let parts: Vec<f64> = stamp.split(':').map(|p| p.parse().unwrap()).collect();
@@ -117,7 +124,7 @@ fn cues(text: &str) -> Vec<(f64, f64, String)> {
 
 /// Asserts the published cues are the source's, each within one frame
 /// (the encode snaps the picture to 25 fps frames).
-fn assert_same_cues(published: &[(f64, f64, String)], source: &str) {
+fn assert_same_cues(published: &[TimedCue], source: &str) {
     let expected = cues(source);
     assert_eq!(
         published.iter().map(|c| &c.2).collect::<Vec<_>>(),
@@ -139,9 +146,9 @@ fn assert_same_cues(published: &[(f64, f64, String)], source: &str) {
 
 /// Every cue of a rendition's segments, repeats (a cue in two segments)
 /// once; and each segment's cues.
-fn segmented_cues(dir: &Path) -> (Vec<(f64, f64, String)>, Vec<Vec<String>>) {
+fn segmented_cues(dir: &Path) -> (Vec<TimedCue>, Vec<Vec<String>>) {
     let playlist = std::fs::read_to_string(dir.join("index.m3u8")).unwrap();
-    let mut all: Vec<(f64, f64, String)> = Vec::new();
+    let mut all: Vec<TimedCue> = Vec::new();
     let mut per_segment = Vec::new();
     for uri in playlist.lines().filter(|line| !line.starts_with('#')) {
         let text = std::fs::read_to_string(dir.join(uri)).unwrap();
@@ -288,4 +295,163 @@ async fn playlist_named_srt_is_refused_as_a_sidecar() {
          (.srt), ASS/SSA (.ass, .ssa) and WebVTT (.vtt) files are accepted"
     );
     library.assert_nothing_published().await;
+}
+
+/// One DVD subpicture (the bitmap subtitle of DVDs, `dvd_subtitle`): a 2x2
+/// transparent picture shown for about a second. Debian's ffmpeg cannot
+/// render text into a bitmap subtitle, so the packet is written by hand
+/// (DVD-Video SPU: RLE fields, then display control sequences).
+fn dvd_subpicture() -> Vec<u8> {
+    // Each field one line, "run to the end of the line in colour 0".
+    let fields = [0u8, 0, 0, 0];
+    let first_sequence: u16 = 4 + fields.len() as u16;
+    let mut commands = vec![0x01, 0x03, 0x32, 0x10, 0x04, 0xff, 0xf0];
+    commands.extend([0x05, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01]); // area 0..1 x 0..1
+    commands.extend([0x06, 0x00, 0x04, 0x00, 0x06, 0xff]); // field offsets, end
+    let second_sequence = first_sequence + 4 + commands.len() as u16;
+    let mut body = fields.to_vec();
+    body.extend(0u16.to_be_bytes());
+    body.extend(second_sequence.to_be_bytes());
+    body.extend(commands);
+    body.extend(88u16.to_be_bytes()); // stop after 88 × 1024 / 90000 s
+    body.extend(second_sequence.to_be_bytes());
+    body.extend([0x02, 0xff]);
+    let mut spu = (4 + body.len() as u16).to_be_bytes().to_vec();
+    spu.extend(first_sequence.to_be_bytes());
+    spu.extend(body);
+    spu
+}
+
+/// An MPEG program stream of DVD subpictures at `seconds`.
+fn dvd_subtitle_stream(seconds: &[u64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for second in seconds {
+        let pts = second * 90_000;
+        out.extend([0, 0, 1, 0xba, 0x44, 0, 4, 0, 4, 1, 1, 0x89, 0xc3, 0xf8]);
+        let mut data = vec![0x81, 0x80, 0x05];
+        data.extend([
+            0x21 | ((pts >> 29) & 0x0e) as u8,
+            (pts >> 22) as u8,
+            0x01 | ((pts >> 14) & 0xfe) as u8,
+            (pts >> 7) as u8,
+            0x01 | ((pts << 1) & 0xfe) as u8,
+        ]);
+        data.push(0x20); // DVD subpicture stream 0
+        data.extend(dvd_subpicture());
+        out.extend([0, 0, 1, 0xbd]);
+        out.extend((data.len() as u16).to_be_bytes());
+        out.extend(data);
+    }
+    out.extend([0, 0, 1, 0xb9]);
+    out
+}
+
+/// 6 s of video and a tone with an English SubRip track and a German DVD
+/// (bitmap) subtitle track.
+fn bitmap_subtitled_mkv() -> PathBuf {
+    let english = text_file("bitmap-en.srt", ENGLISH_SRT);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kinema-media-fixtures");
+    let bitmap = dir.join(format!(".{}-dvd-subtitles.sub", std::process::id()));
+    std::fs::write(&bitmap, dvd_subtitle_stream(&[1, 3])).unwrap();
+    fixture(
+        "bitmap-subtitled.mkv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=320x180:r=25:d=6",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=440:d=6",
+            "-i",
+            english.to_str().unwrap(),
+            "-f",
+            "mpeg",
+            "-i",
+            bitmap.to_str().unwrap(),
+            "-map",
+            "0",
+            "-map",
+            "1",
+            "-map",
+            "2",
+            "-map",
+            "3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-c:s:0",
+            "srt",
+            "-c:s:1",
+            "copy",
+            "-metadata:s:s:0",
+            "language=eng",
+            "-metadata:s:s:1",
+            "language=ger",
+        ],
+    )
+}
+
+#[tokio::test]
+async fn bitmap_track_is_reported_skipped_with_its_language() {
+    let source = bitmap_subtitled_mkv();
+    let german_bitmap = SkippedSubtitle {
+        language: "de".into(),
+        codec: "dvd_subtitle".into(),
+    };
+    let library = Library::new();
+    let ingested = library
+        .ingest_with_subtitles(&source, "bitmap", &test_config(), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        ingested.skipped_subtitles,
+        std::slice::from_ref(&german_bitmap)
+    );
+    let dir = library.video_dir("bitmap");
+    let (english, _) = segmented_cues(&dir.join("sub0"));
+    assert_same_cues(&english, ENGLISH_SRT);
+    assert!(!dir.join("sub1").exists());
+
+    // The job record (and the API's view of it) says the same, across a
+    // restart of the service.
+    let library = Library::new();
+    let start = || {
+        IngestService::start(
+            library.store.clone() as Arc<dyn Store>,
+            library.store.staging_root(),
+            library.dir.path().join("ingest"),
+            test_config(),
+        )
+    };
+    let service = start().await.unwrap();
+    let job = service
+        .submit(SubmitRequest {
+            source: source.clone(),
+            owned_source: false,
+            video_id: Some(VideoId::new("bitmap-job").unwrap()),
+            title: None,
+            access: AccessPolicy::Public,
+            subtitles: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let done = service.wait(&job.id).await.unwrap();
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    assert_eq!(done.skipped_subtitles, std::slice::from_ref(&german_bitmap));
+    let json = serde_json::to_value(&done).unwrap();
+    assert_eq!(
+        json["skipped_subtitles"],
+        serde_json::json!([{"language": "de", "codec": "dvd_subtitle"}])
+    );
+    drop(service);
+    let again = start().await.unwrap();
+    assert_eq!(
+        again.job(&job.id).await.unwrap().skipped_subtitles,
+        [german_bitmap]
+    );
 }

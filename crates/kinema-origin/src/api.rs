@@ -11,6 +11,11 @@
 //! POST   /api/jobs/{id}/retry        → the job
 //! ```
 //!
+//! A multipart upload may carry subtitle files beside the video, as parts
+//! named `subtitles:LANG` (`subtitles:fr`, `subtitles:fr+forced`,
+//! `subtitles:en+sdh`; SubRip, ASS/SSA or WebVTT, at most 32 of 16 MiB
+//! each), published as WebVTT renditions like `kinema ingest --subtitles`.
+//!
 //! GET requests only read; POST and DELETE change the library, so an
 //! authorisation layer in front of `/api/` can tell them apart by method.
 //! Uploads are streamed to a file in the job store as they arrive (never
@@ -28,6 +33,7 @@ use futures::{Stream, StreamExt};
 use http::{HeaderValue, Method, StatusCode, header};
 use kinema_core::{AccessPolicy, MANIFEST_FILE, Manifest, VideoId};
 use kinema_http::{ConnectionInfo, RequestBody, ResponseBody};
+use kinema_media::subtitles::{MAX_SIDECAR_BYTES, SidecarSubtitle};
 use kinema_media::{IngestConfig, IngestService, JobError, JobId, MediaError, SubmitRequest};
 use kinema_store::{LocalStore, Store};
 use percent_encoding::percent_decode_str;
@@ -199,6 +205,9 @@ impl Api {
             Err(error) if error.is_storage_full() => return job_error(error),
             Err(error) => return internal(error),
         };
+        // Sidecar subtitle files (`subtitles:LANG` parts), each an upload
+        // of its own, removed with the video's on any refusal.
+        let mut subtitles: Vec<SidecarSubtitle> = Vec::new();
         let received = if content_type
             .to_ascii_lowercase()
             .starts_with("multipart/form-data")
@@ -213,8 +222,16 @@ impl Api {
                     );
                 }
             };
-            self.receive_multipart(body, boundary, file, &mut id, &mut title, &mut access)
-                .await
+            self.receive_multipart(
+                body,
+                boundary,
+                file,
+                &mut id,
+                &mut title,
+                &mut access,
+                &mut subtitles,
+            )
+            .await
         } else {
             stream_to_file(body, file, self.max_upload_bytes)
                 .await
@@ -223,14 +240,14 @@ impl Api {
         let size = match received {
             Ok((size, true)) => size,
             Ok((_, false)) => {
-                let _ = tokio::fs::remove_file(&path).await;
+                discard_upload(&path, &subtitles).await;
                 return error_response(
                     StatusCode::BAD_REQUEST,
                     "the multipart upload has no file part; send the video as a part named \"file\"",
                 );
             }
             Err(upload_error) => {
-                let _ = tokio::fs::remove_file(&path).await;
+                discard_upload(&path, &subtitles).await;
                 if let UploadError::Io(error) = &upload_error {
                     tracing::error!(path = %path.display(), %error, "upload could not be stored; removed");
                 }
@@ -238,7 +255,7 @@ impl Api {
             }
         };
         if size == 0 {
-            let _ = tokio::fs::remove_file(&path).await;
+            discard_upload(&path, &subtitles).await;
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "the upload is empty (0 bytes); send the video file as the request body",
@@ -248,7 +265,7 @@ impl Api {
             Some(id) => match VideoId::new(id) {
                 Ok(id) => Some(id),
                 Err(error) => {
-                    let _ = tokio::fs::remove_file(&path).await;
+                    discard_upload(&path, &subtitles).await;
                     return error_response(StatusCode::BAD_REQUEST, format!("id: {error}"));
                 }
             },
@@ -261,7 +278,7 @@ impl Api {
         {
             Ok(access) => access,
             Err(error) => {
-                let _ = tokio::fs::remove_file(&path).await;
+                discard_upload(&path, &subtitles).await;
                 return error_response(StatusCode::BAD_REQUEST, format!("access: {error}"));
             }
         };
@@ -273,7 +290,7 @@ impl Api {
                 video_id,
                 title,
                 access,
-                subtitles: Vec::new(),
+                subtitles,
             })
             .await;
         match submitted {
@@ -292,9 +309,16 @@ impl Api {
         }
     }
 
-    /// Reads a multipart body: text parts `id` and `title`, and the first
-    /// part with a file name (or named `file`) streamed to `file`.
+    /// Reads a multipart body: text parts `id` and `title`, parts named
+    /// `subtitles:LANG[+forced][+sdh]` (sidecar subtitle files, each streamed
+    /// to an upload file of its own, added to `subtitles` before it is
+    /// read so a failure removes it too), and the first other part with a
+    /// file name (or named `file`) streamed to `file`.
     /// Returns the file's size and whether a file part was present.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of one form, each an output"
+    )]
     async fn receive_multipart(
         &self,
         body: RequestBody,
@@ -303,6 +327,7 @@ impl Api {
         id: &mut Option<String>,
         title: &mut Option<String>,
         access: &mut Option<String>,
+        subtitles: &mut Vec<SidecarSubtitle>,
     ) -> Result<(u64, bool), UploadError> {
         let mut multipart = multer::Multipart::new(body, boundary);
         let mut file = Some(file);
@@ -316,7 +341,43 @@ impl Api {
             };
             let name = field.name().unwrap_or("").to_string();
             let is_file = field.file_name().is_some() || name == "file";
-            if is_file && let Some(file) = file.take() {
+            if let Some(spec) = name.strip_prefix("subtitles:") {
+                if subtitles.len() >= MAX_SUBTITLE_PARTS {
+                    return Err(UploadError::Malformed(format!(
+                        "more than {MAX_SUBTITLE_PARTS} subtitles parts; send at most \
+                         {MAX_SUBTITLE_PARTS} subtitle files"
+                    )));
+                }
+                let sidecar =
+                    SidecarSubtitle::parse(&format!("{spec}=upload")).map_err(|error| {
+                        UploadError::Malformed(format!(
+                            "the part \"{name}\" must be named subtitles:LANG (subtitles:fr, with \
+                         +forced or +sdh after the language): {error}"
+                        ))
+                    })?;
+                let (path, sidecar_file) =
+                    self.ingest.create_upload_file().await.map_err(|error| {
+                        if error.is_storage_full() {
+                            UploadError::Io(std::io::ErrorKind::StorageFull.into())
+                        } else {
+                            UploadError::Io(std::io::Error::other(error.to_string()))
+                        }
+                    })?;
+                subtitles.push(SidecarSubtitle { path, ..sidecar });
+                stream_to_file(
+                    field.map(|chunk| chunk.map_err(std::io::Error::other)),
+                    sidecar_file,
+                    MAX_SIDECAR_BYTES,
+                )
+                .await
+                .map_err(|error| match error {
+                    UploadError::TooLarge => UploadError::Malformed(format!(
+                        "the part \"{name}\" is larger than the limit of {} MiB for a subtitle file",
+                        MAX_SIDECAR_BYTES / (1024 * 1024)
+                    )),
+                    other => other,
+                })?;
+            } else if is_file && let Some(file) = file.take() {
                 size = stream_to_file(
                     field.map(|chunk| chunk.map_err(std::io::Error::other)),
                     file,
@@ -366,6 +427,17 @@ impl UploadError {
                 "the upload could not be stored; see the server log",
             ),
         }
+    }
+}
+
+/// The most subtitle files one upload may carry.
+const MAX_SUBTITLE_PARTS: usize = 32;
+
+/// Removes an upload and its sidecar subtitle files (a refused upload).
+async fn discard_upload(path: &std::path::Path, subtitles: &[SidecarSubtitle]) {
+    let _ = tokio::fs::remove_file(path).await;
+    for sidecar in subtitles {
+        let _ = tokio::fs::remove_file(&sidecar.path).await;
     }
 }
 

@@ -79,6 +79,34 @@ impl Api {
         (status, value)
     }
 
+    /// GET `target`: status, content type and body as text.
+    async fn get_text(&self, target: &str) -> (StatusCode, String, String) {
+        let stream = TcpStream::connect(self.server.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .uri(target)
+            .header("host", "origin.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
     /// Polls a job until it leaves queued/running (two minutes at most).
     async fn finished_job(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -368,5 +396,90 @@ async fn oversized_multipart_title_is_refused_naming_the_limit() {
     assert_eq!(
         body["error"],
         "the title is 201 characters long; the limit is 200"
+    );
+}
+
+/// Multipart `subtitles:LANG` parts become subtitle renditions, served as
+/// `text/vtt`; a part that is not a subtitle file fails the job with the
+/// reason; a malformed part name is refused at once.
+#[tokio::test]
+async fn multipart_subtitles_parts_are_published_as_webvtt() {
+    let api = Api::start().await;
+    let boundary = "kinemaBoundary11";
+    let part = |name: &str, file_name: &str, bytes: &[u8]| {
+        let mut part = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\n\r\n"
+        )
+        .into_bytes();
+        part.extend_from_slice(bytes);
+        part.extend_from_slice(b"\r\n");
+        part
+    };
+    let form = |parts: Vec<Vec<u8>>| {
+        let mut body = parts.concat();
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        body
+    };
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let srt = b"1\n00:00:00,600 --> 00:00:01,400\nBonjour\n";
+    let body = form(vec![
+        part("subtitles:fr+forced", "signs.srt", srt),
+        part("file", "clip.mp4", &clip()),
+    ]);
+    let (status, body) = api
+        .call(Method::POST, "/api/videos?id=subbed", &content_type, body)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job = api.finished_job(body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["skipped_subtitles"], serde_json::json!([]), "{job}");
+    let (status, _, master) = api.get_text("/v/subbed/master.m3u8").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        master.contains("GROUP-ID=\"subs\",NAME=\"French (forced)\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"sub0/index.m3u8\""),
+        "{master}"
+    );
+    let (status, content_type_of_vtt, segment) = api.get_text("/v/subbed/sub0/1.vtt").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type_of_vtt, "text/vtt");
+    assert!(
+        segment.ends_with("\n00:00:00.600 --> 00:00:01.400\nBonjour\n"),
+        "{segment}"
+    );
+
+    // A playlist sent as subtitles: the job fails, saying why.
+    let playlist =
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n";
+    let body = form(vec![
+        part("subtitles:en", "evil.srt", playlist),
+        part("file", "clip.mp4", &clip()),
+    ]);
+    let (status, body) = api
+        .call(Method::POST, "/api/videos?id=hostile", &content_type, body)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job = api.finished_job(body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("subtitle file is refused: the en subtitles "),
+        "{error}"
+    );
+    assert!(error.ends_with(": it is a hls file; only SubRip (.srt), ASS/SSA (.ass, .ssa) and WebVTT (.vtt) files are accepted"), "{error}");
+
+    let body = form(vec![
+        part("subtitles:english", "a.srt", srt),
+        part("file", "clip.mp4", b"x"),
+    ]);
+    let (status, body) = api
+        .call(Method::POST, "/api/videos?id=named", &content_type, body)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("the part \"subtitles:english\" must be named subtitles:LANG"),
+        "{body}"
     );
 }
