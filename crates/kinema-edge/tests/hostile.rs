@@ -273,16 +273,18 @@ async fn a_malformed_chunked_request_body_is_a_400_not_an_origin_error() {
     edge.stop().await;
 }
 
+/// The status and headers an origin answers, per path.
+type Answers = Arc<Mutex<HashMap<String, (StatusCode, Vec<(&'static str, &'static str)>)>>>;
+
 /// An origin whose answer for each path is set by the test while it runs.
 struct SwitchableOrigin {
     server: Service<Infallible>,
-    answers: Arc<Mutex<HashMap<String, (StatusCode, Vec<(&'static str, &'static str)>)>>>,
+    answers: Answers,
 }
 
 impl SwitchableOrigin {
     async fn start() -> Self {
-        let answers: Arc<Mutex<HashMap<String, (StatusCode, Vec<(&'static str, &'static str)>)>>> =
-            Arc::default();
+        let answers: Answers = Arc::default();
         let table = answers.clone();
         let handler = move |request: Request<Incoming>| {
             let table = table.clone();
