@@ -35,10 +35,13 @@ const HLS_STALL_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall', '
  *   onAudioTracks(tracks) — the audio languages to choose from, in the
  *            stream's order: {key, language, name, default}
  *   onAudioTrack(track)   — the audio track now playing (same shape)
+ *   onSubtitleTracks(tracks) — the subtitle tracks: {key, language, name}
+ *            (the browser renders the chosen one's cues on the video)
  *   onError(error), onWarning(warning) — {source, type, detail, fatal}
  *
  * Returns {engine, levels(), setLevel(key | 'auto'), audioTracks(),
- * setAudioTrack(key), destroy()}.
+ * setAudioTrack(key), subtitleTracks(), setSubtitleTrack(key | 'off'),
+ * destroy()}.
  */
 export function attachPlayer(video, options) {
   const callbacks = {
@@ -46,6 +49,7 @@ export function attachPlayer(video, options) {
     onQuality: options.onQuality ?? (() => {}),
     onAudioTracks: options.onAudioTracks ?? (() => {}),
     onAudioTrack: options.onAudioTrack ?? (() => {}),
+    onSubtitleTracks: options.onSubtitleTracks ?? (() => {}),
     onError: options.onError ?? (() => {}),
     onWarning: options.onWarning ?? (() => {}),
   };
@@ -128,6 +132,9 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
       default: Boolean(track.default),
     }));
   hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, () => callbacks.onAudioTracks(audioTracks()));
+  const subtitleTracks = () =>
+    hls.subtitleTracks.map((track, index) => ({ key: index, language: track.lang ?? 'und', name: track.name }));
+  hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, () => callbacks.onSubtitleTracks(subtitleTracks()));
   hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_event, data) => {
     const track = audioTracks()[data.id];
     if (track) callbacks.onAudioTrack(track);
@@ -162,6 +169,12 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
     setAudioTrack(key) {
       hls.audioTrack = key;
     },
+    subtitleTracks,
+    setSubtitleTrack(key) {
+      // -1 turns subtitles off; hls.js renders the cues as a TextTrack.
+      hls.subtitleTrack = key === 'off' ? -1 : key;
+      hls.subtitleDisplay = key !== 'off';
+    },
     destroy() {
       unwatch();
       hls.destroy();
@@ -184,6 +197,8 @@ function attachNativeHls(video, url, startPosition, callbacks) {
     setLevel() {},
     audioTracks: () => [],
     setAudioTrack() {},
+    subtitleTracks: () => [],
+    setSubtitleTrack() {},
     destroy() {
       unwatch();
       video.removeEventListener('resize', report);
@@ -238,6 +253,13 @@ function attachDash(video, url, startAt, startPosition, callbacks) {
   });
   const audioTracks = () => player.getTracksFor('audio').map(describeTrack);
   player.on(events.STREAM_INITIALIZED, () => callbacks.onAudioTracks(audioTracks()));
+  const subtitleTracks = () =>
+    player.getTracksFor('text').map((track, index) => ({
+      key: index,
+      language: track.lang ?? 'und',
+      name: track.labels?.[0]?.text ?? track.lang ?? 'subtitles',
+    }));
+  player.on(events.TEXT_TRACKS_ADDED, () => callbacks.onSubtitleTracks(subtitleTracks()));
   player.on(events.TRACK_CHANGE_RENDERED, (event) => {
     if (event.mediaType !== 'audio' || !event.newMediaInfo) return;
     callbacks.onAudioTrack(describeTrack(event.newMediaInfo));
@@ -276,6 +298,12 @@ function attachDash(video, url, startAt, startPosition, callbacks) {
       const auto = key === 'auto';
       player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: auto } } } });
       if (!auto) player.setRepresentationForTypeById('video', key, true);
+    },
+    subtitleTracks,
+    setSubtitleTrack(key) {
+      // dash.js numbers its text tracks in the order it lists them.
+      player.enableText(key !== 'off');
+      if (key !== 'off') player.setTextTrack(key);
     },
     audioTracks,
     setAudioTrack(key) {

@@ -14,6 +14,7 @@ const state = {
   // Every video codec seen on screen (avc1, av01).
   codecsPlayed: [],
   audioTracks: [],
+  subtitleTracks: [],
   // The audio track playing, and every language heard, in order.
   audioTrack: null,
   languagesPlayed: [],
@@ -46,6 +47,9 @@ try {
     },
     onAudioTracks: (tracks) => {
       state.audioTracks = tracks;
+    },
+    onSubtitleTracks: (tracks) => {
+      state.subtitleTracks = tracks;
     },
     onAudioTrack: (track) => {
       state.audioTrack = track;

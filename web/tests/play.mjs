@@ -10,7 +10,8 @@
 import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/play.mjs --player hls|dash --url MEDIA_URL [--lowest]
-       [--audio-language LANG] [--codec av01] [--page PAGE_URL] [--seconds 3] [--timeout 60]
+       [--audio-language LANG] [--subtitles LANG] [--codec av01] [--page PAGE_URL]
+       [--seconds 3] [--timeout 60]
 
   --player   hls (hls.js, or native HLS without MSE) or dash (dash.js)
   --url      master.m3u8 or manifest.mpd URL
@@ -18,6 +19,9 @@ const USAGE = `usage: node web/tests/play.mjs --player hls|dash --url MEDIA_URL 
   --audio-language
              once playing, switch to the audio track in LANG (BCP 47) and
              check that it plays on in that language
+  --subtitles
+             once playing, show the subtitle track in LANG, play on to
+             6 s and report the cues the browser's TextTrack holds
   --codec    hold the lowest rung of this video codec (avc1, av01) and check
              only it was played
   --page     the test page (default: /ui/test-player.html on the URL's origin)
@@ -28,7 +32,7 @@ const args = parseArgs(
   process.argv.slice(2),
   {
     flags: ['lowest'],
-    options: ['player', 'url', 'page', 'seconds', 'timeout', 'audio-language', 'codec'],
+    options: ['player', 'url', 'page', 'seconds', 'timeout', 'audio-language', 'subtitles', 'codec'],
     defaults: { lowest: false, seconds: '3', timeout: '60' },
   },
   USAGE,
@@ -70,11 +74,14 @@ const result = {
   audioTracks: [],
   audioLanguage: null,
   languagesPlayed: [],
+  subtitleTracks: [],
+  cues: [],
   errors: [],
   warnings: [],
 };
 let reason = null;
 const wantedLanguage = args['audio-language'] ?? null;
+const wantedSubtitles = args.subtitles ?? null;
 // Every wait below is bounded by the deadline; this bounds what is not
 // (evaluate, closing the browser), with a grace period to report.
 exitAfter(timeoutSeconds * 1000, () =>
@@ -137,6 +144,35 @@ if (browser) {
           });
       }
     }
+    if (wantedSubtitles !== null) {
+      const chosen = await page.evaluate((language) => {
+        const track = window.kinemaPlayer?.subtitleTracks().find((candidate) => candidate.language === language);
+        if (!track) return false;
+        window.kinemaPlayer.setSubtitleTrack(track.key);
+        return true;
+      }, wantedSubtitles);
+      if (chosen) {
+        // The cues of the browser's own TextTrack, once playback is past
+        // where the test's cues end.
+        await page
+          .waitForFunction(
+            (language) => {
+              const video = document.getElementById('video');
+              const track = [...video.textTracks].find((t) => t.language === language && t.mode === 'showing');
+              return window.kinemaTest.errors.length > 0 || (video.currentTime > 6 && track?.cues?.length > 0);
+            },
+            wantedSubtitles,
+            { timeout: remainingMs(), polling: 100 },
+          )
+          .catch((error) => {
+            if (error.name !== 'TimeoutError') throw error;
+          });
+      }
+      result.cues = await page.evaluate((language) => {
+        const track = [...document.getElementById('video').textTracks].find((t) => t.language === language);
+        return [...(track?.cues ?? [])].map((cue) => ({ start: cue.startTime, end: cue.endTime, text: cue.text }));
+      }, wantedSubtitles);
+    }
     const state = await page.evaluate(() => ({
       ...window.kinemaTest,
       currentTime: document.getElementById('video').currentTime,
@@ -153,6 +189,7 @@ if (browser) {
       audioTracks: state.audioTracks ?? [],
       audioLanguage: state.audioTrack?.language ?? null,
       languagesPlayed: state.languagesPlayed ?? [],
+      subtitleTracks: state.subtitleTracks ?? [],
       errors: [...result.errors, ...(state.errors ?? [])],
       warnings: [...result.warnings, ...(state.warnings ?? [])],
     });
@@ -183,6 +220,10 @@ function judge(outcome) {
   }
   if (outcome.engine !== 'native' && outcome.height === null) {
     return 'the player never reported which rung was on screen';
+  }
+  if (wantedSubtitles !== null && outcome.cues.length === 0) {
+    const offered = outcome.subtitleTracks.map((track) => track.language).join(', ') || 'none';
+    return `no ${wantedSubtitles} subtitle cues reached the video's text tracks (tracks offered: ${offered})`;
   }
   if (args.codec) {
     const others = outcome.codecsPlayed.filter((codec) => codec !== args.codec);
