@@ -253,6 +253,8 @@ pub struct IngestRequest {
 #[derive(Debug, Clone)]
 pub struct Ingested {
     pub manifest: Manifest,
+    /// The subtitle tracks published, source tracks first.
+    pub subtitles: Vec<SubtitleRendition>,
     /// Bitmap subtitle tracks of the source, which cannot become WebVTT.
     pub skipped_subtitles: Vec<SkippedSubtitle>,
 }
@@ -783,6 +785,7 @@ async fn ingest_in(
     tracing::info!(id = %manifest.id, files = manifest.files.len(), "published");
     Ok(Ingested {
         manifest,
+        subtitles: subtitle_renditions,
         skipped_subtitles,
     })
 }
@@ -984,7 +987,9 @@ async fn write_manifests(
         )
         .await?;
         if let Some(playlist) = crate::iframes::playlist(rendition) {
-            let path = staging_dir.join(&rendition.id).join(crate::iframes::PLAYLIST);
+            let path = staging_dir
+                .join(&rendition.id)
+                .join(crate::iframes::PLAYLIST);
             write_file(path, playlist).await?;
         }
     }

@@ -305,6 +305,12 @@ async fn ingest(
     );
     println!("  HLS:  /v/{id}/master.m3u8");
     println!("  DASH: /v/{id}/manifest.mpd");
+    for subtitle in &ingested.subtitles {
+        println!(
+            "  subtitles: {} {} \"{}\"",
+            subtitle.id, subtitle.language, subtitle.name
+        );
+    }
     for skipped in &ingested.skipped_subtitles {
         println!(
             "  skipped subtitles: {} ({}): bitmap subtitles cannot become WebVTT",

@@ -56,6 +56,11 @@ fn sidecar_subtitles_are_published_as_webvtt() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("\n  subtitles: sub0 fr \"French (forced)\"\n"),
+        "{stdout}"
+    );
     let video = dir.join("library/videos/clip");
     let segment = std::fs::read_to_string(video.join("sub0/1.vtt")).unwrap();
     assert_eq!(
