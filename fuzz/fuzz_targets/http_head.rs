@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
                         }
                     }
                 }
-                BodyFraming::Empty => {}
+                BodyFraming::Empty => assert!(!headers.contains_key(header::TRANSFER_ENCODING)),
             }
 
             // The head alone parses to the same request...

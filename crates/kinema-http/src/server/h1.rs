@@ -611,7 +611,14 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadEr
         .map(<[u8]>::trim_ascii)
         .filter(|coding| !coding.is_empty())
         .peekable();
-    if codings.peek().is_some() {
+    // The field's presence decides, not its codings: a proxy may take an
+    // empty `Transfer-Encoding` for chunked while we read Content-Length.
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if codings.peek().is_none() {
+            return Err(bad_request(
+                "transfer-encoding names no coding; send chunked or no transfer-encoding",
+            ));
+        }
         if version == Version::HTTP_10 {
             // RFC 9112 §6.1: HTTP/1.0 has no transfer codings.
             return Err(bad_request("transfer-encoding in an http/1.0 request"));
@@ -1216,6 +1223,20 @@ mod tests {
             status("GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n"),
             Some(StatusCode::EXPECTATION_FAILED)
         );
+    }
+
+    #[test]
+    fn an_empty_transfer_encoding_is_refused_not_ignored() {
+        // It was skipped, so Content-Length framed the body of a request a
+        // proxy in front may have framed as chunked.
+        for text in [
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: ,\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n\r\n",
+        ] {
+            let refused = parse(text).err().map(|(status, _)| status);
+            assert_eq!(refused, Some(StatusCode::BAD_REQUEST), "{text:?}");
+        }
     }
 
     #[test]
