@@ -19,6 +19,14 @@ use kinema_store::{Store, StoreError};
 
 use crate::metrics::RouteKind;
 
+/// How long a cache may serve a playlist past its freshness while the
+/// origin fails (RFC 5861 §4): a day, so an outage does not stop VOD
+/// viewers whose players reload playlists.
+const STALE_IF_ERROR_SECONDS: u64 = 86_400;
+/// How long a cache may serve a media playlist past its freshness while it
+/// revalidates in the background (RFC 5861 §3).
+const STALE_WHILE_REVALIDATE_SECONDS: u64 = 60;
+
 /// Content-addressed key of a file's bytes: the first 128 bits of its
 /// SHA-256 and its size. Identical content under two names is one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,10 +88,26 @@ impl Video {
     }
 
     pub fn from_manifest(manifest: &Manifest, manifest_max_age: Duration) -> Self {
+        fn starts_session(path: &ObjectPath) -> bool {
+            matches!(path.as_str(), "master.m3u8" | "manifest.mpd")
+        }
         let last_modified = UNIX_EPOCH + Duration::from_secs(manifest.published_at_unix);
         let last_modified_header = header(&httpdate::fmt_http_date(last_modified));
         let immutable = HeaderValue::from_static("public, max-age=31536000, immutable");
-        let short = header(&format!("public, max-age={}", manifest_max_age.as_secs()));
+        // A VOD playlist never changes once published, so caches may keep
+        // serving it through an origin outage (RFC 5861 stale-if-error, a
+        // day) and while they revalidate (stale-while-revalidate). Not the
+        // master playlist or MPD, though: fetching one starts a session,
+        // which admission may refuse, and a cache serving it stale while it
+        // revalidates would start the session the origin refused.
+        let max_age = manifest_max_age.as_secs();
+        let session_start = header(&format!(
+            "public, max-age={max_age}, stale-if-error={STALE_IF_ERROR_SECONDS}"
+        ));
+        let media_playlist = header(&format!(
+            "public, max-age={max_age}, stale-while-revalidate={STALE_WHILE_REVALIDATE_SECONDS}, \
+             stale-if-error={STALE_IF_ERROR_SECONDS}"
+        ));
         let mut by_path = HashMap::with_capacity(manifest.files.len());
         let mut files: Vec<FileInfo> = manifest
             .files
@@ -105,14 +129,14 @@ impl Video {
                     content_type: HeaderValue::from_static(kinema_http::content_type::for_path(
                         entry.path.as_str(),
                     )),
-                    cache_control: if kind == RouteKind::Playlist {
-                        short.clone()
-                    } else {
-                        immutable.clone()
+                    cache_control: match kind {
+                        RouteKind::Playlist if starts_session(&entry.path) => session_start.clone(),
+                        RouteKind::Playlist => media_playlist.clone(),
+                        _ => immutable.clone(),
                     },
                     content_length: HeaderValue::from(entry.size),
                     next_segment: None,
-                    starts_session: matches!(entry.path.as_str(), "master.m3u8" | "manifest.mpd"),
+                    starts_session: starts_session(&entry.path),
                 }
             })
             .collect();
@@ -332,7 +356,10 @@ mod tests {
         assert_eq!(video.last_modified_header, "Tue, 14 Nov 2023 22:13:20 GMT");
         let master = video.file("master.m3u8").unwrap();
         assert_eq!(master.kind, RouteKind::Playlist);
-        assert_eq!(master.cache_control, "public, max-age=7");
+        assert_eq!(
+            master.cache_control,
+            "public, max-age=7, stale-if-error=86400"
+        );
         assert_eq!(master.content_type, "application/vnd.apple.mpegurl");
         let first = video.file("v1/1.m4s").unwrap();
         assert_eq!(first.kind, RouteKind::Segment);

@@ -23,17 +23,25 @@ async fn get_and_head_serve_every_listed_file_with_its_headers() {
     let manifest = library.manifest().await;
     let server = Server::start(config(&library)).await;
     let cases = [
+        // Playlists stay usable through an origin outage (stale-if-error);
+        // media playlists also while a cache revalidates. The session
+        // starters never are served stale while revalidating: admission
+        // must see every session start.
         (
             "master.m3u8",
             "application/vnd.apple.mpegurl",
-            "public, max-age=10",
+            "public, max-age=10, stale-if-error=86400",
         ),
         (
             "v180/index.m3u8",
             "application/vnd.apple.mpegurl",
-            "public, max-age=10",
+            "public, max-age=10, stale-while-revalidate=60, stale-if-error=86400",
         ),
-        ("manifest.mpd", "application/dash+xml", "public, max-age=10"),
+        (
+            "manifest.mpd",
+            "application/dash+xml",
+            "public, max-age=10, stale-if-error=86400",
+        ),
         (
             "v180/init.mp4",
             "video/mp4",
