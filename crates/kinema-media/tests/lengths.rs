@@ -44,9 +44,17 @@ fn long_clip() -> std::path::PathBuf {
 async fn encode_longer_than_the_stall_timeout_publishes_with_progress_from_segments() {
     let source = long_clip();
     let library = Library::new();
+    // One-second segments: each is written within a small part of the
+    // stall timeout even on a loaded machine, while the whole encode
+    // lasts several stall timeouts.
+    let base = test_config();
     let config = kinema_media::IngestConfig {
         stall_timeout: Duration::from_secs(2),
-        ..test_config()
+        ladder: kinema_core::ladder::LadderConfig {
+            segment_seconds: 1,
+            ..base.ladder.clone()
+        },
+        ..base
     };
     let seen = Mutex::new(Vec::<Progress>::new());
     let started = std::time::Instant::now();
@@ -66,7 +74,7 @@ async fn encode_longer_than_the_stall_timeout_publishes_with_progress_from_segme
         .filter(|progress| progress.stage == Stage::Transcoding)
         .map(|progress| progress.percent)
         .collect();
-    // 23 segments of 4 s: at least a handful of distinct readings whatever
+    // 90 segments of 1 s: at least a handful of distinct readings whatever
     // the machine's speed, each further than the last.
     assert!(
         transcoding.len() >= 6,
