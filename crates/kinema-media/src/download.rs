@@ -16,7 +16,7 @@
 //! functions; [`write`] runs ffmpeg.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
 use std::time::Duration;
@@ -146,24 +146,41 @@ pub fn concat_list(rendition: &MeasuredRendition) -> String {
     list
 }
 
-/// The list files ffmpeg reads, in the staging directory while it runs
-/// and removed before anything is checksummed.
-const VIDEO_LIST: &str = "download-video.concat";
-const AUDIO_LIST: &str = "download-audio.concat";
+/// Where a list ffmpeg reads is kept while it runs: in the temporary
+/// directory, not the library's disk, so the ingest's peak use of that disk
+/// is no more than what it publishes (a full disk then always shows as the
+/// published file that did not fit). Named after the staging directory,
+/// which is unique to this ingest.
+fn list_path(staging_dir: &Path, what: &str) -> PathBuf {
+    let staging = staging_dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::env::temp_dir().join(format!("kinema-{staging}-download-{what}.concat"))
+}
 
-/// The remux's arguments: the lists as inputs (only `concatf` and `file`
-/// may be opened), stream copy, index first.
-pub fn remux_args(with_audio: bool) -> Vec<String> {
-    let mut args: Vec<&str> = vec!["-hide_banner", "-nostdin", "-y", "-loglevel", "error"];
-    let input = ["-protocol_whitelist", "concatf,file", "-i"];
-    args.extend(input);
-    args.push("concatf:download-video.concat");
-    if with_audio {
-        args.extend(input);
-        args.push("concatf:download-audio.concat");
+/// The remux's arguments: the lists (video, then audio if any) as inputs
+/// (only `concatf` and `file` may be opened), stream copy, index first.
+pub fn remux_args(lists: &[PathBuf]) -> Vec<String> {
+    // -xerror: ffmpeg 5.1 otherwise exits 0 when writing the trailer (the
+    // faststart move) fails, say on a full disk.
+    let mut args: Vec<&str> = vec![
+        "-hide_banner",
+        "-nostdin",
+        "-y",
+        "-loglevel",
+        "error",
+        "-xerror",
+    ];
+    let inputs: Vec<String> = lists
+        .iter()
+        .map(|list| format!("concatf:{}", list.display()))
+        .collect();
+    for input in &inputs {
+        args.extend(["-protocol_whitelist", "concatf,file", "-i", input]);
     }
     args.extend(["-map", "0:v:0"]);
-    if with_audio {
+    if lists.len() > 1 {
         args.extend(["-map", "1:a:0"]);
     }
     args.extend([
@@ -194,22 +211,37 @@ pub async fn write(
         return Ok(());
     };
     let started = std::time::Instant::now();
-    let mut lists = vec![(VIDEO_LIST, concat_list(choice.video))];
+    let mut lists = vec![(list_path(staging_dir, "video"), concat_list(choice.video))];
     if let Some(audio) = choice.audio {
-        lists.push((AUDIO_LIST, concat_list(audio)));
+        lists.push((list_path(staging_dir, "audio"), concat_list(audio)));
     }
-    for (name, list) in &lists {
-        let path = staging_dir.join(name);
-        tokio::fs::write(&path, list)
-            .await
-            .map_err(|error| MediaError::io(&path, error))?;
+    let paths: Vec<PathBuf> = lists.iter().map(|(path, _)| path.clone()).collect();
+    let mut written = Vec::new();
+    let mut result = Ok(());
+    for (path, list) in &lists {
+        // create_new: never through a link or file someone left there.
+        let created = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await;
+        let outcome = match created {
+            Ok(mut file) => {
+                written.push(path.clone());
+                tokio::io::AsyncWriteExt::write_all(&mut file, list.as_bytes()).await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = outcome {
+            result = Err(MediaError::io(path, error));
+            break;
+        }
     }
-    let result = remux(config, staging_dir, &choice, cancel).await;
-    for (name, _) in &lists {
-        let path = staging_dir.join(name);
-        tokio::fs::remove_file(&path)
-            .await
-            .map_err(|error| MediaError::io(&path, error))?;
+    if result.is_ok() {
+        result = remux(config, staging_dir, &paths, &choice, cancel).await;
+    }
+    for path in &written {
+        let _ = tokio::fs::remove_file(path).await;
     }
     result?;
     tracing::info!(video = %choice.video.id, audio = ?choice.audio.map(|audio| &audio.id),
@@ -220,10 +252,11 @@ pub async fn write(
 async fn remux(
     config: &IngestConfig,
     staging_dir: &Path,
+    lists: &[PathBuf],
     choice: &Choice<'_>,
     cancel: &CancellationToken,
 ) -> Result<(), MediaError> {
-    let args = remux_args(choice.audio.is_some());
+    let args = remux_args(lists);
     let mut command = tokio::process::Command::new(&config.ffmpeg);
     command
         .args(&args)
@@ -267,7 +300,66 @@ async fn remux(
             stderr.lines().last().unwrap_or_default().trim()
         )));
     }
-    Ok(())
+    // Trust the bytes, not the exit status: a file cut short (a write
+    // that failed without a word) is refused here, not published.
+    let path = staging_dir.join(FILE);
+    let read_path = path.clone();
+    let layout = tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&read_path).and_then(|mut file| faststart_layout(&mut file))
+    })
+    .await
+    .map_err(|join| MediaError::Output(format!("checking {FILE} failed: {join}")))?
+    .map_err(|error| MediaError::io(&path, error))?;
+    layout.map_err(|detail| {
+        MediaError::Output(format!(
+            "{FILE} remuxed from {} is not whole: {detail}",
+            choice.video.id
+        ))
+    })
+}
+
+/// Checks an MP4's top-level boxes (headers only, seeking past each
+/// payload): they tile the file exactly, and `moov` comes before `mdat`.
+/// The outer error is a failed read; the inner one what is wrong.
+fn faststart_layout(
+    file: &mut (impl std::io::Read + std::io::Seek),
+) -> std::io::Result<Result<(), String>> {
+    use std::io::SeekFrom;
+    let length = file.seek(SeekFrom::End(0))?;
+    let mut at = 0u64;
+    let mut seen: Vec<[u8; 4]> = Vec::new();
+    while at < length {
+        let mut header = [0u8; 16];
+        let available = (length - at).min(16) as usize;
+        if available < 8 {
+            return Ok(Err(format!("{available} stray bytes at its end")));
+        }
+        file.seek(SeekFrom::Start(at))?;
+        file.read_exact(&mut header[..available])?;
+        let kind: [u8; 4] = [header[4], header[5], header[6], header[7]];
+        let size = match u32::from_be_bytes([header[0], header[1], header[2], header[3]]) {
+            1 if available == 16 => {
+                u64::from_be_bytes(header[8..16].try_into().unwrap_or_default())
+            }
+            0 => length - at,
+            size => u64::from(size),
+        };
+        if size < 8 || at + size > length {
+            return Ok(Err(format!(
+                "its {} box needs {size} bytes from {at} but the file ends at {length}",
+                String::from_utf8_lossy(&kind)
+            )));
+        }
+        seen.push(kind);
+        at += size;
+    }
+    let moov = seen.iter().position(|kind| kind == b"moov");
+    let mdat = seen.iter().position(|kind| kind == b"mdat");
+    Ok(match (moov, mdat) {
+        (Some(moov), Some(mdat)) if moov < mdat => Ok(()),
+        (Some(_), Some(_)) => Err("its index (moov) comes after the media (mdat)".to_string()),
+        _ => Err("it lacks an index (moov) or media (mdat)".to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -382,18 +474,62 @@ download "-1" is neither a picture height from 1 to 7680 (720) nor off
             &concat_list(&video("v540", 540)),
             "file:v540/init.mp4\nfile:v540/1.m4s\nfile:v540/2.m4s",
         );
+        let video = PathBuf::from("/tmp/v.concat");
+        let audio = PathBuf::from("/tmp/a.concat");
         check(
-            &remux_args(true).join(" "),
+            &remux_args(&[video.clone(), audio]).join(" "),
             "-hide_banner -nostdin -y -loglevel error \
-             -protocol_whitelist concatf,file -i concatf:download-video.concat \
-             -protocol_whitelist concatf,file -i concatf:download-audio.concat \
+             -xerror -protocol_whitelist concatf,file -i concatf:/tmp/v.concat \
+             -protocol_whitelist concatf,file -i concatf:/tmp/a.concat \
              -map 0:v:0 -map 1:a:0 -c copy -map_metadata -1 -movflags +faststart -f mp4 download.mp4",
         );
         check(
-            &remux_args(false).join(" "),
+            &remux_args(&[video]).join(" "),
             "-hide_banner -nostdin -y -loglevel error \
-             -protocol_whitelist concatf,file -i concatf:download-video.concat \
+             -xerror -protocol_whitelist concatf,file -i concatf:/tmp/v.concat \
              -map 0:v:0 -c copy -map_metadata -1 -movflags +faststart -f mp4 download.mp4",
+        );
+    }
+    #[test]
+    fn a_download_cut_short_or_without_its_index_first_is_refused() {
+        let mp4_box = |kind: &[u8; 4], payload: usize| {
+            let mut out = ((payload + 8) as u32).to_be_bytes().to_vec();
+            out.extend_from_slice(kind);
+            out.extend(std::iter::repeat_n(0u8, payload));
+            out
+        };
+        let layout = |bytes: Vec<u8>| {
+            faststart_layout(&mut std::io::Cursor::new(bytes))
+                .unwrap()
+                .err()
+                .unwrap_or_else(|| "whole".to_string())
+        };
+        let whole = [
+            mp4_box(b"ftyp", 8),
+            mp4_box(b"moov", 40),
+            mp4_box(b"mdat", 100),
+        ]
+        .concat();
+        let cut = whole[..whole.len() - 1].to_vec();
+        let late_index = [
+            mp4_box(b"ftyp", 8),
+            mp4_box(b"mdat", 100),
+            mp4_box(b"moov", 40),
+        ]
+        .concat();
+        let no_media = [mp4_box(b"ftyp", 8), mp4_box(b"moov", 40)].concat();
+        let stray = [whole.clone(), vec![0; 3]].concat();
+        check(
+            &[whole, cut, late_index, no_media, stray]
+                .map(layout)
+                .join("\n"),
+            "
+whole
+its mdat box needs 108 bytes from 64 but the file ends at 171
+its index (moov) comes after the media (mdat)
+it lacks an index (moov) or media (mdat)
+3 stray bytes at its end
+",
         );
     }
 }
