@@ -275,6 +275,19 @@ function showWatchPage(id) {
   const urls = { hls: `${base}/master.m3u8`, dash: `${base}/manifest.mpd` };
   document.getElementById('link-hls').href = urls.hls;
   document.getElementById('link-dash').href = urls.dash;
+  // The progressive MP4, if ingest wrote one (its download setting): a
+  // link for saving the video, which also plays where MSE does not.
+  fetch(`${base}/download.mp4`, { method: 'HEAD' })
+    .then((response) => {
+      if (!response.ok) return;
+      const link = document.createElement('a');
+      link.id = 'link-download';
+      link.href = `${base}/download.mp4`;
+      link.download = `${id}.mp4`;
+      link.textContent = 'download';
+      document.getElementById('link-dash').after(' · ', link);
+    })
+    .catch(() => {});
   document.getElementById('watch-title').textContent = id;
   document.title = `${id} · kinema`;
   const video = document.getElementById('video');
