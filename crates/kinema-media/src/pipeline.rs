@@ -390,14 +390,7 @@ async fn convert_sidecar(
         .map_err(|error| supervise::spawn_error(ffmpeg, error))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let accepted = "only SubRip (.srt), ASS/SSA (.ass, .ssa) and WebVTT (.vtt) files are accepted";
-    if let Some(line) = stderr
-        .lines()
-        .find(|line| line.contains("Format not on whitelist"))
-    {
-        let format = line
-            .strip_prefix('[')
-            .and_then(|rest| rest.split_once(" @"))
-            .map_or("unknown", |(format, _)| format);
+    if let Some(format) = probe::refused_demuxer(&stderr) {
         return Err(refuse(format!("it is a {format} file; {accepted}")));
     }
     if !output.status.success() {

@@ -61,6 +61,20 @@ pub fn untrusted_subtitle_args() -> Vec<String> {
     ]
 }
 
+/// The demuxer ffmpeg or ffprobe refused because it is not on the
+/// `-format_whitelist` of [`untrusted_input_args`], from its stderr
+/// ("[hls @ 0x55e6…] Format not on whitelist 'mov,…'").
+pub fn refused_demuxer(stderr: &str) -> Option<&str> {
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("Format not on whitelist"))?;
+    Some(
+        line.strip_prefix('[')
+            .and_then(|rest| rest.split_once(" @"))
+            .map_or("unknown", |(name, _)| name),
+    )
+}
+
 /// The source as ffmpeg's input URL: always the `file` protocol, so a file
 /// name with a colon is never read as another protocol.
 pub fn input_url(path: &Path) -> String {
@@ -336,15 +350,7 @@ fn classify_failure(stderr: &str, header: &[u8; 8]) -> MediaError {
         .last()
         .unwrap_or("ffprobe could not read it")
         .to_string();
-    // "[hls @ 0x55e6…] Format not on whitelist 'mov,…'"
-    if let Some(line) = stderr
-        .lines()
-        .find(|line| line.contains("Format not on whitelist"))
-    {
-        let format = line
-            .strip_prefix('[')
-            .and_then(|rest| rest.split_once(" @"))
-            .map_or("unknown", |(name, _)| name);
+    if let Some(format) = refused_demuxer(stderr) {
         return refused_format(format);
     }
     // The index of an MP4 sits at its end unless it was written for

@@ -5,13 +5,11 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kinema_core::{AccessPolicy, VideoId};
 use kinema_media::pipeline::SourceLimits;
 use kinema_media::{IngestConfig, IngestService, JobState, MediaError, SubmitRequest};
-use kinema_store::Store;
 use support::*;
 
 async fn refused_by(limits: SourceLimits, expected: &str) {
@@ -97,15 +95,8 @@ async fn source_that_probes_but_cannot_be_decoded_is_bad_input() {
     library.assert_nothing_published().await;
 }
 
-async fn start(library: &Library, config: IngestConfig) -> IngestService {
-    IngestService::start(
-        library.store.clone() as Arc<dyn Store>,
-        library.store.staging_root(),
-        library.dir.path().join("ingest"),
-        config,
-    )
-    .await
-    .unwrap()
+async fn start(library: &Library, config: kinema_media::IngestConfig) -> IngestService {
+    library.job_service(config).await
 }
 
 fn upload(library: &Library, title: Option<String>) -> SubmitRequest {

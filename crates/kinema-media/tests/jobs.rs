@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kinema_core::{AccessPolicy, VideoId};
@@ -14,14 +13,7 @@ use kinema_store::Store;
 use support::*;
 
 async fn start(library: &Library, config: kinema_media::IngestConfig) -> IngestService {
-    IngestService::start(
-        library.store.clone() as Arc<dyn Store>,
-        library.store.staging_root(),
-        library.dir.path().join("ingest"),
-        config,
-    )
-    .await
-    .unwrap()
+    library.job_service(config).await
 }
 
 fn submit(source: &Path, id: &str) -> SubmitRequest {

@@ -9,12 +9,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use std::sync::Arc;
-
 use kinema_core::{AccessPolicy, VideoId};
 use kinema_media::subtitles::{SidecarSubtitle, SkippedSubtitle};
-use kinema_media::{IngestService, JobState, MediaError, SubmitRequest};
-use kinema_store::Store;
+use kinema_media::{JobState, MediaError, SubmitRequest};
 use support::{Library, assert_complete, fixture, test_config};
 
 const ENGLISH_SRT: &str = "1
@@ -420,15 +417,7 @@ async fn bitmap_track_is_reported_skipped_with_its_language() {
     // The job record (and the API's view of it) says the same, across a
     // restart of the service.
     let library = Library::new();
-    let start = || {
-        IngestService::start(
-            library.store.clone() as Arc<dyn Store>,
-            library.store.staging_root(),
-            library.dir.path().join("ingest"),
-            test_config(),
-        )
-    };
-    let service = start().await.unwrap();
+    let service = library.job_service(test_config()).await;
     let job = service
         .submit(SubmitRequest {
             source: source.clone(),
@@ -449,7 +438,7 @@ async fn bitmap_track_is_reported_skipped_with_its_language() {
         serde_json::json!([{"language": "de", "codec": "dvd_subtitle"}])
     );
     drop(service);
-    let again = start().await.unwrap();
+    let again = library.job_service(test_config()).await;
     assert_eq!(
         again.job(&job.id).await.unwrap().skipped_subtitles,
         [german_bitmap]

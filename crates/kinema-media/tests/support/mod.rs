@@ -176,6 +176,18 @@ impl Library {
         .await
     }
 
+    /// The job service of this library, its work directory `ingest/`.
+    pub async fn job_service(&self, config: IngestConfig) -> kinema_media::IngestService {
+        kinema_media::IngestService::start(
+            self.store.clone() as Arc<dyn Store>,
+            self.store.staging_root(),
+            self.dir.path().join("ingest"),
+            config,
+        )
+        .await
+        .unwrap()
+    }
+
     /// Asserts nothing of a failed ingest is visible or left in staging.
     pub async fn assert_nothing_published(&self) {
         assert!(self.store.list_videos().await.unwrap().is_empty());
