@@ -38,8 +38,8 @@ pub const FILE: &str = "download.mp4";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DownloadSetting {
     Off,
-    /// The video rendition whose height is nearest this (the lower of two
-    /// equally near).
+    /// The H.264 video rendition whose height is nearest this (the lower of
+    /// two equally near); another codec only if there is no H.264 one.
     NearestHeight(u32),
 }
 
@@ -119,7 +119,10 @@ pub fn choose(renditions: &[MeasuredRendition], setting: DownloadSetting) -> Opt
         .filter(|rendition| rendition.kind() == TrackKind::Video)
         .min_by_key(|rendition| {
             let height = rendition.height.unwrap_or(0);
-            (height.abs_diff(target), height)
+            // H.264 whenever there is some: a player without MSE (a TV, an
+            // old phone) or a download decodes it where AV1 may not play.
+            let h264 = rendition.track.codecs.starts_with("avc");
+            (!h264, height.abs_diff(target), height)
         })?;
     let main_audio = |rendition: &&MeasuredRendition| {
         rendition
@@ -422,6 +425,11 @@ mod tests {
 off: none
 ",
         );
+        // An AV1 rung of the same height is passed over for H.264.
+        let mut av1 = video("v720-av1", 720);
+        av1.track.codecs = "av01.0.05M.08".into();
+        let both = [av1, video("v540", 540)];
+        assert_eq!(chosen(&both, "720"), "v540 + no audio");
         // No default among the main renditions: the first; none at all:
         // a silent download; no video: no download.
         let silent = [video("v360", 360)];
