@@ -107,7 +107,12 @@ fuzz_target!(|data: &[u8]| {
         "{:?} out of scope {scope:?}",
         input.path
     );
-    assert!(now < claims.expires_at + skew);
+    assert!(
+        claims
+            .expires_at
+            .checked_add(skew)
+            .is_none_or(|end| now < end)
+    );
     if let Some(network) = claims.client {
         assert!(network.contains(&client.to_canonical()));
     }
