@@ -250,6 +250,19 @@ mod tests {
     }
 
     #[test]
+    fn times_and_rates_survive_a_publish_exactly() {
+        // serde_json's default float parsing may land one unit in the last
+        // place away from what it wrote, so a published manifest read back
+        // was not the manifest published.
+        let mut manifest = sample();
+        manifest.duration_seconds = 3.0000000000000002e69;
+        manifest.segment_duration_seconds = 7.444444444444443e90;
+        manifest.renditions[0].frame_rate = Some(2.6666666666666657e103);
+        let read_back = Manifest::from_json(&manifest.to_json().unwrap()).unwrap();
+        assert_eq!(read_back, manifest);
+    }
+
+    #[test]
     fn round_trips_through_json() {
         let manifest = sample();
         let json = manifest.to_json().unwrap();
