@@ -129,11 +129,15 @@ pub fn multipart(
         header.put_slice(b"\r\nContent-Range: ");
         header.put_slice(content_range(range, length).as_bytes());
         header.put_slice(b"\r\n\r\n");
-        body_length += header.len() as u64 + (range.end - range.start);
+        // Saturating: ranges of a representation near 16 EiB would overflow
+        // (a length no store holds, but one a header can state).
+        body_length = body_length
+            .saturating_add(header.len() as u64)
+            .saturating_add(range.end - range.start);
         part_headers.push(header.freeze());
     }
     let closing = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-    body_length += closing.len() as u64;
+    body_length = body_length.saturating_add(closing.len() as u64);
     Multipart {
         content_type: format!("multipart/byteranges; boundary={boundary}"),
         part_headers,
@@ -338,6 +342,13 @@ mod tests {
         assert_eq!(content_range(&(0..100), 1000), "bytes 0-99/1000");
         assert_eq!(content_range(&(999..1000), 1000), "bytes 999-999/1000");
         assert_eq!(unsatisfied_content_range(1000), "bytes */1000");
+    }
+
+    #[test]
+    fn multipart_length_near_the_top_of_u64_saturates_instead_of_panicking() {
+        let length = u64::MAX;
+        let layout = multipart("B", "video/mp4", &[0..10, 20..length], length);
+        assert_eq!(layout.body_length, u64::MAX);
     }
 
     #[test]
