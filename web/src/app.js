@@ -315,6 +315,8 @@ function showWatchPage(id) {
   const select = document.getElementById('quality-select');
   const audioSelect = document.getElementById('audio-select');
   const audioChoice = document.getElementById('audio-choice');
+  const subtitleSelect = document.getElementById('subtitle-select');
+  const subtitleChoice = document.getElementById('subtitle-choice');
   const message = document.getElementById('watch-message');
   let player = null;
 
@@ -327,6 +329,8 @@ function showWatchPage(id) {
     select.replaceChildren(new Option('Auto', 'auto'));
     audioSelect.replaceChildren();
     audioChoice.hidden = true;
+    subtitleSelect.replaceChildren(new Option('Off', 'off'));
+    subtitleChoice.hidden = true;
     document.getElementById('quality-now').textContent = '—';
     document.getElementById('quality-mode').textContent = '';
     try {
@@ -346,6 +350,13 @@ function showWatchPage(id) {
             ...tracks.map((track) => new Option(track.name || track.language, String(track.key), false, track.default)),
           );
           audioChoice.hidden = tracks.length < 2;
+        },
+        onSubtitleTracks: (tracks) => {
+          subtitleSelect.replaceChildren(
+            new Option('Off', 'off'),
+            ...tracks.map((track) => new Option(track.name || track.language, String(track.key))),
+          );
+          subtitleChoice.hidden = tracks.length === 0;
         },
         onAudioTrack: (track) => {
           // What is playing, not only what was asked for.
@@ -381,6 +392,12 @@ function showWatchPage(id) {
     // hls.js names rungs by number, dash.js by representation id.
     const key = value === 'auto' ? 'auto' : (player.levels().find((level) => String(level.key) === value)?.key ?? 'auto');
     player.setLevel(key);
+  });
+  subtitleSelect.addEventListener('change', () => {
+    if (!player) return;
+    const value = subtitleSelect.value;
+    const track = player.subtitleTracks().find((candidate) => String(candidate.key) === value);
+    player.setSubtitleTrack(track ? track.key : 'off');
   });
   audioSelect.addEventListener('change', () => {
     if (!player) return;

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/ui.mjs --base URL (--video ID | --upload FILE)
-       [--token TOKEN] [--audio NAME] [--screenshots DIR] [--timeout 90]
+       [--token TOKEN] [--audio NAME] [--subtitles NAME] [--screenshots DIR] [--timeout 90]
 
   --base         the server's root URL, e.g. http://127.0.0.1:8080
   --video        id of a published video the library must list
@@ -19,6 +19,8 @@ const USAGE = `usage: node web/tests/ui.mjs --base URL (--video ID | --upload FI
   --token        admin API token, stored as the UI's own token field would
   --audio        choose the audio track named NAME from the watch page's
                  audio menu and check it plays
+  --subtitles    choose the subtitle track named NAME from the watch page's
+                 subtitle menu and check its cues reach the video
   --screenshots  write library.png and watch.png into DIR
   --timeout      seconds for the whole walk (default 90)`;
 
@@ -26,7 +28,7 @@ const args = parseArgs(
   process.argv.slice(2),
   {
     flags: [],
-    options: ['base', 'video', 'upload', 'token', 'audio', 'screenshots', 'timeout'],
+    options: ['base', 'video', 'upload', 'token', 'audio', 'subtitles', 'screenshots', 'timeout'],
     defaults: { timeout: '90' },
   },
   USAGE,
@@ -163,6 +165,20 @@ if (browser) {
       );
       await waitForPlayback(page, 'hls.js', 1);
       done(step, { audio: names });
+    }
+
+    if (args.subtitles) {
+      step = `show ${args.subtitles} from the subtitle menu`;
+      const names = await page.locator('#subtitle-select option').evaluateAll((options) => options.map((o) => o.textContent));
+      if (!names.includes(args.subtitles)) throw new Error(`the subtitle menu lists ${JSON.stringify(names)}`);
+      await page.selectOption('#subtitle-select', { label: args.subtitles });
+      // The browser's own text track shows, with cues loaded.
+      await page.waitForFunction(
+        () => [...document.getElementById('video').textTracks].some((track) => track.mode === 'showing' && track.cues?.length > 0),
+        null,
+        { timeout: remainingMs(), polling: 100 },
+      );
+      done(step, { subtitles: names });
     }
 
     step = 'switch to dash.js with the protocol toggle';

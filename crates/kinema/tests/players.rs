@@ -296,6 +296,8 @@ fn web_ui_lists_the_video_and_plays_it() {
             &token,
             "--audio",
             "French",
+            "--subtitles",
+            "French",
             "--timeout",
             "120",
         ],
@@ -315,7 +317,7 @@ fn web_ui_lists_the_video_and_plays_it() {
         .expect("ui.mjs reports its steps");
     // The walk ends with dash.js playing; fewer steps would mean ui.mjs
     // stopped early yet said ok.
-    assert_eq!(steps.len(), 7, "steps: {steps:?}");
+    assert_eq!(steps.len(), 8, "steps: {steps:?}");
     assert_eq!(steps[1]["title"], "Players test clip", "steps: {steps:?}");
     // The audio menu offered the clip's three tracks by name (the two
     // English ones told apart) and French played.
@@ -323,6 +325,13 @@ fn web_ui_lists_the_video_and_plays_it() {
     assert_eq!(
         steps[5]["audio"],
         serde_json::json!(["English", "French", "English (2)"]),
+        "steps: {steps:?}"
+    );
+    // The subtitle menu offered the French sidecar, and its cues showed.
+    assert_eq!(steps[6]["step"], "show French from the subtitle menu");
+    assert_eq!(
+        steps[6]["subtitles"],
+        serde_json::json!(["Off", "French"]),
         "steps: {steps:?}"
     );
 }
