@@ -124,8 +124,7 @@ pub struct LadderConfig {
     pub segment_seconds: u32,
     /// Also encode every rung in AV1 (libsvtav1), at `av1_bitrate_percent`
     /// of its H.264 bit rate: players that decode AV1 choose those, the
-    /// rest keep H.264. Off by default: AV1 encoding costs several times
-    /// the CPU of H.264.
+    /// rest keep H.264. Off by default: every AV1 rung is one more encode.
     pub av1: bool,
     /// An AV1 rung's bit rate as a percentage of its H.264 rung's.
     pub av1_bitrate_percent: u32,
