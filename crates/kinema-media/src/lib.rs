@@ -11,6 +11,7 @@
 //! This is the only crate of kinema that spawns processes (ffmpeg and
 //! ffprobe). It does not serve anything and knows nothing of HTTP.
 
+pub mod config;
 pub mod dash;
 pub mod download;
 mod error;
@@ -22,6 +23,7 @@ pub mod mp4;
 pub mod package;
 pub mod pipeline;
 pub mod probe;
+mod subtitle_tracks;
 pub mod subtitles;
 pub mod supervise;
 pub mod thumbs;

@@ -15,9 +15,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::PoisonError;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use kinema_core::ladder::{LadderConfig, LadderPlan};
+use kinema_core::ladder::LadderPlan;
 use kinema_core::{
     AccessPolicy, MANIFEST_FORMAT_VERSION, Manifest, Rendition, RenditionKind, VideoId,
 };
@@ -28,162 +28,14 @@ use tokio_util::sync::CancellationToken;
 use crate::mp4::TrackKind;
 use crate::package::{self, AudioLabel, MeasuredRendition, VideoGeometry};
 use crate::probe::{self, SourceInfo};
-use crate::subtitles::{self, SidecarSubtitle, SkippedSubtitle, SubtitleRendition};
+use crate::subtitle_tracks::{convert_sidecar, package_subtitles, plan_subtitles};
+use crate::subtitles::{SidecarSubtitle, SkippedSubtitle, SubtitleRendition};
 use crate::supervise::{self, Supervision};
 use crate::transcode::{self, EncoderSettings};
 use crate::written::SegmentWatch;
 use crate::{MediaError, dash, hls, thumbs};
 
-/// Settings of the ingest pipeline (`[ingest]` in the config file).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IngestConfig {
-    pub ladder: LadderConfig,
-    /// x264 preset: `ultrafast` … `veryslow`.
-    pub preset: String,
-    /// SVT-AV1 preset of the AV1 rungs (`[ingest.ladder] av1 = true`):
-    /// 0 (slowest, smallest) … 13 (fastest).
-    pub av1_preset: u8,
-    /// Encoder threads; 0 lets ffmpeg choose.
-    pub threads: u32,
-    /// An encoder that for this long has written no new bytes and whose
-    /// output time has not advanced is stopped and the job fails.
-    #[serde(with = "humantime_serde")]
-    pub stall_timeout: Duration,
-    /// The ffmpeg and ffprobe programs (looked up on PATH unless a path).
-    pub ffmpeg: PathBuf,
-    pub ffprobe: PathBuf,
-    /// Jobs that run at once (each is one ffmpeg using every core it gets).
-    pub concurrency: usize,
-    /// Bounds on what a source may be; beyond them it is refused before
-    /// any encoding.
-    pub limits: SourceLimits,
-    /// Audio tracks to keep, by language (`en`, `fra`); empty keeps every
-    /// track.
-    pub audio_languages: Vec<String>,
-    /// An upload whose job failed (and was not retried) is deleted after
-    /// this long; bad sources are deleted at once.
-    #[serde(with = "humantime_serde")]
-    pub failed_upload_ttl: Duration,
-    /// The progressive MP4 (`download.mp4`): remuxed from the rendition
-    /// nearest this height, or `off`.
-    pub download: crate::download::DownloadSetting,
-}
-
-/// Bounds on a source (`[ingest.limits]`): a decoder fed a 16000×16000
-/// picture or a 10,000 fps stream needs gigabytes before the first frame.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourceLimits {
-    /// Widest and tallest picture accepted (as coded, before rotation).
-    pub max_width: u32,
-    pub max_height: u32,
-    /// Highest frame rate accepted, frames per second.
-    pub max_frame_rate: u32,
-    /// Longest duration accepted.
-    #[serde(with = "humantime_serde")]
-    pub max_duration: Duration,
-}
-
-impl Default for SourceLimits {
-    fn default() -> Self {
-        Self {
-            // 8K UHD (7680x4320) in either orientation.
-            max_width: 7680,
-            max_height: 7680,
-            max_frame_rate: 240,
-            max_duration: Duration::from_secs(12 * 3600),
-        }
-    }
-}
-
-impl SourceLimits {
-    /// Refuses a source beyond a limit, naming the limit and its key.
-    pub fn check(&self, source: &SourceInfo) -> Result<(), MediaError> {
-        let refuse = |detail: String| Err(MediaError::OverLimit { detail });
-        if let Some(video) = &source.video {
-            if video.coded_width > self.max_width || video.coded_height > self.max_height {
-                return refuse(format!(
-                    "its picture is {}x{}, beyond the limit of {}x{} \
-                     (ingest.limits.max_width, max_height)",
-                    video.coded_width, video.coded_height, self.max_width, self.max_height
-                ));
-            }
-            let frame_rate = video.frame_rate.as_f64();
-            if frame_rate > f64::from(self.max_frame_rate) {
-                return refuse(format!(
-                    "its frame rate is {frame_rate:.2} fps, beyond the limit of {} \
-                     (ingest.limits.max_frame_rate)",
-                    self.max_frame_rate
-                ));
-            }
-        }
-        if source.duration_seconds > self.max_duration.as_secs_f64() {
-            return refuse(format!(
-                "it lasts {:.0} s, beyond the limit of {} (ingest.limits.max_duration)",
-                source.duration_seconds,
-                humantime_serde::re::humantime::format_duration(self.max_duration)
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        Self {
-            ladder: LadderConfig::default(),
-            preset: "veryfast".into(),
-            av1_preset: 10,
-            threads: 0,
-            stall_timeout: Duration::from_secs(120),
-            ffmpeg: "ffmpeg".into(),
-            ffprobe: "ffprobe".into(),
-            concurrency: 1,
-            limits: SourceLimits::default(),
-            audio_languages: Vec::new(),
-            failed_upload_ttl: Duration::from_secs(7 * 24 * 3600),
-            download: crate::download::DownloadSetting::default(),
-        }
-    }
-}
-
-const PRESETS: [&str; 9] = [
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-];
-
-impl IngestConfig {
-    pub fn validate(&self) -> Result<(), MediaError> {
-        self.ladder.validate()?;
-        if !PRESETS.contains(&self.preset.as_str()) {
-            return Err(MediaError::Settings(format!(
-                "preset {:?} is not an x264 preset; use one of {}",
-                self.preset,
-                PRESETS.join(", ")
-            )));
-        }
-        if self.av1_preset > 13 {
-            return Err(MediaError::Settings(format!(
-                "av1_preset {} is not an SVT-AV1 preset; use 0 (slowest) to 13 (fastest)",
-                self.av1_preset
-            )));
-        }
-        if self.concurrency == 0 {
-            return Err(MediaError::Settings(
-                "concurrency must be at least 1".to_string(),
-            ));
-        }
-        Ok(())
-    }
-}
+pub use crate::config::{IngestConfig, MAX_TITLE_CHARS, SourceLimits, check_title};
 
 /// The stage a job is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,171 +109,6 @@ pub struct Ingested {
     pub subtitles: Vec<SubtitleRendition>,
     /// Bitmap subtitle tracks of the source, which cannot become WebVTT.
     pub skipped_subtitles: Vec<SkippedSubtitle>,
-}
-
-/// A subtitle track to publish: a text track of the source (extracted by
-/// the encode) or a sidecar file (converted before it).
-#[derive(Debug, Clone)]
-struct PlannedSubtitle {
-    rendition: SubtitleRendition,
-    sidecar: Option<PathBuf>,
-}
-
-/// The subtitle tracks to publish, source tracks first, and the source's
-/// bitmap tracks, which are not; more than [`MAX_SUBTITLE_TRACKS`] is
-/// refused.
-fn plan_subtitles(
-    source: &SourceInfo,
-    sidecars: &[SidecarSubtitle],
-) -> Result<(Vec<PlannedSubtitle>, Vec<SkippedSubtitle>), MediaError> {
-    let mut planned = Vec::new();
-    let mut skipped = Vec::new();
-    for track in &source.subtitles {
-        if !track.is_text() {
-            skipped.push(SkippedSubtitle {
-                language: track.language.clone(),
-                codec: track.codec.clone(),
-            });
-            continue;
-        }
-        let position = planned.len();
-        planned.push(PlannedSubtitle {
-            rendition: SubtitleRendition {
-                id: transcode::subtitle_dir(position),
-                language: track.language.clone(),
-                name: subtitles::display_name(
-                    track.title.as_deref(),
-                    &track.language,
-                    track.forced,
-                    track.hearing_impaired,
-                    position,
-                ),
-                forced: track.forced,
-                hearing_impaired: track.hearing_impaired,
-            },
-            sidecar: None,
-        });
-    }
-    for sidecar in sidecars {
-        let position = planned.len();
-        planned.push(PlannedSubtitle {
-            rendition: SubtitleRendition {
-                id: transcode::subtitle_dir(position),
-                language: sidecar.language.clone(),
-                name: subtitles::display_name(
-                    None,
-                    &sidecar.language,
-                    sidecar.forced,
-                    sidecar.hearing_impaired,
-                    position,
-                ),
-                forced: sidecar.forced,
-                hearing_impaired: sidecar.hearing_impaired,
-            },
-            sidecar: Some(sidecar.path.clone()),
-        });
-    }
-    if planned.len() > MAX_SUBTITLE_TRACKS {
-        return Err(MediaError::OverLimit {
-            detail: format!(
-                "it has {} subtitle tracks (with the sidecar files), beyond the limit of \
-                 {MAX_SUBTITLE_TRACKS}",
-                planned.len()
-            ),
-        });
-    }
-    Ok((planned, skipped))
-}
-
-/// The most subtitle tracks one video may publish: each is an extra output
-/// of the encode and a directory of files.
-const MAX_SUBTITLE_TRACKS: usize = 64;
-
-/// How long converting one sidecar subtitle file may take.
-const SIDECAR_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Converts a sidecar subtitle file to WebVTT at `out` with a small ffmpeg
-/// run of its own (the file only, never the source), read through the
-/// subtitle demuxers alone ([`probe::untrusted_subtitle_args`]).
-async fn convert_sidecar(
-    ffmpeg: &Path,
-    sidecar: &Path,
-    language: &str,
-    out: &Path,
-) -> Result<(), MediaError> {
-    let name = sidecar
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let refuse = |why: String| MediaError::BadSubtitles {
-        detail: format!("the {language} subtitles {name}: {why}"),
-    };
-    let metadata = tokio::fs::metadata(sidecar)
-        .await
-        .map_err(|error| refuse(format!("cannot be read: {error}")))?;
-    if !metadata.is_file() {
-        return Err(refuse("not a regular file".to_string()));
-    }
-    if metadata.len() > subtitles::MAX_SIDECAR_BYTES {
-        return Err(refuse(format!(
-            "it is {} bytes, beyond the limit of {} MiB for a subtitle file",
-            metadata.len(),
-            subtitles::MAX_SIDECAR_BYTES / (1024 * 1024)
-        )));
-    }
-    let mut command = tokio::process::Command::new(ffmpeg);
-    command
-        .args(["-hide_banner", "-nostdin", "-y", "-loglevel", "error"])
-        .args(probe::untrusted_subtitle_args())
-        .arg("-i")
-        .arg(probe::input_url(sidecar))
-        .args(["-map", "0:s:0", "-c:s", "webvtt", "-f", "webvtt"])
-        .arg(out)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(SIDECAR_TIMEOUT, command.output())
-        .await
-        .map_err(|_| {
-            refuse(format!(
-                "converting it took longer than {} s",
-                SIDECAR_TIMEOUT.as_secs()
-            ))
-        })?
-        .map_err(|error| supervise::spawn_error(ffmpeg, error))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let accepted = "only SubRip (.srt), ASS/SSA (.ass, .ssa) and WebVTT (.vtt) files are accepted";
-    if let Some(format) = probe::refused_demuxer(&stderr) {
-        return Err(refuse(format!("it is a {format} file; {accepted}")));
-    }
-    if !output.status.success() {
-        let last = stderr.lines().last().unwrap_or("ffmpeg could not read it");
-        return Err(refuse(format!(
-            "it is not a subtitle file ffmpeg can read ({}); {accepted}",
-            last.trim()
-        )));
-    }
-    let text = tokio::fs::read_to_string(out)
-        .await
-        .map_err(|error| MediaError::io(out, error))?;
-    if subtitles::parse_webvtt(&text).map_or(true, |cues| cues.is_empty()) {
-        return Err(refuse("it has no cues".to_string()));
-    }
-    Ok(())
-}
-
-/// The longest title a video may have, in characters.
-pub const MAX_TITLE_CHARS: usize = 200;
-
-/// Refuses a title longer than [`MAX_TITLE_CHARS`].
-pub fn check_title(title: &str) -> Result<(), MediaError> {
-    let chars = title.chars().count();
-    if chars > MAX_TITLE_CHARS {
-        return Err(MediaError::TitleTooLong {
-            chars,
-            limit: MAX_TITLE_CHARS,
-        });
-    }
-    Ok(())
 }
 
 /// Transcoding spans this share of the percent scale; probing before and
@@ -868,76 +555,6 @@ fn package_outputs(
     Ok(renditions)
 }
 
-/// Segments every subtitle track's extracted WebVTT on the media segments'
-/// boundaries: `{id}/{n}.vtt`, `{id}/index.m3u8` and, for DASH,
-/// `{id}/sub.vtt`; the extract itself is removed (blocking).
-fn package_subtitles(
-    staging_dir: &Path,
-    renditions: &[MeasuredRendition],
-    subtitle_renditions: &[SubtitleRendition],
-) -> Result<(), MediaError> {
-    if subtitle_renditions.is_empty() {
-        return Ok(());
-    }
-    // Video segments, else audio ones (an audio-only source): what players
-    // fetch subtitles beside.
-    let Some(timeline) = renditions
-        .iter()
-        .find(|rendition| rendition.kind() == TrackKind::Video)
-        .or_else(|| renditions.first())
-    else {
-        return Ok(());
-    };
-    let to_ms = |ticks: u64| (timeline.seconds(ticks) * 1000.0).round() as u64;
-    let boundaries: Vec<(u64, u64)> = timeline
-        .segments
-        .iter()
-        .map(|segment| {
-            (
-                to_ms(segment.start),
-                to_ms(segment.start + segment.duration),
-            )
-        })
-        .collect();
-    let write = |path: PathBuf, contents: &str| {
-        std::fs::write(&path, contents).map_err(|error| MediaError::io(&path, error))
-    };
-    for subtitle in subtitle_renditions {
-        let dir = staging_dir.join(&subtitle.id);
-        let extract = dir.join(transcode::SUBTITLE_EXTRACT);
-        // A text track with no cue at all leaves ffmpeg's output empty.
-        let text = match std::fs::read_to_string(&extract) {
-            Ok(text) if text.trim().is_empty() => "WEBVTT\n".to_string(),
-            Ok(text) => text,
-            Err(error) => return Err(MediaError::io(&extract, error)),
-        };
-        let cues = subtitles::parse_webvtt(&text).map_err(|error| {
-            MediaError::Output(format!(
-                "{}: ffmpeg's WebVTT is unreadable: {error}",
-                subtitle.id
-            ))
-        })?;
-        let segments = subtitles::segment_files(&cues, &boundaries).map_err(|detail| {
-            MediaError::BadSubtitles {
-                detail: format!(
-                    "the {} subtitles ({}): {detail}",
-                    subtitle.language, subtitle.id
-                ),
-            }
-        })?;
-        for (index, segment) in segments.iter().enumerate() {
-            write(dir.join(format!("{}.vtt", index + 1)), segment)?;
-        }
-        write(dir.join("sub.vtt"), &subtitles::whole_file(&cues))?;
-        write(
-            dir.join("index.m3u8"),
-            &subtitles::media_playlist(&timeline.segment_seconds()),
-        )?;
-        std::fs::remove_file(&extract).map_err(|error| MediaError::io(&extract, error))?;
-    }
-    Ok(())
-}
-
 /// Writes a track's language into its init segment (blocking).
 fn set_init_language(init: &Path, language: &str) -> Result<(), MediaError> {
     let mut bytes = std::fs::read(init).map_err(|error| MediaError::io(init, error))?;
@@ -1009,6 +626,9 @@ async fn write_manifests(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use crate::subtitle_tracks::MAX_SUBTITLE_TRACKS;
 
     #[test]
     fn debris_of_dead_processes_is_removed_and_live_ones_kept() {
