@@ -901,7 +901,8 @@ pub fn parse(text: &str, mpd_url: &Url) -> Result<Presentation, BenchError> {
         .into_iter()
         .map(|read| Rendition {
             id: read.id,
-            bandwidth: read.bandwidth + audio_bandwidth,
+            // Both are the MPD's own numbers, up to u64::MAX each.
+            bandwidth: read.bandwidth.saturating_add(audio_bandwidth),
             resolution: read.resolution,
             media: TrackSource::Loaded(read.track),
             audio: (!audio_tracks.is_empty()).then_some(0),
@@ -920,6 +921,19 @@ pub fn parse(text: &str, mpd_url: &Url) -> Result<Presentation, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: a video bandwidth near u64::MAX plus the audio's
+    /// overflowed (a panic in debug builds) while the ladder was summed.
+    #[test]
+    fn bandwidths_near_the_top_of_u64_saturate_instead_of_overflowing() {
+        let mpd = r#"<MPD mediaPresentationDuration="PT4S"><Period>
+  <SegmentTemplate media="$RepresentationID$/$Number$.m4s" duration="1"/>
+  <AdaptationSet contentType="video"><Representation id="v" bandwidth="18446744073709551615"/></AdaptationSet>
+  <AdaptationSet contentType="audio"><Representation id="a" bandwidth="64000"/></AdaptationSet>
+</Period></MPD>"#;
+        let presentation = parse(mpd, &url("http://127.0.0.1/v/x/manifest.mpd")).unwrap();
+        assert_eq!(presentation.renditions[0].bandwidth, u64::MAX);
+    }
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
