@@ -13,7 +13,7 @@
 //!   720×1280, not 405×720;
 //! - one constant output frame rate for every rung, and a keyframe interval of
 //!   exactly one segment, so all renditions cut at the same instants and a
-//!   player can switch quality at any segment boundary (issue 3).
+//!   player can switch quality at any segment boundary.
 
 use std::fmt;
 

@@ -228,7 +228,7 @@ impl Origin {
         let client = self
             .access
             .client_address(connection.peer.ip(), &request.headers);
-        // Signed URLs (issue 5): the token is a path prefix, so every
+        // Signed URLs: the token is a path prefix, so every
         // relative URI in a playlist inherits it.
         if path.starts_with("/s/") {
             return match self.access.verify_signed(path, client) {

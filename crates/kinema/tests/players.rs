@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const VIDEO_ID: &str = "clip";
-/// Position each player must pass, as issue 3 asks ("currentTime advances
-/// past 3 s").
+/// Position each player must pass: far enough that playback is running,
+/// not only started, with segments of the 8 s clip to spare.
 const PLAY_SECONDS: f64 = 3.0;
 
 /// The sidecar subtitles every ingested fixture carries: two cues whose
@@ -211,7 +211,7 @@ fn hls_js_and_dash_js_play_the_av1_rungs() {
     );
 }
 
-/// Issue 5: the token sits in the path, so every relative URI in the
+/// The token sits in the path, so every relative URI in the
 /// playlists resolves under the same `/s/{token}/` prefix and hls.js plays a
 /// signed video from its signed master URL alone; without the token the
 /// same player gets nothing.
