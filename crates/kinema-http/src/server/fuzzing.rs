@@ -63,7 +63,7 @@ pub enum HeadOutcome {
 /// Parses the request head at the front of `buffer` as the connection does
 /// (the size limits aside, which depend on how the bytes arrived).
 pub fn parse_request_head(buffer: &mut BytesMut, max_uri: usize) -> HeadOutcome {
-    super::h1::parse_buffered_head(buffer, max_uri)
+    super::h1_head::parse_buffered_head(buffer, max_uri)
 }
 
 /// Decodes a whole request body framed as `framing`: first from `buffer`

@@ -15,6 +15,8 @@ mod date;
 pub mod fuzzing;
 mod h1;
 mod h1_body;
+mod h1_head;
+mod h1_write;
 mod h2;
 mod sendfile;
 mod shards;
