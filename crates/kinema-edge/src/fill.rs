@@ -28,7 +28,8 @@ use tokio::sync::watch;
 use crate::origin::OriginError;
 use crate::slice::{SliceMeta, Version};
 
-/// What a fill learned about serving its object in slices (issue 6).
+/// What a fill learned about serving its object in slices, which lets a
+/// seek into a large object fetch only the ranges it covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Slicing {
     /// A whole response, answered and stored as such.

@@ -1,7 +1,7 @@
 //! Slices of large objects: the arithmetic and the checks behind caching a
 //! large representation (a progressive MP4, say) as aligned byte ranges, each
 //! stored as its own entry, so that a seek into a 2 GB file fetches only the
-//! slices it covers (issue 6).
+//! slices it covers.
 //!
 //! Pure functions over header maps, offsets and streams: no store, no
 //! origin, no sockets. The edge's request handler (`edge::slices`) uses them

@@ -563,8 +563,8 @@ async fn ranges_are_served_from_the_cached_object() {
     })
     .await;
     let edge = Edge::start(config(&origin)).await;
-    // A range on a miss asks the origin for the aligned slice it starts in
-    // (issue 6); this origin ignores ranges and answers 200, which is the
+    // A range on a miss asks the origin for the aligned slice it starts in,
+    // not waiting for the whole object; this origin ignores ranges and answers 200, which is the
     // whole object: stored, and the range cut from it.
     let (status, headers, body) = get(edge.address, "/r", &[("range", "bytes=2-5")]).await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);

@@ -1,4 +1,4 @@
-//! Large objects cached in slices (issue 6), over real HTTP on loopback, in
+//! Large objects cached in slices, over real HTTP on loopback, in
 //! front of an origin that honours `Range` (RFC 9110 §14) on a generated
 //! 40 MB object and records every range it is asked for: a seek fetches
 //! only the slices it covers, a full GET is assembled from slices (checked

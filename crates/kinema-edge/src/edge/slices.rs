@@ -1,4 +1,5 @@
-//! Large objects served from slices (issue 6).
+//! Large objects served from slices, so that a seek fetches only the
+//! slices it covers and a range on a miss does not wait for the whole object.
 //!
 //! An object above `slice_threshold` (learnt from a `200`'s
 //! `Content-Length`, whose body is then abandoned), or one first requested

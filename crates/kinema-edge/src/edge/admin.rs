@@ -1,0 +1,183 @@
+//! The admin surface: the metrics page, the purge API (`PURGE` method and
+//! JSON endpoint) and the bearer token that guards it.
+
+use super::*;
+
+impl Edge {
+    pub(super) fn admin(&self, path: &str) -> Option<Response<ResponseBody>> {
+        match path {
+            "/_kinema/metrics" | "/metrics" => {
+                let text = self.metrics.render(Gauges {
+                    memory_objects: self.store.memory_objects(),
+                    memory_bytes: self.store.memory_bytes(),
+                    memory_files: crate::stored::shared_files() as u64,
+                    memory_files_cap: crate::stored::shared_file_cap() as u64,
+                    origins_healthy: self.origins.healthy_count(),
+                });
+                let mut response = Response::new(ResponseBody::Full(Bytes::from(text)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                Some(response)
+            }
+            "/_kinema/healthz" => Some(plain(StatusCode::OK, "ok\n")),
+            _ => None,
+        }
+    }
+
+    fn authorised(&self, headers: &HeaderMap) -> Result<(), Box<Response<ResponseBody>>> {
+        let Some(token) = &self.settings.purge_token else {
+            return Err(Box::new(plain(
+                StatusCode::FORBIDDEN,
+                "purge is disabled; set purge_token in the [edge] config\n",
+            )));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            Ok(())
+        } else {
+            let mut response = plain(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(Box::new(response))
+        }
+    }
+
+    /// `PURGE /path` (hard), `PURGE /prefix/*` (every key under it);
+    /// `Kinema-Purge: soft` marks stale instead of removing.
+    pub(super) async fn purge_method(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Response<ResponseBody> {
+        if let Err(response) = self.authorised(&parts.headers) {
+            return *response;
+        }
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let soft = parts
+            .headers
+            .get("kinema-purge")
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"soft"));
+        let (target, prefix) = match target.strip_suffix('*') {
+            Some(prefix) => (prefix.to_string(), true),
+            None => (target, false),
+        };
+        self.purge(PurgeRequest {
+            url: target,
+            prefix,
+            soft,
+        })
+        .await
+    }
+
+    /// `POST /_kinema/purge` with `{"url": "/v/ID/", "prefix": true,
+    /// "soft": false}`.
+    pub(super) async fn purge_api(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
+        let (parts, body) = request.into_parts();
+        if let Err(response) = self.authorised(&parts.headers) {
+            return *response;
+        }
+        let mut collected = Vec::new();
+        let mut body = body;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) if collected.len() + chunk.len() <= MAX_PURGE_BODY => {
+                    collected.extend_from_slice(&chunk)
+                }
+                Ok(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "purge request too large\n"),
+                Err(_) => return plain(StatusCode::BAD_REQUEST, "purge request body unreadable\n"),
+            }
+        }
+        match serde_json::from_slice::<PurgeRequest>(&collected) {
+            Ok(purge) if purge.url.starts_with('/') => self.purge(purge).await,
+            Ok(_) => plain(
+                StatusCode::BAD_REQUEST,
+                "purge url must be a path starting with /\n",
+            ),
+            Err(error) => plain(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "purge request must be JSON like {{\"url\": \"/v/ID/\", \"prefix\": true, \"soft\": false}}: {error}\n"
+                ),
+            ),
+        }
+    }
+
+    async fn purge(&self, purge: PurgeRequest) -> Response<ResponseBody> {
+        Metrics::bump(&self.metrics.purges);
+        // A URL names its unsigned copy and the copy shared by every
+        // verified signed URL of the same path.
+        let mut count = 0;
+        for target in [
+            key::cache_key(&purge.url),
+            key::signed_cache_key(&purge.url),
+        ] {
+            count += match (purge.soft, purge.prefix) {
+                (true, prefix) => self.store.invalidate(&target, prefix).await,
+                (false, true) => self.store.remove_prefix(&target).await,
+                (false, false) => self.store.remove(&target).await,
+            };
+            // The slices of a sliced object (keys `URL#slice=N`) go with it;
+            // a prefix purge already matched them.
+            if !purge.prefix {
+                let slices = slice::slice_prefix(&target);
+                count += if purge.soft {
+                    self.store.invalidate(&slices, true).await
+                } else {
+                    self.store.remove_prefix(&slices).await
+                };
+            }
+            if !purge.soft {
+                let forgotten: Vec<Arc<String>> = self
+                    .sliced_objects
+                    .iter()
+                    .filter(|(key, _)| {
+                        if purge.prefix {
+                            key.starts_with(&target)
+                        } else {
+                            key.as_str() == target
+                        }
+                    })
+                    .map(|(key, _)| key)
+                    .collect();
+                for key in forgotten {
+                    self.sliced_objects.invalidate(key.as_str());
+                }
+            }
+        }
+        let body = serde_json::json!({
+            "purged": count,
+            "url": purge.url,
+            "prefix": purge.prefix,
+            "soft": purge.soft,
+        });
+        let mut response = Response::new(ResponseBody::Full(Bytes::from(format!("{body}\n"))));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: String,
+    #[serde(default)]
+    prefix: bool,
+    #[serde(default)]
+    soft: bool,
+}

@@ -1,0 +1,291 @@
+//! Filling from the origin: the task that fetches one key (a whole object
+//! or one slice), feeds its coalesced fill and stores what may be stored.
+
+use super::*;
+
+impl Edge {
+    /// Fetches from the origin for one key and feeds the fill; stores the
+    /// response when allowed. Runs in its own task, so a client that goes
+    /// away does not cancel the fill the others wait on.
+    pub(super) async fn run_fill(
+        &self,
+        key: &str,
+        request: &Incoming_,
+        job: FillJob,
+        fill: &Arc<Fill>,
+    ) {
+        let mut headers = forwarded_headers(request);
+        // The fill is shared and stored: fetch the whole representation
+        // unconditionally, whatever this one client asked (RFC 9111 §4.3.1
+        // lets a cache send its own validators instead).
+        for name in [
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+        ] {
+            headers.remove(name);
+        }
+        let (object_key, candidate, slice_job) = match job {
+            FillJob::Whole { candidate } => (key.to_string(), candidate, None),
+            FillJob::Slice {
+                object_key,
+                index,
+                probe,
+                ..
+            } => {
+                // RFC 9110 §14.2: an aligned range, the same for every
+                // client, so slices are shared whatever each one asked.
+                headers.insert(
+                    header::RANGE,
+                    slice::range_header(index, self.settings.slice_size),
+                );
+                Metrics::bump(&self.metrics.slice_fills);
+                (object_key, None, Some((index, probe)))
+            }
+        };
+        let key = object_key.as_str();
+        if let Some(stored) = &candidate {
+            Metrics::bump(&self.metrics.revalidations);
+            // RFC 9111 §4.3.1: validate with the stored validators.
+            if let Some(etag) = stored.headers.get(header::ETAG) {
+                headers.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(modified) = stored.headers.get(header::LAST_MODIFIED) {
+                headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+            }
+        }
+        let request_time = SystemTime::now();
+        let origin_request = OriginRequest {
+            method: Method::GET,
+            path_and_query: request.path_and_query.clone(),
+            headers,
+        };
+        let response = match self.origins.send(origin_request, None).await {
+            Ok(response) => response,
+            Err(error) => {
+                fill.fail(error);
+                return;
+            }
+        };
+        let response_time = SystemTime::now();
+        let (parts, body) = response.into_parts();
+        let mut probe_refused_range = false;
+        if let Some((index, probe)) = slice_job {
+            if parts.status == StatusCode::PARTIAL_CONTENT || !probe {
+                self.absorb_slice(
+                    key,
+                    request,
+                    index,
+                    (parts, body),
+                    fill,
+                    (request_time, response_time),
+                )
+                .await;
+                return;
+            }
+            // A probe answered with anything but a 206 got the object's own
+            // answer: a 200 from an origin that ignores ranges (so never
+            // slice this one), a 404, a 5xx… It is handled as a fill of the
+            // whole object below, except a 416: that answers our aligned
+            // range, right for the client that asked (its range starts no
+            // earlier) but not for others waiting on the object.
+            if parts.status == StatusCode::OK {
+                self.unsliceable.insert(key.to_string(), ());
+            }
+            probe_refused_range = parts.status == StatusCode::RANGE_NOT_SATISFIABLE;
+        }
+        if parts.status == StatusCode::NOT_MODIFIED
+            && let Some(stored) = &candidate
+        {
+            // RFC 9111 §4.3.4: freshen the stored response with the 304's
+            // fields and the new exchange times.
+            Metrics::bump(&self.metrics.revalidated_not_modified);
+            let mut merged = stored.headers.clone();
+            policy::merge_headers(&mut merged, &parts.headers);
+            let fresh = Arc::new(stored.derive(merged, request_time, response_time, false));
+            let storable =
+                policy::storable(&Method::GET, &request.headers, fresh.status, &fresh.headers);
+            if storable.is_ok() {
+                self.store.replace(key, fresh.clone());
+            } else {
+                self.store.remove(key).await;
+            }
+            fill.publish_head(FillHead {
+                status: fresh.status,
+                headers: fresh.headers.clone(),
+                request_time,
+                response_time,
+                secondary_key: Some(fresh.secondary_key.clone()),
+                shared: true,
+                stored: storable.is_ok(),
+                validated: true,
+                detail: storable.err().map(|reason| reason.detail()),
+                slicing: Slicing::Whole,
+            });
+            fill.push(fresh.body.clone());
+            fill.complete();
+            return;
+        }
+        let headers = policy::stored_headers(&parts.headers);
+        let secondary_key = policy::vary_names(&parts.headers)
+            .map(|names| policy::secondary_key(&names, &request.headers));
+        let declared_length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<u64>().ok());
+        let mut verdict =
+            policy::storable(&Method::GET, &request.headers, parts.status, &parts.headers)
+                .map_err(|reason| (reason.detail(), reason.personal()));
+        if probe_refused_range {
+            verdict = Err(("range-not-satisfiable", true));
+        }
+        if verdict.is_ok()
+            && declared_length.is_some_and(|length| length > self.settings.max_object_size)
+        {
+            verdict = Err(("too-large", true));
+        }
+        // A large complete response is not kept whole, so that a seek into
+        // it fetches only the slices it covers: its body is abandoned (the
+        // connection closes) and every reader is answered from slices
+        // fetched by range.
+        if slice_job.is_none()
+            && parts.status == StatusCode::OK
+            && self.settings.slice_threshold > 0
+            && matches!(verdict, Ok(()) | Err(("too-large", _)))
+            && declared_length.is_some_and(|length| length > self.settings.slice_threshold)
+            && !self.unsliceable.contains_key(key)
+            && let Ok(version) = Version::of_whole(&parts.headers)
+        {
+            if candidate.is_some() {
+                self.store.remove(key).await;
+            }
+            self.sliced_objects
+                .insert(key.to_string(), Arc::new(version.clone()));
+            fill.publish_head(FillHead {
+                status: parts.status,
+                headers,
+                request_time,
+                response_time,
+                secondary_key: Some(Vec::new()),
+                shared: true,
+                stored: false,
+                validated: false,
+                detail: Some("sliced"),
+                slicing: Slicing::Large(version),
+            });
+            fill.complete();
+            return;
+        }
+        // A 5xx never replaces a stored response that stale-if-error may
+        // still serve.
+        if verdict.is_ok() && parts.status.is_server_error() && candidate.is_some() {
+            verdict = Err(("server-error", false));
+        }
+        let personal = matches!(verdict, Err((_, true)));
+        // Hit-for-pass is for URLs whose responses cannot be shared; a 5xx
+        // (an admission refusal, a failure) says nothing of the next one,
+        // and passing would bypass the stale copy an outage needs.
+        if verdict.is_err() && !probe_refused_range && !parts.status.is_server_error() {
+            self.pass_keys.insert(key.to_string(), ());
+        }
+        // A reader's response is complete as soon as its last byte is sent:
+        // with the origin's Content-Length (passed on), when the fill pushes
+        // the last declared byte; for a 204, at the head. Both come before
+        // the fill completes, so the object is stored before the fill
+        // releases what completes it: a client holding a complete response
+        // then finds the object stored on its next request (a hit, an
+        // answer to only-if-cached) rather than racing this task.
+        let mut store_it = verdict.is_ok() && secondary_key.is_some();
+        let store_whole = |whole: Bytes| {
+            if let Some(secondary_key) = &secondary_key {
+                self.store.insert(
+                    key,
+                    Arc::new(StoredResponse::new(
+                        parts.status,
+                        headers.clone(),
+                        whole,
+                        request_time,
+                        response_time,
+                        secondary_key.clone(),
+                    )),
+                );
+            }
+        };
+        let shared = !personal && secondary_key.is_some();
+        let head = FillHead {
+            status: parts.status,
+            headers: headers.clone(),
+            request_time,
+            response_time,
+            secondary_key: secondary_key.clone(),
+            shared,
+            stored: verdict.is_ok(),
+            validated: false,
+            detail: verdict.err().map(|(detail, _)| detail),
+            slicing: Slicing::Whole,
+        };
+        // Only the leader will read a response that is neither shared (its
+        // waiters fetch for themselves) nor stored: hand it the origin's
+        // body to read at its own pace instead of buffering the whole of
+        // it here, so a slow client of a large private download holds back
+        // the origin, not the edge's memory (as Varnish's pass streams).
+        if !shared && !store_it {
+            fill.hand_over(
+                head,
+                sole_origin_body(body, self.metrics.clone(), self.settings.body_timeout),
+            );
+            return;
+        }
+        let mut body = body;
+        // No content (a 204, Content-Length: 0): whole already.
+        if store_it && body.is_end_stream() {
+            store_whole(Bytes::new());
+            store_it = false;
+        }
+        fill.publish_head(head);
+        loop {
+            match self.next_origin_chunk(&mut body, fill).await {
+                OriginChunk::Data(data) => {
+                    let received = fill.length() + data.len() as u64;
+                    if received > self.settings.max_object_size {
+                        store_it = false;
+                    }
+                    // The last declared byte: hyper ends the body here, so
+                    // the object is whole; stored before it is pushed.
+                    if store_it && declared_length == Some(received) {
+                        store_whole(fill.whole_body_ending_with(&data));
+                        store_it = false;
+                    }
+                    fill.push(data);
+                }
+                OriginChunk::End => break,
+                // Failed before the object was whole: nothing is stored.
+                OriginChunk::Failed => return,
+            }
+        }
+        // Without a Content-Length (chunked) the readers' responses end
+        // only when the fill completes, so storing now is in time. With one,
+        // a body that ended short is never stored.
+        if store_it && declared_length.is_none() {
+            store_whole(fill.whole_body_now());
+        }
+        fill.complete();
+    }
+
+    /// The next chunk of an origin's body for `fill`, counted as origin
+    /// bytes. A frame that does not come within `body_timeout`, or a broken
+    /// body, fails the fill (whole objects and slices alike), and the
+    /// caller stops.
+    pub(super) async fn next_origin_chunk(&self, body: &mut Incoming, fill: &Fill) -> OriginChunk {
+        match next_origin_data(body, &self.metrics, self.settings.body_timeout).await {
+            Ok(Some(data)) => OriginChunk::Data(data),
+            Ok(None) => OriginChunk::End,
+            Err(error) => {
+                fill.fail(error);
+                OriginChunk::Failed
+            }
+        }
+    }
+}

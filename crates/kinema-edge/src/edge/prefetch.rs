@@ -1,0 +1,68 @@
+//! Playlist-aware segment prefetch: after segment n of a rendition, the
+//! next few are fetched into the cache so the player's next requests hit.
+
+use super::*;
+
+impl Edge {
+    /// Playlist-aware prefetch: after segment n of a rendition, fetch the
+    /// next few into the cache so the player's next requests are hits.
+    pub(super) fn prefetch_after(self: Arc<Self>, request: &Incoming_, client: IpAddr) {
+        if self.settings.prefetch_segments == 0 {
+            return;
+        }
+        // Never the client's query: a prefetch carrying `?cb=…` would let
+        // every one-off key cost further origin fetches.
+        let Some((prefix, number, _)) = key::segment_number(&request.path_and_query) else {
+            return;
+        };
+        for next in 1..=u64::from(self.settings.prefetch_segments) {
+            let Some(number) = number.checked_add(next) else {
+                return;
+            };
+            let path = format!("{prefix}{number}.m4s");
+            let Ok((key, _)) = self.request_key(&path, client) else {
+                return;
+            };
+            if self.pass_keys.contains_key(&key)
+                || self.store.memory_has(&key, &HeaderMap::new())
+                || self
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&key)
+            {
+                continue;
+            }
+            let Ok(permit) = self.prefetch_slots.clone().try_acquire_owned() else {
+                return;
+            };
+            let edge = self.clone();
+            tokio::spawn(async move {
+                // The disk tier may hold it; only a real miss is fetched.
+                if !matches!(
+                    edge.store.lookup(&key, &HeaderMap::new()).await,
+                    Lookup::Hit(..)
+                ) {
+                    Metrics::bump(&edge.metrics.prefetches);
+                    let request = Incoming_ {
+                        method: Method::GET,
+                        path_and_query: path,
+                        headers: HeaderMap::new(),
+                        key: key.clone(),
+                        slicing: true,
+                        // On behalf of the client whose request it follows:
+                        // its token may be bound to that client's address.
+                        client: Some(client),
+                    };
+                    let job = FillJob::Whole { candidate: None };
+                    if let Joined::Leader(fill) | Joined::Waiter(fill) =
+                        edge.join(&key, &request, job)
+                    {
+                        let _ = fill.whole_body().await;
+                    }
+                }
+                drop(permit);
+            });
+        }
+    }
+}
