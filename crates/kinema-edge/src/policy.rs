@@ -15,6 +15,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use kinema_http::http_date;
 
 /// RFC 9111 §1.2.2: a delta-seconds value larger than the cache can
 /// represent is taken as 2^31.
@@ -355,7 +356,7 @@ pub fn freshness_lifetime(
         if values.any(|other| Some(other) != first) {
             return Duration::ZERO;
         }
-        return match first.and_then(parse_date) {
+        return match first.and_then(http_date::parse) {
             Some(expires) => expires.duration_since(date).unwrap_or(Duration::ZERO),
             None => Duration::ZERO,
         };
@@ -364,7 +365,9 @@ pub fn freshness_lifetime(
     // cacheable by default or marked public, and (our choice, the common
     // one) only from Last-Modified.
     if (heuristically_cacheable(status) || directives.has("public"))
-        && let Some(last_modified) = headers.get(header::LAST_MODIFIED).and_then(parse_date)
+        && let Some(last_modified) = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(http_date::parse)
         && let Ok(since) = date.duration_since(last_modified)
     {
         return since
@@ -407,7 +410,7 @@ pub fn age_value(headers: &HeaderMap) -> Duration {
 fn date_value(headers: &HeaderMap, response_time: SystemTime) -> SystemTime {
     headers
         .get(header::DATE)
-        .and_then(parse_date)
+        .and_then(http_date::parse)
         .unwrap_or(response_time)
 }
 
@@ -770,12 +773,6 @@ impl CacheStatus {
             headers.insert(CACHE_STATUS.clone(), value);
         }
     }
-}
-
-/// Parses an HTTP date (RFC 9110 §5.6.7: IMF-fixdate, and the obsolete
-/// forms recipients must accept).
-pub fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
-    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
 }
 
 /// delta-seconds (§1.2.2), accepting the quoted form recipients ought to

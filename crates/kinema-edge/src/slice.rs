@@ -110,7 +110,10 @@ impl Version {
                 .etag
                 .as_ref()
                 .and_then(|value| EntityTag::parse(value.as_bytes())),
-            last_modified: self.last_modified.as_ref().and_then(policy::parse_date),
+            last_modified: self
+                .last_modified
+                .as_ref()
+                .and_then(kinema_http::http_date::parse),
         }
     }
 }

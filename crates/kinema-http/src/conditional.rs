@@ -128,7 +128,7 @@ pub fn if_range_allows(headers: &HeaderMap, validators: &Validators<'_>) -> bool
     }
     let Some(date) = std::str::from_utf8(value)
         .ok()
-        .and_then(|text| httpdate::parse_http_date(text).ok())
+        .and_then(crate::http_date::parse_text)
     else {
         return false;
     };
@@ -207,8 +207,7 @@ fn trim(bytes: &[u8]) -> &[u8] {
 /// An HTTP-date header; an invalid date makes the condition ignored, as
 /// §13.1.3 and §13.1.4 require.
 fn header_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
-    let value = headers.get(name)?.to_str().ok()?;
-    httpdate::parse_http_date(value.trim()).ok()
+    crate::http_date::parse(headers.get(name)?)
 }
 
 /// Drops sub-second precision: `Last-Modified` is sent in whole seconds, so

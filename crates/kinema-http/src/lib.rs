@@ -10,6 +10,7 @@
 pub mod body;
 pub mod conditional;
 pub mod content_type;
+pub mod http_date;
 pub mod range;
 pub mod server;
 pub mod shared_file;

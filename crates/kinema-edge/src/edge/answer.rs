@@ -177,7 +177,7 @@ pub(super) fn validators(headers: &HeaderMap) -> Validators<'_> {
             .and_then(|value| EntityTag::parse(value.as_bytes())),
         last_modified: headers
             .get(header::LAST_MODIFIED)
-            .and_then(policy::parse_date),
+            .and_then(kinema_http::http_date::parse),
     }
 }
 
