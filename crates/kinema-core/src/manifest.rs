@@ -3,8 +3,10 @@
 //! The manifest is the catalogue entry of a video and the list of everything
 //! that may be served for it. It is written last at publish time, so a video
 //! exists exactly when its manifest exists, and only files it lists (with their
-//! size and SHA-256) are ever served. The format carries a version number;
-//! readers refuse versions they do not know instead of guessing.
+//! size and SHA-256) are ever served. Each publish is a new *generation* of the
+//! video, whose files live under their own `g{N}/` prefix, so a cache can never
+//! mix two publishes of one id. The format carries a version number; readers
+//! refuse versions they do not know instead of guessing.
 
 use std::collections::HashSet;
 
@@ -15,16 +17,20 @@ use crate::path::{ObjectPath, PathError, VideoId};
 /// File name of the manifest inside a video's directory or prefix.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The manifest format this build reads and writes.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Format 2 added `generation`; format 1 videos were laid out without
+/// generations and must be ingested again.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest is not valid JSON for format {MANIFEST_FORMAT_VERSION}: {0}")]
     Json(#[from] serde_json::Error),
     #[error(
-        "manifest format version {found} is not supported (this build reads {MANIFEST_FORMAT_VERSION})"
+        "manifest format version {found} is not supported (this build reads {MANIFEST_FORMAT_VERSION}); unpublish the video and ingest it again"
     )]
     UnsupportedVersion { found: u32 },
+    #[error("manifest generation is 0; generations start at 1")]
+    ZeroGeneration,
     #[error("manifest lists {0:?} twice")]
     DuplicateFile(String),
     #[error("manifest lists {0:?}, but the manifest itself is never a listed file")]
@@ -129,6 +135,11 @@ impl FileEntry {
 pub struct Manifest {
     pub format_version: u32,
     pub id: VideoId,
+    /// Which publish of `id` this is: chosen when packaging starts (Unix
+    /// milliseconds), so it grows with every publish, even one after the id
+    /// was deleted, and a newer publish is never taken for an older one.
+    /// Every media URL a player follows carries it (`g{N}/…`).
+    pub generation: u64,
     pub title: String,
     pub duration_seconds: f64,
     /// Nominal segment duration the ladder was cut at, seconds.
@@ -172,6 +183,9 @@ impl Manifest {
             return Err(ManifestError::UnsupportedVersion {
                 found: self.format_version,
             });
+        }
+        if self.generation == 0 {
+            return Err(ManifestError::ZeroGeneration);
         }
         let mut seen = HashSet::new();
         for file in &self.files {
@@ -225,6 +239,7 @@ mod tests {
         Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             id: VideoId::new("clip").unwrap(),
+            generation: 1_700_000_000_000,
             title: "Clip".into(),
             duration_seconds: 4.0,
             segment_duration_seconds: 4.0,
@@ -271,10 +286,34 @@ mod tests {
 
     #[test]
     fn refuses_unknown_format_version() {
-        let json = br#"{"format_version": 2, "anything": true}"#;
+        let json = br#"{"format_version": 3, "anything": true}"#;
         assert!(matches!(
             Manifest::from_json(json),
-            Err(ManifestError::UnsupportedVersion { found: 2 })
+            Err(ManifestError::UnsupportedVersion { found: 3 })
+        ));
+    }
+
+    #[test]
+    fn a_manifest_from_before_generations_says_to_ingest_again() {
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&sample().to_json().unwrap()).unwrap();
+        json["format_version"] = 1.into();
+        json.as_object_mut().unwrap().remove("generation");
+        let error = Manifest::from_json(&serde_json::to_vec(&json).unwrap()).unwrap_err();
+        assert!(matches!(
+            error,
+            ManifestError::UnsupportedVersion { found: 1 }
+        ));
+        assert!(error.to_string().contains("ingest it again"), "{error}");
+    }
+
+    #[test]
+    fn generation_zero_is_refused() {
+        let mut manifest = sample();
+        manifest.generation = 0;
+        assert!(matches!(
+            manifest.validate(),
+            Err(ManifestError::ZeroGeneration)
         ));
     }
 

@@ -201,7 +201,12 @@ mod tests {
         // The current generation stays; one it replaced stays for the grace
         // after the current began; one newer (unfinished) stays.
         assert_eq!(
-            collectable_generations(&[hour, 99 * hour, 101 * hour], Some(99 * hour), now, grace),
+            collectable_generations(
+                &[hour, 99 * hour + 1, 101 * hour],
+                Some(99 * hour + 1),
+                now,
+                grace
+            ),
             Vec::<u64>::new()
         );
         assert_eq!(

@@ -6,14 +6,21 @@
 //! publish that makes a video visible in one step by writing its manifest
 //! last — no rename of published objects is ever needed by callers.
 //!
+//! Every publish is a new *generation* of its video, stored apart from the
+//! others ([`layout`] says where, for every backend), so a file once
+//! published under a generation never changes; a replaced generation stays
+//! readable for a grace period ([`StoreOptions::retired_grace`]).
+//!
 //! This crate is not a cache and knows nothing of HTTP.
 
+pub mod layout;
 mod local;
 
 use std::fmt::Debug;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -41,8 +48,16 @@ pub enum StoreError {
         #[source]
         source: ManifestError,
     },
-    #[error("video {0} is already published; unpublish it first")]
-    AlreadyPublished(VideoId),
+    #[error("video {id} has no generation {generation} (replaced long enough ago, or never)")]
+    GenerationNotFound { id: VideoId, generation: u64 },
+    #[error(
+        "video {id} is already at generation {current}, not older than {generation}; publish a newer generation"
+    )]
+    StaleGeneration {
+        id: VideoId,
+        generation: u64,
+        current: u64,
+    },
     #[error("staged file {path} does not match the manifest: {detail}")]
     StagedFileMismatch { path: String, detail: String },
     #[error("{path}: {source}")]
@@ -66,7 +81,9 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            StoreError::VideoNotFound(_) | StoreError::ObjectNotFound { .. }
+            StoreError::VideoNotFound(_)
+                | StoreError::ObjectNotFound { .. }
+                | StoreError::GenerationNotFound { .. }
         )
     }
 }
@@ -93,35 +110,96 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// Settings every backend shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How long a replaced generation stays readable after the generation
+    /// that replaced it began; must exceed the playlists' `max-age` plus a
+    /// viewing session, so no player that loaded the old playlists meets a
+    /// missing file.
+    pub retired_grace: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            retired_grace: layout::DEFAULT_RETIRED_GRACE,
+        }
+    }
+}
+
+/// A generation deleted by [`Store::collect_retired`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectedGeneration {
+    pub id: VideoId,
+    pub generation: u64,
+}
+
+/// Every read names a generation: a file, once published under one, never
+/// changes, so whatever is read from `(id, generation, path)` may be cached
+/// forever. Where each lives is [`layout`]'s, the same for every backend.
 #[async_trait]
 pub trait Store: Send + Sync + Debug + 'static {
-    /// Ids of every published video (those whose manifest exists).
+    /// Ids of every published video (those whose current manifest exists).
     async fn list_videos(&self) -> Result<Vec<VideoId>, StoreError>;
 
-    /// The parsed, validated manifest of a published video.
+    /// The parsed, validated manifest of a video's current generation
+    /// (`VideoNotFound` when it has none).
     async fn manifest(&self, id: &VideoId) -> Result<Manifest, StoreError>;
 
-    /// The whole content of one file of a video.
-    async fn get(&self, id: &VideoId, path: &ObjectPath) -> Result<StoredFile, StoreError>;
+    /// The manifest of one generation, current or retired but not yet
+    /// collected (`GenerationNotFound` otherwise).
+    async fn manifest_of_generation(
+        &self,
+        id: &VideoId,
+        generation: u64,
+    ) -> Result<Manifest, StoreError>;
 
-    /// Bytes `range` of one file; the range must lie inside the file.
+    /// The whole content of one file of a generation.
+    async fn get(
+        &self,
+        id: &VideoId,
+        generation: u64,
+        path: &ObjectPath,
+    ) -> Result<StoredFile, StoreError>;
+
+    /// Bytes `range` of one file of a generation; the range must lie inside
+    /// the file.
     async fn get_range(
         &self,
         id: &VideoId,
+        generation: u64,
         path: &ObjectPath,
         range: Range<u64>,
     ) -> Result<Bytes, StoreError>;
 
-    async fn head(&self, id: &VideoId, path: &ObjectPath) -> Result<ObjectMeta, StoreError>;
+    async fn head(
+        &self,
+        id: &VideoId,
+        generation: u64,
+        path: &ObjectPath,
+    ) -> Result<ObjectMeta, StoreError>;
 
-    /// Publishes a video whose files were assembled under `staged_dir` (a
-    /// local directory laid out as the video), checking each against the
-    /// manifest's sizes. The manifest is written last, so the video appears
-    /// all at once or not at all. `staged_dir` is consumed.
+    /// Publishes generation `manifest.generation` of a video from files
+    /// assembled under `staged_dir` (a local directory laid out as the
+    /// generation), checking each against the manifest's sizes. The files and
+    /// the generation's manifest come first and the video's current manifest
+    /// last, so readers see the old generation or the whole new one. A
+    /// published video is replaced: its old generation is retired (kept for
+    /// the grace period). Refused with `StaleGeneration` unless the
+    /// generation is newer than the current one. `staged_dir` is consumed.
+    /// Retired generations of this video past their grace are collected.
     async fn publish(&self, manifest: &Manifest, staged_dir: &Path) -> Result<(), StoreError>;
 
-    /// Removes a video; it disappears all at once (its manifest first).
+    /// Removes a video at once: its current manifest first (it is gone from
+    /// then on), then every generation, retired ones included.
     async fn unpublish(&self, id: &VideoId) -> Result<(), StoreError>;
+
+    /// Deletes, across the library, every retired generation past its grace
+    /// and what publishes that never finished left behind, as
+    /// [`layout::collectable_generations`] decides. Run at start; publish
+    /// does it for its own video, and unpublish removes every generation.
+    async fn collect_retired(&self) -> Result<Vec<CollectedGeneration>, StoreError>;
 }
 
 /// Size and SHA-256 of every file under `dir` (recursively), as manifest

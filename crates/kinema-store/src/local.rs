@@ -1,35 +1,49 @@
 //! The local-directory backend.
 //!
-//! Layout under the library root:
+//! Layout under the library root ([`crate::layout`] holds the rules every
+//! backend shares):
 //!
 //! ```text
-//! videos/{id}/manifest.json   the video exists iff this exists
-//! videos/{id}/...             the files the manifest lists
-//! staging/                    videos being assembled (same file system, so
-//!                             publishing is one rename)
-//! trash/                      unpublished videos awaiting deletion
+//! videos/{id}/manifest.json         the current generation's manifest; the
+//!                                   video exists iff this exists
+//! videos/{id}/g{N}/manifest.json    generation N's copy of its manifest
+//! videos/{id}/g{N}/...              the files generation N's manifest lists
+//! staging/                          videos being assembled (same file
+//!                                   system, so publishing is one rename)
+//! trash/                            unpublished videos and collected
+//!                                   generations awaiting deletion
 //! ```
 //!
-//! Publishing writes the manifest into the staged directory, fsyncs every
-//! file and directory, and renames the directory into `videos/`: one atomic
-//! step. Reads never follow symbolic links, so a link planted in the library
-//! cannot expose a file outside it.
+//! Publishing writes the generation's manifest into the staged directory,
+//! fsyncs every file and directory, renames the directory into place as
+//! `videos/{id}/g{N}`, then replaces `videos/{id}/manifest.json` by a temp
+//! file, fsync and rename: readers see the old generation or the whole new
+//! one. Reads never follow symbolic links, so a link planted in the library
+//! cannot expose a file outside it. Publishes, unpublishes and collection
+//! of this store are serialised by one lock, so they never race over a
+//! video's directory.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use kinema_core::{MANIFEST_FILE, Manifest, ObjectPath, VideoId};
 
-use crate::{ObjectMeta, Store, StoreError, StoredFile};
+use crate::layout;
+use crate::{CollectedGeneration, ObjectMeta, Store, StoreError, StoreOptions, StoredFile};
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    options: StoreOptions,
+    /// Held (on the blocking pool, never across an `.await`) by whatever
+    /// changes `videos/`.
+    writing: Arc<Mutex<()>>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -40,15 +54,75 @@ async fn blocking<T: Send + 'static>(
         .map_err(|join| StoreError::io(PathBuf::new(), std::io::Error::other(join)))?
 }
 
+/// Why a path could not be opened without following links.
+enum OpenFailure {
+    /// The component at this index (0 = the first) is missing, or is not
+    /// what it must be (a directory before the last, a regular file last).
+    Missing(usize),
+    Io(PathBuf, std::io::Error),
+}
+
+/// Opens `base/components…` for reading without following a symbolic link in
+/// any component: a link is reported as missing, like anything that is not a
+/// directory (before the last) or a regular file (the last).
+fn open_no_follow(base: &Path, components: &[&str]) -> Result<std::fs::File, OpenFailure> {
+    let (file_name, directories) = components
+        .split_last()
+        .expect("a path to open has at least one component");
+    let mut current = base.to_path_buf();
+    for (index, directory) in directories.iter().enumerate() {
+        current.push(directory);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(OpenFailure::Missing(index)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(OpenFailure::Missing(index));
+            }
+            Err(e) => return Err(OpenFailure::Io(current, e)),
+        }
+    }
+    current.push(file_name);
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&current);
+    let last = directories.len();
+    match opened {
+        Ok(file) => match file.metadata() {
+            Ok(meta) if meta.is_file() => Ok(file),
+            Ok(_) => Err(OpenFailure::Missing(last)),
+            Err(e) => Err(OpenFailure::Io(current, e)),
+        },
+        // ELOOP is what O_NOFOLLOW answers for a symbolic link.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ELOOP) =>
+        {
+            Err(OpenFailure::Missing(last))
+        }
+        Err(e) => Err(OpenFailure::Io(current, e)),
+    }
+}
+
 impl LocalStore {
-    /// Opens (creating if needed) a library rooted at `root`.
+    /// Opens (creating if needed) a library rooted at `root`, with the
+    /// default options.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        Self::open_with(root, StoreOptions::default())
+    }
+
+    /// Opens (creating if needed) a library rooted at `root`.
+    pub fn open_with(root: impl Into<PathBuf>, options: StoreOptions) -> Result<Self, StoreError> {
         let root = root.into();
-        for dir in ["videos", "staging", "trash"] {
+        for dir in [layout::VIDEOS, "staging", "trash"] {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(|e| StoreError::io(&path, e))?;
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            options,
+            writing: Arc::new(Mutex::new(())),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -61,64 +135,273 @@ impl LocalStore {
         self.root.join("staging")
     }
 
+    fn videos(&self) -> PathBuf {
+        self.root.join(layout::VIDEOS)
+    }
+
+    /// The path of a layout key (directory keys end in `/`, paths do not).
+    fn local_path(&self, key: &str) -> PathBuf {
+        self.root.join(key.trim_end_matches('/'))
+    }
+
     fn video_dir(&self, id: &VideoId) -> PathBuf {
-        self.root.join("videos").join(id.as_str())
+        self.local_path(&layout::video_prefix(id))
     }
 
-    /// Opens a file of a video for reading without following symbolic links
-    /// in any component below the library's `videos/` directory.
-    fn open_object(&self, id: &VideoId, path: &ObjectPath) -> Result<std::fs::File, StoreError> {
-        let video_dir = self.video_dir(id);
-        let mut current = video_dir.clone();
-        let components: Vec<&str> = path.as_str().split('/').collect();
-        let (file_name, directories) = components.split_last().expect("object paths are non-empty");
-        for component in std::iter::once(&"").chain(directories.iter()) {
-            if !component.is_empty() {
-                current.push(component);
-            }
-            match std::fs::symlink_metadata(&current) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => return Err(self.not_found(id, path)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(if current == video_dir {
-                        StoreError::VideoNotFound(id.clone())
-                    } else {
-                        self.not_found(id, path)
-                    });
-                }
-                Err(e) => return Err(StoreError::io(&current, e)),
-            }
-        }
-        current.push(file_name);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&current);
-        match file {
-            Ok(file) => {
-                let meta = file.metadata().map_err(|e| StoreError::io(&current, e))?;
-                if !meta.is_file() {
-                    return Err(self.not_found(id, path));
-                }
-                Ok(file)
-            }
-            // ELOOP is what O_NOFOLLOW answers for a symbolic link.
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || e.raw_os_error() == Some(libc::ELOOP) =>
-            {
-                Err(self.not_found(id, path))
-            }
-            Err(e) => Err(StoreError::io(&current, e)),
-        }
+    fn trash_path(&self, name: &str) -> PathBuf {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        self.root.join("trash").join(format!("{name}.{nanos}"))
     }
 
-    fn not_found(&self, id: &VideoId, path: &ObjectPath) -> StoreError {
-        StoreError::ObjectNotFound {
+    /// Opens a file of a generation without following symbolic links in any
+    /// component below the library's `videos/` directory.
+    fn open_object(
+        &self,
+        id: &VideoId,
+        generation: u64,
+        path: &ObjectPath,
+    ) -> Result<std::fs::File, StoreError> {
+        let generation_dir = layout::generation_dir(generation);
+        let mut components = vec![id.as_str(), generation_dir.as_str()];
+        components.extend(path.as_str().split('/'));
+        open_no_follow(&self.videos(), &components).map_err(|failure| match failure {
+            OpenFailure::Missing(0) => StoreError::VideoNotFound(id.clone()),
+            OpenFailure::Missing(1) => StoreError::GenerationNotFound {
+                id: id.clone(),
+                generation,
+            },
+            OpenFailure::Missing(_) => StoreError::ObjectNotFound {
+                id: id.clone(),
+                path: path.clone(),
+            },
+            OpenFailure::Io(at, e) => StoreError::io(at, e),
+        })
+    }
+
+    /// Reads and parses a manifest below `videos/` (`components` from the
+    /// video's id on), following no link: a linked video directory,
+    /// generation directory or manifest is missing, so a link planted in the
+    /// library publishes nothing. `missing` names the error for a missing
+    /// component at that index.
+    fn read_manifest(
+        &self,
+        id: &VideoId,
+        components: &[&str],
+        missing: impl Fn(usize) -> StoreError,
+    ) -> Result<Manifest, StoreError> {
+        let mut file =
+            open_no_follow(&self.videos(), components).map_err(|failure| match failure {
+                OpenFailure::Missing(index) => missing(index),
+                OpenFailure::Io(at, e) => StoreError::io(at, e),
+            })?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io(self.videos().join(components.join("/")), e))?;
+        Manifest::from_json(&bytes).map_err(|source| StoreError::BadManifest {
             id: id.clone(),
-            path: path.clone(),
+            source,
+        })
+    }
+
+    fn current_manifest(&self, id: &VideoId) -> Result<Manifest, StoreError> {
+        self.read_manifest(id, &[id.as_str(), MANIFEST_FILE], |_| {
+            StoreError::VideoNotFound(id.clone())
+        })
+    }
+
+    fn generation_manifest(&self, id: &VideoId, generation: u64) -> Result<Manifest, StoreError> {
+        let generation_dir = layout::generation_dir(generation);
+        let manifest = self.read_manifest(
+            id,
+            &[id.as_str(), generation_dir.as_str(), MANIFEST_FILE],
+            |index| match index {
+                0 => StoreError::VideoNotFound(id.clone()),
+                _ => StoreError::GenerationNotFound {
+                    id: id.clone(),
+                    generation,
+                },
+            },
+        )?;
+        if manifest.generation != generation || &manifest.id != id {
+            return Err(StoreError::GenerationNotFound {
+                id: id.clone(),
+                generation,
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// The blocking half of `publish`, under the write lock.
+    fn publish_blocking(
+        &self,
+        manifest: &Manifest,
+        json: &[u8],
+        staged_dir: &Path,
+    ) -> Result<(), StoreError> {
+        check_staged_files(manifest, staged_dir)?;
+        write_file_atomically(&staged_dir.join(MANIFEST_FILE), json)?;
+        fsync_tree(staged_dir)?;
+
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let id = &manifest.id;
+        match self.current_manifest(id) {
+            Ok(current) if current.generation >= manifest.generation => {
+                return Err(StoreError::StaleGeneration {
+                    id: id.clone(),
+                    generation: manifest.generation,
+                    current: current.generation,
+                });
+            }
+            Ok(_) => {}
+            Err(StoreError::VideoNotFound(_)) => {}
+            // An unreadable current manifest (a video from before
+            // generations, say) is not replaced blindly: its error says what
+            // to do.
+            Err(other) => return Err(other),
+        }
+        let video_dir = self.video_dir(id);
+        match std::fs::symlink_metadata(&video_dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(StoreError::io(
+                    &video_dir,
+                    std::io::Error::other("not a directory; remove it"),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&video_dir).map_err(|e| StoreError::io(&video_dir, e))?;
+                fsync_dir(&self.videos())?;
+            }
+            Err(e) => return Err(StoreError::io(&video_dir, e)),
+        }
+        let target = self
+            .root
+            .join(layout::generation_prefix(id, manifest.generation));
+        if std::fs::symlink_metadata(&target).is_ok() {
+            // Left by a publish of the same generation that crashed before
+            // its top manifest: never overwritten, so a cache that saw it
+            // cannot see other bytes under the same URL.
+            return Err(StoreError::StaleGeneration {
+                id: id.clone(),
+                generation: manifest.generation,
+                current: manifest.generation,
+            });
+        }
+        // rename(2) of a directory onto a missing name is atomic: the
+        // generation appears whole with its manifest.
+        std::fs::rename(staged_dir, &target).map_err(|e| StoreError::io(&target, e))?;
+        fsync_dir(&video_dir)?;
+        // Last: the video now is this generation.
+        write_file_atomically(&self.local_path(&layout::current_manifest_key(id)), json)?;
+        if let Err(error) = self.collect_video(id) {
+            tracing::warn!(%id, error = %error, "collecting retired generations failed");
+        }
+        Ok(())
+    }
+
+    /// Deletes the generations of one video that `layout` says may go.
+    /// Called with the write lock held.
+    fn collect_video(&self, id: &VideoId) -> Result<Vec<CollectedGeneration>, StoreError> {
+        let video_dir = self.video_dir(id);
+        let current = match self.current_manifest(id) {
+            Ok(manifest) => Some(manifest.generation),
+            Err(StoreError::VideoNotFound(_)) => None,
+            // Unsure what is current: delete nothing.
+            Err(_) => return Ok(Vec::new()),
+        };
+        let entries = match std::fs::read_dir(&video_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(&video_dir, e)),
+        };
+        let mut present = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&video_dir, e))?;
+            let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            if let (true, Some(generation)) = (
+                is_dir,
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(layout::parse_generation_dir),
+            ) {
+                present.push(generation);
+            }
+        }
+        let now = layout::unix_millis(SystemTime::now());
+        let mut collected = Vec::new();
+        for generation in
+            layout::collectable_generations(&present, current, now, self.options.retired_grace)
+        {
+            let directory = self.local_path(&layout::generation_prefix(id, generation));
+            let trash = self.trash_path(&format!("{id}.g{generation}"));
+            // Out of `videos/` in one step, so no reader sees a generation
+            // half deleted.
+            std::fs::rename(&directory, &trash).map_err(|e| StoreError::io(&directory, e))?;
+            std::fs::remove_dir_all(&trash).map_err(|e| StoreError::io(&trash, e))?;
+            tracing::info!(%id, generation, "collected a retired generation");
+            collected.push(CollectedGeneration {
+                id: id.clone(),
+                generation,
+            });
+        }
+        if !collected.is_empty() {
+            fsync_dir(&video_dir)?;
+        }
+        if current.is_none() {
+            // Nothing left of a video nobody publishes: drop its directory
+            // (only if empty).
+            let _ = std::fs::remove_dir(&video_dir);
+        }
+        Ok(collected)
+    }
+}
+
+/// Checks the staged files against the manifest's sizes.
+fn check_staged_files(manifest: &Manifest, staged_dir: &Path) -> Result<(), StoreError> {
+    for entry in &manifest.files {
+        let path = staged_dir.join(entry.path.as_str());
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| StoreError::StagedFileMismatch {
+                path: entry.path.to_string(),
+                detail: e.to_string(),
+            })?;
+        if !meta.is_file() || meta.len() != entry.size {
+            return Err(StoreError::StagedFileMismatch {
+                path: entry.path.to_string(),
+                detail: format!(
+                    "expected a regular file of {} bytes, found {} bytes",
+                    entry.size,
+                    meta.len()
+                ),
+            });
         }
     }
+    Ok(())
+}
+
+/// Writes `path` as a whole: a temp file beside it, fsynced, renamed over
+/// it, and the directory fsynced, so a crash leaves the old file or the new.
+fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let directory = path.parent().expect("a file in a directory");
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("file");
+    let temporary = directory.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary).map_err(|e| StoreError::io(&temporary, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StoreError::io(&temporary, e))?;
+    drop(file);
+    std::fs::rename(&temporary, path).map_err(|e| StoreError::io(path, e))?;
+    fsync_dir(directory)
 }
 
 /// Reads `range` of an open object (all of it when `None`).
@@ -150,32 +433,6 @@ fn read_range(
     Ok(Bytes::from(buffer))
 }
 
-/// Reads a video's manifest without following a symbolic link, neither
-/// the video's directory nor the manifest itself: either is reported as
-/// not found, so a link planted in the library publishes nothing.
-fn read_manifest(video_dir: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
-    let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
-    if !std::fs::symlink_metadata(video_dir)?.is_dir() {
-        return Err(not_found());
-    }
-    let mut file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(file) => file,
-        // ELOOP is what O_NOFOLLOW answers for a symbolic link.
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_found()),
-        Err(e) => return Err(e),
-    };
-    if !file.metadata()?.is_file() {
-        return Err(not_found());
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
 fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
     for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
         let entry = entry.map_err(|e| StoreError::io(dir, e))?;
@@ -201,7 +458,7 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
 #[async_trait]
 impl Store for LocalStore {
     async fn list_videos(&self) -> Result<Vec<VideoId>, StoreError> {
-        let videos = self.root.join("videos");
+        let videos = self.videos();
         blocking(move || {
             let mut ids = Vec::new();
             for entry in std::fs::read_dir(&videos).map_err(|e| StoreError::io(&videos, e))? {
@@ -227,26 +484,28 @@ impl Store for LocalStore {
     }
 
     async fn manifest(&self, id: &VideoId) -> Result<Manifest, StoreError> {
-        let video_dir = self.video_dir(id);
-        let id = id.clone();
-        blocking(move || {
-            let path = video_dir.join(MANIFEST_FILE);
-            let bytes = match read_manifest(&video_dir, &path) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(StoreError::VideoNotFound(id));
-                }
-                Err(e) => return Err(StoreError::io(&path, e)),
-            };
-            Manifest::from_json(&bytes).map_err(|source| StoreError::BadManifest { id, source })
-        })
-        .await
+        let (store, id) = (self.clone(), id.clone());
+        blocking(move || store.current_manifest(&id)).await
     }
 
-    async fn get(&self, id: &VideoId, path: &ObjectPath) -> Result<StoredFile, StoreError> {
+    async fn manifest_of_generation(
+        &self,
+        id: &VideoId,
+        generation: u64,
+    ) -> Result<Manifest, StoreError> {
+        let (store, id) = (self.clone(), id.clone());
+        blocking(move || store.generation_manifest(&id, generation)).await
+    }
+
+    async fn get(
+        &self,
+        id: &VideoId,
+        generation: u64,
+        path: &ObjectPath,
+    ) -> Result<StoredFile, StoreError> {
         let (store, id, path) = (self.clone(), id.clone(), path.clone());
         blocking(move || {
-            let mut file = store.open_object(&id, &path)?;
+            let mut file = store.open_object(&id, generation, &path)?;
             let modified = file.metadata().and_then(|meta| meta.modified()).ok();
             let bytes = read_range(&mut file, &path, None)?;
             Ok(StoredFile {
@@ -261,21 +520,27 @@ impl Store for LocalStore {
     async fn get_range(
         &self,
         id: &VideoId,
+        generation: u64,
         path: &ObjectPath,
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
         let (store, id, path) = (self.clone(), id.clone(), path.clone());
         blocking(move || {
-            let mut file = store.open_object(&id, &path)?;
+            let mut file = store.open_object(&id, generation, &path)?;
             read_range(&mut file, &path, Some(range))
         })
         .await
     }
 
-    async fn head(&self, id: &VideoId, path: &ObjectPath) -> Result<ObjectMeta, StoreError> {
+    async fn head(
+        &self,
+        id: &VideoId,
+        generation: u64,
+        path: &ObjectPath,
+    ) -> Result<ObjectMeta, StoreError> {
         let (store, id, path) = (self.clone(), id.clone(), path.clone());
         blocking(move || {
-            let file = store.open_object(&id, &path)?;
+            let file = store.open_object(&id, generation, &path)?;
             let size = file
                 .metadata()
                 .map_err(|e| StoreError::io(path.as_str(), e))?
@@ -292,70 +557,70 @@ impl Store for LocalStore {
                 id: manifest.id.clone(),
                 source,
             })?;
-        let manifest = manifest.clone();
-        let staged_dir = staged_dir.to_path_buf();
-        let target = self.video_dir(&manifest.id);
-        let videos = self.root.join("videos");
+        let (store, manifest, staged_dir) =
+            (self.clone(), manifest.clone(), staged_dir.to_path_buf());
+        blocking(move || store.publish_blocking(&manifest, &json, &staged_dir)).await
+    }
+
+    async fn unpublish(&self, id: &VideoId) -> Result<(), StoreError> {
+        let (store, id) = (self.clone(), id.clone());
         blocking(move || {
-            for entry in &manifest.files {
-                let path = staged_dir.join(entry.path.as_str());
-                let meta = std::fs::symlink_metadata(&path).map_err(|e| {
-                    StoreError::StagedFileMismatch {
-                        path: entry.path.to_string(),
-                        detail: e.to_string(),
-                    }
-                })?;
-                if !meta.is_file() || meta.len() != entry.size {
-                    return Err(StoreError::StagedFileMismatch {
-                        path: entry.path.to_string(),
-                        detail: format!(
-                            "expected a regular file of {} bytes, found {} bytes",
-                            entry.size,
-                            meta.len()
-                        ),
-                    });
-                }
+            let _writing = store
+                .writing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !matches!(std::fs::symlink_metadata(store.local_path(&layout::current_manifest_key(&id))), Ok(meta) if meta.is_file())
+            {
+                return Err(StoreError::VideoNotFound(id));
             }
-            let manifest_tmp = staged_dir.join(".manifest.json.tmp");
-            let manifest_path = staged_dir.join(MANIFEST_FILE);
-            let mut file = std::fs::File::create(&manifest_tmp)
-                .map_err(|e| StoreError::io(&manifest_tmp, e))?;
-            file.write_all(&json)
-                .map_err(|e| StoreError::io(&manifest_tmp, e))?;
-            drop(file);
-            std::fs::rename(&manifest_tmp, &manifest_path)
-                .map_err(|e| StoreError::io(&manifest_path, e))?;
-            fsync_tree(&staged_dir)?;
-            if target.exists() {
-                return Err(StoreError::AlreadyPublished(manifest.id.clone()));
-            }
-            // rename(2) of a directory onto a missing name is atomic: readers
-            // see either no video or the whole video with its manifest.
-            std::fs::rename(&staged_dir, &target).map_err(|e| StoreError::io(&target, e))?;
-            fsync_dir(&videos)
+            // One rename takes the current manifest and every generation out
+            // of `videos/` at once.
+            let source = store.video_dir(&id);
+            let trash = store.trash_path(id.as_str());
+            std::fs::rename(&source, &trash).map_err(|e| StoreError::io(&source, e))?;
+            fsync_dir(&store.videos())?;
+            std::fs::remove_dir_all(&trash).map_err(|e| StoreError::io(&trash, e))
         })
         .await
     }
 
-    async fn unpublish(&self, id: &VideoId) -> Result<(), StoreError> {
-        let source = self.video_dir(id);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let trash = self.root.join("trash").join(format!("{id}.{nanos}"));
-        let videos = self.root.join("videos");
-        let id = id.clone();
+    async fn collect_retired(&self) -> Result<Vec<CollectedGeneration>, StoreError> {
+        let store = self.clone();
         blocking(move || {
-            match std::fs::rename(&source, &trash) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(StoreError::VideoNotFound(id));
+            let _writing = store
+                .writing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // What a crash left in the trash goes first.
+            let trash = store.root.join("trash");
+            for entry in std::fs::read_dir(&trash).map_err(|e| StoreError::io(&trash, e))? {
+                let path = entry.map_err(|e| StoreError::io(&trash, e))?.path();
+                let removed = match std::fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+                    Ok(_) => std::fs::remove_file(&path),
+                    Err(e) => Err(e),
+                };
+                match removed {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::io(&path, e));
+                    }
+                    _ => {}
                 }
-                Err(e) => return Err(StoreError::io(&source, e)),
             }
-            fsync_dir(&videos)?;
-            std::fs::remove_dir_all(&trash).map_err(|e| StoreError::io(&trash, e))
+            let videos = store.videos();
+            let mut collected = Vec::new();
+            for entry in std::fs::read_dir(&videos).map_err(|e| StoreError::io(&videos, e))? {
+                let entry = entry.map_err(|e| StoreError::io(&videos, e))?;
+                let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+                let id = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| VideoId::new(name).ok());
+                if let (true, Some(id)) = (is_dir, id) {
+                    collected.extend(store.collect_video(&id)?);
+                }
+            }
+            Ok(collected)
         })
         .await
     }
@@ -375,14 +640,25 @@ mod tests {
         ObjectPath::new(path).unwrap()
     }
 
-    async fn publish_sample(store: &LocalStore, name: &str) -> Manifest {
+    fn stage(store: &LocalStore, name: &str, segment: &[u8]) -> PathBuf {
         let staged = store.staging_root().join(format!("job-{name}"));
         std::fs::create_dir_all(staged.join("v1")).unwrap();
         std::fs::write(staged.join("master.m3u8"), b"#EXTM3U\n").unwrap();
-        std::fs::write(staged.join("v1/1.m4s"), b"0123456789").unwrap();
+        std::fs::write(staged.join("v1/1.m4s"), segment).unwrap();
+        staged
+    }
+
+    async fn publish_generation(
+        store: &LocalStore,
+        name: &str,
+        generation: u64,
+        segment: &[u8],
+    ) -> Manifest {
+        let staged = stage(store, name, segment);
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             id: id(name),
+            generation,
             title: name.into(),
             duration_seconds: 4.0,
             segment_duration_seconds: 4.0,
@@ -395,6 +671,14 @@ mod tests {
         manifest
     }
 
+    async fn publish_sample(store: &LocalStore, name: &str) -> Manifest {
+        publish_generation(store, name, 1, b"0123456789").await
+    }
+
+    fn now_ms() -> u64 {
+        layout::unix_millis(SystemTime::now())
+    }
+
     #[tokio::test]
     async fn publish_then_read_whole_and_ranges() {
         let root = tempfile::tempdir().unwrap();
@@ -404,15 +688,18 @@ mod tests {
         assert_eq!(store.list_videos().await.unwrap(), vec![id("clip")]);
         assert_eq!(store.manifest(&id("clip")).await.unwrap(), manifest);
         let segment = object("v1/1.m4s");
-        let whole = store.get(&id("clip"), &segment).await.unwrap();
+        let whole = store.get(&id("clip"), 1, &segment).await.unwrap();
         assert_eq!(&whole.bytes[..], b"0123456789");
         assert_eq!(
-            &store.get_range(&id("clip"), &segment, 2..5).await.unwrap()[..],
+            &store
+                .get_range(&id("clip"), 1, &segment, 2..5)
+                .await
+                .unwrap()[..],
             b"234"
         );
-        assert_eq!(store.head(&id("clip"), &segment).await.unwrap().size, 10);
+        assert_eq!(store.head(&id("clip"), 1, &segment).await.unwrap().size, 10);
         assert!(matches!(
-            store.get_range(&id("clip"), &segment, 5..11).await,
+            store.get_range(&id("clip"), 1, &segment, 5..11).await,
             Err(StoreError::RangeOutOfBounds { size: 10, .. })
         ));
         // The open file the whole read came from holds the same bytes, even
@@ -440,29 +727,151 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn publish_refuses_mismatched_staged_files_and_duplicates() {
+    async fn publish_refuses_mismatched_staged_files_and_older_generations() {
         let root = tempfile::tempdir().unwrap();
         let store = LocalStore::open(root.path()).unwrap();
-        let mut manifest = publish_sample(&store, "clip").await;
-        let staged = store.staging_root().join("again");
-        std::fs::create_dir_all(staged.join("v1")).unwrap();
-        std::fs::write(staged.join("master.m3u8"), b"#EXTM3U\n").unwrap();
-        std::fs::write(staged.join("v1/1.m4s"), b"short").unwrap();
+        let mut manifest = publish_generation(&store, "clip", 5, b"0123456789").await;
+        let staged = stage(&store, "again", b"short");
         assert!(matches!(
             store.publish(&manifest, &staged).await,
             Err(StoreError::StagedFileMismatch { .. })
         ));
         std::fs::write(staged.join("v1/1.m4s"), b"0123456789").unwrap();
-        assert!(matches!(
-            store.publish(&manifest, &staged).await,
-            Err(StoreError::AlreadyPublished(_))
-        ));
+        for generation in [4, 5] {
+            manifest.generation = generation;
+            assert!(matches!(
+                store.publish(&manifest, &staged).await,
+                Err(StoreError::StaleGeneration { current: 5, .. })
+            ));
+        }
         manifest.id = id("other");
         store.publish(&manifest, &staged).await.unwrap();
         assert_eq!(
             store.list_videos().await.unwrap(),
             vec![id("clip"), id("other")]
         );
+        assert!(root.path().join("videos/clip/g5/v1/1.m4s").is_file());
+        assert!(root.path().join("videos/clip/g5/manifest.json").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_republish_replaces_and_keeps_the_old_generation_readable() {
+        let root = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(root.path()).unwrap();
+        let old_generation = now_ms();
+        let old = publish_generation(&store, "clip", old_generation, b"old bytes!").await;
+        let new = publish_generation(&store, "clip", old_generation + 1, b"new").await;
+        assert_eq!(store.manifest(&id("clip")).await.unwrap(), new);
+        assert_eq!(
+            store
+                .manifest_of_generation(&id("clip"), old_generation)
+                .await
+                .unwrap(),
+            old
+        );
+        let segment = object("v1/1.m4s");
+        let clip = id("clip");
+        let read = |generation| store.get(&clip, generation, &segment);
+        assert_eq!(
+            &read(old_generation).await.unwrap().bytes[..],
+            b"old bytes!"
+        );
+        assert_eq!(&read(old_generation + 1).await.unwrap().bytes[..], b"new");
+        assert!(matches!(
+            read(7).await,
+            Err(StoreError::GenerationNotFound { generation: 7, .. })
+        ));
+        assert!(matches!(
+            store.manifest_of_generation(&id("clip"), 7).await,
+            Err(StoreError::GenerationNotFound { generation: 7, .. })
+        ));
+        // Within the grace, nothing goes, at start or later.
+        assert!(store.collect_retired().await.unwrap().is_empty());
+        assert!(read(old_generation).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_retired_generation_goes_after_its_grace() {
+        let root = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            retired_grace: std::time::Duration::from_secs(3600),
+        };
+        let store = LocalStore::open_with(root.path(), options).unwrap();
+        // g1 was replaced by g2 long ago (Unix time 2 ms), g2 by g3 just now.
+        publish_generation(&store, "clip", 1, b"one").await;
+        publish_generation(&store, "clip", 2, b"two").await;
+        // Publishing g2 already collected g1 (retired at 2 ms, an hour is
+        // long past).
+        assert!(!root.path().join("videos/clip/g1").exists());
+        let third = now_ms();
+        publish_generation(&store, "clip", third, b"three").await;
+        assert!(root.path().join("videos/clip/g2").exists());
+        // A store with a shorter grace collects g2 at start.
+        let short = LocalStore::open_with(
+            root.path(),
+            StoreOptions {
+                retired_grace: std::time::Duration::ZERO,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            short.collect_retired().await.unwrap(),
+            vec![CollectedGeneration {
+                id: id("clip"),
+                generation: 2
+            }]
+        );
+        assert!(matches!(
+            short.get(&id("clip"), 2, &object("v1/1.m4s")).await,
+            Err(StoreError::GenerationNotFound { .. })
+        ));
+        assert_eq!(
+            &short
+                .get(&id("clip"), third, &object("v1/1.m4s"))
+                .await
+                .unwrap()
+                .bytes[..],
+            b"three"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_publish_is_not_the_video() {
+        let root = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(root.path()).unwrap();
+        publish_sample(&store, "clip").await;
+        // A generation directory whose top manifest was never written (a
+        // crash between the two renames).
+        let staged = stage(&store, "crashed", b"crashed");
+        std::fs::rename(&staged, root.path().join("videos/clip/g9")).unwrap();
+        assert_eq!(store.manifest(&id("clip")).await.unwrap().generation, 1);
+        assert!(store.collect_retired().await.unwrap().is_empty());
+        assert!(root.path().join("videos/clip/g9").exists());
+    }
+
+    #[tokio::test]
+    async fn a_video_from_before_generations_says_to_ingest_again() {
+        let root = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(root.path()).unwrap();
+        let video = root.path().join("videos/old");
+        std::fs::create_dir_all(&video).unwrap();
+        std::fs::write(
+            video.join("manifest.json"),
+            br#"{"format_version": 1, "id": "old"}"#,
+        )
+        .unwrap();
+        let error = store.manifest(&id("old")).await.unwrap_err();
+        assert!(error.to_string().contains("ingest it again"), "{error}");
+        // It is not replaced over, but it can be unpublished.
+        let mut manifest = publish_sample(&store, "clip").await;
+        manifest.id = id("old");
+        let staged = stage(&store, "old", b"0123456789");
+        assert!(matches!(
+            store.publish(&manifest, &staged).await,
+            Err(StoreError::BadManifest { .. })
+        ));
+        store.unpublish(&id("old")).await.unwrap();
+        store.publish(&manifest, &staged).await.unwrap();
     }
 
     #[tokio::test]
@@ -470,11 +879,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = LocalStore::open(root.path()).unwrap();
         publish_sample(&store, "clip").await;
+        publish_generation(&store, "clip", now_ms(), b"newer").await;
         store.unpublish(&id("clip")).await.unwrap();
         assert!(store.list_videos().await.unwrap().is_empty());
+        assert!(!root.path().join("videos/clip").exists());
         assert!(
             store
-                .get(&id("clip"), &object("v1/1.m4s"))
+                .get(&id("clip"), 1, &object("v1/1.m4s"))
                 .await
                 .unwrap_err()
                 .is_not_found()
@@ -511,7 +922,7 @@ mod tests {
             );
             assert!(
                 store
-                    .get(&id(name), &object("v1/1.m4s"))
+                    .get(&id(name), 1, &object("v1/1.m4s"))
                     .await
                     .unwrap_err()
                     .is_not_found(),
@@ -528,12 +939,30 @@ mod tests {
         std::fs::write(outside.path().join("secret"), b"secret").unwrap();
         let store = LocalStore::open(root.path()).unwrap();
         publish_sample(&store, "clip").await;
-        let video = root.path().join("videos/clip");
+        let video = root.path().join("videos/clip/g1");
         std::os::unix::fs::symlink(outside.path().join("secret"), video.join("link")).unwrap();
         std::os::unix::fs::symlink(outside.path(), video.join("dir")).unwrap();
         for path in ["link", "dir/secret"] {
-            let err = store.get(&id("clip"), &object(path)).await.unwrap_err();
+            let err = store.get(&id("clip"), 1, &object(path)).await.unwrap_err();
             assert!(err.is_not_found(), "{path}: {err}");
         }
+        // A generation directory that is a link is no generation.
+        std::os::unix::fs::symlink(&video, root.path().join("videos/clip/g2")).unwrap();
+        let err = store
+            .get(&id("clip"), 2, &object("v1/1.m4s"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::GenerationNotFound { .. }),
+            "{err}"
+        );
+        let err = store
+            .manifest_of_generation(&id("clip"), 2)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::GenerationNotFound { .. }),
+            "{err}"
+        );
     }
 }
