@@ -15,6 +15,8 @@
 
 pub mod layout;
 mod local;
+mod open;
+pub mod s3;
 
 use std::fmt::Debug;
 use std::io::Read;
@@ -28,6 +30,8 @@ use kinema_core::{FileEntry, MANIFEST_FILE, Manifest, ManifestError, ObjectPath,
 use sha2::{Digest, Sha256};
 
 pub use local::LocalStore;
+pub use open::{Library, StoreConfig, open, open_with};
+pub use s3::S3Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,6 +70,18 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The object store failed a request after its retries, or could not be
+    /// reached: the store is unavailable, and the same call may succeed later.
+    #[error("object store {operation} {key}: {source}")]
+    Remote {
+        operation: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// The store cannot be opened as configured; `setting` names what to fix.
+    #[error("{setting}: {message}")]
+    Config { setting: String, message: String },
 }
 
 impl StoreError {
@@ -74,6 +90,13 @@ impl StoreError {
             path: path.into(),
             source,
         }
+    }
+
+    /// True when the store itself is unreachable or failing (an object
+    /// store down, timing out or refusing): worth a 503 and a retry, not a
+    /// 404 or a 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Remote { .. })
     }
 
     /// True when the error means "no such video or file" (HTTP 404), as
