@@ -12,6 +12,7 @@ pub mod conditional;
 pub mod content_type;
 pub mod http_date;
 pub mod range;
+pub mod respond;
 pub mod server;
 pub mod shared_file;
 pub mod tls;
