@@ -45,6 +45,10 @@ pub struct IngestConfig {
     /// The progressive MP4 (`download.mp4`): remuxed from the rendition
     /// nearest this height, or `off`.
     pub download: crate::download::DownloadSetting,
+    /// Ingest's own local directory (staging, uploads, job records; see
+    /// [`Workspace`](crate::Workspace)); unset, [`Self::workspace_root`]
+    /// picks one.
+    pub workspace: Option<PathBuf>,
 }
 
 /// Bounds on a source (`[ingest.limits]`): a decoder fed a 16000×16000
@@ -121,6 +125,7 @@ impl Default for IngestConfig {
             audio_languages: Vec::new(),
             failed_upload_ttl: Duration::from_secs(7 * 24 * 3600),
             download: crate::download::DownloadSetting::default(),
+            workspace: None,
         }
     }
 }
@@ -138,6 +143,18 @@ const PRESETS: [&str; 9] = [
 ];
 
 impl IngestConfig {
+    /// Where ingest's workspace is: `workspace` when set; otherwise
+    /// `ingest/` inside a local library (its file system, so publishing is
+    /// a rename), or `kinema-work` in the working directory when the
+    /// library is not a local directory.
+    pub fn workspace_root(&self, local_library: Option<&std::path::Path>) -> PathBuf {
+        match (&self.workspace, local_library) {
+            (Some(workspace), _) => workspace.clone(),
+            (None, Some(library)) => library.join("ingest"),
+            (None, None) => PathBuf::from("kinema-work"),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), MediaError> {
         self.ladder.validate()?;
         if !PRESETS.contains(&self.preset.as_str()) {

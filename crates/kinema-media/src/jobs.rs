@@ -1,10 +1,10 @@
 //! Ingest jobs: persisted, bounded in concurrency, cancellable, retryable.
 //!
-//! Each job is a JSON file, `{state_dir}/jobs/{id}.json`, replaced
-//! atomically (write, fsync, rename) on every change of state, so a crash
-//! loses at most the progress figures. Uploaded sources live in
-//! `{state_dir}/uploads/` until their job is done; ffmpeg logs in
-//! `{state_dir}/logs/{id}.log`.
+//! Everything lives in ingest's [`Workspace`], never in the store. Each job
+//! is a JSON file, `{workspace}/jobs/{id}.json`, replaced atomically (write,
+//! fsync, rename) on every change of state, so a crash loses at most the
+//! progress figures. Uploaded sources live in `{workspace}/uploads/` until
+//! their job is done; ffmpeg logs in `{workspace}/logs/{id}.log`.
 //!
 //! On start, jobs that were running when the previous process died are
 //! queued again (up to [`MAX_ATTEMPTS`] attempts, then failed), half-written
@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{self, IngestConfig, IngestRequest, Progress, Stage};
 use crate::subtitles::{SidecarSubtitle, SkippedSubtitle};
+use crate::workspace::Workspace;
 use crate::{MediaError, supervise};
 
 /// A job interrupted by crashes this many times is failed, not retried
@@ -226,8 +227,7 @@ struct Entry {
 
 struct Inner {
     store: Arc<dyn Store>,
-    staging_root: PathBuf,
-    state_dir: PathBuf,
+    workspace: Workspace,
     config: IngestConfig,
     jobs: Mutex<BTreeMap<JobId, Entry>>,
     permits: Arc<Semaphore>,
@@ -245,7 +245,7 @@ pub struct IngestService {
 impl std::fmt::Debug for IngestService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IngestService")
-            .field("state_dir", &self.inner.state_dir)
+            .field("workspace", &self.inner.workspace.root())
             .finish_non_exhaustive()
     }
 }
@@ -258,50 +258,34 @@ fn now_unix() -> u64 {
 }
 
 impl IngestService {
-    /// Opens the job store under `state_dir`, recovers jobs a previous
+    /// Opens the job records of `workspace`, recovers jobs a previous
     /// process left running, cleans debris, and starts queued jobs.
-    /// `staging_root` must be on the store's file system
-    /// (`LocalStore::staging_root()`).
     pub async fn start(
         store: Arc<dyn Store>,
-        staging_root: PathBuf,
-        state_dir: PathBuf,
+        workspace: Workspace,
         config: IngestConfig,
     ) -> Result<Self, JobError> {
         config.validate()?;
-        for dir in ["jobs", "uploads", "logs"] {
-            let path = state_dir.join(dir);
-            tokio::fs::create_dir_all(&path)
-                .await
-                .map_err(|e| io_error(&path, e))?;
-        }
         let service = Self {
             inner: Arc::new(Inner {
                 store,
-                staging_root,
                 permits: Arc::new(Semaphore::new(config.concurrency)),
-                state_dir,
+                workspace,
                 config,
                 jobs: Mutex::new(BTreeMap::new()),
                 persist_lock: tokio::sync::Mutex::new(()),
             }),
         };
-        let staging_root = service.inner.staging_root.clone();
-        let uploads = service.inner.state_dir.join("uploads");
         let records = {
-            let jobs_dir = service.inner.state_dir.join("jobs");
+            let workspace = service.inner.workspace.clone();
             tokio::task::spawn_blocking(move || -> Result<Vec<JobRecord>, JobError> {
-                for removed in pipeline::clean_staging_debris(&staging_root)
-                    .map_err(|e| io_error(&staging_root, e))?
+                for removed in workspace
+                    .clean_debris()
+                    .map_err(|e| io_error(workspace.root(), e))?
                 {
-                    tracing::info!(path = %removed.display(), "removed staging debris of an interrupted ingest");
+                    tracing::info!(path = %removed.display(), "removed debris of an interrupted ingest");
                 }
-                for entry in std::fs::read_dir(&uploads).map_err(|e| io_error(&uploads, e))?.flatten() {
-                    if entry.file_name().to_string_lossy().starts_with("partial-") {
-                        let _ = std::fs::remove_file(entry.path());
-                    }
-                }
-                load_records(&jobs_dir)
+                load_records(&workspace.jobs())
             })
             .await
             .map_err(|join| io_error(Path::new("jobs"), std::io::Error::other(join)))??
@@ -397,17 +381,13 @@ impl IngestService {
     /// directories are named for what they are, not by their paths.
     fn public_message(&self, error: &dyn std::fmt::Display) -> String {
         let mut text = error.to_string();
-        let library = self.inner.staging_root.parent().map(Path::to_path_buf);
+        let workspace = &self.inner.workspace;
         let places = [
-            (Some(self.inner.staging_root.clone()), "<staging>"),
-            (
-                Some(self.inner.state_dir.clone()),
-                "<ingest work directory>",
-            ),
-            (library, "<library>"),
+            (workspace.staging(), "<staging>"),
+            (workspace.root().to_path_buf(), "<ingest workspace>"),
         ];
         for (dir, name) in places {
-            if let Some(dir) = dir.filter(|dir| dir.components().count() > 1) {
+            if dir.components().count() > 1 {
                 text = text.replace(&dir.display().to_string(), name);
             }
         }
@@ -424,8 +404,8 @@ impl IngestService {
     pub async fn create_upload_file(&self) -> Result<(PathBuf, tokio::fs::File), JobError> {
         let path = self
             .inner
-            .state_dir
-            .join("uploads")
+            .workspace
+            .uploads()
             .join(format!("partial-{}", JobId::generate()));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -468,7 +448,7 @@ impl IngestService {
         }
         let source = if request.owned_source {
             // Uploads are kept under the job's id until the job is done.
-            let path = self.inner.state_dir.join("uploads").join(id.as_str());
+            let path = self.inner.workspace.uploads().join(id.as_str());
             tokio::fs::rename(&request.source, &path)
                 .await
                 .map_err(|e| io_error(&path, e))?;
@@ -479,11 +459,7 @@ impl IngestService {
         let mut subtitles = Vec::new();
         for (k, sidecar) in request.subtitles.iter().enumerate() {
             let path = if request.owned_source {
-                let path = self
-                    .inner
-                    .state_dir
-                    .join("uploads")
-                    .join(format!("{id}-sub{k}"));
+                let path = self.inner.workspace.uploads().join(format!("{id}-sub{k}"));
                 if let Err(error) = tokio::fs::rename(&sidecar.path, &path).await {
                     remove_kept_upload(request, &source, &subtitles).await;
                     return Err(io_error(&path, error));
@@ -661,7 +637,7 @@ impl IngestService {
     }
 
     fn log_path(&self, id: &JobId) -> PathBuf {
-        self.inner.state_dir.join("logs").join(format!("{id}.log"))
+        self.inner.workspace.logs().join(format!("{id}.log"))
     }
 
     fn spawn_runner(&self, id: JobId) {
@@ -730,10 +706,7 @@ impl IngestService {
                 .write_all(format!("--- attempt at {} ---\n", now_unix()).as_bytes())
                 .await;
         }
-        let staging = self
-            .inner
-            .staging_root
-            .join(pipeline::staging_dir_name(id.as_str()));
+        let staging = self.inner.workspace.staging_dir(id.as_str());
         let inner = self.inner.clone();
         let progress_id = id.clone();
         let on_progress = move |progress: Progress| {
@@ -798,7 +771,7 @@ impl IngestService {
                 None => return Ok(()),
             }
         };
-        let jobs_dir = self.inner.state_dir.join("jobs");
+        let jobs_dir = self.inner.workspace.jobs();
         tokio::task::spawn_blocking(move || write_record(&jobs_dir, &record))
             .await
             .map_err(|join| io_error(Path::new("jobs"), std::io::Error::other(join)))?

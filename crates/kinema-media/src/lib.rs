@@ -28,8 +28,10 @@ pub mod subtitles;
 pub mod supervise;
 pub mod thumbs;
 pub mod transcode;
+pub mod workspace;
 pub mod written;
 
 pub use error::MediaError;
 pub use jobs::{IngestService, JobError, JobId, JobState, JobView, SubmitRequest};
 pub use pipeline::{IngestConfig, IngestRequest, Ingested, Progress, Stage, ingest};
+pub use workspace::Workspace;

@@ -1,12 +1,13 @@
 //! One ingest, start to finish: probe → plan → encode → measure → write
 //! manifests → checksum → publish.
 //!
-//! Everything is built in a staging directory on the store's file system
-//! and published with [`Store::publish`], which writes `manifest.json` last
-//! and renames the directory into place: until that rename the video does
-//! not exist, and on any error (or cancel) the staging directory is removed.
-//! A crash leaves only staging debris, which [`clean_staging_debris`]
-//! removes on the next start.
+//! Everything is built in a staging directory of ingest's own
+//! [`Workspace`](crate::Workspace) and published with [`Store::publish`],
+//! which writes `manifest.json` last: until then the video does not exist,
+//! and on any error (or cancel) the staging directory is removed. A crash
+//! leaves only staging debris, which
+//! [`Workspace::clean_debris`](crate::Workspace::clean_debris) removes on
+//! the next start.
 //!
 //! A full disk fails the ingest as [`MediaError::StorageFull`], naming what
 //! was being written and where, however the shortage showed itself (see
@@ -116,45 +117,9 @@ pub struct Ingested {
 const TRANSCODE_START: f64 = 2.0;
 const TRANSCODE_END: f64 = 95.0;
 
-/// Staging directories of ingests are named `ingest-{pid}-{unique}`, so the
-/// owner of any one of them can be told alive or dead.
-pub fn staging_dir_name(unique: &str) -> String {
-    format!("ingest-{}-{unique}", std::process::id())
-}
-
-/// Removes staging directories left by ingests whose process is gone (a
-/// crash or kill -9). Directories of live processes are left alone: another
-/// `kinema ingest` or `kinema serve` may be using them right now.
-pub fn clean_staging_debris(staging_root: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
-    let entries = match std::fs::read_dir(staging_root) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
-        Err(error) => return Err(error),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("ingest-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // Our own pid here can only be an earlier process's (pids are
-        // reused): callers clean before they start any job of their own.
-        let alive = pid != std::process::id() && Path::new("/proc").join(pid.to_string()).exists();
-        if !alive {
-            std::fs::remove_dir_all(entry.path())?;
-            removed.push(entry.path());
-        }
-    }
-    Ok(removed)
-}
-
-/// Runs one ingest; `staging_dir` must not exist and must be on the same
-/// file system as the store. Returns the published manifest.
+/// Runs one ingest; `staging_dir` (from
+/// [`Workspace::staging_dir`](crate::Workspace::staging_dir)) must not
+/// exist. Returns the published manifest.
 pub async fn ingest(
     store: &dyn Store,
     staging_dir: &Path,
@@ -629,19 +594,6 @@ mod tests {
     use std::time::Duration;
 
     use crate::subtitle_tracks::MAX_SUBTITLE_TRACKS;
-
-    #[test]
-    fn debris_of_dead_processes_is_removed_and_live_ones_kept() {
-        let root = tempfile::tempdir().unwrap();
-        // pid 1 is always alive; a pid beyond pid_max never is.
-        for name in ["ingest-1-a", "ingest-99999999-b", "other"] {
-            std::fs::create_dir_all(root.path().join(name).join("v1")).unwrap();
-        }
-        let removed = clean_staging_debris(root.path()).unwrap();
-        assert_eq!(removed, vec![root.path().join("ingest-99999999-b")]);
-        assert!(root.path().join("ingest-1-a").exists());
-        assert!(root.path().join("other").exists());
-    }
 
     #[test]
     fn subtitles_plan_source_text_tracks_then_sidecars_and_skips_bitmaps() {

@@ -19,7 +19,7 @@ async fn plain_clip_publishes_aligned_hls_dash_and_thumbnails() {
     assert_eq!(library.store.list_videos().await.unwrap().len(), 1);
     assert_complete(&dir, &manifest);
     assert!(
-        std::fs::read_dir(library.store.staging_root())
+        std::fs::read_dir(library.workspace().staging())
             .unwrap()
             .next()
             .is_none()

@@ -175,7 +175,7 @@ async fn restart_requeues_interrupted_jobs_and_cleans_debris() {
     )
     .unwrap();
     // What a killed ingest leaves: a half-written staging directory.
-    let debris = library.store.staging_root().join("ingest-99999999-j1");
+    let debris = library.workspace().staging().join("ingest-99999999-j1");
     std::fs::create_dir_all(debris.join("0")).unwrap();
     std::fs::write(debris.join("0/1.m4s"), b"half").unwrap();
 

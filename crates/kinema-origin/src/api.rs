@@ -34,8 +34,10 @@ use http::{HeaderValue, Method, StatusCode, header};
 use kinema_core::{AccessPolicy, MANIFEST_FILE, Manifest, VideoId};
 use kinema_http::{ConnectionInfo, RequestBody, ResponseBody};
 use kinema_media::subtitles::{MAX_SIDECAR_BYTES, SidecarSubtitle};
-use kinema_media::{IngestConfig, IngestService, JobError, JobId, MediaError, SubmitRequest};
-use kinema_store::{LocalStore, Store};
+use kinema_media::{
+    IngestConfig, IngestService, JobError, JobId, MediaError, SubmitRequest, Workspace,
+};
+use kinema_store::Store;
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -47,22 +49,20 @@ type HttpResponse = http::Response<ResponseBody>;
 
 #[derive(Debug)]
 pub struct Api {
-    store: Arc<LocalStore>,
+    store: Arc<dyn Store>,
     ingest: IngestService,
     max_upload_bytes: u64,
 }
 
 impl Api {
     /// Starts the ingest job service of the library (recovering jobs a
-    /// previous process left running). Its state lives in `{library}/ingest`.
-    pub async fn new(store: Arc<LocalStore>, config: IngestConfig) -> Result<Self, JobError> {
-        let ingest = IngestService::start(
-            store.clone(),
-            store.staging_root(),
-            store.root().join("ingest"),
-            config,
-        )
-        .await?;
+    /// previous process left running), its state in `workspace`.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        workspace: Workspace,
+        config: IngestConfig,
+    ) -> Result<Self, JobError> {
+        let ingest = IngestService::start(store.clone(), workspace, config).await?;
         Ok(Self {
             store,
             ingest,

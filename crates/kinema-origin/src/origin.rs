@@ -147,7 +147,10 @@ impl Origin {
             },
         );
         // Jobs a crashed server left running are recovered as the API starts.
-        let api = Api::new(local, config.ingest.clone())
+        let workspace_root = config.ingest.workspace_root(Some(&config.library));
+        let workspace = kinema_media::Workspace::open(&workspace_root)
+            .map_err(|error| Error::Config(format!("cannot open the ingest workspace: {error}")))?;
+        let api = Api::new(local, workspace, config.ingest.clone())
             .await
             .map_err(|error| Error::Config(format!("cannot start ingest jobs: {error}")))?;
         Ok(Self {

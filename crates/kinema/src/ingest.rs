@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use kinema_core::{AccessPolicy, VideoId};
 use kinema_media::subtitles::SidecarSubtitle;
-use kinema_media::{IngestConfig, IngestRequest, Progress, Stage};
+use kinema_media::{IngestConfig, IngestRequest, Progress, Stage, Workspace};
 use kinema_store::LocalStore;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -112,6 +112,13 @@ pub struct IngestArgs {
     #[arg(long, env = "KINEMA_INGEST_DOWNLOAD", value_name = "HEIGHT|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     download: Option<String>,
+
+    /// Ingest's own scratch directory (staging, uploads, job records), kept
+    /// apart from the library [default: ingest/ inside a local library,
+    /// kinema-work otherwise]
+    #[arg(long, env = "KINEMA_INGEST_WORKSPACE", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workspace: Option<PathBuf>,
 
     /// The ffmpeg program [default: ffmpeg, from PATH]
     #[arg(long, env = "KINEMA_FFMPEG", value_name = "PATH")]
@@ -219,13 +226,17 @@ async fn ingest(
 ) -> Result<()> {
     let store = LocalStore::open(&library)
         .with_context(|| format!("cannot open library {}", library.display()))?;
-    let staging_root = store.staging_root();
-    let removed = tokio::task::spawn_blocking(move || {
-        kinema_media::pipeline::clean_staging_debris(&staging_root)
-    })
-    .await??;
+    let workspace_root = config.workspace_root(Some(&library));
+    let workspace = Workspace::open(&workspace_root).with_context(|| {
+        format!(
+            "cannot open the ingest workspace {}",
+            workspace_root.display()
+        )
+    })?;
+    let cleaning = workspace.clone();
+    let removed = tokio::task::spawn_blocking(move || cleaning.clean_debris()).await??;
     for path in removed {
-        tracing::info!(path = %path.display(), "removed staging debris of an interrupted ingest");
+        tracing::info!(path = %path.display(), "removed debris of an interrupted ingest");
     }
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
@@ -268,9 +279,7 @@ async fn ingest(
         }
         progress_bar.set_message(message);
     };
-    let staging = store
-        .staging_root()
-        .join(kinema_media::pipeline::staging_dir_name(id.as_str()));
+    let staging = workspace.staging_dir(id.as_str());
     let request = IngestRequest {
         source: args.file.clone(),
         id: id.clone(),

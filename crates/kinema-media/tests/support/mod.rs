@@ -161,10 +161,7 @@ impl Library {
             log_file: None,
             subtitles,
         };
-        let staging = self
-            .store
-            .staging_root()
-            .join(kinema_media::pipeline::staging_dir_name(id));
+        let staging = self.workspace().staging_dir(id);
         kinema_media::ingest(
             self.store.as_ref(),
             &staging,
@@ -176,12 +173,17 @@ impl Library {
         .await
     }
 
-    /// The job service of this library, its work directory `ingest/`.
+    /// Ingest's workspace beside this library, `ingest/` (opened, so
+    /// created, on every call).
+    pub fn workspace(&self) -> kinema_media::workspace::Workspace {
+        kinema_media::workspace::Workspace::open(self.dir.path().join("ingest")).unwrap()
+    }
+
+    /// The job service of this library, its workspace `ingest/`.
     pub async fn job_service(&self, config: IngestConfig) -> kinema_media::IngestService {
         kinema_media::IngestService::start(
             self.store.clone() as Arc<dyn Store>,
-            self.store.staging_root(),
-            self.dir.path().join("ingest"),
+            self.workspace(),
             config,
         )
         .await
@@ -191,7 +193,7 @@ impl Library {
     /// Asserts nothing of a failed ingest is visible or left in staging.
     pub async fn assert_nothing_published(&self) {
         assert!(self.store.list_videos().await.unwrap().is_empty());
-        let staging: Vec<_> = std::fs::read_dir(self.store.staging_root())
+        let staging: Vec<_> = std::fs::read_dir(self.workspace().staging())
             .unwrap()
             .collect();
         assert!(staging.is_empty(), "staging debris: {staging:?}");
