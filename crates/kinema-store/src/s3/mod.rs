@@ -125,7 +125,7 @@ pub struct S3Store {
 
 impl S3Store {
     /// Connects to the store and checks that the bucket exists and the
-    /// credentials are accepted (one listing): a misconfiguration fails here
+    /// credentials are accepted (one listing request): a misconfiguration fails here
     /// with [`StoreError::Config`] naming the setting to fix, not on the
     /// first viewer's request.
     pub async fn open(config: S3Config, options: StoreOptions) -> Result<Self, StoreError> {
@@ -137,8 +137,10 @@ impl S3Store {
             options,
             unfinished_quiet: config.unfinished_quiet,
         };
+        // The first page of a listing only: one request, whatever the
+        // library's size.
         let videos = store.key(layout::VIDEOS);
-        if let Err(error) = store.client.list_with_delimiter(Some(&videos)).await {
+        if let Some(Err(error)) = store.client.list(Some(&videos)).next().await {
             return Err(connect::explain_open_failure(&config, error));
         }
         Ok(store)
