@@ -38,6 +38,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kinema_core::{ObjectPath, VideoId};
+use kinema_http::respond::{self, Held, Part};
 use kinema_http::{ResponseBody, SharedFile};
 use kinema_store::{Store, StoreError, StoredFile};
 use sha2::{Digest, Sha256};
@@ -96,18 +97,32 @@ impl Content {
         Self { bytes, shared_file }
     }
 
-    /// The whole content.
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
+    /// The content as the responder slices it: the shared file, when there
+    /// is one, is what a whole or single-range body is sent from.
+    pub fn held(&self) -> Held<'_> {
+        Held {
+            bytes: &self.bytes,
+            file: self.shared_file.as_ref(),
+        }
+    }
+}
+
+/// An uncached file as the responder's [`Content`]: its ranges are read
+/// from the store as the body is sent ([`FileCache::stream`]).
+#[derive(Debug)]
+pub struct Streamed<'a> {
+    files: &'a FileCache,
+    video: &'a Video,
+    file: &'a FileInfo,
+}
+
+impl respond::Content for Streamed<'_> {
+    fn range(self, range: Range<u64>) -> ResponseBody {
+        self.parts(vec![Part::Range(range)])
     }
 
-    /// A body sending `range` of the content (which the caller checked lies
-    /// within it): a file slice when the content is a shared file.
-    pub fn body(&self, range: Range<u64>) -> ResponseBody {
-        match &self.shared_file {
-            Some(shared_file) => ResponseBody::File(shared_file.slice(range)),
-            None => ResponseBody::Full(self.bytes.slice(range.start as usize..range.end as usize)),
-        }
+    fn parts(self, parts: Vec<Part>) -> ResponseBody {
+        ResponseBody::Stream(self.files.stream(self.video, self.file, parts))
     }
 }
 
@@ -162,14 +177,6 @@ impl Drop for DescriptorSlot {
     fn drop(&mut self) {
         self.0.held.fetch_sub(1, Relaxed);
     }
-}
-
-/// A piece of a response body: bytes in hand, or a range of the file still
-/// to be read from the store.
-#[derive(Debug, Clone)]
-pub enum Piece {
-    Bytes(Bytes),
-    File(Range<u64>),
 }
 
 /// Files of a video, by video and path.
@@ -495,6 +502,15 @@ impl FileCache {
         FileError::Store(Arc::new(error))
     }
 
+    /// An uncached file as the responder's content, streamed from the store.
+    pub fn streamed<'a>(&'a self, video: &'a Video, file: &'a FileInfo) -> Streamed<'a> {
+        Streamed {
+            files: self,
+            video,
+            file,
+        }
+    }
+
     /// A body that sends `pieces` in order, reading file ranges from the
     /// store in chunks with a little read-ahead. A read error ends the
     /// stream with an error, so the client sees a truncated response rather
@@ -503,7 +519,7 @@ impl FileCache {
         &self,
         video: &Video,
         file: &FileInfo,
-        pieces: Vec<Piece>,
+        pieces: Vec<Part>,
     ) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
         self.metrics.streamed_files.fetch_add(1, Relaxed);
         let store = self.store.clone();
@@ -511,12 +527,12 @@ impl FileCache {
         let path = file.path.clone();
         let jobs = pieces
             .into_iter()
-            .flat_map(|piece| -> Box<dyn Iterator<Item = Piece> + Send> {
+            .flat_map(|piece| -> Box<dyn Iterator<Item = Part> + Send> {
                 match piece {
-                    Piece::Bytes(bytes) => Box::new(std::iter::once(Piece::Bytes(bytes))),
-                    Piece::File(range) => {
+                    Part::Literal(bytes) => Box::new(std::iter::once(Part::Literal(bytes))),
+                    Part::Range(range) => {
                         Box::new((range.start..range.end).step_by(STREAM_CHUNK as usize).map(
-                            move |start| Piece::File(start..(start + STREAM_CHUNK).min(range.end)),
+                            move |start| Part::Range(start..(start + STREAM_CHUNK).min(range.end)),
                         ))
                     }
                 }
@@ -526,8 +542,8 @@ impl FileCache {
                 let (store, id, path) = (store.clone(), id.clone(), path.clone());
                 async move {
                     match job {
-                        Piece::Bytes(bytes) => Ok(bytes),
-                        Piece::File(range) => store
+                        Part::Literal(bytes) => Ok(bytes),
+                        Part::Range(range) => store
                             .get_range(&id, &path, range)
                             .await
                             .map_err(std::io::Error::other),
@@ -852,7 +868,7 @@ mod tests {
         let mut with_descriptor = 0;
         for file in &video.files {
             let content = files.get(&video, file).await.unwrap();
-            assert_eq!(content.bytes().len() as u64, file.size);
+            assert_eq!(content.bytes.len() as u64, file.size);
             with_descriptor += usize::from(content.shared_file.is_some());
         }
         assert_eq!(with_descriptor, 1);
@@ -893,8 +909,8 @@ mod tests {
         let bytes = sample(SHARED_FILE_MIN + 1000);
         let content = content_of(bytes.clone()).await;
         assert!(content.shared_file.is_some());
-        assert_eq!(content.bytes(), &bytes);
-        match content.body(10..66_000) {
+        assert_eq!(&content.bytes, &bytes);
+        match respond::Content::range(content.held(), 10..66_000) {
             ResponseBody::File(slice) => {
                 assert_eq!(slice.range(), 10..66_000);
                 assert_eq!(slice.bytes(), bytes.slice(10..66_000));
@@ -908,7 +924,7 @@ mod tests {
         let bytes = sample(SHARED_FILE_MIN - 1);
         let content = content_of(bytes.clone()).await;
         assert!(content.shared_file.is_none());
-        match content.body(5..600) {
+        match respond::Content::range(content.held(), 5..600) {
             ResponseBody::Full(body) => assert_eq!(body, bytes.slice(5..600)),
             other => panic!("a small file's body is {other:?}"),
         }

@@ -13,13 +13,12 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
-    LAST_MODIFIED, RANGE, RETRY_AFTER,
+    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LAST_MODIFIED, RETRY_AFTER,
 };
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use kinema_http::conditional::{self, EntityTag, Precondition, Validators};
-use kinema_http::range::{self, RangeRequest};
+use kinema_http::conditional::{EntityTag, Validators};
+use kinema_http::respond::{self, Answer, Representation};
 use kinema_http::server::ServerStats;
 use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody};
 use kinema_store::{LocalStore, Store};
@@ -33,7 +32,7 @@ use crate::api::Api;
 use crate::catalog::{Catalog, FileInfo, LookupError, Video};
 use crate::config::Config;
 use crate::cors::{self, Cors};
-use crate::files::{DescriptorBudget, FileCache, FileError, Piece};
+use crate::files::{DescriptorBudget, FileCache, FileError};
 use crate::metrics::{self, Metrics, Readings, RouteKind};
 use crate::web::WebRoot;
 
@@ -315,14 +314,11 @@ impl Origin {
             "x-content-type-options",
             HeaderValue::from_static("nosniff"),
         );
-        match conditional::evaluate(&request.method, &request.headers, &validators) {
-            Precondition::Proceed => {}
-            Precondition::NotModified => {
-                return with_headers(StatusCode::NOT_MODIFIED, headers, ResponseBody::Empty);
-            }
-            Precondition::Failed => {
-                return error(StatusCode::PRECONDITION_FAILED, "precondition failed");
-            }
+        // Preconditions only: the UI's files are small and sent whole.
+        if let Some(answer) =
+            respond::precondition_answer(&request.method, &request.headers, &validators, &headers)
+        {
+            return answer;
         }
         headers.insert(CONTENT_TYPE, file.content_type.clone());
         with_headers(
@@ -430,7 +426,8 @@ impl Origin {
         }
     }
 
-    /// A listed file, with preconditions (RFC 9110 §13.2.2) and ranges (§14).
+    /// A listed file, answered by the shared responder (preconditions, ranges,
+    /// HEAD: RFC 9110 §13.2.2, §14) from the cache or the store.
     async fn serve_file(
         &self,
         request: &Parts,
@@ -438,165 +435,63 @@ impl Origin {
         file: &FileInfo,
     ) -> HttpResponse {
         let method = &request.method;
-        let request_headers = &request.headers;
-        let validators = Validators {
-            etag: EntityTag::parse(file.etag.as_bytes()),
-            last_modified: Some(video.last_modified),
-        };
         let mut headers = HeaderMap::with_capacity(12);
-        self.cors.apply(request_headers, &mut headers);
+        self.cors.apply(&request.headers, &mut headers);
         headers.insert(ETAG, file.etag.clone());
         headers.insert(LAST_MODIFIED, video.last_modified_header.clone());
         headers.insert(CACHE_CONTROL, file.cache_control.clone());
-        match conditional::evaluate(method, request_headers, &validators) {
-            Precondition::Proceed => {}
-            // §15.4.5: a 304 carries the validators and caching headers a
-            // 200 would, and no content headers.
-            Precondition::NotModified => {
-                return with_headers(StatusCode::NOT_MODIFIED, headers, ResponseBody::Empty);
-            }
-            Precondition::Failed => {
-                return error_with(
-                    StatusCode::PRECONDITION_FAILED,
-                    "precondition failed",
-                    headers,
-                );
-            }
-        }
-        headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        // §14.2: Range applies to GET only, and If-Range may veto it.
-        let ranges = match request_headers.get(RANGE) {
-            Some(value)
-                if method == Method::GET
-                    && conditional::if_range_allows(request_headers, &validators) =>
-            {
-                range::parse(value.as_bytes(), file.size)
-            }
-            _ => RangeRequest::Full,
+        let representation = Representation {
+            etag: Some(file.etag.clone()),
+            last_modified: Some(video.last_modified),
+            length: file.size,
+            content_type: Some(file.content_type.clone()),
+            content_length: Some(file.content_length.clone()),
         };
-        if ranges == RangeRequest::Unsatisfiable {
-            headers.insert(
-                CONTENT_RANGE,
-                header_value(&range::unsatisfied_content_range(file.size)),
-            );
-            return error_with(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range not satisfiable",
-                headers,
-            );
-        }
+        let planned = match respond::answer(method, &request.headers, representation, headers) {
+            Answer::Complete(response) => return response,
+            Answer::Content(planned) => planned,
+        };
         let content = if self.files.is_cacheable(file) {
             match self.files.get(video, file).await {
-                Ok(bytes) => Some(bytes),
-                Err(file_error) => return self.file_error(video, file, file_error, headers),
+                Ok(content) => Some(content),
+                Err(file_error) => return self.file_error(request, video, file, file_error),
             }
         } else {
             if let Err(file_error) = self.files.check_size(video, file).await {
-                return self.file_error(video, file, file_error, headers);
+                return self.file_error(request, video, file, file_error);
             }
             None
         };
         if self.prefetch && method == Method::GET {
             self.files.prefetch_after(video, file);
         }
-        let head = method == Method::HEAD;
-        let body = |pieces: Vec<Piece>| -> ResponseBody {
-            if head {
-                return ResponseBody::Empty;
-            }
-            match &content {
-                Some(_) => ResponseBody::Parts(
-                    pieces
-                        .into_iter()
-                        .map(|piece| match piece {
-                            Piece::Bytes(bytes) => bytes,
-                            Piece::File(_) => Bytes::new(),
-                        })
-                        .collect(),
-                ),
-                None => ResponseBody::Stream(self.files.stream(video, file, pieces)),
-            }
-        };
         // Cached content is sliced (a reference, no copy: a file slice for
-        // one range, mapped bytes for multipart pieces); streamed content is
-        // described as file ranges to read.
-        let piece = |range: std::ops::Range<u64>| match &content {
-            Some(content) => Piece::Bytes(
-                content
-                    .bytes()
-                    .slice(range.start as usize..range.end as usize),
-            ),
-            None => Piece::File(range),
-        };
-        match ranges {
-            RangeRequest::Full | RangeRequest::Unsatisfiable => {
-                headers.insert(CONTENT_TYPE, file.content_type.clone());
-                headers.insert(CONTENT_LENGTH, file.content_length.clone());
-                let body = match (&content, head) {
-                    (_, true) => ResponseBody::Empty,
-                    (Some(content), false) => content.body(0..file.size),
-                    (None, false) => body(vec![Piece::File(0..file.size)]),
-                };
-                with_headers(StatusCode::OK, headers, body)
-            }
-            RangeRequest::Single(range) => {
-                headers.insert(CONTENT_TYPE, file.content_type.clone());
-                headers.insert(
-                    CONTENT_RANGE,
-                    header_value(&range::content_range(&range, file.size)),
-                );
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
-                let body = match (&content, head) {
-                    (_, true) => ResponseBody::Empty,
-                    (Some(content), false) => content.body(range),
-                    (None, false) => body(vec![Piece::File(range)]),
-                };
-                with_headers(StatusCode::PARTIAL_CONTENT, headers, body)
-            }
-            RangeRequest::Multiple(ranges) => {
-                // The checksum never occurs in the media it is computed over
-                // except by astronomically unlikely chance.
-                let boundary = format!(
-                    "kinema-{}",
-                    file.etag.to_str().unwrap_or("boundary").trim_matches('"')
-                );
-                let content_type = file
-                    .content_type
-                    .to_str()
-                    .unwrap_or("application/octet-stream");
-                let layout = range::multipart(&boundary, content_type, &ranges, file.size);
-                let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
-                for (part_header, range) in layout.part_headers.into_iter().zip(ranges) {
-                    pieces.push(Piece::Bytes(part_header));
-                    pieces.push(piece(range));
-                }
-                pieces.push(Piece::Bytes(layout.closing));
-                headers.insert(CONTENT_TYPE, header_value(&layout.content_type));
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(layout.body_length));
-                with_headers(StatusCode::PARTIAL_CONTENT, headers, body(pieces))
-            }
+        // the whole or one range, shared bytes for multipart pieces);
+        // streamed content is read from the store as the body is sent.
+        match &content {
+            Some(content) => planned.into_response(content.held()),
+            None => planned.into_response(self.files.streamed(video, file)),
         }
     }
 
     /// The one place a failed read of a listed file becomes a response.
     fn file_error(
         &self,
+        request: &Parts,
         video: &Video,
         file: &FileInfo,
         file_error: FileError,
-        mut headers: HeaderMap,
     ) -> HttpResponse {
-        headers.remove(ETAG);
-        headers.remove(LAST_MODIFIED);
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let mut headers = respond::no_store();
+        self.cors.apply(&request.headers, &mut headers);
         match &file_error {
             FileError::Store(store_error) if store_error.is_not_found() => {
                 tracing::warn!(video = %video.id, path = %file.path, error = %file_error, "listed file is missing from the store");
-                error_with(StatusCode::NOT_FOUND, "not found", headers)
+                respond::error(StatusCode::NOT_FOUND, "not found", headers)
             }
             _ => {
                 tracing::error!(video = %video.id, path = %file.path, error = %file_error, "refusing to serve a listed file");
-                error_with(
+                respond::error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "cannot read the file",
                     headers,
@@ -667,10 +562,6 @@ fn decode_path(raw: &str) -> Result<Cow<'_, str>, StatusCode> {
     Ok(Cow::Owned(decoded))
 }
 
-fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 fn with_headers(status: StatusCode, headers: HeaderMap, body: ResponseBody) -> HttpResponse {
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -685,19 +576,9 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     with_headers(status, headers, ResponseBody::Full(body.into()))
 }
 
-/// An error response: a short lowercase message, never internals.
+/// An error response with no headers of its own ([`respond::error`]).
 fn error(status: StatusCode, message: &'static str) -> HttpResponse {
-    error_with(status, message, HeaderMap::with_capacity(4))
-}
-
-fn error_with(status: StatusCode, message: &'static str, mut headers: HeaderMap) -> HttpResponse {
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    let body = Bytes::from(format!("{message}\n"));
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    with_headers(status, headers, ResponseBody::Full(body))
+    respond::error(status, message, HeaderMap::with_capacity(4))
 }
 
 /// 503 with `Retry-After`: no room for another viewing session now.
@@ -705,7 +586,7 @@ fn at_capacity(refusal: Refusal) -> HttpResponse {
     let mut headers = HeaderMap::with_capacity(5);
     headers.insert(RETRY_AFTER, HeaderValue::from(refusal.retry_after));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    error_with(
+    respond::error(
         StatusCode::SERVICE_UNAVAILABLE,
         match refusal.reason {
             admission::Reason::Egress => {
@@ -722,7 +603,7 @@ fn at_capacity(refusal: Refusal) -> HttpResponse {
 fn method_not_allowed(allow: &'static str) -> HttpResponse {
     let mut headers = HeaderMap::with_capacity(3);
     headers.insert(ALLOW, HeaderValue::from_static(allow));
-    error_with(
+    respond::error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed",
         headers,
