@@ -36,8 +36,8 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
 use kinema_auth::Refusal;
-use kinema_http::conditional::{self, EntityTag, Precondition, Validators};
-use kinema_http::range::{self, RangeRequest};
+use kinema_http::range::RangeRequest;
+use kinema_http::respond::{self, Answer, Body, Held, Representation};
 use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, SharedFile};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -594,17 +594,10 @@ fn finish(response: &mut Response<ResponseBody>) {
     headers.append(header::VIA, HeaderValue::from_static("1.1 kinema"));
 }
 
+/// A one-line plain-text answer no cache keeps, the one shape of an error
+/// ([`respond::error`]); `text`'s closing newline is the one it adds.
 fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::Full(Bytes::from(text.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    respond::error(status, text.trim_end_matches('\n'), respond::no_store())
 }
 
 /// 403 for a signed URL the edge refuses, with the machine-readable

@@ -26,16 +26,13 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, Method, Response, StatusCode, header};
 use hyper::body::Incoming;
 use kinema_http::ResponseBody;
-use kinema_http::conditional;
-use kinema_http::range::{self, RangeRequest};
+use kinema_http::range::RangeRequest;
+use kinema_http::respond::{self, Answer, Body, Part, Representation};
 
-use super::{
-    Edge, FillJob, Incoming_, Joined, OriginChunk, error_response, multipart_layout, plain,
-    precondition_answer, set_age,
-};
+use super::{Edge, FillJob, Incoming_, Joined, OriginChunk, error_response, plain, set_age};
 use crate::fill::{Fill, FillHead, Slicing};
 use crate::metrics::Metrics;
 use crate::origin::OriginError;
@@ -186,14 +183,14 @@ impl Edge {
                 },
             };
             match (&known, wanted) {
-                (Some(version), Some(wanted))
+                (Some(version), Some(_))
                     if *version == slice.meta.version && slice.index(size) == index =>
                 {
                     match slice.tier {
                         Some(tier) => self.count_hit(tier),
                         None => Metrics::bump(&self.metrics.misses),
                     }
-                    return self.slice_response(request, version.clone(), wanted, slice);
+                    return self.slice_response(request, version.clone(), slice);
                 }
                 (Some(version), _) if *version != slice.meta.version => {
                     // The object changed at the origin, or a stored slice is
@@ -533,16 +530,14 @@ impl Edge {
     }
 
     /// The response to a client: head from the first slice, body assembled
-    /// from every slice the wanted range covers (RFC 9110 §14, §15.3.7).
+    /// from every slice the answer covers (RFC 9110 §14, §15.3.7), by
+    /// kinema-http's responder.
     fn slice_response(
         self: &Arc<Self>,
         request: &Incoming_,
         version: Version,
-        wanted: RangeRequest,
         first: ObtainedSlice,
     ) -> Response<ResponseBody> {
-        let size = self.settings.slice_size;
-        let length = version.length;
         let mut headers = first.headers.clone();
         headers.remove(header::CONTENT_RANGE);
         headers.remove(header::CONTENT_LENGTH);
@@ -554,59 +549,21 @@ impl Edge {
         );
         set_age(&mut headers, age);
         first.cache_status.apply(&mut headers);
-        if let Some(answer) = precondition_answer(request, &headers) {
-            return answer;
+        let representation = Representation::of_head(&headers, version.length);
+        let planned =
+            match respond::answer(&request.method, &request.headers, representation, headers) {
+                Answer::Complete(response) => return response,
+                Answer::Content(planned) => planned,
+            };
+        if *planned.body() == Body::Nothing {
+            return planned.into_response_with(ResponseBody::Empty);
         }
-        if request.method == Method::HEAD {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-            let mut response = Response::new(ResponseBody::Empty);
-            *response.headers_mut() = headers;
-            return response;
-        }
-        let (status, pieces, body_length) = match wanted {
-            RangeRequest::Full => (StatusCode::OK, slice::pieces(0..length, size), length),
-            RangeRequest::Single(range) => {
-                if let Ok(value) = HeaderValue::from_str(&range::content_range(&range, length)) {
-                    headers.insert(header::CONTENT_RANGE, value);
-                }
-                let body_length = range.end - range.start;
-                (
-                    StatusCode::PARTIAL_CONTENT,
-                    slice::pieces(range, size),
-                    body_length,
-                )
-            }
-            RangeRequest::Multiple(ranges) => {
-                let layout = multipart_layout(&mut headers, &ranges, length);
-                let mut pieces = Vec::new();
-                for (part_header, range) in layout.part_headers.iter().zip(&ranges) {
-                    pieces.push(Piece::Literal(part_header.clone()));
-                    pieces.extend(slice::pieces(range.clone(), size));
-                }
-                pieces.push(Piece::Literal(layout.closing.clone()));
-                (StatusCode::PARTIAL_CONTENT, pieces, layout.body_length)
-            }
-            RangeRequest::Unsatisfiable => {
-                if let Ok(value) = HeaderValue::from_str(&range::unsatisfied_content_range(length))
-                {
-                    headers.insert(header::CONTENT_RANGE, value);
-                }
-                let mut response = Response::new(ResponseBody::Empty);
-                *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                *response.headers_mut() = headers;
-                return response;
-            }
-        };
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_length));
-        let body = if pieces.is_empty() {
-            ResponseBody::Empty
-        } else {
-            ResponseBody::Stream(self.assemble(request, version, pieces, first))
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        response
+        planned.into_response(Slices {
+            edge: self,
+            request,
+            version,
+            first,
+        })
     }
 
     /// The body of a sliced response: each piece in order, each slice
@@ -732,17 +689,47 @@ impl Assembly {
     }
 }
 
-/// What a request wants of an object of this version (RFC 9110 §14.2; a
-/// `Range` applies to GET only, and only when `If-Range` matches, §13.1.5).
+/// What a request wants of an object of this version: the slice its
+/// answer starts in is fetched first.
 fn wanted_range(request: &Incoming_, version: &Version) -> RangeRequest {
-    if request.method != Method::GET {
-        return RangeRequest::Full;
+    respond::wanted_ranges(
+        &request.method,
+        &request.headers,
+        &version.validators(),
+        version.length,
+    )
+}
+
+/// A sliced object as the responder's content: each range of the answer
+/// becomes the slices it covers, obtained in order as the body is sent.
+struct Slices<'a> {
+    edge: &'a Arc<Edge>,
+    request: &'a Incoming_,
+    version: Version,
+    first: ObtainedSlice,
+}
+
+impl respond::Content for Slices<'_> {
+    fn range(self, range: Range<u64>) -> ResponseBody {
+        self.parts(vec![Part::Range(range)])
     }
-    match request.headers.get(header::RANGE) {
-        Some(value) if conditional::if_range_allows(&request.headers, &version.validators()) => {
-            range::parse(value.as_bytes(), version.length)
+
+    fn parts(self, parts: Vec<Part>) -> ResponseBody {
+        let size = self.edge.settings.slice_size;
+        let mut pieces = Vec::new();
+        for part in parts {
+            match part {
+                Part::Literal(bytes) => pieces.push(Piece::Literal(bytes)),
+                Part::Range(range) => pieces.extend(slice::pieces(range, size)),
+            }
         }
-        _ => RangeRequest::Full,
+        if pieces.is_empty() {
+            return ResponseBody::Empty;
+        }
+        ResponseBody::Stream(
+            self.edge
+                .assemble(self.request, self.version, pieces, self.first),
+        )
     }
 }
 
