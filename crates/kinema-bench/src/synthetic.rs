@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kinema_core::{
     AccessPolicy, MANIFEST_FORMAT_VERSION, Manifest, Rendition, RenditionKind, VideoId,
 };
-use kinema_store::{LocalStore, Store, describe_files};
+use kinema_store::{Store, describe_files, layout};
 
 use crate::BenchError;
 use kinema_core::bitrate::format_bitrate;
@@ -129,8 +129,15 @@ fn synthetic_bytes(label: &str, len: usize) -> Vec<u8> {
     content
 }
 
-/// Writes the video into `store`'s staging area and publishes it.
-pub async fn publish(store: &LocalStore, video: &SyntheticVideo) -> Result<Manifest, BenchError> {
+/// Writes the video into a new directory under `staging_root` and publishes
+/// it to `store` (which consumes the directory). For a library directory,
+/// `staging_root` must be on its file system (its `staging/`), since the
+/// publish is a rename.
+pub async fn publish(
+    store: &dyn Store,
+    staging_root: &Path,
+    video: &SyntheticVideo,
+) -> Result<Manifest, BenchError> {
     if video.bitrates.is_empty() || video.segments == 0 || video.segment_seconds <= 0.0 {
         return Err(BenchError::Config {
             key: "synthetic video".into(),
@@ -141,7 +148,7 @@ pub async fn publish(store: &LocalStore, video: &SyntheticVideo) -> Result<Manif
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let staged = store.staging_root().join(format!("{}-{nanos}", video.id));
+    let staged = staging_root.join(format!("{}-{nanos}", video.id));
     let video_for_files = video.clone();
     let staged_for_files = staged.clone();
     tokio::task::spawn_blocking(move || write_files(&staged_for_files, &video_for_files))
@@ -169,6 +176,7 @@ pub async fn publish(store: &LocalStore, video: &SyntheticVideo) -> Result<Manif
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         id: video.id.clone(),
+        generation: layout::unix_millis(SystemTime::now()),
         title: format!(
             "synthetic {} × {}s, {}",
             video.segments,
@@ -294,22 +302,27 @@ mod tests {
     #[tokio::test]
     async fn publishes_files_of_exact_sizes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
+        let store = kinema_store::LocalStore::open(dir.path()).unwrap();
         let video = SyntheticVideo {
             id: VideoId::new("sized").unwrap(),
             bitrates: vec![800_000],
             segment_seconds: 2.0,
             segments: 2,
         };
-        let manifest = publish(&store, &video).await.unwrap();
+        let manifest = publish(&store, &store.staging_root(), &video)
+            .await
+            .unwrap();
         let segment = manifest
             .files
             .iter()
             .find(|f| f.path.as_str() == "r800k/2.m4s")
             .unwrap();
         assert_eq!(segment.size, 200_000);
+        let generation = dir
+            .path()
+            .join(layout::generation_prefix(&video.id, manifest.generation));
         assert!(dir.path().join("videos/sized/manifest.json").exists());
-        assert!(dir.path().join("videos/sized/master.m3u8").exists());
-        assert!(dir.path().join("videos/sized/manifest.mpd").exists());
+        assert!(generation.join("master.m3u8").exists());
+        assert!(generation.join("manifest.mpd").exists());
     }
 }

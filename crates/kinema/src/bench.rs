@@ -195,9 +195,11 @@ struct CapacityArgs {
 
 #[derive(Debug, Args)]
 struct LibraryArgs {
-    /// Library directory (created if missing)
-    #[arg(long, env = "KINEMA_LIBRARY")]
-    library: PathBuf,
+    /// Library directory (created if missing), or s3://BUCKET/PREFIX
+    #[arg(long, env = "KINEMA_LIBRARY", value_name = "DIR|s3://BUCKET/PREFIX")]
+    library: String,
+    #[command(flatten)]
+    s3: crate::store::S3Args,
     /// Video id
     #[arg(long, default_value = "synthetic")]
     id: String,
@@ -314,16 +316,18 @@ fn run_library(args: LibraryArgs) -> Result<()> {
         segment_seconds: segment.as_secs_f64(),
         segments: args.segments,
     };
+    let store_config = crate::store::from_flags(args.library.clone(), &args.s3);
+    let staging_root = crate::store::staging_root(&store_config)?;
     let runtime = runtime(1)?;
     let manifest = runtime.block_on(async {
-        let store = kinema_store::LocalStore::open(&args.library)?;
-        kinema_bench::synthetic::publish(&store, &video).await
+        let store = crate::store::open(&store_config).await?;
+        let manifest =
+            kinema_bench::synthetic::publish(store.as_ref(), &staging_root, &video).await?;
+        anyhow::Ok(manifest)
     })?;
     println!(
         "published {} ({}) in {}",
-        manifest.id,
-        manifest.title,
-        args.library.display()
+        manifest.id, manifest.title, args.library
     );
     Ok(())
 }

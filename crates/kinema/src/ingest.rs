@@ -15,8 +15,8 @@ use clap::Args;
 use kinema_core::{AccessPolicy, VideoId};
 use kinema_media::subtitles::SidecarSubtitle;
 use kinema_media::{IngestConfig, IngestRequest, Progress, Stage, Workspace};
-use kinema_store::LocalStore;
-use serde::{Deserialize, Serialize};
+use kinema_store::StoreConfig;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigFile;
@@ -33,6 +33,11 @@ The video then plays at /v/{id}/master.m3u8 (HLS) and /v/{id}/manifest.mpd (DASH
 Every flag can also be set by its KINEMA_* variable or in the [ingest] section of kinema.toml, \
 where the ladder is configured too ([ingest.ladder] rungs = [{ height = 360, bitrate = 700000 }], \
 audio_bitrate, segment_seconds, max_frame_rate). Ctrl-C cancels: nothing is published.
+
+The library may also be a bucket and prefix in an S3-protocol object store: \
+--library s3://BUCKET/PREFIX with --s3-endpoint URL (unset: AWS S3), --s3-region and --s3-path-style; \
+credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE). Every file is \
+uploaded and checked, and manifest.json written last, so the video appears only when complete.
 
 Subtitles: the source's text subtitle tracks (SubRip, ASS/SSA, mov_text, WebVTT) and every \
 --subtitles file become WebVTT renditions (HLS SUBTITLES group, DASH text sets), with their \
@@ -74,10 +79,16 @@ pub struct IngestArgs {
     #[serde(skip)]
     subtitles: Vec<SidecarSubtitle>,
 
-    /// Library directory to publish into [required]
-    #[arg(long, env = "KINEMA_LIBRARY", value_name = "DIR")]
+    /// Library to publish into: a directory, or s3://BUCKET/PREFIX in an
+    /// S3-protocol object store (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) [required]
+    #[arg(long, env = "KINEMA_LIBRARY", value_name = "DIR|s3://BUCKET/PREFIX")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    library: Option<PathBuf>,
+    library: Option<String>,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    s3: crate::store::S3Args,
 
     /// x264 preset, ultrafast … veryslow [default: veryfast]
     #[arg(long, env = "KINEMA_INGEST_PRESET", value_name = "PRESET")]
@@ -140,12 +151,6 @@ fn parse_sidecar(text: &str) -> Result<SidecarSubtitle, String> {
     SidecarSubtitle::parse(text)
 }
 
-/// `[ingest]` as a whole: the library plus the pipeline's own settings.
-#[derive(Debug, Deserialize)]
-struct IngestSection {
-    library: Option<PathBuf>,
-}
-
 /// A video id from a file name: lowercase letters, digits and dashes.
 fn id_from_file_name(path: &Path) -> Result<VideoId> {
     let stem = path
@@ -176,16 +181,9 @@ fn id_from_file_name(path: &Path) -> Result<VideoId> {
 pub fn resolve_settings(
     config_file: &ConfigFile,
     flags: &impl serde::Serialize,
-) -> Result<(Option<PathBuf>, IngestConfig)> {
+) -> Result<(Option<StoreConfig>, IngestConfig)> {
     let mut table: toml::Table = config_file.resolve("ingest", flags)?;
-    let library_value = table.remove("library");
-    let section: IngestSection = toml::Value::Table(
-        library_value
-            .map(|value| toml::Table::from_iter([("library".to_string(), value)]))
-            .unwrap_or_default(),
-    )
-    .try_into()
-    .context("[ingest] library must be a path")?;
+    let library = crate::store::take_store_config("ingest", &mut table)?;
     let config: IngestConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
         .map_err(|error| {
             anyhow::anyhow!(
@@ -195,13 +193,15 @@ pub fn resolve_settings(
             )
         })?;
     config.validate().context("config [ingest]")?;
-    Ok((section.library, config))
+    Ok((library, config))
 }
 
-fn resolve(config_file: &ConfigFile, args: &IngestArgs) -> Result<(PathBuf, IngestConfig)> {
+fn resolve(config_file: &ConfigFile, args: &IngestArgs) -> Result<(StoreConfig, IngestConfig)> {
     let (library, config) = resolve_settings(config_file, args)?;
     let Some(library) = library else {
-        bail!("no library given: pass --library DIR, set KINEMA_LIBRARY or library in [ingest]");
+        bail!(
+            "no library given: pass --library DIR (or s3://BUCKET/PREFIX), set KINEMA_LIBRARY or library in [ingest]"
+        );
     };
     Ok((library, config))
 }
@@ -218,15 +218,15 @@ pub fn run(config_file: &ConfigFile, args: IngestArgs) -> Result<()> {
 }
 
 async fn ingest(
-    library: PathBuf,
+    library: StoreConfig,
     config: IngestConfig,
     args: IngestArgs,
     id: VideoId,
     title: String,
 ) -> Result<()> {
-    let store = LocalStore::open(&library)
-        .with_context(|| format!("cannot open library {}", library.display()))?;
-    let workspace_root = config.workspace_root(Some(&library));
+    let store = crate::store::open(&library).await?;
+    let local_library = crate::store::local_directory(&library)?;
+    let workspace_root = config.workspace_root(local_library.as_deref());
     let workspace = Workspace::open(&workspace_root).with_context(|| {
         format!(
             "cannot open the ingest workspace {}",
@@ -289,8 +289,15 @@ async fn ingest(
         subtitles: args.subtitles.clone(),
     };
     let started = std::time::Instant::now();
-    let result =
-        kinema_media::ingest(&store, &staging, &config, &request, &cancel, &on_progress).await;
+    let result = kinema_media::ingest(
+        store.as_ref(),
+        &staging,
+        &config,
+        &request,
+        &cancel,
+        &on_progress,
+    )
+    .await;
     bar.finish_and_clear();
     let ingested = result.with_context(|| format!("ingest of {} failed", args.file.display()))?;
     let manifest = &ingested.manifest;

@@ -11,6 +11,7 @@ mod ingest;
 mod keys;
 mod serve;
 mod sign;
+mod store;
 mod tokens;
 
 use std::path::PathBuf;

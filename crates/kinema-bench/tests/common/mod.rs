@@ -49,7 +49,7 @@ pub async fn library(segment_seconds: f64, segments: u32) -> Library {
         segment_seconds,
         segments,
     };
-    publish(&store, &video)
+    publish(&store, &store.staging_root(), &video)
         .await
         .expect("synthetic video publishes");
     Library { dir, store }
@@ -167,7 +167,22 @@ async fn handle(state: Arc<State>, request: Request<hyper::body::Incoming>) -> R
     let Some((id, file)) = rest.split_once('/') else {
         return status(StatusCode::NOT_FOUND);
     };
-    let (Ok(id), Ok(object)) = (VideoId::new(id), ObjectPath::new(file)) else {
+    let Ok(id) = VideoId::new(id) else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    // `g{N}/…` is generation N's file (what playlists point to); any other
+    // path, the current generation's, as the origin answers.
+    let pinned = file.split_once('/').and_then(|(first, rest)| {
+        kinema_store::layout::parse_generation_dir(first).map(|generation| (generation, rest))
+    });
+    let (generation, file) = match pinned {
+        Some(pinned) => pinned,
+        None => match state.store.manifest(&id).await {
+            Ok(manifest) => (manifest.generation, file),
+            Err(_) => return status(StatusCode::NOT_FOUND),
+        },
+    };
+    let Ok(object) = ObjectPath::new(file) else {
         return status(StatusCode::NOT_FOUND);
     };
     if state.faults.missing.as_deref() == Some(file) {
@@ -182,7 +197,7 @@ async fn handle(state: Arc<State>, request: Request<hyper::body::Incoming>) -> R
             .body(Full::new(Bytes::from_static(b"at capacity\n")).boxed())
             .unwrap();
     }
-    let content = match state.store.get(&id, &object).await {
+    let content = match state.store.get(&id, generation, &object).await {
         Ok(stored) => stored.bytes,
         Err(error) if error.is_not_found() => return status(StatusCode::NOT_FOUND),
         Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR),
