@@ -225,6 +225,7 @@ async fn ingest(
     title: String,
 ) -> Result<()> {
     let store = crate::store::open(&library).await?;
+    crate::store::collect_in_background(store.clone());
     let local_library = crate::store::local_directory(&library)?;
     let workspace_root = config.workspace_root(local_library.as_deref());
     let workspace = Workspace::open(&workspace_root).with_context(|| {

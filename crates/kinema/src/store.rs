@@ -94,6 +94,25 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>> {
         .with_context(|| format!("cannot open library {}", config.library))
 }
 
+/// Starts the collection the store wants at start ([`Store::collect_retired`]:
+/// generations replaced longer than the grace ago, and what crashed
+/// publishes left) in the background, logging what it deleted; a failure is
+/// logged and left for the next start.
+pub fn collect_in_background(store: Arc<dyn Store>) {
+    tokio::spawn(async move {
+        match store.collect_retired().await {
+            Ok(collected) => {
+                for generation in collected {
+                    tracing::info!(id = %generation.id, generation = generation.generation, "deleted a generation no manifest needs");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "collecting retired generations failed; the next start tries again")
+            }
+        }
+    });
+}
+
 /// Where a file-based step stages a video before publishing it: inside a
 /// library directory (the publish is then a rename, on the same file
 /// system), or in a temporary directory for an object store (the publish
