@@ -302,16 +302,18 @@ mod tests {
     #[tokio::test]
     async fn publishes_files_of_exact_sizes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = kinema_store::LocalStore::open(dir.path()).unwrap();
+        let store = kinema_store::open(&kinema_store::StoreConfig::directory(dir.path()))
+            .await
+            .unwrap();
+        // Staged on the library's file system, as ingest's workspace is.
+        let staging = dir.path().join("staging");
         let video = SyntheticVideo {
             id: VideoId::new("sized").unwrap(),
             bitrates: vec![800_000],
             segment_seconds: 2.0,
             segments: 2,
         };
-        let manifest = publish(&store, &store.staging_root(), &video)
-            .await
-            .unwrap();
+        let manifest = publish(&*store, &staging, &video).await.unwrap();
         let segment = manifest
             .files
             .iter()

@@ -38,7 +38,7 @@ use hyper::body::{Body as _, Frame, Incoming};
 use kinema_auth::Refusal;
 use kinema_http::range::RangeRequest;
 use kinema_http::respond::{self, Answer, Body, Held, Representation};
-use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, SharedFile};
+use kinema_http::{Clock, ConnectionInfo, Handler, RequestBody, ResponseBody, SharedFile};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -90,6 +90,8 @@ pub struct Edge {
     store: Store,
     origins: Arc<Origins>,
     metrics: Arc<Metrics>,
+    /// What time it is for freshness, ages and tokens.
+    clock: Clock,
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     pass_keys: moka::sync::Cache<String, ()>,
     prefetch_slots: Arc<Semaphore>,
@@ -169,17 +171,20 @@ enum Joined {
 }
 
 impl Edge {
-    pub fn new(
-        settings: EdgeSettings,
-        store: Store,
-        origins: Arc<Origins>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// An edge of `parts` (cache, origins, metrics, clock) with `settings`.
+    pub fn new(settings: EdgeSettings, parts: crate::EdgeParts) -> Self {
+        let crate::EdgeParts {
+            cache: store,
+            origins,
+            metrics,
+            clock,
+        } = parts;
         Self {
             settings,
             store,
             origins,
             metrics,
+            clock,
             inflight: Mutex::new(HashMap::new()),
             pass_keys: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -259,7 +264,7 @@ impl Edge {
         };
         finish(&mut response);
         if let Some(expires_at) = token_expiry {
-            cap_signed_freshness(&mut response, expires_at);
+            cap_signed_freshness(&mut response, expires_at, self.clock.now());
         }
         self.count_client_bytes(&mut response);
         if incoming.method == Method::GET && response.status().is_success() {
@@ -290,7 +295,7 @@ impl Edge {
             let lookup = self.store.lookup(&key, &request.headers).await;
             let (candidate, forward) = match lookup {
                 Lookup::Hit(stored, tier) => {
-                    let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
+                    let freshness = stored.freshness(self.clock.now(), &self.settings.rules);
                     let response_directives = stored.directives();
                     match policy::reuse(&request_directives, response_directives, freshness) {
                         reuse @ (Reuse::Fresh | Reuse::StaleAllowedByClient) => {
@@ -302,6 +307,7 @@ impl Edge {
                                 request,
                                 &stored,
                                 CacheStatus::hit(freshness.ttl_seconds()),
+                                self.clock.now(),
                             );
                         }
                         Reuse::StaleWhileRevalidate => {
@@ -311,7 +317,7 @@ impl Edge {
                                 .refresh_in_background(&key, request, stored.clone());
                             let mut status = CacheStatus::hit(freshness.ttl_seconds());
                             status.detail = Some("stale-while-revalidate");
-                            return serve_stored(request, &stored, status);
+                            return serve_stored(request, &stored, status, self.clock.now());
                         }
                         Reuse::Validate { forced_by_request } => (
                             Some(stored),
@@ -473,7 +479,8 @@ impl Edge {
         request_directives: &Directives,
     ) -> Option<Response<ResponseBody>> {
         let stored = candidate?;
-        let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
+        let now = self.clock.now();
+        let freshness = stored.freshness(now, &self.settings.rules);
         // The grace is the edge's own extension; a signed copy the edge
         // cannot verify is fresh only as long as its token (the origin caps
         // it), so the grace would serve it past its token's expiry.
@@ -494,7 +501,7 @@ impl Edge {
         let mut status = CacheStatus::forward("stale");
         status.ttl = Some(freshness.ttl_seconds());
         status.detail = Some("stale-if-error");
-        Some(serve_stored(request, stored, status))
+        Some(serve_stored(request, stored, status, now))
     }
 
     /// RFC 5861 §3: refresh a stale response in the background while it is
@@ -555,7 +562,7 @@ impl Edge {
             token,
             path,
             client,
-            SystemTime::now(),
+            self.clock.now(),
             self.settings.token_skew,
         )?;
         Ok((key::signed_cache_key(rest), Some(claims.expires_at)))
@@ -567,9 +574,13 @@ impl Edge {
 /// at this request's token, since a cache below this edge (a browser, an
 /// edge without keys) keeps it under this token's URL (kinema-auth
 /// `cache`).
-fn cap_signed_freshness(response: &mut Response<ResponseBody>, expires_at: SystemTime) {
+fn cap_signed_freshness(
+    response: &mut Response<ResponseBody>,
+    expires_at: SystemTime,
+    now: SystemTime,
+) {
     let seconds_left = expires_at
-        .duration_since(SystemTime::now())
+        .duration_since(now)
         .map_or(0, |left| left.as_secs());
     let headers = response.headers_mut();
     for name in [&header::CACHE_CONTROL, &policy::CDN_CACHE_CONTROL] {
@@ -685,6 +696,7 @@ mod tests {
             &request(Method::GET, &[("if-none-match", "W/\"abc\"")]),
             &stored,
             CacheStatus::hit(60),
+            SystemTime::now(),
         );
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(response.headers()[header::ETAG], "\"abc\"");
@@ -694,6 +706,7 @@ mod tests {
             &request(Method::GET, &[("range", "bytes=2-4")]),
             &stored,
             CacheStatus::hit(60),
+            SystemTime::now(),
         );
         assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
         assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
@@ -706,6 +719,7 @@ mod tests {
             &request(Method::GET, &[("range", "bytes=20-")]),
             &stored,
             CacheStatus::hit(60),
+            SystemTime::now(),
         );
         assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes */10");
@@ -718,10 +732,16 @@ mod tests {
             ),
             &stored,
             CacheStatus::hit(60),
+            SystemTime::now(),
         );
         assert_eq!(response.status(), StatusCode::OK);
 
-        let response = serve_stored(&request(Method::HEAD, &[]), &stored, CacheStatus::hit(60));
+        let response = serve_stored(
+            &request(Method::HEAD, &[]),
+            &stored,
+            CacheStatus::hit(60),
+            SystemTime::now(),
+        );
         assert_eq!(response.headers()[header::CONTENT_LENGTH], "10");
         assert!(matches!(response.body(), ResponseBody::Empty));
         assert_eq!(response.headers()["cache-status"], "kinema; hit; ttl=60");

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use kinema_http::Clock;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -199,38 +200,73 @@ impl Config {
     }
 }
 
-/// Builds the edge from its config (opening the disk tier, indexing what it
-/// holds) without serving; `run` and tests use it.
+/// What an edge is composed of besides its settings: its cache (the memory
+/// tier over an optional disk tier), the origins it fills from, its metrics
+/// and the clock freshness is judged by. The binary's wiring (and a test)
+/// builds them, so each can be swapped; [`Edge::new`] builds none.
+#[derive(Debug)]
+pub struct EdgeParts {
+    pub cache: Store,
+    pub origins: Arc<Origins>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+}
+
+impl EdgeParts {
+    /// The parts `config` asks for (opening the disk tier, indexing what it
+    /// holds), with the system clock.
+    pub async fn open(config: &Config) -> Result<Self, Error> {
+        config.check_slices()?;
+        let metrics = Arc::new(Metrics::default());
+        let origins = Origins::new(
+            &config.origin,
+            OriginSettings {
+                connect_timeout: config.connect_timeout,
+                response_timeout: config.origin_timeout,
+                health_check_path: config.health_check_path.clone(),
+                health_check_interval: config.health_check_interval,
+            },
+            metrics.clone(),
+        )
+        .map_err(Error::Config)?;
+        let disk = match config.disk()? {
+            None => None,
+            Some((path, size)) => {
+                let tier_metrics = metrics.clone();
+                let dir = path.clone();
+                let tier = tokio::task::spawn_blocking(move || {
+                    disk::DiskTier::open(&dir, size, tier_metrics)
+                })
+                .await
+                .map_err(|error| Error::Disk {
+                    path: path.clone(),
+                    source: std::io::Error::other(error),
+                })?
+                .map_err(|source| Error::Disk { path, source })?;
+                Some(Arc::new(tier))
+            }
+        };
+        let cache = Store::new(config.cache_memory.as_u64(), disk, metrics.clone());
+        Ok(Self {
+            cache,
+            origins: Arc::new(origins),
+            metrics,
+            clock: Clock::system(),
+        })
+    }
+}
+
+/// Builds the edge from its config and the parts [`EdgeParts::open`] makes,
+/// without serving.
 pub async fn build(config: &Config) -> Result<Arc<Edge>, Error> {
+    let parts = EdgeParts::open(config).await?;
+    build_with(config, parts)
+}
+
+/// Builds an edge of `parts` with the settings of `config` (loading its key
+/// ring), without serving.
+pub fn build_with(config: &Config, parts: EdgeParts) -> Result<Arc<Edge>, Error> {
     config.check_slices()?;
-    let metrics = Arc::new(Metrics::default());
-    let origins = Origins::new(
-        &config.origin,
-        OriginSettings {
-            connect_timeout: config.connect_timeout,
-            response_timeout: config.origin_timeout,
-            health_check_path: config.health_check_path.clone(),
-            health_check_interval: config.health_check_interval,
-        },
-        metrics.clone(),
-    )
-    .map_err(Error::Config)?;
-    let disk = match config.disk()? {
-        None => None,
-        Some((path, size)) => {
-            let tier_metrics = metrics.clone();
-            let dir = path.clone();
-            let tier =
-                tokio::task::spawn_blocking(move || disk::DiskTier::open(&dir, size, tier_metrics))
-                    .await
-                    .map_err(|error| Error::Disk {
-                        path: path.clone(),
-                        source: std::io::Error::other(error),
-                    })?
-                    .map_err(|source| Error::Disk { path, source })?;
-            Some(Arc::new(tier))
-        }
-    };
     let keyring = match &config.keys {
         None => None,
         Some(path) => Some(Arc::new(
@@ -238,7 +274,6 @@ pub async fn build(config: &Config) -> Result<Arc<Edge>, Error> {
                 .map_err(|error| Error::Config(format!("edge keys: {error}")))?,
         )),
     };
-    let store = Store::new(config.cache_memory.as_u64(), disk, metrics.clone());
     let settings = EdgeSettings {
         rules: FreshnessRules {
             heuristic_fraction: 0.1,
@@ -255,22 +290,30 @@ pub async fn build(config: &Config) -> Result<Arc<Edge>, Error> {
         token_skew: config.token_skew,
         query_policy: config.query_policy,
     };
-    Ok(Arc::new(Edge::new(
-        settings,
-        store,
-        Arc::new(origins),
-        metrics,
-    )))
+    Ok(Arc::new(Edge::new(settings, parts)))
 }
 
 /// Serves the edge on `listener` until `shutdown` resolves, then drains
-/// in-flight responses and returns.
+/// in-flight responses and returns; [`run_with`] of the parts
+/// [`EdgeParts::open`] makes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let edge = build(&config).await?;
+    let parts = EdgeParts::open(&config).await?;
+    run_with(config, parts, listener, shutdown).await
+}
+
+/// Serves an edge of `parts` with the settings of `config` on `listener`
+/// until `shutdown` resolves, then drains in-flight responses and returns.
+pub async fn run_with(
+    config: Config,
+    parts: EdgeParts,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let edge = build_with(&config, parts)?;
     let stop_checks = CancellationToken::new();
     tokio::spawn(edge.origins().clone().check_health(stop_checks.clone()));
     tracing::info!(

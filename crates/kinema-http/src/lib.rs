@@ -8,6 +8,7 @@
 //! [`Handler`].
 
 pub mod body;
+pub mod clock;
 pub mod conditional;
 pub mod content_type;
 pub mod http_date;
@@ -21,6 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 pub use body::{RequestBody, ResponseBody};
+pub use clock::Clock;
 pub use server::{ServerConfig, ServerStats, ServerStatsSnapshot, serve, serve_with_stats};
 pub use shared_file::{FileSlice, SharedFile};
 

@@ -151,17 +151,15 @@ impl Access {
 
     /// Checks the token of a `/s/{token}/rest` path for a request from
     /// `client` (see [`Access::client_address`]) and returns `/rest`, the
-    /// path to serve, with the token's expiry.
-    pub fn verify_signed<'a>(&self, path: &'a str, client: IpAddr) -> Result<Signed<'a>, Refusal> {
+    /// path to serve, with the token's expiry; `now` is when it is checked.
+    pub fn verify_signed<'a>(
+        &self,
+        path: &'a str,
+        client: IpAddr,
+        now: SystemTime,
+    ) -> Result<Signed<'a>, Refusal> {
         let (token, rest) = kinema_auth::split_signed_path(path).ok_or(Refusal::Malformed)?;
-        let claims = kinema_auth::verify(
-            &read(&self.keys),
-            token,
-            rest,
-            client,
-            SystemTime::now(),
-            self.skew,
-        )?;
+        let claims = kinema_auth::verify(&read(&self.keys), token, rest, client, now, self.skew)?;
         Ok(Signed {
             rest,
             expires_at: claims.expires_at,
@@ -595,7 +593,7 @@ mod tests {
         assert_eq!(
             fixture
                 .access
-                .verify_signed(path, localhost)
+                .verify_signed(path, localhost, SystemTime::now())
                 .map(|s| s.rest),
             Ok("/v/clip/master.m3u8")
         );
@@ -603,14 +601,18 @@ mod tests {
         assert_eq!(
             fixture
                 .access
-                .verify_signed(&format!("/s/{token}/v/other/master.m3u8"), localhost)
+                .verify_signed(
+                    &format!("/s/{token}/v/other/master.m3u8"),
+                    localhost,
+                    SystemTime::now(),
+                )
                 .map(|s| s.rest),
             Err(Refusal::OutOfScope)
         );
         assert_eq!(
             fixture
                 .access
-                .verify_signed(path, "10.0.0.1".parse().unwrap())
+                .verify_signed(path, "10.0.0.1".parse().unwrap(), SystemTime::now())
                 .map(|s| s.rest),
             Err(Refusal::AddressMismatch)
         );
@@ -663,13 +665,17 @@ mod tests {
         let path = format!("/s/{token}/v/a/master.m3u8");
         let localhost: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(
-            access.verify_signed(&path, localhost).map(|s| s.rest),
+            access
+                .verify_signed(&path, localhost, SystemTime::now())
+                .map(|s| s.rest),
             Err(Refusal::UnknownKey)
         );
         ring.save(&keys).unwrap();
         access.reload().unwrap();
         assert_eq!(
-            access.verify_signed(&path, localhost).map(|s| s.rest),
+            access
+                .verify_signed(&path, localhost, SystemTime::now())
+                .map(|s| s.rest),
             Ok("/v/a/master.m3u8")
         );
     }

@@ -787,8 +787,11 @@ mod tests {
     #[tokio::test]
     async fn a_missing_next_segment_is_not_warned_about_on_every_request_before_it() {
         let root = tempfile::tempdir().unwrap();
-        let store = Arc::new(kinema_store::LocalStore::open(root.path()).unwrap());
-        let staged = store.staging_root().join("clip");
+        let store = kinema_store::open(&kinema_store::StoreConfig::directory(root.path()))
+            .await
+            .unwrap();
+        // Staged on the library's file system, as ingest's workspace is.
+        let staged = root.path().join("staged-clip");
         std::fs::create_dir_all(staged.join("v1")).unwrap();
         std::fs::write(staged.join("v1/1.m4s"), sample(1000)).unwrap();
         std::fs::write(staged.join("v1/2.m4s"), sample(2000)).unwrap();
@@ -836,8 +839,11 @@ mod tests {
     #[tokio::test]
     async fn cached_files_keep_no_more_descriptors_than_their_budget() {
         let root = tempfile::tempdir().unwrap();
-        let store = Arc::new(kinema_store::LocalStore::open(root.path()).unwrap());
-        let staged = store.staging_root().join("clip");
+        let store = kinema_store::open(&kinema_store::StoreConfig::directory(root.path()))
+            .await
+            .unwrap();
+        // Staged on the library's file system, as ingest's workspace is.
+        let staged = root.path().join("staged-clip");
         std::fs::create_dir_all(staged.join("v1")).unwrap();
         for n in 1..=3 {
             let content = sample(SHARED_FILE_MIN + n * 1000);

@@ -20,6 +20,7 @@ mod files;
 mod forwarded;
 mod metrics;
 mod origin;
+mod parts;
 mod secure;
 mod web;
 
@@ -34,6 +35,7 @@ pub use config::Config;
 pub use forwarded::TrustedProxies;
 pub use metrics::RouteKind;
 pub use origin::Origin;
+pub use parts::OriginParts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,18 +58,32 @@ pub enum Error {
 }
 
 /// Serves `config.library` on `listener` until `shutdown` resolves, then
-/// drains in-flight responses (up to `config.drain_timeout`) and returns.
-///
-/// With TLS configured the listener speaks HTTPS only (ALPN h2 or
-/// http/1.1), `redirect_http` adds a plain listener that redirects to it,
-/// and SIGHUP reloads the certificate, key ring and admin tokens.
+/// drains in-flight responses (up to `config.drain_timeout`) and returns;
+/// [`run_with`] of the parts [`OriginParts::open`] makes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    let parts = OriginParts::open(&config).await?;
+    run_with(config, parts, listener, shutdown).await
+}
+
+/// Serves an origin of `parts` with the settings of `config` on `listener`
+/// until `shutdown` resolves, then drains in-flight responses (up to
+/// `config.drain_timeout`) and returns.
+///
+/// With TLS configured the listener speaks HTTPS only (ALPN h2 or
+/// http/1.1), `redirect_http` adds a plain listener that redirects to it,
+/// and SIGHUP reloads the certificate, key ring and admin tokens.
+pub async fn run_with(
+    config: Config,
+    parts: OriginParts,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
     let stats = Arc::new(ServerStats::default());
-    let origin = Arc::new(Origin::new(&config, stats.clone()).await?);
+    let origin = Arc::new(Origin::new(&config, parts, stats.clone()).await?);
     let tls = secure::server_tls(&config)?;
     let reloader = secure::reload_on_sighup(origin.access(), tls.clone()).map_err(Error::Serve)?;
     let address = listener.local_addr().map_err(Error::Serve)?;

@@ -20,8 +20,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use kinema_http::conditional::{EntityTag, Validators};
 use kinema_http::respond::{self, Answer, Representation};
 use kinema_http::server::ServerStats;
-use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody};
-use kinema_store::{LocalStore, Store};
+use kinema_http::{Clock, ConnectionInfo, Handler, RequestBody, ResponseBody};
 use percent_encoding::percent_decode_str;
 use prometheus_client::registry::Registry;
 
@@ -32,8 +31,9 @@ use crate::api::Api;
 use crate::catalog::{Catalog, FileInfo, LookupError, Video};
 use crate::config::Config;
 use crate::cors::{self, Cors};
-use crate::files::{DescriptorBudget, FileCache, FileError};
+use crate::files::{FileCache, FileError};
 use crate::metrics::{self, Metrics, Readings, RouteKind};
+use crate::parts::OriginParts;
 use crate::web::WebRoot;
 
 type HttpResponse = Response<ResponseBody>;
@@ -54,15 +54,29 @@ pub struct Origin {
     prefetch: bool,
     /// Bytes per second the library scrub reads; 0: no scrub.
     scrub_rate: u64,
+    /// What time it is for a signed URL's token.
+    clock: Clock,
 }
 
 impl Origin {
-    /// Opens the library and loads the web UI; `stats` are the connection
-    /// layer's counters, published at `/metrics`.
-    pub async fn new(config: &Config, stats: Arc<ServerStats>) -> Result<Self, Error> {
-        if !config.library.is_dir() {
-            return Err(Error::NoLibrary(config.library.clone()));
-        }
+    /// An origin of `parts` ([`OriginParts`]: store, caches, workspace,
+    /// clock) with the settings of `config`; loads the web UI and the key
+    /// ring. `stats` are the connection layer's counters, published at
+    /// `/metrics`.
+    pub async fn new(
+        config: &Config,
+        parts: OriginParts,
+        stats: Arc<ServerStats>,
+    ) -> Result<Self, Error> {
+        let OriginParts {
+            store,
+            catalog,
+            files,
+            descriptors,
+            metrics,
+            workspace,
+            clock,
+        } = parts;
         let cors = Cors::new(&config.cors_allowed_origins).map_err(Error::Config)?;
         if config.max_load.is_nan() || config.max_load <= 0.0 {
             return Err(Error::Config(format!(
@@ -70,8 +84,6 @@ impl Origin {
                 config.max_load
             )));
         }
-        let local = Arc::new(LocalStore::open(&config.library)?);
-        let store: Arc<dyn Store> = local.clone();
         let web_root = config.web_root.clone();
         let web = tokio::task::spawn_blocking(move || WebRoot::load(&web_root))
             .await
@@ -84,7 +96,6 @@ impl Origin {
                 .map_err(|join| {
                     Error::Config(format!("loading the key ring panicked: {join}"))
                 })??;
-        let metrics = Arc::new(Metrics::default());
         let admission = Arc::new(Admission::new(
             Limits {
                 max_egress: config.max_egress.map(|bitrate| bitrate.0),
@@ -101,26 +112,6 @@ impl Origin {
                 }),
             },
         ));
-        let catalog = Catalog::new(
-            store.clone(),
-            config.manifest_refresh,
-            config.manifest_max_age,
-        );
-        // Cached files keep at most an eighth of the open-file limit (raised
-        // here already, as the listener will): the rest is for connections
-        // and reads.
-        let descriptors = DescriptorBudget::new(
-            usize::try_from(kinema_http::server::raise_descriptor_limit() / 8)
-                .unwrap_or(usize::MAX),
-        );
-        let files = FileCache::new(
-            store,
-            config.cache_size.as_u64(),
-            config.max_cached_file_size.as_u64(),
-            config.cache_inactive,
-            metrics.clone(),
-            descriptors.clone(),
-        );
         let registry = metrics::registry(
             metrics.clone(),
             Readings {
@@ -146,10 +137,7 @@ impl Origin {
             },
         );
         // Jobs a crashed server left running are recovered as the API starts.
-        let workspace_root = config.ingest.workspace_root(Some(&config.library));
-        let workspace = kinema_media::Workspace::open(&workspace_root)
-            .map_err(|error| Error::Config(format!("cannot open the ingest workspace: {error}")))?;
-        let api = Api::new(local, workspace, config.ingest.clone())
+        let api = Api::new(store, workspace, config.ingest.clone())
             .await
             .map_err(|error| Error::Config(format!("cannot start ingest jobs: {error}")))?;
         Ok(Self {
@@ -165,6 +153,7 @@ impl Origin {
             access_log: config.access_log,
             prefetch: config.prefetch,
             scrub_rate: config.scrub_rate.as_u64(),
+            clock,
         })
     }
 
@@ -233,7 +222,7 @@ impl Origin {
         // Signed URLs: the token is a path prefix, so every
         // relative URI in a playlist inherits it.
         if path.starts_with("/s/") {
-            return match self.access.verify_signed(path, client) {
+            return match self.access.verify_signed(path, client, self.clock.now()) {
                 Ok(signed) => match signed.rest.strip_prefix("/v/") {
                     Some(rest) => {
                         self.media(&request, rest, Some(signed.expires_at), client)
@@ -380,7 +369,7 @@ impl Origin {
                         access::cap_freshness_at_expiry(
                             response.headers_mut(),
                             expires_at,
-                            SystemTime::now(),
+                            self.clock.now(),
                         );
                     }
                     return (kind, response);

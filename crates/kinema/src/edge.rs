@@ -128,7 +128,10 @@ pub fn run(config_file: &ConfigFile, args: EdgeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        kinema_edge::run(config, listener, shutdown_signal()).await?;
+        // The edge's parts are wired here: its cache tiers, the origins it
+        // fills from and the system clock.
+        let parts = kinema_edge::EdgeParts::open(&config).await?;
+        kinema_edge::run_with(config, parts, listener, shutdown_signal()).await?;
         Ok(())
     })
 }

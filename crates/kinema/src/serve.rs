@@ -227,7 +227,10 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let listener =
             bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-        kinema_origin::run(config, listener, shutdown_signal()).await?;
+        // The origin's parts are wired here: the library's store, the
+        // caches over it, the ingest workspace and the system clock.
+        let parts = kinema_origin::OriginParts::open(&config).await?;
+        kinema_origin::run_with(config, parts, listener, shutdown_signal()).await?;
         Ok(())
     })
 }

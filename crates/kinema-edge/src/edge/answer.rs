@@ -120,14 +120,15 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|text| text.parse::<u64>().ok())
 }
 
-/// Answers from a stored response.
+/// Answers from a stored response, its age as of `now`.
 pub(super) fn serve_stored(
     request: &Incoming_,
     stored: &StoredResponse,
     status: CacheStatus,
+    now: SystemTime,
 ) -> Response<ResponseBody> {
     let mut headers = stored.headers.clone();
-    set_age(&mut headers, stored.age(SystemTime::now()));
+    set_age(&mut headers, stored.age(now));
     status.apply(&mut headers);
     if stored.status == StatusCode::OK {
         return answer_held(request, headers, &stored.body, stored.file.as_ref());
@@ -259,7 +260,7 @@ impl Edge {
             &headers,
             head.request_time,
             head.response_time,
-            SystemTime::now(),
+            self.clock.now(),
         );
         set_age(&mut headers, age);
         status.apply(&mut headers);

@@ -55,7 +55,7 @@ impl Edge {
                 headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
             }
         }
-        let request_time = SystemTime::now();
+        let request_time = self.clock.now();
         let origin_request = OriginRequest {
             method: Method::GET,
             path_and_query: request.path_and_query.clone(),
@@ -68,7 +68,7 @@ impl Edge {
                 return;
             }
         };
-        let response_time = SystemTime::now();
+        let response_time = self.clock.now();
         let (parts, body) = response.into_parts();
         let mut probe_refused_range = false;
         if let Some((index, probe)) = slice_job {

@@ -311,7 +311,7 @@ impl Edge {
         if stored.body.len() as u64 != meta.len() {
             return None;
         }
-        let freshness = stored.freshness(SystemTime::now(), &self.settings.rules);
+        let freshness = stored.freshness(self.clock.now(), &self.settings.rules);
         match policy::reuse(directives, stored.directives(), freshness) {
             Reuse::Fresh => {}
             Reuse::StaleAllowedByClient => Metrics::bump(&self.metrics.stale_hits),
@@ -545,7 +545,7 @@ impl Edge {
             &headers,
             first.request_time,
             first.response_time,
-            SystemTime::now(),
+            self.clock.now(),
         );
         set_age(&mut headers, age);
         first.cache_status.apply(&mut headers);
