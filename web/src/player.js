@@ -19,8 +19,10 @@ export function nativeHlsAvailable(video) {
 }
 
 // hls.js reports a stall as a non-fatal "error"; it recovers by itself and
-// the stream is not at fault, so these are warnings rather than errors.
-const HLS_STALL_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole']);
+// the stream is not at fault, so these are warnings rather than errors. So
+// is its own abort of a fragment load (`aborted`): on a thin link the ABR
+// gives up a download that would arrive too late and fetches a lower rung.
+const HLS_RECOVERED_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole', 'aborted']);
 
 /**
  * Attaches a player for `url` to `video`.
@@ -148,7 +150,7 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
       message: data.error ? String(data.error.message ?? data.error) : undefined,
       url: data.frag?.url ?? data.context?.url ?? data.url,
     };
-    if (!report.fatal && HLS_STALL_DETAILS.has(data.details)) {
+    if (!report.fatal && HLS_RECOVERED_DETAILS.has(data.details)) {
       callbacks.onWarning(report);
     } else {
       callbacks.onError(report);

@@ -18,12 +18,34 @@ const state = {
   // The audio track playing, and every language heard, in order.
   audioTrack: null,
   languagesPlayed: [],
+  // Rebuffering as a viewer feels it: each time playback, once started,
+  // waits for data (the video's `waiting` event), and for how long.
+  stalls: 0,
+  stalledSeconds: 0,
+  // performance.now() when the stall going on began, or null.
+  stalledAt: null,
   errors: [],
   warnings: [],
 };
 window.kinemaTest = state;
 
 const video = document.getElementById('video');
+// A `waiting` before the first `playing` is the startup, not a stall; the
+// one at the very end of the stream is not one either.
+let playedOnce = false;
+video.addEventListener('playing', () => {
+  playedOnce = true;
+  if (state.stalledAt !== null) {
+    state.stalledSeconds += (performance.now() - state.stalledAt) / 1000;
+    state.stalledAt = null;
+  }
+});
+video.addEventListener('waiting', () => {
+  if (!playedOnce || video.ended || state.stalledAt !== null) return;
+  if (video.duration - video.currentTime < 0.5) return;
+  state.stalls += 1;
+  state.stalledAt = performance.now();
+});
 try {
   const player = attachPlayer(video, {
     protocol: params.get('player'),

@@ -76,6 +76,8 @@ const result = {
   languagesPlayed: [],
   subtitleTracks: [],
   cues: [],
+  stalls: 0,
+  stalledSeconds: 0,
   errors: [],
   warnings: [],
 };
@@ -173,10 +175,12 @@ if (browser) {
         return [...(track?.cues ?? [])].map((cue) => ({ start: cue.startTime, end: cue.endTime, text: cue.text }));
       }, wantedSubtitles);
     }
-    const state = await page.evaluate(() => ({
-      ...window.kinemaTest,
-      currentTime: document.getElementById('video').currentTime,
-    }));
+    const state = await page.evaluate(() => {
+      const test = window.kinemaTest;
+      // A stall still going on when the run ends counts up to now.
+      const ongoing = test.stalledAt !== null ? (performance.now() - test.stalledAt) / 1000 : 0;
+      return { ...test, stalledSeconds: test.stalledSeconds + ongoing, currentTime: document.getElementById('video').currentTime };
+    });
     Object.assign(result, {
       engine: state.engine,
       currentTime: state.currentTime,
@@ -190,6 +194,8 @@ if (browser) {
       audioLanguage: state.audioTrack?.language ?? null,
       languagesPlayed: state.languagesPlayed ?? [],
       subtitleTracks: state.subtitleTracks ?? [],
+      stalls: state.stalls ?? 0,
+      stalledSeconds: state.stalledSeconds ?? 0,
       errors: [...result.errors, ...(state.errors ?? [])],
       warnings: [...result.warnings, ...(state.warnings ?? [])],
     });

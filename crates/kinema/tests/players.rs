@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "support/shaped_link.rs"]
+mod shaped_link;
+
 const VIDEO_ID: &str = "clip";
 /// Position each player must pass: far enough that playback is running,
 /// not only started, with segments of the 8 s clip to spare.
@@ -148,6 +151,63 @@ fn hls_js_and_dash_js_show_subtitle_cues_at_their_times() {
         "subtitles failed:\n{}\nserver log tail:\n{}",
         failures.join("\n"),
         server.log_tail()
+    );
+}
+
+/// A viewer whose last mile carries 250 kbit/s: the server sits in a network
+/// namespace behind a veth shaped by `tc` tbf, and hls.js in Chromium plays
+/// 24 s of a 30 s clip on its own (automatic quality) with no stall once
+/// playback has started, because the lowest variant, audio included, fits.
+#[test]
+fn hls_js_plays_without_stalls_behind_a_250_kbit_link() {
+    let fixture = Fixture::with_clip_of(30);
+    run(Command::new(env!("CARGO_BIN_EXE_kinema"))
+        .arg("ingest")
+        .arg(fixture.clip())
+        .arg("--library")
+        .arg(fixture.library())
+        .args(["--id", VIDEO_ID, "--title", "Thin link clip"]));
+    let link = shaped_link::ShapedLink::new("250kbit");
+    let server = fixture.serve_behind(&link);
+    let url = format!("http://{}/v/{VIDEO_ID}/master.m3u8", server.address);
+    let output = run_node(
+        "web/tests/play.mjs",
+        &[
+            "--player",
+            "hls",
+            "--url",
+            &url,
+            "--seconds",
+            "24",
+            "--timeout",
+            "150",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or(Value::Null);
+    let summary = check_play(&output, None, None);
+    assert!(
+        summary.is_ok(),
+        "hls.js behind 250 kbit/s: {}\n  stdout: {}\n  stderr: {}\nserver log tail:\n{}",
+        summary.unwrap_err(),
+        stdout.trim(),
+        String::from_utf8_lossy(&output.stderr).trim(),
+        server.log_tail()
+    );
+    let stalls = report["stalls"].as_u64();
+    assert_eq!(
+        stalls,
+        Some(0),
+        "hls.js stalled behind 250 kbit/s ({} s waiting), playing {}p: {}",
+        report["stalledSeconds"],
+        report["heightsPlayed"],
+        stdout.trim()
+    );
+    eprintln!(
+        "behind 250 kbit/s: {}, rungs played {}",
+        summary.unwrap(),
+        report["heightsPlayed"]
     );
 }
 
@@ -533,12 +593,18 @@ impl Fixture {
 
     /// The clip made, the library still empty.
     fn without_videos() -> Self {
+        Self::with_clip_of(8)
+    }
+
+    /// A clip of `seconds` made, the library still empty.
+    fn with_clip_of(seconds: u32) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let clip = dir.path().join("clip.mp4");
         // kinema serve wants an existing library; ingest makes its own.
         std::fs::create_dir(dir.path().join("library")).expect("library directory");
-        // 8 s of moving test pattern: long enough to pass 3 s of playback
-        // with segments to spare, small enough to encode quickly. 16:9,
+        // 8 s of moving test pattern (by default): long enough to pass 3 s
+        // of playback with segments to spare, small enough to encode
+        // quickly. 16:9,
         // whose 426x240 rung does not keep the exact aspect ratio of the
         // source: the ladder must still package and play. Three audio
         // tracks: English (default) and French stereo, and English 5.1,
@@ -549,15 +615,15 @@ impl Fixture {
                 "-f",
                 "lavfi",
                 "-i",
-                "testsrc2=size=640x360:rate=25:duration=8",
+                &format!("testsrc2=size=640x360:rate=25:duration={seconds}"),
             ])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=8"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=660:duration=8"])
+            .args(["-f", "lavfi", "-i", &format!("sine=frequency=440:duration={seconds}")])
+            .args(["-f", "lavfi", "-i", &format!("sine=frequency=660:duration={seconds}")])
             .args([
                 "-f",
                 "lavfi",
                 "-i",
-                "aevalsrc=sin(440*2*PI*t)|sin(550*2*PI*t)|sin(660*2*PI*t)|0.1*sin(55*2*PI*t)|sin(330*2*PI*t)|sin(770*2*PI*t):c=5.1:d=8",
+                &format!("aevalsrc=sin(440*2*PI*t)|sin(550*2*PI*t)|sin(660*2*PI*t)|0.1*sin(55*2*PI*t)|sin(330*2*PI*t)|sin(770*2*PI*t):c=5.1:d={seconds}"),
             ])
             .args(["-map", "0", "-map", "1", "-map", "2", "-map", "3"])
             .args([
@@ -617,14 +683,29 @@ impl Fixture {
             .expect("manifest has a video rendition")
     }
 
-    /// Starts `kinema serve` on a port the kernel picks and waits until
-    /// /healthz answers.
+    /// Starts `kinema serve` on a loopback port the kernel picks and waits
+    /// until /healthz answers.
     fn serve(&self) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kinema"))
+        self.serve_with(Command::new(env!("CARGO_BIN_EXE_kinema")), "127.0.0.1")
+    }
+
+    /// Starts `kinema serve` inside `link`'s namespace, reached through it.
+    fn serve_behind(&self, link: &shaped_link::ShapedLink) -> Server {
+        self.serve_with(
+            link.command(env!("CARGO_BIN_EXE_kinema")),
+            &link.address().to_string(),
+        )
+    }
+
+    /// Starts `kinema serve` with `command` (the binary, or a wrapper that
+    /// runs it) on a port the kernel picks at `host`, and waits until
+    /// /healthz answers.
+    fn serve_with(&self, mut command: Command, host: &str) -> Server {
+        let mut child = command
             .arg("serve")
             .arg("--library")
             .arg(self.library())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &format!("{host}:0")])
             .arg("--web-root")
             .arg(repo_root().join("web/dist"))
             // The fixture's own access files, never the working directory's.
