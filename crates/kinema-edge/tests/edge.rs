@@ -693,3 +693,40 @@ async fn segments_are_prefetched_and_failed_origins_retried_on_the_next() {
     edge.stop().await;
     origin.kill().await;
 }
+
+/// The edge judges freshness by the clock its parts give it, so a test moves
+/// time instead of sleeping: a response fresh for a minute is a hit until
+/// that clock has passed the minute, then it is revalidated.
+#[tokio::test]
+async fn freshness_follows_the_clock_the_edge_is_given() {
+    let origin = Origin::start(|_, _| ok(&[("cache-control", "max-age=60")], "segment")).await;
+    let config = config(&origin);
+    let now = Arc::new(Mutex::new(std::time::SystemTime::now()));
+    let mut parts = kinema_edge::EdgeParts::open(&config).await.unwrap();
+    parts.clock = kinema_http::Clock::from_fn({
+        let now = now.clone();
+        move || *now.lock().unwrap()
+    });
+    let edge =
+        Edge::spawn(|listener, shutdown| kinema_edge::run_with(config, parts, listener, shutdown))
+            .await;
+    get(edge.address, "/v/a/1.m4s", &[]).await;
+    *now.lock().unwrap() += Duration::from_secs(59);
+    let (_, headers, _) = get(edge.address, "/v/a/1.m4s", &[]).await;
+    assert!(
+        cache_status(&headers).starts_with("kinema; hit; ttl="),
+        "{headers:?}"
+    );
+    assert_eq!(origin.count("/v/a/1.m4s"), 1);
+    *now.lock().unwrap() += Duration::from_secs(2);
+    let (status, headers, body) = get(edge.address, "/v/a/1.m4s", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"segment");
+    assert!(
+        cache_status(&headers).starts_with("kinema; fwd=stale"),
+        "{headers:?}"
+    );
+    assert_eq!(origin.count("/v/a/1.m4s"), 2);
+    edge.stop().await;
+    origin.kill().await;
+}
