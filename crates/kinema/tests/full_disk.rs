@@ -274,7 +274,7 @@ fn ingest_onto_a_disk_that_fills_up_fails_cleanly_at_every_stage() {
         );
         assert!(disk.entries("videos").is_empty());
         assert_eq!(
-            disk.entries("staging"),
+            disk.entries("ingest/staging"),
             Vec::<String>::new(),
             "{free} bytes free: staging debris left"
         );
@@ -530,7 +530,7 @@ fn a_job_that_fills_the_disk_fails_with_the_reason_and_publishes_nothing() {
     );
     assert!(disk.entries("videos").is_empty());
     assert_eq!(
-        disk.entries("staging"),
+        disk.entries("ingest/staging"),
         Vec::<String>::new(),
         "staging debris left"
     );

@@ -138,7 +138,8 @@ fn killing_ingest_at_any_moment_never_lists_a_partial_video() {
     }
 
     // The parent's death took its ffmpeg with it (PR_SET_PDEATHSIG).
-    let staging = library.join("staging");
+    // Ingest stages in its workspace, by default ingest/ in the library.
+    let staging = library.join("ingest/staging");
     let deadline = Instant::now() + Duration::from_secs(10);
     while ffmpeg_writing_into(&staging) {
         assert!(
@@ -168,7 +169,8 @@ fn ffmpeg_dies_with_kinema_killed_mid_encode() {
     // Long enough at `medium` on one thread that the encode is seen.
     let source = clip_of(work.path(), "640x360", 40);
     let library = work.path().join("library");
-    let staging = library.join("staging");
+    // Ingest stages in its workspace, by default ingest/ in the library.
+    let staging = library.join("ingest/staging");
     let mut child = kinema()
         .args([
             "ingest",
