@@ -610,6 +610,11 @@ mod tests {
             "/v/abc/v360/init.mp4",
             "/v/abc/v360/12.m4s",
             "/v/abc/thumbs/thumbs.vtt",
+            // Every generation's files: what the playlists point to.
+            "/v/abc/g1765067871000/v360/index.m3u8",
+            "/v/abc/g1765067871000/v360/init.mp4",
+            "/v/abc/g1765067871000/v360/12.m4s",
+            "/v/abc/g1/thumbs/thumbs.vtt",
         ] {
             let claims = check(&ring, &token, path, "127.0.0.1", NOW).unwrap();
             assert_eq!(claims.key_id, "new");

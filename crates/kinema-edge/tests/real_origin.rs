@@ -64,7 +64,7 @@ async fn play(edge: SocketAddr, master: &str) -> Vec<(String, StatusCode, Header
 async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share() {
     let library = tempfile::tempdir().unwrap();
     let store = LocalStore::open(library.path()).unwrap();
-    publish(&store, "clip", AccessPolicy::Public).await;
+    let clip = publish(&store, "clip", AccessPolicy::Public).await;
     publish(&store, "secret", AccessPolicy::Signed).await;
     let mut ring = KeyRing::empty();
     ring.add_new_key(SystemTime::now());
@@ -90,20 +90,26 @@ async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share(
     // First pass: every object is a miss, fetched once and stored.
     let first = play(edge.address, "/v/clip/master.m3u8").await;
     let paths: Vec<&str> = first.iter().map(|(path, ..)| path.as_str()).collect();
+    // The master at its stable URL leads into the generation.
+    let generation = clip.generation;
     assert_eq!(
         paths,
         [
-            "/v/clip/master.m3u8",
-            "/v/clip/v180/index.m3u8",
-            "/v/clip/v180/init.mp4",
-            "/v/clip/v180/1.m4s",
-            "/v/clip/v180/2.m4s",
-            "/v/clip/v180/3.m4s",
-            "/v/clip/v180/4.m4s",
+            "/v/clip/master.m3u8".to_string(),
+            format!("/v/clip/g{generation}/v180/index.m3u8"),
+            format!("/v/clip/g{generation}/v180/init.mp4"),
+            format!("/v/clip/g{generation}/v180/1.m4s"),
+            format!("/v/clip/g{generation}/v180/2.m4s"),
+            format!("/v/clip/g{generation}/v180/3.m4s"),
+            format!("/v/clip/g{generation}/v180/4.m4s"),
         ]
     );
     for (path, _, headers, body) in &first {
         let file = path.strip_prefix("/v/clip/").unwrap();
+        let file = match file {
+            "master.m3u8" => format!("g{generation}/master.m3u8"),
+            pinned => pinned.to_string(),
+        };
         let on_disk = std::fs::read(library.path().join("videos/clip").join(file)).unwrap();
         assert_eq!(body.as_ref(), on_disk, "{path}");
         let status = cache_status(headers);
@@ -142,14 +148,11 @@ async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share(
     // A seek into a segment not yet at the edge: the real origin answers
     // the slice request with a 206 that holds the whole (small) segment,
     // which is stored whole.
-    publish(&store, "clip2", AccessPolicy::Public).await;
-    let segment = std::fs::read(library.path().join("videos/clip2/v180/2.m4s")).unwrap();
-    let (status, headers, body) = get(
-        edge.address,
-        "/v/clip2/v180/2.m4s",
-        &[("range", "bytes=100-199")],
-    )
-    .await;
+    let clip2 = publish(&store, "clip2", AccessPolicy::Public).await;
+    let pinned = format!("g{}/v180/2.m4s", clip2.generation);
+    let segment = std::fs::read(library.path().join("videos/clip2").join(&pinned)).unwrap();
+    let seek = format!("/v/clip2/{pinned}");
+    let (status, headers, body) = get(edge.address, &seek, &[("range", "bytes=100-199")]).await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(body.as_ref(), &segment[100..200]);
     assert_eq!(
@@ -160,7 +163,7 @@ async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share(
     // segment is either stored already (a hit) or still filling, in which
     // case this request joins that one fill (collapsed): never a second
     // origin request.
-    let (status, headers, body) = get(edge.address, "/v/clip2/v180/2.m4s", &[]).await;
+    let (status, headers, body) = get(edge.address, &seek, &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.as_ref(), segment);
     let status_line = cache_status(&headers);

@@ -27,6 +27,9 @@ use tokio::net::TcpSocket;
 
 struct Setup {
     _library: tempfile::TempDir,
+    /// Where the video's segments are, as its playlists name them:
+    /// `/v/secret/g{N}/v180/`.
+    segments: String,
     ring: KeyRing,
     keys: PathBuf,
     origin: Service<kinema_origin::Error>,
@@ -37,7 +40,7 @@ struct Setup {
 async fn origin(trusted: &[&str]) -> Setup {
     let library = tempfile::tempdir().unwrap();
     let store = LocalStore::open(library.path()).unwrap();
-    publish(&store, "secret", AccessPolicy::Signed).await;
+    let secret = publish(&store, "secret", AccessPolicy::Signed).await;
     let mut ring = KeyRing::empty();
     ring.add_new_key(SystemTime::now());
     let keys = library.path().join("keys.toml");
@@ -53,6 +56,7 @@ async fn origin(trusted: &[&str]) -> Setup {
         Service::spawn(|listener, shutdown| kinema_origin::run(config, listener, shutdown)).await;
     Setup {
         _library: library,
+        segments: format!("/v/secret/g{}/v180/", secret.generation),
         ring,
         keys,
         origin,
@@ -149,7 +153,7 @@ async fn a_keyless_edge_stops_serving_a_signed_copy_when_its_token_expires() {
     // Long enough that a loaded machine still fetches it in time; the
     // test waits it out.
     let token = setup.token(Duration::from_secs(8), None);
-    let path = format!("/s/{token}/v/secret/v180/1.m4s");
+    let path = format!("/s/{token}{}1.m4s", setup.segments);
 
     let (status, headers, _) = get(edge.address, &path, &[]).await;
     assert_eq!(status, StatusCode::OK, "{headers:?}");
@@ -171,7 +175,7 @@ async fn an_edge_with_keys_shares_signed_copies_across_token_lifetimes() {
     let edge = setup.edge(true).await;
     let short = setup.token(Duration::from_secs(8), None);
     let long = setup.token(Duration::from_secs(3600), None);
-    let file = "/v/secret/v180/2.m4s";
+    let file = &format!("{}2.m4s", setup.segments);
 
     let (status, headers, body) = get(edge.address, &format!("/s/{short}{file}"), &[]).await;
     assert_eq!(status, StatusCode::OK, "{headers:?}");
@@ -220,7 +224,7 @@ async fn an_address_bound_token_works_through_a_trusted_edge_and_not_for_a_spoof
         let edge = setup.edge(with_keys).await;
         // Every request names a file not yet at the edge, so the origin
         // decides (the keyless edge cannot check an address itself).
-        let segment = |n: u32| format!("/s/{token}/v/secret/v180/{n}.m4s");
+        let segment = |n: u32| format!("/s/{token}{}{n}.m4s", setup.segments);
         let (status, headers) = get_from(viewer, edge.address, &segment(1), &[]).await;
         assert_eq!(status, StatusCode::OK, "keys {with_keys}: {headers:?}");
         // The viewer's own forwarding headers change nothing.
@@ -268,7 +272,7 @@ async fn a_keyless_cache_below_an_edge_with_keys_ends_with_each_token() {
     })
     .await;
     let long = setup.token(Duration::from_secs(3600), None);
-    let file = "/v/secret/v180/3.m4s";
+    let file = &format!("{}3.m4s", setup.segments);
 
     let (status, headers, _) = get(parent.address, &format!("/s/{long}{file}"), &[]).await;
     assert_eq!(status, StatusCode::OK, "{headers:?}");
@@ -308,7 +312,7 @@ async fn an_edge_with_keys_prefetches_for_an_address_bound_token() {
     let (status, headers) = get_from(
         "127.0.0.2",
         edge.address,
-        &format!("/s/{token}/v/secret/v180/1.m4s"),
+        &format!("/s/{token}{}1.m4s", setup.segments),
         &[],
     )
     .await;
@@ -318,7 +322,7 @@ async fn an_edge_with_keys_prefetches_for_an_address_bound_token() {
     let (status, headers) = get_from(
         "127.0.0.2",
         edge.address,
-        &format!("/s/{token}/v/secret/v180/2.m4s"),
+        &format!("/s/{token}{}2.m4s", setup.segments),
         &[],
     )
     .await;

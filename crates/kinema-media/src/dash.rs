@@ -61,8 +61,15 @@ fn segment_template(out: &mut String, rendition: &MeasuredRendition) {
     out.push_str("          </SegmentTimeline>\n        </SegmentTemplate>\n");
 }
 
-/// `manifest.mpd` for all renditions and subtitle tracks.
-pub fn mpd(renditions: &[MeasuredRendition], subtitles: &[SubtitleRendition]) -> String {
+/// `manifest.mpd` for all renditions and subtitle tracks. A non-empty
+/// `base` (`g{N}/`, the generation's directory) is the MPD-level `BaseURL`,
+/// so every URL a player resolves from it names one publish only, though
+/// the MPD itself is fetched at the video's stable URL.
+pub fn mpd(
+    renditions: &[MeasuredRendition],
+    subtitles: &[SubtitleRendition],
+    base: &str,
+) -> String {
     let target = target_duration(renditions);
     let duration = renditions
         .iter()
@@ -73,10 +80,14 @@ pub fn mpd(renditions: &[MeasuredRendition], subtitles: &[SubtitleRendition]) ->
         out,
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" \
-         type=\"static\" mediaPresentationDuration=\"{}\" maxSegmentDuration=\"PT{target}S\" minBufferTime=\"PT{target}S\">\n  \
-         <Period id=\"0\" start=\"PT0S\">\n",
+         type=\"static\" mediaPresentationDuration=\"{}\" maxSegmentDuration=\"PT{target}S\" minBufferTime=\"PT{target}S\">\n",
         iso_duration(duration)
     );
+    // The schema puts an MPD's BaseURL before its Periods.
+    if !base.is_empty() {
+        let _ = writeln!(out, "  <BaseURL>{base}</BaseURL>");
+    }
+    out.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
     // AdaptationSet ids in the order written: video, audio, text.
     let mut next_id = 0usize;
     // One video AdaptationSet per codec (H.264, then AV1): a player
@@ -231,6 +242,17 @@ mod tests {
     }
 
     #[test]
+    fn the_generation_is_the_mpds_base_url() {
+        let video = rendition("v360", TrackKind::Video, &[(4000, 400_000)]);
+        let text = mpd(&[video], &[], "g9/");
+        assert!(
+            text.contains("minBufferTime=\"PT4S\">\n  <BaseURL>g9/</BaseURL>\n  <Period id=\"0\""),
+            "{text}"
+        );
+        assert_eq!(text.matches("<BaseURL>").count(), 1, "{text}");
+    }
+
+    #[test]
     fn static_mpd_with_segment_timelines() {
         let video = rendition(
             "v360",
@@ -243,7 +265,7 @@ mod tests {
             &[(4021, 32_000), (3979, 32_000), (1000, 8_000)],
         );
         check(
-            &mpd(&[video, audio], &[]),
+            &mpd(&[video, audio], &[], ""),
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="PT9.000S" maxSegmentDuration="PT5S" minBufferTime="PT5S">
   <Period id="0" start="PT0S">
@@ -296,6 +318,7 @@ mod tests {
                 subtitle("sub1", "fr", "French (forced)", true, false),
                 subtitle("sub2", "en", "English (SDH)", false, true),
             ],
+            "",
         );
         let sets = &text[text.find("    <AdaptationSet id=\"1\"").unwrap()..];
         check(

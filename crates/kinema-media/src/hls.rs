@@ -5,7 +5,10 @@
 //! they add `EXT-X-PROGRAM-DATE-TIME`, omit `EXT-X-PLAYLIST-TYPE:VOD` and
 //! announce the requested rather than the real bit rate. Ours carry the
 //! real durations and the measured peak and average bit rates. Every URI is
-//! relative, so a signed-URL token or a CDN prefix applies unchanged.
+//! relative, so a signed-URL token or a CDN prefix applies unchanged; the
+//! multivariant playlist's URIs start with the generation's directory
+//! (`g{N}/`), so it can be fetched at the video's stable URL while every
+//! URL a player follows from it names one publish only.
 
 use std::fmt::Write;
 
@@ -121,9 +124,12 @@ fn audio_groups(renditions: &[MeasuredRendition]) -> Vec<(AudioRole, AudioGroup<
 /// Subtitles: every text track is a member of the `subs` group (never
 /// `DEFAULT`, `FORCED=YES` for forced ones, the SDH `CHARACTERISTICS` for
 /// hearing-impaired ones), and every variant carries `SUBTITLES="subs"`.
+///
+/// Every URI starts with `base` (`g{N}/`, the generation's directory).
 pub fn multivariant_playlist(
     renditions: &[MeasuredRendition],
     subtitles: &[SubtitleRendition],
+    base: &str,
 ) -> String {
     let groups = audio_groups(renditions);
     let group = |role: AudioRole| {
@@ -157,7 +163,7 @@ pub fn multivariant_playlist(
             if label.describes_video {
                 out.push_str(",CHARACTERISTICS=\"public.accessibility.describes-video\"");
             }
-            let _ = writeln!(out, ",URI=\"{}/index.m3u8\"", rendition.id);
+            let _ = writeln!(out, ",URI=\"{base}{}/index.m3u8\"", rendition.id);
         }
     }
     let mut subtitle_names: Vec<String> = Vec::new();
@@ -179,7 +185,7 @@ pub fn multivariant_playlist(
         if subtitle.hearing_impaired {
             let _ = write!(out, ",CHARACTERISTICS=\"{SDH_CHARACTERISTICS}\"");
         }
-        let _ = writeln!(out, ",URI=\"{}/index.m3u8\"", subtitle.id);
+        let _ = writeln!(out, ",URI=\"{base}{}/index.m3u8\"", subtitle.id);
     }
     let subtitles_attribute = if subtitles.is_empty() {
         String::new()
@@ -219,7 +225,7 @@ pub fn multivariant_playlist(
             let _ = write!(out, ",AUDIO=\"{}\"", audio_group(role));
         }
         out.push_str(&subtitles_attribute);
-        let _ = write!(out, "\n{}/index.m3u8\n", video.id);
+        let _ = write!(out, "\n{base}{}/index.m3u8\n", video.id);
     };
     let stereo = group(AudioRole::Main).map(|_| AudioRole::Main);
     // The thin audio goes with the lowest rung of each video codec (the
@@ -245,12 +251,12 @@ pub fn multivariant_playlist(
     {
         let _ = write!(
             out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\",AUDIO=\"{AUDIO_GROUP}\"{subtitles_attribute}\n{}/index.m3u8\n",
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\",AUDIO=\"{AUDIO_GROUP}\"{subtitles_attribute}\n{base}{}/index.m3u8\n",
             main.peak, main.average, main.codecs, audio.id
         );
     }
     // Trick play: every video rendition's I-frame playlist.
-    out.push_str(&crate::iframes::stream_inf_lines(renditions));
+    out.push_str(&crate::iframes::stream_inf_lines(renditions, base));
     out
 }
 
@@ -335,7 +341,7 @@ mod tests {
             audio("a384ac3-1", 1, AudioRole::Surround, "fr", 192_000),
         ];
         check(
-            &multivariant_playlist(&renditions, &[]),
+            &multivariant_playlist(&renditions, &[], ""),
             "#EXTM3U
 #EXT-X-VERSION:7
 #EXT-X-INDEPENDENT-SEGMENTS
@@ -374,7 +380,7 @@ a64/index.m3u8
         low.height = Some(240);
         let audio = rendition("a64", TrackKind::Audio, &[(4000, 32_000), (4011, 32_000)]);
         check(
-            &multivariant_playlist(&[low, high, audio], &[]),
+            &multivariant_playlist(&[low, high, audio], &[], ""),
             "#EXTM3U
 #EXT-X-VERSION:7
 #EXT-X-INDEPENDENT-SEGMENTS
@@ -407,7 +413,7 @@ a64/index.m3u8
             subtitle("sub2", "en", "English", false, true),
         ];
         check(
-            &multivariant_playlist(&[video, audio], &subtitles),
+            &multivariant_playlist(&[video, audio], &subtitles, ""),
             "#EXTM3U
 #EXT-X-VERSION:7
 #EXT-X-INDEPENDENT-SEGMENTS
@@ -424,9 +430,41 @@ a64/index.m3u8
     }
 
     #[test]
+    fn every_uri_of_the_multivariant_playlist_names_the_generation() {
+        let video = rendition("v360", TrackKind::Video, &[(4000, 100_000)]);
+        let audio = rendition("a64", TrackKind::Audio, &[(4000, 32_000)]);
+        let subtitle = SubtitleRendition {
+            id: "sub0".into(),
+            language: "en".into(),
+            name: "English".into(),
+            forced: false,
+            hearing_impaired: false,
+        };
+        let playlist = multivariant_playlist(&[video, audio], &[subtitle], "g17/");
+        let mut uris = Vec::new();
+        for line in playlist.lines() {
+            if let Some((_, rest)) = line.split_once("URI=\"") {
+                uris.push(rest.split('"').next().unwrap().to_owned());
+            } else if !line.starts_with('#') {
+                uris.push(line.to_owned());
+            }
+        }
+        assert_eq!(
+            uris,
+            [
+                "g17/a64/index.m3u8",
+                "g17/sub0/index.m3u8",
+                "g17/v360/index.m3u8",
+                "g17/a64/index.m3u8"
+            ],
+            "{playlist}"
+        );
+    }
+
+    #[test]
     fn silent_video_has_no_audio_group() {
         let video = rendition("v360", TrackKind::Video, &[(2000, 10_000)]);
-        let playlist = multivariant_playlist(&[video], &[]);
+        let playlist = multivariant_playlist(&[video], &[], "");
         assert!(!playlist.contains("AUDIO"), "{playlist}");
         assert!(
             playlist.contains("CODECS=\"avc1.64001e\",RESOLUTION=640x360"),

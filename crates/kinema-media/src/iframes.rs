@@ -78,8 +78,9 @@ pub fn playlist(video: &MeasuredRendition) -> Option<String> {
 }
 
 /// The `EXT-X-I-FRAME-STREAM-INF` lines of `master.m3u8`: one for each
-/// video rendition with an I-frame playlist, lowest first as the variants.
-pub fn stream_inf_lines(renditions: &[MeasuredRendition]) -> String {
+/// video rendition with an I-frame playlist, lowest first as the variants,
+/// its URI starting with `base`.
+pub fn stream_inf_lines(renditions: &[MeasuredRendition], base: &str) -> String {
     let mut out = String::new();
     for keyframes in renditions.iter().filter_map(keyframes_only) {
         // FRAME-RATE, AUDIO and SUBTITLES are not attributes of this tag.
@@ -93,7 +94,7 @@ pub fn stream_inf_lines(renditions: &[MeasuredRendition]) -> String {
         if let (Some(width), Some(height)) = (keyframes.width, keyframes.height) {
             let _ = write!(out, ",RESOLUTION={width}x{height}");
         }
-        let _ = writeln!(out, ",URI=\"{}/{PLAYLIST}\"", keyframes.id);
+        let _ = writeln!(out, ",URI=\"{base}{}/{PLAYLIST}\"", keyframes.id);
     }
     out
 }
@@ -160,10 +161,10 @@ mod tests {
         // v360: 30,000 bytes in 4 s at the peak = 60,000 bit/s; on average
         // 50,000 bytes in 8 s.
         check(
-            &stream_inf_lines(&[v240, v360, audio]),
+            &stream_inf_lines(&[v240, v360, audio], "g3/"),
             r#"
-#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=24000,AVERAGE-BANDWIDTH=22000,CODECS="avc1.64001e",RESOLUTION=640x360,URI="v240/iframes.m3u8"
-#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=60000,AVERAGE-BANDWIDTH=50000,CODECS="avc1.64001e",RESOLUTION=640x360,URI="v360/iframes.m3u8"
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=24000,AVERAGE-BANDWIDTH=22000,CODECS="avc1.64001e",RESOLUTION=640x360,URI="g3/v240/iframes.m3u8"
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=60000,AVERAGE-BANDWIDTH=50000,CODECS="avc1.64001e",RESOLUTION=640x360,URI="g3/v360/iframes.m3u8"
 "#,
         );
     }
@@ -173,6 +174,6 @@ mod tests {
         let mut v360 = video("v360", &[(4000, 200_000, 20_000), (4000, 200_000, 30_000)]);
         v360.segments[1].keyframe_bytes = None;
         assert_eq!(playlist(&v360), None);
-        assert_eq!(stream_inf_lines(&[v360]), "");
+        assert_eq!(stream_inf_lines(&[v360], ""), "");
     }
 }

@@ -375,12 +375,17 @@ async fn ingest_in(
     tokio::task::spawn_blocking(move || package_subtitles(&staging, &timeline, &to_package))
         .await
         .map_err(|join| MediaError::Output(format!("subtitle packaging task failed: {join}")))??;
+    // The generation is chosen as late as it can be (the playlists carry
+    // it), so it is close to the publish: the time a replaced generation's
+    // grace period counts from.
+    let generation = kinema_store::layout::unix_millis(SystemTime::now());
     write_manifests(
         staging_dir,
         &renditions,
         &subtitle_renditions,
         thumbnails.as_ref(),
         media_duration,
+        generation,
     )
     .await?;
     check_cancel(cancel)?;
@@ -392,6 +397,7 @@ async fn ingest_in(
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         id: request.id.clone(),
+        generation,
         title: request.title.clone(),
         duration_seconds: (media_duration * 1000.0).round() / 1000.0,
         segment_duration_seconds: f64::from(plan.segment_seconds),
@@ -423,7 +429,8 @@ async fn ingest_in(
         .publish(&manifest, staging_dir)
         .await
         .map_err(|error| match error {
-            kinema_store::StoreError::AlreadyPublished(id) => MediaError::AlreadyExists(id),
+            // Another publish of the id won the race since the check above.
+            kinema_store::StoreError::StaleGeneration { id, .. } => MediaError::AlreadyExists(id),
             other => other.into(),
         })?;
     on_progress(Progress::at(Stage::Done, 100.0));
@@ -554,7 +561,11 @@ async fn write_manifests(
     subtitles: &[SubtitleRendition],
     thumbnails: Option<&thumbs::ThumbnailPlan>,
     duration: f64,
+    generation: u64,
 ) -> Result<(), MediaError> {
+    // The multivariant playlist and the MPD are fetched at the video's
+    // stable URLs; what they point to is this generation's.
+    let base = format!("{}/", kinema_store::layout::generation_dir(generation));
     for rendition in renditions {
         write_file(
             staging_dir.join(&rendition.id).join("index.m3u8"),
@@ -570,12 +581,12 @@ async fn write_manifests(
     }
     write_file(
         staging_dir.join("master.m3u8"),
-        hls::multivariant_playlist(renditions, subtitles),
+        hls::multivariant_playlist(renditions, subtitles, &base),
     )
     .await?;
     write_file(
         staging_dir.join("manifest.mpd"),
-        dash::mpd(renditions, subtitles),
+        dash::mpd(renditions, subtitles, &base),
     )
     .await?;
     if let Some(thumbnails) = thumbnails {

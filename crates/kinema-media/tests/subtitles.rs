@@ -209,11 +209,16 @@ async fn text_tracks_become_segmented_webvtt_at_the_source_times() {
         .lines()
         .filter(|line| line.starts_with("#EXT-X-MEDIA:TYPE=SUBTITLES"))
         .collect();
+    let generation = ingested.manifest.generation;
     assert_eq!(
         media,
         [
-            "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"English\",LANGUAGE=\"en\",DEFAULT=NO,AUTOSELECT=YES,FORCED=NO,URI=\"sub0/index.m3u8\"",
-            "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"French (forced)\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"sub1/index.m3u8\"",
+            format!(
+                "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"English\",LANGUAGE=\"en\",DEFAULT=NO,AUTOSELECT=YES,FORCED=NO,URI=\"g{generation}/sub0/index.m3u8\""
+            ),
+            format!(
+                "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"French (forced)\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"g{generation}/sub1/index.m3u8\""
+            ),
         ]
     );
     let variants: Vec<&str> = master
@@ -261,7 +266,7 @@ async fn sidecar_file_becomes_a_track_after_the_source_ones() {
     assert_eq!(german, cues(FRENCH_SRT));
     let master = std::fs::read_to_string(dir.join("master.m3u8")).unwrap();
     assert!(
-        master.contains("NAME=\"German (SDH)\",LANGUAGE=\"de\",DEFAULT=NO,AUTOSELECT=YES,FORCED=NO,CHARACTERISTICS=\"public.accessibility.transcribes-spoken-dialog,public.accessibility.describes-music-and-sound\",URI=\"sub0/index.m3u8\""),
+        master.contains(&format!("NAME=\"German (SDH)\",LANGUAGE=\"de\",DEFAULT=NO,AUTOSELECT=YES,FORCED=NO,CHARACTERISTICS=\"public.accessibility.transcribes-spoken-dialog,public.accessibility.describes-music-and-sound\",URI=\"g{}/sub0/index.m3u8\"", ingested.manifest.generation)),
         "{master}"
     );
     let mpd = std::fs::read_to_string(dir.join("manifest.mpd")).unwrap();

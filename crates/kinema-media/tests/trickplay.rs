@@ -155,14 +155,18 @@ async fn every_iframe_range_decodes_to_one_keyframe_at_its_segments_start() {
     let scratch = tempfile::tempdir().unwrap();
     for (line, video) in iframe_lines.iter().zip(&videos) {
         let uri = attribute(line, "URI");
-        assert_eq!(uri, format!("{}/iframes.m3u8", video.id));
+        assert_eq!(
+            uri,
+            format!("g{}/{}/iframes.m3u8", manifest.generation, video.id)
+        );
         assert_eq!(attribute(line, "CODECS"), video.codecs);
         assert_eq!(
             attribute(line, "RESOLUTION"),
             format!("{}x{}", video.width.unwrap(), video.height.unwrap())
         );
         let bandwidth: f64 = attribute(line, "BANDWIDTH").parse().unwrap();
-        let playlist = std::fs::read_to_string(dir.join(uri)).unwrap();
+        // Relative to the stable URL of the master: the video's directory.
+        let playlist = std::fs::read_to_string(dir.parent().unwrap().join(uri)).unwrap();
         let (map, entries) = entries(&playlist);
         let init = std::fs::read(dir.join(&video.id).join(map)).unwrap();
         // One entry per segment, with the media playlist's durations.

@@ -2,6 +2,13 @@
 //! read from the store, turned into a table from request path to
 //! [`FileInfo`] with every constant response header rendered once.
 //!
+//! Every video is seen two ways ([`Addressing`]): at its stable URLs
+//! (`/v/{id}/{path}`, the current generation, revalidated like a playlist,
+//! since what they name changes when the video is replaced) and at its
+//! generation's URLs (`/v/{id}/g{N}/{path}`, which name one content forever,
+//! so media is `immutable`). A retired generation (replaced, in its grace
+//! period) is read on demand from its own manifest.
+//!
 //! A video is held for `manifest_refresh` and then read again, so an
 //! unpublished video stops being served and a republished one is picked up
 //! without a restart; absence is remembered for the same time, so a flood of
@@ -58,10 +65,23 @@ pub struct FileInfo {
     pub starts_session: bool,
 }
 
-/// A published video, ready to answer requests.
+/// Which URLs a [`Video`]'s table answers, and so how long its responses
+/// may be cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    /// `/v/{id}/{path}`: whatever generation is current. Revalidated after
+    /// `manifest_max_age`, never `immutable`: a republish changes the bytes.
+    Stable,
+    /// `/v/{id}/g{N}/{path}`: one generation, whose files never change.
+    Generation,
+}
+
+/// A published video (one generation of it), ready to answer requests.
 #[derive(Debug)]
 pub struct Video {
     pub id: VideoId,
+    /// The generation whose files the table lists; every store read names it.
+    pub generation: u64,
     /// Public, or only through a valid `/s/{token}/` URL.
     pub access: AccessPolicy,
     /// The manifest's publish time: every file's `Last-Modified`.
@@ -87,7 +107,11 @@ impl Video {
         self.by_path.get(path).copied()
     }
 
-    pub fn from_manifest(manifest: &Manifest, manifest_max_age: Duration) -> Self {
+    pub fn from_manifest(
+        manifest: &Manifest,
+        manifest_max_age: Duration,
+        addressing: Addressing,
+    ) -> Self {
         fn starts_session(path: &ObjectPath) -> bool {
             matches!(path.as_str(), "master.m3u8" | "manifest.mpd")
         }
@@ -108,6 +132,14 @@ impl Video {
             "public, max-age={max_age}, stale-while-revalidate={STALE_WHILE_REVALIDATE_SECONDS}, \
              stale-if-error={STALE_IF_ERROR_SECONDS}"
         ));
+        // A stable URL names whatever generation is current: no cache may
+        // keep it past `max_age` without asking, nor serve it stale while
+        // asking (a media playlist of the old generation beside segments of
+        // the new would mix two videos). Its ETag stays the content's: a
+        // cache that revalidates an unchanged file (say, an init segment
+        // equal in both) is rightly told 304, since equal tags mean equal
+        // bytes.
+        let stable = session_start.clone();
         let mut by_path = HashMap::with_capacity(manifest.files.len());
         let mut files: Vec<FileInfo> = manifest
             .files
@@ -129,10 +161,11 @@ impl Video {
                     content_type: HeaderValue::from_static(kinema_http::content_type::for_path(
                         entry.path.as_str(),
                     )),
-                    cache_control: match kind {
-                        RouteKind::Playlist if starts_session(&entry.path) => session_start.clone(),
-                        RouteKind::Playlist => media_playlist.clone(),
-                        _ => immutable.clone(),
+                    cache_control: match (addressing, kind) {
+                        _ if starts_session(&entry.path) => session_start.clone(),
+                        (Addressing::Stable, _) => stable.clone(),
+                        (Addressing::Generation, RouteKind::Playlist) => media_playlist.clone(),
+                        (Addressing::Generation, _) => immutable.clone(),
                     },
                     content_length: HeaderValue::from(entry.size),
                     next_segment: None,
@@ -157,6 +190,7 @@ impl Video {
         };
         Self {
             id: manifest.id.clone(),
+            generation: manifest.generation,
             access: manifest.access,
             last_modified,
             last_modified_header,
@@ -206,17 +240,38 @@ pub enum LookupError {
     Store(Arc<StoreError>),
 }
 
+/// The current generation of a video, seen both ways.
+#[derive(Debug)]
+struct Published {
+    stable: Arc<Video>,
+    pinned: Arc<Video>,
+}
+
+impl Published {
+    fn new(manifest: &Manifest, manifest_max_age: Duration) -> Self {
+        let view =
+            |addressing| Arc::new(Video::from_manifest(manifest, manifest_max_age, addressing));
+        Self {
+            stable: view(Addressing::Stable),
+            pinned: view(Addressing::Generation),
+        }
+    }
+}
+
 /// What the hot path keeps of one id: the video (or its absence) and until
 /// when that answer may be given without asking the store again.
 #[derive(Debug, Clone)]
 struct Known {
-    video: Option<Arc<Video>>,
+    video: Option<Arc<Published>>,
     fresh_until: Instant,
 }
 
 /// Most ids remembered on the hot path; a scan of random ids empties the
 /// table rather than growing it without bound.
 const MAX_KNOWN: usize = 100_000;
+/// Most retired generations (or absences of one) remembered: a scan of
+/// random generation numbers evicts rather than grows.
+const MAX_RETIRED: u64 = 10_000;
 
 /// Published videos held in memory for a short time.
 ///
@@ -224,14 +279,17 @@ const MAX_KNOWN: usize = 100_000;
 /// almost every request with one hash lookup (the lock is never held across
 /// an `.await`), and `loads`, a moka cache that coalesces concurrent reads of
 /// one manifest. Each layer keeps an answer for half of `refresh`, so what a
-/// request sees is never older than `refresh`.
+/// request sees is never older than `refresh`. Retired generations, asked
+/// for only by players that began before a republish, live in `retired`
+/// (coalesced and held the same way).
 #[derive(Debug, Clone)]
 pub struct Catalog {
     store: Arc<dyn Store>,
     manifest_max_age: Duration,
     keep_for: Duration,
     known: Arc<RwLock<HashMap<Box<str>, Known>>>,
-    loads: moka::future::Cache<String, Option<Arc<Video>>>,
+    loads: moka::future::Cache<String, Option<Arc<Published>>>,
+    retired: moka::future::Cache<(VideoId, u64), Option<Arc<Video>>>,
 }
 
 impl Catalog {
@@ -241,19 +299,65 @@ impl Catalog {
             .max_capacity(MAX_KNOWN as u64)
             .time_to_live(keep_for.max(Duration::from_millis(1)))
             .build();
+        let retired = moka::future::Cache::builder()
+            .max_capacity(MAX_RETIRED)
+            .time_to_live(keep_for.max(Duration::from_millis(1)))
+            .support_invalidation_closures()
+            .build();
         Self {
             store,
             manifest_max_age,
             keep_for,
             known: Arc::new(RwLock::new(HashMap::new())),
             loads,
+            retired,
         }
     }
 
-    /// The published video `id`. A hit costs a hash lookup on the borrowed
-    /// id; only a miss validates it and reads the store, and concurrent
-    /// misses for one id share one read.
+    /// The published video `id` at its stable URLs (its current
+    /// generation). A hit costs a hash lookup on the borrowed id; only a miss
+    /// validates it and reads the store, and concurrent misses for one id
+    /// share one read.
     pub async fn video(&self, id: &str) -> Result<Arc<Video>, LookupError> {
+        Ok(self.published(id).await?.stable.clone())
+    }
+
+    /// Generation `generation` of video `id`, at its generation's URLs: the
+    /// current one from the same table as [`Catalog::video`], a retired one
+    /// (still in the store) from its own manifest.
+    pub async fn generation(&self, id: &str, generation: u64) -> Result<Arc<Video>, LookupError> {
+        // No current manifest means the video is unpublished, which removed
+        // every generation: the error stands.
+        let published = self.published(id).await?;
+        if published.pinned.generation == generation {
+            return Ok(published.pinned.clone());
+        }
+        // Boxed to keep the hot path's future small (see files.rs).
+        Box::pin(self.load_retired(id, generation)).await
+    }
+
+    async fn load_retired(&self, id: &str, generation: u64) -> Result<Arc<Video>, LookupError> {
+        let video_id = VideoId::new(id)?;
+        let store = self.store.clone();
+        let max_age = self.manifest_max_age;
+        self.retired
+            .try_get_with((video_id.clone(), generation), async move {
+                match store.manifest_of_generation(&video_id, generation).await {
+                    Ok(manifest) => Ok(Some(Arc::new(Video::from_manifest(
+                        &manifest,
+                        max_age,
+                        Addressing::Generation,
+                    )))),
+                    Err(error) if error.is_not_found() => Ok(None),
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+            .map_err(LookupError::Store)?
+            .ok_or(LookupError::NotFound)
+    }
+
+    async fn published(&self, id: &str) -> Result<Arc<Published>, LookupError> {
         let now = Instant::now();
         {
             let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
@@ -267,7 +371,7 @@ impl Catalog {
         Box::pin(self.load(id, now)).await
     }
 
-    async fn load(&self, id: &str, now: Instant) -> Result<Arc<Video>, LookupError> {
+    async fn load(&self, id: &str, now: Instant) -> Result<Arc<Published>, LookupError> {
         let video_id = VideoId::new(id)?;
         let store = self.store.clone();
         let max_age = self.manifest_max_age;
@@ -275,7 +379,7 @@ impl Catalog {
             .loads
             .try_get_with(id.to_owned(), async move {
                 match store.manifest(&video_id).await {
-                    Ok(manifest) => Ok(Some(Arc::new(Video::from_manifest(&manifest, max_age)))),
+                    Ok(manifest) => Ok(Some(Arc::new(Published::new(&manifest, max_age)))),
                     Err(error) if error.is_not_found() => Ok(None),
                     Err(error) => Err(error),
                 }
@@ -306,11 +410,41 @@ impl Catalog {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id.as_str());
         self.loads.invalidate(id.as_str()).await;
+        let id = id.clone();
+        // Fails only when the cache was built without closures; it was not.
+        let _ = self
+            .retired
+            .invalidate_entries_if(move |(video, _), _| *video == id);
     }
 
-    /// Applies pending bookkeeping of the load cache.
+    /// Deletes the retired generations past their grace from the store now
+    /// (at start) and every `every` after, so a video that is never
+    /// published again does not keep its old generations for good (a
+    /// publish collects its own video's). Runs until the task is aborted.
+    pub fn collect_retired(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            loop {
+                match store.collect_retired().await {
+                    Ok(collected) => {
+                        for gone in collected {
+                            tracing::info!(video = %gone.id, generation = gone.generation,
+                                "deleted a retired generation past its grace");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot delete retired generations");
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
+    /// Applies pending bookkeeping of the load caches.
     pub async fn settle(&self) {
         self.loads.run_pending_tasks().await;
+        self.retired.run_pending_tasks().await;
     }
 
     /// Videos (published ones, not remembered absences) held in memory.
@@ -338,6 +472,7 @@ mod tests {
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             id: VideoId::new("clip").unwrap(),
+            generation: 5,
             title: "t".into(),
             duration_seconds: 8.0,
             segment_duration_seconds: 4.0,
@@ -352,7 +487,8 @@ mod tests {
                 entry("thumbs/poster.jpg", 'e'),
             ],
         };
-        let video = Video::from_manifest(&manifest, Duration::from_secs(7));
+        let video = Video::from_manifest(&manifest, Duration::from_secs(7), Addressing::Generation);
+        assert_eq!(video.generation, 5);
         assert_eq!(video.last_modified_header, "Tue, 14 Nov 2023 22:13:20 GMT");
         let master = video.file("master.m3u8").unwrap();
         assert_eq!(master.kind, RouteKind::Playlist);
@@ -377,6 +513,18 @@ mod tests {
         );
         assert!(video.file("manifest.json").is_none());
         assert!(video.file("../master.m3u8").is_none());
+
+        // At the stable URLs, nothing is immutable: a republish changes
+        // what they name. The ETag stays the content's.
+        let stable = Video::from_manifest(&manifest, Duration::from_secs(7), Addressing::Stable);
+        for file in &stable.files {
+            assert_eq!(
+                file.cache_control, "public, max-age=7, stale-if-error=86400",
+                "{}",
+                file.path
+            );
+        }
+        assert_eq!(stable.file("v1/1.m4s").unwrap().etag, first.etag);
     }
 
     fn rendition(id: &str, kind: RenditionKind, bitrate: u64) -> kinema_core::Rendition {
@@ -398,6 +546,7 @@ mod tests {
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             id: VideoId::new("clip").unwrap(),
+            generation: 5,
             title: "t".into(),
             duration_seconds: 4.0,
             segment_duration_seconds: 4.0,
@@ -417,7 +566,7 @@ mod tests {
                 entry("v720/1.m4s", 'd'),
             ],
         };
-        let video = Video::from_manifest(&manifest, Duration::from_secs(7));
+        let video = Video::from_manifest(&manifest, Duration::from_secs(7), Addressing::Stable);
         assert_eq!(video.session_bitrate, 3_128_000);
         let starting: Vec<&str> = video
             .files

@@ -74,7 +74,11 @@ pub enum FileError {
     #[error(
         "{id}/{path} does not match the SHA-256 its manifest lists (corrupt on disk); repair the file or republish the video"
     )]
-    ChecksumMismatch { id: VideoId, path: ObjectPath },
+    ChecksumMismatch {
+        id: VideoId,
+        generation: u64,
+        path: ObjectPath,
+    },
     #[error(
         "{id}/{path} was found corrupt by the scrub (its SHA-256 differs from the manifest's); repair the file or republish the video"
     )]
@@ -179,8 +183,8 @@ impl Drop for DescriptorSlot {
     }
 }
 
-/// Files of a video, by video and path.
-type FileName = (VideoId, ObjectPath);
+/// Files of a video, by video, generation and path.
+type FileName = (VideoId, u64, ObjectPath);
 
 #[derive(Debug, Clone)]
 pub struct FileCache {
@@ -250,6 +254,7 @@ impl FileCache {
                 load(
                     self.clone(),
                     video.id.clone(),
+                    video.generation,
                     file.path.clone(),
                     file.size,
                     file.sha256,
@@ -265,12 +270,13 @@ impl FileCache {
                     return Ok(loaded.content.clone());
                 }
                 // Concurrent misses for one content share one read, which
-                // may have been another video's corrupt copy: this video's
-                // own copy may be intact, so read it rather than share the
-                // other's failure.
+                // may have been another video's (or generation's) corrupt
+                // copy: this one's own copy may be intact, so read it rather
+                // than share the other's failure.
                 Err(error)
                     if !retried
-                        && matches!(&*error, FileError::ChecksumMismatch { id, .. } if *id != video.id) =>
+                        && matches!(&*error, FileError::ChecksumMismatch { id, generation, .. }
+                            if *id != video.id || *generation != video.generation) =>
                 {
                     retried = true;
                 }
@@ -308,6 +314,7 @@ impl FileCache {
                 .or_try_insert_with(load(
                     this.clone(),
                     video.id.clone(),
+                    video.generation,
                     next.path.clone(),
                     next.size,
                     next.sha256,
@@ -329,10 +336,10 @@ impl FileCache {
         });
     }
 
-    fn is_known_corrupt(&self, id: &VideoId, path: &ObjectPath) -> bool {
+    fn is_known_corrupt(&self, video: &Video, path: &ObjectPath) -> bool {
         let corrupt = self.corrupt.lock().unwrap_or_else(PoisonError::into_inner);
         // Cloning the names only when there is anything to find.
-        !corrupt.is_empty() && corrupt.contains(&(id.clone(), path.clone()))
+        !corrupt.is_empty() && corrupt.contains(&(video.id.clone(), video.generation, path.clone()))
     }
 
     /// Files the scrub last found corrupt.
@@ -387,11 +394,11 @@ impl FileCache {
                 continue;
             };
             for file in &video.files {
-                match self.verify(&video.id, file, throttle).await {
+                match self.verify(&video, file, throttle).await {
                     Ok(intact) => {
                         found.files += 1;
                         found.bytes += file.size;
-                        self.note_scrubbed(&video.id, file, intact).await;
+                        self.note_scrubbed(&video, file, intact).await;
                         if !intact {
                             found.corrupt += 1;
                         }
@@ -411,11 +418,12 @@ impl FileCache {
     /// matches its size and checksum.
     async fn verify(
         &self,
-        id: &VideoId,
+        video: &Video,
         file: &FileInfo,
         throttle: &mut Throttle,
     ) -> Result<bool, StoreError> {
-        let size = self.store.head(id, &file.path).await?.size;
+        let (id, generation) = (&video.id, video.generation);
+        let size = self.store.head(id, generation, &file.path).await?.size;
         if size != file.size {
             return Ok(false);
         }
@@ -424,7 +432,10 @@ impl FileCache {
         while offset < size {
             let end = (offset + SCRUB_CHUNK).min(size);
             throttle.wait(end - offset).await;
-            let chunk = self.store.get_range(id, &file.path, offset..end).await?;
+            let chunk = self
+                .store
+                .get_range(id, generation, &file.path, offset..end)
+                .await?;
             self.metrics
                 .scrub_bytes
                 .fetch_add(chunk.len() as u64, Relaxed);
@@ -443,8 +454,9 @@ impl FileCache {
         Ok(<[u8; 32]>::from(hasher.finalize()) == file.sha256)
     }
 
-    async fn note_scrubbed(&self, id: &VideoId, file: &FileInfo, intact: bool) {
-        let name = (id.clone(), file.path.clone());
+    async fn note_scrubbed(&self, video: &Video, file: &FileInfo, intact: bool) {
+        let id = &video.id;
+        let name = (id.clone(), video.generation, file.path.clone());
         if intact {
             let repaired = self
                 .corrupt
@@ -474,7 +486,7 @@ impl FileCache {
     /// streamed response commits to a status and `Content-Length`.
     /// Also refuses a file the scrub found corrupt.
     pub async fn check_size(&self, video: &Video, file: &FileInfo) -> Result<(), FileError> {
-        if self.is_known_corrupt(&video.id, &file.path) {
+        if self.is_known_corrupt(video, &file.path) {
             return Err(FileError::FoundCorrupt {
                 id: video.id.clone(),
                 path: file.path.clone(),
@@ -482,7 +494,7 @@ impl FileCache {
         }
         let meta = self
             .store
-            .head(&video.id, &file.path)
+            .head(&video.id, video.generation, &file.path)
             .await
             .map_err(|error| self.store_error(error))?;
         if meta.size != file.size {
@@ -524,6 +536,7 @@ impl FileCache {
         self.metrics.streamed_files.fetch_add(1, Relaxed);
         let store = self.store.clone();
         let id = video.id.clone();
+        let generation = video.generation;
         let path = file.path.clone();
         let jobs = pieces
             .into_iter()
@@ -544,7 +557,7 @@ impl FileCache {
                     match job {
                         Part::Literal(bytes) => Ok(bytes),
                         Part::Range(range) => store
-                            .get_range(&id, &path, range)
+                            .get_range(&id, generation, &path, range)
                             .await
                             .map_err(std::io::Error::other),
                     }
@@ -627,6 +640,7 @@ impl Throttle {
 async fn load(
     cache: FileCache,
     id: VideoId,
+    generation: u64,
     path: ObjectPath,
     expected: u64,
     sha256: [u8; 32],
@@ -639,7 +653,7 @@ async fn load(
         ..
     } = cache;
     metrics.store_reads.fetch_add(1, Relaxed);
-    let stored = store.get(&id, &path).await.map_err(|error| {
+    let stored = store.get(&id, generation, &path).await.map_err(|error| {
         metrics.store_errors.fetch_add(1, Relaxed);
         FileError::Store(Arc::new(error))
     })?;
@@ -661,7 +675,11 @@ async fn load(
     let Some(content) = verified_content(stored, &id, &path, sha256, may_keep_descriptor).await
     else {
         metrics.checksum_mismatches.fetch_add(1, Relaxed);
-        return Err(FileError::ChecksumMismatch { id, path });
+        return Err(FileError::ChecksumMismatch {
+            id,
+            generation,
+            path,
+        });
     };
     Ok(Arc::new(CachedFile {
         _descriptor: descriptor.filter(|_| content.shared_file.is_some()),
@@ -741,6 +759,7 @@ async fn verified_content(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Addressing;
 
     fn sample(n: usize) -> Bytes {
         (0..n).map(|i| (i * 31 + i / 256) as u8).collect()
@@ -796,6 +815,7 @@ mod tests {
         std::fs::write(staged.join("v1/1.m4s"), sample(1000)).unwrap();
         std::fs::write(staged.join("v1/2.m4s"), sample(2000)).unwrap();
         let manifest = kinema_core::Manifest {
+            generation: 1,
             format_version: kinema_core::MANIFEST_FORMAT_VERSION,
             id: VideoId::new("clip").unwrap(),
             title: "t".into(),
@@ -807,8 +827,12 @@ mod tests {
             files: kinema_store::describe_files(&staged).await.unwrap(),
         };
         store.publish(&manifest, &staged).await.unwrap();
-        std::fs::remove_file(root.path().join("videos/clip/v1/2.m4s")).unwrap();
-        let video = Arc::new(Video::from_manifest(&manifest, Duration::from_secs(1)));
+        std::fs::remove_file(root.path().join("videos/clip/g1/v1/2.m4s")).unwrap();
+        let video = Arc::new(Video::from_manifest(
+            &manifest,
+            Duration::from_secs(1),
+            Addressing::Generation,
+        ));
         let metrics = Arc::new(Metrics::default());
         let files = FileCache::new(
             store,
@@ -850,6 +874,7 @@ mod tests {
             std::fs::write(staged.join(format!("v1/{n}.m4s")), content).unwrap();
         }
         let manifest = kinema_core::Manifest {
+            generation: 1,
             format_version: kinema_core::MANIFEST_FORMAT_VERSION,
             id: VideoId::new("clip").unwrap(),
             title: "t".into(),
@@ -861,7 +886,7 @@ mod tests {
             files: kinema_store::describe_files(&staged).await.unwrap(),
         };
         store.publish(&manifest, &staged).await.unwrap();
-        let video = Video::from_manifest(&manifest, Duration::from_secs(1));
+        let video = Video::from_manifest(&manifest, Duration::from_secs(1), Addressing::Generation);
         let budget = DescriptorBudget::new(1);
         let files = FileCache::new(
             store,

@@ -38,6 +38,11 @@ use crate::web::WebRoot;
 
 type HttpResponse = Response<ResponseBody>;
 
+/// How often retired generations past their grace are looked for besides
+/// at start (a publish collects its own video's): a small part of any
+/// sensible grace.
+const COLLECT_RETIRED_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The origin service: one per listener, shared by every connection.
 #[derive(Debug)]
 pub struct Origin {
@@ -166,12 +171,14 @@ impl Origin {
     /// Starts the periodic work that runs whether or not requests come:
     /// the file cache's `cache_inactive` expiry
     /// ([`FileCache::expire_inactive`]), admission's sampling of the
-    /// egress and the load, and the library scrub ([`FileCache::scrub`])
-    /// when `scrub_rate` is not 0.
+    /// egress and the load, the deletion of retired generations past
+    /// their grace ([`Catalog::collect_retired`], at start and hourly), and
+    /// the library scrub ([`FileCache::scrub`]) when `scrub_rate` is not 0.
     pub(crate) fn start_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = vec![
             self.files.expire_inactive(),
             self.admission.clone().run_sampler(),
+            self.catalog.collect_retired(COLLECT_RETIRED_EVERY),
         ];
         if self.scrub_rate > 0 {
             tasks.push(self.files.scrub(self.catalog.clone(), self.scrub_rate));
@@ -317,7 +324,8 @@ impl Origin {
         )
     }
 
-    /// `/v/{id}/{path}`: only files the video's manifest lists; a signed
+    /// `/v/{id}/{path}` and `/v/{id}/g{N}/{path}`: only files the video's
+    /// (or that generation's) manifest lists; a signed
     /// video only when `signed` (the request came through a valid token,
     /// which expires then; the response's freshness ends with it).
     /// `client` starts or plays a session, for admission.
@@ -392,7 +400,16 @@ impl Origin {
         let Some((id, path)) = decoded.split_once('/') else {
             return Err(error(StatusCode::NOT_FOUND, "not found"));
         };
-        let video = match self.catalog.video(id).await {
+        // `g{N}/…` names one generation's file forever; any other path, the
+        // current generation's (DESIGN: the stable public URLs).
+        let pinned = path.split_once('/').and_then(|(first, rest)| {
+            kinema_store::layout::parse_generation_dir(first).map(|generation| (generation, rest))
+        });
+        let (found, path) = match pinned {
+            Some((generation, rest)) => (self.catalog.generation(id, generation).await, rest),
+            None => (self.catalog.video(id).await, path),
+        };
+        let video = match found {
             Ok(video) => video,
             Err(LookupError::BadId(_)) => {
                 return Err(error(StatusCode::BAD_REQUEST, "bad video id"));

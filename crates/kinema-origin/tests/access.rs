@@ -163,12 +163,23 @@ async fn signed_videos_need_a_valid_token_for_every_file() {
         "thumbs/poster.jpg",
     ];
     let token = protected.token(SIGNED, 600);
+    let generation = protected.library.manifest().await.generation;
     for protocol in PROTOCOLS {
         for file in files {
             let bare = get(&server, protocol, &format!("/v/{SIGNED}/{file}")).await;
             assert_refused(&bare, "missing_token");
             let signed = get(&server, protocol, &format!("/s/{token}/v/{SIGNED}/{file}")).await;
             assert_eq!(signed.status, StatusCode::OK, "{file}");
+            assert_eq!(signed.body.as_ref(), protected.library.read(file));
+            // The video's token covers its generation's URLs, which the
+            // playlists point to; they are no more open without one.
+            let pinned = format!("v/{SIGNED}/g{generation}/{file}");
+            assert_refused(
+                &get(&server, protocol, &format!("/{pinned}")).await,
+                "missing_token",
+            );
+            let signed = get(&server, protocol, &format!("/s/{token}/{pinned}")).await;
+            assert_eq!(signed.status, StatusCode::OK, "{pinned}");
             assert_eq!(signed.body.as_ref(), protected.library.read(file));
         }
         // Public videos stay public, and open through a token of their own.
@@ -224,8 +235,14 @@ async fn signed_responses_are_fresh_no_longer_than_their_token() {
             assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
             assert_eq!(revalidated.header("cache-control"), cache_control);
         }
-        // The same files unsigned keep their year.
-        let public = get(&server, protocol, "/v/clip/v180/1.m4s").await;
+        // The same files unsigned keep their year at the generation's URL.
+        let generation = protected.library.manifest().await.generation;
+        let public = get(
+            &server,
+            protocol,
+            &format!("/v/clip/g{generation}/v180/1.m4s"),
+        )
+        .await;
         assert_eq!(
             public.header("cache-control"),
             "public, max-age=31536000, immutable"

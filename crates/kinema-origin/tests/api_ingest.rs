@@ -436,9 +436,23 @@ async fn multipart_subtitles_parts_are_published_as_webvtt() {
     let (status, _, master) = api.get_text("/v/subbed/master.m3u8").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        master.contains("GROUP-ID=\"subs\",NAME=\"French (forced)\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"sub0/index.m3u8\""),
+        master.contains("GROUP-ID=\"subs\",NAME=\"French (forced)\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"g"),
         "{master}"
     );
+    // The playlist points into its generation, which serves the track.
+    let uri = master
+        .split("FORCED=YES,URI=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    let (generation, rest) = uri.split_once('/').unwrap();
+    assert!(
+        kinema_store::layout::parse_generation_dir(generation).is_some(),
+        "{uri}"
+    );
+    assert_eq!(rest, "sub0/index.m3u8");
+    let (status, _, _) = api.get_text(&format!("/v/subbed/{uri}")).await;
+    assert_eq!(status, StatusCode::OK);
     let (status, content_type_of_vtt, segment) = api.get_text("/v/subbed/sub0/1.vtt").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(content_type_of_vtt, "text/vtt");

@@ -68,13 +68,30 @@ async fn get_and_head_serve_every_listed_file_with_its_headers() {
             "public, max-age=31536000, immutable",
         ),
     ];
+    // At the stable URLs every file names the current generation, whose
+    // bytes change with a republish: revalidated like the master playlist,
+    // never immutable. The generation's URLs are what the cases say.
+    let stable = "public, max-age=10, stale-if-error=86400";
+    let generation = manifest.generation;
     for protocol in PROTOCOLS {
-        for (path, content_type, cache_control) in cases {
-            let target = format!("/v/clip/{path}");
+        for (path, content_type, pinned_cache_control) in cases {
             let expected = library.read(path);
-            for method in [Method::GET, Method::HEAD] {
+            for (target, cache_control, method) in [
+                (format!("/v/clip/{path}"), stable, Method::GET),
+                (format!("/v/clip/{path}"), stable, Method::HEAD),
+                (
+                    format!("/v/clip/g{generation}/{path}"),
+                    pinned_cache_control,
+                    Method::GET,
+                ),
+                (
+                    format!("/v/clip/g{generation}/{path}"),
+                    pinned_cache_control,
+                    Method::HEAD,
+                ),
+            ] {
                 let reply = send(&server, protocol, method.clone(), &target, &[]).await;
-                let context = format!("{protocol:?} {method} {path}");
+                let context = format!("{protocol:?} {method} {target}");
                 assert_eq!(reply.status, StatusCode::OK, "{context}");
                 assert_eq!(reply.header("content-type"), content_type, "{context}");
                 assert_eq!(reply.header("cache-control"), cache_control, "{context}");
@@ -356,9 +373,10 @@ async fn conditional_requests_answer_304_and_412() {
             if expected == StatusCode::NOT_MODIFIED {
                 assert!(reply.body.is_empty());
                 assert_eq!(reply.header("etag"), etag);
+                // The stable URL's: the generation's own URL is immutable.
                 assert_eq!(
                     reply.header("cache-control"),
-                    "public, max-age=31536000, immutable"
+                    "public, max-age=10, stale-if-error=86400"
                 );
                 assert_eq!(reply.header("access-control-allow-origin"), "*");
             }

@@ -1,7 +1,8 @@
-//! A real CMAF video in a real library, for tests that put the real origin
-//! behind the edge: made once per build by ffmpeg (the same fixture
-//! `real_origin.rs` makes, in the same directory) and published as ingest
-//! would.
+//! Real CMAF videos in a real library, for tests that put the real origin
+//! behind the edge: made once per build by ffmpeg and published as ingest
+//! would (the multivariant playlist pointing into the generation).
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,11 +12,36 @@ use kinema_core::{
 };
 use kinema_store::{LocalStore, Store};
 
-/// A 4 s 320x180 clip cut into 1 s CMAF segments by ffmpeg's DASH muxer,
-/// with HLS playlists written like kinema-media's; made once per build and
-/// shared by test processes.
-pub fn fixture() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kinema-edge-fixture-v1");
+/// A 4 s clip cut into 1 s CMAF segments by ffmpeg's DASH muxer, with HLS
+/// playlists written like kinema-media's; made once per build and shared by
+/// test processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clip {
+    /// 320x180 `testsrc2`.
+    Test,
+    /// 256x144 SMPTE bars: different bytes in every file, the init segment
+    /// included (another size).
+    Bars,
+}
+
+impl Clip {
+    fn name(self) -> &'static str {
+        match self {
+            Clip::Test => "kinema-edge-fixture-v1",
+            Clip::Bars => "kinema-edge-fixture-bars-v1",
+        }
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            Clip::Test => "testsrc2=size=320x180:rate=25",
+            Clip::Bars => "smptebars=size=256x144:rate=25",
+        }
+    }
+}
+
+pub fn fixture(clip: Clip) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(clip.name());
     if dir.join("complete").exists() {
         return dir;
     }
@@ -27,7 +53,7 @@ pub fn fixture() -> PathBuf {
     std::fs::create_dir_all(video.join("v180")).unwrap();
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
-        .args(["-i", "testsrc2=size=320x180:rate=25", "-t", "4"])
+        .args(["-i", clip.source(), "-t", "4"])
         .args([
             "-c:v",
             "libx264",
@@ -88,14 +114,44 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Publishes the fixture as video `id` with `access`, as ingest would.
-pub async fn publish(store: &LocalStore, id: &str, access: AccessPolicy) {
-    let staged = store.staging_root().join(format!("stage-{id}"));
-    copy_dir(&fixture().join("video"), &staged);
+/// Publishes the test clip as video `id` with `access`, as ingest would.
+pub async fn publish(store: &LocalStore, id: &str, access: AccessPolicy) -> Manifest {
+    publish_clip(store, id, access, Clip::Test).await
+}
+
+/// A generation newer than any this process made before: publishing again
+/// in the same millisecond must still replace.
+fn next_generation() -> u64 {
+    static LAST: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+    let mut last = LAST.lock().unwrap();
+    *last = kinema_store::layout::unix_millis(std::time::SystemTime::now()).max(*last + 1);
+    *last
+}
+
+/// Publishes `clip` as a new generation of video `id`, as ingest would:
+/// the multivariant playlist's URIs lead into the generation (`g{N}/…`).
+pub async fn publish_clip(
+    store: &LocalStore,
+    id: &str,
+    access: AccessPolicy,
+    clip: Clip,
+) -> Manifest {
+    let generation = next_generation();
+    let staged = store
+        .staging_root()
+        .join(format!("stage-{id}-{generation}"));
+    copy_dir(&fixture(clip).join("video"), &staged);
+    let master = std::fs::read_to_string(staged.join("master.m3u8")).unwrap();
+    std::fs::write(
+        staged.join("master.m3u8"),
+        master.replace("v180/", &format!("g{generation}/v180/")),
+    )
+    .unwrap();
     let files = kinema_store::describe_files(&staged).await.unwrap();
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         id: VideoId::new(id).unwrap(),
+        generation,
         title: "Edge test clip".into(),
         duration_seconds: 4.0,
         segment_duration_seconds: 1.0,
@@ -115,4 +171,5 @@ pub async fn publish(store: &LocalStore, id: &str, access: AccessPolicy) {
         files,
     };
     store.publish(&manifest, &staged).await.unwrap();
+    manifest
 }

@@ -105,8 +105,19 @@ impl Library {
         Self { dir, store }
     }
 
+    /// The directory of the current generation of video `id`.
     pub fn video_dir(&self, id: &str) -> PathBuf {
-        self.dir.path().join("videos").join(id)
+        let id = VideoId::new(id).unwrap();
+        let current = std::fs::read(
+            self.dir
+                .path()
+                .join(kinema_store::layout::current_manifest_key(&id)),
+        )
+        .unwrap();
+        let generation = Manifest::from_json(&current).unwrap().generation;
+        self.dir
+            .path()
+            .join(kinema_store::layout::generation_prefix(&id, generation))
     }
 
     /// Runs one ingest through the pipeline.
@@ -240,6 +251,8 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
 /// Decodes every stream a manifest offers with real ffmpeg; fails on any
 /// error it prints.
 pub fn assert_decodes(manifest_path: &Path) {
+    let at_stable_url = at_stable_url(manifest_path);
+    let manifest_path = at_stable_url.as_deref().unwrap_or(manifest_path);
     let output = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-i"])
         .arg(manifest_path)
@@ -261,6 +274,25 @@ pub fn assert_decodes(manifest_path: &Path) {
 
 /// ffprobe's view of one rendition played through its media playlist:
 /// (pts seconds, is keyframe) of every packet, and the end of the last.
+/// A generation's multivariant playlist or MPD names its files `g{N}/…`,
+/// relative to the video's stable URL (`/v/{id}/master.m3u8`), not to its
+/// own place in the generation's directory: a copy of it where the stable
+/// URL would be on disk (beside the generation directories) reads as a
+/// player reads it.
+fn at_stable_url(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let generation_dir = path.parent()?;
+    let generation = generation_dir.file_name()?.to_str()?;
+    if !matches!(name, "master.m3u8" | "manifest.mpd")
+        || kinema_store::layout::parse_generation_dir(generation).is_none()
+    {
+        return None;
+    }
+    let copy = generation_dir.parent()?.join(name);
+    std::fs::copy(path, &copy).unwrap();
+    Some(copy)
+}
+
 pub fn packets(playlist: &Path) -> (Vec<(f64, bool)>, f64) {
     let output = Command::new("ffprobe")
         .args([

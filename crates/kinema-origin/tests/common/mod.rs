@@ -147,6 +147,7 @@ impl Library {
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             id: VideoId::new(id).unwrap(),
+            generation: next_generation(),
             title: "Test clip".into(),
             duration_seconds: 4.0,
             segment_duration_seconds: 1.0,
@@ -169,9 +170,21 @@ impl Library {
         manifest
     }
 
-    /// Where a published file lives on disk.
+    /// Where a file of the fixture video's current generation lives on disk.
     pub fn file(&self, path: &str) -> PathBuf {
-        self.dir.path().join("videos").join(VIDEO).join(path)
+        let id = VideoId::new(VIDEO).unwrap();
+        let current = std::fs::read(
+            self.dir
+                .path()
+                .join(kinema_store::layout::current_manifest_key(&id)),
+        )
+        .unwrap();
+        let generation = Manifest::from_json(&current).unwrap().generation;
+        self.dir.path().join(kinema_store::layout::object_key(
+            &id,
+            generation,
+            &kinema_core::ObjectPath::new(path).unwrap(),
+        ))
     }
 
     pub fn read(&self, path: &str) -> Vec<u8> {
@@ -184,6 +197,15 @@ impl Library {
             .await
             .unwrap()
     }
+}
+
+/// A generation newer than any this process made before: publishing again
+/// in the same millisecond must still replace.
+pub fn next_generation() -> u64 {
+    static LAST: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+    let mut last = LAST.lock().unwrap();
+    *last = kinema_store::layout::unix_millis(std::time::SystemTime::now()).max(*last + 1);
+    *last
 }
 
 /// An origin running on `127.0.0.1:0`, stopped on drop or by [`stop`].
