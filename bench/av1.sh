@@ -68,8 +68,11 @@ EOF
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }'
 }
 
+# A rendition's directory in the one generation a fresh library holds.
+rendition_dir() { local video="$work/lib-$1/videos/$1"; echo "$video/g$(jq -r .generation "$video/manifest.json")/$2"; }
+
 h264_time=$(ingest h264 false 60)
-dir="$work/lib-h264/videos/h264/v720"
+dir=$(rendition_dir h264 v720)
 joined "$dir" "$work/h264.mp4"
 h264_rate=$(bits_per_second "$dir")
 h264_ssim=$(ssim_of "$work/h264.mp4")
@@ -78,7 +81,7 @@ echo "H.264 720p: $h264_rate bit/s, SSIM $h264_ssim, ingest $h264_time s" >&2
 points=()
 for percent in $percents; do
     time=$(ingest "av1-$percent" true "$percent")
-    dir="$work/lib-av1-$percent/videos/av1-$percent/v720av1"
+    dir=$(rendition_dir "av1-$percent" v720av1)
     joined "$dir" "$work/av1-$percent.mp4"
     rate=$(bits_per_second "$dir")
     ssim=$(ssim_of "$work/av1-$percent.mp4")

@@ -4,7 +4,8 @@
 -- pass, each rendition's init before its segments).
 --
 -- Usage: wrk -s bench/mix.lua URL -- VIDEO_ID RENDITION:SEGMENTS [...]
---   e.g. wrk -t1 -c64 -d5s -s bench/mix.lua http://127.0.0.1:8080 -- bench v360:20 v720:20
+--   e.g. wrk -t1 -c64 -d5s -s bench/mix.lua http://127.0.0.1:8080 -- bench g1/v360:20 g1/v720:20
+--   (a rendition is named by its path in the video: generation, then id)
 --
 -- Each wrk thread walks the list round-robin from its own offset, so the
 -- connections spread over all files instead of hammering the first one.

@@ -40,7 +40,10 @@ KINEMA=$PWD/target/release/kinema
 LIBRARY=$PWD/target/bench-origin-library
 VIDEO=bench
 SEGMENTS=20
-if [ ! -f "$LIBRARY/videos/$VIDEO/manifest.json" ]; then
+# Published as generation 1 of the video (manifest format 2): its files in
+# videos/$VIDEO/g1/, the current manifest beside them, written last.
+GENERATION=1
+if ! grep -qs '"format_version": 2' "$LIBRARY/videos/$VIDEO/manifest.json"; then
     echo "== making the benchmark library (80 s, 360p + 720p, 4 s segments)" >&2
     rm -rf "$LIBRARY"
     work=$(mktemp -d)
@@ -63,7 +66,7 @@ if [ ! -f "$LIBRARY/videos/$VIDEO/manifest.json" ]; then
             printf '#EXT-X-ENDLIST\n'
         } > "$work/$1/index.m3u8"
     done
-    printf '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x360,CODECS="avc1.42c01e"\nv360/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=3300000,RESOLUTION=1280x720,CODECS="avc1.42c01f"\nv720/index.m3u8\n' > "$work/master.m3u8"
+    printf '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x360,CODECS="avc1.42c01e"\ng1/v360/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=3300000,RESOLUTION=1280x720,CODECS="avc1.42c01f"\ng1/v720/index.m3u8\n' > "$work/master.m3u8"
     ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=1280x720 -frames:v 1 "$work/thumbs/poster.jpg"
     mkdir -p "$LIBRARY/videos" "$LIBRARY/staging" "$LIBRARY/trash"
     # The manifest (format 1) lists every file with its size and SHA-256,
@@ -82,7 +85,7 @@ files.sort(key=lambda f: f["path"])
 rendition = lambda rid, w, h, rate: {"id": rid, "kind": "video", "codecs": "avc1.42c01f",
     "width": w, "height": h, "frame_rate": 25.0, "bitrate": rate, "peak_bitrate": rate,
     "segments": segments}
-manifest = {"format_version": 1, "id": video, "title": "Benchmark", "duration_seconds": segments * 4.0,
+manifest = {"format_version": 2, "id": video, "generation": 1, "title": "Benchmark", "duration_seconds": segments * 4.0,
     "segment_duration_seconds": 4.0, "published_at_unix": int(time.time()), "access": "public",
     "renditions": [rendition("v360", 640, 360, 800000), rendition("v720", 1280, 720, 3000000)],
     "files": files}
@@ -90,11 +93,13 @@ json.dump(manifest, open(os.path.join(root, "manifest.json"), "w"), indent=2)
 EOF
     # mktemp made the directory private; nginx's workers run as nobody.
     chmod -R a+rX "$work"
-    mv "$work" "$LIBRARY/videos/$VIDEO"
+    mkdir -p "$LIBRARY/videos/$VIDEO"
+    mv "$work" "$LIBRARY/videos/$VIDEO/g$GENERATION"
+    cp "$LIBRARY/videos/$VIDEO/g$GENERATION/manifest.json" "$LIBRARY/videos/$VIDEO/manifest.json"
 fi
-SEGMENT_PATH=/v/$VIDEO/v720/3.m4s
-PLAYLIST_PATH=/v/$VIDEO/v360/index.m3u8
-echo "== segment $(stat -c %s "$LIBRARY/videos/$VIDEO/v720/3.m4s") B, playlist $(stat -c %s "$LIBRARY/videos/$VIDEO/v360/index.m3u8") B" >&2
+SEGMENT_PATH=/v/$VIDEO/g$GENERATION/v720/3.m4s
+PLAYLIST_PATH=/v/$VIDEO/g$GENERATION/v360/index.m3u8
+echo "== segment $(stat -c %s "$LIBRARY/videos/$VIDEO/g$GENERATION/v720/3.m4s") B, playlist $(stat -c %s "$LIBRARY/videos/$VIDEO/g$GENERATION/v360/index.m3u8") B" >&2
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 KINEMA_PORT=$(free_port)
@@ -140,6 +145,12 @@ http {
     scgi_temp_path $RUN_DIR/scgi;
     server {
         listen 127.0.0.1:$NGINX_PORT;
+        # A player's paths: the multivariant playlist at the video's stable
+        # URL, everything else in its generation's directory.
+        location = /v/$VIDEO/master.m3u8 {
+            alias $LIBRARY/videos/$VIDEO/g$GENERATION/master.m3u8;
+            add_header Access-Control-Allow-Origin *;
+        }
         location /v/ {
             alias $LIBRARY/videos/;
             add_header Access-Control-Allow-Origin *;
@@ -199,8 +210,8 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 start_kinema
 start_nginx
 # Warm both: kinema's memory cache and nginx's page-cache/open-file cache.
-wrk -t1 -c8 -d2s -s bench/mix.lua "http://127.0.0.1:$KINEMA_PORT" -- "$VIDEO" "v360:$SEGMENTS" "v720:$SEGMENTS" >/dev/null
-wrk -t1 -c8 -d2s -s bench/mix.lua "http://127.0.0.1:$NGINX_PORT" -- "$VIDEO" "v360:$SEGMENTS" "v720:$SEGMENTS" >/dev/null
+wrk -t1 -c8 -d2s -s bench/mix.lua "http://127.0.0.1:$KINEMA_PORT" -- "$VIDEO" "g$GENERATION/v360:$SEGMENTS" "g$GENERATION/v720:$SEGMENTS" >/dev/null
+wrk -t1 -c8 -d2s -s bench/mix.lua "http://127.0.0.1:$NGINX_PORT" -- "$VIDEO" "g$GENERATION/v360:$SEGMENTS" "g$GENERATION/v720:$SEGMENTS" >/dev/null
 
 declare -A RPS BPS
 for scenario in segment playlist mix; do
@@ -210,7 +221,7 @@ for scenario in segment playlist mix; do
             case $scenario in
                 segment) result=$(measure "http://127.0.0.1:$port$SEGMENT_PATH") ;;
                 playlist) result=$(measure "http://127.0.0.1:$port$PLAYLIST_PATH") ;;
-                mix) result=$(measure "http://127.0.0.1:$port" "$VIDEO" "v360:$SEGMENTS" "v720:$SEGMENTS") ;;
+                mix) result=$(measure "http://127.0.0.1:$port" "$VIDEO" "g$GENERATION/v360:$SEGMENTS" "g$GENERATION/v720:$SEGMENTS") ;;
             esac
             read -r rps bps <<<"$result"
             RPS[$scenario.$server]+="$rps "

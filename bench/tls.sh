@@ -35,7 +35,10 @@ KINEMA=$PWD/target/release/kinema
 
 LIBRARY=$PWD/target/bench-tls-library
 VIDEO=tls
-if [ ! -f "$LIBRARY/videos/$VIDEO/manifest.json" ]; then
+# Published as generation 1 of the video (manifest format 2): its files in
+# videos/$VIDEO/g1/, the current manifest beside them, written last.
+GENERATION=1
+if ! grep -qs '"format_version": 2' "$LIBRARY/videos/$VIDEO/manifest.json"; then
     echo "== making the benchmark library" >&2
     rm -rf "$LIBRARY"
     work=$(mktemp -d)
@@ -44,7 +47,7 @@ if [ ! -f "$LIBRARY/videos/$VIDEO/manifest.json" ]; then
     head -c 1500000 /dev/urandom > "$work/v720/1.m4s"
     head -c 900 /dev/urandom > "$work/v720/init.mp4"
     printf '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-MAP:URI="init.mp4"\n#EXTINF:4.000,\n1.m4s\n#EXT-X-ENDLIST\n' > "$work/v720/index.m3u8"
-    printf '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=3300000,RESOLUTION=1280x720,CODECS="avc1.42c01f"\nv720/index.m3u8\n' > "$work/master.m3u8"
+    printf '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=3300000,RESOLUTION=1280x720,CODECS="avc1.42c01f"\ng1/v720/index.m3u8\n' > "$work/master.m3u8"
     mkdir -p "$LIBRARY/videos" "$LIBRARY/staging" "$LIBRARY/trash"
     python3 - "$work" "$VIDEO" <<'EOF'
 import hashlib, json, os, sys, time
@@ -57,7 +60,7 @@ for directory, _, names in os.walk(root):
         files.append({"path": os.path.relpath(path, root), "size": len(data),
                       "sha256": hashlib.sha256(data).hexdigest()})
 files.sort(key=lambda f: f["path"])
-manifest = {"format_version": 1, "id": video, "title": "TLS benchmark", "duration_seconds": 4.0,
+manifest = {"format_version": 2, "id": video, "generation": 1, "title": "TLS benchmark", "duration_seconds": 4.0,
     "segment_duration_seconds": 4.0, "published_at_unix": int(time.time()), "access": "public",
     "renditions": [{"id": "v720", "kind": "video", "codecs": "avc1.42c01f", "width": 1280,
         "height": 720, "frame_rate": 25.0, "bitrate": 3000000, "peak_bitrate": 3000000,
@@ -66,11 +69,13 @@ manifest = {"format_version": 1, "id": video, "title": "TLS benchmark", "duratio
 json.dump(manifest, open(os.path.join(root, "manifest.json"), "w"), indent=2)
 EOF
     chmod -R a+rX "$work"
-    mv "$work" "$LIBRARY/videos/$VIDEO"
+    mkdir -p "$LIBRARY/videos/$VIDEO"
+    mv "$work" "$LIBRARY/videos/$VIDEO/g$GENERATION"
+    cp "$LIBRARY/videos/$VIDEO/g$GENERATION/manifest.json" "$LIBRARY/videos/$VIDEO/manifest.json"
 fi
 SMALL_PATH=/v/$VIDEO/master.m3u8
-BULK_PATH=/v/$VIDEO/v720/1.m4s
-BULK_BYTES=$(stat -c %s "$LIBRARY/videos/$VIDEO/v720/1.m4s")
+BULK_PATH=/v/$VIDEO/g$GENERATION/v720/1.m4s
+BULK_BYTES=$(stat -c %s "$LIBRARY/videos/$VIDEO/g$GENERATION/v720/1.m4s")
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 KINEMA_PORT=$(free_port)
@@ -112,6 +117,9 @@ http {
         ssl_protocols TLSv1.3;
         ssl_session_tickets on;
         ssl_session_cache shared:SSL:10m;
+        # A player's paths: the multivariant playlist at the video's stable
+        # URL, everything else in its generation's directory.
+        location = /v/$VIDEO/master.m3u8 { alias $LIBRARY/videos/$VIDEO/g$GENERATION/master.m3u8; }
         location /v/ { alias $LIBRARY/videos/; }
     }
 }

@@ -14,6 +14,8 @@ SERVER_PID=
 make_library() {
     "$BIN" bench library --library "$WORK/library" --id synthetic \
         --bitrates 0.3mbit,0.8mbit,1.5mbit,3mbit,6mbit --segment 4s --segments 15
+    local generation
+    generation=$(jq -r .generation "$WORK/library/videos/synthetic/manifest.json")
     mkdir -p "$WORK/nginx"
     cat >"$WORK/nginx/nginx.conf" <<CONF
 worker_processes 1;
@@ -36,6 +38,9 @@ http {
     }
     server {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        # The stable URL of the multivariant playlist is the current
+        # generation's; everything it leads to is under g{N}/.
+        location = /v/synthetic/master.m3u8 { alias $WORK/library/videos/synthetic/g$generation/master.m3u8; }
         location /v/ { alias $WORK/library/videos/; }
     }
 }
