@@ -1,5 +1,6 @@
 //! Filling from the origin: the task that fetches one key (a whole object
-//! or one slice), feeds its coalesced fill and stores what may be stored.
+//! or one slice), feeds its coalesced fill and stores what may be stored,
+//! a slice once it is checked against its `Content-Range` (`absorb_slice`).
 
 use super::*;
 
@@ -287,5 +288,161 @@ impl Edge {
                 OriginChunk::Failed
             }
         }
+    }
+}
+
+impl Edge {
+    /// Feeds a slice fill from the origin's answer to its `Range` request:
+    /// checks it, streams it to the readers, stores it (under the object's
+    /// own key, as a `200`, when the one slice is the whole object).
+    pub(super) async fn absorb_slice(
+        &self,
+        object_key: &str,
+        request: &Incoming_,
+        index: u64,
+        (parts, body): (http::response::Parts, Incoming),
+        fill: &Arc<Fill>,
+        (request_time, response_time): (SystemTime, SystemTime),
+    ) {
+        let checked = slice::check_slice(
+            parts.status,
+            &parts.headers,
+            index,
+            self.settings.slice_size,
+        )
+        .and_then(|meta| {
+            // RFC 9111 §3.3: a cache that understands ranges may store
+            // partial content; whether it may store at all is decided as
+            // for the complete response.
+            policy::storable(
+                &Method::GET,
+                &request.headers,
+                StatusCode::OK,
+                &parts.headers,
+            )
+            .map(|()| meta)
+            .map_err(|reason| reason.detail())
+        });
+        let headers = policy::stored_headers(&parts.headers);
+        let meta = match checked {
+            Ok(meta) => meta,
+            Err(reason) => {
+                tracing::warn!(
+                    key = object_key,
+                    status = %parts.status,
+                    reason,
+                    "unusable answer to a slice request; not slicing this object for a while"
+                );
+                self.unsliceable.insert(object_key.to_string(), ());
+                self.sliced_objects.invalidate(object_key);
+                fill.publish_head(FillHead {
+                    status: parts.status,
+                    headers,
+                    request_time,
+                    response_time,
+                    secondary_key: None,
+                    shared: false,
+                    stored: false,
+                    validated: false,
+                    detail: Some(reason),
+                    slicing: Slicing::Refused,
+                });
+                fill.complete();
+                return;
+            }
+        };
+        fill.publish_head(FillHead {
+            status: parts.status,
+            headers: headers.clone(),
+            request_time,
+            response_time,
+            secondary_key: Some(Vec::new()),
+            shared: true,
+            stored: true,
+            validated: false,
+            detail: None,
+            slicing: Slicing::Slice(meta.clone()),
+        });
+        // A client's response assembled from slices is complete as soon as
+        // the last byte it wants is sent, which for one ending with this
+        // slice is when the fill pushes the slice's last byte, before the
+        // origin's body ends (a chunked 206 has its terminator still to
+        // come). The slice is therefore stored before that byte is pushed,
+        // so the client's next request finds it (see `run_fill`).
+        let expected = meta.len();
+        let stored_key = if meta.is_whole() {
+            object_key.to_string()
+        } else {
+            slice::slice_key(object_key, index)
+        };
+        let store_slice = |bytes: Bytes| {
+            if fill.abandoned() {
+                return;
+            }
+            let stored = if meta.is_whole() {
+                StoredResponse::new(
+                    StatusCode::OK,
+                    slice::whole_headers(&headers, meta.version.length),
+                    bytes,
+                    request_time,
+                    response_time,
+                    Vec::new(),
+                )
+            } else {
+                StoredResponse::new(
+                    StatusCode::PARTIAL_CONTENT,
+                    headers.clone(),
+                    bytes,
+                    request_time,
+                    response_time,
+                    Vec::new(),
+                )
+            };
+            self.store.insert(&stored_key, Arc::new(stored));
+        };
+        let mut stored = false;
+        let mut body = body;
+        loop {
+            match self.next_origin_chunk(&mut body, fill).await {
+                OriginChunk::Data(data) => {
+                    let received = fill.length() + data.len() as u64;
+                    if received > expected {
+                        Metrics::bump(&self.metrics.origin_errors);
+                        // The origin contradicts its own Content-Range: keep
+                        // nothing of it.
+                        if stored {
+                            self.store.remove(&stored_key).await;
+                        }
+                        fill.fail(OriginError::Protocol(
+                            "the origin sent more than the content-range it announced".into(),
+                        ));
+                        return;
+                    }
+                    if received == expected {
+                        store_slice(fill.whole_body_ending_with(&data));
+                        stored = true;
+                    }
+                    fill.push(data);
+                }
+                OriginChunk::End => break,
+                // A failure before the announced range is whole stores
+                // nothing; one after it (a chunked body cut before its
+                // terminator) leaves the slice stored: whole, as its readers
+                // already saw.
+                OriginChunk::Failed => return,
+            }
+        }
+        if fill.length() != expected {
+            Metrics::bump(&self.metrics.origin_errors);
+            fill.fail(OriginError::Protocol(
+                "the origin sent less than the content-range it announced".into(),
+            ));
+            return;
+        }
+        if !stored {
+            // An empty range: no byte to store before.
+            store_slice(fill.whole_body_now());
+        }
+        fill.complete();
     }
 }
