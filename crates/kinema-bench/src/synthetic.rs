@@ -4,6 +4,10 @@
 //! kinema-media's writer gives it, so `manifest.mpd` plays in the bench as
 //! an ingested video's does).
 //!
+//! Like an ingested video's, the multivariant playlist's URIs and the MPD's
+//! `BaseURL` lead into the generation (`g{N}/`), so a bench run follows the
+//! URLs players do.
+//!
 //! The bench never decodes media, so a segment of the right size is as good
 //! a load as a real one, costs no encoding, and makes expected figures exact
 //! (a 3 Mbit/s rung with 4 s segments is 1,500,000 bytes per segment). The
@@ -53,13 +57,14 @@ fn write_file(path: &Path, content: &[u8]) -> Result<(), BenchError> {
     })
 }
 
-/// The multivariant playlist of a synthetic video.
-pub fn multivariant_playlist(video: &SyntheticVideo) -> String {
+/// The multivariant playlist of a synthetic video, every URI starting with
+/// `base` (`g{N}/`).
+pub fn multivariant_playlist(video: &SyntheticVideo, base: &str) -> String {
     let mut text = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for &bitrate in &video.bitrates {
         let _ = write!(
             text,
-            "#EXT-X-STREAM-INF:BANDWIDTH={bitrate},AVERAGE-BANDWIDTH={bitrate},CODECS=\"avc1.64001f\"\n{}/index.m3u8\n",
+            "#EXT-X-STREAM-INF:BANDWIDTH={bitrate},AVERAGE-BANDWIDTH={bitrate},CODECS=\"avc1.64001f\"\n{base}{}/index.m3u8\n",
             SyntheticVideo::rendition_id(bitrate)
         );
     }
@@ -82,17 +87,23 @@ pub fn media_playlist(video: &SyntheticVideo) -> String {
 /// `manifest.mpd`: the shape of kinema-media's `dash::mpd` (a static
 /// presentation, one video AdaptationSet, a `SegmentTemplate` with a
 /// `SegmentTimeline` in milliseconds per Representation) over the same
-/// files the playlists list.
-pub fn mpd(video: &SyntheticVideo) -> String {
+/// files the playlists list, with `base` (`g{N}/`) as the MPD's `BaseURL`
+/// when not empty.
+pub fn mpd(video: &SyntheticVideo, base: &str) -> String {
     let segment_ms = (video.segment_seconds * 1000.0).round() as u64;
     let target = video.segment_seconds.ceil() as u64;
     let mut text = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" \
-         type=\"static\" mediaPresentationDuration=\"PT{:.3}S\" maxSegmentDuration=\"PT{target}S\" minBufferTime=\"PT{target}S\">\n  \
+         type=\"static\" mediaPresentationDuration=\"PT{:.3}S\" maxSegmentDuration=\"PT{target}S\" minBufferTime=\"PT{target}S\">\n{}  \
          <Period id=\"0\" start=\"PT0S\">\n    \
          <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">\n",
-        video.segment_seconds * f64::from(video.segments)
+        video.segment_seconds * f64::from(video.segments),
+        if base.is_empty() {
+            String::new()
+        } else {
+            format!("  <BaseURL>{base}</BaseURL>\n")
+        }
     );
     for &bitrate in &video.bitrates {
         let id = SyntheticVideo::rendition_id(bitrate);
@@ -149,14 +160,17 @@ pub async fn publish(
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let staged = staging_root.join(format!("{}-{nanos}", video.id));
+    let generation = layout::unix_millis(SystemTime::now());
     let video_for_files = video.clone();
     let staged_for_files = staged.clone();
-    tokio::task::spawn_blocking(move || write_files(&staged_for_files, &video_for_files))
-        .await
-        .map_err(|e| BenchError::Io {
-            path: staged.clone(),
-            detail: e.to_string(),
-        })??;
+    tokio::task::spawn_blocking(move || {
+        write_files(&staged_for_files, &video_for_files, generation)
+    })
+    .await
+    .map_err(|e| BenchError::Io {
+        path: staged.clone(),
+        detail: e.to_string(),
+    })??;
     let files = describe_files(&staged).await?;
     let renditions = video
         .bitrates
@@ -176,7 +190,7 @@ pub async fn publish(
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         id: video.id.clone(),
-        generation: layout::unix_millis(SystemTime::now()),
+        generation,
         title: format!(
             "synthetic {} × {}s, {}",
             video.segments,
@@ -199,17 +213,18 @@ pub async fn publish(
     Ok(manifest)
 }
 
-fn write_files(staged: &Path, video: &SyntheticVideo) -> Result<(), BenchError> {
+fn write_files(staged: &Path, video: &SyntheticVideo, generation: u64) -> Result<(), BenchError> {
     let io = |path: &Path, e: std::io::Error| BenchError::Io {
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
     std::fs::create_dir_all(staged).map_err(|e| io(staged, e))?;
+    let base = format!("{}/", layout::generation_dir(generation));
     write_file(
         &staged.join("master.m3u8"),
-        multivariant_playlist(video).as_bytes(),
+        multivariant_playlist(video, &base).as_bytes(),
     )?;
-    write_file(&staged.join("manifest.mpd"), mpd(video).as_bytes())?;
+    write_file(&staged.join("manifest.mpd"), mpd(video, &base).as_bytes())?;
     let playlist = media_playlist(video);
     for &bitrate in &video.bitrates {
         let rendition = SyntheticVideo::rendition_id(bitrate);
@@ -249,10 +264,11 @@ mod tests {
     #[test]
     fn playlists_parse_back() {
         let video = two_rungs();
-        let Playlist::Multivariant(master) = parse(&multivariant_playlist(&video)).unwrap() else {
+        let Playlist::Multivariant(master) = parse(&multivariant_playlist(&video, "g5/")).unwrap()
+        else {
             panic!("expected a multivariant playlist");
         };
-        assert_eq!(master.variants[1].uri, "r3000k/index.m3u8");
+        assert_eq!(master.variants[1].uri, "g5/r3000k/index.m3u8");
         assert_eq!(master.variants[1].bandwidth, 3_000_000);
         let Playlist::Media(media) = parse(&media_playlist(&video)).unwrap() else {
             panic!("expected a media playlist");
@@ -266,7 +282,7 @@ mod tests {
     fn mpd_has_kinemas_shape_and_parses_back() {
         let video = two_rungs();
         assert_eq!(
-            mpd(&video),
+            mpd(&video, ""),
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="PT12.000S" maxSegmentDuration="PT4S" minBufferTime="PT4S">
   <Period id="0" start="PT0S">
@@ -291,12 +307,22 @@ mod tests {
 "#
         );
         let url = url::Url::parse("http://127.0.0.1/v/synthetic/manifest.mpd").unwrap();
-        let presentation = crate::dash::parse(&mpd(&video), &url).unwrap();
+        let presentation = crate::dash::parse(&mpd(&video, ""), &url).unwrap();
         let top = presentation.renditions[1].media.loaded().unwrap();
         assert_eq!(presentation.renditions[1].bandwidth, 3_000_000);
         assert_eq!(top.len(), 3);
         assert_eq!(top.segment(2).unwrap().uri, "r3000k/3.m4s");
         assert_eq!(top.init.as_ref().unwrap().uri, "r3000k/init.mp4");
+        // With the generation as BaseURL, every URL leads into it.
+        let pinned = mpd(&video, "g5/");
+        assert!(
+            pinned.contains("minBufferTime=\"PT4S\">\n  <BaseURL>g5/</BaseURL>\n  <Period"),
+            "{pinned}"
+        );
+        let presentation = crate::dash::parse(&pinned, &url).unwrap();
+        let top = presentation.renditions[1].media.loaded().unwrap();
+        let resolved = top.base.join(&top.segment(2).unwrap().uri).unwrap();
+        assert_eq!(resolved.path(), "/v/synthetic/g5/r3000k/3.m4s");
     }
 
     #[tokio::test]
