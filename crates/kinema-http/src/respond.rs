@@ -21,7 +21,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderName,
+    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
     RANGE, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -30,6 +31,15 @@ use crate::ResponseBody;
 use crate::conditional::{self, EntityTag, Precondition, Validators};
 use crate::range::{self, RangeRequest};
 use crate::shared_file::SharedFile;
+
+/// The request fields that compare a representation's validators, besides
+/// `If-Range`.
+const PRECONDITION_FIELDS: [HeaderName; 4] = [
+    IF_MATCH,
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_UNMODIFIED_SINCE,
+];
 
 /// What the responder needs to know of the representation a request selects.
 #[derive(Debug, Clone)]
@@ -51,11 +61,21 @@ pub struct Representation {
 
 impl Representation {
     /// The representation a stored or forwarded response head describes:
-    /// its `ETag`, `Last-Modified` and `Content-Type`, with `length` bytes.
-    pub fn of_head(headers: &HeaderMap, length: u64) -> Self {
+    /// its `ETag`, `Last-Modified` and `Content-Type`, with `length` bytes,
+    /// as `request` needs it: the date is parsed only when the request has
+    /// a field that compares it (most have none, and a cache hit is the hot
+    /// path).
+    pub fn of_head(headers: &HeaderMap, length: u64, request: &HeaderMap) -> Self {
+        let compares_dates = [IF_MODIFIED_SINCE, IF_UNMODIFIED_SINCE, IF_RANGE]
+            .iter()
+            .any(|name| request.contains_key(name));
         Self {
             etag: headers.get(ETAG).cloned(),
-            last_modified: headers.get(LAST_MODIFIED).and_then(crate::http_date::parse),
+            last_modified: if compares_dates {
+                headers.get(LAST_MODIFIED).and_then(crate::http_date::parse)
+            } else {
+                None
+            },
             length,
             content_type: headers.get(CONTENT_TYPE).cloned(),
             content_length: None,
@@ -279,13 +299,10 @@ pub fn precondition_answer(
     headers: &HeaderMap,
 ) -> Option<Response<ResponseBody>> {
     // Most requests carry no precondition: then nothing is parsed.
-    const FIELDS: [http::header::HeaderName; 4] = [
-        http::header::IF_MATCH,
-        http::header::IF_NONE_MATCH,
-        http::header::IF_MODIFIED_SINCE,
-        http::header::IF_UNMODIFIED_SINCE,
-    ];
-    if !FIELDS.iter().any(|name| request.contains_key(name)) {
+    if !PRECONDITION_FIELDS
+        .iter()
+        .any(|name| request.contains_key(name))
+    {
         return None;
     }
     match conditional::evaluate(method, request, validators) {

@@ -25,7 +25,7 @@ pub(super) async fn respond(
         // (bounded-size) body is in. A body handed to this reader alone may
         // be of any size and is never buffered: it is sent whole, as RFC
         // 9110 §14.2 lets a server ignore Range.
-        let representation = Representation::of_head(&headers, 0);
+        let representation = Representation::of_head(&headers, 0, &request.headers);
         if let Some(answer) = respond::precondition_answer(
             &request.method,
             &request.headers,
@@ -45,7 +45,7 @@ pub(super) async fn respond(
         }
         return as_is(request, status, headers, fill.body());
     };
-    let representation = Representation::of_head(&headers, length);
+    let representation = Representation::of_head(&headers, length, &request.headers);
     // Several ranges need the whole body, which a body handed to this
     // reader alone is never buffered into: it is sent whole instead.
     let without_range;
@@ -159,7 +159,7 @@ fn answer_held(
     whole: &Bytes,
     file: Option<&SharedFile>,
 ) -> Response<ResponseBody> {
-    let representation = Representation::of_head(&headers, whole.len() as u64);
+    let representation = Representation::of_head(&headers, whole.len() as u64, &request.headers);
     match respond::answer(&request.method, &request.headers, representation, headers) {
         Answer::Complete(response) => response,
         Answer::Content(planned) => planned.into_response(Held { bytes: whole, file }),

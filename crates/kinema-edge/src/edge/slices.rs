@@ -395,7 +395,7 @@ impl Edge {
         );
         set_age(&mut headers, age);
         first.cache_status.apply(&mut headers);
-        let representation = Representation::of_head(&headers, version.length);
+        let representation = Representation::of_head(&headers, version.length, &request.headers);
         let planned =
             match respond::answer(&request.method, &request.headers, representation, headers) {
                 Answer::Complete(response) => return response,

@@ -436,3 +436,31 @@ fn without_an_entity_tag_the_boundary_comes_from_the_length() {
         "kinema-Wabc"
     );
 }
+
+#[test]
+fn a_head_s_date_is_read_only_for_a_request_that_compares_it() {
+    let head = base_headers();
+    assert_eq!(
+        Representation::of_head(&head, 10, &HeaderMap::new()).last_modified,
+        None
+    );
+    let tags_only = request(&[("if-none-match", "\"v1\""), ("if-match", "\"v1\"")]);
+    assert_eq!(
+        Representation::of_head(&head, 10, &tags_only).last_modified,
+        None
+    );
+    for field in ["if-modified-since", "if-unmodified-since", "if-range"] {
+        let request = request(&[(field, LAST_MODIFIED_TEXT)]);
+        let representation = Representation::of_head(&head, 10, &request);
+        assert_eq!(
+            representation.last_modified,
+            Some(UNIX_EPOCH + Duration::from_secs(784_111_777)),
+            "{field}"
+        );
+        assert_eq!(
+            representation.etag,
+            Some(HeaderValue::from_static("\"v1\""))
+        );
+        assert_eq!(representation.length, 10);
+    }
+}
