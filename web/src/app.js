@@ -2,7 +2,16 @@
 // Plain DOM and fetch, no framework: the page is small and its job is to
 // show the server's behaviour plainly. `/?v={id}` is the watch page; any
 // other `/` is the library.
-import { attachPlayer, describeQuality, formatBitrate, mediaSourceAvailable } from './player.js';
+import { setUpControls } from './controls.js';
+import {
+  describeLadder,
+  explainPlaybackError,
+  formatBitrate,
+  formatDuration,
+  qualityMenuEntries,
+  rungName,
+} from './format.js';
+import { attachPlayer, mediaSourceAvailable } from './player.js';
 import { loadThumbnails } from './thumbnails.js';
 
 const TOKEN_KEY = 'kinema.apiToken';
@@ -129,11 +138,11 @@ function videoCard(video) {
   if (video.urls?.poster) poster.src = video.urls.poster;
   else poster.classList.add('missing');
   poster.addEventListener('error', () => poster.classList.add('missing'));
-  card.querySelector('.duration').textContent = formatDuration(durationOf(video));
+  card.querySelector('.duration').textContent = formatDuration(roundSeconds(durationOf(video)));
   const title = card.querySelector('.title');
   title.href = watchUrl;
   title.textContent = video.title || video.id;
-  card.querySelector('.meta').textContent = describeLadder(video);
+  card.querySelector('.meta').textContent = describeLadder(video.renditions) || video.id;
   card.querySelector('.delete').addEventListener('click', async () => {
     if (!confirm(`Delete "${video.title || video.id}"? Viewers lose it at once.`)) return;
     try {
@@ -150,15 +159,9 @@ function durationOf(video) {
   return video.duration_seconds ?? video.duration ?? null;
 }
 
-// "360p–720p · 3 qualities", from whatever rendition list the API gives.
-function describeLadder(video) {
-  const heights = (video.renditions ?? [])
-    .map((rendition) => rendition.height)
-    .filter((height) => height > 0)
-    .sort((a, b) => a - b);
-  if (heights.length === 0) return video.id;
-  const range = heights.length === 1 ? `${heights[0]}p` : `${heights[0]}p–${heights[heights.length - 1]}p`;
-  return `${range} · ${heights.length} ${heights.length === 1 ? 'quality' : 'qualities'}`;
+// A card shows whole seconds, rounded: a 7.98 s clip is 0:08, not 0:07.
+function roundSeconds(seconds) {
+  return Number.isFinite(seconds) ? Math.round(seconds) : seconds;
 }
 
 // ------------------------------------------------------------------- upload
@@ -275,23 +278,40 @@ function showWatchPage(id) {
   const urls = { hls: `${base}/master.m3u8`, dash: `${base}/manifest.mpd` };
   document.getElementById('link-hls').href = urls.hls;
   document.getElementById('link-dash').href = urls.dash;
-  // The progressive MP4, if ingest wrote one (its download setting): a
-  // link for saving the video, which also plays where MSE does not.
-  fetch(`${base}/download.mp4`, { method: 'HEAD' })
-    .then((response) => {
-      if (!response.ok) return;
-      const link = document.createElement('a');
-      link.id = 'link-download';
-      link.href = `${base}/download.mp4`;
-      link.download = `${id}.mp4`;
-      link.textContent = 'download';
-      document.getElementById('link-dash').after(' · ', link);
-    })
-    .catch(() => {});
+  offerDownload(id, base);
   document.getElementById('watch-title').textContent = id;
   document.title = `${id} · kinema`;
   const video = document.getElementById('video');
-  const scrubBar = setUpScrubBar(video);
+  const select = document.getElementById('quality-select');
+  const audioSelect = document.getElementById('audio-select');
+  const audioChoice = document.getElementById('audio-choice');
+  const subtitleSelect = document.getElementById('subtitle-select');
+  const subtitleChoice = document.getElementById('subtitle-choice');
+  const captionsButton = document.getElementById('captions-button');
+  let player = null;
+  let protocol = null;
+  let quality = null;
+  // The subtitle track `c` brings back: the last one chosen, else the first.
+  let lastSubtitle = null;
+
+  const chooseSubtitle = (value) => {
+    subtitleSelect.value = value;
+    if (value !== 'off') lastSubtitle = value;
+    captionsButton.setAttribute('aria-pressed', String(value !== 'off'));
+    if (!player) return;
+    const track = player.subtitleTracks().find((candidate) => String(candidate.key) === value);
+    player.setSubtitleTrack(track ? track.key : 'off');
+  };
+  const controls = setUpControls(document.getElementById('player'), video, {
+    toggleCaptions() {
+      const offered = [...subtitleSelect.options].map((option) => option.value).filter((value) => value !== 'off');
+      if (offered.length === 0) return null;
+      const on = subtitleSelect.value === 'off';
+      chooseSubtitle(on ? (offered.includes(lastSubtitle) ? lastSubtitle : offered[0]) : 'off');
+      return on;
+    },
+    playerStats: () => ({ engine: player?.engine, quality, throughput: player?.throughput() ?? null }),
+  });
   // Title, poster and thumbnails come from the admin API, which may want a
   // token; the video plays without it. Without the API the conventional
   // thumbnail URLs are tried; with it, only those the video has.
@@ -306,23 +326,24 @@ function showWatchPage(id) {
       const thumbnails = info ? info.urls?.thumbnails : `${base}/thumbs/thumbs.vtt`;
       if (thumbnails) {
         loadThumbnails(thumbnails)
-          .then(scrubBar.showThumbnails)
+          .then(controls.showThumbnails)
           .catch(() => {
             // A video without thumbnails still seeks; the preview shows time only.
           });
       }
     });
-  const select = document.getElementById('quality-select');
-  const audioSelect = document.getElementById('audio-select');
-  const audioChoice = document.getElementById('audio-choice');
-  const subtitleSelect = document.getElementById('subtitle-select');
-  const subtitleChoice = document.getElementById('subtitle-choice');
-  const message = document.getElementById('watch-message');
-  let player = null;
 
-  const start = (protocol, resumeAt) => {
+  // The quality menu names what Auto is playing now, as YouTube's does.
+  const showQuality = () => {
+    const name = quality ? rungName(quality.width, quality.height) : '';
+    select.options[0].textContent = name && quality.auto ? `Auto (${name})` : 'Auto';
+    document.getElementById('quality-badge').textContent = name;
+  };
+  const start = (chosen, resumeAt) => {
     if (player) player.destroy();
-    showMessage(message, null);
+    protocol = chosen;
+    quality = null;
+    showError(null);
     for (const button of document.querySelectorAll('[data-protocol]')) {
       button.setAttribute('aria-pressed', String(button.dataset.protocol === protocol));
     }
@@ -331,18 +352,21 @@ function showWatchPage(id) {
     audioChoice.hidden = true;
     subtitleSelect.replaceChildren(new Option('Off', 'off'));
     subtitleChoice.hidden = true;
+    captionsButton.hidden = true;
+    captionsButton.setAttribute('aria-pressed', 'false');
     document.getElementById('quality-now').textContent = '—';
     document.getElementById('quality-mode').textContent = '';
+    showQuality();
     try {
       player = attachPlayer(video, {
         protocol,
         url: urls[protocol],
         startPosition: resumeAt,
         onLevels: (levels) => {
-          // Highest first, as people read a quality menu.
-          const options = [...levels].reverse().map((level) => new Option(describeQuality(level), String(level.key)));
-          select.replaceChildren(new Option('Auto', 'auto'), ...options);
+          const entries = qualityMenuEntries(levels).map((entry) => new Option(entry.label, String(entry.key)));
+          select.replaceChildren(new Option('Auto', 'auto'), ...entries);
           select.disabled = levels.length === 0;
+          showQuality();
         },
         onAudioTracks: (tracks) => {
           // A menu only when there is a choice to make.
@@ -357,26 +381,28 @@ function showWatchPage(id) {
             ...tracks.map((track) => new Option(track.name || track.language, String(track.key))),
           );
           subtitleChoice.hidden = tracks.length === 0;
+          captionsButton.hidden = tracks.length === 0;
         },
         onAudioTrack: (track) => {
           // What is playing, not only what was asked for.
           audioSelect.value = String(track.key);
           audioSelect.dataset.playing = String(track.key);
         },
-        onQuality: (quality) => {
-          document.getElementById('quality-now').textContent = quality.bitrate
-            ? `${quality.width}×${quality.height} · ${formatBitrate(quality.bitrate)}`
-            : `${quality.width}×${quality.height}`;
-          document.getElementById('quality-mode').textContent = quality.auto ? '(auto)' : '(fixed)';
+        onQuality: (shown) => {
+          quality = shown;
+          const size = `${shown.width}×${shown.height}`;
+          document.getElementById('quality-now').textContent = shown.bitrate
+            ? `${size} · ${formatBitrate(shown.bitrate)}`
+            : size;
+          document.getElementById('quality-mode').textContent = shown.auto ? '(auto)' : '(fixed)';
+          showQuality();
         },
         onError: (error) => {
-          if (error.fatal) {
-            showMessage(message, `playback error (${error.source}): ${error.message ?? error.detail ?? error.type}`, true);
-          }
+          if (error.fatal) explainError(urls[protocol], error).then(showError);
         },
       });
     } catch (error) {
-      showMessage(message, error.message, true);
+      showError({ summary: 'This browser cannot play this video.', detail: error.message });
       return;
     }
     document.getElementById('engine').textContent = player.engine;
@@ -393,12 +419,7 @@ function showWatchPage(id) {
     const key = value === 'auto' ? 'auto' : (player.levels().find((level) => String(level.key) === value)?.key ?? 'auto');
     player.setLevel(key);
   });
-  subtitleSelect.addEventListener('change', () => {
-    if (!player) return;
-    const value = subtitleSelect.value;
-    const track = player.subtitleTracks().find((candidate) => String(candidate.key) === value);
-    player.setSubtitleTrack(track ? track.key : 'off');
-  });
+  subtitleSelect.addEventListener('change', () => chooseSubtitle(subtitleSelect.value));
   audioSelect.addEventListener('change', () => {
     if (!player) return;
     // hls.js numbers its tracks, dash.js names them by AdaptationSet id.
@@ -408,56 +429,48 @@ function showWatchPage(id) {
   for (const button of document.querySelectorAll('[data-protocol]')) {
     button.addEventListener('click', () => start(button.dataset.protocol, video.currentTime));
   }
+  document.getElementById('retry-button').addEventListener('click', () => start(protocol, video.currentTime));
   if (!mediaSourceAvailable()) document.getElementById('protocol-dash').disabled = true;
   const remembered = localStorage.getItem(PROTOCOL_KEY);
   start(remembered === 'dash' && mediaSourceAvailable() ? 'dash' : 'hls', 0);
 }
 
-// A timeline under the video: click to seek, hover to see the frame there
-// (the sprite sheet and thumbs.vtt map written at ingest, once given to
-// the returned showThumbnails).
-function setUpScrubBar(video) {
-  const bar = document.getElementById('scrub');
-  const played = document.getElementById('scrub-played');
-  const preview = document.getElementById('preview');
-  const previewImage = document.getElementById('preview-image');
-  const previewTime = document.getElementById('preview-time');
-  let thumbnails = null;
+// The progressive MP4, if ingest wrote one (its download setting): a link
+// for saving the video, which also plays where MSE does not.
+function offerDownload(id, base) {
+  fetch(`${base}/download.mp4`, { method: 'HEAD' })
+    .then((response) => {
+      if (!response.ok) return;
+      const link = document.createElement('a');
+      link.id = 'link-download';
+      link.href = `${base}/download.mp4`;
+      link.download = `${id}.mp4`;
+      link.textContent = 'download';
+      document.getElementById('link-dash').after(' · ', link);
+    })
+    .catch(() => {});
+}
 
-  const timeAt = (event) => {
-    const box = bar.getBoundingClientRect();
-    const fraction = Math.min(1, Math.max(0, (event.clientX - box.left) / box.width));
-    return { fraction, time: fraction * (video.duration || 0) };
-  };
-  video.addEventListener('timeupdate', () => {
-    played.style.width = video.duration ? `${(video.currentTime / video.duration) * 100}%` : '0';
-  });
-  bar.addEventListener('click', (event) => {
-    if (video.duration) video.currentTime = timeAt(event).time;
-  });
-  bar.addEventListener('mousemove', (event) => {
-    if (!video.duration) return;
-    const { fraction, time } = timeAt(event);
-    const cue = thumbnails?.at(time);
-    preview.hidden = false;
-    preview.style.left = `${fraction * 100}%`;
-    previewTime.textContent = formatDuration(time);
-    if (cue) {
-      previewImage.hidden = false;
-      previewImage.style.width = `${cue.width}px`;
-      previewImage.style.height = `${cue.height}px`;
-      previewImage.style.backgroundImage = `url("${cue.image}")`;
-      previewImage.style.backgroundPosition = `-${cue.x}px -${cue.y}px`;
-    } else {
-      previewImage.hidden = true;
-    }
-  });
-  bar.addEventListener('mouseleave', () => (preview.hidden = true));
-  return {
-    showThumbnails(loaded) {
-      thumbnails = loaded;
-    },
-  };
+// A player's error names its own machinery ("manifestLoadError"); the
+// viewer needs to know whether the video is gone, private or the network
+// is. Asking for the manifest again tells those apart, whichever player
+// failed and however it words it.
+async function explainError(manifestUrl, report) {
+  let status;
+  try {
+    status = (await fetch(manifestUrl, { method: 'HEAD', cache: 'no-store' })).status;
+  } catch {
+    status = 'unreachable';
+  }
+  if (!navigator.onLine) status = 'unreachable';
+  return explainPlaybackError(report, status);
+}
+
+function showError(explained) {
+  const message = document.getElementById('watch-message');
+  message.hidden = !explained;
+  document.getElementById('watch-message-summary').textContent = explained?.summary ?? '';
+  document.getElementById('watch-message-detail').textContent = explained?.detail ?? '';
 }
 
 // ------------------------------------------------------------------ helpers
@@ -466,15 +479,6 @@ function showMessage(element, text, isError = false) {
   element.hidden = !text;
   element.textContent = text ?? '';
   element.classList.toggle('error', isError);
-}
-
-function formatDuration(seconds) {
-  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return '';
-  const whole = Math.round(seconds);
-  const hours = Math.floor(whole / 3600);
-  const minutes = Math.floor((whole % 3600) / 60);
-  const rest = String(whole % 60).padStart(2, '0');
-  return hours > 0 ? `${hours}:${String(minutes).padStart(2, '0')}:${rest}` : `${minutes}:${rest}`;
 }
 
 function percent(fraction) {

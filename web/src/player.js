@@ -24,6 +24,10 @@ export function nativeHlsAvailable(video) {
 // gives up a download that would arrive too late and fetches a lower rung.
 const HLS_RECOVERED_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole', 'aborted']);
 
+// Phones report pixel ratios of 3 and more; past 2 the eye cannot tell the
+// extra rung apart on a small screen, but the data plan can.
+const MAX_PIXEL_RATIO = 2;
+
 /**
  * Attaches a player for `url` to `video`.
  *
@@ -43,7 +47,13 @@ const HLS_RECOVERED_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall
  *
  * Returns {engine, levels(), setLevel(key | 'auto'), audioTracks(),
  * setAudioTrack(key), subtitleTracks(), setSubtitleTrack(key | 'off'),
- * destroy()}.
+ * throughput() (bits/s the player measured, or null), destroy()}.
+ *
+ * At the automatic quality, the rung is capped to the <video>'s size on
+ * screen (times the device's pixel ratio, at most 2): a phone-sized player
+ * neither starts at nor climbs to a rung it would only shrink. The cap
+ * follows the element, so going full screen lifts it. A rung chosen by hand
+ * is never capped.
  */
 export function attachPlayer(video, options) {
   const callbacks = {
@@ -83,6 +93,8 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
     enableWorker: true,
     autoStartLoad: startAt !== 'lowest',
     startPosition: startPosition > 0 ? startPosition : -1,
+    capLevelToPlayerSize: true,
+    maxDevicePixelRatio: MAX_PIXEL_RATIO,
   });
   // hls.js sorts its levels by bitrate; audio-only variants (no height) are
   // left out of the quality menu, which is about picture size.
@@ -177,6 +189,11 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
       hls.subtitleTrack = key === 'off' ? -1 : key;
       hls.subtitleDisplay = key !== 'off';
     },
+    throughput() {
+      // The estimate its ABR decides by (a moving average of fragment loads).
+      const estimate = hls.bandwidthEstimate;
+      return Number.isFinite(estimate) && estimate > 0 ? estimate : null;
+    },
     destroy() {
       unwatch();
       hls.destroy();
@@ -201,6 +218,7 @@ function attachNativeHls(video, url, startPosition, callbacks) {
     setAudioTrack() {},
     subtitleTracks: () => [],
     setSubtitleTrack() {},
+    throughput: () => null,
     destroy() {
       unwatch();
       video.removeEventListener('resize', report);
@@ -220,6 +238,10 @@ function attachDash(video, url, startAt, startPosition, callbacks) {
     streaming: {
       abr: {
         autoSwitchBitrate: { video: automatic, audio: true },
+        // The size cap (see attachPlayer); dash.js takes the full pixel
+        // ratio, so the element's size is what bounds it.
+        limitBitrateByPortal: true,
+        usePixelRatioInLimitBitrateByPortal: true,
         // 1 kbit/s is below every rung, so dash.js starts at the lowest.
         ...(automatic ? {} : { initialBitrate: { video: 1 } }),
       },
@@ -312,6 +334,11 @@ function attachDash(video, url, startAt, startPosition, callbacks) {
       const track = player.getTracksFor('audio').find((candidate) => describeTrack(candidate).key === key);
       if (track) player.setCurrentTrack(track);
     },
+    throughput() {
+      // dash.js reports kbit/s, NaN before the first segment.
+      const kbits = player.getAverageThroughput('video');
+      return Number.isFinite(kbits) && kbits > 0 ? kbits * 1000 : null;
+    },
     destroy() {
       unwatch();
       player.destroy();
@@ -337,16 +364,4 @@ function watchMediaElementErrors(video, callbacks) {
   };
   video.addEventListener('error', onError);
   return () => video.removeEventListener('error', onError);
-}
-
-/** "720p · 2.8 Mbit/s" */
-export function describeQuality(quality) {
-  if (!quality) return '—';
-  const size = quality.height ? `${quality.height}p` : 'audio';
-  return quality.bitrate ? `${size} · ${formatBitrate(quality.bitrate)}` : size;
-}
-
-export function formatBitrate(bitsPerSecond) {
-  if (bitsPerSecond >= 1_000_000) return `${(bitsPerSecond / 1_000_000).toFixed(1)} Mbit/s`;
-  return `${Math.round(bitsPerSecond / 1000)} kbit/s`;
 }

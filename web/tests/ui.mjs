@@ -2,8 +2,13 @@
 // Walks through the web UI in headless Chromium the way a viewer does: the
 // library at / lists the video (with --upload, first uploaded through the
 // page's form and followed until published), its card opens the watch page,
-// the video plays with hls.js, the quality menu pins the lowest rung and the
-// readout follows, and the DASH toggle plays it with dash.js. Prints one JSON line;
+// the video plays with hls.js under the page's own controls (the <video>
+// has none), the keyboard seeks, the quality menu pins the lowest rung (the
+// picture decoded is that rung's), the stats overlay fills in, every
+// control is on screen at 1280x800, and the DASH toggle plays it with
+// dash.js; then a 390x844 phone player starts below the top rung, nothing
+// scrolls sideways at 360 px, and a missing video is said to be missing in
+// plain words. Prints one JSON line;
 // exits 0 when every step held, 1 (with the failed step on stderr) when one
 // did not, 2 on bad arguments.
 import { mkdirSync } from 'node:fs';
@@ -21,7 +26,8 @@ const USAGE = `usage: node web/tests/ui.mjs --base URL (--video ID | --upload FI
                  audio menu and check it plays
   --subtitles    choose the subtitle track named NAME from the watch page's
                  subtitle menu and check its cues reach the video
-  --screenshots  write library.png and watch.png into DIR
+  --screenshots  write PNGs of the library and the watch page (1280x800,
+                 390x844, 360x740) into DIR
   --timeout      seconds for the whole walk (default 90)`;
 
 const args = parseArgs(
@@ -42,7 +48,7 @@ const deadline = Date.now() + timeoutSeconds * 1000;
 const remainingMs = () => Math.max(1, deadline - Date.now());
 if (args.screenshots) mkdirSync(args.screenshots, { recursive: true });
 
-const result = { ok: false, steps: [], errors: [] };
+const result = { ok: false, steps: [], errors: [], screenshots: [] };
 let failure = null;
 let step = 'start chromium';
 // Every wait below is bounded by the deadline; this bounds what is not
@@ -57,26 +63,16 @@ const browser = await launchBrowser({ timeoutMs: remainingMs() }).catch((error) 
 
 if (browser) {
   try {
-    const page = await browser.context.newPage();
-    page.on('pageerror', (error) => result.errors.push({ source: 'page', message: error.message }));
-    // A failed request is reported with its URL; Chromium's own console line
-    // for it ("Failed to load resource") names none, so it is skipped.
-    page.on('response', (response) => {
-      if (response.status() >= 400) {
-        result.errors.push({ source: 'http', message: `${response.url()} answered ${response.status()}` });
-      }
-    });
-    page.on('console', (message) => {
-      if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
-        result.errors.push({ source: 'console', message: message.text() });
-      }
-    });
-    const done = (name, detail = {}) => result.steps.push({ step: name, ...detail });
-
     if (args.token) {
       // Set before any page script runs, as if pasted into the token field.
-      await page.addInitScript((token) => localStorage.setItem('kinema.apiToken', token), args.token);
+      // (A new tab's about:blank has no storage of its own to hold it.)
+      await browser.context.addInitScript((token) => {
+        if (location.protocol.startsWith('http')) localStorage.setItem('kinema.apiToken', token);
+      }, args.token);
     }
+    const page = await browser.context.newPage();
+    watchForErrors(page);
+    const done = (name, detail = {}) => result.steps.push({ step: name, ...detail });
 
     step = 'open the library';
     const response = await page.goto(new URL('/', base).href, { timeout: remainingMs() });
@@ -121,38 +117,90 @@ if (browser) {
     });
     const posterLoaded = await card.locator('.poster').evaluate((image) => image.naturalWidth > 0);
     done(step, { title, posterLoaded });
-    if (args.screenshots) await page.screenshot({ path: join(args.screenshots, 'library.png'), fullPage: true });
+    await screenshot(page, 'library-1280x800.png');
 
     step = 'open the watch page from the card';
     await card.locator('.title').click();
     await page.waitForURL((url) => url.searchParams.get('v') === args.video, { timeout: remainingMs() });
+    const watchUrl = page.url();
     done(step);
 
     step = 'play with hls.js';
     await waitForPlayback(page, 'hls.js', 2);
-    const levels = await page.locator('#quality-select option').evaluateAll((options) =>
-      options.map((option) => ({ value: option.value, label: option.textContent })),
-    );
+    const levels = await qualityMenu(page);
     if (levels.length < 2) throw new Error(`the quality menu lists no rungs: ${JSON.stringify(levels)}`);
     done(step, { readout: await readout(page), levels: levels.map((level) => level.label) });
+
+    step = 'show one set of controls';
+    // No `controls` attribute: the browser draws no second seek bar of its own.
+    const native = await page.locator('#video').evaluate((video) => video.hasAttribute('controls') || video.controls);
+    if (native) throw new Error('the <video> has the controls attribute, so the browser draws its own controls too');
+    await page.locator('#play-button').waitFor({ state: 'visible', timeout: remainingMs() });
+    const unlabelled = await page.locator('#player button, #player input, #player select, #scrub').evaluateAll((elements) =>
+      elements
+        .filter((element) => !element.closest('[hidden]'))
+        .filter((element) => !(element.getAttribute('aria-label') || element.labels?.[0]?.textContent.trim()))
+        .map((element) => element.id || element.outerHTML.slice(0, 60)),
+    );
+    if (unlabelled.length > 0) throw new Error(`controls without a label: ${unlabelled.join(', ')}`);
+    done(step);
+
+    step = 'seek with the keyboard';
+    const keyboard = await seekWithKeys(page);
+    done(step, keyboard);
 
     step = 'pin the lowest rung from the quality menu';
     // The menu lists the highest rung first, after Auto.
     const lowest = levels[levels.length - 1];
-    const lowestHeight = lowest.label.match(/^(\d+)p/)?.[1];
-    if (!lowestHeight) throw new Error(`cannot read a height from the menu entry ${JSON.stringify(lowest.label)}`);
+    const lowestSide = Number(lowest.label.match(/^(\d+)p/)?.[1]);
+    if (!lowestSide) throw new Error(`cannot read a rung from the menu entry ${JSON.stringify(lowest.label)}`);
+    await page.click('#settings-button');
     await page.selectOption('#quality-select', lowest.value);
+    // The readout says fixed, and the picture decoded is that rung's.
     await page.waitForFunction(
-      (height) => document.getElementById('quality-now').textContent.includes(`×${height} `) &&
-        document.getElementById('quality-mode').textContent === '(fixed)',
-      lowestHeight,
+      (side) => {
+        const video = document.getElementById('video');
+        return document.getElementById('quality-mode').textContent === '(fixed)' &&
+          Math.min(video.videoWidth, video.videoHeight) === side;
+      },
+      lowestSide,
       { timeout: remainingMs(), polling: 100 },
     );
     await waitForPlayback(page, 'hls.js', 1);
-    done(step, { readout: await readout(page) });
+    const onScreen = await page.locator('#video').evaluate((video) => `${video.videoWidth}x${video.videoHeight}`);
+    done(step, { readout: await readout(page), onScreen, badge: await page.locator('#quality-badge').textContent() });
+
+    step = 'show the stats overlay';
+    await page.check('#stats-toggle');
+    await page.waitForFunction(
+      () => /^\d+×\d+$/.test(document.getElementById('stat-resolution').textContent) &&
+        /bit\/s$/.test(document.getElementById('stat-throughput').textContent) &&
+        /bit\/s$/.test(document.getElementById('stat-bitrate').textContent) &&
+        /^\d+(\.\d)? s$/.test(document.getElementById('stat-buffer').textContent) &&
+        /^\d+ of \d+$/.test(document.getElementById('stat-dropped').textContent),
+      null,
+      { timeout: remainingMs(), polling: 100 },
+    );
+    const stats = await page.locator('#stats dd').evaluateAll((cells) => cells.map((cell) => cell.textContent));
+    done(step, { stats });
+
+    step = 'reach every control without scrolling at 1280x800';
+    const offScreen = await outsideViewport(page, [
+      '#play-button', '#scrub', '#time', '#settings-button', '#fullscreen-button', '#quality-select',
+      '#stats-toggle', '#protocol-dash', '#watch-title',
+    ]);
+    if (offScreen.length > 0) throw new Error(`not on screen without scrolling: ${offScreen.join(', ')}`);
+    await screenshot(page, 'watch-settings-1280x800.png');
+    await page.click('#stats-close');
+    await page.keyboard.press('Escape');
+    if (!(await page.locator('#settings').isHidden()) || !(await page.locator('#stats').isHidden())) {
+      throw new Error('the close button and Escape left the stats or the settings open');
+    }
+    done(step);
 
     if (args.audio) {
       step = `choose ${args.audio} from the audio menu`;
+      await page.click('#settings-button');
       const names = await page.locator('#audio-select option').evaluateAll((options) => options.map((o) => o.textContent));
       if (!names.includes(args.audio)) throw new Error(`the audio menu lists ${JSON.stringify(names)}`);
       await page.selectOption('#audio-select', { label: args.audio });
@@ -164,20 +212,27 @@ if (browser) {
         { timeout: remainingMs(), polling: 100 },
       );
       await waitForPlayback(page, 'hls.js', 1);
+      await page.keyboard.press('Escape');
       done(step, { audio: names });
     }
 
     if (args.subtitles) {
       step = `show ${args.subtitles} from the subtitle menu`;
+      await page.click('#settings-button');
       const names = await page.locator('#subtitle-select option').evaluateAll((options) => options.map((o) => o.textContent));
       if (!names.includes(args.subtitles)) throw new Error(`the subtitle menu lists ${JSON.stringify(names)}`);
       await page.selectOption('#subtitle-select', { label: args.subtitles });
-      // The browser's own text track shows, with cues loaded.
-      await page.waitForFunction(
-        () => [...document.getElementById('video').textTracks].some((track) => track.mode === 'showing' && track.cues?.length > 0),
-        null,
-        { timeout: remainingMs(), polling: 100 },
-      );
+      await page.waitForFunction(showingCues, true, { timeout: remainingMs(), polling: 100 });
+      await page.keyboard.press('Escape');
+      // `c` turns them off and on again, as the captions button does.
+      await page.keyboard.press('c');
+      await page.waitForFunction(showingCues, false, { timeout: remainingMs(), polling: 100 }).catch(() => {
+        throw new Error('pressing c left the subtitles on');
+      });
+      await page.keyboard.press('c');
+      await page.waitForFunction(showingCues, true, { timeout: remainingMs(), polling: 100 }).catch(() => {
+        throw new Error('pressing c again did not bring the subtitles back');
+      });
       done(step, { subtitles: names });
     }
 
@@ -185,16 +240,85 @@ if (browser) {
     await page.click('#protocol-dash');
     await waitForPlayback(page, 'dash.js', 2);
     done(step, { readout: await readout(page) });
-    if (args.screenshots) {
-      // Show the thumbnail preview over the timeline in the screenshot.
-      const bar = await page.locator('#scrub').boundingBox();
-      await page.mouse.move(bar.x + bar.width * 0.4, bar.y + bar.height / 2);
-      await page.screenshot({ path: join(args.screenshots, 'watch.png'), fullPage: true });
-    }
+
+    step = 'show a trickplay thumbnail over the seek bar';
+    const bar = await page.locator('#scrub').boundingBox();
+    await page.mouse.move(bar.x + bar.width * 0.4, bar.y + bar.height / 2);
+    await page.locator('#preview-image').waitFor({ state: 'visible', timeout: remainingMs() });
+    // The frame is a region of the sprite sheet ingest wrote; wait until
+    // the sheet is decoded, so the screenshot shows it.
+    const sprite = await page.locator('#preview-image').evaluate(async (element) => {
+      const url = element.style.backgroundImage.match(/^url\("(.*)"\)$/)?.[1];
+      if (!url) return null;
+      const image = new Image();
+      image.src = url;
+      await image.decode();
+      return { url: new URL(url).pathname, width: image.naturalWidth, frame: [element.offsetWidth, element.offsetHeight] };
+    });
+    if (!sprite || !(sprite.width > 0)) throw new Error('the preview over the seek bar shows no frame');
+    done(step, { sprite });
+    await controlsShown(page);
+    await screenshot(page, 'watch-1280x800.png');
 
     const shown = await page.locator('#watch-message').evaluate((element) => (element.hidden ? null : element.textContent));
     if (shown) throw new Error(`the watch page shows an error: ${shown}`);
     if (result.errors.length > 0) throw new Error(`the page logged errors: ${result.errors[0].message}`);
+
+    step = 'start below the top rung in a 390x844 phone player';
+    const phone = await browser.context.newPage();
+    watchForErrors(phone);
+    await phone.setViewportSize({ width: 390, height: 844 });
+    // hls.js (what a first visit plays), whatever the walk chose before; and
+    // every picture size the <video> reports, from the first frame on.
+    await phone.addInitScript(() => {
+      if (location.protocol.startsWith('http')) localStorage.setItem('kinema.protocol', 'hls');
+      window.picturesShown = [];
+      document.addEventListener(
+        'resize',
+        (event) => {
+          if (event.target.tagName === 'VIDEO') window.picturesShown.push([event.target.videoWidth, event.target.videoHeight]);
+        },
+        true,
+      );
+    });
+    await phone.goto(watchUrl, { timeout: remainingMs() });
+    // Past the first segment, so the automatic choice has had a second go
+    // with a measured (loopback-fast) throughput.
+    await waitForPlayback(phone, 'hls.js', 6);
+    const top = Number(levels[0].label.match(/^(\d+)p/)?.[1]);
+    const pictures = await phone.evaluate(() => window.picturesShown);
+    const player = await phone.locator('#video').boundingBox();
+    if (pictures.length === 0) throw new Error('the video reported no picture size');
+    const tooBig = pictures.filter(([width, height]) => Math.min(width, height) >= top);
+    if (tooBig.length > 0) {
+      throw new Error(`a ${Math.round(player.width)} px wide player showed the top rung (${top}p): ${JSON.stringify(pictures)}`);
+    }
+    await phone.mouse.move(player.x + player.width / 2, player.y + player.height / 2);
+    await controlsShown(phone);
+    await screenshot(phone, 'watch-390x844.png');
+    done(step, { playerWidth: Math.round(player.width), top, pictures: pictures.map(([w, h]) => `${w}x${h}`) });
+
+    step = 'fit 360 px without sideways scrolling';
+    await phone.setViewportSize({ width: 360, height: 740 });
+    const overflowWatch = await horizontalOverflow(phone);
+    await phone.goto(new URL('/', base).href, { timeout: remainingMs() });
+    await phone.locator('.video-card').first().waitFor({ state: 'visible', timeout: remainingMs() });
+    await screenshot(phone, 'library-360x740.png');
+    const overflowLibrary = await horizontalOverflow(phone);
+    if (overflowWatch || overflowLibrary) {
+      throw new Error(`wider than the screen: watch page ${overflowWatch} px, library ${overflowLibrary} px`);
+    }
+    done(step);
+
+    step = 'say plainly that a video does not exist';
+    // A page of its own: its 404s are what it is about, not errors of the walk.
+    const missing = await browser.context.newPage();
+    await missing.goto(new URL('/?v=no-such-video', base).href, { timeout: remainingMs() });
+    await missing.locator('#watch-message').waitFor({ state: 'visible', timeout: remainingMs() });
+    const said = (await missing.locator('#watch-message-summary').textContent()).trim();
+    if (said !== 'This video does not exist.') throw new Error(`the page says ${JSON.stringify(said)}`);
+    done(step, { said });
+    if (result.errors.length > 0) throw new Error(`a page logged errors: ${result.errors[0].message}`);
   } catch (error) {
     failure = `${step}: ${error.message.split('\n')[0]}`;
   } finally {
@@ -242,4 +366,112 @@ async function readout(page) {
 
 function cssString(text) {
   return text.replace(/["\\]/g, '\\$&');
+}
+
+// Collects what goes wrong on `page`: script errors, error responses and
+// console errors, each with what it names.
+function watchForErrors(page) {
+  page.on('pageerror', (error) => result.errors.push({ source: 'page', message: error.message }));
+  // A failed request is reported with its URL; Chromium's own console line
+  // for it ("Failed to load resource") names none, so it is skipped.
+  page.on('response', (response) => {
+    if (response.status() >= 400) {
+      result.errors.push({ source: 'http', message: `${response.url()} answered ${response.status()}` });
+    }
+  });
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
+      result.errors.push({ source: 'console', message: message.text() });
+    }
+  });
+}
+
+/** Writes a screenshot of what is on screen into --screenshots, if given. */
+async function screenshot(page, name) {
+  if (!args.screenshots) return;
+  const path = join(args.screenshots, name);
+  await page.screenshot({ path, timeout: remainingMs() });
+  result.screenshots.push(path);
+}
+
+/** Waits until the control bar has faded fully in (after a pointer move). */
+async function controlsShown(page) {
+  await page.waitForFunction(
+    () => getComputedStyle(document.querySelector('#player .control-bar')).opacity === '1',
+    null,
+    { timeout: remainingMs(), polling: 50 },
+  );
+}
+
+/** The quality menu's entries, Auto first, then the highest rung first. */
+async function qualityMenu(page) {
+  const options = await page.locator('#quality-select option').evaluateAll((entries) =>
+    entries.map((option) => ({ value: option.value, label: option.textContent })),
+  );
+  return options.filter((option) => option.value !== 'auto');
+}
+
+// Pauses with k, then presses l, ArrowRight, j and ArrowLeft in turn and
+// checks each moved currentTime by +10, +5, -10 and -5 s (within the video)
+// and left the volume alone; k plays again. Returns the times seen.
+async function seekWithKeys(page) {
+  const state = () =>
+    page.locator('#video').evaluate((video) => ({
+      time: video.currentTime,
+      duration: video.duration,
+      paused: video.paused,
+      volume: video.volume,
+      muted: video.muted,
+    }));
+  await page.keyboard.press('k');
+  await page.waitForFunction(() => document.getElementById('video').paused, null, {
+    timeout: remainingMs(),
+    polling: 100,
+  }).catch(() => {
+    throw new Error('k did not pause the video');
+  });
+  const before = await state();
+  const times = [Number(before.time.toFixed(2))];
+  let expected = before.time;
+  for (const [key, delta] of [['l', 10], ['ArrowRight', 5], ['j', -10], ['ArrowLeft', -5]]) {
+    await page.keyboard.press(key);
+    expected = Math.min(before.duration, Math.max(0, expected + delta));
+    const after = await state();
+    if (Math.abs(after.time - expected) > 0.25) {
+      throw new Error(`${key} moved currentTime to ${after.time.toFixed(2)} s; expected ${expected.toFixed(2)} s`);
+    }
+    if (after.volume !== before.volume || after.muted !== before.muted) {
+      throw new Error(`${key} changed the volume (${before.volume} → ${after.volume}, muted ${after.muted})`);
+    }
+    times.push(Number(after.time.toFixed(2)));
+  }
+  await page.keyboard.press('k');
+  await waitForPlayback(page, 'hls.js', 1);
+  return { times };
+}
+
+/** Those of `selectors` whose element lies (partly) outside the viewport. */
+async function outsideViewport(page, selectors) {
+  const viewport = page.viewportSize();
+  const outside = [];
+  for (const selector of selectors) {
+    const box = await page.locator(selector).boundingBox();
+    if (!box || box.x < 0 || box.y < 0 || box.x + box.width > viewport.width || box.y + box.height > viewport.height) {
+      outside.push(`${selector} ${JSON.stringify(box)}`);
+    }
+  }
+  return outside;
+}
+
+/** How many CSS pixels the page is wider than its window (0 if none). */
+async function horizontalOverflow(page) {
+  return page.evaluate(() => Math.max(0, document.documentElement.scrollWidth - document.documentElement.clientWidth));
+}
+
+// Runs in the page: whether a text track with cues is showing is `wanted`.
+function showingCues(wanted) {
+  const showing = [...document.getElementById('video').textTracks].some(
+    (track) => track.mode === 'showing' && track.cues?.length > 0,
+  );
+  return showing === wanted;
 }
