@@ -44,8 +44,10 @@ pub struct Config {
     /// released.
     #[serde(default = "default_cache_inactive", with = "humantime_serde")]
     pub cache_inactive: Duration,
-    /// `Cache-Control: max-age` of playlists and MPDs, which a republish
-    /// may change; segments, init files and thumbnails are immutable.
+    /// `Cache-Control: max-age` of playlists and MPDs and of every stable
+    /// URL (`/v/{id}/{path}`), which a republish changes; the files at a
+    /// generation's URLs (`/v/{id}/g{N}/…`, where playlists point) never
+    /// change, so its media is immutable.
     #[serde(default = "default_manifest_max_age", with = "humantime_serde")]
     pub manifest_max_age: Duration,
     /// How long a video's `manifest.json` is trusted in memory before it is

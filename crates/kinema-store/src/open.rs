@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,14 @@ pub struct StoreConfig {
     /// (`bucket.endpoint/key`); unset: path style when `s3_endpoint` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_path_style: Option<bool>,
+    /// How long a replaced generation stays readable, e.g. `6h`; unset:
+    /// [`crate::layout::DEFAULT_RETIRED_GRACE`].
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retired_grace: Option<Duration>,
 }
 
 /// Where a library lives, as [`StoreConfig::library`] names it.
@@ -39,6 +48,15 @@ pub enum Library {
 }
 
 impl StoreConfig {
+    /// The options these settings give every backend.
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            retired_grace: self
+                .retired_grace
+                .unwrap_or(crate::layout::DEFAULT_RETIRED_GRACE),
+        }
+    }
+
     /// A library directory with no S3 settings.
     pub fn directory(path: impl Into<PathBuf>) -> Self {
         Self {
@@ -90,9 +108,9 @@ impl StoreConfig {
     }
 }
 
-/// Opens the library `config` names with default options.
+/// Opens the library `config` names, with the options it gives.
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
-    open_with(config, StoreOptions::default()).await
+    open_with(config, config.options()).await
 }
 
 /// Opens the library `config` names. An S3 library is contacted once (a

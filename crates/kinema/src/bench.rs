@@ -316,7 +316,7 @@ fn run_library(args: LibraryArgs) -> Result<()> {
         segment_seconds: segment.as_secs_f64(),
         segments: args.segments,
     };
-    let store_config = crate::store::from_flags(args.library.clone(), &args.s3);
+    let store_config = crate::store::from_flags(args.library.clone(), &args.s3)?;
     let staging_root = crate::store::staging_root(&store_config)?;
     let runtime = runtime(1)?;
     let manifest = runtime.block_on(async {

@@ -66,7 +66,8 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     cache_inactive: Option<String>,
 
-    /// Cache-Control max-age of playlists and MPDs, e.g. 10s [default: 10s]
+    /// Cache-Control max-age of playlists, MPDs and every /v/{id}/… URL
+    /// without a generation, e.g. 10s [default: 10s]
     #[arg(long, env = "KINEMA_MANIFEST_MAX_AGE", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     manifest_max_age: Option<String>,

@@ -32,10 +32,23 @@ pub struct S3Args {
           default_missing_value = "true", action = ArgAction::Set)]
     #[serde(skip_serializing_if = "Option::is_none")]
     s3_path_style: Option<bool>,
+
+    /// How long a replaced video's old generation stays servable, so viewers
+    /// who loaded its playlists finish; longer than --manifest-max-age plus
+    /// a session, e.g. 6h [default: 6h]
+    #[arg(long, env = "KINEMA_RETIRED_GRACE", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retired_grace: Option<String>,
 }
 
 /// The keys of a config section that are the library's, not the service's.
-const STORE_KEYS: [&str; 4] = ["library", "s3_endpoint", "s3_region", "s3_path_style"];
+const STORE_KEYS: [&str; 5] = [
+    "library",
+    "s3_endpoint",
+    "s3_region",
+    "s3_path_style",
+    "retired_grace",
+];
 
 /// Takes the library settings out of a resolved `[section]` (flags laid
 /// over the file), leaving the service's own keys. `None` when no library
@@ -68,13 +81,20 @@ pub fn take_store_config(section: &str, table: &mut toml::Table) -> Result<Optio
 
 /// The library's settings from the flags alone (`kinema bench library`,
 /// which reads no config section).
-pub fn from_flags(library: String, s3: &S3Args) -> StoreConfig {
-    StoreConfig {
+pub fn from_flags(library: String, s3: &S3Args) -> Result<StoreConfig> {
+    let retired_grace = s3
+        .retired_grace
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+        .context("--retired-grace")?;
+    Ok(StoreConfig {
         library,
         s3_endpoint: s3.s3_endpoint.clone(),
         s3_region: s3.s3_region.clone(),
         s3_path_style: s3.s3_path_style,
-    }
+        retired_grace,
+    })
 }
 
 /// The directory of a local library, `None` for an object store.
@@ -156,6 +176,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("[ingest] s3_region"), "{error}");
+
+        // The grace of replaced generations is the library's, for every
+        // backend.
+        let mut section = table("library = \"./library\"\nretired_grace = \"90m\"\n");
+        let store = take_store_config("serve", &mut section).unwrap().unwrap();
+        assert_eq!(
+            store.options().retired_grace,
+            std::time::Duration::from_secs(90 * 60)
+        );
+        assert!(section.is_empty());
 
         let mut section = table("library = \"s3://media\"\ns3_path_style = \"yes\"\n");
         let error = take_store_config("serve", &mut section)
