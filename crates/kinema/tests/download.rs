@@ -10,6 +10,18 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+/// The directory of the current generation of video `id` in `library`:
+/// where its files are (`videos/{id}/g{N}/`).
+fn generation_dir(library: &Path, id: &str) -> std::path::PathBuf {
+    let id = kinema_core::VideoId::new(id).unwrap();
+    let current =
+        std::fs::read(library.join(kinema_store::layout::current_manifest_key(&id))).unwrap();
+    let generation = kinema_core::Manifest::from_json(&current)
+        .unwrap()
+        .generation;
+    library.join(kinema_store::layout::generation_prefix(&id, generation).trim_end_matches('/'))
+}
+
 /// A 3 s 320x180 clip with a tone, made by ffmpeg.
 fn clip(dir: &Path) {
     let status = Command::new("ffmpeg")
@@ -118,7 +130,7 @@ fn download_mp4_is_listed_and_served_with_range() {
     let dir = directory.path();
     clip(dir);
     ingest(dir, &["--download", "144"]);
-    let video = dir.join("library/videos/clip");
+    let video = generation_dir(&dir.join("library"), "clip");
     let manifest = std::fs::read_to_string(video.join("manifest.json")).unwrap();
     assert!(manifest.contains("\"download.mp4\""), "{manifest}");
     let whole = std::fs::read(video.join("download.mp4")).unwrap();
@@ -135,6 +147,7 @@ fn download_mp4_is_listed_and_served_with_range() {
     let (head, body) = get(address, "/v/clip/download.mp4", "Range: bytes=100-1099\r\n");
     let (iframes_head, iframes) = get(address, "/v/clip/v144/iframes.m3u8", "");
     let (master_head, master) = get(address, "/v/clip/master.m3u8", "");
+    let generation = video.file_name().unwrap().to_str().unwrap().to_owned();
     let _ = server.kill();
     let _ = server.wait();
 
@@ -153,7 +166,8 @@ fn download_mp4_is_listed_and_served_with_range() {
     assert!(String::from_utf8_lossy(&iframes).contains("#EXT-X-I-FRAMES-ONLY"));
     assert!(master_head.starts_with("http/1.1 200"), "{master_head}");
     assert!(
-        String::from_utf8_lossy(&master).contains("URI=\"v144/iframes.m3u8\""),
+        String::from_utf8_lossy(&master)
+            .contains(&format!("URI=\"{generation}/v144/iframes.m3u8\"")),
         "{}",
         String::from_utf8_lossy(&master)
     );
@@ -165,7 +179,7 @@ fn download_off_writes_no_mp4() {
     let dir = directory.path();
     clip(dir);
     ingest(dir, &["--download", "off"]);
-    let video = dir.join("library/videos/clip");
+    let video = generation_dir(&dir.join("library"), "clip");
     assert!(video.join("manifest.json").exists());
     assert!(!video.join("download.mp4").exists());
 }

@@ -6,6 +6,18 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The directory of the current generation of video `id` in `library`:
+/// where its files are (`videos/{id}/g{N}/`).
+fn generation_dir(library: &Path, id: &str) -> std::path::PathBuf {
+    let id = kinema_core::VideoId::new(id).unwrap();
+    let current =
+        std::fs::read(library.join(kinema_store::layout::current_manifest_key(&id))).unwrap();
+    let generation = kinema_core::Manifest::from_json(&current)
+        .unwrap()
+        .generation;
+    library.join(kinema_store::layout::generation_prefix(&id, generation).trim_end_matches('/'))
+}
+
 const FRENCH_SRT: &str = "1
 00:00:00,600 --> 00:00:01,400
 Bonjour
@@ -61,7 +73,7 @@ fn sidecar_subtitles_are_published_as_webvtt() {
         stdout.contains("\n  subtitles: sub0 fr \"French (forced)\"\n"),
         "{stdout}"
     );
-    let video = dir.join("library/videos/clip");
+    let video = generation_dir(&dir.join("library"), "clip");
     let segment = std::fs::read_to_string(video.join("sub0/1.vtt")).unwrap();
     assert_eq!(
         segment,
@@ -78,7 +90,7 @@ Au revoir
     let master = std::fs::read_to_string(video.join("master.m3u8")).unwrap();
     assert!(
         master.contains(
-            "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"French (forced)\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"sub0/index.m3u8\""
+            &format!("#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"French (forced)\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"{}/sub0/index.m3u8\"", video.file_name().unwrap().to_str().unwrap())
         ),
         "{master}"
     );
