@@ -59,7 +59,7 @@ mod tests {
         append_date(&mut out);
         let text = std::str::from_utf8(&out).unwrap();
         assert!(text.ends_with(" GMT"), "{text}");
-        let parsed = httpdate::parse_http_date(text).unwrap();
+        let parsed = crate::http_date::parse_text(text).unwrap();
         let skew = SystemTime::now().duration_since(parsed).unwrap_or_default();
         assert!(skew.as_secs() <= 2, "{text}");
     }
