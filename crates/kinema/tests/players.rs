@@ -2,7 +2,9 @@
 //! with `kinema ingest`, served with `kinema serve`, and played in headless
 //! Chromium by hls.js and dash.js (web/tests/play.mjs), at the automatic
 //! quality and pinned to the lowest rung; the web UI is walked through
-//! (web/tests/ui.mjs): the library lists the video and its page plays it.
+//! (web/tests/ui.mjs): the library lists the video and its watch page plays
+//! it under the page's own controls (keyboard seeking, the quality menu, a
+//! phone-sized start rung), with screenshots in target/ui-screenshots/.
 //!
 //! Needs what `scripts/install-deps` provides: ffmpeg, node, Chromium at
 //! /usr/bin/chromium and the built web UI (web/node_modules, web/dist). A
@@ -339,12 +341,18 @@ fn hls_js_plays_a_signed_video_from_its_signed_master_url_alone() {
     );
 }
 
+/// Length of the clip the web UI walks through: the keyboard seeks +10 s
+/// and +5 s from where playback paused (about 2 s in), and the phone player
+/// plays past its second segment, all within the video.
+const WALK_CLIP_SECONDS: u32 = 24;
+
 #[test]
 fn web_ui_lists_the_video_and_plays_it() {
-    let fixture = Fixture::new();
+    let fixture = Fixture::ingested_of(WALK_CLIP_SECONDS, &[]);
     let token = fixture.admin_token();
     let server = fixture.serve();
     let base = format!("http://{}", server.address);
+    let screenshots = screenshot_dir("web_ui_lists_the_video_and_plays_it");
     let output = run_node(
         "web/tests/ui.mjs",
         &[
@@ -358,8 +366,10 @@ fn web_ui_lists_the_video_and_plays_it() {
             "French",
             "--subtitles",
             "French",
+            "--screenshots",
+            screenshots.to_str().expect("utf-8 target path"),
             "--timeout",
-            "120",
+            "180",
         ],
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -375,31 +385,55 @@ fn web_ui_lists_the_video_and_plays_it() {
     let steps = report["steps"]
         .as_array()
         .expect("ui.mjs reports its steps");
-    // The walk ends with dash.js playing; fewer steps would mean ui.mjs
-    // stopped early yet said ok.
-    assert_eq!(steps.len(), 8, "steps: {steps:?}");
+    // Every step of the walk, in order; fewer would mean ui.mjs stopped
+    // early yet said ok.
+    assert_eq!(
+        step_names(steps),
+        [
+            "open the library",
+            "find video clip in the library",
+            "open the watch page from the card",
+            "play with hls.js",
+            "show one set of controls",
+            "seek with the keyboard",
+            "pin the lowest rung from the quality menu",
+            "show the stats overlay",
+            "reach every control without scrolling at 1280x800",
+            "choose French from the audio menu",
+            "show French from the subtitle menu",
+            "switch to dash.js with the protocol toggle",
+            "show a trickplay thumbnail over the seek bar",
+            "start below the top rung in a 390x844 phone player",
+            "fit 360 px without sideways scrolling",
+            "say plainly that a video does not exist",
+        ]
+    );
     assert_eq!(steps[1]["title"], "Players test clip", "steps: {steps:?}");
+    check_watch_page_steps(steps, fixture.lowest_video_height());
     // The audio menu offered the clip's three tracks by name (the two
     // English ones told apart) and French played.
-    assert_eq!(steps[5]["step"], "choose French from the audio menu");
     assert_eq!(
-        steps[5]["audio"],
+        step(steps, "choose French from the audio menu")["audio"],
         serde_json::json!(["English", "French", "English (2)"]),
         "steps: {steps:?}"
     );
     // The subtitle menu offered the French sidecar, and its cues showed.
-    assert_eq!(steps[6]["step"], "show French from the subtitle menu");
     assert_eq!(
-        steps[6]["subtitles"],
+        step(steps, "show French from the subtitle menu")["subtitles"],
         serde_json::json!(["Off", "French"]),
         "steps: {steps:?}"
     );
+    check_screenshots(&report, &screenshots);
 }
 
 #[test]
 fn web_ui_unit_tests_pass() {
     let output = Command::new("node")
-        .args(["--test", "web/tests/thumbnails.test.mjs"])
+        .args([
+            "--test",
+            "web/tests/thumbnails.test.mjs",
+            "web/tests/format.test.mjs",
+        ])
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .output()
@@ -417,7 +451,7 @@ fn web_ui_unit_tests_pass() {
 
 #[test]
 fn web_ui_uploads_a_video_then_plays_it() {
-    let fixture = Fixture::without_videos();
+    let fixture = Fixture::with_clip_of(WALK_CLIP_SECONDS);
     let token = fixture.admin_token();
     let server = fixture.serve();
     let base = format!("http://{}", server.address);
@@ -432,7 +466,7 @@ fn web_ui_uploads_a_video_then_plays_it() {
             "--token",
             &token,
             "--timeout",
-            "180",
+            "240",
         ],
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -448,8 +482,8 @@ fn web_ui_uploads_a_video_then_plays_it() {
     let steps = report["steps"]
         .as_array()
         .expect("ui.mjs reports its steps");
-    // Upload, then the six steps of the walk.
-    assert_eq!(steps.len(), 7, "steps: {steps:?}");
+    // Upload, then the walk without the audio and subtitle choices.
+    assert_eq!(steps.len(), 15, "steps: {:?}", step_names(steps));
     let video = steps[1]["video"]
         .as_str()
         .expect("the upload names its video");
@@ -460,6 +494,121 @@ fn web_ui_uploads_a_video_then_plays_it() {
             .is_file(),
         "the uploaded video {video} is not published in the library"
     );
+}
+
+/// The step of ui.mjs's report named `name`; panics naming the steps there are.
+fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
+    steps
+        .iter()
+        .find(|step| step["step"] == name)
+        .unwrap_or_else(|| panic!("no step {name:?} in {:?}", step_names(steps)))
+}
+
+fn step_names(steps: &[Value]) -> Vec<&str> {
+    steps
+        .iter()
+        .map(|step| step["step"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+/// Checks what the watch page's steps report, independently of ui.mjs's
+/// own verdict: the keyboard moved the time by the keys' amounts, the
+/// pinned rung is on screen, the phone player stayed below the top rung and
+/// the stats overlay filled in.
+fn check_watch_page_steps(steps: &[Value], lowest_height: u64) {
+    let times: Vec<f64> = step(steps, "seek with the keyboard")["times"]
+        .as_array()
+        .expect("the keyboard step reports the times it saw")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let moves: Vec<f64> = times
+        .windows(2)
+        .map(|pair| ((pair[1] - pair[0]) * 10.0).round() / 10.0)
+        .collect();
+    // l, ArrowRight, j, ArrowLeft: the clip is long enough for none to clamp.
+    assert_eq!(moves, [10.0, 5.0, -10.0, -5.0], "times seen: {times:?}");
+
+    let pinned = step(steps, "pin the lowest rung from the quality menu");
+    let on_screen = pinned["onScreen"]
+        .as_str()
+        .expect("the picture size decoded");
+    assert!(
+        on_screen.ends_with(&format!("x{lowest_height}")),
+        "pinned the lowest rung ({lowest_height}p in manifest.json) but {on_screen} is on screen"
+    );
+    assert_eq!(pinned["badge"], format!("{lowest_height}p"));
+
+    let phone = step(steps, "start below the top rung in a 390x844 phone player");
+    let top = phone["top"].as_u64().expect("the top rung");
+    let pictures = phone["pictures"].as_array().expect("the pictures shown");
+    assert!(!pictures.is_empty(), "phone: {phone}");
+    for picture in pictures {
+        let height: u64 = picture
+            .as_str()
+            .and_then(|size| size.split('x').nth(1))
+            .and_then(|height| height.parse().ok())
+            .unwrap_or_else(|| panic!("picture size {picture}"));
+        assert!(
+            height < top,
+            "the phone player showed {picture}, the top rung: {phone}"
+        );
+    }
+
+    let stats = step(steps, "show the stats overlay")["stats"]
+        .as_array()
+        .expect("the stats overlay's values")
+        .clone();
+    assert_eq!(stats.len(), 6, "stats: {stats:?}");
+    assert!(
+        stats
+            .iter()
+            .all(|value| value.as_str().is_some_and(|text| text != "—")),
+        "stats: {stats:?}"
+    );
+}
+
+/// Where a test's screenshots go: target/ui-screenshots/TEST, emptied first.
+fn screenshot_dir(test: &str) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory holds tmp/")
+        .to_path_buf();
+    let dir = target.join("ui-screenshots").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Every screenshot ui.mjs names is a PNG in `dir`, and all the watch page's
+/// sizes are there; prints where they are, to be looked at.
+fn check_screenshots(report: &Value, dir: &Path) {
+    let paths: Vec<PathBuf> = report["screenshots"]
+        .as_array()
+        .expect("ui.mjs lists its screenshots")
+        .iter()
+        .map(|path| repo_root().join(path.as_str().expect("a path")))
+        .collect();
+    for name in [
+        "library-1280x800.png",
+        "watch-1280x800.png",
+        "watch-settings-1280x800.png",
+        "watch-390x844.png",
+        "library-360x740.png",
+    ] {
+        let path = dir.join(name);
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG",
+            path.display()
+        );
+        assert!(
+            paths.iter().any(|listed| listed.ends_with(name)),
+            "{name} not listed: {paths:?}"
+        );
+    }
+    println!("web UI screenshots: {}", dir.display());
 }
 
 /// Parses play.mjs's JSON line and checks what it claims, independently of
@@ -576,7 +725,12 @@ impl Fixture {
     /// The clip ingested as [`VIDEO_ID`] with its French subtitles
     /// ([`SUBTITLES_SRT`]) and extra `kinema ingest` flags.
     fn ingested(flags: &[&str]) -> Self {
-        let fixture = Self::without_videos();
+        Self::ingested_of(8, flags)
+    }
+
+    /// [`Fixture::ingested`] with a clip of `seconds`.
+    fn ingested_of(seconds: u32, flags: &[&str]) -> Self {
+        let fixture = Self::with_clip_of(seconds);
         let subtitles = fixture.dir.path().join("clip.fr.srt");
         std::fs::write(&subtitles, SUBTITLES_SRT).expect("write the subtitles");
         run(Command::new(env!("CARGO_BIN_EXE_kinema"))
