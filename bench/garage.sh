@@ -28,7 +28,7 @@ KINEMA_PORT=${KINEMA_PORT:-28491}
 GARAGE_VERSION=2.5
 
 garage=${GARAGE_BIN:-$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")}
-if ! "$garage" --version 2>/dev/null | grep -q "v$GARAGE_VERSION"; then
+if ! "$garage" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
     echo "garage.sh: installing Garage $GARAGE_VERSION from crates.io (about 30 minutes)" >&2
     cargo install garage --version "~$GARAGE_VERSION" --locked
     garage="${CARGO_HOME:-$HOME/.cargo}/bin/garage"
@@ -91,7 +91,7 @@ for n in 2 3; do
 done
 for n in 1 2 3; do
     id=$("$garage" -c "$work/node$n/garage.toml" node id -q | cut -d@ -f1)
-    g layout assign -z loopback -c 1G "$id" >/dev/null
+    g layout assign -z loopback -c 1GB "$id" >/dev/null
 done
 g layout apply --version 1 >/dev/null
 wait_for g bucket create kinema

@@ -57,9 +57,15 @@ impl ConfigFile {
         };
         let flags = toml::Table::try_from(flags).context("cannot represent command-line flags")?;
         merged.extend(flags);
+        self.deserialize(section, merged)
+    }
+
+    /// Deserialises settings of `[section]` (resolved, and perhaps with some
+    /// keys taken out), with errors that name the key as `resolve`'s do.
+    pub fn deserialize<T: DeserializeOwned>(&self, section: &str, table: toml::Table) -> Result<T> {
         // serde_path_to_error keeps the key path that a plain deserialise
         // drops, so `ttl = "soon"` is reported as `[auth] ttl: ...`.
-        serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|error| {
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
             let key = error.path().to_string();
             let message = error.inner().message().to_string();
             if key == "." {

@@ -1,4 +1,5 @@
-//! `kinema serve`: the origin server over a library directory.
+//! `kinema serve`: the origin server over a library (a directory, or a
+//! bucket and prefix in an S3-protocol object store).
 //!
 //! This module only turns flags, `KINEMA_*` variables and the `[serve]`
 //! section into a `kinema_origin::Config`, binds the listener, and stops the
@@ -7,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Args};
 use serde::Serialize;
 
@@ -29,6 +30,11 @@ the key ring and the admin tokens without dropping connections.
 
 Example: kinema serve --library ./library --listen 127.0.0.1:8080
 
+The library may also be s3://BUCKET/PREFIX in an S3-protocol object store (--s3-endpoint, \
+--s3-region, --s3-path-style; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or \
+AWS_PROFILE). It is contacted once at start: wrong credentials, a missing bucket or an unreachable \
+endpoint stop the server with the setting to fix.
+
 Every flag can also be set by its KINEMA_* variable or in the [serve] section of kinema.toml \
 (same name with underscores: cache_size = \"1GiB\"). SIGTERM or Ctrl-C stops accepting, lets \
 responses in flight finish (up to --drain-timeout) and exits 0.";
@@ -36,10 +42,15 @@ responses in flight finish (up to --drain-timeout) and exits 0.";
 /// Every setting of `[serve]`; a flag or variable overrides the file.
 #[derive(Debug, Args, Serialize)]
 pub struct ServeArgs {
-    /// Library directory holding videos/{id}/manifest.json and their files [required]
-    #[arg(long, env = "KINEMA_LIBRARY", value_name = "DIR")]
+    /// Library holding videos/{id}/manifest.json and their files: a
+    /// directory, or s3://BUCKET/PREFIX [required]
+    #[arg(long, env = "KINEMA_LIBRARY", value_name = "DIR|s3://BUCKET/PREFIX")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    library: Option<PathBuf>,
+    library: Option<String>,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    s3: crate::store::S3Args,
 
     /// Address to listen on; port 0 picks a free port (logged) [default: 127.0.0.1:8080]
     #[arg(long, env = "KINEMA_LISTEN", value_name = "ADDR")]
@@ -216,7 +227,28 @@ pub struct ServeArgs {
 }
 
 pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
-    let mut config: kinema_origin::Config = config_file.resolve("serve", &args)?;
+    let mut section: toml::Table = config_file.resolve("serve", &args)?;
+    let Some(library) = crate::store::take_store_config("serve", &mut section)? else {
+        bail!(
+            "no library given: pass --library DIR (or s3://BUCKET/PREFIX), set KINEMA_LIBRARY or library in [serve]"
+        );
+    };
+    let local_library = crate::store::local_directory(&library)?;
+    if let Some(directory) = &local_library
+        && !directory.is_dir()
+    {
+        // Serving never creates a library: a typo must not serve nothing.
+        bail!(
+            "library directory {} does not exist; create it or point --library at an existing library",
+            directory.display()
+        );
+    }
+    // The origin's own settings; its `library` is only named in its log.
+    section.insert(
+        "library".into(),
+        toml::Value::String(library.library.clone()),
+    );
+    let mut config: kinema_origin::Config = config_file.deserialize("serve", section)?;
     // Upload jobs run with the same [ingest] settings as `kinema ingest`
     // (its `library` key is the CLI's; the server's library is [serve]'s).
     let no_flags = toml::Table::new();
@@ -228,9 +260,24 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let listener =
             bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-        // The origin's parts are wired here: the library's store, the
+        // The origin's parts are wired here: the library's store (opened,
+        // so a store that refuses stops the server before it listens), the
         // caches over it, the ingest workspace and the system clock.
-        let parts = kinema_origin::OriginParts::open(&config).await?;
+        let store = crate::store::open(&library).await?;
+        crate::store::collect_in_background(store.clone());
+        let workspace_root = config.ingest.workspace_root(local_library.as_deref());
+        let workspace = kinema_media::Workspace::open(&workspace_root).with_context(|| {
+            format!(
+                "cannot open the ingest workspace {}",
+                workspace_root.display()
+            )
+        })?;
+        let parts = kinema_origin::OriginParts::new(
+            &config,
+            store,
+            workspace,
+            kinema_http::Clock::system(),
+        );
         kinema_origin::run_with(config, parts, listener, shutdown_signal()).await?;
         Ok(())
     })
