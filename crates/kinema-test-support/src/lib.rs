@@ -155,6 +155,36 @@ impl S3Server {
         self.root.path()
     }
 
+    /// Starts the server again after [`S3Server::stop`], on the same port
+    /// with the same data: the store is back.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "s3s-fs is still running");
+        let program = s3s_fs_program();
+        let mut child = Command::new(&program)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.address.port().to_string(),
+            ])
+            .args([
+                "--access-key",
+                &self.access_key,
+                "--secret-key",
+                &self.secret_key,
+            ])
+            .arg(self.root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
+        if let Err(status) = wait_ready(&mut child, self.address) {
+            panic!("s3s-fs did not start again on {}: {status}", self.address);
+        }
+        self.child = Some(child);
+    }
+
     /// Kills the server (the store is down from now on); its data stays.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
