@@ -788,6 +788,64 @@ async fn unpublished_videos_disappear_and_republished_ones_return() {
     server.stop().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_replaced_generation_is_served_at_its_own_urls_until_the_video_is_unpublished() {
+    let library = Library::new().await;
+    let old = library.manifest().await.generation;
+    let mut config = config(&library);
+    config.manifest_refresh = std::time::Duration::from_millis(50);
+    let server = Server::start(config).await;
+    let status = async |path: String| get(&server, Protocol::Http1, &path).await.status;
+    assert_eq!(
+        status(format!("/v/clip/g{old}/v180/1.m4s")).await,
+        StatusCode::OK
+    );
+
+    let new = library.publish("clip").await.generation;
+    assert!(new > old);
+    // Both generations answer at their URLs: the old one for players that
+    // loaded its playlists, from its own manifest copy.
+    for generation in [old, new] {
+        let reply = get(
+            &server,
+            Protocol::Http2,
+            &format!("/v/clip/g{generation}/v180/2.m4s"),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "g{generation}");
+        assert_eq!(
+            reply.header("cache-control"),
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(reply.body.as_ref(), library.read("v180/2.m4s"));
+    }
+    // A generation that never was, or a name that is no generation, is
+    // not found (the latter is no listed file).
+    for path in [
+        format!("/v/clip/g{}/v180/1.m4s", new + 1),
+        "/v/clip/g0/v180/1.m4s".to_string(),
+        format!("/v/clip/g0{old}/v180/1.m4s"),
+        format!("/v/clip/g{old}/manifest.json"),
+    ] {
+        assert_eq!(status(path.clone()).await, StatusCode::NOT_FOUND, "{path}");
+    }
+
+    library
+        .store
+        .unpublish(&kinema_core::VideoId::new("clip").unwrap())
+        .await
+        .unwrap();
+    eventually(
+        "every generation of the unpublished video to be gone",
+        async || {
+            status(format!("/v/clip/g{old}/v180/1.m4s")).await == StatusCode::NOT_FOUND
+                && status(format!("/v/clip/g{new}/v180/1.m4s")).await == StatusCode::NOT_FOUND
+        },
+    )
+    .await;
+    server.stop().await.unwrap();
+}
+
 /// Files this process holds open under `dir`, deleted ones included (the
 /// kernel names them by their last path, with " (deleted)" after it).
 fn open_files_under(dir: &std::path::Path) -> usize {
