@@ -344,7 +344,7 @@ impl LocalStore {
             // Out of `videos/` in one step, so no reader sees a generation
             // half deleted.
             std::fs::rename(&directory, &trash).map_err(|e| StoreError::io(&directory, e))?;
-            std::fs::remove_dir_all(&trash).map_err(|e| StoreError::io(&trash, e))?;
+            empty_trash(&trash)?;
             tracing::info!(%id, generation, "collected a retired generation");
             collected.push(CollectedGeneration {
                 id: id.clone(),
@@ -360,6 +360,16 @@ impl LocalStore {
             let _ = std::fs::remove_dir(&video_dir);
         }
         Ok(collected)
+    }
+}
+
+/// Deletes something moved into `trash/`. Another process's collection
+/// may be deleting it too (it empties the trash at start), so what is
+/// already gone is not an error.
+fn empty_trash(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(path, e)),
+        _ => Ok(()),
     }
 }
 
@@ -579,7 +589,7 @@ impl Store for LocalStore {
             let trash = store.trash_path(id.as_str());
             std::fs::rename(&source, &trash).map_err(|e| StoreError::io(&source, e))?;
             fsync_dir(&store.videos())?;
-            std::fs::remove_dir_all(&trash).map_err(|e| StoreError::io(&trash, e))
+            empty_trash(&trash)
         })
         .await
     }
