@@ -11,6 +11,7 @@ pub mod body;
 pub mod clock;
 pub mod conditional;
 pub mod content_type;
+pub mod disk_tier;
 pub mod http_date;
 pub mod range;
 pub mod respond;
