@@ -56,6 +56,9 @@ pub struct SharedFile(Arc<Inner>);
 struct Inner {
     /// What `sendfile` reads: a sealed memfd or a published file.
     file: File,
+    /// Where the content starts in `file` (a disk tier's file holds its
+    /// metadata first; 0 for every other).
+    offset: u64,
     /// The whole content: the memfd's read-only mapping, or the published
     /// file's content as read.
     view: Bytes,
@@ -112,7 +115,7 @@ impl SharedFile {
         memfd.write_all(content)?;
         rustix::fs::fcntl_add_seals(&memfd, IMMUTABLE)?;
         let view = map_sealed(&memfd)?;
-        Ok(Self::new(memfd, view, None))
+        Ok(Self::new(memfd, 0, view, None))
     }
 
     /// A published file and its `content`, as read from it: the file is
@@ -133,6 +136,19 @@ impl SharedFile {
         content: Bytes,
         modified_before_read: Option<std::time::SystemTime>,
     ) -> io::Result<Self> {
+        Self::from_file_at(file, 0, content, modified_before_read)
+    }
+
+    /// [`Self::from_published_as_of`] for a file that holds `content` from
+    /// byte `offset` to its end, as a disk tier's file holds its body after
+    /// its metadata: `sendfile` then reads from `offset` on. The same
+    /// promise: the file is never written again.
+    pub fn from_file_at(
+        file: File,
+        offset: u64,
+        content: Bytes,
+        modified_before_read: Option<std::time::SystemTime>,
+    ) -> io::Result<Self> {
         let mut stamp = DiskStamp::of(file.as_fd())?;
         if let Some(since_epoch) = modified_before_read
             .and_then(|modified| modified.duration_since(std::time::UNIX_EPOCH).ok())
@@ -141,11 +157,11 @@ impl SharedFile {
             stamp.modified = (seconds, u64::from(since_epoch.subsec_nanos()));
         }
         let length = u64::try_from(stamp.size).unwrap_or(u64::MAX);
-        if length != content.len() as u64 {
+        if length.checked_sub(offset) != Some(content.len() as u64) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "the file has {length} bytes but its content {}",
+                    "the file has {length} bytes but its content {} from byte {offset}",
                     content.len()
                 ),
             ));
@@ -153,12 +169,13 @@ impl SharedFile {
         if cached_pages(file.as_fd(), 0..1).is_err() {
             return Self::from_bytes(&content);
         }
-        Ok(Self::new(file, content, Some(stamp)))
+        Ok(Self::new(file, offset, content, Some(stamp)))
     }
 
-    fn new(file: File, view: Bytes, stamp: Option<DiskStamp>) -> Self {
+    fn new(file: File, offset: u64, view: Bytes, stamp: Option<DiskStamp>) -> Self {
         Self(Arc::new(Inner {
             file,
+            offset,
             view,
             on_disk: stamp.is_some(),
             reading_in: AtomicBool::new(false),
@@ -225,6 +242,12 @@ impl SharedFile {
         self.0.file.as_fd()
     }
 
+    /// Where the content starts in [`Self::fd`]: byte `n` of the content is
+    /// byte `offset + n` of the file.
+    pub(crate) fn offset(&self) -> u64 {
+        self.0.offset
+    }
+
     /// See [`FileSlice::ready_to_send`].
     fn ready_to_send(&self, range: Range<u64>) -> bool {
         if !self.0.on_disk || range.is_empty() {
@@ -234,8 +257,9 @@ impl SharedFile {
             return false;
         }
         let page = rustix::param::page_size() as u64;
-        let pages = range.end.div_ceil(page) - range.start / page;
-        if cached_pages(self.fd(), range).is_ok_and(|cached| cached >= pages) {
+        let in_file = range.start + self.offset()..range.end + self.offset();
+        let pages = in_file.end.div_ceil(page) - in_file.start / page;
+        if cached_pages(self.fd(), in_file).is_ok_and(|cached| cached >= pages) {
             return true;
         }
         if !self.0.reading_in.swap(true, Ordering::AcqRel) {
@@ -492,6 +516,27 @@ mod tests {
         }
         assert!(!shared.slice(0..1000).ready_to_send());
         assert!(shared.changed_on_disk());
+    }
+
+    #[test]
+    fn a_file_holding_the_content_after_other_bytes_is_sent_from_its_offset() {
+        let data = content(10_000);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"metadata").unwrap();
+        file.write_all(&data).unwrap();
+        let shared = SharedFile::from_file_at(file, 8, Bytes::from(data.clone()), None).unwrap();
+        assert_eq!(shared.len(), 10_000);
+        if shared.0.on_disk {
+            assert_eq!(shared.offset(), 8);
+            let mut sent = [0u8; 100];
+            rustix::io::pread(shared.fd(), &mut sent, shared.offset() + 500).unwrap();
+            assert!(sent[..] == data[500..600]);
+        }
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"metadata").unwrap();
+        file.write_all(&data).unwrap();
+        let error = SharedFile::from_file_at(file, 7, Bytes::from(data), None).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

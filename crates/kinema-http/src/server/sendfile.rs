@@ -46,10 +46,12 @@ pub(super) async fn send_head_and_file(
         head = &head[sent..];
     }
     let file = body.file().fd();
-    let range = body.range();
-    let mut offset = range.start;
-    while offset < range.end {
-        let count = (range.end - offset).min(MAX_SENDFILE_CALL) as usize;
+    // The slice's range is the content's; the content may start further in
+    // its file (a disk tier's file, after its metadata).
+    let base = body.file().offset();
+    let (mut offset, end) = (body.range().start + base, body.range().end + base);
+    while offset < end {
+        let count = (end - offset).min(MAX_SENDFILE_CALL) as usize;
         // The kernel advances `offset` by what it sent.
         let sent = nonblocking(tcp, write_timeout, || {
             rustix::fs::sendfile(tcp, file, Some(&mut offset), count)
