@@ -34,6 +34,15 @@ pub struct Config {
     /// Memory for cached file contents, weighted by bytes.
     #[serde(default = "default_cache_size")]
     pub cache_size: ByteSize,
+    /// Directory of the disk cache under the memory cache, for a library in
+    /// S3 (a local library's files are on a local disk already, so it has
+    /// none); unset: [`Config::disk_cache_dir`]'s default.
+    #[serde(default)]
+    pub disk_cache: Option<PathBuf>,
+    /// Most bytes the disk cache holds; the least recently used files go
+    /// beyond it.
+    #[serde(default = "default_disk_cache_size")]
+    pub disk_cache_size: ByteSize,
     /// Files larger than this are streamed from the store in chunks instead
     /// of being cached whole.
     #[serde(default = "default_max_cached_file_size")]
@@ -153,6 +162,8 @@ impl Config {
             ingest: kinema_media::IngestConfig::default(),
             web_root: default_web_root(),
             cache_size: default_cache_size(),
+            disk_cache: None,
+            disk_cache_size: default_disk_cache_size(),
             max_cached_file_size: default_max_cached_file_size(),
             cache_inactive: default_cache_inactive(),
             manifest_max_age: default_manifest_max_age(),
@@ -182,6 +193,20 @@ impl Config {
             tls_self_signed: false,
             redirect_http: None,
             hsts: false,
+        }
+    }
+
+    /// Where the disk cache of a library in S3 lives: `disk_cache` when
+    /// set, else `kinema-cache` beside the ingest workspace (in the working
+    /// directory when the workspace is not set either).
+    pub fn disk_cache_dir(&self) -> PathBuf {
+        match &self.disk_cache {
+            Some(dir) => dir.clone(),
+            None => {
+                let workspace = self.ingest.workspace_root(None);
+                let beside = workspace.parent().unwrap_or(std::path::Path::new(""));
+                beside.join("kinema-cache")
+            }
         }
     }
 
@@ -267,6 +292,10 @@ fn default_cache_size() -> ByteSize {
     ByteSize::mib(512)
 }
 
+fn default_disk_cache_size() -> ByteSize {
+    ByteSize::gib(20)
+}
+
 fn default_max_cached_file_size() -> ByteSize {
     ByteSize::mib(16)
 }
@@ -311,6 +340,20 @@ mod tests {
         assert_eq!(config.cache_inactive, Duration::from_secs(300));
         assert_eq!(config.cors_allowed_origins, vec!["*"]);
         assert!(config.access_log && config.prefetch);
+        assert_eq!(config.disk_cache_size, ByteSize::gib(20));
+    }
+
+    #[test]
+    fn the_disk_cache_defaults_beside_the_ingest_workspace() {
+        let mut config = Config::new("s3://media/lib");
+        assert_eq!(config.disk_cache_dir(), PathBuf::from("kinema-cache"));
+        config.ingest.workspace = Some(PathBuf::from("/var/lib/kinema/work"));
+        assert_eq!(
+            config.disk_cache_dir(),
+            PathBuf::from("/var/lib/kinema/kinema-cache")
+        );
+        config.disk_cache = Some(PathBuf::from("/cache"));
+        assert_eq!(config.disk_cache_dir(), PathBuf::from("/cache"));
     }
 
     #[test]

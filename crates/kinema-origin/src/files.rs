@@ -27,6 +27,11 @@
 //! they are read, so they cannot be checked before the status is sent:
 //! the background [`FileCache::scrub`] re-verifies the whole library at a
 //! bounded rate, and a file it finds corrupt is refused from then on.
+//!
+//! A store with no local files (S3) gets a disk tier under the memory cache
+//! ([`DiskCache`]): a miss looks there before it reads the store, what it
+//! reads from the store is kept there, and a large file found there is sent
+//! by `sendfile` from the tier's file, as a local library's would be.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -44,6 +49,7 @@ use kinema_store::{Store, StoreError, StoredFile};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, ContentKey, FileInfo, Video};
+use crate::disk_cache::DiskCache;
 use crate::metrics::Metrics;
 
 /// Size of each read when streaming an uncached file. Small enough that
@@ -59,7 +65,7 @@ const ENTRY_OVERHEAD: u32 = 160;
 /// `sendfile`; smaller ones as `Bytes`, sent with their head in one `writev`
 /// (`sendfile` costs a second system call per response, a shared file a
 /// file descriptor per file).
-const SHARED_FILE_MIN: usize = 64 * 1024;
+pub(crate) const SHARED_FILE_MIN: usize = 64 * 1024;
 
 /// Why a listed file could not be served.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -97,7 +103,7 @@ pub struct Content {
 }
 
 impl Content {
-    fn new(bytes: Bytes, shared_file: Option<SharedFile>) -> Self {
+    pub(crate) fn new(bytes: Bytes, shared_file: Option<SharedFile>) -> Self {
         Self { bytes, shared_file }
     }
 
@@ -197,6 +203,9 @@ pub struct FileCache {
     /// the library.
     corrupt: Arc<Mutex<HashSet<FileName>>>,
     descriptors: Arc<DescriptorBudget>,
+    /// Under the memory cache, for a store with no local files: where a
+    /// miss looks before it reads the store, and what it read is kept.
+    disk: Option<DiskCache>,
 }
 
 impl FileCache {
@@ -207,6 +216,7 @@ impl FileCache {
         inactive: Duration,
         metrics: Arc<Metrics>,
         descriptors: Arc<DescriptorBudget>,
+        disk: Option<DiskCache>,
     ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
@@ -222,11 +232,19 @@ impl FileCache {
         Self {
             cache,
             store,
-            // A file that is larger than the whole cache could never stay in it.
-            max_cached_file_size: max_cached_file_size.min(capacity_bytes),
+            // A file that is larger than the whole cache could never stay in
+            // it, so it is streamed from the store; with a disk tier it is
+            // still loaded whole (from local disk once the store was read)
+            // and sent by `sendfile` from the tier's file, rather than read
+            // from a remote store on every request.
+            max_cached_file_size: match disk {
+                Some(_) => max_cached_file_size,
+                None => max_cached_file_size.min(capacity_bytes),
+            },
             metrics,
             corrupt: Arc::default(),
             descriptors,
+            disk,
         }
     }
 
@@ -636,7 +654,8 @@ impl Throttle {
 }
 
 /// Reads a whole file and checks it against the manifest's size and
-/// SHA-256: only what matches is ever cached.
+/// SHA-256: only what matches is ever cached. With a disk tier, the file is
+/// looked for there first, and what is read from the store is kept there.
 async fn load(
     cache: FileCache,
     id: VideoId,
@@ -650,8 +669,27 @@ async fn load(
         store,
         metrics,
         descriptors,
+        disk,
         ..
     } = cache;
+    let descriptor = if expected >= SHARED_FILE_MIN as u64 {
+        descriptors.try_take()
+    } else {
+        None
+    };
+    let may_keep_descriptor = descriptor.is_some();
+    let cached = |content: Content| {
+        Arc::new(CachedFile {
+            _descriptor: descriptor.filter(|_| content.shared_file.is_some()),
+            content,
+            prefetched: AtomicBool::new(prefetched),
+        })
+    };
+    if let Some(disk) = &disk
+        && let Some(content) = disk.read(sha256, expected, may_keep_descriptor).await
+    {
+        return Ok(cached(content));
+    }
     metrics.store_reads.fetch_add(1, Relaxed);
     let stored = store.get(&id, generation, &path).await.map_err(|error| {
         metrics.store_errors.fetch_add(1, Relaxed);
@@ -666,14 +704,15 @@ async fn load(
             actual: stored.bytes.len() as u64,
         });
     }
-    let descriptor = if expected >= SHARED_FILE_MIN as u64 {
-        descriptors.try_take()
-    } else {
-        None
+    let content = match &disk {
+        Some(disk) => {
+            let name = (&id, generation, &path);
+            disk.verify_and_keep(stored.bytes, sha256, name, may_keep_descriptor)
+                .await
+        }
+        None => verified_content(stored, &id, &path, sha256, may_keep_descriptor).await,
     };
-    let may_keep_descriptor = descriptor.is_some();
-    let Some(content) = verified_content(stored, &id, &path, sha256, may_keep_descriptor).await
-    else {
+    let Some(content) = content else {
         metrics.checksum_mismatches.fetch_add(1, Relaxed);
         return Err(FileError::ChecksumMismatch {
             id,
@@ -681,18 +720,14 @@ async fn load(
             path,
         });
     };
-    Ok(Arc::new(CachedFile {
-        _descriptor: descriptor.filter(|_| content.shared_file.is_some()),
-        content,
-        prefetched: AtomicBool::new(prefetched),
-    }))
+    Ok(cached(content))
 }
 
 /// Below this size a file is hashed on the reactor (a playlist: a few
 /// microseconds); from it on, on the blocking pool.
 const HASH_INLINE_MAX: usize = 16 * 1024;
 
-fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256_of(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
@@ -841,6 +876,7 @@ mod tests {
             Duration::from_secs(60),
             metrics.clone(),
             DescriptorBudget::new(100),
+            None,
         );
         let warnings = Arc::new(WarningCounter::default());
         let _default = tracing::subscriber::set_default(warnings.clone());
@@ -895,6 +931,7 @@ mod tests {
             Duration::from_secs(60),
             Arc::new(Metrics::default()),
             budget.clone(),
+            None,
         );
         let mut with_descriptor = 0;
         for file in &video.files {

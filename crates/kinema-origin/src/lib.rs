@@ -16,6 +16,7 @@ pub mod api;
 mod catalog;
 mod config;
 mod cors;
+mod disk_cache;
 mod files;
 mod forwarded;
 mod metrics;
@@ -32,6 +33,7 @@ use kinema_http::server::ServerStats;
 use tokio::net::TcpListener;
 
 pub use config::Config;
+pub use disk_cache::DiskCache;
 pub use forwarded::TrustedProxies;
 pub use metrics::RouteKind;
 pub use origin::Origin;

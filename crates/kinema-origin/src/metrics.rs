@@ -14,6 +14,7 @@ use std::time::Duration;
 use kinema_http::ServerStatsSnapshot;
 
 use crate::admission::{Admission, Reason};
+use crate::disk_cache::DiskCacheCounts;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -95,12 +96,22 @@ pub struct Metrics {
     pub checksum_mismatches: AtomicU64,
     pub scrub_bytes: AtomicU64,
     pub scrub_passes: AtomicU64,
+    /// The disk tier's counts, when there is one (a library in S3).
+    pub disk_cache: Option<Arc<DiskCacheCounts>>,
     /// Non-cumulative bucket counts; the last is `+Inf`.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_nanos: AtomicU64,
 }
 
 impl Metrics {
+    /// Counters that also publish a disk tier's counts.
+    pub fn with_disk_cache(disk_cache: Option<Arc<DiskCacheCounts>>) -> Self {
+        Self {
+            disk_cache,
+            ..Self::default()
+        }
+    }
+
     /// Records one answered request: its route, status, the length of the
     /// body handed to the connection layer, and the time to produce the
     /// response head.
@@ -300,6 +311,46 @@ impl Collector for OriginCollector {
             "scrub_passes",
             "Complete passes of the library scrub.",
             m.scrub_passes.load(Relaxed),
+        )?;
+        let disk = m.disk_cache.as_deref();
+        let disk_count = |read: fn(&DiskCacheCounts) -> &AtomicU64| {
+            disk.map_or(0, |counts| read(counts).load(Relaxed))
+        };
+        counter(
+            &mut encoder,
+            "disk_cache_hits",
+            "Memory-cache misses answered from the disk cache (a library in S3) instead of the store.",
+            disk_count(|counts| &counts.hits),
+        )?;
+        counter(
+            &mut encoder,
+            "disk_cache_misses",
+            "Memory-cache misses the disk cache did not hold, read from the store.",
+            disk_count(|counts| &counts.misses),
+        )?;
+        counter(
+            &mut encoder,
+            "disk_cache_writes",
+            "Files written to the disk cache.",
+            disk_count(|counts| &counts.writes),
+        )?;
+        counter(
+            &mut encoder,
+            "disk_cache_evictions",
+            "Files evicted from the disk cache to stay within disk_cache_size.",
+            disk_count(|counts| &counts.evictions),
+        )?;
+        gauge(
+            &mut encoder,
+            "disk_cache_bytes",
+            "Bytes held in the disk cache.",
+            disk_count(|counts| &counts.bytes),
+        )?;
+        gauge(
+            &mut encoder,
+            "disk_cache_files",
+            "Files held in the disk cache.",
+            disk_count(|counts| &counts.files),
         )?;
         gauge(
             &mut encoder,

@@ -16,6 +16,7 @@ use kinema_store::{Store, StoreConfig};
 use crate::Error;
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::disk_cache::DiskCache;
 use crate::files::{DescriptorBudget, FileCache};
 use crate::metrics::Metrics;
 
@@ -35,7 +36,23 @@ impl OriginParts {
     /// The caches `config` asks for over `store`, with the ingest
     /// `workspace` and `clock` given.
     pub fn new(config: &Config, store: Arc<dyn Store>, workspace: Workspace, clock: Clock) -> Self {
-        let metrics = Arc::new(Metrics::default());
+        Self::with_disk_cache(config, store, None, workspace, clock)
+    }
+
+    /// [`Self::new`] with a disk tier under the memory cache, for a store
+    /// with no local files (S3): the wiring opens it
+    /// ([`DiskCache::open`] in `config.disk_cache_dir()`) for such a store
+    /// only, since a local library's files are on a local disk already.
+    pub fn with_disk_cache(
+        config: &Config,
+        store: Arc<dyn Store>,
+        disk_cache: Option<DiskCache>,
+        workspace: Workspace,
+        clock: Clock,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::with_disk_cache(
+            disk_cache.as_ref().map(DiskCache::counts),
+        ));
         let catalog = Catalog::new(
             store.clone(),
             config.manifest_refresh,
@@ -55,6 +72,7 @@ impl OriginParts {
             config.cache_inactive,
             metrics.clone(),
             descriptors.clone(),
+            disk_cache,
         );
         Self {
             store,
