@@ -21,6 +21,7 @@ use kinema_http::conditional::{EntityTag, Validators};
 use kinema_http::respond::{self, Answer, Representation};
 use kinema_http::server::ServerStats;
 use kinema_http::{Clock, ConnectionInfo, Handler, RequestBody, ResponseBody};
+use kinema_store::StoreError;
 use percent_encoding::percent_decode_str;
 use prometheus_client::registry::Registry;
 
@@ -417,9 +418,10 @@ impl Origin {
             Err(LookupError::NotFound) => return Err(error(StatusCode::NOT_FOUND, "not found")),
             Err(LookupError::Store(store_error)) => {
                 tracing::error!(video = id, error = %store_error, "cannot read manifest");
-                return Err(error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                return Err(store_failure(
+                    &store_error,
                     "cannot read the video",
+                    HeaderMap::with_capacity(4),
                 ));
             }
         };
@@ -494,6 +496,10 @@ impl Origin {
             FileError::Store(store_error) if store_error.is_not_found() => {
                 tracing::warn!(video = %video.id, path = %file.path, error = %file_error, "listed file is missing from the store");
                 respond::error(StatusCode::NOT_FOUND, "not found", headers)
+            }
+            FileError::Store(store_error) => {
+                tracing::error!(video = %video.id, path = %file.path, error = %file_error, "cannot read a listed file");
+                store_failure(store_error, "cannot read the file", headers)
             }
             _ => {
                 tracing::error!(video = %video.id, path = %file.path, error = %file_error, "refusing to serve a listed file");
@@ -585,6 +591,32 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
 /// An error response with no headers of its own ([`respond::error`]).
 fn error(status: StatusCode, message: &'static str) -> HttpResponse {
     respond::error(status, message, HeaderMap::with_capacity(4))
+}
+
+/// `Retry-After` seconds of a 503 for a store that is down: about what the
+/// store's own retries take, so a player that waits is not refused again
+/// at once, nor kept waiting long after the store is back.
+const STORE_RETRY_AFTER_SECONDS: u32 = 5;
+
+/// The response to a store that failed a read (its not-found cases are
+/// answered as 404 before): 503 with `Retry-After` when the store is
+/// unavailable (an object store down or timing out), which a retry may
+/// cure and a cache must not keep; 500 for any other failure.
+fn store_failure(
+    store_error: &StoreError,
+    message: &'static str,
+    mut headers: HeaderMap,
+) -> HttpResponse {
+    if store_error.is_unavailable() {
+        headers.insert(RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_SECONDS));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return respond::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the library's store is unavailable; retry later",
+            headers,
+        );
+    }
+    respond::error(StatusCode::INTERNAL_SERVER_ERROR, message, headers)
 }
 
 /// 503 with `Retry-After`: no room for another viewing session now.
