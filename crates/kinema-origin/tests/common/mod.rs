@@ -142,32 +142,7 @@ impl Library {
 
     pub async fn publish(&self, id: &str) -> Manifest {
         let staged = self.store.staging_root().join(format!("stage-{id}"));
-        copy_dir(&fixture_template().join("video"), &staged);
-        let files = kinema_store::describe_files(&staged).await.unwrap();
-        let manifest = Manifest {
-            format_version: MANIFEST_FORMAT_VERSION,
-            id: VideoId::new(id).unwrap(),
-            generation: next_generation(),
-            title: "Test clip".into(),
-            duration_seconds: 4.0,
-            segment_duration_seconds: 1.0,
-            published_at_unix: PUBLISHED_AT,
-            access: AccessPolicy::Public,
-            renditions: vec![Rendition {
-                id: "v180".into(),
-                kind: RenditionKind::Video,
-                codecs: "avc1.42c00c".into(),
-                width: Some(320),
-                height: Some(180),
-                frame_rate: Some(25.0),
-                bitrate: 620_000,
-                peak_bitrate: 700_000,
-                segments: 4,
-            }],
-            files,
-        };
-        self.store.publish(&manifest, &staged).await.unwrap();
-        manifest
+        publish_fixture(&self.store, &staged, id).await
     }
 
     /// Where a file of the fixture video's current generation lives on disk.
@@ -199,6 +174,38 @@ impl Library {
     }
 }
 
+/// Publishes the fixture video as `id` to `store`, staged in `staged` (a
+/// directory on the library's file system for a local store, anywhere for
+/// S3).
+pub async fn publish_fixture(store: &dyn Store, staged: &Path, id: &str) -> Manifest {
+    copy_dir(&fixture_template().join("video"), staged);
+    let files = kinema_store::describe_files(staged).await.unwrap();
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        id: VideoId::new(id).unwrap(),
+        generation: next_generation(),
+        title: "Test clip".into(),
+        duration_seconds: 4.0,
+        segment_duration_seconds: 1.0,
+        published_at_unix: PUBLISHED_AT,
+        access: AccessPolicy::Public,
+        renditions: vec![Rendition {
+            id: "v180".into(),
+            kind: RenditionKind::Video,
+            codecs: "avc1.42c00c".into(),
+            width: Some(320),
+            height: Some(180),
+            frame_rate: Some(25.0),
+            bitrate: 620_000,
+            peak_bitrate: 700_000,
+            segments: 4,
+        }],
+        files,
+    };
+    store.publish(&manifest, staged).await.unwrap();
+    manifest
+}
+
 /// A generation newer than any this process made before: publishing again
 /// in the same millisecond must still replace.
 pub fn next_generation() -> u64 {
@@ -225,6 +232,30 @@ impl Server {
         let task = tokio::spawn(kinema_origin::run(config, listener, async move {
             let _ = stopped.await;
         }));
+        Self {
+            addr,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// An origin of `parts` a test built (`OriginParts::new` or
+    /// `with_disk_cache`), rather than the ones `config` opens.
+    pub async fn start_with(
+        config: kinema_origin::Config,
+        parts: kinema_origin::OriginParts,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(kinema_origin::run_with(
+            config,
+            parts,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
             shutdown: Some(shutdown),
