@@ -67,6 +67,16 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     cache_size: Option<String>,
 
+    /// Directory of the disk cache that keeps an S3 library's files on local disk, so each is fetched from S3 once (unused for a library directory) [default: kinema-cache beside the ingest workspace, else in the working directory]
+    #[arg(long, env = "KINEMA_DISK_CACHE", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_cache: Option<PathBuf>,
+
+    /// Most bytes the disk cache holds; the least recently used files go beyond it, e.g. 100GiB [default: 20GiB]
+    #[arg(long, env = "KINEMA_DISK_CACHE_SIZE", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_cache_size: Option<String>,
+
     /// Larger files are streamed from disk in chunks instead of cached [default: 16MiB]
     #[arg(long, env = "KINEMA_MAX_CACHED_FILE_SIZE", value_name = "SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -272,9 +282,31 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
                 workspace_root.display()
             )
         })?;
-        let parts = kinema_origin::OriginParts::new(
+        // A library in S3 gets a disk cache under the memory cache; a
+        // library directory's files are on a local disk already.
+        let disk_cache = match &local_library {
+            Some(_) => {
+                if config.disk_cache.is_some() {
+                    tracing::info!("disk_cache is unused: the library is a local directory");
+                }
+                None
+            }
+            None => {
+                let dir = config.disk_cache_dir();
+                let disk_cache =
+                    kinema_origin::DiskCache::open(&dir, config.disk_cache_size.as_u64())
+                        .await
+                        .with_context(|| {
+                            format!("cannot open the disk cache {}; set disk_cache", dir.display())
+                        })?;
+                tracing::info!(dir = %dir.display(), size = %config.disk_cache_size, "disk cache open");
+                Some(disk_cache)
+            }
+        };
+        let parts = kinema_origin::OriginParts::with_disk_cache(
             &config,
             store,
+            disk_cache,
             workspace,
             kinema_http::Clock::system(),
         );
