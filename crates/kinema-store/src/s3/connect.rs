@@ -81,8 +81,8 @@ pub(super) fn build(config: &S3Config) -> Result<AmazonS3, StoreError> {
     // already installed, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let path_style = config.path_style.unwrap_or(config.endpoint.is_some());
-    let mut endpoint = config.endpoint.clone();
+    let mut endpoint = configured_endpoint(config);
+    let path_style = config.path_style.unwrap_or(endpoint.is_some());
     if let Some(url) = &endpoint {
         let parsed = url::Url::parse(url).map_err(|error| {
             config_error("s3_endpoint", format!("{url:?} is not a URL: {error}"))
@@ -151,6 +151,17 @@ pub(super) fn build(config: &S3Config) -> Result<AmazonS3, StoreError> {
     })
 }
 
+/// `s3_endpoint`, else the endpoint the AWS SDKs read from the environment
+/// (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`), so either way the addressing
+/// and plain-http rules below apply to it.
+fn configured_endpoint(config: &S3Config) -> Option<String> {
+    config.endpoint.clone().or_else(|| {
+        ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+            .into_iter()
+            .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+    })
+}
+
 /// `https://bucket.host/` from `https://host/`: object_store takes a
 /// virtual-host endpoint with the bucket already in it.
 fn virtual_host_endpoint(endpoint: &url::Url, bucket: &str) -> String {
@@ -169,10 +180,7 @@ fn virtual_host_endpoint(endpoint: &url::Url, bucket: &str) -> String {
 /// the endpoint.
 pub(super) fn explain_open_failure(config: &S3Config, error: object_store::Error) -> StoreError {
     let text = format!("{error}");
-    let endpoint = config
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| "AWS S3".to_string());
+    let endpoint = configured_endpoint(config).unwrap_or_else(|| "AWS S3".to_string());
     // With no keys in the environment or a profile, object_store asks the
     // instance metadata service; off EC2 that fails, and the message should
     // say what was missing, not where it looked last.
@@ -216,7 +224,7 @@ pub(super) fn explain_open_failure(config: &S3Config, error: object_store::Error
             ),
         );
     }
-    if config.endpoint.is_some() {
+    if configured_endpoint(config).is_some() {
         config_error(
             "s3_endpoint",
             format!("cannot list {} at {endpoint}: {error}", config.location),
