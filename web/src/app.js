@@ -134,9 +134,13 @@ function videoCard(video) {
   card.dataset.videoId = video.id;
   card.querySelector('.poster-link').href = watchUrl;
   const poster = card.querySelector('.poster');
-  // The list names the poster only when the video has one.
-  if (video.urls?.poster) poster.src = video.urls.poster;
+  // The list names the poster only when the video has one. A signed
+  // video's poster needs a signed URL, which this page cannot make yet:
+  // the card says private instead of asking for an image it would be refused.
+  const signed = video.access === 'signed';
+  if (video.urls?.poster && !signed) poster.src = video.urls.poster;
   else poster.classList.add('missing');
+  card.querySelector('.private').hidden = !signed;
   poster.addEventListener('error', () => poster.classList.add('missing'));
   card.querySelector('.duration').textContent = formatDuration(roundSeconds(durationOf(video)));
   const title = card.querySelector('.title');
@@ -321,6 +325,8 @@ function showWatchPage(id) {
       const title = info?.title || id;
       document.getElementById('watch-title').textContent = title;
       document.title = `${title} · kinema`;
+      // A signed video's images would be refused like its stream.
+      if (info?.access === 'signed') return;
       const poster = info ? info.urls?.poster : `${base}/thumbs/poster.jpg`;
       if (poster) video.poster = poster;
       const thumbnails = info ? info.urls?.thumbnails : `${base}/thumbs/thumbs.vtt`;

@@ -114,6 +114,10 @@ export function setUpControls(root, video, hooks) {
     settingsButton.setAttribute('aria-expanded', String(open));
   };
   settingsButton.addEventListener('click', () => openSettings(settings.hidden));
+  $('settings-close').addEventListener('click', () => {
+    openSettings(false);
+    settingsButton.focus();
+  });
   root.addEventListener('keydown', (event) => {
     if (event.key === 'Escape' && !settings.hidden) {
       openSettings(false);

@@ -7,8 +7,8 @@
 // picture decoded is that rung's), the stats overlay fills in, every
 // control is on screen at 1280x800, and the DASH toggle plays it with
 // dash.js; then a 390x844 phone player starts below the top rung, nothing
-// scrolls sideways at 360 px, and a missing video is said to be missing in
-// plain words. Prints one JSON line;
+// scrolls sideways at 360 px, and a missing video (and with --private, a
+// signed one) is said to be missing (private) in plain words. Prints one JSON line;
 // exits 0 when every step held, 1 (with the failed step on stderr) when one
 // did not, 2 on bad arguments.
 import { mkdirSync } from 'node:fs';
@@ -16,7 +16,8 @@ import { join } from 'node:path';
 import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/ui.mjs --base URL (--video ID | --upload FILE)
-       [--token TOKEN] [--audio NAME] [--subtitles NAME] [--screenshots DIR] [--timeout 90]
+       [--token TOKEN] [--audio NAME] [--subtitles NAME] [--private ID]
+       [--screenshots DIR] [--timeout 90]
 
   --base         the server's root URL, e.g. http://127.0.0.1:8080
   --video        id of a published video the library must list
@@ -26,6 +27,7 @@ const USAGE = `usage: node web/tests/ui.mjs --base URL (--video ID | --upload FI
                  audio menu and check it plays
   --subtitles    choose the subtitle track named NAME from the watch page's
                  subtitle menu and check its cues reach the video
+  --private      id of a signed video, which the watch page must call private
   --screenshots  write PNGs of the library and the watch page (1280x800,
                  390x844, 360x740) into DIR
   --timeout      seconds for the whole walk (default 90)`;
@@ -34,7 +36,7 @@ const args = parseArgs(
   process.argv.slice(2),
   {
     flags: [],
-    options: ['base', 'video', 'upload', 'token', 'audio', 'subtitles', 'screenshots', 'timeout'],
+    options: ['base', 'video', 'upload', 'token', 'audio', 'subtitles', 'private', 'screenshots', 'timeout'],
     defaults: { timeout: '90' },
   },
   USAGE,
@@ -190,6 +192,8 @@ if (browser) {
       '#stats-toggle', '#protocol-dash', '#watch-title',
     ]);
     if (offScreen.length > 0) throw new Error(`not on screen without scrolling: ${offScreen.join(', ')}`);
+    const hiddenRows = await page.locator('#settings').evaluate((panel) => panel.scrollHeight - panel.clientHeight);
+    if (hiddenRows > 1) throw new Error(`the settings panel hides ${hiddenRows} px of rows behind a scroll`);
     await screenshot(page, 'watch-settings-1280x800.png');
     await page.click('#stats-close');
     await page.keyboard.press('Escape');
@@ -298,6 +302,18 @@ if (browser) {
     await screenshot(phone, 'watch-390x844.png');
     done(step, { playerWidth: Math.round(player.width), top, pictures: pictures.map(([w, h]) => `${w}x${h}`) });
 
+    step = 'reach the settings in the phone player';
+    await phone.click('#settings-button');
+    const phoneOffScreen = await outsideViewport(phone, ['#quality-select', '#stats-toggle', '#settings-button']);
+    if (phoneOffScreen.length > 0) throw new Error(`not on screen: ${phoneOffScreen.join(', ')}`);
+    // Every row in view at once: a panel that must be scrolled hides its
+    // last rows from whoever does not think to scroll it.
+    const phoneHiddenRows = await phone.locator('#settings').evaluate((panel) => panel.scrollHeight - panel.clientHeight);
+    if (phoneHiddenRows > 1) throw new Error(`the settings panel hides ${phoneHiddenRows} px of rows behind a scroll`);
+    await screenshot(phone, 'watch-settings-390x844.png');
+    await phone.keyboard.press('Escape');
+    done(step);
+
     step = 'fit 360 px without sideways scrolling';
     await phone.setViewportSize({ width: 360, height: 740 });
     const overflowWatch = await horizontalOverflow(phone);
@@ -318,6 +334,15 @@ if (browser) {
     const said = (await missing.locator('#watch-message-summary').textContent()).trim();
     if (said !== 'This video does not exist.') throw new Error(`the page says ${JSON.stringify(said)}`);
     done(step, { said });
+
+    if (args.private) {
+      step = 'say plainly that a video is private';
+      await missing.goto(new URL(`/?v=${encodeURIComponent(args.private)}`, base).href, { timeout: remainingMs() });
+      await missing.locator('#watch-message').waitFor({ state: 'visible', timeout: remainingMs() });
+      const saidPrivate = (await missing.locator('#watch-message-summary').textContent()).trim();
+      if (saidPrivate !== 'This video is private.') throw new Error(`the page says ${JSON.stringify(saidPrivate)}`);
+      done(step, { said: saidPrivate });
+    }
     if (result.errors.length > 0) throw new Error(`a page logged errors: ${result.errors[0].message}`);
   } catch (error) {
     failure = `${step}: ${error.message.split('\n')[0]}`;

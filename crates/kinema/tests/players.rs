@@ -349,6 +349,17 @@ const WALK_CLIP_SECONDS: u32 = 24;
 #[test]
 fn web_ui_lists_the_video_and_plays_it() {
     let fixture = Fixture::ingested_of(WALK_CLIP_SECONDS, &[]);
+    // A signed video beside it, which the watch page must call private.
+    let private_id = "private-clip";
+    run(Command::new(env!("CARGO_BIN_EXE_kinema"))
+        .arg("ingest")
+        .arg(fixture.clip())
+        .arg("--library")
+        .arg(fixture.library())
+        .args(["--id", private_id, "--access", "signed"]));
+    run(Command::new(env!("CARGO_BIN_EXE_kinema"))
+        .args(["keys", "new", "--keys"])
+        .arg(fixture.dir.path().join("keys.toml")));
     let token = fixture.admin_token();
     let server = fixture.serve();
     let base = format!("http://{}", server.address);
@@ -366,6 +377,8 @@ fn web_ui_lists_the_video_and_plays_it() {
             "French",
             "--subtitles",
             "French",
+            "--private",
+            private_id,
             "--screenshots",
             screenshots.to_str().expect("utf-8 target path"),
             "--timeout",
@@ -404,8 +417,10 @@ fn web_ui_lists_the_video_and_plays_it() {
             "switch to dash.js with the protocol toggle",
             "show a trickplay thumbnail over the seek bar",
             "start below the top rung in a 390x844 phone player",
+            "reach the settings in the phone player",
             "fit 360 px without sideways scrolling",
             "say plainly that a video does not exist",
+            "say plainly that a video is private",
         ]
     );
     assert_eq!(steps[1]["title"], "Players test clip", "steps: {steps:?}");
@@ -482,8 +497,8 @@ fn web_ui_uploads_a_video_then_plays_it() {
     let steps = report["steps"]
         .as_array()
         .expect("ui.mjs reports its steps");
-    // Upload, then the walk without the audio and subtitle choices.
-    assert_eq!(steps.len(), 15, "steps: {:?}", step_names(steps));
+    // Upload, then the walk without the audio, subtitle and private steps.
+    assert_eq!(steps.len(), 16, "steps: {:?}", step_names(steps));
     let video = steps[1]["video"]
         .as_str()
         .expect("the upload names its video");
@@ -593,6 +608,7 @@ fn check_screenshots(report: &Value, dir: &Path) {
         "watch-1280x800.png",
         "watch-settings-1280x800.png",
         "watch-390x844.png",
+        "watch-settings-390x844.png",
         "library-360x740.png",
     ] {
         let path = dir.join(name);
