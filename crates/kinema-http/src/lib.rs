@@ -2,10 +2,11 @@
 //! listener and connection handling (HTTP/1.1 and HTTP/2, limits, graceful
 //! drain), the body types handlers exchange with it, and the request
 //! semantics of RFC 9110 that every server here needs (ranges, conditional
-//! requests, content types).
+//! requests, content types), and the disk tier both servers' caches keep
+//! files in ([`disk_tier`]).
 //!
-//! It knows nothing of videos, stores or caches: a service plugs in through
-//! [`Handler`].
+//! It knows nothing of videos or stores, nor what a cache should keep: a
+//! service plugs in through [`Handler`].
 
 pub mod body;
 pub mod clock;
