@@ -114,13 +114,19 @@ s3=(--s3-endpoint http://127.0.0.1:3910 --s3-region garage)
 pids+=($!)
 wait_for curl -fsS "http://127.0.0.1:$KINEMA_PORT/healthz"
 
+# The origin's reads from the store (whole files: misses and prefetches).
+store_reads() {
+    curl -fsS "http://127.0.0.1:$KINEMA_PORT/metrics" | awk '/^kinema_origin_store_reads_total / {print $2}'
+}
 ( sleep "$STOP_AFTER"; echo "garage.sh: stopping garage node 3 at ${STOP_AFTER}s" >&2
+  store_reads > "$work/reads-at-stop"
   kill "${node_pid[3]}" ) &
 "$kinema" bench "http://127.0.0.1:$KINEMA_PORT/v/synthetic/master.m3u8" \
     --viewers "$VIEWERS" --ramp 5s --duration "$DURATION" --link 5mbit \
     --progress false --json "$work/viewers.json"
 
 g status >&2 || true
+echo "garage.sh: the origin read $(cat "$work/reads-at-stop") files from Garage before node 3 stopped, $(store_reads) in all" >&2
 python3 - "$work/viewers.json" <<'EOF'
 import json, sys
 report = json.load(open(sys.argv[1]))
