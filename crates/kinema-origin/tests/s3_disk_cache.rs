@@ -50,7 +50,16 @@ async fn s3_library(scratch: &Path) -> (S3Server, Arc<dyn Store>) {
 /// An origin over `store` with its disk cache in `disk_dir` and a memory
 /// cache too small for a segment, so every segment request misses memory.
 async fn origin(store: Arc<dyn Store>, scratch: &Path, disk_dir: &Path) -> Server {
-    let mut config = Config::new(LIBRARY);
+    origin_with(Config::new(LIBRARY), store, scratch, disk_dir).await
+}
+
+/// [`origin`] with other settings of `config`.
+async fn origin_with(
+    mut config: Config,
+    store: Arc<dyn Store>,
+    scratch: &Path,
+    disk_dir: &Path,
+) -> Server {
     config.web_root = "/nonexistent/kinema-web".into();
     config.cache_size = ByteSize::kib(1);
     config.disk_cache = Some(disk_dir.to_path_buf());
@@ -137,6 +146,19 @@ async fn a_segment_is_read_from_s3_once_then_from_the_disk_cache() {
     );
     let bytes = metric(&origin, "kinema_origin_disk_cache_bytes").await;
     assert!(bytes > segment.len() as f64, "{bytes}");
+
+    // Concurrent misses of a file nobody fetched share one store read, and
+    // whoever comes after it finds the file on disk.
+    let last = fixture("v180/4.m4s");
+    let requests = (0..8).map(|_| get(&origin, Protocol::Http1, "/v/clip/v180/4.m4s"));
+    for reply in futures::future::join_all(requests).await {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, last);
+    }
+    assert_eq!(
+        metric(&origin, "kinema_origin_store_reads_total").await,
+        4.0
+    );
     origin.stop().await.unwrap();
 }
 
@@ -198,4 +220,56 @@ async fn a_restarted_origin_serves_its_disk_cache_with_s3_stopped_and_503s_the_r
     assert!(retry_after > 0);
     assert_eq!(uncached.header("cache-control"), "no-store");
     second.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_disk_cache_file_that_no_longer_matches_its_checksum_is_fetched_again() {
+    let scratch = tempfile::tempdir().unwrap();
+    let disk_dir = scratch.path().join("kinema-cache");
+    let (_server, store) = s3_library(scratch.path()).await;
+    let mut config = Config::new(LIBRARY);
+    config.prefetch = false;
+    let origin = origin_with(config, store, scratch.path(), &disk_dir).await;
+    let segment = fixture("v180/1.m4s");
+    assert_eq!(
+        get(&origin, Protocol::Http1, "/v/clip/v180/1.m4s")
+            .await
+            .body,
+        segment
+    );
+    // Its one file in the disk cache: a byte of the body flips.
+    let file = std::fs::read_dir(&disk_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|extension| extension == "obj"))
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+
+    // The scrape lets the memory cache drop what it cannot hold.
+    assert_eq!(
+        metric(&origin, "kinema_origin_store_reads_total").await,
+        1.0
+    );
+    let again = get(&origin, Protocol::Http1, "/v/clip/v180/1.m4s").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body, segment);
+    assert_eq!(
+        metric(&origin, "kinema_origin_store_reads_total").await,
+        2.0
+    );
+    assert_eq!(
+        metric(&origin, "kinema_origin_disk_cache_hits_total").await,
+        0.0
+    );
+    // Written again, intact.
+    let third = get(&origin, Protocol::Http1, "/v/clip/v180/1.m4s").await;
+    assert_eq!(third.body, segment);
+    assert_eq!(
+        metric(&origin, "kinema_origin_disk_cache_hits_total").await,
+        1.0
+    );
+    origin.stop().await.unwrap();
 }
