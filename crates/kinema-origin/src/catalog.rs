@@ -384,8 +384,14 @@ impl Catalog {
                     Err(error) => Err(error),
                 }
             })
-            .await
-            .map_err(LookupError::Store)?;
+            .await;
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) if error.is_unavailable() => {
+                return self.last_known_while_unavailable(id, now, error);
+            }
+            Err(error) => return Err(LookupError::Store(error)),
+        };
         {
             let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
             if known.len() >= MAX_KNOWN {
@@ -400,6 +406,27 @@ impl Catalog {
             );
         }
         loaded.ok_or(LookupError::NotFound)
+    }
+
+    /// The store is unavailable (an object store down or timing out): what
+    /// was last read of `id` is answered on, and kept another `keep_for`, so
+    /// the store is asked again once per refresh, not on every request.
+    /// A generation's files never change, so the worst this serves is the
+    /// generation a publish made meanwhile replaced; with nothing known of
+    /// `id`, the error stands (a 503).
+    fn last_known_while_unavailable(
+        &self,
+        id: &str,
+        now: Instant,
+        error: Arc<StoreError>,
+    ) -> Result<Arc<Published>, LookupError> {
+        let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = known.get_mut(id) else {
+            return Err(LookupError::Store(error));
+        };
+        entry.fresh_until = now + self.keep_for;
+        tracing::warn!(video = id, %error, "the store is unavailable; answering from the manifest last read");
+        entry.video.clone().ok_or(LookupError::NotFound)
     }
 
     /// Forgets what is known of `id`, so the next request reads its manifest
