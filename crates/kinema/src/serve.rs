@@ -33,7 +33,10 @@ Example: kinema serve --library ./library --listen 127.0.0.1:8080
 The library may also be s3://BUCKET/PREFIX in an S3-protocol object store (--s3-endpoint, \
 --s3-region, --s3-path-style; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or \
 AWS_PROFILE). It is contacted once at start: wrong credentials, a missing bucket or an unreachable \
-endpoint stop the server with the setting to fix.
+endpoint stop the server with the setting to fix. Files read from S3 (up to --max-cached-file-size) are kept in a disk \
+cache (--disk-cache DIR, default kinema-cache beside the ingest workspace; --disk-cache-size, default \
+20GiB), so it is fetched once; while S3 is down what is cached is still served and the rest gets \
+503 + Retry-After.
 
 Every flag can also be set by its KINEMA_* variable or in the [serve] section of kinema.toml \
 (same name with underscores: cache_size = \"1GiB\"). SIGTERM or Ctrl-C stops accepting, lets \
@@ -273,8 +276,9 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
         // The origin's parts are wired here: the library's store (opened,
         // so a store that refuses stops the server before it listens), the
         // caches over it, the ingest workspace and the system clock.
+        // (The origin collects retired generations itself, at start and
+        // hourly.)
         let store = crate::store::open(&library).await?;
-        crate::store::collect_in_background(store.clone());
         let workspace_root = config.ingest.workspace_root(local_library.as_deref());
         let workspace = kinema_media::Workspace::open(&workspace_root).with_context(|| {
             format!(
