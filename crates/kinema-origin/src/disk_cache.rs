@@ -9,7 +9,9 @@
 //! rescan at start. A file is read back only if it still matches the
 //! manifest's SHA-256 (a disk can rot; the memory cache holds only checked
 //! content), and one that does not is removed and read from the store
-//! again. What this is not: a cache of manifests (the catalogue reads them
+//! again. A file evicted while the memory cache still sends from it stays
+//! on disk, unlinked, until that entry goes (at most the memory cache's
+//! size beyond the budget). What this is not: a cache of manifests (the catalogue reads them
 //! from the store) or of files too large for the memory cache (those are
 //! streamed from the store).
 
