@@ -124,7 +124,6 @@ if (browser) {
     step = 'open the watch page from the card';
     await card.locator('.title').click();
     await page.waitForURL((url) => url.searchParams.get('v') === args.video, { timeout: remainingMs() });
-    const watchUrl = page.url();
     done(step);
 
     step = 'play with hls.js';
@@ -268,59 +267,38 @@ if (browser) {
     if (shown) throw new Error(`the watch page shows an error: ${shown}`);
     if (result.errors.length > 0) throw new Error(`the page logged errors: ${result.errors[0].message}`);
 
-    step = 'start below the top rung in a 390x844 phone player';
-    const phone = await browser.context.newPage();
-    watchForErrors(phone);
-    await phone.setViewportSize({ width: 390, height: 844 });
-    // hls.js (what a first visit plays), whatever the walk chose before; and
-    // every picture size the <video> reports, from the first frame on.
-    await phone.addInitScript(() => {
-      if (location.protocol.startsWith('http')) localStorage.setItem('kinema.protocol', 'hls');
-      window.picturesShown = [];
-      document.addEventListener(
-        'resize',
-        (event) => {
-          if (event.target.tagName === 'VIDEO') window.picturesShown.push([event.target.videoWidth, event.target.videoHeight]);
-        },
-        true,
-      );
-    });
-    await phone.goto(watchUrl, { timeout: remainingMs() });
-    // Past the first segment, so the automatic choice has had a second go
-    // with a measured (loopback-fast) throughput.
-    await waitForPlayback(phone, 'hls.js', 6);
     const top = Number(levels[0].label.match(/^(\d+)p/)?.[1]);
-    const pictures = await phone.evaluate(() => window.picturesShown);
-    const player = await phone.locator('#video').boundingBox();
-    if (pictures.length === 0) throw new Error('the video reported no picture size');
-    const tooBig = pictures.filter(([width, height]) => Math.min(width, height) >= top);
-    if (tooBig.length > 0) {
-      throw new Error(`a ${Math.round(player.width)} px wide player showed the top rung (${top}p): ${JSON.stringify(pictures)}`);
-    }
-    await phone.mouse.move(player.x + player.width / 2, player.y + player.height / 2);
-    await controlsShown(phone);
-    await screenshot(phone, 'watch-390x844.png');
-    done(step, { playerWidth: Math.round(player.width), top, pictures: pictures.map(([w, h]) => `${w}x${h}`) });
+    step = 'start hls.js below the top rung in a 390x844 phone player';
+    const phone = await phonePlayer('hls', top);
+    await phone.page.mouse.move(phone.box.x + phone.box.width / 2, phone.box.y + phone.box.height / 2);
+    await controlsShown(phone.page);
+    await screenshot(phone.page, 'watch-390x844.png');
+    done(step, { playerWidth: Math.round(phone.box.width), top, pictures: phone.pictures });
+
+    step = 'start dash.js below the top rung in a 390x844 phone player';
+    const phoneDash = await phonePlayer('dash', top);
+    await phoneDash.page.close();
+    done(step, { playerWidth: Math.round(phoneDash.box.width), top, pictures: phoneDash.pictures });
 
     step = 'reach the settings in the phone player';
-    await phone.click('#settings-button');
-    const phoneOffScreen = await outsideViewport(phone, ['#quality-select', '#stats-toggle', '#settings-button']);
+    await phone.page.click('#settings-button');
+    const phoneOffScreen = await outsideViewport(phone.page, ['#quality-select', '#stats-toggle', '#settings-button']);
     if (phoneOffScreen.length > 0) throw new Error(`not on screen: ${phoneOffScreen.join(', ')}`);
     // Every row in view at once: a panel that must be scrolled hides its
     // last rows from whoever does not think to scroll it.
-    const phoneHiddenRows = await phone.locator('#settings').evaluate((panel) => panel.scrollHeight - panel.clientHeight);
+    const phoneHiddenRows = await phone.page.locator('#settings').evaluate((panel) => panel.scrollHeight - panel.clientHeight);
     if (phoneHiddenRows > 1) throw new Error(`the settings panel hides ${phoneHiddenRows} px of rows behind a scroll`);
-    await screenshot(phone, 'watch-settings-390x844.png');
-    await phone.keyboard.press('Escape');
+    await screenshot(phone.page, 'watch-settings-390x844.png');
+    await phone.page.keyboard.press('Escape');
     done(step);
 
     step = 'fit 360 px without sideways scrolling';
-    await phone.setViewportSize({ width: 360, height: 740 });
-    const overflowWatch = await horizontalOverflow(phone);
-    await phone.goto(new URL('/', base).href, { timeout: remainingMs() });
-    await phone.locator('.video-card').first().waitFor({ state: 'visible', timeout: remainingMs() });
-    await screenshot(phone, 'library-360x740.png');
-    const overflowLibrary = await horizontalOverflow(phone);
+    await phone.page.setViewportSize({ width: 360, height: 740 });
+    const overflowWatch = await horizontalOverflow(phone.page);
+    await phone.page.goto(new URL('/', base).href, { timeout: remainingMs() });
+    await phone.page.locator('.video-card').first().waitFor({ state: 'visible', timeout: remainingMs() });
+    await screenshot(phone.page, 'library-360x740.png');
+    const overflowLibrary = await horizontalOverflow(phone.page);
     if (overflowWatch || overflowLibrary) {
       throw new Error(`wider than the screen: watch page ${overflowWatch} px, library ${overflowLibrary} px`);
     }
@@ -417,6 +395,39 @@ async function screenshot(page, name) {
   const path = join(args.screenshots, name);
   await page.screenshot({ path, timeout: remainingMs() });
   result.screenshots.push(path);
+}
+
+// Opens the watch page in a 390x844 phone-sized page playing with
+// `protocol`, plays it past its second segment (so the automatic choice has
+// had a second go, with a measured loopback-fast throughput) and checks
+// that no picture shown was of the `top` rung. Returns {page, box, pictures}.
+async function phonePlayer(protocol, top) {
+  const page = await browser.context.newPage();
+  watchForErrors(page);
+  await page.setViewportSize({ width: 390, height: 844 });
+  // The protocol whatever the walk chose before, and every picture size the
+  // <video> reports, from the first frame on.
+  await page.addInitScript((chosen) => {
+    if (location.protocol.startsWith('http')) localStorage.setItem('kinema.protocol', chosen);
+    window.picturesShown = [];
+    document.addEventListener(
+      'resize',
+      (event) => {
+        if (event.target.tagName === 'VIDEO') window.picturesShown.push([event.target.videoWidth, event.target.videoHeight]);
+      },
+      true,
+    );
+  }, protocol);
+  await page.goto(new URL(`/?v=${encodeURIComponent(args.video)}`, base).href, { timeout: remainingMs() });
+  const engine = protocol === 'dash' ? 'dash.js' : 'hls.js';
+  await waitForPlayback(page, engine, 6);
+  const pictures = await page.evaluate(() => window.picturesShown);
+  const box = await page.locator('#video').boundingBox();
+  if (pictures.length === 0) throw new Error('the video reported no picture size');
+  if (pictures.some(([width, height]) => Math.min(width, height) >= top)) {
+    throw new Error(`a ${Math.round(box.width)} px wide ${engine} player showed the top rung (${top}p): ${JSON.stringify(pictures)}`);
+  }
+  return { page, box, pictures: pictures.map(([width, height]) => `${width}x${height}`) };
 }
 
 /** Waits until the control bar has faded fully in (after a pointer move). */

@@ -416,7 +416,8 @@ fn web_ui_lists_the_video_and_plays_it() {
             "show French from the subtitle menu",
             "switch to dash.js with the protocol toggle",
             "show a trickplay thumbnail over the seek bar",
-            "start below the top rung in a 390x844 phone player",
+            "start hls.js below the top rung in a 390x844 phone player",
+            "start dash.js below the top rung in a 390x844 phone player",
             "reach the settings in the phone player",
             "fit 360 px without sideways scrolling",
             "say plainly that a video does not exist",
@@ -498,7 +499,7 @@ fn web_ui_uploads_a_video_then_plays_it() {
         .as_array()
         .expect("ui.mjs reports its steps");
     // Upload, then the walk without the audio, subtitle and private steps.
-    assert_eq!(steps.len(), 16, "steps: {:?}", step_names(steps));
+    assert_eq!(steps.len(), 17, "steps: {:?}", step_names(steps));
     let video = steps[1]["video"]
         .as_str()
         .expect("the upload names its video");
@@ -554,20 +555,25 @@ fn check_watch_page_steps(steps: &[Value], lowest_height: u64) {
     );
     assert_eq!(pinned["badge"], format!("{lowest_height}p"));
 
-    let phone = step(steps, "start below the top rung in a 390x844 phone player");
-    let top = phone["top"].as_u64().expect("the top rung");
-    let pictures = phone["pictures"].as_array().expect("the pictures shown");
-    assert!(!pictures.is_empty(), "phone: {phone}");
-    for picture in pictures {
-        let height: u64 = picture
-            .as_str()
-            .and_then(|size| size.split('x').nth(1))
-            .and_then(|height| height.parse().ok())
-            .unwrap_or_else(|| panic!("picture size {picture}"));
-        assert!(
-            height < top,
-            "the phone player showed {picture}, the top rung: {phone}"
+    for engine in ["hls.js", "dash.js"] {
+        let phone = step(
+            steps,
+            &format!("start {engine} below the top rung in a 390x844 phone player"),
         );
+        let top = phone["top"].as_u64().expect("the top rung");
+        let pictures = phone["pictures"].as_array().expect("the pictures shown");
+        assert!(!pictures.is_empty(), "phone: {phone}");
+        for picture in pictures {
+            let height: u64 = picture
+                .as_str()
+                .and_then(|size| size.split('x').nth(1))
+                .and_then(|height| height.parse().ok())
+                .unwrap_or_else(|| panic!("picture size {picture}"));
+            assert!(
+                height < top,
+                "the phone player showed {picture}, the top rung: {phone}"
+            );
+        }
     }
 
     let stats = step(steps, "show the stats overlay")["stats"]
@@ -583,15 +589,15 @@ fn check_watch_page_steps(steps: &[Value], lowest_height: u64) {
     );
 }
 
-/// Where a test's screenshots go: target/ui-screenshots/TEST, emptied first.
+/// Where a test's screenshots go: target/ui-screenshots/TEST. Not emptied
+/// first: another run of the same test may be writing there (a stale file
+/// cannot pass for a new one, as ui.mjs lists only what it wrote).
 fn screenshot_dir(test: &str) -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .expect("the target directory holds tmp/")
-        .to_path_buf();
-    let dir = target.join("ui-screenshots").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+        .join("ui-screenshots")
+        .join(test)
 }
 
 /// Every screenshot ui.mjs names is a PNG in `dir`, and all the watch page's
