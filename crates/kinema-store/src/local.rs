@@ -266,6 +266,7 @@ impl LocalStore {
             Err(other) => return Err(other),
         }
         let video_dir = self.video_dir(id);
+        let mut made_video_dir = false;
         match std::fs::symlink_metadata(&video_dir) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
@@ -276,13 +277,12 @@ impl LocalStore {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir(&video_dir).map_err(|e| StoreError::io(&video_dir, e))?;
+                made_video_dir = true;
                 fsync_dir(&self.videos())?;
             }
             Err(e) => return Err(StoreError::io(&video_dir, e)),
         }
-        let target = self
-            .root
-            .join(layout::generation_prefix(id, manifest.generation));
+        let target = self.local_path(&layout::generation_prefix(id, manifest.generation));
         if std::fs::symlink_metadata(&target).is_ok() {
             // Left by a publish of the same generation that crashed before
             // its top manifest: never overwritten, so a cache that saw it
@@ -296,9 +296,23 @@ impl LocalStore {
         // rename(2) of a directory onto a missing name is atomic: the
         // generation appears whole with its manifest.
         std::fs::rename(staged_dir, &target).map_err(|e| StoreError::io(&target, e))?;
-        fsync_dir(&video_dir)?;
         // Last: the video now is this generation.
-        write_file_atomically(&self.local_path(&layout::current_manifest_key(id)), json)?;
+        let current = self.local_path(&layout::current_manifest_key(id));
+        if let Err(error) = fsync_dir(&video_dir).and_then(|()| replace_file(&current, json)) {
+            // The video stays what it was. The generation nobody can see
+            // goes, so a full disk gets its space back, and so does a video
+            // directory this publish made.
+            let trash = self.trash_path(&format!("{id}.g{}", manifest.generation));
+            if std::fs::rename(&target, &trash).is_ok() {
+                let _ = empty_trash(&trash);
+            }
+            if made_video_dir {
+                let _ = std::fs::remove_dir(&video_dir);
+            }
+            return Err(error);
+        }
+        // Published; only whether the rename is durable yet is in question.
+        fsync_dir(&video_dir)?;
         if let Err(error) = self.collect_video(id) {
             tracing::warn!(%id, error = %error, "collecting retired generations failed");
         }
@@ -399,19 +413,31 @@ fn check_staged_files(manifest: &Manifest, staged_dir: &Path) -> Result<(), Stor
 /// Writes `path` as a whole: a temp file beside it, fsynced, renamed over
 /// it, and the directory fsynced, so a crash leaves the old file or the new.
 fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    replace_file(path, bytes)?;
+    fsync_dir(path.parent().expect("a file in a directory"))
+}
+
+/// Replaces `path` by a temp file beside it, written, fsynced and renamed
+/// over it (the directory is not fsynced). An error means `path` is as it
+/// was, and the temp file is gone.
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let directory = path.parent().expect("a file in a directory");
     let name = path
         .file_name()
         .and_then(|name| name.to_str())
         .unwrap_or("file");
     let temporary = directory.join(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&temporary).map_err(|e| StoreError::io(&temporary, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| StoreError::io(&temporary, e))?;
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(|e| StoreError::io(path, e))?;
-    fsync_dir(directory)
+    let written = std::fs::File::create(&temporary)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .map_err(|e| StoreError::io(&temporary, e))
+        .and_then(|()| std::fs::rename(&temporary, path).map_err(|e| StoreError::io(path, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 /// Reads `range` of an open object (all of it when `None`).

@@ -57,8 +57,9 @@ fn assert_only_complete_videos(library: &Path) -> usize {
             continue;
         };
         let manifest = Manifest::from_json(&bytes).unwrap();
+        let generation = dir.join(kinema_store::layout::generation_dir(manifest.generation));
         for file in &manifest.files {
-            let (size, sha256) = kinema_store::checksum_file(&dir.join(file.path.as_str()))
+            let (size, sha256) = kinema_store::checksum_file(&generation.join(file.path.as_str()))
                 .unwrap_or_else(|error| panic!("listed video misses {}: {error}", file.path));
             assert_eq!(
                 (size, sha256),

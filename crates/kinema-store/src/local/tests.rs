@@ -209,6 +209,37 @@ async fn a_retired_generation_goes_after_its_grace() {
 }
 
 #[tokio::test]
+async fn a_publish_that_cannot_write_the_current_manifest_leaves_no_generation() {
+    let root = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(root.path()).unwrap();
+    // A directory where the current manifest goes: renaming onto it fails,
+    // as a full disk would fail the write.
+    std::fs::create_dir_all(root.path().join("videos/clip/manifest.json")).unwrap();
+    let staged = stage(&store, "clip", b"0123456789");
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        id: id("clip"),
+        generation: 3,
+        title: "clip".into(),
+        duration_seconds: 4.0,
+        segment_duration_seconds: 4.0,
+        published_at_unix: 1,
+        access: AccessPolicy::Public,
+        renditions: vec![],
+        files: describe_files(&staged).await.unwrap(),
+    };
+    let error = store.publish(&manifest, &staged).await.unwrap_err();
+    assert!(matches!(error, StoreError::Io { .. }), "{error}");
+    let mut left: Vec<String> = std::fs::read_dir(root.path().join("videos/clip"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["manifest.json"]);
+    assert!(store.list_videos().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn an_unfinished_publish_is_not_the_video() {
     let root = tempfile::tempdir().unwrap();
     let store = LocalStore::open(root.path()).unwrap();
