@@ -1,5 +1,6 @@
 //! The binary with a library in a real S3-protocol server (s3s-fs on
-//! loopback): `kinema bench library` publishes into it, `kinema serve`
+//! loopback): `kinema ingest` (real ffmpeg) and `kinema bench library`
+//! publish into it, `kinema serve`
 //! serves from it, keeps serving what it cached when the store goes down
 //! (and answers what it has not with a 503, promptly, until the store is
 //! back), and refuses to start
@@ -240,4 +241,67 @@ fn serve_refuses_to_start_naming_the_setting_s3_refused() {
     );
     assert!(stderr.contains("s3_endpoint"), "{stderr}");
     assert!(stderr.contains(&endpoint), "{stderr}");
+}
+
+/// A 3 s 320x180 clip with a tone, made by ffmpeg.
+fn clip(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("clip.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=s=320x180:r=25:d=3")
+        .args(["-f", "lavfi", "-i", "sine=d=3", "-c:v", "libx264"])
+        .args(["-preset", "ultrafast", "-c:a", "aac", "-shortest"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    path
+}
+
+#[test]
+fn ingest_publishes_into_s3_and_a_store_that_is_down_publishes_nothing() {
+    let mut server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let source = clip(dir.path());
+    let workspace = dir.path().join("work");
+    let ingest = |server: &S3Server| {
+        kinema(server)
+            .args(["ingest", "--library", LIBRARY, "--id", "clip", "--quiet"])
+            .arg("--workspace")
+            .arg(&workspace)
+            .arg(&source)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let published = ingest(&server);
+    let stdout = String::from_utf8_lossy(&published.stdout);
+    assert!(
+        published.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    assert!(stdout.contains("published clip"), "{stdout}");
+    let video = server.bucket_dir(BUCKET).join("lib/videos/clip");
+    assert!(video.join("manifest.json").is_file());
+    let generations: Vec<_> = std::fs::read_dir(&video)
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with('g'))
+        .collect();
+    assert_eq!(generations.len(), 1, "{generations:?}");
+    assert!(generations[0].path().join("master.m3u8").is_file());
+    // The staging directory went with the upload.
+    let staging = workspace.join("staging");
+    let leftovers = std::fs::read_dir(&staging)
+        .map(Iterator::count)
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "{}", staging.display());
+
+    server.stop();
+    let refused = ingest(&server);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("s3_endpoint"), "{stderr}");
 }
