@@ -305,3 +305,45 @@ fn ingest_publishes_into_s3_and_a_store_that_is_down_publishes_nothing() {
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("s3_endpoint"), "{stderr}");
 }
+
+#[test]
+fn credentials_come_from_a_profile_of_the_shared_credentials_file() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join(".aws")).unwrap();
+    std::fs::write(
+        home.path().join(".aws/credentials"),
+        format!(
+            "[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n\n\
+             [media]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            server.access_key(),
+            server.secret_key()
+        ),
+    )
+    .unwrap();
+    let publish = |profile: Option<&str>| {
+        let mut command = kinema(&server);
+        command
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("HOME", home.path())
+            .args(["bench", "library", "--library", LIBRARY, "--segments", "1"]);
+        if let Some(profile) = profile {
+            command.env("AWS_PROFILE", profile);
+        }
+        command.output().unwrap()
+    };
+    let output = publish(Some("media"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The default profile's keys are wrong; a profile that is not there is
+    // named.
+    let stderr = String::from_utf8_lossy(&publish(None).stderr).into_owned();
+    assert!(stderr.contains("refused the credentials"), "{stderr}");
+    let stderr = String::from_utf8_lossy(&publish(Some("absent")).stderr).into_owned();
+    assert!(stderr.contains("no profile [absent]"), "{stderr}");
+}
