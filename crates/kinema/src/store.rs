@@ -16,7 +16,8 @@ use serde::Serialize;
 #[derive(Debug, Default, Args, Serialize)]
 pub struct S3Args {
     /// S3 service URL for an s3://bucket/prefix library, e.g.
-    /// http://127.0.0.1:9000 (Garage, Ceph RGW, MinIO, s3s-fs) [default: AWS S3]
+    /// http://127.0.0.1:9000 (Garage, Ceph RGW, MinIO, s3s-fs) [default:
+    /// AWS_ENDPOINT_URL, else AWS S3]
     #[arg(long, env = "KINEMA_S3_ENDPOINT", value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     s3_endpoint: Option<String>,
