@@ -22,7 +22,18 @@ export function nativeHlsAvailable(video) {
 // the stream is not at fault, so these are warnings rather than errors. So
 // is its own abort of a fragment load (`aborted`): on a thin link the ABR
 // gives up a download that would arrive too late and fetches a lower rung.
-const HLS_RECOVERED_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole', 'aborted']);
+// And so is a fragment appended without growing the buffer
+// (`bufferAppendNoProgress`, seen on a loaded machine when a rung switch
+// overlaps what is buffered): hls.js's error controller gives it the same
+// do-nothing action as the stalls and loads on; if it persists, the gap it
+// leaves is a stall, which is what viewers feel and tests count.
+const HLS_RECOVERED_DETAILS = new Set([
+  'bufferStalledError',
+  'bufferNudgeOnStall',
+  'bufferSeekOverHole',
+  'bufferAppendNoProgress',
+  'aborted',
+]);
 
 // Phones report pixel ratios of 3 and more; past 2 the eye cannot tell the
 // extra rung apart on a small screen, but the data plan can.
