@@ -234,8 +234,46 @@ impl LocalStore {
         Ok(manifest)
     }
 
-    /// The blocking half of `publish`, under the write lock.
+    /// The blocking half of `publish`. A staged directory on another file
+    /// system (an ingest workspace on another disk) is copied into the
+    /// library's own `staging/` first, since only from there is a
+    /// generation's arrival one rename; the copy stands in for it from then
+    /// on, and the original is consumed either way.
     fn publish_blocking(
+        &self,
+        manifest: &Manifest,
+        json: &[u8],
+        staged_dir: &Path,
+    ) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let device = |path: &Path| {
+            std::fs::metadata(path)
+                .map(|meta| meta.dev())
+                .map_err(|e| StoreError::io(path, e))
+        };
+        if device(staged_dir)? == device(&self.root)? {
+            return self.publish_same_fs(manifest, json, staged_dir);
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let copy = self.staging_root().join(format!(
+            "copy-{}-{}-{nanos}",
+            manifest.id,
+            std::process::id()
+        ));
+        let result =
+            copy_tree(staged_dir, &copy).and_then(|()| self.publish_same_fs(manifest, json, &copy));
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&copy);
+        }
+        let _ = std::fs::remove_dir_all(staged_dir);
+        result
+    }
+
+    /// Publishes `staged_dir`, which is on the library's file system.
+    fn publish_same_fs(
         &self,
         manifest: &Manifest,
         json: &[u8],
@@ -467,6 +505,28 @@ fn read_range(
     file.read_exact(&mut buffer)
         .map_err(|e| StoreError::io(path.as_str(), e))?;
     Ok(Bytes::from(buffer))
+}
+
+/// Copies a staged directory (directories and regular files only; a
+/// staged video has nothing else) to `to`, which must not exist.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir(to).map_err(|e| StoreError::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| StoreError::io(from, e))? {
+        let entry = entry.map_err(|e| StoreError::io(from, e))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let file_type = entry.file_type().map_err(|e| StoreError::io(&source, e))?;
+        if file_type.is_dir() {
+            copy_tree(&source, &target)?;
+        } else if file_type.is_file() {
+            std::fs::copy(&source, &target).map_err(|e| StoreError::io(&target, e))?;
+        } else {
+            return Err(StoreError::StagedFileMismatch {
+                path: source.to_string_lossy().into_owned(),
+                detail: "not a regular file".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn fsync_tree(dir: &Path) -> Result<(), StoreError> {

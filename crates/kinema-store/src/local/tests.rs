@@ -369,3 +369,45 @@ async fn symlinks_in_the_library_are_never_followed() {
         "{err}"
     );
 }
+
+/// An ingest workspace may sit on another disk than the library: its
+/// staged directory cannot be renamed into place, so it is copied first,
+/// and the video still appears whole with the bytes staged.
+#[tokio::test]
+async fn a_video_staged_on_another_file_system_publishes() {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().unwrap();
+    // /dev/shm is a tmpfs on Linux, apart from the disk /tmp lives on.
+    let elsewhere = tempfile::tempdir_in("/dev/shm").unwrap();
+    let device = |path: &Path| std::fs::metadata(path).unwrap().dev();
+    assert_ne!(
+        device(root.path()),
+        device(elsewhere.path()),
+        "this test needs /dev/shm and the temporary directory on two file systems"
+    );
+    let store = LocalStore::open(root.path()).unwrap();
+    let staged = elsewhere.path().join("job-far");
+    std::fs::create_dir_all(staged.join("v1")).unwrap();
+    std::fs::write(staged.join("master.m3u8"), b"#EXTM3U\n").unwrap();
+    std::fs::write(staged.join("v1/1.m4s"), b"far away").unwrap();
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        id: id("far"),
+        generation: 7,
+        title: "far".into(),
+        duration_seconds: 4.0,
+        segment_duration_seconds: 4.0,
+        published_at_unix: 1,
+        access: AccessPolicy::Public,
+        renditions: vec![],
+        files: describe_files(&staged).await.unwrap(),
+    };
+    store.publish(&manifest, &staged).await.unwrap();
+
+    let segment = store.get(&id("far"), 7, &object("v1/1.m4s")).await.unwrap();
+    assert_eq!(&segment.bytes[..], b"far away");
+    assert_eq!(store.list_videos().await.unwrap(), vec![id("far")]);
+    assert!(!staged.exists(), "the staged directory was not consumed");
+    let leftovers: Vec<_> = std::fs::read_dir(store.staging_root()).unwrap().collect();
+    assert!(leftovers.is_empty(), "copy left in staging: {leftovers:?}");
+}
