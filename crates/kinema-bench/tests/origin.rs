@@ -15,7 +15,6 @@ use kinema_bench::metrics::ViewerReport;
 use kinema_bench::synthetic::SyntheticVideo;
 use kinema_bench::{BenchConfig, RunReport};
 use kinema_core::VideoId;
-use kinema_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

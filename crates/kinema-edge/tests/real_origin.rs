@@ -20,8 +20,7 @@ use http::{HeaderMap, StatusCode};
 use kinema_auth::keyring::KeyRing;
 use kinema_auth::{Claims, TokenScope};
 use kinema_core::{AccessPolicy, VideoId};
-use kinema_store::LocalStore;
-use library::publish;
+use library::{open, publish};
 
 /// The URIs a playlist names (tags' `URI="…"` and plain lines), resolved
 /// against the playlist's directory (RFC 3986 §5.2; all are relative).
@@ -63,9 +62,9 @@ async fn play(edge: SocketAddr, master: &str) -> Vec<(String, StatusCode, Header
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share() {
     let library = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(library.path()).unwrap();
-    let clip = publish(&store, "clip", AccessPolicy::Public).await;
-    publish(&store, "secret", AccessPolicy::Signed).await;
+    let store = open(library.path()).await;
+    let clip = publish(&*store, "clip", AccessPolicy::Public).await;
+    publish(&*store, "secret", AccessPolicy::Signed).await;
     let mut ring = KeyRing::empty();
     ring.add_new_key(SystemTime::now());
     let keys = library.path().join("keys.toml");
@@ -148,7 +147,7 @@ async fn a_real_cmaf_video_through_the_edge_then_all_hits_and_signed_urls_share(
     // A seek into a segment not yet at the edge: the real origin answers
     // the slice request with a 206 that holds the whole (small) segment,
     // which is stored whole.
-    let clip2 = publish(&store, "clip2", AccessPolicy::Public).await;
+    let clip2 = publish(&*store, "clip2", AccessPolicy::Public).await;
     let pinned = format!("g{}/v180/2.m4s", clip2.generation);
     let segment = std::fs::read(library.path().join("videos/clip2").join(&pinned)).unwrap();
     let seek = format!("/v/clip2/{pinned}");

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use common::{Edge, Service, get};
 use http::StatusCode;
 use kinema_core::{AccessPolicy, Manifest, VideoId};
-use kinema_store::{LocalStore, Store, StoreOptions};
-use library::{Clip, publish_clip};
+use kinema_store::StoreOptions;
+use library::{Clip, open, open_with, publish_clip};
 
 const ID: &str = "reused";
 
@@ -90,8 +90,8 @@ async fn play(edge: SocketAddr, library: &Path, manifest: &Manifest) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_deleted_and_uploaded_again_under_its_id_is_never_mixed_with_the_old_one() {
     let library = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(library.path()).unwrap();
-    let first = publish_clip(&store, ID, AccessPolicy::Public, Clip::Test).await;
+    let store = open(library.path()).await;
+    let first = publish_clip(&*store, ID, AccessPolicy::Public, Clip::Test).await;
     let origin = origin(library.path()).await;
     let edge = edge(&origin).await;
 
@@ -107,7 +107,7 @@ async fn a_video_deleted_and_uploaded_again_under_its_id_is_never_mixed_with_the
     let files = ["master.m3u8", "v180/init.mp4", "v180/1.m4s"];
     let first_files = files.map(|file| stored(library.path(), &first, file));
     store.unpublish(&VideoId::new(ID).unwrap()).await.unwrap();
-    let second = publish_clip(&store, ID, AccessPolicy::Public, Clip::Bars).await;
+    let second = publish_clip(&*store, ID, AccessPolicy::Public, Clip::Bars).await;
     assert!(second.generation > first.generation);
     for (file, first_bytes) in files.iter().zip(&first_files) {
         assert_ne!(
@@ -145,21 +145,21 @@ async fn a_video_deleted_and_uploaded_again_under_its_id_is_never_mixed_with_the
 async fn a_replaced_generation_stays_servable_for_its_grace_and_is_gone_after() {
     let library = tempfile::tempdir().unwrap();
     let grace = Duration::from_secs(3);
-    let store = LocalStore::open_with(
+    let store = open_with(
         library.path(),
         StoreOptions {
             retired_grace: grace,
         },
     )
-    .unwrap();
-    let old = publish_clip(&store, ID, AccessPolicy::Public, Clip::Test).await;
+    .await;
+    let old = publish_clip(&*store, ID, AccessPolicy::Public, Clip::Test).await;
     let origin = origin(library.path()).await;
     let edge = edge(&origin).await;
     play(edge.address, library.path(), &old).await;
 
     // Replaced (no unpublish): a player that loaded the old playlists goes
     // on fetching the old generation's segments, at their own URLs.
-    let new = publish_clip(&store, ID, AccessPolicy::Public, Clip::Bars).await;
+    let new = publish_clip(&*store, ID, AccessPolicy::Public, Clip::Bars).await;
     let old_segment = |n: u32| format!("/v/{ID}/g{}/v180/{n}.m4s", old.generation);
     assert_eq!(
         fetch(edge.address, &old_segment(2)).await,

@@ -21,8 +21,7 @@ use hyper_util::rt::TokioIo;
 use kinema_auth::keyring::KeyRing;
 use kinema_auth::{Claims, TokenScope};
 use kinema_core::{AccessPolicy, VideoId};
-use kinema_store::LocalStore;
-use library::publish;
+use library::{open, publish};
 use tokio::net::TcpSocket;
 
 struct Setup {
@@ -39,8 +38,8 @@ struct Setup {
 /// skew allowance (so a token's expiry is exact), trusting `trusted`.
 async fn origin(trusted: &[&str]) -> Setup {
     let library = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(library.path()).unwrap();
-    let secret = publish(&store, "secret", AccessPolicy::Signed).await;
+    let store = open(library.path()).await;
+    let secret = publish(&*store, "secret", AccessPolicy::Signed).await;
     let mut ring = KeyRing::empty();
     ring.add_new_key(SystemTime::now());
     let keys = library.path().join("keys.toml");

@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use kinema_auth::{AdminTokens, Claims, KeyRing, Scope, TokenScope};
 use kinema_core::{AccessPolicy, Manifest, VideoId};
-use kinema_store::Store;
 use tokio::net::TcpStream;
 
 const SIGNED: &str = "secret";
@@ -46,7 +45,7 @@ impl Protected {
     async fn new() -> Self {
         let library = Library::new().await;
         let public = library.manifest().await;
-        let staged = library.store.staging_root().join("stage-secret");
+        let staged = library.staging("stage-secret");
         copy_dir(&fixture_template().join("video"), &staged);
         let manifest = Manifest {
             id: VideoId::new(SIGNED).unwrap(),

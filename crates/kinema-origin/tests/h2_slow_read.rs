@@ -9,14 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use kinema_core::{Manifest, VideoId};
-use kinema_store::Store;
 use tokio::net::TcpStream;
 
 const BIG_FILE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Publishes a video `big` whose `big.mp4` is too large to cache.
 async fn publish_big(library: &Library) {
-    let staged = library.store.staging_root().join("stage-big");
+    let staged = library.staging("stage-big");
     std::fs::create_dir_all(&staged).unwrap();
     let content: Vec<u8> = (0..BIG_FILE_BYTES)
         .map(|i| (i * 131 + i / 4096) as u8)

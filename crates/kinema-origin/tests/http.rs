@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use http::{Method, StatusCode};
-use kinema_store::Store;
 
 const SEGMENT: &str = "/v/clip/v180/2.m4s";
 

@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use kinema_bench::synthetic::{SyntheticVideo, publish};
 use kinema_bench::{BenchConfig, RunReport, run};
 use kinema_core::{ObjectPath, VideoId};
-use kinema_store::{LocalStore, Store};
+use kinema_store::{Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -35,21 +35,24 @@ pub const LADDER: [u64; 5] = [300_000, 800_000, 1_500_000, 3_000_000, 6_000_000]
 
 pub struct Library {
     pub dir: tempfile::TempDir,
-    pub store: LocalStore,
+    /// The library directory, opened as `kinema serve` opens it.
+    pub store: Arc<dyn Store>,
 }
 
 /// Publishes the test ladder as video `clip`: `segments` segments of
 /// `segment_seconds` each.
 pub async fn library(segment_seconds: f64, segments: u32) -> Library {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store = LocalStore::open(dir.path()).expect("library opens");
+    let store = kinema_store::open(&StoreConfig::directory(dir.path()))
+        .await
+        .expect("library opens");
     let video = SyntheticVideo {
         id: VideoId::new("clip").unwrap(),
         bitrates: LADDER.to_vec(),
         segment_seconds,
         segments,
     };
-    publish(&store, &store.staging_root(), &video)
+    publish(store.as_ref(), &dir.path().join("staging"), &video)
         .await
         .expect("synthetic video publishes");
     Library { dir, store }
@@ -123,7 +126,7 @@ fn status(code: StatusCode) -> Response<Body> {
 }
 
 struct State {
-    store: LocalStore,
+    store: Arc<dyn Store>,
     faults: Faults,
     paused_once: AtomicBool,
     /// Requests of the refusal's path so far, and how many were served.

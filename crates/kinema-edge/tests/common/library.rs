@@ -6,11 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use kinema_core::{
     AccessPolicy, MANIFEST_FORMAT_VERSION, Manifest, Rendition, RenditionKind, VideoId,
 };
-use kinema_store::{LocalStore, Store};
+use kinema_store::{Store, StoreConfig, StoreOptions};
 
 /// A 4 s clip cut into 1 s CMAF segments by ffmpeg's DASH muxer, with HLS
 /// playlists written like kinema-media's; made once per build and shared by
@@ -114,8 +115,22 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The library directory `dir`, opened as `kinema serve` opens it.
+pub async fn open(dir: &Path) -> Arc<dyn Store> {
+    kinema_store::open(&StoreConfig::directory(dir))
+        .await
+        .unwrap()
+}
+
+/// The library directory `dir` with `options` of a test's choosing.
+pub async fn open_with(dir: &Path, options: StoreOptions) -> Arc<dyn Store> {
+    kinema_store::open_with(&StoreConfig::directory(dir), options)
+        .await
+        .unwrap()
+}
+
 /// Publishes the test clip as video `id` with `access`, as ingest would.
-pub async fn publish(store: &LocalStore, id: &str, access: AccessPolicy) -> Manifest {
+pub async fn publish(store: &dyn Store, id: &str, access: AccessPolicy) -> Manifest {
     publish_clip(store, id, access, Clip::Test).await
 }
 
@@ -131,15 +146,17 @@ fn next_generation() -> u64 {
 /// Publishes `clip` as a new generation of video `id`, as ingest would:
 /// the multivariant playlist's URIs lead into the generation (`g{N}/…`).
 pub async fn publish_clip(
-    store: &LocalStore,
+    store: &dyn Store,
     id: &str,
     access: AccessPolicy,
     clip: Clip,
 ) -> Manifest {
     let generation = next_generation();
-    let staged = store
-        .staging_root()
-        .join(format!("stage-{id}-{generation}"));
+    // Staged beside the test's temporary libraries, on their file system.
+    let staged = std::env::temp_dir().join(format!(
+        "kinema-edge-stage-{}-{id}-{generation}",
+        std::process::id()
+    ));
     copy_dir(&fixture(clip).join("video"), &staged);
     let master = std::fs::read_to_string(staged.join("master.m3u8")).unwrap();
     std::fs::write(

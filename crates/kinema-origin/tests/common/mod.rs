@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use kinema_core::{
     AccessPolicy, MANIFEST_FORMAT_VERSION, Manifest, Rendition, RenditionKind, VideoId,
 };
-use kinema_store::{LocalStore, Store};
+use kinema_store::{Store, StoreConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -128,21 +129,33 @@ fn copy_dir(from: &Path, to: &Path) {
 /// A library with the fixture video published as `id`.
 pub struct Library {
     pub dir: tempfile::TempDir,
-    pub store: LocalStore,
+    /// The library directory, opened as `kinema serve` opens it.
+    pub store: Arc<dyn Store>,
 }
 
 impl Library {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
+        let store = kinema_store::open(&StoreConfig::directory(dir.path()))
+            .await
+            .unwrap();
         let library = Self { dir, store };
         library.publish(VIDEO).await;
         library
     }
 
     pub async fn publish(&self, id: &str) -> Manifest {
-        let staged = self.store.staging_root().join(format!("stage-{id}"));
-        publish_fixture(&self.store, &staged, id).await
+        publish_fixture(
+            self.store.as_ref(),
+            &self.staging(&format!("stage-{id}")),
+            id,
+        )
+        .await
+    }
+
+    /// A directory to assemble a video in, on the library's file system.
+    pub fn staging(&self, name: &str) -> PathBuf {
+        self.dir.path().join("staging").join(name)
     }
 
     /// Where a file of the fixture video's current generation lives on disk.
