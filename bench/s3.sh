@@ -16,10 +16,11 @@
 #    kinema from S3 / nginx proxy_cache (target ≥ 1.3);
 # 2. viewer capacity (`kinema bench capacity` at 3 Mbit/s): kinema from S3 /
 #    kinema from disk (target ≥ 0.95);
-# 3. cold start: the time to the last byte of the first request for each
-#    of five segments on a freshly started server with empty caches (kinema
-#    from S3 fetches from S3 and fills its disk tier; nginx fills its
-#    proxy cache; kinema from disk reads the page cache).
+# 3. cold start: the time to the last byte of the first request of a
+#    freshly started server with empty caches, three starts per round
+#    (kinema from S3 loads the manifest and the segment from S3 and fills
+#    its disk cache; nginx fills its proxy cache; kinema from disk reads
+#    the page cache).
 #
 # Usage: bench/s3.sh
 # Knobs (environment):
@@ -193,19 +194,23 @@ declare -A RPS CAP COLD
 SERVERS=(kinema-disk kinema-s3 nginx)
 for round in $(seq 1 "$ROUNDS"); do
     for server in "${SERVERS[@]}"; do
-        # Cold start: five first requests on empty caches.
-        start_server "$server" fresh
+        # Cold start: the first request of a freshly started server with
+        # empty caches, three times (one request per start: the next
+        # segment's prefetch would make a second one warm).
         times=""
-        for path in "${SEGMENTS[@]:1:5}"; do
+        for path in "${SEGMENTS[@]:1:3}"; do
+            start_server "$server" fresh
             url=$BASE$(segment_on "$server" "$path")
             times+="$(curl -sf -o /dev/null -w '%{time_total}' "$url") "
+            stop_server
         done
         COLD[$server]+="$(echo "$times" | median) "
+        start_server "$server"
         # Warm throughput on one segment.
         url=$BASE$(segment_on "$server" "${SEGMENTS[0]}")
         curl -sf -o /dev/null "$url"
         RPS[$server]+="$(wrk_rps "$url") "
-        echo "round $round $server: cold first byte-to-last median $(echo "$times" | median) s, warm segment $(echo "${RPS[$server]}" | awk '{print $NF}') req/s" >&2
+        echo "round $round $server: cold first request median $(echo "$times" | median) s, warm segment $(echo "${RPS[$server]}" | awk '{print $NF}') req/s" >&2
         if [ "$CAPACITY" = 1 ] && [ "$server" != nginx ]; then
             taskset -c 1 "$BIN" bench capacity "$BASE/v/synthetic/master.m3u8" --bitrate 3mbit \
                 --start "$START" --max "$MAX" --precision "$PRECISION" \
@@ -223,7 +228,7 @@ for server in "${SERVERS[@]}"; do echo "  $server: ${RPS[$server]}-> median $(ec
 awk -v s="$(echo "${RPS[kinema-s3]}" | median)" -v d="$(echo "${RPS[kinema-disk]}" | median)" -v n="$(echo "${RPS[nginx]}" | median)" 'BEGIN {
     printf "  kinema S3 / kinema disk: %.3f (target >= 0.95)\n", s / d
     printf "  kinema S3 / nginx proxy_cache: %.2f (target >= 1.3)\n", s / n }'
-echo "cold start, first request of a segment on empty caches, seconds (median of 5 per round):"
+echo "cold start, first request of a fresh server with empty caches, seconds (median of 3 per round):"
 for server in "${SERVERS[@]}"; do echo "  $server: ${COLD[$server]}"; done
 if [ "$CAPACITY" = 1 ]; then
     echo "capacity at 3 Mbit/s (viewers with no stall, p99 download < 2 s):"
