@@ -3,7 +3,8 @@
 //! publishing), and after every kill the library must list only videos whose
 //! every file is present with its checksum — never a partial video. A
 //! following run must clean the debris, leave no orphan ffmpeg writing into
-//! staging, and publish the video completely.
+//! staging, and publish the video completely. Ingest's workspace may be on
+//! another file system than the library, and still publishes whole.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -210,4 +211,58 @@ fn ffmpeg_dies_with_kinema_killed_mid_encode() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(assert_only_complete_videos(&library), 0);
+}
+
+/// `--workspace` puts ingest's scratch where the user says, here on another
+/// file system than the library (/dev/shm, a tmpfs): the video is staged
+/// there, published whole into the library (copied across, since a rename
+/// cannot cross), and nothing of the work is left in either place.
+#[test]
+fn a_workspace_on_another_file_system_stages_there_and_publishes_into_the_library() {
+    use std::os::unix::fs::MetadataExt;
+    let work = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir_in("/dev/shm").unwrap();
+    let device = |path: &Path| std::fs::metadata(path).unwrap().dev();
+    assert_ne!(
+        device(work.path()),
+        device(workspace.path()),
+        "this test needs /dev/shm and the temporary directory on two file systems"
+    );
+    let source = clip_of(work.path(), "320x180", 2);
+    let library = work.path().join("library");
+    let output = kinema()
+        .args(["ingest", "--quiet", "--id", "far", "--library"])
+        .arg(&library)
+        .arg("--workspace")
+        .arg(workspace.path())
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(assert_only_complete_videos(&library), 1);
+    for dir in ["staging", "uploads", "jobs", "logs"] {
+        assert!(
+            workspace.path().join(dir).is_dir(),
+            "the workspace has no {dir}/"
+        );
+    }
+    let staged: Vec<_> = std::fs::read_dir(workspace.path().join("staging"))
+        .unwrap()
+        .collect();
+    assert!(staged.is_empty(), "left in the workspace: {staged:?}");
+    assert!(
+        !library.join("ingest").exists(),
+        "the default workspace inside the library was used"
+    );
+    let copies: Vec<_> = std::fs::read_dir(library.join("staging"))
+        .unwrap()
+        .collect();
+    assert!(
+        copies.is_empty(),
+        "left in the library's staging: {copies:?}"
+    );
 }
