@@ -452,17 +452,7 @@ impl Catalog {
         let store = self.store.clone();
         tokio::spawn(async move {
             loop {
-                match store.collect_retired().await {
-                    Ok(collected) => {
-                        for gone in collected {
-                            tracing::info!(video = %gone.id, generation = gone.generation,
-                                "deleted a retired generation past its grace");
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot delete retired generations");
-                    }
-                }
+                kinema_store::collect_retired_logged(store.as_ref()).await;
                 tokio::time::sleep(every).await;
             }
         })

@@ -225,6 +225,45 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn collect_retired(&self) -> Result<Vec<CollectedGeneration>, StoreError>;
 }
 
+/// Runs [`Store::collect_retired`] once, logging each generation it deleted;
+/// a failure is logged and left for the next run. For the periodic and
+/// start-up collections of the servers and the CLI.
+pub async fn collect_retired_logged(store: &dyn Store) {
+    match store.collect_retired().await {
+        Ok(collected) => {
+            for gone in collected {
+                tracing::info!(video = %gone.id, generation = gone.generation,
+                    "deleted a retired generation past its grace");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot delete retired generations; the next collection tries again")
+        }
+    }
+}
+
+/// Whether `manifest` may be published over `current` (the store's current
+/// manifest of the video, as read): only a newer generation replaces one,
+/// and an unreadable current manifest (a video from before generations)
+/// is not replaced blindly: its error says what to do. The one rule every
+/// backend applies before writing anything.
+pub(crate) fn check_replaces(
+    manifest: &Manifest,
+    current: Result<Manifest, StoreError>,
+) -> Result<(), StoreError> {
+    match current {
+        Ok(current) if current.generation >= manifest.generation => {
+            Err(StoreError::StaleGeneration {
+                id: manifest.id.clone(),
+                generation: manifest.generation,
+                current: current.generation,
+            })
+        }
+        Ok(_) | Err(StoreError::VideoNotFound(_)) => Ok(()),
+        Err(other) => Err(other),
+    }
+}
+
 /// Size and SHA-256 of every file under `dir` (recursively), as manifest
 /// entries sorted by path. Used by the publisher to describe a staged video;
 /// runs on the blocking pool. A manifest already present is skipped.

@@ -288,21 +288,7 @@ impl LocalStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let id = &manifest.id;
-        match self.current_manifest(id) {
-            Ok(current) if current.generation >= manifest.generation => {
-                return Err(StoreError::StaleGeneration {
-                    id: id.clone(),
-                    generation: manifest.generation,
-                    current: current.generation,
-                });
-            }
-            Ok(_) => {}
-            Err(StoreError::VideoNotFound(_)) => {}
-            // An unreadable current manifest (a video from before
-            // generations, say) is not replaced blindly: its error says what
-            // to do.
-            Err(other) => return Err(other),
-        }
+        crate::check_replaces(manifest, self.current_manifest(id))?;
         let video_dir = self.video_dir(id);
         let mut made_video_dir = false;
         match std::fs::symlink_metadata(&video_dir) {

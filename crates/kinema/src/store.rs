@@ -120,18 +120,7 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>> {
 /// publishes left) in the background, logging what it deleted; a failure is
 /// logged and left for the next start.
 pub fn collect_in_background(store: Arc<dyn Store>) {
-    tokio::spawn(async move {
-        match store.collect_retired().await {
-            Ok(collected) => {
-                for generation in collected {
-                    tracing::info!(id = %generation.id, generation = generation.generation, "deleted a generation no manifest needs");
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "collecting retired generations failed; the next start tries again")
-            }
-        }
-    });
+    tokio::spawn(async move { kinema_store::collect_retired_logged(store.as_ref()).await });
 }
 
 /// Where a file-based step stages a video before publishing it: inside a

@@ -48,19 +48,7 @@ pub(super) async fn publish(
         })?;
     let id = &manifest.id;
     let generation = manifest.generation;
-    match store.current_manifest(id).await {
-        Ok(current) if current.generation >= generation => {
-            return Err(StoreError::StaleGeneration {
-                id: id.clone(),
-                generation,
-                current: current.generation,
-            });
-        }
-        Ok(_) | Err(StoreError::VideoNotFound(_)) => {}
-        // An unreadable current manifest (a video from before generations)
-        // is not replaced blindly: its error says what to do.
-        Err(other) => return Err(other),
-    }
+    crate::check_replaces(manifest, store.current_manifest(id).await)?;
     // A generation is written once: what a crashed publish of the same
     // generation left is never overwritten with other bytes.
     if !store
