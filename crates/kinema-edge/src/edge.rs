@@ -424,12 +424,13 @@ impl Edge {
         if let Some(fill) = inflight
             .get(key)
             .or_else(|| also_under.as_ref().and_then(|other| inflight.get(other)))
+            .filter(|fill| fill.joinable())
         {
             return Joined::Waiter(fill.clone());
         }
-        // A fill stores before it leaves the map, so a request that missed
-        // just before a fill finished sees the stored response here rather
-        // than starting a second origin fetch.
+        // A fill stores before it is sealed (no longer joinable), so a
+        // request that missed just before a fill finished sees the stored
+        // response here rather than starting a second origin fetch.
         if fresh_lookup && self.store.memory_has(key, &request.headers) {
             return Joined::Stored;
         }

@@ -113,6 +113,8 @@ pub struct Fill {
     /// Set when the fill turned out to predate a change of its object at
     /// the origin (see [`Fill::abandon`]).
     abandoned: AtomicBool,
+    /// Set just before the last byte goes out (see [`Fill::seal`]).
+    sealed: AtomicBool,
 }
 
 impl Default for Fill {
@@ -127,6 +129,7 @@ impl Fill {
             state: Mutex::new(State::default()),
             version: watch::channel(0).0,
             abandoned: AtomicBool::new(false),
+            sealed: AtomicBool::new(false),
         }
     }
 
@@ -140,6 +143,24 @@ impl Fill {
 
     pub fn abandoned(&self) -> bool {
         self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Closes the fill to new readers because its last byte is about to
+    /// be pushed: a reader's response is complete with that byte, so a
+    /// request that follows it is a new request, which must see the
+    /// object as stored (or fetch anew), never this response again.
+    pub fn seal(&self) {
+        self.sealed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a new reader may still join: not sealed, done, failed or
+    /// abandoned.
+    pub fn joinable(&self) -> bool {
+        if self.abandoned() || self.sealed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let state = self.lock();
+        !state.done && state.error.is_none()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -417,6 +438,26 @@ mod tests {
             fill.whole_body().await.unwrap(),
             Bytes::from_static(b"abcd")
         );
+    }
+
+    #[test]
+    fn a_fill_is_joinable_until_its_last_byte_goes_out_or_it_ends() {
+        let fill = Fill::new();
+        fill.publish_head(head());
+        fill.push(Bytes::from_static(b"ab"));
+        assert!(fill.joinable());
+        fill.seal();
+        assert!(!fill.joinable());
+
+        let completed = Fill::new();
+        completed.complete();
+        assert!(!completed.joinable());
+        let failed = Fill::new();
+        failed.fail(OriginError::Timeout);
+        assert!(!failed.joinable());
+        let abandoned = Fill::new();
+        abandoned.abandon();
+        assert!(!abandoned.joinable());
     }
 
     #[tokio::test]

@@ -124,6 +124,7 @@ impl Edge {
                 detail: storable.err().map(|reason| reason.detail()),
                 slicing: Slicing::Whole,
             });
+            fill.seal();
             fill.push(fresh.body.clone());
             fill.complete();
             return;
@@ -241,9 +242,12 @@ impl Edge {
         }
         let mut body = body;
         // No content (a 204, Content-Length: 0): whole already.
-        if store_it && body.is_end_stream() {
-            store_whole(Bytes::new());
-            store_it = false;
+        if body.is_end_stream() {
+            if store_it {
+                store_whole(Bytes::new());
+                store_it = false;
+            }
+            fill.seal();
         }
         fill.publish_head(head);
         loop {
@@ -255,9 +259,12 @@ impl Edge {
                     }
                     // The last declared byte: hyper ends the body here, so
                     // the object is whole; stored before it is pushed.
-                    if store_it && declared_length == Some(received) {
-                        store_whole(fill.whole_body_ending_with(&data));
-                        store_it = false;
+                    if declared_length == Some(received) {
+                        if store_it {
+                            store_whole(fill.whole_body_ending_with(&data));
+                            store_it = false;
+                        }
+                        fill.seal();
                     }
                     fill.push(data);
                 }
@@ -421,6 +428,7 @@ impl Edge {
                     if received == expected {
                         store_slice(fill.whole_body_ending_with(&data));
                         stored = true;
+                        fill.seal();
                     }
                     fill.push(data);
                 }
