@@ -47,8 +47,11 @@ use crate::fill::{BodyStream, Fill, FillGuard, FillHead, Slicing};
 use crate::key;
 use crate::metrics::{Gauges, Metrics};
 use crate::origin::{ClientBodyError, OriginBody, OriginError, OriginRequest, Origins};
-use crate::policy::{self, CacheStatus, Directives, FreshnessRules, Reuse};
-use crate::slice::{self, Version};
+use crate::policy::{
+    self, CacheStatus, Detail, Directives, ForwardReason, FreshnessRules, NotStored, OriginFailure,
+    Reuse,
+};
+use crate::slice::{self, SliceRefusal, Version};
 use crate::store::{Lookup, Store, Tier};
 use crate::stored::StoredResponse;
 
@@ -259,8 +262,12 @@ impl Edge {
         let mut response = if incoming.method == Method::GET || incoming.method == Method::HEAD {
             self.clone().cached(&incoming).await
         } else {
-            self.pass(&incoming, Some(body), CacheStatus::forward("bypass"))
-                .await
+            self.pass(
+                &incoming,
+                Some(body),
+                CacheStatus::forward(ForwardReason::Bypass),
+            )
+            .await
         };
         finish(&mut response);
         if let Some(expires_at) = token_expiry {
@@ -283,12 +290,11 @@ impl Edge {
             || request.headers.contains_key(header::IF_UNMODIFIED_SINCE)
         {
             return self
-                .pass(request, None, CacheStatus::forward("request"))
+                .pass(request, None, CacheStatus::forward(ForwardReason::Request))
                 .await;
         }
         if self.pass_keys.contains_key(&key) {
-            let mut status = CacheStatus::forward("miss");
-            status.detail = Some("hit-for-pass");
+            let status = CacheStatus::forward(ForwardReason::Miss).with_detail(Detail::HitForPass);
             return self.pass(request, None, status).await;
         }
         for _ in 0..3 {
@@ -316,23 +322,23 @@ impl Edge {
                             self.clone()
                                 .refresh_in_background(&key, request, stored.clone());
                             let mut status = CacheStatus::hit(freshness.ttl_seconds());
-                            status.detail = Some("stale-while-revalidate");
+                            status.detail = Some(Detail::StaleWhileRevalidate);
                             return serve_stored(request, &stored, status, self.clock.now());
                         }
                         Reuse::Validate { forced_by_request } => (
                             Some(stored),
                             if forced_by_request {
-                                "request"
+                                ForwardReason::Request
                             } else {
-                                "stale"
+                                ForwardReason::Stale
                             },
                         ),
                     }
                 }
-                Lookup::VaryMiss => (None, "vary-miss"),
-                Lookup::UriMiss => (None, "uri-miss"),
+                Lookup::VaryMiss => (None, ForwardReason::VaryMiss),
+                Lookup::UriMiss => (None, ForwardReason::UriMiss),
             };
-            if candidate.is_none() && forward == "uri-miss" && self.slicing(request) {
+            if candidate.is_none() && forward == ForwardReason::UriMiss && self.slicing(request) {
                 if let Some(version) = self.sliced_objects.get(&key) {
                     return self
                         .serve_slices(request, Some((*version).clone()), None, &request_directives)
@@ -354,7 +360,7 @@ impl Edge {
                 let mut response = plain(StatusCode::GATEWAY_TIMEOUT, "not in cache\n");
                 let mut status = CacheStatus::forward(forward);
                 status.forward = None;
-                status.detail = Some("only-if-cached");
+                status.detail = Some(Detail::OnlyIfCached);
                 status.apply(response.headers_mut());
                 return response;
             }
@@ -395,7 +401,8 @@ impl Edge {
         }
         // Stored and evicted three times in a row: a pathological churn;
         // passing is always correct.
-        self.pass(request, None, CacheStatus::forward("miss")).await
+        self.pass(request, None, CacheStatus::forward(ForwardReason::Miss))
+            .await
     }
 
     fn count_hit(&self, tier: Tier) {
@@ -499,9 +506,9 @@ impl Edge {
             return None;
         }
         Metrics::bump(&self.metrics.stale_if_error);
-        let mut status = CacheStatus::forward("stale");
+        let mut status =
+            CacheStatus::forward(ForwardReason::Stale).with_detail(Detail::StaleIfError);
         status.ttl = Some(freshness.ttl_seconds());
-        status.detail = Some("stale-if-error");
         Some(serve_stored(request, stored, status, now))
     }
 
@@ -632,7 +639,7 @@ fn refused(refusal: Refusal) -> Response<ResponseBody> {
 }
 
 /// 502 for an unreachable or failing origin, 504 for a slow one.
-fn error_response(error: &OriginError, forward: &'static str) -> Response<ResponseBody> {
+fn error_response(error: &OriginError, forward: ForwardReason) -> Response<ResponseBody> {
     if let OriginError::RequestBody(_) = error {
         tracing::debug!(%error, "client request body refused");
     } else {
@@ -647,12 +654,12 @@ fn error_response(error: &OriginError, forward: &'static str) -> Response<Respon
     };
     let mut response = plain(error.status(), text);
     let mut status = CacheStatus::forward(forward);
-    status.detail = Some(match error {
-        OriginError::Timeout => "origin-timeout",
-        OriginError::Connect(_) => "origin-unreachable",
-        OriginError::Protocol(_) => "origin-error",
-        OriginError::RequestBody(_) => "request-body",
-    });
+    status.detail = Some(Detail::Origin(match error {
+        OriginError::Timeout => OriginFailure::Timeout,
+        OriginError::Connect(_) => OriginFailure::Unreachable,
+        OriginError::Protocol(_) => OriginFailure::Error,
+        OriginError::RequestBody(_) => OriginFailure::RequestBody,
+    }));
     status.apply(response.headers_mut());
     response
 }

@@ -66,7 +66,7 @@ pub struct FillHead {
     /// The origin answered our conditional request with 304.
     pub validated: bool,
     /// Why it was not stored (`Cache-Status` detail).
-    pub detail: Option<&'static str>,
+    pub detail: Option<crate::policy::Detail>,
     pub slicing: Slicing,
 }
 

@@ -56,6 +56,23 @@ pub fn range_header(index: u64, size: u64) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("bytes=0-0"))
 }
 
+/// Why an origin's answer cannot be used as a slice (or an object cannot
+/// be sliced); shown in `Cache-Status` as `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceRefusal {
+    NotPartial,
+    BadContentRange,
+    WrongRange,
+    BadLength,
+    NoLength,
+    Vary,
+    WeakEtag,
+    BadEtag,
+    NoValidator,
+    /// Storing it is forbidden as it would be for the whole response.
+    NotStorable(crate::policy::NotStorable),
+}
+
 /// Which representation a slice belongs to: two slices may be combined only
 /// when their versions are equal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,18 +88,18 @@ impl Version {
     /// two representations apart byte for byte: no validator at all, or a
     /// weak `ETag` (RFC 9110 §8.8.1: weak validators do not promise
     /// identical bytes).
-    fn from_validators(length: u64, headers: &HeaderMap) -> Result<Self, &'static str> {
+    fn from_validators(length: u64, headers: &HeaderMap) -> Result<Self, SliceRefusal> {
         let etag = headers.get(header::ETAG).cloned();
         if let Some(value) = &etag {
             match EntityTag::parse(value.as_bytes()) {
                 Some(tag) if !tag.weak => {}
-                Some(_) => return Err("weak-etag"),
-                None => return Err("bad-etag"),
+                Some(_) => return Err(SliceRefusal::WeakEtag),
+                None => return Err(SliceRefusal::BadEtag),
             }
         }
         let last_modified = headers.get(header::LAST_MODIFIED).cloned();
         if etag.is_none() && last_modified.is_none() {
-            return Err("no-validator");
+            return Err(SliceRefusal::NoValidator);
         }
         Ok(Self {
             length,
@@ -93,12 +110,12 @@ impl Version {
 
     /// The version of a complete (200) response that is to be sliced: its
     /// `Content-Length` and validators.
-    pub fn of_whole(headers: &HeaderMap) -> Result<Self, &'static str> {
+    pub fn of_whole(headers: &HeaderMap) -> Result<Self, SliceRefusal> {
         let length = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|text| text.parse::<u64>().ok())
-            .ok_or("no-length")?;
+            .ok_or(SliceRefusal::NoLength)?;
         no_vary(headers)?;
         Self::from_validators(length, headers)
     }
@@ -164,12 +181,12 @@ pub fn parse_content_range(value: &HeaderValue) -> Option<(Range<u64>, u64)> {
     Some((first..last + 1, complete))
 }
 
-fn no_vary(headers: &HeaderMap) -> Result<(), &'static str> {
+fn no_vary(headers: &HeaderMap) -> Result<(), SliceRefusal> {
     // Slices are stored under one key each, without variants: a response
     // that varies is cached whole or not at all.
     match policy::vary_names(headers) {
         Some(names) if names.is_empty() => Ok(()),
-        _ => Err("vary"),
+        _ => Err(SliceRefusal::Vary),
     }
 }
 
@@ -183,17 +200,17 @@ pub fn check_slice(
     headers: &HeaderMap,
     index: u64,
     size: u64,
-) -> Result<SliceMeta, &'static str> {
+) -> Result<SliceMeta, SliceRefusal> {
     if status != StatusCode::PARTIAL_CONTENT {
-        return Err("not-partial");
+        return Err(SliceRefusal::NotPartial);
     }
     let (range, complete) = headers
         .get(header::CONTENT_RANGE)
         .and_then(parse_content_range)
-        .ok_or("bad-content-range")?;
+        .ok_or(SliceRefusal::BadContentRange)?;
     let wanted = slice_bounds(index, size);
     if range.start != wanted.start || range.end != wanted.end.min(complete) {
-        return Err("wrong-range");
+        return Err(SliceRefusal::WrongRange);
     }
     if let Some(length) = headers.get(header::CONTENT_LENGTH) {
         let length = length
@@ -201,7 +218,7 @@ pub fn check_slice(
             .ok()
             .and_then(|text| text.parse::<u64>().ok());
         if length != Some(range.end - range.start) {
-            return Err("bad-length");
+            return Err(SliceRefusal::BadLength);
         }
     }
     no_vary(headers)?;
@@ -374,7 +391,9 @@ mod tests {
         );
 
         let check = |status, pairs: &[(&str, &str)], index| {
-            check_slice(status, &headers(pairs), index, 10).unwrap_err()
+            check_slice(status, &headers(pairs), index, 10)
+                .unwrap_err()
+                .as_str()
         };
         assert_eq!(
             check(StatusCode::OK, &[("etag", "\"v\"")], 0),
@@ -451,7 +470,7 @@ mod tests {
         assert_ne!(v1, v3);
         assert_eq!(
             Version::of_whole(&headers(&[("etag", "\"a\"")])),
-            Err("no-length")
+            Err(SliceRefusal::NoLength)
         );
         let version = v1.unwrap();
         assert!(version.validators().etag.is_some());

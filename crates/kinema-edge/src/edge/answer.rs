@@ -40,7 +40,7 @@ pub(super) async fn respond(
         {
             return match fill.whole_body().await {
                 Ok(whole) => answer_held(request, headers, &whole, None),
-                Err(error) => error_response(&error, "miss"),
+                Err(error) => error_response(&error, ForwardReason::Miss),
             };
         }
         return as_is(request, status, headers, fill.body());
@@ -88,7 +88,7 @@ pub(super) async fn respond(
                 bytes: &whole,
                 file: None,
             }),
-            Err(error) => error_response(&error, "miss"),
+            Err(error) => error_response(&error, ForwardReason::Miss),
         },
     }
 }
@@ -182,7 +182,7 @@ impl Edge {
         fill: Arc<Fill>,
         waiter: bool,
         candidate: Option<Arc<StoredResponse>>,
-        forward: &'static str,
+        forward: ForwardReason,
         request_directives: &Directives,
     ) -> Response<ResponseBody> {
         let head = match fill.head().await {
@@ -219,7 +219,7 @@ impl Edge {
             }
             Slicing::Large(_) | Slicing::Slice(_) | Slicing::Refused => {
                 let mut status = CacheStatus::forward(forward);
-                status.detail = Some("slice-refused");
+                status.detail = Some(Detail::SliceRefused);
                 return self.pass(request, None, status).await;
             }
         }
@@ -243,7 +243,7 @@ impl Edge {
             // Not ours to share (private, or varying on headers this
             // request sends differently): fetch for ourselves.
             let mut status = CacheStatus::forward(forward);
-            status.detail = Some("not-shareable");
+            status.detail = Some(Detail::NotShareable);
             return self.pass(request, None, status).await;
         }
         let mut status = CacheStatus::forward(forward);

@@ -39,7 +39,9 @@ impl Edge {
             .await;
         let response = match response {
             Ok(response) => response,
-            Err(error) => return error_response(&error, status.forward.unwrap_or("bypass")),
+            Err(error) => {
+                return error_response(&error, status.forward.unwrap_or(ForwardReason::Bypass));
+            }
         };
         let (parts, body) = response.into_parts();
         if !policy::is_safe(&request.method)

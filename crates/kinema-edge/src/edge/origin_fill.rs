@@ -121,7 +121,9 @@ impl Edge {
                 shared: true,
                 stored: storable.is_ok(),
                 validated: true,
-                detail: storable.err().map(|reason| reason.detail()),
+                detail: storable
+                    .err()
+                    .map(|reason| Detail::NotStored(NotStored::Policy(reason))),
                 slicing: Slicing::Whole,
             });
             fill.seal();
@@ -139,14 +141,14 @@ impl Edge {
             .and_then(|text| text.parse::<u64>().ok());
         let mut verdict =
             policy::storable(&Method::GET, &request.headers, parts.status, &parts.headers)
-                .map_err(|reason| (reason.detail(), reason.personal()));
+                .map_err(NotStored::Policy);
         if probe_refused_range {
-            verdict = Err(("range-not-satisfiable", true));
+            verdict = Err(NotStored::RangeNotSatisfiable);
         }
         if verdict.is_ok()
             && declared_length.is_some_and(|length| length > self.settings.max_object_size)
         {
-            verdict = Err(("too-large", true));
+            verdict = Err(NotStored::TooLarge);
         }
         // A large complete response is not kept whole, so that a seek into
         // it fetches only the slices it covers: its body is abandoned (the
@@ -155,7 +157,7 @@ impl Edge {
         if slice_job.is_none()
             && parts.status == StatusCode::OK
             && self.settings.slice_threshold > 0
-            && matches!(verdict, Ok(()) | Err(("too-large", _)))
+            && matches!(verdict, Ok(()) | Err(NotStored::TooLarge))
             && declared_length.is_some_and(|length| length > self.settings.slice_threshold)
             && !self.unsliceable.contains_key(key)
             && let Ok(version) = Version::of_whole(&parts.headers)
@@ -174,7 +176,7 @@ impl Edge {
                 shared: true,
                 stored: false,
                 validated: false,
-                detail: Some("sliced"),
+                detail: Some(Detail::Sliced),
                 slicing: Slicing::Large(version),
             });
             fill.complete();
@@ -183,9 +185,9 @@ impl Edge {
         // A 5xx never replaces a stored response that stale-if-error may
         // still serve.
         if verdict.is_ok() && parts.status.is_server_error() && candidate.is_some() {
-            verdict = Err(("server-error", false));
+            verdict = Err(NotStored::ServerError);
         }
-        let personal = matches!(verdict, Err((_, true)));
+        let personal = verdict.is_err_and(NotStored::personal);
         // Hit-for-pass is for URLs whose responses cannot be shared; a 5xx
         // (an admission refusal, a failure) says nothing of the next one,
         // and passing would bypass the stale copy an outage needs.
@@ -225,7 +227,7 @@ impl Edge {
             shared,
             stored: verdict.is_ok(),
             validated: false,
-            detail: verdict.err().map(|(detail, _)| detail),
+            detail: verdict.err().map(Detail::NotStored),
             slicing: Slicing::Whole,
         };
         // Only the leader will read a response that is neither shared (its
@@ -328,7 +330,7 @@ impl Edge {
                 &parts.headers,
             )
             .map(|()| meta)
-            .map_err(|reason| reason.detail())
+            .map_err(SliceRefusal::NotStorable)
         });
         let headers = policy::stored_headers(&parts.headers);
         let meta = match checked {
@@ -337,7 +339,7 @@ impl Edge {
                 tracing::warn!(
                     key = object_key,
                     status = %parts.status,
-                    reason,
+                    reason = reason.as_str(),
                     "unusable answer to a slice request; not slicing this object for a while"
                 );
                 self.unsliceable.insert(object_key.to_string(), ());
@@ -351,7 +353,7 @@ impl Edge {
                     shared: false,
                     stored: false,
                     validated: false,
-                    detail: Some(reason),
+                    detail: Some(Detail::UnusableSlice(reason)),
                     slicing: Slicing::Refused,
                 });
                 fill.complete();

@@ -36,7 +36,7 @@ use super::{Edge, FillJob, Incoming_, Joined, error_response, plain, set_age};
 use crate::fill::{Fill, FillHead, Slicing};
 use crate::metrics::Metrics;
 use crate::origin::OriginError;
-use crate::policy::{self, CacheStatus, Directives, Reuse};
+use crate::policy::{self, CacheStatus, Detail, Directives, ForwardReason, Reuse};
 use crate::slice::{self, Piece, SliceMeta, Version};
 use crate::store::{Lookup, Tier};
 use crate::stored::StoredResponse;
@@ -89,7 +89,7 @@ impl ObtainedSlice {
         meta: &SliceMeta,
         waiter: bool,
     ) -> Self {
-        let mut cache_status = CacheStatus::forward("uri-miss");
+        let mut cache_status = CacheStatus::forward(ForwardReason::UriMiss);
         cache_status.forward_status = Some(head.status.as_u16());
         cache_status.stored = head.stored;
         cache_status.collapsed = waiter;
@@ -161,25 +161,31 @@ impl Edge {
                     }
                     Ok(Obtained::Whole { fill, waiter }) => {
                         return Box::pin(self.answer_from_fill(
-                            request, key, fill, waiter, None, "uri-miss", directives,
+                            request,
+                            key,
+                            fill,
+                            waiter,
+                            None,
+                            ForwardReason::UriMiss,
+                            directives,
                         ))
                         .await;
                     }
                     Ok(Obtained::Refused) => {
-                        let mut status = CacheStatus::forward("uri-miss");
-                        status.detail = Some("slice-refused");
+                        let mut status = CacheStatus::forward(ForwardReason::UriMiss);
+                        status.detail = Some(Detail::SliceRefused);
                         return self.pass(request, None, status).await;
                     }
                     Ok(Obtained::NotCached) => {
                         let mut response = plain(StatusCode::GATEWAY_TIMEOUT, "not in cache\n");
                         let status = CacheStatus {
-                            detail: Some("only-if-cached"),
+                            detail: Some(Detail::OnlyIfCached),
                             ..CacheStatus::default()
                         };
                         status.apply(response.headers_mut());
                         return response;
                     }
-                    Err(error) => return error_response(&error, "uri-miss"),
+                    Err(error) => return error_response(&error, ForwardReason::UriMiss),
                 },
             };
             match (&known, wanted) {
@@ -219,8 +225,7 @@ impl Edge {
                 }
             }
         }
-        let mut status = CacheStatus::forward("miss");
-        status.detail = Some("slice-churn");
+        let status = CacheStatus::forward(ForwardReason::Miss).with_detail(Detail::SliceChurn);
         self.pass(request, None, status).await
     }
 
