@@ -272,6 +272,17 @@ const MAX_KNOWN: usize = 100_000;
 /// Most retired generations (or absences of one) remembered: a scan of
 /// random generation numbers evicts rather than grows.
 const MAX_RETIRED: u64 = 10_000;
+/// A generation newer than every one a video's listing holds may have been
+/// published since: the video is listed again, but not sooner than this
+/// after its last listing.
+const RELIST_AFTER: Duration = Duration::from_millis(500);
+
+/// The generations of one video in the store, as listed at `at`.
+#[derive(Debug)]
+struct Listing {
+    generations: Vec<u64>,
+    at: Instant,
+}
 
 /// Published videos held in memory for a short time.
 ///
@@ -281,7 +292,9 @@ const MAX_RETIRED: u64 = 10_000;
 /// one manifest. Each layer keeps an answer for half of `refresh`, so what a
 /// request sees is never older than `refresh`. Retired generations, asked
 /// for only by players that began before a republish, live in `retired`
-/// (coalesced and held the same way).
+/// (coalesced and held the same way); a generation number is read only
+/// when the video's listing of generations (`listings`, one store listing
+/// per video, held the same way) holds it, so made-up numbers cost no read.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     store: Arc<dyn Store>,
@@ -290,6 +303,7 @@ pub struct Catalog {
     known: Arc<RwLock<HashMap<Box<str>, Known>>>,
     loads: moka::future::Cache<String, Option<Arc<Published>>>,
     retired: moka::future::Cache<(VideoId, u64), Option<Arc<Video>>>,
+    listings: moka::future::Cache<VideoId, Arc<Listing>>,
 }
 
 impl Catalog {
@@ -304,6 +318,10 @@ impl Catalog {
             .time_to_live(keep_for.max(Duration::from_millis(1)))
             .support_invalidation_closures()
             .build();
+        let listings = moka::future::Cache::builder()
+            .max_capacity(MAX_RETIRED)
+            .time_to_live(keep_for.max(Duration::from_millis(1)))
+            .build();
         Self {
             store,
             manifest_max_age,
@@ -311,6 +329,7 @@ impl Catalog {
             known: Arc::new(RwLock::new(HashMap::new())),
             loads,
             retired,
+            listings,
         }
     }
 
@@ -338,6 +357,9 @@ impl Catalog {
 
     async fn load_retired(&self, id: &str, generation: u64) -> Result<Arc<Video>, LookupError> {
         let video_id = VideoId::new(id)?;
+        if !self.listed(&video_id, generation).await? {
+            return Err(LookupError::NotFound);
+        }
         let store = self.store.clone();
         let max_age = self.manifest_max_age;
         self.retired
@@ -355,6 +377,44 @@ impl Catalog {
             .await
             .map_err(LookupError::Store)?
             .ok_or(LookupError::NotFound)
+    }
+
+    /// Whether the store holds `generation` of `id`, by the video's listing
+    /// of generations. One newer than every listed generation may have been
+    /// published since the listing (by another process): then the video is
+    /// listed again, at most once per [`RELIST_AFTER`]. So a request for a
+    /// made-up generation costs no store read, and a flood of them at most
+    /// one listing per video per [`RELIST_AFTER`].
+    async fn listed(&self, id: &VideoId, generation: u64) -> Result<bool, LookupError> {
+        let listing = self.listing(id).await?;
+        if listing.generations.binary_search(&generation).is_ok() {
+            return Ok(true);
+        }
+        let newer = listing
+            .generations
+            .last()
+            .is_none_or(|last| generation > *last);
+        if !newer || listing.at.elapsed() < RELIST_AFTER {
+            return Ok(false);
+        }
+        self.listings.invalidate(id).await;
+        let listing = self.listing(id).await?;
+        Ok(listing.generations.binary_search(&generation).is_ok())
+    }
+
+    async fn listing(&self, id: &VideoId) -> Result<Arc<Listing>, LookupError> {
+        let store = self.store.clone();
+        let video_id = id.clone();
+        self.listings
+            .try_get_with(id.clone(), async move {
+                let generations = store.generations(&video_id).await?;
+                Ok::<_, StoreError>(Arc::new(Listing {
+                    generations,
+                    at: Instant::now(),
+                }))
+            })
+            .await
+            .map_err(LookupError::Store)
     }
 
     async fn published(&self, id: &str) -> Result<Arc<Published>, LookupError> {
@@ -439,6 +499,7 @@ impl Catalog {
         self.loads.invalidate(id.as_str()).await;
         let id = id.clone();
         // Fails only when the cache was built without closures; it was not.
+        self.listings.invalidate(&id).await;
         let _ = self
             .retired
             .invalidate_entries_if(move |(video, _), _| *video == id);
@@ -462,6 +523,7 @@ impl Catalog {
     pub async fn settle(&self) {
         self.loads.run_pending_tasks().await;
         self.retired.run_pending_tasks().await;
+        self.listings.run_pending_tasks().await;
     }
 
     /// Videos (published ones, not remembered absences) held in memory.

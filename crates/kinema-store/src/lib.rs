@@ -170,6 +170,12 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// (`VideoNotFound` when it has none).
     async fn manifest(&self, id: &VideoId) -> Result<Manifest, StoreError>;
 
+    /// The generations of a video present in the store, ascending:
+    /// current, retired and unfinished alike (empty when there are none).
+    /// One listing, so a server can tell a made-up generation number from
+    /// one worth reading without a read per number.
+    async fn generations(&self, id: &VideoId) -> Result<Vec<u64>, StoreError>;
+
     /// The manifest of one generation, current or retired but not yet
     /// collected (`GenerationNotFound` otherwise).
     async fn manifest_of_generation(

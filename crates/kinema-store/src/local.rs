@@ -570,6 +570,35 @@ impl Store for LocalStore {
         blocking(move || store.current_manifest(&id)).await
     }
 
+    async fn generations(&self, id: &VideoId) -> Result<Vec<u64>, StoreError> {
+        let video_dir = self.video_dir(id);
+        blocking(move || {
+            let entries = match std::fs::read_dir(&video_dir) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Vec::new());
+                }
+                Err(error) => return Err(StoreError::io(&video_dir, error)),
+            };
+            let mut generations = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(&video_dir, e))?;
+                let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+                if let Some(generation) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(layout::parse_generation_dir)
+                    && is_dir
+                {
+                    generations.push(generation);
+                }
+            }
+            generations.sort_unstable();
+            Ok(generations)
+        })
+        .await
+    }
+
     async fn manifest_of_generation(
         &self,
         id: &VideoId,

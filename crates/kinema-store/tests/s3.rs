@@ -162,6 +162,11 @@ async fn a_republish_is_a_new_generation_and_older_ones_are_refused() {
         ));
     }
     assert!(store.collect_retired().await.unwrap().is_empty());
+    assert_eq!(
+        store.generations(&id("clip")).await.unwrap(),
+        [first, first + 1]
+    );
+    assert!(store.generations(&id("other")).await.unwrap().is_empty());
 }
 
 #[tokio::test]

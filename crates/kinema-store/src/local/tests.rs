@@ -100,6 +100,25 @@ async fn staged_video_is_invisible_until_published() {
 }
 
 #[tokio::test]
+async fn generations_lists_the_generation_directories_only() {
+    let root = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(root.path()).unwrap();
+    assert!(store.generations(&id("clip")).await.unwrap().is_empty());
+    // Recent, so the older one is retired within its grace, not collected.
+    let first = crate::layout::unix_millis(std::time::SystemTime::now());
+    publish_generation(&store, "clip", first, b"0123456789").await;
+    publish_generation(&store, "clip", first + 5, b"0123456789").await;
+    let video = root.path().join("videos/clip");
+    std::fs::create_dir(video.join("gx")).unwrap();
+    std::fs::create_dir(video.join("g07")).unwrap();
+    std::fs::write(video.join("g9"), b"a file, not a generation").unwrap();
+    assert_eq!(
+        store.generations(&id("clip")).await.unwrap(),
+        [first, first + 5]
+    );
+}
+
+#[tokio::test]
 async fn publish_refuses_mismatched_staged_files_and_older_generations() {
     let root = tempfile::tempdir().unwrap();
     let store = LocalStore::open(root.path()).unwrap();

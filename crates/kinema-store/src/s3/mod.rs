@@ -280,6 +280,23 @@ impl Store for S3Store {
         self.current_manifest(id).await
     }
 
+    async fn generations(&self, id: &VideoId) -> Result<Vec<u64>, StoreError> {
+        let prefix = self.key(layout::video_prefix(id).trim_end_matches('/'));
+        let listing = self
+            .client
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|error| self.remote("LIST", &prefix, error))?;
+        let mut generations: Vec<u64> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|prefix| prefix.filename())
+            .filter_map(layout::parse_generation_dir)
+            .collect();
+        generations.sort_unstable();
+        Ok(generations)
+    }
+
     async fn manifest_of_generation(
         &self,
         id: &VideoId,
