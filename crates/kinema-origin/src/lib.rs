@@ -22,6 +22,7 @@ mod forwarded;
 mod metrics;
 mod origin;
 mod parts;
+mod public_catalogue;
 mod secure;
 mod web;
 
@@ -85,7 +86,10 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let stats = Arc::new(ServerStats::default());
+    let store = parts.store.clone();
     let origin = Arc::new(Origin::new(&config, parts, stats.clone()).await?);
+    // GET /api/catalogue, the one /api path that needs no token, in front.
+    let handler = Arc::new(public_catalogue::WithCatalogue::new(origin.clone(), store));
     let tls = secure::server_tls(&config)?;
     let reloader = secure::reload_on_sighup(origin.access(), tls.clone()).map_err(Error::Serve)?;
     let address = listener.local_addr().map_err(Error::Serve)?;
@@ -125,7 +129,7 @@ pub async fn run_with(
         let _ = stop.send(true);
     };
     let served = if config.hsts {
-        let hsts = kinema_http::tls::Hsts::new(origin, secure::HSTS_MAX_AGE);
+        let hsts = kinema_http::tls::Hsts::new(handler, secure::HSTS_MAX_AGE);
         kinema_http::server::serve_with_stats(
             listener,
             Arc::new(hsts),
@@ -138,7 +142,7 @@ pub async fn run_with(
     } else {
         kinema_http::server::serve_with_stats(
             listener,
-            origin,
+            handler,
             config.server_config(),
             acceptor,
             stats,
