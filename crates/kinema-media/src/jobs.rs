@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::pipeline::{self, IngestConfig, IngestRequest, Progress, Stage};
 use crate::subtitles::{SidecarSubtitle, SkippedSubtitle};
 use crate::workspace::Workspace;
-use crate::{MediaError, supervise};
+use crate::{MediaError, slug, supervise};
 
 /// A job interrupted by crashes this many times is failed, not retried
 /// again: the source itself may be what brings the process down.
@@ -437,15 +437,14 @@ impl IngestService {
         supervise::check_tool(&self.inner.config.ffprobe).await?;
         let id = JobId::generate();
         let video_id = match &request.video_id {
-            Some(video_id) => video_id.clone(),
-            None => VideoId::new(format!("v{}", &id.as_str()[1..]))
-                .map_err(|e| JobError::Media(MediaError::Output(e.to_string())))?,
+            Some(video_id) => {
+                if self.is_published(video_id).await? {
+                    return Err(JobError::VideoIdTaken(video_id.clone()));
+                }
+                video_id.clone()
+            }
+            None => self.free_slug(request.title.as_deref(), &id).await?,
         };
-        match self.inner.store.manifest(&video_id).await {
-            Ok(_) => return Err(JobError::VideoIdTaken(video_id)),
-            Err(error) if error.is_not_found() => {}
-            Err(error) => return Err(JobError::Media(error.into())),
-        }
         let source = if request.owned_source {
             // Uploads are kept under the job's id until the job is done.
             let path = self.inner.workspace.uploads().join(id.as_str());
@@ -527,6 +526,36 @@ impl IngestService {
         self.spawn_runner(id.clone());
         self.view(&id)
             .ok_or_else(|| JobError::NotFound(id.to_string()))
+    }
+
+    async fn is_published(&self, video_id: &VideoId) -> Result<bool, JobError> {
+        match self.inner.store.manifest(video_id).await {
+            Ok(_) => Ok(true),
+            Err(error) if error.is_not_found() => Ok(false),
+            Err(error) => Err(JobError::Media(error.into())),
+        }
+    }
+
+    /// A readable id for an upload that names none: the slug of its title
+    /// (`slug::candidates`), numbered when taken by a published video or an
+    /// active job; the job's own id (`v…`) when every numbered one is.
+    async fn free_slug(&self, title: Option<&str>, job: &JobId) -> Result<VideoId, JobError> {
+        let invalid =
+            |error: kinema_core::PathError| JobError::Media(MediaError::Output(error.to_string()));
+        for candidate in slug::candidates(title.unwrap_or("")) {
+            let candidate = VideoId::new(candidate).map_err(invalid)?;
+            let held_by_job = self
+                .inner
+                .jobs
+                .lock()
+                .expect("job table lock")
+                .values()
+                .any(|entry| entry.record.video_id == candidate && entry.record.state.is_active());
+            if !held_by_job && !self.is_published(&candidate).await? {
+                return Ok(candidate);
+            }
+        }
+        VideoId::new(format!("v{}", &job.as_str()[1..])).map_err(invalid)
     }
 
     /// Every job, newest first.

@@ -23,6 +23,7 @@ pub mod mp4;
 pub mod package;
 pub mod pipeline;
 pub mod probe;
+pub mod slug;
 mod subtitle_tracks;
 pub mod subtitles;
 pub mod supervise;

@@ -33,6 +33,7 @@ use futures::{Stream, StreamExt};
 use http::{HeaderValue, Method, StatusCode, header};
 use kinema_core::{AccessPolicy, MANIFEST_FILE, Manifest, VideoId};
 use kinema_http::{ConnectionInfo, RequestBody, ResponseBody};
+use kinema_media::slug;
 use kinema_media::subtitles::{MAX_SIDECAR_BYTES, SidecarSubtitle};
 use kinema_media::{
     IngestConfig, IngestService, JobError, JobId, MediaError, SubmitRequest, Workspace,
@@ -208,6 +209,8 @@ impl Api {
         // Sidecar subtitle files (`subtitles:LANG` parts), each an upload
         // of its own, removed with the video's on any refusal.
         let mut subtitles: Vec<SidecarSubtitle> = Vec::new();
+        // The file part's name: the title when the form gives none.
+        let mut file_name = None;
         let received = if content_type
             .to_ascii_lowercase()
             .starts_with("multipart/form-data")
@@ -230,6 +233,7 @@ impl Api {
                 &mut title,
                 &mut access,
                 &mut subtitles,
+                &mut file_name,
             )
             .await
         } else {
@@ -282,6 +286,11 @@ impl Api {
                 return error_response(StatusCode::BAD_REQUEST, format!("access: {error}"));
             }
         };
+        // Without an explicit id the video is named after its title (a
+        // slug, kinema_media::slug), so the title falls back to the file's name.
+        let title = title
+            .filter(|title| !title.is_empty())
+            .or_else(|| file_name.as_deref().and_then(slug::title_from_file_name));
         let submitted = self
             .ingest
             .submit(SubmitRequest {
@@ -313,7 +322,7 @@ impl Api {
     /// `subtitles:LANG[+forced][+sdh]` (sidecar subtitle files, each streamed
     /// to an upload file of its own, added to `subtitles` before it is
     /// read so a failure removes it too), and the first other part with a
-    /// file name (or named `file`) streamed to `file`.
+    /// file name (or named `file`) streamed to `file`, its name in `file_name`.
     /// Returns the file's size and whether a file part was present.
     #[allow(
         clippy::too_many_arguments,
@@ -328,6 +337,7 @@ impl Api {
         title: &mut Option<String>,
         access: &mut Option<String>,
         subtitles: &mut Vec<SidecarSubtitle>,
+        file_name: &mut Option<String>,
     ) -> Result<(u64, bool), UploadError> {
         let mut multipart = multer::Multipart::new(body, boundary);
         let mut file = Some(file);
@@ -378,6 +388,7 @@ impl Api {
                     other => other,
                 })?;
             } else if is_file && let Some(file) = file.take() {
+                *file_name = field.file_name().map(str::to_string);
                 size = stream_to_file(
                     field.map(|chunk| chunk.map_err(std::io::Error::other)),
                     file,
