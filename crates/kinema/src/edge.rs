@@ -87,7 +87,8 @@ pub struct EdgeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     stale_grace: Option<String>,
 
-    /// Segments after n prefetched when …/{n}.m4s is served; 0 disables [default: 2]
+    // Not `{n}`: clap reads that as a line break in help text.
+    /// Segments after n prefetched when …/<n>.m4s is served; 0 disables [default: 2]
     #[arg(long, env = "KINEMA_PREFETCH_SEGMENTS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     prefetch_segments: Option<u32>,
