@@ -134,6 +134,10 @@ async fn a_republish_is_a_new_generation_and_older_ones_are_refused() {
     let staged = stage(scratch.path(), &[("v1/1.m4s", b"old bytes")]);
     let old = manifest_for("clip", first, &staged).await;
     store.publish(&old, &staged).await.unwrap();
+    // Read before and after the republish: the second read is conditional
+    // on the first one's ETag, and must see the change.
+    assert_eq!(store.manifest(&id("clip")).await.unwrap(), old);
+    assert_eq!(store.manifest(&id("clip")).await.unwrap(), old);
     let staged = stage(scratch.path(), &[("v1/1.m4s", b"new")]);
     let new = manifest_for("clip", first + 1, &staged).await;
     store.publish(&new, &staged).await.unwrap();

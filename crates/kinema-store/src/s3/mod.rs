@@ -17,16 +17,20 @@
 //!
 //! Nothing here relies on conditional writes (`If-None-Match`), which not
 //! every S3 service honours: two publishes of one id racing is prevented by
-//! whoever runs them, not by the store.
+//! whoever runs them, not by the store. Reads of a current manifest, which a
+//! server repeats every `manifest_refresh` for each video being watched, are
+//! conditional on the ETag last read (a `304` then carries no body); a
+//! store that ignores the condition answers in full, which is as correct.
 
 mod collect;
 mod connect;
 mod credentials;
 mod publish;
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,6 +50,16 @@ pub use publish::MULTIPART_THRESHOLD;
 
 /// How many manifests `list_videos` asks for at once.
 const LIST_CONCURRENCY: usize = 16;
+/// Most current manifests remembered for conditional reads; beyond it the
+/// table is emptied (the next read of each is a full one).
+const MAX_REMEMBERED_MANIFESTS: usize = 10_000;
+
+/// A current manifest as last read, with its ETag.
+#[derive(Debug)]
+struct ReadManifest {
+    etag: String,
+    manifest: Manifest,
+}
 
 /// Everything needed to reach one library in an S3-protocol store.
 #[derive(Debug, Clone)]
@@ -121,6 +135,8 @@ pub struct S3Store {
     bucket: String,
     options: StoreOptions,
     unfinished_quiet: Duration,
+    /// Current manifests by video, for conditional reads.
+    manifests: Arc<Mutex<HashMap<VideoId, Arc<ReadManifest>>>>,
 }
 
 impl S3Store {
@@ -136,6 +152,7 @@ impl S3Store {
             bucket: config.location.bucket.clone(),
             options,
             unfinished_quiet: config.unfinished_quiet,
+            manifests: Arc::default(),
         };
         // The first page of a listing only: one request, whatever the
         // library's size.
@@ -208,13 +225,60 @@ impl S3Store {
         })
     }
 
-    /// The current manifest, `VideoNotFound` when there is none.
+    /// The current manifest, `VideoNotFound` when there is none: read in
+    /// full the first time, then only when its ETag changed.
     async fn current_manifest(&self, id: &VideoId) -> Result<Manifest, StoreError> {
         let key = self.key(&layout::current_manifest_key(id));
-        match self.get_object(&key).await? {
-            Some(bytes) => self.parse_manifest(id, &bytes),
-            None => Err(StoreError::VideoNotFound(id.clone())),
+        let remembered = self.remembered_manifests().get(id).cloned();
+        let options = GetOptions {
+            if_none_match: remembered.as_ref().map(|read| read.etag.clone()),
+            ..GetOptions::default()
+        };
+        let result = match self.client.get_opts(&key, options).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotModified { .. }) if let Some(read) = remembered => {
+                return Ok(read.manifest.clone());
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                self.remembered_manifests().remove(id);
+                return Err(StoreError::VideoNotFound(id.clone()));
+            }
+            Err(error) => return Err(self.remote("GET", &key, error)),
+        };
+        let etag = result.meta.e_tag.clone();
+        let bytes = match result.bytes().await {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::VideoNotFound(id.clone()));
+            }
+            Err(error) => return Err(self.remote("GET", &key, error)),
+        };
+        let manifest = self.parse_manifest(id, &bytes)?;
+        let mut remembered = self.remembered_manifests();
+        match etag {
+            Some(etag) => {
+                if remembered.len() >= MAX_REMEMBERED_MANIFESTS {
+                    remembered.clear();
+                }
+                let read = ReadManifest {
+                    etag,
+                    manifest: manifest.clone(),
+                };
+                remembered.insert(id.clone(), Arc::new(read));
+            }
+            None => {
+                remembered.remove(id);
+            }
         }
+        Ok(manifest)
+    }
+
+    fn remembered_manifests(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<VideoId, Arc<ReadManifest>>> {
+        self.manifests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Deletes `keys` (in that order, a thousand per request at most).
