@@ -359,6 +359,28 @@ pub fn error(status: StatusCode, message: &str, mut headers: HeaderMap) -> Respo
     build(status, headers, ResponseBody::Full(body))
 }
 
+/// A JSON document, the shape of every answer of the admin API and of
+/// access control: `status`, `value` as an `application/json` body with its
+/// `Content-Length`, never cached (`Cache-Control: no-store` over
+/// `headers`).
+pub fn json(
+    status: StatusCode,
+    value: &serde_json::Value,
+    mut headers: HeaderMap,
+) -> Response<ResponseBody> {
+    let body = Bytes::from(value.to_string());
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    build(status, headers, ResponseBody::Full(body))
+}
+
+/// An error of the admin API or of access control: [`json`] of
+/// `{"error": message}` (short, no internals).
+pub fn json_error(status: StatusCode, message: &str, headers: HeaderMap) -> Response<ResponseBody> {
+    json(status, &serde_json::json!({ "error": message }), headers)
+}
+
 /// Headers of one field, `Cache-Control: no-store`: for an error that no
 /// cache may keep.
 pub fn no_store() -> HeaderMap {

@@ -25,12 +25,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use ipnet::IpNet;
 use kinema_auth::{AdminTokens, Claims, KeyRing, Refusal, Scope, TokenScope};
 use kinema_core::{ObjectPath, VideoId};
-use kinema_http::{ConnectionInfo, RequestBody, ResponseBody};
+use kinema_http::{ConnectionInfo, RequestBody, ResponseBody, respond};
 use serde::Deserialize;
 
 use crate::forwarded::TrustedProxies;
@@ -394,24 +393,11 @@ pub fn refused(refusal: Refusal) -> Response<ResponseBody> {
 }
 
 fn bad(status: StatusCode, message: &str) -> Response<ResponseBody> {
-    json(status, &serde_json::json!({"error": message}))
+    respond::json_error(status, message, HeaderMap::new())
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
-    let body = Bytes::from(value.to_string());
-    let mut response = Response::new(ResponseBody::Full(body.clone()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    response
+    respond::json(status, value, HeaderMap::new())
 }
 
 #[cfg(test)]
