@@ -109,6 +109,34 @@ proptest! {
         prop_assert_eq!(ids(placement.order(&video, &cluster(&rest, &[]))), expected);
     }
 
+    // With any weights: a node joining takes videos only for itself, and a
+    // node whose capacity grows takes videos only for itself (read the other
+    // way: one whose capacity shrinks only gives its own away).
+    #[test]
+    fn joining_or_growing_moves_videos_only_to_that_node(
+        video in video_id(),
+        nodes in nodes(16),
+        joining_weight in 1u64..=1000,
+        grown in any::<prop::sample::Index>(),
+        growth in 2u64..=8,
+    ) {
+        let placement = Placement::default();
+        let before = ids(placement.order(&video, &cluster(&nodes, &[])));
+        let joining = "joining-node".to_string();
+        prop_assume!(!nodes.iter().any(|(id, _)| *id == joining));
+        let mut joined = nodes.clone();
+        joined.push((joining.clone(), joining_weight));
+        let head = ids(placement.order(&video, &cluster(&joined, &[])))[0].clone();
+        prop_assert!(head == before[0] || head == joining, "moved to {}", head);
+
+        let grown = grown.index(nodes.len());
+        let grown_id = nodes[grown].0.clone();
+        let mut larger = nodes.clone();
+        larger[grown].1 *= growth;
+        let head = ids(placement.order(&video, &cluster(&larger, &[])))[0].clone();
+        prop_assert!(head == before[0] || head == grown_id, "moved to {}", head);
+    }
+
     // Scaling every weight by a power of two scales every score exactly:
     // the unit of capacity (bits/s or Gbit/s) cannot change an order.
     #[test]
