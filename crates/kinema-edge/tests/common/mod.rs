@@ -22,6 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod scripted;
+
 /// Resolves when the test stops the service.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
