@@ -105,6 +105,9 @@ pub struct Edge {
     /// Objects whose origin answered a slice request with something
     /// unusable: not sliced for a while.
     unsliceable: moka::sync::Cache<String, ()>,
+    /// The last segment number of the finished media playlists stored,
+    /// by their directory key ([`crate::playlist`]): prefetch stops there.
+    segment_ends: moka::sync::Cache<String, u64>,
 }
 
 /// The handler the connection layer calls.
@@ -140,8 +143,11 @@ struct Incoming_ {
 /// What a fill fetches.
 enum FillJob {
     /// The whole response, revalidating `candidate` when there is one.
+    /// A `prefetch` is asked by no client: an error answering it is not
+    /// stored.
     Whole {
         candidate: Option<Arc<StoredResponse>>,
+        prefetch: bool,
     },
     /// One slice of `object_key`. A `probe` (a `Range` request on a miss,
     /// size unknown) is also registered under the object's key, so that
@@ -199,6 +205,7 @@ impl Edge {
                 .max_capacity(100_000)
                 .time_to_live(UNSLICEABLE)
                 .build(),
+            segment_ends: moka::sync::Cache::builder().max_capacity(100_000).build(),
         }
     }
 
@@ -367,6 +374,7 @@ impl Edge {
             Metrics::bump(&self.metrics.misses);
             let job = FillJob::Whole {
                 candidate: candidate.clone(),
+                prefetch: false,
             };
             match self.join(&key, request, job) {
                 Joined::Stored => continue,
@@ -419,7 +427,7 @@ impl Edge {
     /// Joins the fill in flight for `key`, or starts one.
     fn join(self: &Arc<Self>, key: &str, request: &Incoming_, job: FillJob) -> Joined {
         let (also_under, fresh_lookup) = match &job {
-            FillJob::Whole { candidate } => (None, candidate.is_none()),
+            FillJob::Whole { candidate, .. } => (None, candidate.is_none()),
             FillJob::Slice {
                 object_key,
                 probe,
@@ -525,6 +533,7 @@ impl Edge {
             request,
             FillJob::Whole {
                 candidate: Some(stored),
+                prefetch: false,
             },
         );
     }

@@ -6,6 +6,7 @@
 //! - [`store`], [`disk`], [`stored`]: the memory and disk tiers;
 //! - [`fill`]: request coalescing (one origin fetch per key at a time);
 //! - [`slice`]: large objects cached as aligned byte-range slices;
+//! - [`playlist`]: where a finished media playlist's segments end;
 //! - [`origin`]: the pooled origin client, health checks and retries;
 //! - [`edge`]: the request handler tying them together, purge and metrics.
 //!
@@ -18,6 +19,7 @@ pub mod fill;
 pub mod key;
 pub mod metrics;
 pub mod origin;
+pub mod playlist;
 pub mod policy;
 pub mod slice;
 pub mod store;

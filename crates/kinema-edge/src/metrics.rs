@@ -34,6 +34,7 @@ pub struct Metrics {
     pub disk_bytes: AtomicU64,
     pub purges: AtomicU64,
     pub prefetches: AtomicU64,
+    pub prefetch_errors: AtomicU64,
     pub invalidations: AtomicU64,
     pub slice_fills: AtomicU64,
     pub slice_version_changes: AtomicU64,
@@ -139,6 +140,11 @@ impl Metrics {
             "prefetches_total",
             "segments prefetched",
             get(&self.prefetches),
+        );
+        counter(
+            "prefetch_errors_total",
+            "prefetches the origin answered with an error status (not stored)",
+            get(&self.prefetch_errors),
         );
         counter(
             "invalidations_total",

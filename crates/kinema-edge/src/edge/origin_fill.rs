@@ -27,8 +27,11 @@ impl Edge {
         ] {
             headers.remove(name);
         }
-        let (object_key, candidate, slice_job) = match job {
-            FillJob::Whole { candidate } => (key.to_string(), candidate, None),
+        let (object_key, candidate, slice_job, prefetch) = match job {
+            FillJob::Whole {
+                candidate,
+                prefetch,
+            } => (key.to_string(), candidate, None, prefetch),
             FillJob::Slice {
                 object_key,
                 index,
@@ -42,7 +45,7 @@ impl Edge {
                     slice::range_header(index, self.settings.slice_size),
                 );
                 Metrics::bump(&self.metrics.slice_fills);
-                (object_key, None, Some((index, probe)))
+                (object_key, None, Some((index, probe)), false)
             }
         };
         let key = object_key.as_str();
@@ -187,11 +190,23 @@ impl Edge {
         if verdict.is_ok() && parts.status.is_server_error() && candidate.is_some() {
             verdict = Err(NotStored::ServerError);
         }
+        // Nobody asked for a prefetch: an error answering it (a segment
+        // past the end, an origin in trouble) is not kept for those who
+        // ask later, nor does it make the URL hit-for-pass.
+        let prefetch_error = prefetch && parts.status.as_u16() >= 400;
+        if prefetch_error {
+            Metrics::bump(&self.metrics.prefetch_errors);
+            verdict = Err(NotStored::PrefetchError);
+        }
         let personal = verdict.is_err_and(NotStored::personal);
         // Hit-for-pass is for URLs whose responses cannot be shared; a 5xx
         // (an admission refusal, a failure) says nothing of the next one,
         // and passing would bypass the stale copy an outage needs.
-        if verdict.is_err() && !probe_refused_range && !parts.status.is_server_error() {
+        if verdict.is_err()
+            && !probe_refused_range
+            && !prefetch_error
+            && !parts.status.is_server_error()
+        {
             self.pass_keys.insert(key.to_string(), ());
         }
         // A reader's response is complete as soon as its last byte is sent:
@@ -203,6 +218,9 @@ impl Edge {
         // answer to only-if-cached) rather than racing this task.
         let mut store_it = verdict.is_ok() && secondary_key.is_some();
         let store_whole = |whole: Bytes| {
+            if parts.status == StatusCode::OK {
+                self.learn_playlist(key, &whole);
+            }
             if let Some(secondary_key) = &secondary_key {
                 self.store.insert(
                     key,

@@ -4,6 +4,19 @@
 use super::*;
 
 impl Edge {
+    /// Remembers where a finished media playlist stored under `key` ends
+    /// (playlists only: a segment's bytes are never scanned).
+    pub(super) fn learn_playlist(&self, key: &str, body: &Bytes) {
+        let path = key.split('?').next().unwrap_or(key);
+        if !path.ends_with(".m3u8") {
+            return;
+        }
+        if let Some(last) = crate::playlist::last_segment(body) {
+            self.segment_ends
+                .insert(crate::playlist::directory(key).to_string(), last);
+        }
+    }
+
     /// Playlist-aware prefetch: after segment n of a rendition, fetch the
     /// next few into the cache so the player's next requests are hits.
     pub(super) fn prefetch_after(self: Arc<Self>, request: &Incoming_, client: IpAddr) {
@@ -15,10 +28,17 @@ impl Edge {
         let Some((prefix, number, _)) = key::segment_number(&request.path_and_query) else {
             return;
         };
+        // A finished playlist seen here tells where the video ends.
+        let last = self
+            .segment_ends
+            .get(crate::playlist::directory(&request.key));
         for next in 1..=u64::from(self.settings.prefetch_segments) {
             let Some(number) = number.checked_add(next) else {
                 return;
             };
+            if last.is_some_and(|last| number > last) {
+                return;
+            }
             let path = format!("{prefix}{number}.m4s");
             let Ok((key, _)) = self.request_key(&path, client) else {
                 return;
@@ -54,7 +74,10 @@ impl Edge {
                         // its token may be bound to that client's address.
                         client: Some(client),
                     };
-                    let job = FillJob::Whole { candidate: None };
+                    let job = FillJob::Whole {
+                        candidate: None,
+                        prefetch: true,
+                    };
                     if let Joined::Leader(fill) | Joined::Waiter(fill) =
                         edge.join(&key, &request, job)
                     {

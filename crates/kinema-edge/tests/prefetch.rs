@@ -1,0 +1,109 @@
+//! Playlist-aware prefetch over real HTTP: after segment n the edge fetches
+//! the next few, but never past the last segment of the media playlist it
+//! served, and never keeps an error a prefetch got (no client asked for
+//! it: a 404 past a video's end stored by a prefetch would answer the
+//! client who asks later, after the video is extended or replaced).
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::scripted::{Origin, Reply, ok};
+use common::{Edge, cache_status, get};
+use http::StatusCode;
+
+/// A VOD media playlist of three segments.
+const PLAYLIST: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:4.000000,\n1.m4s\n#EXTINF:4.000000,\n2.m4s\n#EXTINF:4.000000,\n3.m4s\n#EXT-X-ENDLIST\n";
+
+/// An origin of one video with segments 1 to 3 behind `PLAYLIST`; any
+/// other segment is a 404 a cache may keep for a minute.
+async fn origin() -> Origin {
+    Origin::start(|request, _| {
+        let path = request.uri().path();
+        let cacheable = [("cache-control", "max-age=60")];
+        if path.ends_with("/index.m3u8") {
+            return ok(&cacheable, PLAYLIST);
+        }
+        if ["/1.m4s", "/2.m4s", "/3.m4s"]
+            .iter()
+            .any(|segment| path.ends_with(segment))
+        {
+            return ok(&cacheable, "segment");
+        }
+        not_found()
+    })
+    .await
+}
+
+fn not_found() -> Reply {
+    (
+        StatusCode::NOT_FOUND,
+        vec![("cache-control", "max-age=60".to_string())],
+        Bytes::from_static(b"no such segment"),
+    )
+}
+
+fn config(origin: &Origin, prefetch_segments: u32) -> kinema_edge::Config {
+    kinema_edge::Config {
+        origin: vec![origin.url()],
+        prefetch_segments,
+        origin_timeout: Duration::from_secs(5),
+        ..kinema_edge::Config::default()
+    }
+}
+
+/// The edge fetched segments 4 and 5 of a three-segment video after
+/// segment 3 was served, and stored the origin's 404s.
+#[tokio::test]
+async fn prefetch_stops_at_the_playlists_last_segment() {
+    let origin = origin().await;
+    let edge = Edge::start(config(&origin, 2)).await;
+    let (status, _, _) = get(edge.address, "/v/a/360p/index.m3u8", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    // The last segment: nothing after it to prefetch.
+    let (status, _, _) = get(edge.address, "/v/a/360p/3.m4s", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    // The first: segment 2 is prefetched (3 is stored already).
+    let (status, _, _) = get(edge.address, "/v/a/360p/1.m4s", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    edge.wait_metric("kinema_edge_prefetches_total", 1).await;
+    let (_, headers, _) = get(edge.address, "/v/a/360p/2.m4s", &[]).await;
+    assert!(
+        cache_status(&headers).contains("hit") || cache_status(&headers).contains("collapsed"),
+        "{headers:?}"
+    );
+    assert_eq!(origin.count("/v/a/360p/2.m4s"), 1);
+    assert_eq!(origin.count("/v/a/360p/4.m4s"), 0);
+    assert_eq!(origin.count("/v/a/360p/5.m4s"), 0);
+    assert_eq!(edge.metric("kinema_edge_prefetches_total").await, 1);
+    edge.stop().await;
+    origin.kill().await;
+}
+
+/// Without the playlist the edge cannot know where the video ends: it
+/// prefetches, but a prefetch answered 404 leaves nothing stored.
+#[tokio::test]
+async fn a_prefetch_answered_with_an_error_is_not_stored() {
+    let origin = origin().await;
+    let edge = Edge::start(config(&origin, 1)).await;
+    let (status, _, _) = get(edge.address, "/v/a/360p/3.m4s", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    edge.wait_metric("kinema_edge_prefetch_errors_total", 1)
+        .await;
+    assert_eq!(origin.count("/v/a/360p/4.m4s"), 1);
+    let (status, headers, _) = get(
+        edge.address,
+        "/v/a/360p/4.m4s",
+        &[("cache-control", "only-if-cached")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{headers:?}");
+    assert_eq!(
+        cache_status(&headers),
+        "kinema; detail=only-if-cached",
+        "{headers:?}"
+    );
+    edge.stop().await;
+    origin.kill().await;
+}
