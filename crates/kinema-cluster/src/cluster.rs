@@ -225,6 +225,7 @@ pub struct Cluster {
     tasks: Vec<JoinHandle<()>>,
     view: watch::Receiver<MembershipView>,
     counters: Arc<GossipCounters>,
+    seen_live: SeenLive,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -306,6 +307,7 @@ impl Cluster {
             .map_err(|error| ClusterError::Gossip(format!("{error:#}")))?;
         let chitchat = handle.chitchat();
         let (view_sender, view) = watch::channel(MembershipView::default());
+        let seen_live = SeenLive::default();
         let tasks = vec![
             tokio::spawn(publish_figures(
                 chitchat.clone(),
@@ -318,6 +320,7 @@ impl Cluster {
                 view_sender,
                 counters.clone(),
                 config.gossip_interval,
+                seen_live.clone(),
             )),
         ];
         tracing::info!(node = %config.node_id, gossip = %advertise, seeds = ?config.seeds, "joined the cluster");
@@ -330,6 +333,7 @@ impl Cluster {
             tasks,
             view,
             counters,
+            seen_live,
         })
     }
 
@@ -344,12 +348,12 @@ impl Cluster {
 
     /// Live members with their current state, this node included.
     pub async fn members(&self) -> Vec<Member> {
-        view_of(&*self.chitchat.lock().await, &self.self_id).live
+        view_of(&*self.chitchat.lock().await, &self.self_id, &self.seen_live).live
     }
 
     /// Live, dead and departed members, as of now.
     pub async fn view(&self) -> MembershipView {
-        view_of(&*self.chitchat.lock().await, &self.self_id)
+        view_of(&*self.chitchat.lock().await, &self.self_id, &self.seen_live)
     }
 
     /// Notified when a member joins, dies, leaves, or changes health or
@@ -361,6 +365,16 @@ impl Cluster {
     /// Datagram counters and member gauges, for metrics and tests.
     pub fn counters(&self) -> Arc<GossipCounters> {
         self.counters.clone()
+    }
+
+    /// Announces this node as draining (taking no new viewers) and keeps
+    /// gossiping: for a server that finishes its responses in flight before
+    /// [`Cluster::leave`].
+    pub async fn drain(&self) {
+        let mut chitchat = self.chitchat.lock().await;
+        chitchat
+            .self_node_state()
+            .set(key::HEALTH, Health::Draining.as_str());
     }
 
     /// Announces this node as draining, gossips that to every live peer and
@@ -441,6 +455,7 @@ async fn watch_view(
     sender: watch::Sender<MembershipView>,
     counters: Arc<GossipCounters>,
     every: Duration,
+    seen_live: SeenLive,
 ) {
     let mut live_changes = chitchat.lock().await.live_nodes_watcher();
     let mut tick = tokio::time::interval(every);
@@ -450,7 +465,7 @@ async fn watch_view(
             _ = tick.tick() => {}
             changed = live_changes.changed() => if changed.is_err() { return },
         }
-        let view = view_of(&*chitchat.lock().await, &self_id);
+        let view = view_of(&*chitchat.lock().await, &self_id, &seen_live);
         counters.live_members.store(view.live.len() as u64, Relaxed);
         counters.unusable_members.store(
             view.live.iter().filter(|m| m.state.is_err()).count() as u64,
@@ -479,13 +494,25 @@ fn member(id: &ChitchatId, state: Option<&NodeState>, self_id: &ChitchatId) -> M
     }
 }
 
-fn view_of(chitchat: &Chitchat, self_id: &ChitchatId) -> MembershipView {
+/// Nodes this node has seen live: chitchat also lists as dead a node it
+/// has just heard of and has too few heartbeats from to judge, which is a
+/// node joining, not one that died.
+type SeenLive = Arc<std::sync::Mutex<HashSet<ChitchatId>>>;
+
+fn view_of(chitchat: &Chitchat, self_id: &ChitchatId, seen_live: &SeenLive) -> MembershipView {
     let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let mut seen_live = seen_live
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Forget what chitchat forgot, so the set stays as small as its state.
+    seen_live.retain(|id| chitchat.node_state(id).is_some());
     let mut view = MembershipView::default();
     for id in &live {
+        seen_live.insert((*id).clone());
         view.live.push(member(id, chitchat.node_state(id), self_id));
     }
-    for id in chitchat.dead_nodes().filter(|id| !live.contains(id)) {
+    let was_live = |id: &&ChitchatId| !live.contains(id) && seen_live.contains(*id);
+    for id in chitchat.dead_nodes().filter(was_live) {
         let member = member(id, chitchat.node_state(id), self_id);
         if member.health() == Some(Health::Draining) {
             view.left.push(member);

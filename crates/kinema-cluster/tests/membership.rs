@@ -114,10 +114,41 @@ async fn converged(nodes: &[&Node], names: &[&str]) -> Duration {
 #[tokio::test]
 async fn three_nodes_converge_and_see_each_others_state() {
     let a = node("a", &[]).await;
+    // Every view a publishes while the others join: none may call a
+    // joining node dead.
+    let mut views = a.cluster.subscribe();
+    let watcher = tokio::spawn(async move {
+        let mut dead_seen = Vec::new();
+        while views.changed().await.is_ok() {
+            let view = views.borrow_and_update().clone();
+            dead_seen.extend(
+                view.dead
+                    .iter()
+                    .chain(&view.left)
+                    .map(|m| m.node_id.to_string()),
+            );
+            if view.live.len() == 3 {
+                break;
+            }
+        }
+        dead_seen
+    });
     let b = node("b", &[a.cluster.gossip_addr()]).await;
     let c = node("c", &[a.cluster.gossip_addr()]).await;
     let took = converged(&[&a, &b, &c], &["a", "b", "c"]).await;
     println!("three nodes converged in {took:?}");
+    let dead_seen = tokio::time::timeout(DEADLINE, watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        dead_seen.is_empty(),
+        "joining nodes shown dead or gone: {dead_seen:?}"
+    );
+    for node in [&a, &b, &c] {
+        let view = node.cluster.view().await;
+        assert!(view.dead.is_empty() && view.left.is_empty(), "{view:?}");
+    }
 
     let seen_by_b = b.cluster.members().await;
     let c_at_b = seen_by_b

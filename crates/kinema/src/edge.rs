@@ -112,9 +112,15 @@ pub struct EdgeArgs {
     #[arg(long, env = "KINEMA_EDGE_KEYS", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     keys: Option<PathBuf>,
+
+    /// The `[cluster]` section's flags.
+    #[command(flatten, next_help_heading = "Cluster")]
+    #[serde(skip)]
+    cluster: crate::cluster::ClusterArgs,
 }
 
 pub fn run(config_file: &ConfigFile, args: EdgeArgs) -> Result<()> {
+    let cluster = crate::cluster::resolve(config_file, &args.cluster)?;
     let config: kinema_edge::Config = config_file.resolve("edge", &args)?;
     if config.origin.is_empty() {
         anyhow::bail!(
@@ -132,7 +138,11 @@ pub fn run(config_file: &ConfigFile, args: EdgeArgs) -> Result<()> {
         // The edge's parts are wired here: its cache tiers, the origins it
         // fills from and the system clock.
         let parts = kinema_edge::EdgeParts::open(&config).await?;
-        kinema_edge::run_with(config, parts, listener, shutdown_signal()).await?;
+        let address = listener.local_addr()?;
+        let cluster = crate::cluster::start(cluster, kinema_cluster::Role::Edge, address).await?;
+        let shutdown = crate::cluster::drain_on(shutdown_signal(), cluster.as_ref());
+        kinema_edge::run_with(config, parts, listener, shutdown).await?;
+        crate::cluster::leave(cluster).await;
         Ok(())
     })
 }

@@ -5,6 +5,7 @@
 //! no service logic of its own.
 
 mod bench;
+mod cluster;
 mod config;
 mod edge;
 mod ingest;

@@ -237,9 +237,15 @@ pub struct ServeArgs {
           default_missing_value = "true", action = ArgAction::Set)]
     #[serde(skip_serializing_if = "Option::is_none")]
     hsts: Option<bool>,
+
+    /// The `[cluster]` section's flags.
+    #[command(flatten, next_help_heading = "Cluster")]
+    #[serde(skip)]
+    cluster: crate::cluster::ClusterArgs,
 }
 
 pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
+    let cluster = crate::cluster::resolve(config_file, &args.cluster)?;
     let mut section: toml::Table = config_file.resolve("serve", &args)?;
     let Some(library) = crate::store::take_store_config("serve", &mut section)? else {
         bail!(
@@ -314,7 +320,11 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
             workspace,
             kinema_http::Clock::system(),
         );
-        kinema_origin::run_with(config, parts, listener, shutdown_signal()).await?;
+        let address = listener.local_addr()?;
+        let cluster = crate::cluster::start(cluster, kinema_cluster::Role::Origin, address).await?;
+        let shutdown = crate::cluster::drain_on(shutdown_signal(), cluster.as_ref());
+        kinema_origin::run_with(config, parts, listener, shutdown).await?;
+        crate::cluster::leave(cluster).await;
         Ok(())
     })
 }

@@ -1,0 +1,383 @@
+//! `[cluster]`: `kinema serve` and `kinema edge` joining the gossip
+//! membership of origins and edges (`kinema_cluster`), when configured.
+//!
+//! Without a `[cluster]` section and without `--cluster-*` flags or
+//! `KINEMA_CLUSTER_*` variables nothing here runs: a single node stays a
+//! single node. With them, the node joins after its listener is bound,
+//! publishes its figures every two seconds, logs who joins, drains, leaves or
+//! dies, announces itself draining as soon as it is asked to stop, and leaves
+//! after its responses in flight are finished.
+//!
+//! The figures come from the server's own `/metrics`, read over loopback:
+//! the servers do not hand their counters to the binary, and their metrics
+//! are the one place those counters are already public.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use kinema_cluster::{
+    Cluster, ClusterConfig, ClusterKeys, FiguresSource, MembershipView, NodeFigures, Role,
+};
+use kinema_core::bitrate::Bitrate;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::config::ConfigFile;
+
+/// The `[cluster]` settings that have flags; a flag or variable overrides
+/// the file.
+#[derive(Debug, Default, Args, Serialize)]
+pub struct ClusterArgs {
+    /// Join a cluster as this node id (unique, at most 64 characters) [default: no cluster]
+    #[arg(
+        long = "cluster-node-id",
+        env = "KINEMA_CLUSTER_NODE_ID",
+        value_name = "ID"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
+
+    /// UDP address the cluster's gossip listens on [required in a cluster]
+    #[arg(
+        long = "cluster-gossip-listen",
+        env = "KINEMA_CLUSTER_GOSSIP_LISTEN",
+        value_name = "ADDR"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gossip_listen: Option<SocketAddr>,
+
+    /// Gossip addresses of nodes to join through, comma-separated [default: none]
+    #[arg(
+        long = "cluster-seeds",
+        env = "KINEMA_CLUSTER_SEEDS",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seeds: Option<Vec<String>>,
+
+    /// File of the cluster keys (`ID HEX` a line, current first), readable by its owner only [required in a cluster]
+    #[arg(
+        long = "cluster-key-file",
+        env = "KINEMA_CLUSTER_KEY_FILE",
+        value_name = "FILE"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_file: Option<PathBuf>,
+
+    /// URL viewers and other nodes reach this server at [required in a cluster]
+    #[arg(
+        long = "cluster-public-url",
+        env = "KINEMA_CLUSTER_PUBLIC_URL",
+        value_name = "URL"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_url: Option<String>,
+
+    /// Region or site of this node [default: default]
+    #[arg(
+        long = "cluster-region",
+        env = "KINEMA_CLUSTER_REGION",
+        value_name = "NAME"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+
+    /// Egress this node can sustain, e.g. 10gbit [default: 1gbit]
+    #[arg(
+        long = "cluster-capacity",
+        env = "KINEMA_CLUSTER_CAPACITY",
+        value_name = "BITRATE"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capacity: Option<String>,
+}
+
+/// The `[cluster]` section, resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    node_id: String,
+    gossip_listen: SocketAddr,
+    /// Where peers reach the gossip socket, when it listens on a wildcard.
+    #[serde(default)]
+    gossip_advertise: Option<SocketAddr>,
+    #[serde(default)]
+    seeds: Vec<String>,
+    key_file: PathBuf,
+    public_url: String,
+    #[serde(default = "default_region")]
+    region: String,
+    #[serde(default = "default_capacity")]
+    capacity: Bitrate,
+    /// Between gossip rounds, 10ms to 230ms.
+    #[serde(default = "default_gossip_interval")]
+    gossip_interval: String,
+}
+
+fn default_region() -> String {
+    "default".into()
+}
+
+fn default_capacity() -> Bitrate {
+    Bitrate(1_000_000_000)
+}
+
+fn default_gossip_interval() -> String {
+    "200ms".into()
+}
+
+/// The cluster settings if any were given, else `None` (no cluster).
+pub fn resolve(config_file: &ConfigFile, args: &ClusterArgs) -> Result<Option<ClusterSettings>> {
+    let section: toml::Table = config_file.resolve("cluster", args)?;
+    if section.is_empty() {
+        return Ok(None);
+    }
+    config_file.deserialize("cluster", section).map(Some)
+}
+
+/// A node in the cluster, and its tasks that feed it figures and log what
+/// it sees (both end with the cluster).
+#[derive(Debug)]
+pub struct ClusterNode {
+    cluster: Cluster,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Joins the cluster as a `role` node whose HTTP listener is `http`, when
+/// `settings` say so.
+pub async fn start(
+    settings: Option<ClusterSettings>,
+    role: Role,
+    http: SocketAddr,
+) -> Result<Option<ClusterNode>> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let keys = read_keys(&settings.key_file)?;
+    let interval = humantime::parse_duration(&settings.gossip_interval).with_context(|| {
+        format!(
+            "[cluster] gossip_interval {:?} is not a duration",
+            settings.gossip_interval
+        )
+    })?;
+    let mut config = ClusterConfig::new(
+        settings.node_id,
+        settings.gossip_listen,
+        keys,
+        role,
+        settings.public_url,
+    );
+    config.gossip_advertise = settings.gossip_advertise;
+    config.seeds = settings.seeds;
+    config.region = settings.region;
+    config.capacity_bps = settings.capacity.0;
+    config.gossip_interval = interval;
+    let (figures, receiver) = watch::channel(NodeFigures::default());
+    let cluster = Cluster::start(config, FiguresSource::Watch(receiver))
+        .await
+        .context("cannot join the cluster")?;
+    let tasks = vec![
+        tokio::spawn(read_own_figures(loopback(http), role, figures)),
+        tokio::spawn(log_changes(cluster.subscribe())),
+    ];
+    Ok(Some(ClusterNode { cluster, tasks }))
+}
+
+/// Resolves with `shutdown`, after telling the cluster this node drains.
+pub async fn drain_on(shutdown: impl Future<Output = ()>, node: Option<&ClusterNode>) {
+    shutdown.await;
+    if let Some(node) = node {
+        node.cluster.drain().await;
+    }
+}
+
+/// Leaves the cluster cleanly, if this node is in one.
+pub async fn leave(node: Option<ClusterNode>) {
+    if let Some(ClusterNode { cluster, tasks }) = node {
+        for task in tasks {
+            task.abort();
+        }
+        if let Err(error) = cluster.leave().await {
+            tracing::warn!(error = %error, "leaving the cluster failed");
+        }
+    }
+}
+
+/// The key file must exist, be small, and be readable by its owner only.
+fn read_keys(path: &std::path::Path) -> Result<ClusterKeys> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the cluster key file {}", path.display()))?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "the cluster key file {} is readable by others; chmod 600 it",
+            path.display()
+        );
+    }
+    if metadata.len() > 4096 {
+        bail!(
+            "the cluster key file {} is over 4 KiB; it holds two keys at most",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the cluster key file {}", path.display()))?;
+    ClusterKeys::parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// Where this process's own listener answers over loopback.
+fn loopback(mut address: SocketAddr) -> SocketAddr {
+    if address.ip().is_unspecified() {
+        address.set_ip(if address.is_ipv4() {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    address
+}
+
+/// Reads this server's `/metrics` every two seconds and publishes its
+/// figures (each read is one line of the access log).
+async fn read_own_figures(http: SocketAddr, role: Role, figures: watch::Sender<NodeFigures>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_bytes: Option<(f64, Instant)> = None;
+    let mut warned = false;
+    while !figures.is_closed() {
+        tick.tick().await;
+        let text = match tokio::time::timeout(Duration::from_secs(2), scrape(http)).await {
+            Ok(Ok(text)) => text,
+            Ok(Err(error)) if !warned => {
+                warned = true;
+                tracing::warn!(error = %format!("{error:#}"), "cannot read this server's /metrics; the cluster sees zero load");
+                continue;
+            }
+            _ => continue,
+        };
+        let value = |name: &str| metric(&text, name);
+        let now = match role {
+            Role::Origin => NodeFigures {
+                egress_bps: value("kinema_origin_egress_bits_per_second").unwrap_or(0.0) as u64,
+                sessions: value("kinema_origin_open_connections").unwrap_or(0.0) as u64,
+                load: value("kinema_origin_server_load").unwrap_or(0.0),
+            },
+            Role::Edge => {
+                let bytes = value("kinema_edge_client_bytes_total").unwrap_or(0.0);
+                let at = Instant::now();
+                let egress = match last_bytes {
+                    Some((before, then)) if bytes >= before => {
+                        (bytes - before) * 8.0 / at.duration_since(then).as_secs_f64().max(1e-3)
+                    }
+                    _ => 0.0,
+                };
+                last_bytes = Some((bytes, at));
+                NodeFigures {
+                    egress_bps: egress as u64,
+                    ..NodeFigures::default()
+                }
+            }
+        };
+        figures.send_replace(now);
+    }
+}
+
+/// One unlabelled sample of the exposition text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// `GET /metrics` over plain HTTP/1.1, at most 4 MiB.
+async fn scrape(http: SocketAddr) -> Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(http).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = Vec::new();
+    (&mut stream).take(4 << 20).read_to_end(&mut body).await?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if !text.starts_with("HTTP/1.1 200") {
+        bail!("/metrics answered {:?}", text.lines().next().unwrap_or(""));
+    }
+    Ok(text)
+}
+
+/// Logs each member that joins, changes health, leaves or dies.
+async fn log_changes(mut views: watch::Receiver<MembershipView>) {
+    let mut before = MembershipView::default();
+    while views.changed().await.is_ok() {
+        let now = views.borrow_and_update().clone();
+        for member in &now.live {
+            let was = before.live.iter().find(|m| m.node_id == member.node_id);
+            match (&member.state, was.map(|m| m.health())) {
+                (_, _) if member.is_self => {}
+                (Ok(info), None) => tracing::info!(
+                    node = %member.node_id, role = info.role.as_str(), url = %info.public_url,
+                    region = %info.region, health = info.health.as_str(), "cluster member joined"
+                ),
+                (Err(error), None) => tracing::warn!(
+                    node = %member.node_id, %error, "cluster member joined with unusable state"
+                ),
+                (Ok(info), Some(health)) if health != Some(info.health) => tracing::info!(
+                    node = %member.node_id, health = info.health.as_str(), "cluster member health changed"
+                ),
+                _ => {}
+            }
+        }
+        for member in &now.left {
+            if !before.left.iter().any(|m| m.node_id == member.node_id) {
+                tracing::info!(node = %member.node_id, "cluster member left");
+            }
+        }
+        for member in &now.dead {
+            if !before.dead.iter().any(|m| m.node_id == member.node_id) {
+                tracing::warn!(node = %member.node_id, "cluster member dead");
+            }
+        }
+        before = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_unlabelled_samples_only() {
+        let text = "# HELP kinema_origin_server_load x\n\
+                    kinema_origin_server_load 0.25\n\
+                    kinema_origin_server_load_max 0.9\n\
+                    kinema_origin_requests_total{route=\"segment\"} 3\n";
+        assert_eq!(metric(text, "kinema_origin_server_load"), Some(0.25));
+        assert_eq!(metric(text, "kinema_origin_requests_total"), None);
+        assert_eq!(metric(text, "kinema_origin_missing"), None);
+    }
+
+    #[test]
+    fn no_settings_means_no_cluster() {
+        let resolved = resolve(&ConfigFile::default(), &ClusterArgs::default()).unwrap();
+        assert!(resolved.is_none());
+    }
+
+    #[test]
+    fn key_file_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.keys");
+        std::fs::write(&path, format!("1 {}\n", "ab".repeat(32))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = read_keys(&path).unwrap_err().to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_keys(&path).unwrap().current().id(), 1);
+    }
+}
