@@ -1,290 +1,63 @@
-// kinema's web UI: the library (list, upload, delete) and the watch page.
-// Plain DOM and fetch, no framework: the page is small and its job is to
-// show the server's behaviour plainly. `/?v={id}` is the watch page; any
-// other `/` is the library.
+// kinema's web UI: the public catalogue, the watch page and the upload
+// page. Plain DOM and fetch, no framework: the page is small and its job is
+// to show the server's behaviour plainly. `/?v={id}` is the watch page
+// (`&s={token}` plays a shared signed link), `/?upload` the upload page,
+// any other `/` the catalogue.
+import { showCatalogue } from './catalogue.js';
 import { setUpControls } from './controls.js';
 import {
-  describeLadder,
   explainPlaybackError,
   formatBitrate,
-  formatDuration,
   qualityMenuEntries,
   rungName,
 } from './format.js';
 import { attachPlayer, mediaSourceAvailable } from './player.js';
+import { api, describeApiError, setUpSignIn, signedIn } from './session.js';
 import { loadThumbnails } from './thumbnails.js';
+import { showUpload } from './upload.js';
 
-const TOKEN_KEY = 'kinema.apiToken';
 const PROTOCOL_KEY = 'kinema.protocol';
-const JOB_POLL_MS = 1000;
+/** Lifetime of the signed URL a signed-in admin's own watch page plays. */
+const OWN_PLAYBACK_TTL = '2h';
 
 const app = document.getElementById('app');
-takeTokenFromFragment();
-setUpTokenForm();
-const videoId = new URLSearchParams(location.search).get('v');
-if (videoId) {
-  showWatchPage(videoId);
-} else {
-  showLibrary();
+// A player already attached to the page is not re-made in place: the watch
+// page reloads when the token changes, other pages redraw.
+setUpSignIn(() => (new URLSearchParams(location.search).has('v') ? location.reload() : route()));
+route();
+
+function markCurrent(id, current) {
+  const link = document.getElementById(id);
+  if (current) link.setAttribute('aria-current', 'page');
+  else link.removeAttribute('aria-current');
 }
 
-// ---------------------------------------------------------------- admin API
-
-class ApiError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
-
-function authHeaders() {
-  const token = localStorage.getItem(TOKEN_KEY);
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
-
-async function api(method, path) {
-  const response = await fetch(path, { method, headers: { Accept: 'application/json', ...authHeaders() } });
-  if (!response.ok) throw new ApiError(response.status, await errorText(response));
-  return response.status === 204 ? null : response.json();
-}
-
-async function errorText(response) {
-  const text = await response.text().catch(() => '');
-  try {
-    const body = JSON.parse(text);
-    return body.error ?? body.message ?? text;
-  } catch {
-    return text.trim() || `${response.status} ${response.statusText}`;
-  }
-}
-
-function describeApiError(error) {
-  if (error.status === 401 || error.status === 403) {
-    return 'the admin api refused this request; paste a valid token under "API token"';
-  }
-  return error.message;
-}
-
-// `/#token=SECRET` (the link scripts/demo prints) stores the token like the
-// token field does. A fragment never leaves the browser, and it is wiped
-// from the address bar at once so it is not bookmarked or shared.
-function takeTokenFromFragment() {
-  const match = location.hash.match(/^#token=(.+)$/);
-  if (!match) return;
-  localStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
-  history.replaceState(null, '', location.pathname + location.search);
-}
-
-function setUpTokenForm() {
-  const form = document.getElementById('token-form');
-  const input = document.getElementById('token-input');
-  document.getElementById('token-toggle').addEventListener('click', () => {
-    form.hidden = !form.hidden;
-    input.value = localStorage.getItem(TOKEN_KEY) ?? '';
-    if (!form.hidden) input.focus();
-  });
-  form.addEventListener('submit', (event) => {
-    event.preventDefault();
-    const token = input.value.trim();
-    if (token) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
-    form.hidden = true;
-    location.reload();
-  });
-  document.getElementById('token-clear').addEventListener('click', () => {
-    localStorage.removeItem(TOKEN_KEY);
-    form.hidden = true;
-    location.reload();
-  });
-}
-
-// The list endpoint may answer a bare array or an object holding one.
-function videosOf(body) {
-  if (Array.isArray(body)) return body;
-  return body?.videos ?? body?.items ?? [];
-}
-
-// ------------------------------------------------------------------ library
-
-function showLibrary() {
-  app.replaceChildren(document.getElementById('library-template').content.cloneNode(true));
-  document.getElementById('library-refresh').addEventListener('click', refreshLibrary);
-  document.getElementById('upload-form').addEventListener('submit', onUpload);
-  refreshLibrary();
-}
-
-async function refreshLibrary() {
-  const list = document.getElementById('video-list');
-  const message = document.getElementById('library-message');
-  try {
-    const videos = videosOf(await api('GET', '/api/videos'));
-    list.replaceChildren(...videos.map(videoCard));
-    showMessage(message, videos.length === 0 ? 'No videos yet: upload one above, or run `kinema ingest FILE`.' : null);
-  } catch (error) {
-    list.replaceChildren();
-    showMessage(message, `could not list videos: ${describeApiError(error)}`, true);
-    // Without a token the library is empty; offer the field right away.
-    if (error.status === 401) document.getElementById('token-form').hidden = false;
-  }
-}
-
-function videoCard(video) {
-  const card = document.getElementById('video-card-template').content.firstElementChild.cloneNode(true);
-  const watchUrl = `/?v=${encodeURIComponent(video.id)}`;
-  card.dataset.videoId = video.id;
-  card.querySelector('.poster-link').href = watchUrl;
-  const poster = card.querySelector('.poster');
-  // The list names the poster only when the video has one. A signed
-  // video's poster needs a signed URL, which this page cannot make yet:
-  // the card says private instead of asking for an image it would be refused.
-  const signed = video.access === 'signed';
-  if (video.urls?.poster && !signed) poster.src = video.urls.poster;
-  else poster.classList.add('missing');
-  card.querySelector('.private').hidden = !signed;
-  poster.addEventListener('error', () => poster.classList.add('missing'));
-  card.querySelector('.duration').textContent = formatDuration(roundSeconds(durationOf(video)));
-  const title = card.querySelector('.title');
-  title.href = watchUrl;
-  title.textContent = video.title || video.id;
-  card.querySelector('.meta').textContent = describeLadder(video.renditions) || video.id;
-  card.querySelector('.delete').addEventListener('click', async () => {
-    if (!confirm(`Delete "${video.title || video.id}"? Viewers lose it at once.`)) return;
-    try {
-      await api('DELETE', `/api/videos/${encodeURIComponent(video.id)}`);
-      card.remove();
-    } catch (error) {
-      alert(`could not delete: ${describeApiError(error)}`);
-    }
-  });
-  return card;
-}
-
-function durationOf(video) {
-  return video.duration_seconds ?? video.duration ?? null;
-}
-
-// A card shows whole seconds, rounded: a 7.98 s clip is 0:08, not 0:07.
-function roundSeconds(seconds) {
-  return Number.isFinite(seconds) ? Math.round(seconds) : seconds;
-}
-
-// ------------------------------------------------------------------- upload
-
-function onUpload(event) {
-  event.preventDefault();
-  const file = document.getElementById('upload-file').files[0];
-  if (!file) return;
-  const title = document.getElementById('upload-title').value.trim();
-  const button = document.getElementById('upload-button');
-  const status = document.getElementById('upload-status');
-  status.hidden = false;
-  button.disabled = true;
-  setProgress(0, `uploading ${file.name}…`);
-
-  const form = new FormData();
-  if (title) form.append('title', title);
-  form.append('file', file, file.name);
-  // XMLHttpRequest rather than fetch: only it reports upload progress.
-  const request = new XMLHttpRequest();
-  request.open('POST', '/api/videos');
-  for (const [name, value] of Object.entries(authHeaders())) request.setRequestHeader(name, value);
-  request.upload.addEventListener('progress', (progress) => {
-    if (progress.lengthComputable) {
-      setProgress(progress.loaded / progress.total, `uploading ${file.name}: ${percent(progress.loaded / progress.total)}`);
-    }
-  });
-  request.addEventListener('load', () => {
-    if (request.status < 200 || request.status >= 300) {
-      finishUpload(`upload failed: ${describeApiError(new ApiError(request.status, xhrErrorText(request)))}`, true);
-      return;
-    }
-    // 202 {"job": JobView, "location": "/api/jobs/{id}"}
-    let jobId;
-    try {
-      jobId = JSON.parse(request.responseText).job.id;
-    } catch {
-      finishUpload('upload accepted, but the server did not say which job processes it', true);
-      return;
-    }
-    setProgress(0, 'queued for processing…');
-    pollJob(jobId);
-  });
-  request.addEventListener('error', () => finishUpload('upload failed: the connection to the server broke', true));
-  request.send(form);
-}
-
-function xhrErrorText(request) {
-  try {
-    const body = JSON.parse(request.responseText);
-    return body.error ?? body.message ?? request.responseText;
-  } catch {
-    return request.responseText.trim() || `${request.status} ${request.statusText}`;
-  }
-}
-
-async function pollJob(jobId) {
-  let job;
-  try {
-    ({ job } = await api('GET', `/api/jobs/${encodeURIComponent(jobId)}`));
-  } catch (error) {
-    finishUpload(`could not follow job ${jobId}: ${describeApiError(error)}`, true);
-    return;
-  }
-  // A job (kinema_media::JobView): state queued|running|done|failed|cancelled,
-  // progress {stage, percent 0–100, eta_seconds}, video_id, error.
-  const progress = job.progress ?? {};
-  const fraction = typeof progress.percent === 'number' ? progress.percent / 100 : null;
-  switch (job.state) {
-    case 'done':
-      finishUpload('published', false, job.video_id);
-      refreshLibrary();
-      return;
-    case 'failed':
-    case 'cancelled':
-      finishUpload(`processing ${job.state}: ${job.error ?? 'no reason given'}`, true);
-      return;
-    default: {
-      const stage = progress.stage && progress.stage !== job.state ? progress.stage : job.state;
-      const eta = progress.eta_seconds > 0 ? `, about ${formatDuration(progress.eta_seconds)} left` : '';
-      setProgress(fraction, `${stage}${fraction === null ? '' : ` ${percent(fraction)}`}${eta}`);
-      setTimeout(() => pollJob(jobId), JOB_POLL_MS);
-    }
-  }
-}
-
-function setProgress(fraction, label) {
-  document.getElementById('upload-bar').style.width = `${Math.round((fraction ?? 0) * 100)}%`;
-  document.getElementById('upload-label').textContent = label;
-}
-
-function finishUpload(label, failed, publishedId) {
-  const labelElement = document.getElementById('upload-label');
-  document.getElementById('upload-button').disabled = false;
-  document.getElementById('upload-status').classList.toggle('failed', failed);
-  if (!failed) {
-    setProgress(1, '');
-    document.getElementById('upload-form').reset();
-  }
-  labelElement.textContent = label;
-  if (publishedId) {
-    const link = document.createElement('a');
-    link.href = `/?v=${encodeURIComponent(publishedId)}`;
-    link.textContent = 'watch it';
-    labelElement.append(' · ', link);
-  }
+function route() {
+  const params = new URLSearchParams(location.search);
+  const videoId = params.get('v');
+  markCurrent('nav-library', !videoId && !params.has('upload'));
+  markCurrent('nav-upload', params.has('upload'));
+  if (videoId) showWatchPage(videoId, params.get('s'));
+  else if (params.has('upload')) showUpload(app);
+  else showCatalogue(app);
 }
 
 // -------------------------------------------------------------- watch page
 
-function showWatchPage(id) {
+async function showWatchPage(id, sharedToken) {
   app.replaceChildren(document.getElementById('watch-template').content.cloneNode(true));
-  const base = `/v/${encodeURIComponent(id)}`;
+  document.getElementById('watch-title').textContent = id;
+  document.title = `${id} · kinema`;
+  const source = await resolveSource(id, sharedToken);
+  const base = source.base;
   const urls = { hls: `${base}/master.m3u8`, dash: `${base}/manifest.mpd` };
   document.getElementById('link-hls').href = urls.hls;
   document.getElementById('link-dash').href = urls.dash;
   offerDownload(id, base);
-  document.getElementById('watch-title').textContent = id;
-  document.title = `${id} · kinema`;
+  const title = source.info?.title || id;
+  document.getElementById('watch-title').textContent = title;
+  document.title = `${title} · kinema`;
+  setUpShare(id, source);
   const video = document.getElementById('video');
   const select = document.getElementById('quality-select');
   const audioSelect = document.getElementById('audio-select');
@@ -316,28 +89,16 @@ function showWatchPage(id) {
     },
     playerStats: () => ({ engine: player?.engine, quality, throughput: player?.throughput() ?? null }),
   });
-  // Title, poster and thumbnails come from the admin API, which may want a
-  // token; the video plays without it. Without the API the conventional
-  // thumbnail URLs are tried; with it, only those the video has.
-  api('GET', `/api/videos/${encodeURIComponent(id)}`)
-    .catch(() => null)
-    .then((info) => {
-      const title = info?.title || id;
-      document.getElementById('watch-title').textContent = title;
-      document.title = `${title} · kinema`;
-      // A signed video's images would be refused like its stream.
-      if (info?.access === 'signed') return;
-      const poster = info ? info.urls?.poster : `${base}/thumbs/poster.jpg`;
-      if (poster) video.poster = poster;
-      const thumbnails = info ? info.urls?.thumbnails : `${base}/thumbs/thumbs.vtt`;
-      if (thumbnails) {
-        loadThumbnails(thumbnails)
-          .then(controls.showThumbnails)
-          .catch(() => {
-            // A video without thumbnails still seeks; the preview shows time only.
-          });
-      }
-    });
+  // A private video's images come through its signed URL like its stream;
+  // without one they would be refused, so none is asked for.
+  if (!source.private || source.signed) {
+    video.poster = `${base}/thumbs/poster.jpg`;
+    loadThumbnails(`${base}/thumbs/thumbs.vtt`)
+      .then(controls.showThumbnails)
+      .catch(() => {
+        // A video without thumbnails still seeks; the preview shows time only.
+      });
+  }
 
   // The quality menu names what Auto is playing now, as YouTube's does.
   const showQuality = () => {
@@ -441,6 +202,79 @@ function showWatchPage(id) {
   start(remembered === 'dash' && mediaSourceAvailable() ? 'dash' : 'hls', 0);
 }
 
+// Where the watch page plays `id` from, with what is known of it:
+// {base, info, private, signed}. A shared link's token (`&s=`) plays
+// through /s/{token}/; a signed-in admin's page asks the server for a
+// signed URL when the video is private (POST /api/tokens); anyone else
+// plays the public URLs, and a private video's refusal says so.
+async function resolveSource(id, sharedToken) {
+  const publicBase = `/v/${encodeURIComponent(id)}`;
+  if (sharedToken) {
+    return { base: `/s/${encodeURIComponent(sharedToken)}${publicBase}`, info: null, private: true, signed: true, sharedToken };
+  }
+  if (signedIn()) {
+    const info = await api('GET', `/api/videos/${encodeURIComponent(id)}`).catch(() => null);
+    if (info?.access === 'signed') {
+      try {
+        const minted = await api('POST', '/api/tokens', { video: id, ttl: OWN_PLAYBACK_TTL });
+        return { base: minted.path.replace(/\/master\.m3u8$/, ''), info, private: true, signed: true };
+      } catch (error) {
+        return { base: publicBase, info, private: true, signed: false, error: describeApiError(error) };
+      }
+    }
+    if (info) return { base: publicBase, info, private: false, signed: false };
+  }
+  // Anyone: the public catalogue names the title (a private video is not
+  // in it, and its stream is refused).
+  const listed = await api('GET', `/api/catalogue?${new URLSearchParams({ q: id, per_page: '100' })}`)
+    .then((body) => body.videos.find((video) => video.id === id) ?? null)
+    .catch(() => null);
+  return { base: publicBase, info: listed, private: Boolean(listed?.private), signed: false };
+}
+
+// The share box: the page's own address for a public video (or for a
+// shared link, the link itself); for a private one a signed-in admin makes
+// a link with a lifetime, which plays for whoever opens it until then.
+function setUpShare(id, source) {
+  const field = document.getElementById('share-url');
+  const status = document.getElementById('share-status');
+  const page = new URL('/', location.href);
+  page.searchParams.set('v', id);
+  if (source.sharedToken) page.searchParams.set('s', source.sharedToken);
+  field.value = page.href;
+  if (source.private && !source.sharedToken) {
+    status.textContent = signedIn()
+      ? 'This video is private: the page address plays only for signed-in admins.'
+      : '';
+    document.getElementById('share-signed').hidden = !signedIn();
+  }
+  document.getElementById('share-copy').addEventListener('click', async () => {
+    field.select();
+    try {
+      await navigator.clipboard.writeText(field.value);
+      status.textContent = 'Link copied.';
+    } catch {
+      // Without clipboard permission the selected text can still be copied by hand.
+      status.textContent = 'Press Ctrl+C (or ⌘C) to copy the selected link.';
+    }
+  });
+  document.getElementById('share-make').addEventListener('click', async () => {
+    const lifetime = document.getElementById('share-lifetime');
+    try {
+      const minted = await api('POST', '/api/tokens', { video: id, ttl: lifetime.value });
+      const link = new URL('/', location.href);
+      link.searchParams.set('v', id);
+      link.searchParams.set('s', minted.token);
+      field.value = link.href;
+      const until = new Date(minted.expires_at);
+      status.textContent = `Anyone with this link can watch until ${until.toLocaleString()}.`;
+      field.select();
+    } catch (error) {
+      status.textContent = `No link was made: ${describeApiError(error)}`;
+    }
+  });
+}
+
 // The progressive MP4, if ingest wrote one (its download setting): a link
 // for saving the video, which also plays where MSE does not.
 function offerDownload(id, base) {
@@ -477,16 +311,4 @@ function showError(explained) {
   message.hidden = !explained;
   document.getElementById('watch-message-summary').textContent = explained?.summary ?? '';
   document.getElementById('watch-message-detail').textContent = explained?.detail ?? '';
-}
-
-// ------------------------------------------------------------------ helpers
-
-function showMessage(element, text, isError = false) {
-  element.hidden = !text;
-  element.textContent = text ?? '';
-  element.classList.toggle('error', isError);
-}
-
-function percent(fraction) {
-  return `${Math.round(fraction * 100)}%`;
 }

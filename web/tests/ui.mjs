@@ -1,14 +1,14 @@
 #!/usr/bin/env node
 // Walks through the web UI in headless Chromium the way a viewer does: the
-// library at / lists the video (with --upload, first uploaded through the
-// page's form and followed until published), its card opens the watch page,
+// catalogue at / lists the video (with --upload, first uploaded through the
+// upload page and followed until published), its card opens the watch page,
 // the video plays with hls.js under the page's own controls (the <video>
 // has none), the keyboard seeks, the quality menu pins the lowest rung (the
 // picture decoded is that rung's), the stats overlay fills in, every
 // control is on screen at 1280x800, and the DASH toggle plays it with
 // dash.js; then a 390x844 phone player starts below the top rung, nothing
 // scrolls sideways at 360 px, and a missing video (and with --private, a
-// signed one) is said to be missing (private) in plain words. Prints one JSON line;
+// signed one, to a visitor not signed in) is said to be missing (private) in plain words. Prints one JSON line;
 // exits 0 when every step held, 1 (with the failed step on stderr) when one
 // did not, 2 on bad arguments.
 import { mkdirSync } from 'node:fs';
@@ -21,8 +21,8 @@ const USAGE = `usage: node web/tests/ui.mjs --base URL (--video ID | --upload FI
 
   --base         the server's root URL, e.g. http://127.0.0.1:8080
   --video        id of a published video the library must list
-  --upload       upload FILE with the library's form first, then walk through it
-  --token        admin API token, stored as the UI's own token field would
+  --upload       upload FILE with the upload page first, then walk through it
+  --token        admin API token, kept as the UI's sign-in form would
   --audio        choose the audio track named NAME from the watch page's
                  audio menu and check it plays
   --subtitles    choose the subtitle track named NAME from the watch page's
@@ -66,10 +66,11 @@ const browser = await launchBrowser({ timeoutMs: remainingMs() }).catch((error) 
 if (browser) {
   try {
     if (args.token) {
-      // Set before any page script runs, as if pasted into the token field.
-      // (A new tab's about:blank has no storage of its own to hold it.)
+      // Set before any page script runs, as if signed in with the form,
+      // which keeps it in the tab's sessionStorage. (A new tab's
+      // about:blank has no storage of its own to hold it.)
       await browser.context.addInitScript((token) => {
-        if (location.protocol.startsWith('http')) localStorage.setItem('kinema.apiToken', token);
+        if (location.protocol.startsWith('http')) sessionStorage.setItem('kinema.apiToken', token);
       }, args.token);
     }
     const page = await browser.context.newPage();
@@ -83,23 +84,25 @@ if (browser) {
 
     if (args.upload) {
       step = `upload ${args.upload} with the form`;
-      await page.locator('#upload-file').setInputFiles(args.upload);
+      await page.goto(new URL('/?upload', base).href, { timeout: remainingMs() });
+      // The title first: choosing the file starts the upload.
       await page.fill('#upload-title', 'Uploaded through the web UI');
-      await page.click('#upload-button');
-      // The form follows the job until it is published (a "watch it" link
-      // appears) or fails (the status turns red).
+      await page.locator('#upload-file').setInputFiles(args.upload);
+      // The card follows the job until it is published (a "Watch it" link
+      // appears) or fails (the card turns red).
       await page.waitForFunction(
-        () => document.querySelector('#upload-label a') !== null ||
-          document.getElementById('upload-status').classList.contains('failed'),
+        () => document.querySelector('.upload-card .watch-link') !== null ||
+          document.querySelector('.upload-card.failed') !== null,
         null,
         { timeout: remainingMs(), polling: 200 },
       );
-      const status = (await page.locator('#upload-label').textContent()).trim();
-      const watchLink = page.locator('#upload-label a');
-      const link = (await watchLink.count()) > 0 ? await watchLink.getAttribute('href') : null;
+      const status = (await page.locator('.upload-card .upload-label').first().textContent()).trim();
+      const watchLink = page.locator('.upload-card .watch-link');
+      const link = (await watchLink.count()) > 0 ? await watchLink.first().getAttribute('href') : null;
       const id = link && new URL(link, base).searchParams.get('v');
       if (!id) throw new Error(`the upload did not publish: ${status}`);
       args.video = id;
+      await page.goto(new URL('/', base).href, { timeout: remainingMs() });
       done(step, { status, video: id });
     }
 
@@ -315,9 +318,13 @@ if (browser) {
 
     if (args.private) {
       step = 'say plainly that a video is private';
-      await missing.goto(new URL(`/?v=${encodeURIComponent(args.private)}`, base).href, { timeout: remainingMs() });
-      await missing.locator('#watch-message').waitFor({ state: 'visible', timeout: remainingMs() });
-      const saidPrivate = (await missing.locator('#watch-message-summary').textContent()).trim();
+      // To a visitor who is not signed in: an admin's page plays it.
+      const anonymous = await launchBrowser({ timeoutMs: remainingMs() });
+      const stranger = await anonymous.context.newPage();
+      await stranger.goto(new URL(`/?v=${encodeURIComponent(args.private)}`, base).href, { timeout: remainingMs() });
+      await stranger.locator('#watch-message').waitFor({ state: 'visible', timeout: remainingMs() });
+      const saidPrivate = (await stranger.locator('#watch-message-summary').textContent()).trim();
+      await anonymous.close();
       if (saidPrivate !== 'This video is private.') throw new Error(`the page says ${JSON.stringify(saidPrivate)}`);
       done(step, { said: saidPrivate });
     }

@@ -9,6 +9,7 @@
 //! Needs what `scripts/install-deps` provides (ffmpeg, node, Chromium, the
 //! built web UI); a missing piece fails with the command that provides it.
 
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -24,7 +25,7 @@ mod players_support;
 #[path = "support/ui_support.rs"]
 mod ui_support;
 
-use players_support::Fixture;
+use players_support::{Fixture, VIDEO_ID, run, run_node, screenshot_dir};
 use ui_support::{Synthetic, get_json, http, ids, publish_synthetic};
 
 /// A fixture whose library holds no video yet, and no clip (no ffmpeg run).
@@ -315,4 +316,264 @@ fn ureq_like_post(
         .and_then(|code| code.parse().ok())
         .expect("status");
     (status, body.to_string())
+}
+
+/// Runs a web/tests script and returns its report, failing with its output
+/// and the server's log when it did not succeed.
+fn report_of(output: &Output, server_log: &str) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser walk failed ({}):\n  stdout: {}\n  stderr: {}\nserver log tail:\n{server_log}",
+        output.status,
+        stdout.trim(),
+        String::from_utf8_lossy(&output.stderr).trim(),
+    );
+    serde_json::from_str(stdout.trim()).expect("the script prints one JSON line")
+}
+
+fn step_names(report: &Value) -> Vec<String> {
+    report["steps"]
+        .as_array()
+        .expect("the script reports its steps")
+        .iter()
+        .map(|step| step["step"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Every PNG the script names exists in `dir`, with `names` among them.
+fn check_screenshots(report: &Value, dir: &std::path::Path, names: &[&str]) {
+    for name in names {
+        let path = dir.join(name);
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG",
+            path.display()
+        );
+        assert!(
+            report["screenshots"].as_array().is_some_and(|listed| listed
+                .iter()
+                .any(|p| p.as_str().is_some_and(|p| p.ends_with(name)))),
+            "{name} not listed by the script"
+        );
+    }
+    println!("web UI screenshots: {}", dir.display());
+}
+
+#[test]
+fn visitors_browse_search_and_play_public_videos_and_admins_play_and_share_signed_ones() {
+    let fixture = Fixture::ingested_of(8, &[]);
+    let private_id = "private-clip";
+    run(Command::new(env!("CARGO_BIN_EXE_kinema"))
+        .arg("ingest")
+        .arg(fixture.clip())
+        .arg("--library")
+        .arg(fixture.library())
+        .args([
+            "--id",
+            private_id,
+            "--title",
+            "Private rehearsal",
+            "--access",
+            "signed",
+        ]));
+    run(Command::new(env!("CARGO_BIN_EXE_kinema"))
+        .args(["keys", "new", "--keys"])
+        .arg(fixture.dir.path().join("keys.toml")));
+    let token = fixture.admin_token();
+    let server = fixture.serve();
+    let empty = empty_fixture();
+    let empty_server = empty.serve();
+    let screenshots = screenshot_dir("ui_catalogue_and_watch");
+    let output = run_node(
+        "web/tests/catalogue.mjs",
+        &[
+            "--base",
+            &format!("http://{}", server.address),
+            "--public",
+            VIDEO_ID,
+            "--private",
+            private_id,
+            "--token",
+            &token,
+            "--search",
+            "PLAYERS test",
+            "--empty-base",
+            &format!("http://{}", empty_server.address),
+            "--screenshots",
+            screenshots.to_str().expect("utf-8 target path"),
+            "--timeout",
+            "240",
+        ],
+    );
+    let report = report_of(&output, &server.log_tail());
+    assert_eq!(
+        step_names(&report),
+        [
+            "browse the catalogue anonymously",
+            "label every control and show keyboard focus",
+            "search the catalogue for \"PLAYERS test\"",
+            "play a public video from its card",
+            "fit phone screens without sideways scrolling",
+            "say plainly that a signed video is private",
+            "sign an open tab in with a #token= link",
+            "list the signed video, marked private, to a signed-in admin",
+            "play the signed video signed in",
+            "make a share link of the signed video",
+            "play the share link in a fresh browser",
+            "show how to add a video when the library is empty",
+        ]
+    );
+    let steps = &report["steps"];
+    // What each page showed, checked here against the fixture.
+    assert_eq!(steps[0]["listed"], serde_json::json!([VIDEO_ID]));
+    assert_eq!(steps[0]["title"], "Players test clip");
+    assert_eq!(steps[0]["duration"], "0:08");
+    assert_eq!(steps[0]["privateBadges"], serde_json::json!([]));
+    assert_eq!(
+        steps[2]["said"],
+        "No video title contains “no title has this”."
+    );
+    assert_eq!(steps[3]["watchTitle"], "Players test clip");
+    assert_eq!(
+        steps[3]["share"],
+        format!("http://{}/?v={VIDEO_ID}", server.address)
+    );
+    assert_eq!(steps[7]["privateBadges"], serde_json::json!([private_id]));
+    let mut listed: Vec<&str> = steps[7]["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, [VIDEO_ID, private_id]);
+    let share = steps[9]["shareLink"].as_str().expect("a share link");
+    assert!(
+        share.starts_with(&format!("http://{}/?v={private_id}&s=", server.address)),
+        "{share}"
+    );
+    assert!(
+        steps[9]["shareStatus"]
+            .as_str()
+            .is_some_and(|status| status.starts_with("Anyone with this link can watch until")),
+        "{}",
+        steps[9]
+    );
+    assert_eq!(report["foreign"], serde_json::json!([]));
+    check_screenshots(
+        &report,
+        &screenshots,
+        &[
+            "catalogue-1280x800.png",
+            "catalogue-390x844.png",
+            "watch-1280x800.png",
+            "watch-390x844.png",
+            "catalogue-admin-1280x800.png",
+            "watch-share-1280x800.png",
+            "catalogue-empty-1280x800.png",
+        ],
+    );
+}
+
+#[test]
+fn two_files_dropped_on_the_upload_page_publish_and_survive_a_reload() {
+    let fixture = Fixture::with_clip_of(20);
+    let token = fixture.admin_token();
+    let server = fixture.serve();
+    let first = fixture.dir.path().join("first-clip.mp4");
+    let second = fixture.dir.path().join("Second Clip.mp4");
+    for copy in [&first, &second] {
+        std::fs::copy(fixture.clip(), copy).expect("copy the clip");
+    }
+    let screenshots = screenshot_dir("ui_upload");
+    let files = format!("{},{}", first.display(), second.display());
+    let output = run_node(
+        "web/tests/upload.mjs",
+        &[
+            "--base",
+            &format!("http://{}", server.address),
+            "--token",
+            &token,
+            "--files",
+            &files,
+            "--screenshots",
+            screenshots.to_str().expect("utf-8 target path"),
+            "--timeout",
+            "400",
+        ],
+    );
+    let report = report_of(&output, &server.log_tail());
+    assert_eq!(
+        step_names(&report),
+        [
+            "open the upload page",
+            "drop 2 files on the drop zone",
+            "reload while processing",
+            "see every job published",
+        ]
+    );
+    let jobs_of = |step: usize| -> Vec<String> {
+        let mut jobs: Vec<String> = report["steps"][step]["cards"]
+            .as_array()
+            .expect("cards")
+            .iter()
+            .map(|card| card["job"].as_str().expect("a job id").to_string())
+            .collect();
+        jobs.sort_unstable();
+        jobs
+    };
+    // The reloaded page follows the very jobs the drop started.
+    assert_eq!(jobs_of(1).len(), 2);
+    assert_eq!(jobs_of(2), jobs_of(1));
+    assert_eq!(jobs_of(3), jobs_of(1));
+    // Named after the files, and published.
+    let mut videos: Vec<&str> = report["steps"][3]["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|card| card["video"].as_str().expect("a watch link"))
+        .collect();
+    videos.sort_unstable();
+    assert_eq!(videos, ["first-clip", "second-clip"]);
+    for video in videos {
+        assert!(
+            fixture
+                .library()
+                .join(format!("videos/{video}/manifest.json"))
+                .is_file(),
+            "{video} is not published"
+        );
+    }
+    check_screenshots(
+        &report,
+        &screenshots,
+        &[
+            "upload-1280x800.png",
+            "upload-processing-1280x800.png",
+            "upload-done-1280x800.png",
+            "upload-390x844.png",
+        ],
+    );
+}
+
+#[test]
+fn upload_page_unit_tests_pass() {
+    let output = Command::new("node")
+        .args(["--test", "web/tests/upload.test.mjs"])
+        .current_dir(players_support::repo_root())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run node (install Node.js, e.g. scripts/install-deps): {error}")
+        });
+    assert!(
+        output.status.success(),
+        "node --test failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
