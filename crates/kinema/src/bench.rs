@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
+use clap::{ArgAction, Args, Subcommand};
 use kinema_bench::{BenchConfig, CapacityConfig};
 use serde::Serialize;
 
@@ -80,7 +80,8 @@ struct BenchArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     speed: Option<f64>,
     /// Fetch segments back to back, without pacing
-    #[arg(long, env = "KINEMA_BENCH_SATURATE")]
+    #[arg(long, env = "KINEMA_BENCH_SATURATE", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
     #[serde(skip_serializing_if = "Option::is_none")]
     saturate: Option<bool>,
     /// Longest wait for headers or the next body chunk [default: 10s]
@@ -96,11 +97,13 @@ struct BenchArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
     /// Permit target hosts that are not loopback
-    #[arg(long, env = "KINEMA_BENCH_ALLOW_REMOTE")]
+    #[arg(long, env = "KINEMA_BENCH_ALLOW_REMOTE", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
     #[serde(skip_serializing_if = "Option::is_none")]
     allow_remote: Option<bool>,
     /// Show the live progress line [default: true]
-    #[arg(long, env = "KINEMA_BENCH_PROGRESS")]
+    #[arg(long, env = "KINEMA_BENCH_PROGRESS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
     #[serde(skip_serializing_if = "Option::is_none")]
     progress: Option<bool>,
     /// Runtime worker threads; 1 is a single-threaded runtime [default: 1]
@@ -176,11 +179,13 @@ struct CapacityArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
     /// Permit target hosts that are not loopback
-    #[arg(long, env = "KINEMA_CAPACITY_ALLOW_REMOTE")]
+    #[arg(long, env = "KINEMA_CAPACITY_ALLOW_REMOTE", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
     #[serde(skip_serializing_if = "Option::is_none")]
     allow_remote: Option<bool>,
     /// Show progress on stderr [default: true]
-    #[arg(long, env = "KINEMA_CAPACITY_PROGRESS")]
+    #[arg(long, env = "KINEMA_CAPACITY_PROGRESS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
     #[serde(skip_serializing_if = "Option::is_none")]
     progress: Option<bool>,
     /// Runtime worker threads [default: 1]

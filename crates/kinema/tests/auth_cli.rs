@@ -189,7 +189,9 @@ fn bad_sign_input_is_a_clear_error() {
     let directory = tempfile::tempdir().unwrap();
     let dir = directory.path();
     let error = fail(dir, &["sign", "demo"]);
-    assert!(error.contains("kinema keys new"), "{error}");
+    // Said once: the cause is part of the message, not repeated after it.
+    assert_eq!(error.matches("kinema keys new").count(), 1, "{error}");
+    assert_eq!(error.lines().count(), 1, "{error}");
     succeed(dir, &["keys", "new"]);
     let error = fail(dir, &["sign", "../etc"]);
     assert!(error.contains("video id"), "{error}");
