@@ -320,8 +320,17 @@ async fn ingest(
         started.elapsed().as_secs_f64(),
         renditions.join(", ")
     );
-    println!("  HLS:  /v/{id}/master.m3u8");
-    println!("  DASH: /v/{id}/manifest.mpd");
+    match manifest.access {
+        AccessPolicy::Public => {
+            println!("  HLS:  /v/{id}/master.m3u8");
+            println!("  DASH: /v/{id}/manifest.mpd");
+        }
+        // Its unsigned URLs answer 403: say how to get ones that play.
+        AccessPolicy::Signed => {
+            println!("  signed: plays only through signed URLs; make one with");
+            println!("    kinema sign {id} --ttl 2h");
+        }
+    }
     for subtitle in &ingested.subtitles {
         println!(
             "  subtitles: {} {} \"{}\"",

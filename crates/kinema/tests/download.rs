@@ -183,3 +183,25 @@ fn download_off_writes_no_mp4() {
     assert!(video.join("manifest.json").exists());
     assert!(!video.join("download.mp4").exists());
 }
+
+/// What `kinema ingest` prints is what plays: a public video's URLs, and
+/// for a signed one (whose plain URLs answer 403) the command that makes a
+/// signed URL instead.
+#[test]
+fn ingest_prints_urls_that_play_or_how_to_sign_them() {
+    let directory = tempfile::tempdir().unwrap();
+    let dir = directory.path();
+    clip(dir);
+    let public = ingest(dir, &["--id", "open", "--download", "off"]);
+    let public = String::from_utf8(public.stdout).unwrap();
+    assert!(public.contains("HLS:  /v/open/master.m3u8"), "{public}");
+    assert!(public.contains("DASH: /v/open/manifest.mpd"), "{public}");
+
+    let signed = ingest(
+        dir,
+        &["--id", "closed", "--access", "signed", "--download", "off"],
+    );
+    let signed = String::from_utf8(signed.stdout).unwrap();
+    assert!(!signed.contains("/v/closed/"), "{signed}");
+    assert!(signed.contains("kinema sign closed"), "{signed}");
+}
