@@ -193,10 +193,14 @@ function failCard(card, sentence, details, stage = 'failed') {
   folded.querySelector('pre').textContent = text;
 }
 
-/** The first sentence of a server message, with file paths cut out. */
+/**
+ * What went wrong in a few words: the server message's first clause (up to
+ * its first sentence end or colon), with file paths cut out. The rest is
+ * the details.
+ */
 export function firstSentence(message) {
   const line = withoutPaths(String(message)).split('\n')[0].trim();
-  const sentence = line.split(/\.\s/)[0];
+  const sentence = line.split(/\.\s|:\s/)[0];
   return sentence.replace(/[.\s]+$/, '');
 }
 

@@ -11,17 +11,19 @@ import { basename, join } from 'node:path';
 import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/upload.mjs --base URL --token TOKEN --files FILE,FILE...
-       [--screenshots DIR] [--timeout 300]
+       [--bad FILE] [--screenshots DIR] [--timeout 300]
 
   --base         the server's root URL, e.g. http://127.0.0.1:8080
   --token        an admin API token with the write scope
   --files        comma-separated video files to drop together
+  --bad          a file that is not a video, picked afterwards: its card must
+                 fail with one sentence, the details folded away
   --screenshots  write PNGs into DIR
   --timeout      seconds for the whole walk (default 300)`;
 
 const args = parseArgs(
   process.argv.slice(2),
-  { flags: [], options: ['base', 'token', 'files', 'screenshots', 'timeout'], defaults: { timeout: '300' } },
+  { flags: [], options: ['base', 'token', 'files', 'bad', 'screenshots', 'timeout'], defaults: { timeout: '300' } },
   USAGE,
 );
 for (const required of ['base', 'token', 'files']) {
@@ -112,6 +114,26 @@ try {
   await page.setViewportSize({ width: 390, height: 844 });
   await screenshot(page, 'upload-390x844.png');
   done(step, { cards: published });
+
+  if (args.bad) {
+    step = 'summarise a failed upload in one sentence';
+    await page.setViewportSize({ width: 1280, height: 800 });
+    // Its failure is what this step is about, not an error of the walk.
+    const errorsBefore = result.errors.length;
+    await page.locator('#upload-file').setInputFiles(args.bad);
+    const failed = page.locator('.upload-card.failed');
+    await failed.waitFor({ state: 'visible', timeout: remainingMs() });
+    const sentence = (await failed.locator('.upload-label').textContent()).trim();
+    const details = failed.locator('details');
+    const folded = {
+      shown: await details.isVisible(),
+      open: await details.evaluate((element) => element.open),
+      text: (await details.locator('pre').textContent()).trim(),
+    };
+    result.errors.splice(errorsBefore);
+    await screenshot(page, 'upload-failed-1280x800.png');
+    done(step, { sentence, details: folded });
+  }
   if (result.errors.length > 0) throw new Error(`the page logged errors: ${result.errors[0].message}`);
 } catch (error) {
   failure = `${step}: ${error.message.split('\n')[0]}`;

@@ -16,10 +16,14 @@ test('absolute paths are cut from server messages', () => {
 
 test('a failure is summarised in its first sentence', () => {
   assert.equal(
-    firstSentence('the source has no video stream. ffprobe said: Invalid data found\nline 2\nline 3'),
+    firstSentence('the source has no video stream. ffprobe said so\nline 2\nline 3'),
     'the source has no video stream',
   );
-  assert.equal(firstSentence('ffmpeg failed (exit status 1): Conversion failed!'), 'ffmpeg failed (exit status 1): Conversion failed!');
+  assert.equal(firstSentence('ffmpeg failed (exit status 1): Conversion failed!'), 'ffmpeg failed (exit status 1)');
+  assert.equal(
+    firstSentence('source is not a video or audio file: file:<ingest workspace>/uploads/j18: Invalid data found'),
+    'source is not a video or audio file',
+  );
   assert.equal(firstSentence('no reason given'), 'no reason given');
   assert.equal(firstSentence('cannot read /var/lib/kinema/x.mp4. Try again'), 'cannot read …');
 });

@@ -490,6 +490,8 @@ fn two_files_dropped_on_the_upload_page_publish_and_survive_a_reload() {
     }
     let screenshots = screenshot_dir("ui_upload");
     let files = format!("{},{}", first.display(), second.display());
+    let bad = fixture.dir.path().join("notes.txt");
+    std::fs::write(&bad, "these are notes, not a video\n".repeat(100)).expect("write notes");
     let output = run_node(
         "web/tests/upload.mjs",
         &[
@@ -499,6 +501,8 @@ fn two_files_dropped_on_the_upload_page_publish_and_survive_a_reload() {
             &token,
             "--files",
             &files,
+            "--bad",
+            bad.to_str().expect("utf-8 temporary path"),
             "--screenshots",
             screenshots.to_str().expect("utf-8 target path"),
             "--timeout",
@@ -513,8 +517,28 @@ fn two_files_dropped_on_the_upload_page_publish_and_survive_a_reload() {
             "drop 2 files on the drop zone",
             "reload while processing",
             "see every job published",
+            "summarise a failed upload in one sentence",
         ]
     );
+    // One sentence, its details folded away, no server path anywhere.
+    let failed = &report["steps"][4];
+    let sentence = failed["sentence"].as_str().expect("a sentence");
+    assert!(
+        sentence.starts_with("Processing failed: ")
+            && sentence.contains("not a video")
+            && sentence.ends_with('.')
+            && !sentence.contains("workspace"),
+        "{sentence}"
+    );
+    assert!(!sentence.contains('\n'), "{sentence}");
+    assert_eq!(failed["details"]["open"], false, "{failed}");
+    let details = failed["details"]["text"].as_str().expect("details");
+    for text in [sentence, details] {
+        assert!(
+            !text.contains(&*fixture.dir.path().to_string_lossy()) && !text.contains(" /"),
+            "a server path in {text:?}"
+        );
+    }
     let jobs_of = |step: usize| -> Vec<String> {
         let mut jobs: Vec<String> = report["steps"][step]["cards"]
             .as_array()
