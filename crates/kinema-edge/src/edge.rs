@@ -46,7 +46,7 @@ use tokio::sync::Semaphore;
 use crate::fill::{BodyStream, Fill, FillGuard, FillHead, Slicing};
 use crate::key;
 use crate::metrics::{Gauges, Metrics};
-use crate::origin::{ClientBodyError, OriginBody, OriginError, OriginRequest, Origins};
+use crate::origin::{ClientBodyError, OriginBody, OriginClient, OriginError, OriginRequest};
 use crate::policy::{
     self, CacheStatus, Detail, Directives, ForwardReason, FreshnessRules, NotStored, OriginFailure,
     Reuse,
@@ -54,6 +54,7 @@ use crate::policy::{
 use crate::slice::{self, SliceRefusal, Version};
 use crate::store::{Lookup, Store, Tier};
 use crate::stored::StoredResponse;
+use crate::upstream::{Upstream, UpstreamRequest, UpstreamSelector};
 
 /// How long a key that produced an uncacheable response bypasses
 /// coalescing (hit-for-pass), so later requests do not queue behind a
@@ -91,7 +92,8 @@ pub struct EdgeSettings {
 pub struct Edge {
     settings: EdgeSettings,
     store: Store,
-    origins: Arc<Origins>,
+    client: Arc<OriginClient>,
+    upstreams: Arc<dyn UpstreamSelector>,
     metrics: Arc<Metrics>,
     /// What time it is for freshness, ages and tokens.
     clock: Clock,
@@ -184,14 +186,16 @@ impl Edge {
     pub fn new(settings: EdgeSettings, parts: crate::EdgeParts) -> Self {
         let crate::EdgeParts {
             cache: store,
-            origins,
+            client,
+            upstreams,
             metrics,
             clock,
         } = parts;
         Self {
             settings,
             store,
-            origins,
+            client,
+            upstreams,
             metrics,
             clock,
             inflight: Mutex::new(HashMap::new()),
@@ -213,8 +217,33 @@ impl Edge {
         &self.metrics
     }
 
-    pub fn origins(&self) -> &Arc<Origins> {
-        &self.origins
+    pub fn client(&self) -> &Arc<OriginClient> {
+        &self.client
+    }
+
+    pub fn upstreams(&self) -> &Arc<dyn UpstreamSelector> {
+        &self.upstreams
+    }
+
+    /// Upstream selection: the upstreams a fetch for `request` tries, in
+    /// order (the selector's choice; a slice's fill is chosen for its
+    /// object).
+    fn select_upstreams(&self, request: &Incoming_) -> Vec<Upstream> {
+        self.upstreams
+            .select(&UpstreamRequest::new(&request.path_and_query, &request.key))
+    }
+
+    /// Sends `origin_request` to the upstreams selected for `request`.
+    async fn fetch(
+        &self,
+        request: &Incoming_,
+        origin_request: OriginRequest,
+        body: Option<OriginBody>,
+    ) -> Result<Response<Incoming>, OriginError> {
+        let upstreams = self.select_upstreams(request);
+        self.client
+            .send(origin_request, body, &upstreams, &*self.upstreams)
+            .await
     }
 
     async fn handle(

@@ -7,7 +7,8 @@
 //! - [`fill`]: request coalescing (one origin fetch per key at a time);
 //! - [`slice`]: large objects cached as aligned byte-range slices;
 //! - [`playlist`]: where a finished media playlist's segments end;
-//! - [`origin`]: the pooled origin client, health checks and retries;
+//! - [`upstream`]: which upstreams a miss is fetched from (the selector);
+//! - [`origin`]: the pooled client that fetches, with retries;
 //! - [`edge`]: the request handler tying them together, purge and metrics.
 //!
 //! It is not an origin (it serves nothing of its own but metrics and the
@@ -26,6 +27,7 @@ pub mod store;
 pub mod stored;
 #[cfg(test)]
 mod test_support;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,9 +44,10 @@ use tokio_util::sync::CancellationToken;
 pub use edge::{Edge, EdgeHandler, EdgeSettings};
 
 use crate::metrics::Metrics;
-use crate::origin::{OriginSettings, Origins};
+use crate::origin::{OriginClient, OriginSettings};
 use crate::policy::FreshnessRules;
 use crate::store::Store;
+use crate::upstream::{HealthChecks, RoundRobin, UpstreamSelector};
 
 /// What can go wrong starting or running the edge.
 #[derive(Debug, thiserror::Error)]
@@ -203,34 +206,41 @@ impl Config {
 }
 
 /// What an edge is composed of besides its settings: its cache (the memory
-/// tier over an optional disk tier), the origins it fills from, its metrics
-/// and the clock freshness is judged by. The binary's wiring (and a test)
-/// builds them, so each can be swapped; [`Edge::new`] builds none.
+/// tier over an optional disk tier), the client it fetches with, the
+/// selector that chooses the upstreams of each fetch, its metrics and the
+/// clock freshness is judged by. The binary's wiring (and a test) builds
+/// them, so each can be swapped (a cluster's placement is a selector);
+/// [`Edge::new`] builds none.
 #[derive(Debug)]
 pub struct EdgeParts {
     pub cache: Store,
-    pub origins: Arc<Origins>,
+    pub client: Arc<OriginClient>,
+    pub upstreams: Arc<dyn UpstreamSelector>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
 }
 
 impl EdgeParts {
     /// The parts `config` asks for (opening the disk tier, indexing what it
-    /// holds), with the system clock.
+    /// holds; round-robin over `origin`), with the system clock.
     pub async fn open(config: &Config) -> Result<Self, Error> {
         config.check_slices()?;
         let metrics = Arc::new(Metrics::default());
-        let origins = Origins::new(
+        let upstreams = RoundRobin::new(
             &config.origin,
+            HealthChecks {
+                path: config.health_check_path.clone(),
+                interval: config.health_check_interval,
+            },
+        )
+        .map_err(Error::Config)?;
+        let client = OriginClient::new(
             OriginSettings {
                 connect_timeout: config.connect_timeout,
                 response_timeout: config.origin_timeout,
-                health_check_path: config.health_check_path.clone(),
-                health_check_interval: config.health_check_interval,
             },
             metrics.clone(),
-        )
-        .map_err(Error::Config)?;
+        );
         let disk = match config.disk()? {
             None => None,
             Some((path, size)) => {
@@ -251,7 +261,8 @@ impl EdgeParts {
         let cache = Store::new(config.cache_memory.as_u64(), disk, metrics.clone());
         Ok(Self {
             cache,
-            origins: Arc::new(origins),
+            client: Arc::new(client),
+            upstreams: Arc::new(upstreams),
             metrics,
             clock: Clock::system(),
         })
@@ -317,7 +328,11 @@ pub async fn run_with(
 ) -> Result<(), Error> {
     let edge = build_with(&config, parts)?;
     let stop_checks = CancellationToken::new();
-    tokio::spawn(edge.origins().clone().check_health(stop_checks.clone()));
+    tokio::spawn(
+        edge.upstreams()
+            .clone()
+            .run_checks(edge.client().clone(), stop_checks.clone()),
+    );
     tracing::info!(
         address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         origins = ?config.origin,

@@ -1,28 +1,28 @@
-//! The origins behind the edge: one pooled keep-alive HTTP client, a list
-//! of origin base URLs with a health flag each, active health checks, and
-//! retry of idempotent fetches on the next healthy origin.
+//! The client the edge fetches with: one pooled keep-alive HTTP client that
+//! sends a request to the upstreams a selector chose ([`crate::upstream`]),
+//! in their order, retrying an idempotent fetch on the next one and telling
+//! the selector of each failure.
 //!
-//! It knows nothing of caching: it sends a request and returns the response
-//! head with its streaming body, or says why it could not (connect failure
-//! → the caller answers 502, timeout → 504).
+//! It knows nothing of caching, nor of which upstream is best: it sends a
+//! request and returns the response head with its streaming body, or says
+//! why it could not (connect failure → the caller answers 502, timeout →
+//! 504).
 
 use std::error::Error as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::upstream::{Upstream, UpstreamFailure, UpstreamSelector};
 
 /// A request body sent to an origin.
 pub type OriginBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -78,28 +78,18 @@ impl OriginError {
     }
 }
 
-#[derive(Debug)]
-struct Origin {
-    scheme: Scheme,
-    authority: Authority,
-    healthy: AtomicBool,
-}
-
 /// Settings of the origin client.
 #[derive(Debug, Clone)]
 pub struct OriginSettings {
     pub connect_timeout: Duration,
     /// Until the response head arrives.
     pub response_timeout: Duration,
-    pub health_check_path: String,
-    pub health_check_interval: Duration,
 }
 
+/// The pooled client every upstream fetch goes through.
 #[derive(Debug)]
-pub struct Origins {
-    origins: Vec<Origin>,
+pub struct OriginClient {
     client: Client<HttpConnector, OriginBody>,
-    next: AtomicUsize,
     settings: OriginSettings,
     metrics: Arc<Metrics>,
 }
@@ -112,41 +102,8 @@ pub struct OriginRequest {
     pub headers: HeaderMap,
 }
 
-impl Origins {
-    /// `urls` are base URLs such as `http://127.0.0.1:8080`; only `http`
-    /// is supported (the edge and its origins share a trusted network).
-    pub fn new(
-        urls: &[String],
-        settings: OriginSettings,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
-        if urls.is_empty() {
-            return Err("no origin given; use --origin http://HOST:PORT".into());
-        }
-        let mut origins = Vec::new();
-        for url in urls {
-            let uri: Uri = url
-                .parse()
-                .map_err(|error| format!("origin {url:?} is not a URL: {error}"))?;
-            let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
-            if scheme != Scheme::HTTP {
-                return Err(format!(
-                    "origin {url:?}: only http:// origins are supported"
-                ));
-            }
-            let authority = uri
-                .authority()
-                .cloned()
-                .ok_or_else(|| format!("origin {url:?} has no host; use http://HOST:PORT"))?;
-            if uri.path() != "/" && !uri.path().is_empty() {
-                return Err(format!("origin {url:?} must not have a path"));
-            }
-            origins.push(Origin {
-                scheme,
-                authority,
-                healthy: AtomicBool::new(true),
-            });
-        }
+impl OriginClient {
+    pub fn new(settings: OriginSettings, metrics: Arc<Metrics>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
@@ -154,44 +111,33 @@ impl Origins {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Ok(Self {
-            origins,
+        Self {
             client,
-            next: AtomicUsize::new(0),
             settings,
             metrics,
-        })
+        }
     }
 
-    pub fn healthy_count(&self) -> u64 {
-        self.origins
-            .iter()
-            .filter(|origin| origin.healthy.load(Ordering::Relaxed))
-            .count() as u64
-    }
-
-    /// Sends a request. An idempotent request without a body that fails to
-    /// connect, times out or gets 502/503/504 is retried on the next origin,
-    /// healthy ones first, each origin at most once.
+    /// Sends a request to `upstreams` in order (a selector's choice). An
+    /// idempotent request without a body that fails to connect, times out
+    /// or gets 502/503/504 is retried on the next, each at most once; every
+    /// failure is reported to `selector`.
     pub async fn send(
         &self,
         request: OriginRequest,
         body: Option<OriginBody>,
+        upstreams: &[Upstream],
+        selector: &dyn UpstreamSelector,
     ) -> Result<Response<Incoming>, OriginError> {
         let retryable = body.is_none() && request.method.is_idempotent();
-        let order = self.order();
         let mut body = body;
         let mut last_error = OriginError::Connect("no origin".into());
-        for (attempt, index) in order.iter().enumerate() {
-            let origin = &self.origins[*index];
+        for (attempt, upstream) in upstreams.iter().enumerate() {
             if attempt > 0 {
                 Metrics::bump(&self.metrics.origin_retries);
             }
-            let uri = Uri::builder()
-                .scheme(origin.scheme.clone())
-                .authority(origin.authority.clone())
-                .path_and_query(request.path_and_query.as_str())
-                .build()
+            let uri = upstream
+                .uri(request.path_and_query.as_str())
                 .map_err(|error| OriginError::Protocol(error.to_string()))?;
             let mut outgoing =
                 Request::builder()
@@ -202,7 +148,7 @@ impl Origins {
                     }))
                     .map_err(|error| OriginError::Protocol(error.to_string()))?;
             *outgoing.headers_mut() = request.headers.clone();
-            if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
+            if let Ok(host) = HeaderValue::from_str(upstream.authority().as_str()) {
                 outgoing.headers_mut().insert(header::HOST, host);
             }
             Metrics::bump(&self.metrics.origin_requests);
@@ -214,9 +160,10 @@ impl Origins {
             let error = match result {
                 Ok(Ok(response)) => {
                     let status = response.status();
-                    let last = attempt + 1 == order.len();
+                    let last = attempt + 1 == upstreams.len();
                     if retryable && !last && matches!(status.as_u16(), 502..=504) {
                         Metrics::bump(&self.metrics.origin_errors);
+                        selector.report_failure(upstream, UpstreamFailure::Status(status));
                         last_error = OriginError::Protocol(format!("origin answered {status}"));
                         continue;
                     }
@@ -227,14 +174,20 @@ impl Origins {
                     return Err(OriginError::RequestBody(chain(&error)));
                 }
                 Ok(Err(error)) if error.is_connect() => {
-                    origin.healthy.store(false, Ordering::Relaxed);
+                    selector.report_failure(upstream, UpstreamFailure::Connect);
                     OriginError::Connect(chain(&error))
                 }
-                Ok(Err(error)) => OriginError::Protocol(chain(&error)),
-                Err(_) => OriginError::Timeout,
+                Ok(Err(error)) => {
+                    selector.report_failure(upstream, UpstreamFailure::Protocol);
+                    OriginError::Protocol(chain(&error))
+                }
+                Err(_) => {
+                    selector.report_failure(upstream, UpstreamFailure::Timeout);
+                    OriginError::Timeout
+                }
             };
             Metrics::bump(&self.metrics.origin_errors);
-            tracing::debug!(origin = %origin.authority, %error, "origin fetch failed");
+            tracing::debug!(origin = %upstream.authority(), %error, "origin fetch failed");
             last_error = error;
             if !retryable {
                 break;
@@ -243,60 +196,27 @@ impl Origins {
         Err(last_error)
     }
 
-    /// Origins to try: healthy ones round-robin from the next index, then
-    /// the unhealthy ones (a check may be wrong; trying beats a sure 502).
-    fn order(&self) -> Vec<usize> {
-        let count = self.origins.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
-        let rotated: Vec<usize> = (0..count).map(|offset| (start + offset) % count).collect();
-        let (mut healthy, unhealthy): (Vec<usize>, Vec<usize>) = rotated
-            .into_iter()
-            .partition(|index| self.origins[*index].healthy.load(Ordering::Relaxed));
-        healthy.extend(unhealthy);
-        healthy
-    }
-
-    /// Checks every origin periodically until `shutdown`: a GET of the
-    /// health path answering 2xx within the response timeout is healthy.
-    pub async fn check_health(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut interval = tokio::time::interval(self.settings.health_check_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = interval.tick() => {}
+    /// A health check of `upstream`: a GET of `path` answering 2xx within
+    /// the response timeout.
+    pub async fn check(&self, upstream: &Upstream, path: &str) -> bool {
+        let Ok(uri) = upstream.uri(path) else {
+            return false;
+        };
+        let Ok(request) =
+            Request::get(uri).body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+        else {
+            return false;
+        };
+        match tokio::time::timeout(self.settings.response_timeout, self.client.request(request))
+            .await
+        {
+            Ok(Ok(response)) => {
+                let ok = response.status().is_success();
+                // Drain so the connection returns to the pool.
+                let _ = response.into_body().collect().await;
+                ok
             }
-            for origin in &self.origins {
-                let Ok(uri) = Uri::builder()
-                    .scheme(origin.scheme.clone())
-                    .authority(origin.authority.clone())
-                    .path_and_query(self.settings.health_check_path.as_str())
-                    .build()
-                else {
-                    continue;
-                };
-                let request = Request::get(uri)
-                    .body(Empty::new().map_err(|never| match never {}).boxed_unsync());
-                let Ok(request) = request else { continue };
-                let healthy = match tokio::time::timeout(
-                    self.settings.response_timeout,
-                    self.client.request(request),
-                )
-                .await
-                {
-                    Ok(Ok(response)) => {
-                        let ok = response.status().is_success();
-                        // Drain so the connection returns to the pool.
-                        let _ = response.into_body().collect().await;
-                        ok
-                    }
-                    _ => false,
-                };
-                let was = origin.healthy.swap(healthy, Ordering::Relaxed);
-                if was != healthy {
-                    tracing::info!(origin = %origin.authority, healthy, "origin health changed");
-                }
-            }
+            _ => false,
         }
     }
 }

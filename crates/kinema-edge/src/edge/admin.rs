@@ -12,7 +12,7 @@ impl Edge {
                     memory_bytes: self.store.memory_bytes(),
                     memory_files: crate::stored::shared_files() as u64,
                     memory_files_cap: crate::stored::shared_file_cap() as u64,
-                    origins_healthy: self.origins.healthy_count(),
+                    origins_healthy: self.upstreams.healthy_count(),
                 });
                 let mut response = Response::new(ResponseBody::Full(Bytes::from(text)));
                 response.headers_mut().insert(

@@ -34,8 +34,11 @@ impl Edge {
             headers,
         };
         let response = self
-            .origins
-            .send(origin_request, if has_body { origin_body } else { None })
+            .fetch(
+                request,
+                origin_request,
+                if has_body { origin_body } else { None },
+            )
             .await;
         let response = match response {
             Ok(response) => response,

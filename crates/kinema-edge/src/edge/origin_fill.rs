@@ -65,7 +65,7 @@ impl Edge {
             path_and_query: request.path_and_query.clone(),
             headers,
         };
-        let response = match self.origins.send(origin_request, None).await {
+        let response = match self.fetch(request, origin_request, None).await {
             Ok(response) => response,
             Err(error) => {
                 fill.fail(error);
