@@ -182,6 +182,9 @@ struct JobRecord {
     /// Bitmap subtitle tracks the last successful run could not publish.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     skipped_subtitles: Vec<SkippedSubtitle>,
+    /// Where a failed or cancelled job stopped (its stage and percent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stopped_at: Option<Progress>,
 }
 
 /// What callers (the API, the CLI) see of a job.
@@ -312,7 +315,7 @@ impl IngestService {
                 if record.state == JobState::Queued {
                     to_run.push(record.id.clone());
                 }
-                let progress = progress_for(record.state);
+                let progress = progress_for(&record);
                 jobs.insert(
                     record.id.clone(),
                     Entry {
@@ -493,6 +496,7 @@ impl IngestService {
             error: None,
             subtitles,
             skipped_subtitles: Vec::new(),
+            stopped_at: None,
         };
         let taken = {
             let mut jobs = self.inner.jobs.lock().expect("job table lock");
@@ -594,7 +598,8 @@ impl IngestService {
                 JobState::Queued => {
                     entry.record.state = JobState::Cancelled;
                     entry.record.updated_at_unix = now_unix();
-                    entry.progress = progress_for(JobState::Cancelled);
+                    entry.record.stopped_at = Some(stopped(entry.progress));
+                    entry.progress = progress_for(&entry.record);
                     entry.cancel.cancel();
                     true
                 }
@@ -641,6 +646,7 @@ impl IngestService {
             }
             entry.record.state = JobState::Queued;
             entry.record.error = None;
+            entry.record.stopped_at = None;
             entry.record.attempts = 0;
             entry.record.updated_at_unix = now_unix();
             entry.progress = Progress::at(Stage::Queued, 0.0);
@@ -718,7 +724,8 @@ impl IngestService {
                     entry.record.state = JobState::Failed;
                     entry.record.error = Some(self.public_message(&error));
                     entry.record.updated_at_unix = now_unix();
-                    entry.progress = progress_for(JobState::Failed);
+                    entry.record.stopped_at = Some(stopped(entry.progress));
+                    entry.progress = progress_for(&entry.record);
                 }
             }
             tracing::warn!(job = %id, %error, "ingest job could not start");
@@ -778,7 +785,9 @@ impl IngestService {
                     error.is_bad_source()
                 }
             };
-            entry.progress = progress_for(entry.record.state);
+            entry.record.stopped_at =
+                (entry.record.state != JobState::Done).then(|| stopped(entry.progress));
+            entry.progress = progress_for(&entry.record);
             delete_source && owned_source
         };
         if delete_source {
@@ -819,11 +828,19 @@ async fn remove_kept_upload(request: &SubmitRequest, source: &Path, subtitles: &
     }
 }
 
-fn progress_for(state: JobState) -> Progress {
-    match state {
-        JobState::Done => Progress::at(Stage::Done, 100.0),
+/// The progress a job's record implies: done at 100%, a failed or
+/// cancelled job where it stopped, anything else queued at 0%.
+fn progress_for(record: &JobRecord) -> Progress {
+    match (record.state, record.stopped_at) {
+        (JobState::Done, _) => Progress::at(Stage::Done, 100.0),
+        (JobState::Failed | JobState::Cancelled, Some(stopped_at)) => stopped_at,
         _ => Progress::at(Stage::Queued, 0.0),
     }
+}
+
+/// Where a job stopped: its stage and percent, with no speed or time left.
+fn stopped(progress: Progress) -> Progress {
+    Progress::at(progress.stage, progress.percent)
 }
 
 fn view_of(entry: &Entry) -> JobView {
@@ -937,6 +954,7 @@ mod tests {
                 language: "de".into(),
                 codec: "hdmv_pgs_subtitle".into(),
             }],
+            stopped_at: Some(Progress::at(Stage::Transcoding, 42.0)),
         };
         write_record(dir.path(), &record).unwrap();
         std::fs::write(dir.path().join(".junk.json.tmp"), b"{").unwrap();

@@ -110,6 +110,13 @@ async fn cancel_kills_a_running_encode_and_publishes_nothing() {
     service.cancel(&job.id).await.unwrap();
     let view = service.wait(&job.id).await.unwrap();
     assert_eq!(view.state, JobState::Cancelled, "{view:?}");
+    // It says where it stopped, not "queued".
+    assert_eq!(
+        view.progress.stage,
+        kinema_media::Stage::Transcoding,
+        "{view:?}"
+    );
+    assert!(view.progress.eta_seconds.is_none(), "{view:?}");
     library.assert_nothing_published().await;
     // A cancelled job can be queued again (and cancelled again).
     let retried = service.retry(&job.id).await.unwrap();

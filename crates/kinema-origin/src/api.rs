@@ -31,7 +31,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::{HeaderValue, Method, StatusCode, header};
-use kinema_core::{AccessPolicy, MANIFEST_FILE, Manifest, VideoId};
+use kinema_core::{AccessPolicy, Manifest, VideoId};
 use kinema_http::{ConnectionInfo, RequestBody, ResponseBody};
 use kinema_media::slug;
 use kinema_media::subtitles::{MAX_SIDECAR_BYTES, SidecarSubtitle};
@@ -530,7 +530,6 @@ fn video_summary(manifest: &Manifest) -> Value {
             "dash": format!("/v/{id}/manifest.mpd"),
             "poster": has("thumbs/poster.jpg").then(|| format!("/v/{id}/thumbs/poster.jpg")),
             "thumbnails": has("thumbs/thumbs.vtt").then(|| format!("/v/{id}/thumbs/thumbs.vtt")),
-            "manifest": format!("/v/{id}/{MANIFEST_FILE}"),
         },
     })
 }

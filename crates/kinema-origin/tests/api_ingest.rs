@@ -191,6 +191,14 @@ async fn uploaded_video_is_ingested_served_and_deleted() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["title"], "My upload");
     assert_eq!(body["urls"]["hls"], "/v/uploaded/master.m3u8");
+    // Every link it advertises resolves.
+    let urls = body["urls"].as_object().unwrap();
+    assert!(urls.len() >= 4, "{body}");
+    for (name, url) in urls {
+        let Some(url) = url.as_str() else { continue };
+        let (status, _, _) = api.get_text(url).await;
+        assert_eq!(status, StatusCode::OK, "urls.{name} = {url}");
+    }
     let (_, list) = api.call(Method::GET, "/api/videos", "", vec![]).await;
     assert!(
         list["videos"]
