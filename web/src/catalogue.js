@@ -83,10 +83,21 @@ function videoCard(video) {
   const link = card.querySelector('.poster-link');
   link.href = watchUrl;
   const poster = card.querySelector('.poster');
-  // A private video's poster needs a signed URL: the card says private
-  // instead of asking for an image it would be refused.
+  // A private video's poster needs a signed URL: a signed-in admin's card
+  // asks for a short-lived one (POST /api/tokens); without one the card
+  // says private instead of asking for an image it would be refused.
   if (video.poster) poster.src = video.poster;
   else poster.classList.add('missing');
+  if (video.private && signedIn()) {
+    api('POST', '/api/tokens', { video: video.id, ttl: '10m', file: 'thumbs/poster.jpg' })
+      .then((minted) => {
+        poster.classList.remove('missing');
+        poster.src = minted.path;
+      })
+      .catch(() => {
+        // A read-only token cannot sign: the card stays dark, marked private.
+      });
+  }
   poster.addEventListener('error', () => poster.classList.add('missing'));
   card.querySelector('.private').hidden = !video.private;
   const duration = formatDuration(Math.round(video.duration_seconds));
