@@ -30,9 +30,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use kinema_core::{AccessPolicy, Manifest, VideoId};
-use kinema_http::{ConnectionInfo, RequestBody, ResponseBody};
+use kinema_http::{ConnectionInfo, RequestBody, ResponseBody, respond};
 use kinema_media::slug;
 use kinema_media::subtitles::{MAX_SIDECAR_BYTES, SidecarSubtitle};
 use kinema_media::{
@@ -610,16 +610,7 @@ fn error_response(status: StatusCode, message: impl Into<String>) -> HttpRespons
 }
 
 fn json_response(status: StatusCode, value: Value) -> HttpResponse {
-    let mut response = http::Response::new(ResponseBody::Full(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    respond::json(status, &value, HeaderMap::new())
 }
 
 #[cfg(test)]

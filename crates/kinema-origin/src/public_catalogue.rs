@@ -31,11 +31,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures::StreamExt;
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use kinema_core::{AccessPolicy, Manifest, RenditionKind, VideoId};
-use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody};
+use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, respond};
 use kinema_store::{Store, StoreError};
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
@@ -449,21 +448,13 @@ impl Handler for WithCatalogue {
 }
 
 fn error(status: StatusCode, message: &str) -> HttpResponse {
-    json_response(status, &json!({ "error": message }))
+    respond::json_error(status, message, HeaderMap::new())
 }
 
+/// What an admin sees differs from what everyone sees: no shared cache may
+/// keep either ([`respond::json`] sends `no-store`).
 fn json_response(status: StatusCode, value: &Value) -> HttpResponse {
-    let mut response = http::Response::new(ResponseBody::Full(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    // What an admin sees differs from what everyone sees: no shared cache
-    // may keep either.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    respond::json(status, value, HeaderMap::new())
 }
 
 #[cfg(test)]
