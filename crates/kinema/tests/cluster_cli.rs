@@ -1,7 +1,8 @@
-//! `kinema serve` in a cluster, as a user runs it: two real processes with
-//! `[cluster]` settings from flags, a `KINEMA_CLUSTER_*` variable and
-//! `kinema.toml`, that find each other over authenticated gossip, and a
-//! SIGTERM that makes one drain and leave cleanly.
+//! `kinema serve` and `kinema edge` in a cluster, as a user runs them: real
+//! processes with `[cluster]` settings from flags, a `KINEMA_CLUSTER_*`
+//! variable and `kinema.toml`, that find each other over authenticated
+//! gossip; a SIGTERM that makes one drain and leave cleanly, and a SIGKILL
+//! that the others notice as a death.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -139,7 +140,7 @@ fn serve(dir: &Path, node: &str) -> Command {
 }
 
 #[test]
-fn two_origins_find_each_other_and_one_leaves_cleanly() {
+fn origins_and_an_edge_find_each_other_one_leaves_one_dies() {
     let dir = tempfile::tempdir().unwrap();
     let keys = key_file(dir.path());
 
@@ -160,6 +161,14 @@ fn two_origins_find_each_other_and_one_leaves_cleanly() {
             ]),
     );
     let a_gossip = gossip_address(&a.wait_for_line(&["joined the cluster", "node=a"]));
+    let a_http = a
+        .wait_for_line(&["origin serving"])
+        .split("address=")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect::<String>();
 
     // b: from its own kinema.toml, one setting overridden by a variable.
     let b_dir = dir.path().join("b");
@@ -184,12 +193,49 @@ fn two_origins_find_each_other_and_one_leaves_cleanly() {
     let a_at_b = b.wait_for_line(&["cluster member joined", "node=a"]);
     assert!(a_at_b.contains("a.test:8080"), "{a_at_b}");
 
+    // c: an edge in front of a, joining through b.
+    let b_gossip = gossip_address(&b.wait_for_line(&["joined the cluster", "node=b"]));
+    let mut c = Server::start(
+        kinema()
+            .args(["edge", "--origin", &format!("http://{a_http}")])
+            .args(["--listen", "127.0.0.1:0", "--cluster-node-id", "c"])
+            .args([
+                "--cluster-gossip-listen",
+                "127.0.0.1:0",
+                "--cluster-seeds",
+                &b_gossip,
+            ])
+            .args([
+                "--cluster-key-file",
+                &keys,
+                "--cluster-public-url",
+                "http://c.test:8081",
+            ])
+            .current_dir(dir.path()),
+    );
+    let c_at_a = a.wait_for_line(&["cluster member joined", "node=c"]);
+    assert!(
+        c_at_a.contains("edge") && c_at_a.contains("c.test:8081"),
+        "{c_at_a}"
+    );
+    c.wait_for_line(&["cluster member joined", "node=a"]);
+    let killed_at = Instant::now();
+    c.child.kill().unwrap();
+    c.child.wait().unwrap();
+    a.wait_for_line(&["cluster member dead", "node=c"]);
+    println!(
+        "a killed edge was logged dead after {:?}",
+        killed_at.elapsed()
+    );
+
     let status = b.terminate_and_wait();
     assert!(status.success(), "b exited with {status}");
     a.wait_for_line(&["cluster member health changed", "node=b", "draining"]);
     a.wait_for_line(&["cluster member left", "node=b"]);
     assert!(
-        !a.seen.iter().any(|line| line.contains("member dead")),
+        !a.seen
+            .iter()
+            .any(|line| line.contains("member dead") && line.contains("node=b")),
         "a clean leave is not a death:\n{}",
         a.seen.join("\n")
     );
