@@ -1,0 +1,393 @@
+//! Ranking: for one video and one membership snapshot, the pathways a
+//! viewer should use, best first, and why the first is first.
+//!
+//! The rules, in order:
+//!
+//! 1. Only live edges in good health (`Health::Ok`) serve viewers; draining
+//!    and dead edges are left out, exactly as placement leaves them out.
+//! 2. Among those, the video's placement order (weighted rendezvous, weights
+//!    = capacity, loads = sessions; see `kinema-placement`) decides. The
+//!    nodes [`Placement::choose`] picks to serve the video (the first k with
+//!    room under the bounded load, k by the video's request rate) come
+//!    first; a new session goes to one of them by a hash of its session id,
+//!    so a hot video's viewers spread over its k nodes.
+//! 3. Nodes at their load bound, then overloaded nodes (load above the
+//!    configured threshold) follow, demoted rather than removed: a player
+//!    whose better pathways fail still has somewhere to go.
+//! 4. Origins come last, as a last resort, or alone when no edge can serve.
+//!
+//! The reason for the first choice compares it with the video's *ideal
+//! head*: the first node of its order over every edge known, dead and
+//! draining ones included. If that node cannot serve, the reason is
+//! [`Reason::Health`]; if it can but is full or overloaded, [`Reason::Load`];
+//! if the first choice is it, [`Reason::Placement`]; if the first choice is
+//! another of the k nodes placement chose, [`Reason::Replica`]. Edges that
+//! left cleanly are not known: a planned departure is a membership change,
+//! not a miss.
+
+use kinema_cluster::{Health, Member, MembershipView, Role};
+use kinema_core::VideoId;
+use kinema_placement::cluster::{MAX_LOAD, MAX_WEIGHT};
+use kinema_placement::{Cluster, Node, NodeId, Placement};
+use sha2::{Digest, Sha256};
+
+use crate::SteeringError;
+use crate::pathway::{BaseUrl, Pathway, PathwayId};
+use crate::session::SessionId;
+
+/// Whether a node can take viewers, as membership last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeStatus {
+    /// Live and in good health.
+    Ok,
+    /// Live but leaving: finishes what it serves, takes nothing new.
+    Draining,
+    /// Stopped gossiping without leaving.
+    Dead,
+}
+
+/// One node as steering sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    pub node_id: String,
+    pub role: Role,
+    pub base_url: BaseUrl,
+    pub status: NodeStatus,
+    /// How busy its serving threads are, 0 to 1.
+    pub load: f64,
+    /// Viewing sessions open now: its load for placement.
+    pub sessions: u64,
+    /// Egress it sustains, bits per second: its weight for placement.
+    pub capacity_bps: u64,
+}
+
+impl NodeView {
+    /// `member` as steering sees it, or `None` when its state is malformed
+    /// or its URL unusable as a base (such a member serves no one).
+    pub fn from_member(member: &Member, dead: bool) -> Option<Self> {
+        let info = member.state.as_ref().ok()?;
+        let status = match (dead, info.health) {
+            (true, _) => NodeStatus::Dead,
+            (false, Health::Ok) => NodeStatus::Ok,
+            (false, Health::Draining) => NodeStatus::Draining,
+        };
+        Some(Self {
+            node_id: member.node_id.to_string(),
+            role: info.role,
+            base_url: BaseUrl::new(&info.public_url).ok()?,
+            status,
+            load: info.figures.load,
+            sessions: info.figures.sessions,
+            capacity_bps: info.capacity_bps,
+        })
+    }
+}
+
+/// Every node steering knows of: one membership snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    nodes: Vec<NodeView>,
+}
+
+impl Snapshot {
+    /// Nodes in any order; a second node with an id already seen, or with
+    /// the pathway id of one already seen, is dropped (first by node id
+    /// wins), as is a node whose id placement cannot take.
+    pub fn new(mut nodes: Vec<NodeView>) -> Self {
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        let mut seen = std::collections::HashSet::new();
+        nodes.retain(|node| {
+            NodeId::new(node.node_id.as_str()).is_ok()
+                && seen.insert(PathwayId::of_node(&node.node_id))
+        });
+        Self { nodes }
+    }
+
+    /// Live and dead members of `view`; members that left are not known.
+    pub fn from_view(view: &MembershipView) -> Self {
+        let live = view
+            .live
+            .iter()
+            .filter_map(|member| NodeView::from_member(member, false));
+        let dead = view
+            .dead
+            .iter()
+            .filter_map(|member| NodeView::from_member(member, true));
+        Self::new(live.chain(dead).collect())
+    }
+
+    pub fn nodes(&self) -> &[NodeView] {
+        &self.nodes
+    }
+
+    /// The node whose pathway is `pathway`.
+    pub fn by_pathway(&self, pathway: &PathwayId) -> Option<&NodeView> {
+        self.nodes
+            .iter()
+            .find(|node| PathwayId::of_node(&node.node_id) == *pathway)
+    }
+}
+
+/// How ranking treats load.
+#[derive(Debug, Clone)]
+pub struct RankConfig {
+    pub placement: Placement,
+    /// A node whose load is above this (0 to 1) is overloaded: demoted
+    /// behind every other edge, and sessions on it move elsewhere.
+    pub overload: f64,
+    /// Most edges in a ranking (and so in a rewritten playlist).
+    pub max_edges: usize,
+    /// Most origins in a ranking.
+    pub max_origins: usize,
+}
+
+/// Largest `max_edges` + `max_origins`: a playlist carries a full variant
+/// set per pathway.
+pub const MAX_PATHWAYS: usize = 16;
+
+impl RankConfig {
+    pub fn new(
+        placement: Placement,
+        overload: f64,
+        max_edges: usize,
+        max_origins: usize,
+    ) -> Result<Self, SteeringError> {
+        if !(overload.is_finite() && overload > 0.0 && overload <= 1.0) {
+            return Err(SteeringError::Config(format!(
+                "overload threshold {overload} must be above 0 and at most 1"
+            )));
+        }
+        if max_edges == 0 || max_edges + max_origins > MAX_PATHWAYS {
+            return Err(SteeringError::Config(format!(
+                "{max_edges} edges and {max_origins} origins: give at least one edge and at most {MAX_PATHWAYS} pathways in all"
+            )));
+        }
+        Ok(Self {
+            placement,
+            overload,
+            max_edges,
+            max_origins,
+        })
+    }
+}
+
+/// Load above 0.9, four edges and one origin per ranking.
+impl Default for RankConfig {
+    fn default() -> Self {
+        Self {
+            placement: Placement::default(),
+            overload: 0.9,
+            max_edges: 4,
+            max_origins: 1,
+        }
+    }
+}
+
+/// Why the first pathway of a decision is first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The video's placement head.
+    Placement,
+    /// Another of the nodes placement chose for a hot video.
+    Replica,
+    /// The session's own pathway, kept: healthy and not overloaded.
+    Sticky,
+    /// Not the head (or not the session's pathway) because that node is
+    /// full or overloaded.
+    Load,
+    /// Not the head (or not the session's pathway) because that node is
+    /// draining, dead or gone.
+    Health,
+    /// No edge can serve: an origin.
+    OriginOnly,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::Placement,
+        Reason::Replica,
+        Reason::Sticky,
+        Reason::Load,
+        Reason::Health,
+        Reason::OriginOnly,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Placement => "placement",
+            Reason::Replica => "replica",
+            Reason::Sticky => "sticky",
+            Reason::Load => "load",
+            Reason::Health => "health",
+            Reason::OriginOnly => "origin_only",
+        }
+    }
+}
+
+/// The pathways for one new session, best first, and why the first is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    /// Never empty unless the snapshot holds no usable node at all.
+    pub pathways: Vec<Pathway>,
+    pub reason: Reason,
+    /// The video's ideal head over every known edge, if any edge is known.
+    pub ideal_head: Option<PathwayId>,
+    /// Whether any edge is known at all (live or dead).
+    pub edges_known: bool,
+}
+
+pub(crate) fn pathway(node: &NodeView) -> Pathway {
+    Pathway {
+        id: PathwayId::of_node(&node.node_id),
+        node_id: node.node_id.clone(),
+        role: node.role,
+        base_url: node.base_url.clone(),
+    }
+}
+
+fn placement_node(node: &NodeView) -> Option<Node> {
+    let id = NodeId::new(node.node_id.as_str()).ok()?;
+    Node::new(
+        id,
+        node.capacity_bps.clamp(1, MAX_WEIGHT),
+        node.sessions.min(MAX_LOAD),
+    )
+    .ok()
+}
+
+/// The nodes of `nodes` in `video`'s placement order.
+fn ordered<'n>(
+    placement: &Placement,
+    video: &VideoId,
+    nodes: &[&'n NodeView],
+) -> Vec<&'n NodeView> {
+    let Ok(cluster) = Cluster::new(nodes.iter().filter_map(|n| placement_node(n)).collect()) else {
+        return Vec::new();
+    };
+    placement
+        .order(video, &cluster)
+        .into_iter()
+        .filter_map(|node| {
+            nodes
+                .iter()
+                .find(|view| view.node_id == node.id().as_str())
+                .copied()
+        })
+        .collect()
+}
+
+/// A number from a session id, to spread a hot video's sessions.
+fn session_slot(session: SessionId, slots: usize) -> usize {
+    let digest = Sha256::digest(session.0.to_be_bytes());
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % slots as u64) as usize
+}
+
+impl RankConfig {
+    pub(crate) fn is_overloaded(&self, node: &NodeView) -> bool {
+        // A load that is not a number counts as overloaded.
+        node.load.is_nan() || node.load > self.overload
+    }
+
+    /// The ranking of `video` for a new session `session`, the video's
+    /// request rate being `rate` per second.
+    pub fn rank(
+        &self,
+        video: &VideoId,
+        snapshot: &Snapshot,
+        rate: f64,
+        session: SessionId,
+    ) -> Ranking {
+        let known_edges: Vec<&NodeView> = snapshot
+            .nodes()
+            .iter()
+            .filter(|node| node.role == Role::Edge)
+            .collect();
+        let ideal_head = ordered(&self.placement, video, &known_edges)
+            .first()
+            .map(|node| (*node).clone());
+        let usable: Vec<&NodeView> = known_edges
+            .iter()
+            .copied()
+            .filter(|node| node.status == NodeStatus::Ok)
+            .collect();
+        let origins: Vec<&NodeView> = snapshot
+            .nodes()
+            .iter()
+            .filter(|node| node.role == Role::Origin && node.status == NodeStatus::Ok)
+            .collect();
+        let origins = ordered(&self.placement, video, &origins);
+        let mut pathways = Vec::new();
+        let reason;
+        if usable.is_empty() {
+            reason = Reason::OriginOnly;
+        } else {
+            let nodes: Vec<Node> = usable.iter().filter_map(|n| placement_node(n)).collect();
+            let cluster = Cluster::new(nodes).expect("usable edges are valid and distinct");
+            let choice = self.placement.choose(video, &cluster, rate);
+            let view = |node: &Node| {
+                usable
+                    .iter()
+                    .find(|view| view.node_id == node.id().as_str())
+                    .copied()
+                    .expect("every placement node comes from a view")
+            };
+            let order: Vec<&NodeView> = self
+                .placement
+                .order(video, &cluster)
+                .iter()
+                .map(|node| view(node))
+                .collect();
+            let serve: Vec<&NodeView> = choice
+                .serve
+                .iter()
+                .map(|node| view(node))
+                .filter(|node| !self.is_overloaded(node))
+                .collect();
+            let mut ranked: Vec<&NodeView> = Vec::new();
+            if !serve.is_empty() {
+                let first = serve[session_slot(session, serve.len())];
+                ranked.push(first);
+                ranked.extend(serve.iter().copied().filter(|n| n.node_id != first.node_id));
+            }
+            let has_room = |node: &NodeView| {
+                let id = NodeId::new(node.node_id.as_str()).expect("usable ids are valid");
+                cluster
+                    .get(&id)
+                    .is_some_and(|placed| self.placement.bound(placed, &cluster) > placed.load())
+            };
+            let rest = |pick: &dyn Fn(&NodeView) -> bool| -> Vec<&NodeView> {
+                order.iter().copied().filter(|node| pick(node)).collect()
+            };
+            let roomy = rest(&|n| !self.is_overloaded(n) && has_room(n));
+            let crowded = rest(&|n| !self.is_overloaded(n) && !has_room(n));
+            let overloaded = rest(&|n| self.is_overloaded(n));
+            for node in roomy.into_iter().chain(crowded).chain(overloaded) {
+                if !ranked.iter().any(|r| r.node_id == node.node_id) {
+                    ranked.push(node);
+                }
+            }
+            let first = ranked[0];
+            let head = order[0];
+            reason = match &ideal_head {
+                Some(ideal) if ideal.status != NodeStatus::Ok => Reason::Health,
+                _ if first.node_id == head.node_id => Reason::Placement,
+                _ if self.is_overloaded(head) || !has_room(head) => Reason::Load,
+                _ => Reason::Replica,
+            };
+            pathways.extend(ranked.into_iter().take(self.max_edges).map(pathway));
+        }
+        pathways.extend(origins.into_iter().take(self.max_origins).map(pathway));
+        Ranking {
+            pathways,
+            reason,
+            ideal_head: ideal_head.map(|node| PathwayId::of_node(&node.node_id)),
+            edges_known: !known_edges.is_empty(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "rank_tests.rs"]
+mod tests;
