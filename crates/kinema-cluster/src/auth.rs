@@ -6,9 +6,10 @@
 //! [ chitchat payload (≥ 1 byte) ][ key id: 1 byte ][ HMAC-SHA256 tag: 32 bytes ]
 //! ```
 //!
-//! A node signs with its current key and accepts the current and the previous
-//! one, so a key rotates without a partition: give every node the new key as
-//! previous, then make it current everywhere, then drop the old one.
+//! A node signs with its current key and also accepts a second one, so a key
+//! rotates without a partition: every node first holds the old key as current
+//! and the new one as second, then the new one as current and the old one as
+//! second, then the new one alone.
 //!
 //! This is not encryption (gossip carries nothing secret: addresses and load
 //! figures) and has no replay window: chitchat ignores state and heartbeats
@@ -87,8 +88,9 @@ impl ClusterKey {
     }
 }
 
-/// The keys a node holds: the one it signs with, and at most one previous
-/// key it still accepts during a rotation.
+/// The keys a node holds: the one it signs with, and at most one more it
+/// also accepts during a rotation (the previous key, or the next one before
+/// it becomes current).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKeys {
     current: ClusterKey,
@@ -118,7 +120,8 @@ impl ClusterKeys {
     }
 
     /// Parses a key file: one key a line, `ID HEX-SECRET`, the current key
-    /// first and at most one previous key after it; `#` starts a comment.
+    /// first and at most one more accepted key after it; `#` starts a
+    /// comment.
     pub fn parse(text: &str) -> Result<Self, ClusterError> {
         let mut keys = Vec::new();
         for (number, line) in text.lines().enumerate() {

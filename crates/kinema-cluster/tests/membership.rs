@@ -414,3 +414,50 @@ async fn node_gossiping_malformed_state_is_shown_unusable() {
     assert_eq!(gauges.refused_total(), 0);
     handle.shutdown().await.unwrap();
 }
+
+fn key_pair(current: u8, accepted: u8) -> ClusterKeys {
+    let key = |id: u8| ClusterKey::new(id, vec![id.wrapping_mul(31); 32]).unwrap();
+    ClusterKeys::new(key(current), Some(key(accepted))).unwrap()
+}
+
+#[tokio::test]
+async fn nodes_midway_through_a_key_rotation_still_converge() {
+    // a still signs with key 1 and already accepts key 2; b signs with 2
+    // and still accepts 1.
+    let a = start(config("a", &[], key_pair(1, 2))).await;
+    let b = start(config("b", &[a.cluster.gossip_addr()], key_pair(2, 1))).await;
+    converged(&[&a, &b], &["a", "b"]).await;
+    // And one that knows only key 2 hears b but refuses a's datagrams.
+    let only_new = ClusterKeys::new(
+        ClusterKey::new(2, vec![2u8.wrapping_mul(31); 32]).unwrap(),
+        None,
+    )
+    .unwrap();
+    let c = start(config("c", &[b.cluster.gossip_addr()], only_new)).await;
+    let counters = c.cluster.counters();
+    wait_for("c to refuse a datagram signed with key 1", || async {
+        counters.refused_count(Refusal::UnknownKey) >= 1
+    })
+    .await;
+    assert_eq!(counters.refused_count(Refusal::BadTag), 0);
+}
+
+#[tokio::test]
+async fn node_of_another_cluster_name_is_not_admitted() {
+    let a = node("a", &[]).await;
+    let b = node("b", &[a.cluster.gossip_addr()]).await;
+    let mut other = config("other", &[a.cluster.gossip_addr()], keys(7));
+    other.cluster_name = "another-cluster".into();
+    let other = start(other).await;
+    converged(&[&a, &b], &["a", "b"]).await;
+    // Its datagrams verify (same key) and chitchat answers them "wrong
+    // cluster": wait until several have gone through both ways.
+    let counters = other.cluster.counters();
+    wait_for("a's answers to reach the other cluster's node", || async {
+        counters.received() >= 5
+    })
+    .await;
+    assert_eq!(live_names(&a.cluster.view().await), ["a", "b"]);
+    assert_eq!(live_names(&other.cluster.view().await), ["other"]);
+    assert_eq!(a.cluster.counters().refused_total(), 0);
+}
