@@ -390,4 +390,4 @@ impl RankConfig {
 
 #[cfg(test)]
 #[path = "rank_tests.rs"]
-mod tests;
+pub(crate) mod tests;
