@@ -1,7 +1,10 @@
-//! Answers built from a response head and body, stored or filling, by
-//! kinema-http's responder: client conditionals (304/412), ranges
-//! (206/416, multipart) and HEAD. Only a complete (`200`) response is a
-//! representation to answer them from; anything else is sent as it is.
+//! The response phase: answers built from a response head and body,
+//! stored or filling, with their `Age` and `Cache-Status`, by kinema-http's
+//! responder: client conditionals (304/412), ranges (206/416, multipart)
+//! and HEAD. Only a complete (`200`) response is a representation to
+//! answer them from; anything else is sent as it is. Then the last touches
+//! every response gets ([`Edge::response_filter`]), and the edge's error
+//! answers.
 
 use super::*;
 
@@ -11,7 +14,7 @@ pub(super) struct FillBody(pub(super) Arc<Fill>);
 /// Builds the answer to a GET/HEAD from a response head and a body being
 /// filled (RFC 9110 §13.2.2, §14, §9.3.2).
 pub(super) async fn respond(
-    request: &Incoming_,
+    request: &RequestContext,
     status: StatusCode,
     headers: HeaderMap,
     body: FillBody,
@@ -96,7 +99,7 @@ pub(super) async fn respond(
 /// A response that is not a representation to answer ranges or
 /// conditionals from, sent as it is (HEAD: without its body).
 fn as_is(
-    request: &Incoming_,
+    request: &RequestContext,
     status: StatusCode,
     mut headers: HeaderMap,
     body: BodyStream,
@@ -122,7 +125,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Answers from a stored response, its age as of `now`.
 pub(super) fn serve_stored(
-    request: &Incoming_,
+    request: &RequestContext,
     stored: &StoredResponse,
     status: CacheStatus,
     now: SystemTime,
@@ -154,7 +157,7 @@ pub(super) fn serve_stored(
 /// Answers from a complete response held whole: `file`, when given, holds
 /// the same bytes and is what a whole or single-range answer is sent from.
 fn answer_held(
-    request: &Incoming_,
+    request: &RequestContext,
     headers: HeaderMap,
     whole: &Bytes,
     file: Option<&SharedFile>,
@@ -171,100 +174,128 @@ pub(super) fn set_age(headers: &mut HeaderMap, age: Duration) {
 }
 
 impl Edge {
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site per role; a struct would only rename them"
-    )]
-    pub(super) async fn answer_from_fill(
+    /// The last phase, on every response the phases made: hop-by-hop
+    /// fields removed and `Via` added, a signed copy's freshness capped at
+    /// its token, client bytes counted, and the next segments prefetched
+    /// after a segment is served.
+    pub(super) fn response_filter(
         self: &Arc<Self>,
-        request: &Incoming_,
-        key: &str,
-        fill: Arc<Fill>,
-        waiter: bool,
-        candidate: Option<Arc<StoredResponse>>,
-        forward: ForwardReason,
-        request_directives: &Directives,
+        request: &RequestContext,
+        mut response: Response<ResponseBody>,
     ) -> Response<ResponseBody> {
-        let head = match fill.head().await {
-            Ok(head) => head,
-            Err(error) => {
-                if let Some(response) =
-                    self.stale_on_error(request, candidate.as_ref(), request_directives)
-                {
-                    return response;
-                }
-                return error_response(&error, forward);
-            }
-        };
-        match &head.slicing {
-            Slicing::Whole => {}
-            Slicing::Large(version) if self.slicing(request) => {
-                return Box::pin(self.serve_slices(
-                    request,
-                    Some(version.clone()),
-                    None,
-                    request_directives,
-                ))
-                .await;
-            }
-            Slicing::Slice(meta) if self.slicing(request) => {
-                let first = slices::ObtainedSlice::from_fill(fill.clone(), &head, meta, waiter);
-                return Box::pin(self.serve_slices(
-                    request,
-                    Some(meta.version.clone()),
-                    Some(first),
-                    request_directives,
-                ))
-                .await;
-            }
-            Slicing::Large(_) | Slicing::Slice(_) | Slicing::Refused => {
-                let mut status = CacheStatus::forward(forward);
-                status.detail = Some(Detail::SliceRefused);
-                return self.pass(request, None, status).await;
-            }
+        finish(&mut response);
+        if let Some(expires_at) = request.token_expiry {
+            cap_signed_freshness(&mut response, expires_at, self.clock.now());
         }
-        // A 5xx with Retry-After is a deliberate refusal by an origin that
-        // is up (overload, admission: RFC 9110 §10.2.3, §15.6.4), not an
-        // outage: it reaches the client as it is, never replaced by a
-        // stale copy, which would start the very session it refused.
-        if head.status.is_server_error()
-            && !head.headers.contains_key(header::RETRY_AFTER)
-            && let Some(response) =
-                self.stale_on_error(request, candidate.as_ref(), request_directives)
+        self.count_client_bytes(&mut response);
+        if request.method == Method::GET
+            && response.status().is_success()
+            && let Some(client) = request.client
         {
-            return response;
+            self.clone().prefetch_after(request, client);
         }
-        let shares = head.shared
-            && head
-                .secondary_key
-                .as_ref()
-                .is_some_and(|secondary| policy::vary_matches(secondary, &request.headers));
-        if waiter && !shares {
-            // Not ours to share (private, or varying on headers this
-            // request sends differently): fetch for ourselves.
-            let mut status = CacheStatus::forward(forward);
-            status.detail = Some(Detail::NotShareable);
-            return self.pass(request, None, status).await;
-        }
-        let mut status = CacheStatus::forward(forward);
-        status.forward_status = Some(if head.validated {
-            304
-        } else {
-            head.status.as_u16()
-        });
-        status.stored = head.stored;
-        status.collapsed = waiter;
-        status.detail = head.detail;
-        let mut headers = head.headers.clone();
-        let age = policy::current_age(
-            &headers,
-            head.request_time,
-            head.response_time,
-            self.clock.now(),
-        );
-        set_age(&mut headers, age);
-        status.apply(&mut headers);
-        let _ = key;
-        respond(request, head.status, headers, FillBody(fill)).await
+        response
     }
+
+    fn count_client_bytes(&self, response: &mut Response<ResponseBody>) {
+        match response.body_mut() {
+            ResponseBody::Stream(_) => {
+                let ResponseBody::Stream(stream) =
+                    std::mem::replace(response.body_mut(), ResponseBody::Empty)
+                else {
+                    return;
+                };
+                let metrics = self.metrics.clone();
+                *response.body_mut() = ResponseBody::Stream(
+                    stream
+                        .inspect_ok(move |chunk| {
+                            Metrics::add(&metrics.client_bytes, chunk.len() as u64)
+                        })
+                        .boxed(),
+                );
+            }
+            body => Metrics::add(&self.metrics.client_bytes, body.known_length().unwrap_or(0)),
+        }
+    }
+}
+
+/// A verified signed request is answered from the copy every token of its
+/// path shares, whose freshness the token that filled it set: capped here
+/// at this request's token, since a cache below this edge (a browser, an
+/// edge without keys) keeps it under this token's URL (kinema-auth
+/// `cache`).
+fn cap_signed_freshness(
+    response: &mut Response<ResponseBody>,
+    expires_at: SystemTime,
+    now: SystemTime,
+) {
+    let seconds_left = expires_at
+        .duration_since(now)
+        .map_or(0, |left| left.as_secs());
+    let headers = response.headers_mut();
+    for name in [&header::CACHE_CONTROL, &policy::CDN_CACHE_CONTROL] {
+        let Some(value) = headers.get(name) else {
+            continue;
+        };
+        let capped = value
+            .to_str()
+            .ok()
+            .and_then(|text| {
+                HeaderValue::from_str(&kinema_auth::cap_cache_control(text, seconds_left)).ok()
+            })
+            .unwrap_or_else(|| HeaderValue::from_static("no-store"));
+        headers.insert(name.clone(), capped);
+    }
+}
+
+/// Last touches on every response: hop-by-hop fields removed, `Via` added.
+fn finish(response: &mut Response<ResponseBody>) {
+    let headers = response.headers_mut();
+    policy::strip_hop_by_hop(headers);
+    headers.append(header::VIA, HeaderValue::from_static("1.1 kinema"));
+}
+
+/// A one-line plain-text answer no cache keeps, the one shape of an error
+/// ([`respond::error`]); `text`'s closing newline is the one it adds.
+pub(super) fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
+    respond::error(status, text.trim_end_matches('\n'), respond::no_store())
+}
+
+/// 504 for `only-if-cached` when nothing usable is stored (RFC 9111
+/// §5.2.1.7).
+pub(super) fn not_in_cache() -> Response<ResponseBody> {
+    let mut response = plain(StatusCode::GATEWAY_TIMEOUT, "not in cache\n");
+    CacheStatus::default()
+        .with_detail(Detail::OnlyIfCached)
+        .apply(response.headers_mut());
+    response
+}
+
+/// 502 for an unreachable or failing origin, 504 for a slow one.
+pub(super) fn error_response(
+    error: &OriginError,
+    forward: ForwardReason,
+) -> Response<ResponseBody> {
+    if let OriginError::RequestBody(_) = error {
+        tracing::debug!(%error, "client request body refused");
+    } else {
+        tracing::warn!(%error, "origin fetch failed");
+    }
+    let text = match error {
+        OriginError::Timeout => "the origin did not answer in time\n",
+        OriginError::RequestBody(_) => {
+            "the request body is malformed; send a valid Content-Length or chunked body\n"
+        }
+        _ => "the origin could not be reached\n",
+    };
+    let mut response = plain(error.status(), text);
+    let mut status = CacheStatus::forward(forward);
+    status.detail = Some(Detail::Origin(match error {
+        OriginError::Timeout => OriginFailure::Timeout,
+        OriginError::Connect(_) => OriginFailure::Unreachable,
+        OriginError::Protocol(_) => OriginFailure::Error,
+        OriginError::RequestBody(_) => OriginFailure::RequestBody,
+    }));
+    status.apply(response.headers_mut());
+    response
 }

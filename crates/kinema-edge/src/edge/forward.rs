@@ -9,7 +9,7 @@ impl Edge {
     /// invalidate what the cache holds for the target (RFC 9111 §4.4).
     pub(super) async fn pass(
         &self,
-        request: &Incoming_,
+        request: &RequestContext,
         body: Option<RequestBody>,
         mut status: CacheStatus,
     ) -> Response<ResponseBody> {
@@ -66,7 +66,7 @@ impl Edge {
     /// and `Content-Location` are invalidated.
     pub(super) async fn invalidate_after_unsafe(
         &self,
-        request: &Incoming_,
+        request: &RequestContext,
         response_headers: &HeaderMap,
     ) {
         let host = request
@@ -95,7 +95,7 @@ impl Edge {
 
 /// The request headers sent to an origin: without hop-by-hop fields, with
 /// our `Via` (RFC 9110 §7.6.3).
-pub(super) fn forwarded_headers(request: &Incoming_) -> HeaderMap {
+pub(super) fn forwarded_headers(request: &RequestContext) -> HeaderMap {
     let mut headers = request.headers.clone();
     policy::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);

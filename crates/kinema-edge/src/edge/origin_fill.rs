@@ -11,7 +11,7 @@ impl Edge {
     pub(super) async fn run_fill(
         &self,
         key: &str,
-        request: &Incoming_,
+        request: &RequestContext,
         job: FillJob,
         fill: &Arc<Fill>,
     ) {
@@ -325,7 +325,7 @@ impl Edge {
     pub(super) async fn absorb_slice(
         &self,
         object_key: &str,
-        request: &Incoming_,
+        request: &RequestContext,
         index: u64,
         (parts, body): (http::response::Parts, Incoming),
         fill: &Arc<Fill>,

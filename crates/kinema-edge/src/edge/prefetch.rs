@@ -19,7 +19,7 @@ impl Edge {
 
     /// Playlist-aware prefetch: after segment n of a rendition, fetch the
     /// next few into the cache so the player's next requests are hits.
-    pub(super) fn prefetch_after(self: Arc<Self>, request: &Incoming_, client: IpAddr) {
+    pub(super) fn prefetch_after(self: Arc<Self>, request: &RequestContext, client: IpAddr) {
         if self.settings.prefetch_segments == 0 {
             return;
         }
@@ -64,15 +64,16 @@ impl Edge {
                     Lookup::Hit(..)
                 ) {
                     Metrics::bump(&edge.metrics.prefetches);
-                    let request = Incoming_ {
+                    let request = RequestContext {
                         method: Method::GET,
                         path_and_query: path,
                         headers: HeaderMap::new(),
                         key: key.clone(),
-                        slicing: true,
+                        directives: Directives::default(),
                         // On behalf of the client whose request it follows:
                         // its token may be bound to that client's address.
                         client: Some(client),
+                        token_expiry: None,
                     };
                     let job = FillJob::Whole {
                         candidate: None,

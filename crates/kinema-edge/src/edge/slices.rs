@@ -27,12 +27,15 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use http::{HeaderMap, Response, StatusCode, header};
+use http::{HeaderMap, Response, header};
 use kinema_http::ResponseBody;
 use kinema_http::range::RangeRequest;
 use kinema_http::respond::{self, Answer, Body, Part, Representation};
 
-use super::{Edge, FillJob, Incoming_, Joined, error_response, plain, set_age};
+use super::{
+    Edge, FillAnswer, FillJob, Joined, RequestContext, SliceStart, Step, error_response,
+    not_in_cache, set_age,
+};
 use crate::fill::{Fill, FillHead, Slicing};
 use crate::metrics::Metrics;
 use crate::origin::OriginError;
@@ -128,16 +131,17 @@ enum Obtained {
 }
 
 impl Edge {
-    /// Answers a GET or HEAD from slices. `known` is the object's version
-    /// when already known (else the first slice tells it); `first` is a
-    /// slice already at hand (from a fill the request joined).
+    /// Answers a GET or HEAD from slices, starting from what `start`
+    /// knows: the response, or the fill of a whole object to answer from
+    /// (a probe found it is not sliced), or a pass.
     pub(super) async fn serve_slices(
         self: &Arc<Self>,
-        request: &Incoming_,
-        mut known: Option<Version>,
-        mut first: Option<ObtainedSlice>,
-        directives: &Directives,
-    ) -> Response<ResponseBody> {
+        request: &RequestContext,
+        start: SliceStart,
+    ) -> Step {
+        let SliceStart { mut known, first } = start;
+        let mut first = first.map(|slice| *slice);
+        let directives = &request.directives;
         let size = self.settings.slice_size;
         let key = &request.key;
         // A few rounds at most: learn the version, maybe find the object
@@ -160,32 +164,23 @@ impl Edge {
                         continue;
                     }
                     Ok(Obtained::Whole { fill, waiter }) => {
-                        return Box::pin(self.answer_from_fill(
-                            request,
-                            key,
+                        return Step::FromFill(FillAnswer {
                             fill,
                             waiter,
-                            None,
-                            ForwardReason::UriMiss,
-                            directives,
-                        ))
-                        .await;
+                            candidate: None,
+                            forward: ForwardReason::UriMiss,
+                        });
                     }
                     Ok(Obtained::Refused) => {
-                        let mut status = CacheStatus::forward(ForwardReason::UriMiss);
-                        status.detail = Some(Detail::SliceRefused);
-                        return self.pass(request, None, status).await;
+                        return Step::Pass(
+                            CacheStatus::forward(ForwardReason::UriMiss)
+                                .with_detail(Detail::SliceRefused),
+                        );
                     }
-                    Ok(Obtained::NotCached) => {
-                        let mut response = plain(StatusCode::GATEWAY_TIMEOUT, "not in cache\n");
-                        let status = CacheStatus {
-                            detail: Some(Detail::OnlyIfCached),
-                            ..CacheStatus::default()
-                        };
-                        status.apply(response.headers_mut());
-                        return response;
+                    Ok(Obtained::NotCached) => return Step::Respond(not_in_cache()),
+                    Err(error) => {
+                        return Step::Respond(error_response(&error, ForwardReason::UriMiss));
                     }
-                    Err(error) => return error_response(&error, ForwardReason::UriMiss),
                 },
             };
             match (&known, wanted) {
@@ -196,7 +191,7 @@ impl Edge {
                         Some(tier) => self.count_hit(tier),
                         None => Metrics::bump(&self.metrics.misses),
                     }
-                    return self.slice_response(request, version.clone(), slice);
+                    return Step::Respond(self.slice_response(request, version.clone(), slice));
                 }
                 (Some(version), _) if *version != slice.meta.version => {
                     // The object changed at the origin, or a stored slice is
@@ -225,8 +220,7 @@ impl Edge {
                 }
             }
         }
-        let status = CacheStatus::forward(ForwardReason::Miss).with_detail(Detail::SliceChurn);
-        self.pass(request, None, status).await
+        Step::Pass(CacheStatus::forward(ForwardReason::Miss).with_detail(Detail::SliceChurn))
     }
 
     fn learn_version(&self, key: &str, slice: &ObtainedSlice) -> Version {
@@ -245,7 +239,7 @@ impl Edge {
         self: &Arc<Self>,
         key: &str,
         index: u64,
-        request: &Incoming_,
+        request: &RequestContext,
         directives: &Directives,
         probe: bool,
     ) -> Result<Obtained, OriginError> {
@@ -301,7 +295,7 @@ impl Edge {
         self: &Arc<Self>,
         slice_key: &str,
         index: u64,
-        request: &Incoming_,
+        request: &RequestContext,
         directives: &Directives,
         stored: &Arc<StoredResponse>,
         tier: Tier,
@@ -350,7 +344,7 @@ impl Edge {
 
     /// Starts filling slice `index` in the background unless it is stored,
     /// so it is on its way while the slice before it is sent.
-    fn read_ahead(self: &Arc<Self>, request: &Incoming_, index: u64) {
+    fn read_ahead(self: &Arc<Self>, request: &RequestContext, index: u64) {
         let edge = self.clone();
         let request = request.clone();
         tokio::spawn(async move {
@@ -385,7 +379,7 @@ impl Edge {
     /// kinema-http's responder.
     fn slice_response(
         self: &Arc<Self>,
-        request: &Incoming_,
+        request: &RequestContext,
         version: Version,
         first: ObtainedSlice,
     ) -> Response<ResponseBody> {
@@ -421,7 +415,7 @@ impl Edge {
     /// obtained when its turn comes (the next one read ahead).
     fn assemble(
         self: &Arc<Self>,
-        request: &Incoming_,
+        request: &RequestContext,
         version: Version,
         pieces: Vec<Piece>,
         first: ObtainedSlice,
@@ -429,7 +423,7 @@ impl Edge {
         let size = self.settings.slice_size;
         let assembly = Assembly {
             edge: self.clone(),
-            directives: policy::request_directives(&request.headers),
+            directives: request.directives.clone(),
             request: request.clone(),
             version,
             pieces: pieces.into(),
@@ -473,7 +467,7 @@ impl Edge {
 /// The state of one sliced response body.
 struct Assembly {
     edge: Arc<Edge>,
-    request: Incoming_,
+    request: RequestContext,
     directives: Directives,
     /// Every slice must be of this version (the first slice's).
     version: Version,
@@ -542,7 +536,7 @@ impl Assembly {
 
 /// What a request wants of an object of this version: the slice its
 /// answer starts in is fetched first.
-fn wanted_range(request: &Incoming_, version: &Version) -> RangeRequest {
+fn wanted_range(request: &RequestContext, version: &Version) -> RangeRequest {
     respond::wanted_ranges(
         &request.method,
         &request.headers,
@@ -555,7 +549,7 @@ fn wanted_range(request: &Incoming_, version: &Version) -> RangeRequest {
 /// becomes the slices it covers, obtained in order as the body is sent.
 struct Slices<'a> {
     edge: &'a Arc<Edge>,
-    request: &'a Incoming_,
+    request: &'a RequestContext,
     version: Version,
     first: ObtainedSlice,
 }
@@ -596,7 +590,7 @@ fn first_index(wanted: &RangeRequest, size: u64) -> u64 {
 /// The slice to fetch first for an object of unknown size: the one the
 /// range starts in, or the first (which tells the length) when the start
 /// depends on it or an `If-Range` may turn the answer into the whole.
-fn probe_index(request: &Incoming_, size: u64) -> u64 {
+fn probe_index(request: &RequestContext, size: u64) -> u64 {
     if request.headers.contains_key(header::IF_RANGE) {
         return 0;
     }
