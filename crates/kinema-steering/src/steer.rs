@@ -19,11 +19,11 @@ use kinema_core::VideoId;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
-use crate::SteeringError;
 use crate::log::{DecisionRecord, Miss};
-use crate::pathway::{BaseUrl, Pathway, PathwayId};
+use crate::pathway::{BaseUrl, PathPrefix, Pathway, PathwayId};
 use crate::rank::{MAX_PATHWAYS, NodeStatus, RankConfig, Reason, Snapshot};
 use crate::session::{SessionId, SessionState, unix_seconds};
+use crate::{Rewrite, SteeringError};
 
 /// Longest query string read; a longer one is read as empty.
 pub const MAX_QUERY_LEN: usize = 2048;
@@ -194,6 +194,16 @@ impl Decision {
             .map(|pathway| &pathway.base_url)
     }
 
+    /// Where a client that knows no steering is sent (`302`): `path` (with
+    /// its query, starting with `/`) on the chosen node; `None` when nothing
+    /// was chosen, or `path` does not start with `/` or holds a space or
+    /// control character.
+    pub fn redirect(&self, path: &str) -> Option<String> {
+        let chosen = self.chosen()?;
+        let plain = path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic());
+        plain.then(|| chosen.base_url.join(path))
+    }
+
     /// The decision as logged and counted.
     pub fn record(&self) -> DecisionRecord {
         DecisionRecord {
@@ -337,6 +347,48 @@ impl Steering {
             uri.push_str("&proto=dash");
         }
         Some(uri)
+    }
+
+    /// The stored multivariant playlist rewritten for `decision`, requested
+    /// under `prefix` ([`crate::hls::rewrite_master`]).
+    pub fn rewrite_master(
+        &self,
+        stored: &str,
+        decision: &Decision,
+        prefix: &PathPrefix,
+    ) -> Result<String, SteeringError> {
+        let server_uri = self
+            .steering_uri(decision, Protocol::Hls)
+            .ok_or_else(|| SteeringError::Rewrite("no pathway can serve".into()))?;
+        crate::hls::rewrite_master(
+            stored,
+            &Rewrite {
+                prefix,
+                pathways: &decision.pathways,
+                server_uri: &server_uri,
+            },
+        )
+    }
+
+    /// The stored MPD rewritten for `decision`, requested under `prefix`
+    /// ([`crate::dash::rewrite_mpd`]).
+    pub fn rewrite_mpd(
+        &self,
+        stored: &str,
+        decision: &Decision,
+        prefix: &PathPrefix,
+    ) -> Result<String, SteeringError> {
+        let server_uri = self
+            .steering_uri(decision, Protocol::Dash)
+            .ok_or_else(|| SteeringError::Rewrite("no pathway can serve".into()))?;
+        crate::dash::rewrite_mpd(
+            stored,
+            &Rewrite {
+                prefix,
+                pathways: &decision.pathways,
+                server_uri: &server_uri,
+            },
+        )
     }
 
     /// The steering manifest of `decision` for `protocol`: `VERSION` 1, the

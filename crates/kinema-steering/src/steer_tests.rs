@@ -398,3 +398,58 @@ fn queries_of_both_players_are_read() {
     let long = format!("session=A&pad={}", "x".repeat(MAX_QUERY_LEN));
     assert_eq!(SteeringQuery::parse(&long), SteeringQuery::default());
 }
+
+#[test]
+fn a_master_and_an_mpd_are_rewritten_for_a_decision_with_their_steering_urls() {
+    let decision = hand_decision();
+    let prefix = PathPrefix::new("/v/clip/").unwrap();
+    let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\ng1/v/index.m3u8\n";
+    let text = steering()
+        .rewrite_master(master, &decision, &prefix)
+        .unwrap();
+    let steering_line = text.lines().nth(1).unwrap();
+    assert!(
+        steering_line.starts_with(
+            "#EXT-X-CONTENT-STEERING:SERVER-URI=\"http://10.0.0.3:8080/steer/clip?session="
+        ),
+        "{text}"
+    );
+    assert!(
+        steering_line.ends_with("\",PATHWAY-ID=\"n00000000aa\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nhttp://10.0.0.2:8080/v/clip/g1/v/index.m3u8\n"),
+        "{text}"
+    );
+    let mpd = "<MPD><BaseURL>g1/</BaseURL><Period/></MPD>";
+    let text = steering().rewrite_mpd(mpd, &decision, &prefix).unwrap();
+    assert!(text.contains("&amp;proto=dash</ContentSteering>"), "{text}");
+    assert!(
+        text.contains(
+            "<BaseURL serviceLocation=\"n00000000bb\">http://10.0.0.3:8080/v/clip/g1/</BaseURL>"
+        ),
+        "{text}"
+    );
+    let nothing = decide(&Snapshot::default(), "", NOW);
+    assert!(
+        steering()
+            .rewrite_master(master, &nothing, &prefix)
+            .is_err()
+    );
+}
+
+#[test]
+fn clients_without_steering_are_redirected_to_the_chosen_node() {
+    let decision = hand_decision();
+    assert_eq!(
+        decision.redirect("/s/T/v/clip/master.m3u8?x=1").as_deref(),
+        Some("http://10.0.0.2:8080/s/T/v/clip/master.m3u8?x=1")
+    );
+    assert_eq!(decision.redirect("master.m3u8"), None);
+    assert_eq!(decision.redirect("/v/a\r\nSet-Cookie: x"), None);
+    assert_eq!(
+        decide(&Snapshot::default(), "", NOW).redirect("/v/clip/master.m3u8"),
+        None
+    );
+}
