@@ -11,19 +11,21 @@ import { basename, join } from 'node:path';
 import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/upload.mjs --base URL --token TOKEN --files FILE,FILE...
-       [--bad FILE] [--screenshots DIR] [--timeout 300]
+       [--bad FILE] [--cancel FILE] [--screenshots DIR] [--timeout 300]
 
   --base         the server's root URL, e.g. http://127.0.0.1:8080
   --token        an admin API token with the write scope
   --files        comma-separated video files to drop together
   --bad          a file that is not a video, picked afterwards: its card must
                  fail with one sentence, the details folded away
+  --cancel       a long video, picked twice: cancelled while it uploads (over
+                 a link throttled to 256 kB/s), then while it is processed
   --screenshots  write PNGs into DIR
   --timeout      seconds for the whole walk (default 300)`;
 
 const args = parseArgs(
   process.argv.slice(2),
-  { flags: [], options: ['base', 'token', 'files', 'bad', 'screenshots', 'timeout'], defaults: { timeout: '300' } },
+  { flags: [], options: ['base', 'token', 'files', 'bad', 'cancel', 'screenshots', 'timeout'], defaults: { timeout: '300' } },
   USAGE,
 );
 for (const required of ['base', 'token', 'files']) {
@@ -133,6 +135,52 @@ try {
     result.errors.splice(errorsBefore);
     await screenshot(page, 'upload-failed-1280x800.png');
     done(step, { sentence, details: folded });
+  }
+  if (args.cancel) {
+    step = 'cancel an upload while it uploads';
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false,
+      latency: 0,
+      downloadThroughput: -1,
+      uploadThroughput: 256 * 1024,
+    });
+    const uploading = page.locator('.upload-card').first();
+    await page.locator('#upload-file').setInputFiles(args.cancel);
+    // Bytes, speed and time left, as the card shows them mid-upload.
+    await page.waitForFunction(
+      () => / of .* · .*\/s · .* left$/.test(document.querySelector('.upload-card .upload-label').textContent),
+      null,
+      { timeout: remainingMs(), polling: 100 },
+    );
+    const progress = (await uploading.locator('.upload-label').textContent()).trim();
+    await screenshot(page, 'upload-uploading-1280x800.png');
+    await uploading.locator('.cancel').click();
+    await page.waitForFunction(
+      () => document.querySelector('.upload-card .upload-label').textContent === 'Upload cancelled.',
+      null,
+      { timeout: remainingMs(), polling: 100 },
+    );
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    done(step, { progress, said: (await uploading.locator('.upload-label').textContent()).trim() });
+
+    step = 'cancel an upload while it is processed';
+    await page.locator('#upload-file').setInputFiles(args.cancel);
+    const processing = page.locator('.upload-card').first();
+    await page.waitForFunction(
+      () => document.querySelector('.upload-card').dataset.stage === 'processing',
+      null,
+      { timeout: remainingMs(), polling: 100 },
+    );
+    const job = await processing.evaluate((card) => card.dataset.job);
+    await processing.locator('.cancel').click();
+    await page.waitForFunction(
+      () => document.querySelector('.upload-card .upload-label').textContent === 'Processing cancelled.',
+      null,
+      { timeout: remainingMs(), polling: 100 },
+    );
+    done(step, { job, said: (await processing.locator('.upload-label').textContent()).trim() });
   }
   if (result.errors.length > 0) throw new Error(`the page logged errors: ${result.errors[0].message}`);
 } catch (error) {

@@ -490,6 +490,19 @@ fn two_files_dropped_on_the_upload_page_publish_and_survive_a_reload() {
     }
     let screenshots = screenshot_dir("ui_upload");
     let files = format!("{},{}", first.display(), second.display());
+    // Long enough that its encode is still running when it is cancelled,
+    // and large enough that its upload takes seconds over the throttled link.
+    let long = fixture.dir.path().join("long-clip.mp4");
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25:duration=180",
+        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "1M"])
+        .arg(&long));
     let bad = fixture.dir.path().join("notes.txt");
     std::fs::write(&bad, "these are notes, not a video\n".repeat(100)).expect("write notes");
     let output = run_node(
@@ -503,6 +516,8 @@ fn two_files_dropped_on_the_upload_page_publish_and_survive_a_reload() {
             &files,
             "--bad",
             bad.to_str().expect("utf-8 temporary path"),
+            "--cancel",
+            long.to_str().expect("utf-8 temporary path"),
             "--screenshots",
             screenshots.to_str().expect("utf-8 target path"),
             "--timeout",
@@ -518,8 +533,31 @@ fn two_files_dropped_on_the_upload_page_publish_and_survive_a_reload() {
             "reload while processing",
             "see every job published",
             "summarise a failed upload in one sentence",
+            "cancel an upload while it uploads",
+            "cancel an upload while it is processed",
         ]
     );
+    // Mid-upload the card said how far, how fast and how long.
+    let progress = report["steps"][5]["progress"].as_str().expect("progress");
+    assert!(
+        progress.starts_with("Uploading ")
+            && progress.contains(" of ")
+            && progress.contains("/s · "),
+        "{progress}"
+    );
+    // The upload cancelled made no job; the one cancelled while processed
+    // is cancelled on the server, and published nothing.
+    let jobs = get_json(server.address, "/api/jobs", Some(&token), 200);
+    let long_jobs: Vec<&Value> = jobs["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|job| job["title"] == "long clip")
+        .collect();
+    assert_eq!(long_jobs.len(), 1, "{jobs}");
+    assert_eq!(long_jobs[0]["id"], report["steps"][6]["job"]);
+    assert_eq!(long_jobs[0]["state"], "cancelled");
+    assert!(!fixture.library().join("videos/long-clip").exists());
     // One sentence, its details folded away, no server path anywhere.
     let failed = &report["steps"][4];
     let sentence = failed["sentence"].as_str().expect("a sentence");
@@ -579,6 +617,8 @@ fn two_files_dropped_on_the_upload_page_publish_and_survive_a_reload() {
             "upload-processing-1280x800.png",
             "upload-done-1280x800.png",
             "upload-390x844.png",
+            "upload-failed-1280x800.png",
+            "upload-uploading-1280x800.png",
         ],
     );
 }
