@@ -217,7 +217,8 @@ pub fn failure_detector(gossip_interval: Duration) -> FailureDetectorConfig {
 /// A running member of the cluster. Dropping it stops gossip at once, as a
 /// crash would; [`Cluster::leave`] is the clean way out.
 pub struct Cluster {
-    handle: Option<ChitchatHandle>,
+    /// Taken by the first [`Cluster::leave`].
+    handle: std::sync::Mutex<Option<ChitchatHandle>>,
     chitchat: Arc<Mutex<Chitchat>>,
     self_id: ChitchatId,
     gossip_interval: Duration,
@@ -325,7 +326,7 @@ impl Cluster {
         ];
         tracing::info!(node = %config.node_id, gossip = %advertise, seeds = ?config.seeds, "joined the cluster");
         Ok(Self {
-            handle: Some(handle),
+            handle: std::sync::Mutex::new(Some(handle)),
             chitchat,
             self_id,
             gossip_interval: config.gossip_interval,
@@ -357,7 +358,9 @@ impl Cluster {
     }
 
     /// Notified when a member joins, dies, leaves, or changes health or
-    /// usability (not when its figures change: read [`Cluster::members`]).
+    /// usability. The value itself is refreshed every gossip round, figures
+    /// included, without a notification: `borrow()` it for a recent view
+    /// without locking anything.
     pub fn subscribe(&self) -> watch::Receiver<MembershipView> {
         self.view.clone()
     }
@@ -378,8 +381,19 @@ impl Cluster {
     }
 
     /// Announces this node as draining, gossips that to every live peer and
-    /// for `leave_rounds` more rounds, then stops.
-    pub async fn leave(mut self) -> Result<(), ClusterError> {
+    /// for `leave_rounds` more rounds, then stops gossip. Later calls return
+    /// at once; [`Cluster::members`] then keeps answering the last view.
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        let taken = self
+            .handle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some(handle) = taken else {
+            return Ok(());
+        };
+        // Should this future be dropped half-way, gossip still stops.
+        let mut handle = AbortOnDrop(Some(handle));
         let peers: Vec<SocketAddr> = {
             let mut chitchat = self.chitchat.lock().await;
             chitchat
@@ -392,18 +406,20 @@ impl Cluster {
                 .map(|id| id.gossip_advertise_addr)
                 .collect()
         };
-        let Some(handle) = self.handle.take() else {
-            return Ok(());
-        };
         // Straight to every live peer rather than waiting for random picks.
         for peer in peers {
-            let _ = handle.gossip(peer);
+            if let Some(handle) = &handle.0 {
+                let _ = handle.gossip(peer);
+            }
         }
         tokio::time::sleep(self.gossip_interval * self.leave_rounds).await;
         for task in &self.tasks {
             task.abort();
         }
         tracing::info!(node = %self.self_id.node_id, "left the cluster");
+        let Some(handle) = handle.0.take() else {
+            return Ok(());
+        };
         handle
             .shutdown()
             .await
@@ -416,7 +432,22 @@ impl Drop for Cluster {
         for task in &self.tasks {
             task.abort();
         }
-        if let Some(handle) = &self.handle {
+        let handle = self
+            .handle
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(handle) = handle {
+            handle.abort();
+        }
+    }
+}
+
+/// Aborts chitchat's task unless the handle was taken out to shut it down.
+struct AbortOnDrop(Option<ChitchatHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
             handle.abort();
         }
     }
