@@ -73,10 +73,12 @@ fn attribute(list: &str, name: &str) -> Option<String> {
     None
 }
 
-#[test]
-fn rewritten_master_passes_an_independent_check() {
-    let pathways = three_pathways();
-    let text = rewrite(STORED, &pathways).unwrap();
+/// Checks a rewritten playlist without the code under test: one steering
+/// tag naming the first pathway; every URI absolute on its pathway under
+/// the prefix; every variant's groups on its own pathway; the same set of
+/// stable variant ids on every pathway. Returns that set's size and the
+/// number of groups.
+fn check_independently(text: &str, pathways: &[Pathway]) -> (usize, usize) {
     let base = |id: &str| {
         let pathway = pathways.iter().find(|p| p.id.as_str() == id).unwrap();
         format!("{}/s/T0k-_/v/clip/", pathway.base_url.as_str())
@@ -88,43 +90,96 @@ fn rewritten_master_passes_an_independent_check() {
     for (index, line) in lines.iter().enumerate() {
         if let Some(list) = line.strip_prefix("#EXT-X-CONTENT-STEERING:") {
             steering += 1;
-            assert_eq!(attribute(list, "PATHWAY-ID").unwrap(), "n00000000aa");
+            assert_eq!(
+                attribute(list, "PATHWAY-ID").unwrap(),
+                pathways[0].id.as_str()
+            );
         } else if let Some(list) = line.strip_prefix("#EXT-X-MEDIA:") {
             let group = attribute(list, "GROUP-ID").unwrap();
             let uri = attribute(list, "URI").unwrap();
             let pathway = group.rsplit('-').next().unwrap().to_owned();
             assert!(uri.starts_with(&base(&pathway)), "{uri} not on {pathway}");
+            assert!(attribute(list, "STABLE-RENDITION-ID").is_some(), "{line}");
             groups.insert(group, pathway);
         } else if let Some(list) = line.strip_prefix("#EXT-X-STREAM-INF:") {
             let pathway = attribute(list, "PATHWAY-ID").unwrap();
             let uri = lines[index + 1];
             assert!(uri.starts_with(&base(&pathway)), "{uri} not on {pathway}");
             for reference in ["AUDIO", "SUBTITLES"] {
-                let group = attribute(list, reference).unwrap();
-                assert_eq!(groups.get(&group), Some(&pathway), "{group} on {pathway}");
+                if let Some(group) = attribute(list, reference) {
+                    assert_eq!(groups.get(&group), Some(&pathway), "{group} on {pathway}");
+                }
             }
-            stable_ids
+            let fresh = stable_ids
                 .entry(pathway)
                 .or_default()
                 .insert(attribute(list, "STABLE-VARIANT-ID").unwrap());
+            assert!(fresh, "a stable variant id twice on one pathway: {line}");
         } else if let Some(list) = line.strip_prefix("#EXT-X-I-FRAME-STREAM-INF:") {
             let pathway = attribute(list, "PATHWAY-ID").unwrap();
             let uri = attribute(list, "URI").unwrap();
             assert!(uri.starts_with(&base(&pathway)), "{uri} not on {pathway}");
-            stable_ids
+            let fresh = stable_ids
                 .entry(pathway)
                 .or_default()
                 .insert(attribute(list, "STABLE-VARIANT-ID").unwrap());
+            assert!(fresh, "a stable variant id twice on one pathway: {line}");
         } else if !line.starts_with('#') {
             assert!(line.starts_with("http"), "relative URI left: {line}");
         }
     }
     assert_eq!(steering, 1);
-    assert_eq!(stable_ids.len(), 3, "{stable_ids:?}");
+    assert_eq!(stable_ids.len(), pathways.len(), "{stable_ids:?}");
     let sets: Vec<&BTreeSet<String>> = stable_ids.values().collect();
     assert!(sets.iter().all(|set| *set == sets[0]), "{stable_ids:?}");
-    assert_eq!(sets[0].len(), 4);
-    assert_eq!(groups.len(), 6);
+    (sets[0].len(), groups.len())
+}
+
+#[test]
+fn rewritten_master_passes_an_independent_check() {
+    let pathways = three_pathways();
+    let text = rewrite(STORED, &pathways).unwrap();
+    // Two rungs and their two I-frame variants; audio and subtitles × 3.
+    assert_eq!(check_independently(&text, &pathways), (4, 6));
+}
+
+/// kinema's full audio layout (kinema-media's own expected playlist): two
+/// languages, a thin group for the lowest rung, a 5.1 group with variants
+/// of its own reusing the video URIs, and an audio-only variant.
+const STORED_AUDIO_LAYOUT: &str = "#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"English\",LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"g7/a64/index.m3u8\"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"French\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"g7/a64-1/index.m3u8\"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio-thin\",NAME=\"English\",LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"g7/a32/index.m3u8\"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio-thin\",NAME=\"French\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"g7/a32-1/index.m3u8\"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio-ac3\",NAME=\"French\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,CHANNELS=\"6\",URI=\"g7/a384ac3-1/index.m3u8\"
+#EXT-X-STREAM-INF:BANDWIDTH=132000,AVERAGE-BANDWIDTH=132000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=256x144,FRAME-RATE=25.000,AUDIO=\"audio-thin\"
+g7/v144/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=764000,AVERAGE-BANDWIDTH=764000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=25.000,AUDIO=\"audio\"
+g7/v360/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=484000,AVERAGE-BANDWIDTH=484000,CODECS=\"avc1.64001e,ac-3\",RESOLUTION=256x144,FRAME-RATE=25.000,AUDIO=\"audio-ac3\"
+g7/v144/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=1084000,AVERAGE-BANDWIDTH=1084000,CODECS=\"avc1.64001e,ac-3\",RESOLUTION=640x360,FRAME-RATE=25.000,AUDIO=\"audio-ac3\"
+g7/v360/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=64000,AVERAGE-BANDWIDTH=64000,CODECS=\"mp4a.40.2\",AUDIO=\"audio\"
+g7/a64/index.m3u8
+";
+
+#[test]
+fn kinemas_audio_layout_rewrites_consistently_on_every_pathway() {
+    let pathways = &three_pathways()[..2];
+    let text = rewrite(STORED_AUDIO_LAYOUT, pathways).unwrap();
+    // Five variants, three groups, on each of two pathways.
+    assert_eq!(check_independently(&text, pathways), (5, 6));
+    // The 5.1 variants share URIs with the stereo ones but not stable ids.
+    let ids: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-STREAM-INF:"))
+        .take(5)
+        .map(|l| attribute(l, "STABLE-VARIANT-ID").unwrap())
+        .collect();
+    assert_eq!(ids, ["v144", "v360", "v144.2", "v360.2", "a64"]);
 }
 
 #[test]
