@@ -30,7 +30,7 @@ pub use cluster::{
     Cluster, ClusterConfig, FiguresSource, MAX_GOSSIP_INTERVAL, MAX_LEAVE_ROUNDS,
     MIN_GOSSIP_INTERVAL, MembershipView, failure_detector,
 };
-pub use metrics::{GossipCounters, register};
+pub use metrics::{GossipCounters, register, render};
 pub use state::{Health, MalformedState, Member, NodeFigures, NodeInfo, Role};
 
 /// What can go wrong starting or stopping a node's membership.

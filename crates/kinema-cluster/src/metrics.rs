@@ -104,6 +104,17 @@ pub fn register(registry: &mut Registry, counters: Arc<GossipCounters>) {
         .register_collector(Box::new(ClusterCollector { counters }));
 }
 
+/// The same figures as exposition text under `{prefix}_cluster_`, for a
+/// server that writes its `/metrics` by hand rather than from a registry.
+pub fn render(prefix: &str, counters: Arc<GossipCounters>) -> String {
+    let mut registry = Registry::with_prefix(prefix);
+    register(&mut registry, counters);
+    let mut text = String::with_capacity(2048);
+    // Encoding into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_registry(&mut text, &registry);
+    text
+}
+
 fn encode_gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -214,5 +225,17 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn renders_alone_without_an_end_marker() {
+        let counters = Arc::new(GossipCounters::default());
+        counters.dead_members.store(1, Relaxed);
+        let text = render("kinema_edge", counters);
+        assert!(
+            text.contains("kinema_edge_cluster_dead_members 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
     }
 }
