@@ -323,6 +323,17 @@ impl Cluster {
                 config.gossip_interval,
                 seen_live.clone(),
             )),
+            tokio::spawn({
+                // chitchat stops its loop on a socket error and says so only
+                // at debug level; a node whose gossip stopped is soon dead
+                // to its peers, so its operator must hear of it.
+                let stopped = handle.termination_watcher();
+                async move {
+                    if let Err(error) = stopped.await {
+                        tracing::error!(error = %format!("{error:#}"), "cluster gossip stopped");
+                    }
+                }
+            }),
         ];
         tracing::info!(node = %config.node_id, gossip = %advertise, seeds = ?config.seeds, "joined the cluster");
         Ok(Self {

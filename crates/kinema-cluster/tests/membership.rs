@@ -468,3 +468,34 @@ async fn node_of_another_cluster_name_is_not_admitted() {
     assert_eq!(live_names(&other.cluster.view().await), ["other"]);
     assert_eq!(a.cluster.counters().refused_total(), 0);
 }
+
+#[tokio::test]
+async fn polled_figures_reach_the_others() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sessions = Arc::new(AtomicU64::new(0));
+    let read = {
+        let sessions = sessions.clone();
+        move || NodeFigures {
+            sessions: sessions.load(Ordering::Relaxed),
+            ..NodeFigures::default()
+        }
+    };
+    let a = Cluster::start(
+        config("a", &[], keys(7)),
+        FiguresSource::Poll(Box::new(read)),
+    )
+    .await
+    .unwrap();
+    let b = node("b", &[a.gossip_addr()]).await;
+    sessions.store(17, Ordering::Relaxed);
+    wait_for("a's polled sessions at b", || async {
+        b.cluster.members().await.iter().any(|member| {
+            &*member.node_id == "a"
+                && member
+                    .state
+                    .as_ref()
+                    .is_ok_and(|info| info.figures.sessions == 17)
+        })
+    })
+    .await;
+}
