@@ -324,9 +324,9 @@ impl Cluster {
                 seen_live.clone(),
             )),
             tokio::spawn({
-                // chitchat stops its loop on a socket error and says so only
-                // at debug level; a node whose gossip stopped is soon dead
-                // to its peers, so its operator must hear of it.
+                // chitchat stops its loop on a socket error with a mere
+                // warning; a node whose gossip stopped is soon dead to its
+                // peers, so its operator must hear of it.
                 let stopped = handle.termination_watcher();
                 async move {
                     if let Err(error) = stopped.await {
