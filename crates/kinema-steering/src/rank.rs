@@ -27,7 +27,7 @@
 
 use kinema_cluster::{Health, Member, MembershipView, Role};
 use kinema_core::VideoId;
-use kinema_placement::cluster::{MAX_LOAD, MAX_WEIGHT};
+use kinema_placement::cluster::{MAX_LOAD, MAX_NODES, MAX_WEIGHT};
 use kinema_placement::{Cluster, Node, NodeId, Placement};
 use sha2::{Digest, Sha256};
 
@@ -92,7 +92,8 @@ pub struct Snapshot {
 impl Snapshot {
     /// Nodes in any order; a second node with an id already seen, or with
     /// the pathway id of one already seen, is dropped (first by node id
-    /// wins), as is a node whose id placement cannot take.
+    /// wins), as is a node whose id placement cannot take, and any node
+    /// beyond the first [`MAX_NODES`] by id (placement's own bound).
     pub fn new(mut nodes: Vec<NodeView>) -> Self {
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         let mut seen = std::collections::HashSet::new();
@@ -100,6 +101,7 @@ impl Snapshot {
             NodeId::new(node.node_id.as_str()).is_ok()
                 && seen.insert(PathwayId::of_node(&node.node_id))
         });
+        nodes.truncate(MAX_NODES);
         Self { nodes }
     }
 
@@ -272,6 +274,32 @@ fn ordered<'n>(
                 .iter()
                 .find(|view| view.node_id == node.id().as_str())
                 .copied()
+        })
+        .collect()
+}
+
+/// `pathways` with at most `max_edges` edges and `max_origins` origins,
+/// in their order.
+pub(crate) fn bounded(
+    pathways: Vec<Pathway>,
+    max_edges: usize,
+    max_origins: usize,
+) -> Vec<Pathway> {
+    let (mut edges, mut origins) = (0, 0);
+    pathways
+        .into_iter()
+        .filter(|pathway| {
+            let count = match pathway.role {
+                Role::Edge => &mut edges,
+                Role::Origin => &mut origins,
+            };
+            *count += 1;
+            *count
+                <= if pathway.role == Role::Edge {
+                    max_edges
+                } else {
+                    max_origins
+                }
         })
         .collect()
 }

@@ -288,3 +288,35 @@ fn a_snapshot_reads_live_and_dead_members_and_skips_unusable_ones() {
         Some("edge-5")
     );
 }
+
+#[test]
+fn a_membership_larger_than_placement_takes_is_cut_rather_than_fatal() {
+    let nodes: Vec<NodeView> = (0..1100)
+        .map(|i| NodeView {
+            node_id: format!("edge-{i:04}"),
+            ..edge("edge-1")
+        })
+        .collect();
+    let snapshot = Snapshot::new(nodes);
+    assert_eq!(snapshot.nodes().len(), 1024);
+    assert_eq!(snapshot.nodes()[1023].node_id, "edge-1023");
+    let ranking = rank(&snapshot);
+    assert_eq!(ranking.pathways.len(), 4);
+    assert_eq!(ranking.reason, Reason::Placement);
+}
+
+#[test]
+fn duplicate_node_ids_and_ids_placement_refuses_are_dropped() {
+    let snapshot = Snapshot::new(vec![
+        edge("edge-1"),
+        NodeView {
+            load: 0.7,
+            ..edge("edge-1")
+        },
+        NodeView {
+            node_id: "edge 2".into(),
+            ..edge("edge-2")
+        },
+    ]);
+    assert_eq!(snapshot.nodes().len(), 1);
+}

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::log::{DecisionRecord, Miss};
 use crate::pathway::{BaseUrl, PathPrefix, Pathway, PathwayId};
-use crate::rank::{MAX_PATHWAYS, NodeStatus, RankConfig, Reason, Snapshot};
+use crate::rank::{NodeStatus, RankConfig, Reason, Snapshot};
 use crate::session::{SessionId, SessionState, unix_seconds};
 use crate::{Rewrite, SteeringError};
 
@@ -284,13 +284,9 @@ impl Steering {
         });
         if keeps && let Some(node) = current_node {
             let id = PathwayId::of_node(&node.node_id);
-            if let Some(position) = pathways.iter().position(|p| p.id == id) {
-                let kept = pathways.remove(position);
-                pathways.insert(0, kept);
-            } else {
-                pathways.insert(0, crate::rank::pathway(node));
-                pathways.truncate(MAX_PATHWAYS);
-            }
+            pathways.retain(|p| p.id != id);
+            pathways.insert(0, crate::rank::pathway(node));
+            pathways = crate::rank::bounded(pathways, rank.max_edges, rank.max_origins);
             if node.role == Role::Edge {
                 reason = Reason::Sticky;
             }
@@ -396,6 +392,10 @@ impl Steering {
     /// (`PATHWAY-PRIORITY`; for DASH also `SERVICE-LOCATION-PRIORITY`).
     /// `None` when nothing was chosen: both specifications require a
     /// non-empty list, so the caller answers 503 with a `Retry-After`.
+    ///
+    /// Each answer is for one session: send it with `Cache-Control:
+    /// no-store`. Which protocol: [`SteeringQuery::protocol`], HLS when it
+    /// says nothing (hls.js always sends `_HLS_pathway`).
     pub fn manifest(&self, decision: &Decision, protocol: Protocol) -> Option<SteeringManifest> {
         let reload_uri = self.steering_uri(decision, protocol)?;
         let priority: Vec<&str> = decision.pathways.iter().map(|p| p.id.as_str()).collect();

@@ -453,3 +453,27 @@ fn clients_without_steering_are_redirected_to_the_chosen_node() {
         None
     );
 }
+
+#[test]
+fn a_kept_pathway_beyond_the_ranking_bound_displaces_the_last_edge() {
+    let order = placement_order(VIDEO);
+    let config = SteeringConfig::new(
+        RankConfig::new(kinema_placement::Placement::default(), 0.9, 2, 1).unwrap(),
+        Duration::from_secs(10),
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    let steering = Steering::new(config, keys());
+    let video = VideoId::new(VIDEO).unwrap();
+    let query = SteeringQuery::parse(&format!("session={}", state_on(&order[2], NOW - 30)));
+    let decision = steering.decide(&SteeringRequest {
+        video: &video,
+        snapshot: &snapshot_with(|_| {}),
+        rate: 0.0,
+        query: &query,
+        new_session: SessionId(0x77),
+        now: at(NOW),
+    });
+    assert_eq!(node_ids(&decision), [&order[2], &order[0], "origin-9"]);
+    assert_eq!(decision.reason, Reason::Sticky);
+}
