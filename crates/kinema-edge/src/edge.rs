@@ -87,9 +87,12 @@ const MAX_PURGE_BODY: usize = 64 * 1024;
 /// How long a URL whose origin refused to serve slices is not sliced again.
 const UNSLICEABLE: Duration = Duration::from_secs(600);
 
-/// Most phase steps one request takes: a lookup that finds its key stored
-/// and evicted meanwhile, a probe that learns an object is sliced, a slice
-/// found out of date, each repeat a step; past this the request is passed.
+/// Most lookups one request makes: each finds the key stored meanwhile by
+/// the fill it would have joined, then evicted before it looks again.
+const MAX_LOOKUPS: usize = 3;
+/// Most phase steps one request takes (lookups, a probe that learns an
+/// object is sliced, a whole-object fill found large, …); none of the
+/// phases' paths comes near it, but a cycle must not be possible.
 const MAX_STEPS: usize = 12;
 
 /// The settings the handler needs (resolved from [`crate::Config`]).
@@ -299,19 +302,25 @@ impl Edge {
     ) -> Response<ResponseBody> {
         let mut body = body;
         let mut step = self.cache_filter(context);
+        let mut lookups = 0;
         for _ in 0..MAX_STEPS {
             step = match step {
-                Step::Lookup => self.cache_lookup(context).await,
+                Step::Lookup if lookups == MAX_LOOKUPS => break,
+                Step::Lookup => {
+                    lookups += 1;
+                    self.cache_lookup(context).await
+                }
                 Step::FromFill(answer) => self.upstream_response(context, answer).await,
                 Step::Slices(start) => self.serve_slices(context, start).await,
                 Step::Pass(status) => return self.pass(context, body.take(), status).await,
                 Step::Respond(response) => return response,
             };
         }
-        // Stored and evicted, or changed at the origin, again and again: a
-        // pathological churn; passing is always correct.
         match step {
             Step::Respond(response) => response,
+            Step::Pass(status) => self.pass(context, body, status).await,
+            // Stored and evicted again and again: a pathological churn;
+            // passing is always correct.
             _ => {
                 self.pass(context, body, CacheStatus::forward(ForwardReason::Miss))
                     .await
