@@ -477,3 +477,57 @@ fn a_kept_pathway_beyond_the_ranking_bound_displaces_the_last_edge() {
     assert_eq!(node_ids(&decision), [&order[2], &order[0], "origin-9"]);
     assert_eq!(decision.reason, Reason::Sticky);
 }
+
+/// A small deterministic generator (xorshift64*), so the hostile-input test
+/// below needs no dependency and fails the same way every run.
+struct Bytes(u64);
+
+impl Bytes {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn hostile_queries_never_fail_a_decision_and_never_forge_a_session() {
+    let order = placement_order(VIDEO);
+    let snapshot = snapshot_with(|_| {});
+    let valid = state_on(&order[2], NOW - 30);
+    let alphabet: Vec<char> =
+        "session=_HLS_pathway_DASH_throughputproto&%\"',.=-_n0123456789abcdefAZ é\u{0}"
+            .chars()
+            .collect();
+    let mut random = Bytes(0x6b69_6e65_6d61);
+    for round in 0..20_000 {
+        let query: String = if round % 2 == 0 {
+            let len = (random.next() % 300) as usize;
+            (0..len)
+                .map(|_| alphabet[(random.next() % alphabet.len() as u64) as usize])
+                .collect()
+        } else {
+            // A valid state with one byte changed, cut, or extended.
+            let mut bytes = valid.clone().into_bytes();
+            let at = (random.next() % bytes.len() as u64) as usize;
+            match random.next() % 3 {
+                0 => bytes[at] = alphabet[(random.next() % 40) as usize] as u8,
+                1 => bytes.truncate(at),
+                _ => bytes.insert(at, b'A'),
+            }
+            let text = String::from_utf8(bytes).unwrap();
+            if text == valid {
+                continue;
+            }
+            format!("session={text}")
+        };
+        let decision = decide(&snapshot, &query, NOW);
+        assert_eq!(decision.pathways.len(), 4, "{query:?}");
+        assert!(decision.state.is_some());
+        if round % 2 == 1 {
+            assert_eq!(decision.session, SessionId(0x77), "forged from {query:?}");
+        }
+        assert!(steering().manifest(&decision, Protocol::Hls).is_some());
+    }
+}
