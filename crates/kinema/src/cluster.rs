@@ -33,7 +33,7 @@ use crate::config::ConfigFile;
 /// the file.
 #[derive(Debug, Default, Args, Serialize)]
 pub struct ClusterArgs {
-    /// Join a cluster as this node id (unique, at most 64 characters) [default: no cluster]
+    /// Join a cluster as this node id (unique, at most 64 characters); every --cluster-* setting can also be in the [cluster] section of kinema.toml [default: no cluster]
     #[arg(
         long = "cluster-node-id",
         env = "KINEMA_CLUSTER_NODE_ID",
