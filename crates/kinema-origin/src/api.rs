@@ -11,6 +11,9 @@
 //! POST   /api/jobs/{id}/retry        → the job
 //! ```
 //!
+//! An upload without an id is named after its title, or its file's name
+//! (a slug, [`kinema_media::slug`], numbered when taken).
+//!
 //! A multipart upload may carry subtitle files beside the video, as parts
 //! named `subtitles:LANG` (`subtitles:fr`, `subtitles:fr+forced`,
 //! `subtitles:en+sdh`; SubRip, ASS/SSA or WebVTT, at most 32 of 16 MiB
