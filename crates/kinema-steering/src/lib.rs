@@ -22,6 +22,57 @@
 //! - [`log`]: a record per decision, classified as content miss or health
 //!   miss, and counters for `/metrics`.
 //!
+//! # How a server uses it
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use kinema_cluster::{ClusterKey, ClusterKeys, Role};
+//! use kinema_core::VideoId;
+//! use kinema_steering::*;
+//!
+//! let keys = ClusterKeys::new(ClusterKey::new(1, vec![7; 32])?, None)?;
+//! let steering = Steering::new(SteeringConfig::default(), keys);
+//! // From the membership view: `Snapshot::from_view(&cluster.view())`.
+//! let node = |id: &str, url: &str, role| NodeView {
+//!     node_id: id.into(),
+//!     role,
+//!     base_url: BaseUrl::new(url).unwrap(),
+//!     status: NodeStatus::Ok,
+//!     load: 0.2,
+//!     sessions: 3,
+//!     capacity_bps: 1_000_000_000,
+//! };
+//! let snapshot = Snapshot::new(vec![
+//!     node("edge-a", "http://10.0.0.2:8080", Role::Edge),
+//!     node("edge-b", "http://10.0.0.3:8080", Role::Edge),
+//!     node("origin", "http://10.0.0.1:8080", Role::Origin),
+//! ]);
+//! let video = VideoId::new("clip")?;
+//!
+//! // GET /s/{token}/v/clip/master.m3u8: a new session, its pathways, and
+//! // the stored master rewritten for them.
+//! let query = SteeringQuery::parse("");
+//! let decision = steering.decide(&SteeringRequest {
+//!     video: &video,
+//!     snapshot: &snapshot,
+//!     rate: 0.0,
+//!     query: &query,
+//!     new_session: SessionId(0x5eed), // drawn at random by the server
+//!     now: SystemTime::now(),
+//! });
+//! let prefix = PathPrefix::of_request_path("/s/TOKEN/v/clip/master.m3u8")?;
+//! let stored = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\ng1/v360/index.m3u8\n";
+//! let master = steering.rewrite_master(stored, &decision, &prefix)?;
+//! assert!(master.contains("#EXT-X-CONTENT-STEERING:SERVER-URI="));
+//!
+//! // GET /steer/clip?session=…&_HLS_pathway=…: the same session, renewed.
+//! let record = decision.record();
+//! println!("steering {record}"); // and SteeringCounters::count(&record)
+//! let manifest = steering.manifest(&decision, Protocol::Hls).expect("a node serves");
+//! assert_eq!(manifest.content_type, "application/json");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! What it deliberately is not: membership (that is `kinema-cluster`),
 //! placement (`kinema-placement`), or HTTP (the servers route `/steer/{id}`,
 //! set headers, and never answer 404, 410 or 429 for a known video, since
