@@ -61,6 +61,10 @@ pub struct DecisionRecord {
     pub miss: Miss,
     /// Whether the session continued from a valid state.
     pub resumed: bool,
+    /// The pathway the player said it was on, unverified.
+    pub reported: Option<PathwayId>,
+    /// The throughput the player said it measured, bits/s, unverified.
+    pub throughput_bps: Option<u64>,
 }
 
 impl DecisionRecord {
@@ -92,7 +96,14 @@ impl fmt::Display for DecisionRecord {
             self.miss.as_str(),
             self.moved(),
             self.resumed
-        )
+        )?;
+        if let Some(reported) = &self.reported {
+            write!(f, " reported={reported}")?;
+        }
+        if let Some(throughput) = self.throughput_bps {
+            write!(f, " throughput_bps={throughput}")?;
+        }
+        Ok(())
     }
 }
 
@@ -210,6 +221,8 @@ mod tests {
             reason,
             miss,
             resumed: previous.is_some(),
+            reported: None,
+            throughput_bps: None,
         }
     }
 

@@ -168,6 +168,11 @@ pub struct Decision {
     pub session: SessionId,
     /// Whether a valid state continued an existing session.
     pub resumed: bool,
+    /// The pathway the player says it is on, and the throughput it
+    /// measured (bits/s), as it reported them: for the log, and for
+    /// network-aware ranking to come.
+    pub reported: Option<PathwayId>,
+    pub throughput_bps: Option<u64>,
     /// Best first; the first is the session's pathway. Empty only when the
     /// snapshot holds no node that can serve.
     pub pathways: Vec<Pathway>,
@@ -214,6 +219,8 @@ impl Decision {
             reason: self.reason,
             miss: self.miss,
             resumed: self.resumed,
+            reported: self.reported.clone(),
+            throughput_bps: self.throughput_bps,
         }
     }
 }
@@ -320,6 +327,8 @@ impl Steering {
             video: request.video.clone(),
             session,
             resumed: previous.is_some(),
+            reported: request.query.reported.clone(),
+            throughput_bps: request.query.throughput,
             pathways,
             previous,
             reason,

@@ -218,6 +218,9 @@ fn a_new_session_stays_where_the_player_says_it_plays_if_that_node_is_fine() {
     assert_eq!(decision.reason, Reason::Sticky);
     assert!(!decision.resumed);
     assert_eq!(decision.previous, None);
+    let record = decision.record();
+    assert_eq!(record.reported, Some(PathwayId::of_node(&order[1])));
+    assert_eq!(record.throughput_bps, Some(4_000_000));
 }
 
 #[test]
@@ -267,6 +270,8 @@ fn hand_decision() -> Decision {
         video: video.clone(),
         session: SessionId(0x1234),
         resumed: false,
+        reported: None,
+        throughput_bps: None,
         pathways: vec![
             pathway("n00000000aa", "http://10.0.0.2:8080"),
             pathway("n00000000bb", "http://10.0.0.3:8080"),
