@@ -86,10 +86,8 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let stats = Arc::new(ServerStats::default());
-    let store = parts.store.clone();
     let origin = Arc::new(Origin::new(&config, parts, stats.clone()).await?);
-    // GET /api/catalogue, the one /api path that needs no token, in front.
-    let handler = Arc::new(public_catalogue::WithCatalogue::new(origin.clone(), store));
+    let handler = origin.clone();
     let tls = secure::server_tls(&config)?;
     let reloader = secure::reload_on_sighup(origin.access(), tls.clone()).map_err(Error::Serve)?;
     let address = listener.local_addr().map_err(Error::Serve)?;

@@ -35,6 +35,7 @@ use crate::cors::{self, Cors};
 use crate::files::{FileCache, FileError};
 use crate::metrics::{self, Metrics, Readings, RouteKind};
 use crate::parts::OriginParts;
+use crate::public_catalogue::{self, Summaries};
 use crate::web::WebRoot;
 
 type HttpResponse = Response<ResponseBody>;
@@ -52,6 +53,8 @@ pub struct Origin {
     cors: Cors,
     web: WebRoot,
     api: Api,
+    /// What `GET /api/catalogue` lists, the one /api path needing no token.
+    catalogue: Summaries,
     access: Arc<Access>,
     admission: Arc<Admission>,
     metrics: Arc<Metrics>,
@@ -142,6 +145,7 @@ impl Origin {
                 admission: admission.clone(),
             },
         );
+        let catalogue = Summaries::new(store.clone());
         // Jobs a crashed server left running are recovered as the API starts.
         let api = Api::new(store, workspace, config.ingest.clone())
             .await
@@ -152,6 +156,7 @@ impl Origin {
             cors,
             web,
             api,
+            catalogue,
             access: Arc::new(access),
             admission,
             metrics,
@@ -198,6 +203,14 @@ impl Origin {
         connection: ConnectionInfo,
     ) -> (RouteKind, HttpResponse) {
         let path = request.uri().path();
+        // The /api paths that need no token (the catalogue, the API's
+        // description), before the API's authorization.
+        if public_catalogue::is_public(path) {
+            // Only the head is read; the (empty) body stream is not `Sync`.
+            let (parts, _body) = request.into_parts();
+            let answer = public_catalogue::answer(&self.catalogue, &self.access, parts);
+            return (RouteKind::Api, Box::pin(answer).await);
+        }
         if path == "/api" || path.starts_with("/api/") {
             if let Err(refusal) = self
                 .access

@@ -24,8 +24,9 @@
 //! refreshes. Concurrent refreshes coalesce on one lock. This is not the
 //! serving path's catalog (`catalog.rs`), which holds whole file tables.
 //!
-//! Wired in front of the origin by [`WithCatalogue`], a handler wrapper,
-//! so the origin's router needs no change.
+//! The origin routes the path here before the API's authorization, so a
+//! catalogue request is counted in `/metrics` and the access log like any
+//! other; [`Summaries`] lives in the origin's state.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -34,12 +35,12 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use kinema_core::{AccessPolicy, Manifest, RenditionKind, VideoId};
-use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, respond};
+use kinema_http::{ResponseBody, respond};
 use kinema_store::{Store, StoreError};
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
-use crate::origin::Origin;
+use crate::access::Access;
 
 /// The endpoint's path.
 pub const CATALOGUE_PATH: &str = "/api/catalogue";
@@ -365,86 +366,62 @@ impl Query {
     }
 }
 
-/// The origin with `GET /api/catalogue` answered in front of it; every
-/// other request goes to the origin unchanged.
-#[derive(Debug)]
-pub struct WithCatalogue {
-    origin: Arc<Origin>,
-    summaries: Summaries,
+/// Whether `path` is one of the /api paths anyone may read, which
+/// [`answer`] serves.
+pub fn is_public(path: &str) -> bool {
+    path == CATALOGUE_PATH
 }
 
-impl WithCatalogue {
-    pub fn new(origin: Arc<Origin>, store: Arc<dyn Store>) -> Self {
-        Self {
-            origin,
-            summaries: Summaries::new(store),
-        }
+/// Answers a request for a path [`is_public`] accepts: `GET`/`HEAD
+/// /api/catalogue` from `summaries`. The origin routes it before the API's
+/// authorization, since it needs no token.
+pub async fn answer(
+    summaries: &Summaries,
+    access: &Access,
+    request: http::request::Parts,
+) -> HttpResponse {
+    if request.method != Method::GET && request.method != Method::HEAD {
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed; use GET",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
     }
-
-    async fn catalogue(&self, request: http::request::Parts) -> HttpResponse {
-        if request.method != Method::GET && request.method != Method::HEAD {
+    // Only a caller who sends a token is checked; a wrong one is
+    // refused as on every other /api path.
+    let admin = if request.headers.contains_key(header::AUTHORIZATION) {
+        match access.authorize_api(&Method::GET, &request.headers) {
+            Ok(_) => true,
+            Err(refusal) => return *refusal,
+        }
+    } else {
+        false
+    };
+    let query = match Query::parse(request.uri.query().unwrap_or("")) {
+        Ok(query) => query,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let mut response = match summaries.page(&query, admin).await {
+        Ok(page) => json_response(StatusCode::OK, &page),
+        Err(store_error) => {
+            tracing::error!(error = %store_error, "catalogue: cannot list the library");
             let mut response = error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed; use GET",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the library cannot be listed right now; try again shortly",
             );
             response
                 .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return response;
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            response
         }
-        // Only a caller who sends a token is checked; a wrong one is
-        // refused as on every other /api path.
-        let admin = if request.headers.contains_key(header::AUTHORIZATION) {
-            match self
-                .origin
-                .access()
-                .authorize_api(&Method::GET, &request.headers)
-            {
-                Ok(_) => true,
-                Err(refusal) => return *refusal,
-            }
-        } else {
-            false
-        };
-        let query = match Query::parse(request.uri.query().unwrap_or("")) {
-            Ok(query) => query,
-            Err(message) => return error(StatusCode::BAD_REQUEST, &message),
-        };
-        let mut response = match self.summaries.page(&query, admin).await {
-            Ok(page) => json_response(StatusCode::OK, &page),
-            Err(store_error) => {
-                tracing::error!(error = %store_error, "catalogue: cannot list the library");
-                let mut response = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the library cannot be listed right now; try again shortly",
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-                response
-            }
-        };
-        if request.method == Method::HEAD {
-            *response.body_mut() = ResponseBody::Empty;
-        }
-        response
+    };
+    if request.method == Method::HEAD {
+        *response.body_mut() = ResponseBody::Empty;
     }
-}
-
-impl Handler for WithCatalogue {
-    async fn handle(
-        &self,
-        request: http::Request<RequestBody>,
-        connection: ConnectionInfo,
-    ) -> HttpResponse {
-        if request.uri().path() == CATALOGUE_PATH {
-            // Boxed: not the hot path, and it keeps the media future small.
-            // Only the head is read; the (empty) body stream is not `Sync`.
-            let (parts, _body) = request.into_parts();
-            return Box::pin(self.catalogue(parts)).await;
-        }
-        self.origin.handle(request, connection).await
-    }
+    response
 }
 
 fn error(status: StatusCode, message: &str) -> HttpResponse {
