@@ -25,6 +25,8 @@
 //! left cleanly are not known: a planned departure is a membership change,
 //! not a miss.
 
+use std::collections::HashMap;
+
 use kinema_cluster::{Health, Member, MembershipView, Role};
 use kinema_core::VideoId;
 use kinema_placement::cluster::{MAX_LOAD, MAX_NODES, MAX_WEIGHT};
@@ -266,15 +268,12 @@ fn ordered<'n>(
     let Ok(cluster) = Cluster::new(nodes.iter().filter_map(|n| placement_node(n)).collect()) else {
         return Vec::new();
     };
+    let by_id: HashMap<&str, &'n NodeView> =
+        nodes.iter().map(|n| (n.node_id.as_str(), *n)).collect();
     placement
         .order(video, &cluster)
         .into_iter()
-        .filter_map(|node| {
-            nodes
-                .iter()
-                .find(|view| view.node_id == node.id().as_str())
-                .copied()
-        })
+        .filter_map(|node| by_id.get(node.id().as_str()).copied())
         .collect()
 }
 
@@ -354,13 +353,9 @@ impl RankConfig {
             let nodes: Vec<Node> = usable.iter().filter_map(|n| placement_node(n)).collect();
             let cluster = Cluster::new(nodes).expect("usable edges are valid and distinct");
             let choice = self.placement.choose(video, &cluster, rate);
-            let view = |node: &Node| {
-                usable
-                    .iter()
-                    .find(|view| view.node_id == node.id().as_str())
-                    .copied()
-                    .expect("every placement node comes from a view")
-            };
+            let by_id: HashMap<&str, &NodeView> =
+                usable.iter().map(|n| (n.node_id.as_str(), *n)).collect();
+            let view = |node: &Node| by_id[node.id().as_str()];
             let order: Vec<&NodeView> = self
                 .placement
                 .order(video, &cluster)
