@@ -142,28 +142,22 @@ impl Edge {
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|text| text.parse::<u64>().ok());
-        let mut verdict =
-            policy::storable(&Method::GET, &request.headers, parts.status, &parts.headers)
-                .map_err(NotStored::Policy);
-        if probe_refused_range {
-            verdict = Err(NotStored::RangeNotSatisfiable);
-        }
-        if verdict.is_ok()
-            && declared_length.is_some_and(|length| length > self.settings.max_object_size)
-        {
-            verdict = Err(NotStored::TooLarge);
-        }
+        let verdict = self.storability_verdict(
+            request,
+            &parts,
+            declared_length,
+            Exchange {
+                probe_refused_range,
+                revalidating: candidate.is_some(),
+                prefetch,
+            },
+        );
         // A large complete response is not kept whole, so that a seek into
         // it fetches only the slices it covers: its body is abandoned (the
         // connection closes) and every reader is answered from slices
         // fetched by range.
         if slice_job.is_none()
-            && parts.status == StatusCode::OK
-            && self.settings.slice_threshold > 0
-            && matches!(verdict, Ok(()) | Err(NotStored::TooLarge))
-            && declared_length.is_some_and(|length| length > self.settings.slice_threshold)
-            && !self.unsliceable.contains_key(key)
-            && let Ok(version) = Version::of_whole(&parts.headers)
+            && let Some(version) = self.slicing_decision(key, &parts, declared_length, verdict)
         {
             if candidate.is_some() {
                 self.store.remove(key).await;
@@ -185,28 +179,8 @@ impl Edge {
             fill.complete();
             return;
         }
-        // A 5xx never replaces a stored response that stale-if-error may
-        // still serve.
-        if verdict.is_ok() && parts.status.is_server_error() && candidate.is_some() {
-            verdict = Err(NotStored::ServerError);
-        }
-        // Nobody asked for a prefetch: an error answering it (a segment
-        // past the end, an origin in trouble) is not kept for those who
-        // ask later, nor does it make the URL hit-for-pass.
-        let prefetch_error = prefetch && parts.status.as_u16() >= 400;
-        if prefetch_error {
-            Metrics::bump(&self.metrics.prefetch_errors);
-            verdict = Err(NotStored::PrefetchError);
-        }
         let personal = verdict.is_err_and(NotStored::personal);
-        // Hit-for-pass is for URLs whose responses cannot be shared; a 5xx
-        // (an admission refusal, a failure) says nothing of the next one,
-        // and passing would bypass the stale copy an outage needs.
-        if verdict.is_err()
-            && !probe_refused_range
-            && !prefetch_error
-            && !parts.status.is_server_error()
-        {
+        if hit_for_pass(verdict, parts.status) {
             self.pass_keys.insert(key.to_string(), ());
         }
         // A reader's response is complete as soon as its last byte is sent:
@@ -302,6 +276,60 @@ impl Edge {
         fill.complete();
     }
 
+    /// The storability verdict on an origin's response to a fill: RFC
+    /// 9111's ([`policy::storable`]), then the edge's own limits.
+    fn storability_verdict(
+        &self,
+        request: &RequestContext,
+        parts: &http::response::Parts,
+        declared_length: Option<u64>,
+        exchange: Exchange,
+    ) -> Result<(), NotStored> {
+        if exchange.probe_refused_range {
+            return Err(NotStored::RangeNotSatisfiable);
+        }
+        // Nobody asked for a prefetch: an error answering it (a segment
+        // past the end, an origin in trouble) is not kept for those who
+        // ask later.
+        if exchange.prefetch && parts.status.as_u16() >= 400 {
+            Metrics::bump(&self.metrics.prefetch_errors);
+            return Err(NotStored::PrefetchError);
+        }
+        policy::storable(&Method::GET, &request.headers, parts.status, &parts.headers)
+            .map_err(NotStored::Policy)?;
+        if declared_length.is_some_and(|length| length > self.settings.max_object_size) {
+            return Err(NotStored::TooLarge);
+        }
+        // A 5xx never replaces a stored response that stale-if-error may
+        // still serve.
+        if parts.status.is_server_error() && exchange.revalidating {
+            return Err(NotStored::ServerError);
+        }
+        Ok(())
+    }
+
+    /// The slicing decision on a complete response (not a slice): the
+    /// version to answer it from slices by, when it is large enough (above
+    /// `slice_threshold`; stored or too large to store whole) and its
+    /// origin serves slices of it.
+    fn slicing_decision(
+        &self,
+        key: &str,
+        parts: &http::response::Parts,
+        declared_length: Option<u64>,
+        verdict: Result<(), NotStored>,
+    ) -> Option<Version> {
+        if parts.status != StatusCode::OK
+            || self.settings.slice_threshold == 0
+            || !matches!(verdict, Ok(()) | Err(NotStored::TooLarge))
+            || declared_length.is_none_or(|length| length <= self.settings.slice_threshold)
+            || self.unsliceable.contains_key(key)
+        {
+            return None;
+        }
+        Version::of_whole(&parts.headers).ok()
+    }
+
     /// The next chunk of an origin's body for `fill`, counted as origin
     /// bytes. A frame that does not come within `body_timeout`, or a broken
     /// body, fails the fill (whole objects and slices alike), and the
@@ -316,6 +344,29 @@ impl Edge {
             }
         }
     }
+}
+
+/// Hit-for-pass is for URLs whose responses cannot be shared; a 5xx (an
+/// admission refusal, a failure) says nothing of the next one, and passing
+/// would bypass the stale copy an outage needs; a 416 to a probe and a
+/// prefetch's error say nothing of the URL's other answers.
+fn hit_for_pass(verdict: Result<(), NotStored>, status: StatusCode) -> bool {
+    match verdict {
+        Ok(()) | Err(NotStored::RangeNotSatisfiable | NotStored::PrefetchError) => false,
+        Err(_) => !status.is_server_error(),
+    }
+}
+
+/// What a fill's exchange was, besides the response: what the verdict on
+/// storing it depends on.
+#[derive(Debug, Clone, Copy)]
+struct Exchange {
+    /// A slice probe answered 416: right for the client that asked only.
+    probe_refused_range: bool,
+    /// A stored response is being revalidated.
+    revalidating: bool,
+    /// A prefetch, asked by no client.
+    prefetch: bool,
 }
 
 impl Edge {
