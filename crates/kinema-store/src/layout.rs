@@ -7,6 +7,7 @@
 //! videos/{id}/manifest.json          the current manifest: the video exists iff this exists
 //! videos/{id}/g{N}/manifest.json     generation N's copy of its manifest
 //! videos/{id}/g{N}/{path}            the files generation N's manifest lists
+//! videos/{id}/metadata.json          title and description edited since publish
 //! ```
 //!
 //! A generation number is the Unix time in milliseconds at which its
@@ -41,6 +42,12 @@ pub fn video_prefix(id: &VideoId) -> String {
 /// `videos/{id}/manifest.json`: the current manifest, written last.
 pub fn current_manifest_key(id: &VideoId) -> String {
     format!("{VIDEOS}/{id}/{MANIFEST_FILE}")
+}
+
+/// `videos/{id}/metadata.json`: what was edited of a published video
+/// ([`crate::metadata`]).
+pub fn metadata_key(id: &VideoId) -> String {
+    format!("{VIDEOS}/{id}/{}", crate::metadata::METADATA_FILE)
 }
 
 /// `g{N}`: the name of generation `generation`'s directory in a video.

@@ -15,6 +15,7 @@
 
 pub mod layout;
 mod local;
+pub mod metadata;
 mod open;
 pub mod s3;
 
@@ -30,6 +31,7 @@ use kinema_core::{FileEntry, MANIFEST_FILE, Manifest, ManifestError, ObjectPath,
 use sha2::{Digest, Sha256};
 
 pub use local::LocalStore;
+pub use metadata::VideoMetadata;
 pub use open::{Library, StoreConfig, open, open_with};
 pub use s3::S3Store;
 
@@ -64,6 +66,8 @@ pub enum StoreError {
     },
     #[error("staged file {path} does not match the manifest: {detail}")]
     StagedFileMismatch { path: String, detail: String },
+    #[error("metadata of video {id} is invalid: {detail}")]
+    BadMetadata { id: VideoId, detail: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -229,6 +233,45 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// [`layout::collectable_generations`] decides. Run at start; publish
     /// does it for its own video, and unpublish removes every generation.
     async fn collect_retired(&self) -> Result<Vec<CollectedGeneration>, StoreError>;
+
+    /// The editable metadata of a published video ([`metadata`]), empty
+    /// when none was set; `VideoNotFound` when the video is not published.
+    /// A store that keeps none (a test double) has none.
+    async fn metadata(&self, id: &VideoId) -> Result<VideoMetadata, StoreError> {
+        self.manifest(id).await?;
+        Ok(VideoMetadata::default())
+    }
+
+    /// Replaces the editable metadata of a published video in one write
+    /// (`VideoNotFound` when it is not published), after checking its
+    /// bounds (`BadMetadata`). Its media and manifest are untouched.
+    async fn set_metadata(&self, id: &VideoId, metadata: &VideoMetadata) -> Result<(), StoreError> {
+        let _ = metadata;
+        Err(StoreError::Config {
+            setting: "store".into(),
+            message: format!("this store keeps no editable metadata for {id}"),
+        })
+    }
+}
+
+/// Checks `metadata` before a backend writes it.
+pub(crate) fn checked_metadata(
+    id: &VideoId,
+    metadata: &VideoMetadata,
+) -> Result<Vec<u8>, StoreError> {
+    metadata.check().map_err(|detail| StoreError::BadMetadata {
+        id: id.clone(),
+        detail,
+    })?;
+    Ok(metadata.to_json())
+}
+
+/// Parses a stored metadata object.
+pub(crate) fn parse_metadata(id: &VideoId, bytes: &[u8]) -> Result<VideoMetadata, StoreError> {
+    VideoMetadata::from_json(bytes).map_err(|detail| StoreError::BadMetadata {
+        id: id.clone(),
+        detail,
+    })
 }
 
 /// Runs [`Store::collect_retired`] once, logging each generation it deleted;

@@ -35,7 +35,9 @@ use bytes::Bytes;
 use kinema_core::{MANIFEST_FILE, Manifest, ObjectPath, VideoId};
 
 use crate::layout;
-use crate::{CollectedGeneration, ObjectMeta, Store, StoreError, StoreOptions, StoredFile};
+use crate::{
+    CollectedGeneration, ObjectMeta, Store, StoreError, StoreOptions, StoredFile, VideoMetadata,
+};
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -691,6 +693,45 @@ impl Store for LocalStore {
             std::fs::rename(&source, &trash).map_err(|e| StoreError::io(&source, e))?;
             fsync_dir(&store.videos())?;
             empty_trash(&trash)
+        })
+        .await
+    }
+
+    async fn metadata(&self, id: &VideoId) -> Result<VideoMetadata, StoreError> {
+        let (store, id) = (self.clone(), id.clone());
+        blocking(move || {
+            store.current_manifest(&id)?;
+            let components = [id.as_str(), crate::metadata::METADATA_FILE];
+            let mut file = match open_no_follow(&store.videos(), &components) {
+                Ok(file) => file,
+                Err(OpenFailure::Missing(_)) => return Ok(VideoMetadata::default()),
+                Err(OpenFailure::Io(at, e)) => return Err(StoreError::io(at, e)),
+            };
+            let path = store.local_path(&layout::metadata_key(&id));
+            let mut bytes = Vec::new();
+            // One byte past the bound, so an oversized object is refused.
+            let limit = crate::metadata::MAX_METADATA_BYTES as u64 + 1;
+            (&mut file)
+                .take(limit)
+                .read_to_end(&mut bytes)
+                .map_err(|e| StoreError::io(&path, e))?;
+            crate::parse_metadata(&id, &bytes)
+        })
+        .await
+    }
+
+    async fn set_metadata(&self, id: &VideoId, metadata: &VideoMetadata) -> Result<(), StoreError> {
+        let json = crate::checked_metadata(id, metadata)?;
+        let (store, id) = (self.clone(), id.clone());
+        blocking(move || {
+            // Under the write lock, so an unpublish cannot remove the video
+            // between the check and the write and leave a stray object.
+            let _writing = store
+                .writing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            store.current_manifest(&id)?;
+            write_file_atomically(&store.local_path(&layout::metadata_key(&id)), &json)
         })
         .await
     }

@@ -495,4 +495,44 @@ impl Store for S3Store {
     async fn collect_retired(&self) -> Result<Vec<CollectedGeneration>, StoreError> {
         collect::collect_library(self).await
     }
+
+    async fn metadata(&self, id: &VideoId) -> Result<crate::VideoMetadata, StoreError> {
+        self.current_manifest(id).await?;
+        let key = self.key(&layout::metadata_key(id));
+        // A HEAD first, so an oversized object is refused unread.
+        let size = match self.client.head(&key).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => return Ok(crate::VideoMetadata::default()),
+            Err(error) => return Err(self.remote("HEAD", &key, error)),
+        };
+        if size > crate::metadata::MAX_METADATA_BYTES as u64 {
+            return Err(StoreError::BadMetadata {
+                id: id.clone(),
+                detail: format!("{size} bytes, more than a metadata object may have"),
+            });
+        }
+        match self.get_object(&key).await? {
+            Some(bytes) => crate::parse_metadata(id, &bytes),
+            None => Ok(crate::VideoMetadata::default()),
+        }
+    }
+
+    /// Checks the video is published, then writes the object. An unpublish
+    /// racing the write can leave it behind a video that is gone; it has no
+    /// manifest beside it, so nothing reads it, and the next publish of the
+    /// id starts a newer generation its title does not apply to.
+    async fn set_metadata(
+        &self,
+        id: &VideoId,
+        metadata: &crate::VideoMetadata,
+    ) -> Result<(), StoreError> {
+        let json = crate::checked_metadata(id, metadata)?;
+        self.current_manifest(id).await?;
+        let key = self.key(&layout::metadata_key(id));
+        self.client
+            .put(&key, object_store::PutPayload::from(json))
+            .await
+            .map_err(|error| self.remote("PUT", &key, error))?;
+        Ok(())
+    }
 }
