@@ -85,10 +85,13 @@ impl NodeView {
     }
 }
 
-/// Every node steering knows of: one membership snapshot.
+/// Every node steering knows of: one membership snapshot. Build it once
+/// per membership change and share it between requests: it derives every
+/// node's pathway id once.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     nodes: Vec<NodeView>,
+    by_pathway: HashMap<PathwayId, usize>,
 }
 
 impl Snapshot {
@@ -98,13 +101,24 @@ impl Snapshot {
     /// beyond the first [`MAX_NODES`] by id (placement's own bound).
     pub fn new(mut nodes: Vec<NodeView>) -> Self {
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        let mut seen = std::collections::HashSet::new();
-        nodes.retain(|node| {
-            NodeId::new(node.node_id.as_str()).is_ok()
-                && seen.insert(PathwayId::of_node(&node.node_id))
-        });
-        nodes.truncate(MAX_NODES);
-        Self { nodes }
+        nodes.retain(|node| NodeId::new(node.node_id.as_str()).is_ok());
+        let mut by_pathway = HashMap::new();
+        let mut kept = Vec::new();
+        for node in nodes {
+            if kept.len() == MAX_NODES {
+                break;
+            }
+            if let std::collections::hash_map::Entry::Vacant(entry) =
+                by_pathway.entry(PathwayId::of_node(&node.node_id))
+            {
+                entry.insert(kept.len());
+                kept.push(node);
+            }
+        }
+        Self {
+            nodes: kept,
+            by_pathway,
+        }
     }
 
     /// Live and dead members of `view`; members that left are not known.
@@ -126,9 +140,9 @@ impl Snapshot {
 
     /// The node whose pathway is `pathway`.
     pub fn by_pathway(&self, pathway: &PathwayId) -> Option<&NodeView> {
-        self.nodes
-            .iter()
-            .find(|node| PathwayId::of_node(&node.node_id) == *pathway)
+        self.by_pathway
+            .get(pathway)
+            .map(|&index| &self.nodes[index])
     }
 }
 
@@ -331,14 +345,20 @@ impl RankConfig {
             .iter()
             .filter(|node| node.role == Role::Edge)
             .collect();
-        let ideal_head = ordered(&self.placement, video, &known_edges)
-            .first()
-            .map(|node| (*node).clone());
         let usable: Vec<&NodeView> = known_edges
             .iter()
             .copied()
             .filter(|node| node.status == NodeStatus::Ok)
             .collect();
+        // With every known edge usable, the ideal head is the usable head,
+        // found below without ordering the nodes twice.
+        let ideal_head = if usable.len() == known_edges.len() {
+            None
+        } else {
+            ordered(&self.placement, video, &known_edges)
+                .first()
+                .map(|node| (*node).clone())
+        };
         let origins: Vec<&NodeView> = snapshot
             .nodes()
             .iter()
@@ -346,6 +366,7 @@ impl RankConfig {
             .collect();
         let origins = ordered(&self.placement, video, &origins);
         let mut pathways = Vec::new();
+        let mut ideal_head = ideal_head;
         let reason;
         if usable.is_empty() {
             reason = Reason::OriginOnly;
@@ -393,8 +414,9 @@ impl RankConfig {
             }
             let first = ranked[0];
             let head = order[0];
-            reason = match &ideal_head {
-                Some(ideal) if ideal.status != NodeStatus::Ok => Reason::Health,
+            let ideal = ideal_head.get_or_insert_with(|| head.clone());
+            reason = match ideal {
+                ideal if ideal.status != NodeStatus::Ok => Reason::Health,
                 _ if first.node_id == head.node_id => Reason::Placement,
                 _ if self.is_overloaded(head) || !has_room(head) => Reason::Load,
                 _ => Reason::Replica,
