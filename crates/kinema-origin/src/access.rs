@@ -51,6 +51,11 @@ pub enum AccessError {
     Keys(#[from] kinema_auth::KeyRingError),
     #[error(transparent)]
     Tokens(#[from] kinema_auth::AdminTokensError),
+    /// A change refused before anything was written.
+    #[error("{0}")]
+    Refused(String),
+    #[error("the change failed: {0}")]
+    Edit(String),
 }
 
 /// The origin's access state: shared by every request, swapped whole on
@@ -63,6 +68,9 @@ pub struct Access {
     tokens: RwLock<Arc<AdminTokens>>,
     skew: Duration,
     trusted_proxies: TrustedProxies,
+    /// Held by the one change of the key ring or tokens file in progress
+    /// (`/api/keys`, `/api/admin-tokens`), so two cannot lose each other's.
+    editing: tokio::sync::Mutex<()>,
 }
 
 /// A request path whose token verified.
@@ -130,7 +138,58 @@ impl Access {
             keys_path: keys.to_path_buf(),
             tokens_path: tokens.to_path_buf(),
             skew,
+            editing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Changes the key ring as read from its file now (the file is the
+    /// truth: `kinema keys` may have changed it), saves it and serves it;
+    /// `change` runs on the blocking pool.
+    pub(crate) async fn edit_keys<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut KeyRing) -> Result<T, AccessError> + Send + 'static,
+    ) -> Result<T, AccessError> {
+        let _editing = self.editing.lock().await;
+        let path = self.keys_path.clone();
+        let (ring, answer) = tokio::task::spawn_blocking(move || {
+            let mut ring = KeyRing::load_if_exists(&path)?.unwrap_or_else(KeyRing::empty);
+            let answer = change(&mut ring)?;
+            ring.save(&path)?;
+            Ok::<_, AccessError>((ring, answer))
+        })
+        .await
+        .map_err(|join| AccessError::Edit(join.to_string()))??;
+        write(&self.keys, ring);
+        Ok(answer)
+    }
+
+    /// As [`Access::edit_keys`], for the admin tokens.
+    pub(crate) async fn edit_tokens<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut AdminTokens) -> Result<T, AccessError> + Send + 'static,
+    ) -> Result<T, AccessError> {
+        let _editing = self.editing.lock().await;
+        let path = self.tokens_path.clone();
+        let (tokens, answer) = tokio::task::spawn_blocking(move || {
+            let mut tokens = AdminTokens::load(&path)?;
+            let answer = change(&mut tokens)?;
+            tokens.save(&path)?;
+            Ok::<_, AccessError>((tokens, answer))
+        })
+        .await
+        .map_err(|join| AccessError::Edit(join.to_string()))??;
+        write(&self.tokens, tokens);
+        Ok(answer)
+    }
+
+    /// The key ring being served.
+    pub(crate) fn keys(&self) -> Arc<KeyRing> {
+        read(&self.keys)
+    }
+
+    /// The admin tokens being accepted.
+    pub(crate) fn tokens(&self) -> Arc<AdminTokens> {
+        read(&self.tokens)
     }
 
     /// Re-reads both files; on any error nothing changes.

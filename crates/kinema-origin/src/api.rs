@@ -4,6 +4,7 @@
 //! GET    /api/videos                 published videos (reads)
 //! GET    /api/videos/{id}            one video's manifest and URLs
 //! POST   /api/videos[?id=&title=&access=]    upload (raw body or multipart/form-data) → 202 + job
+//! PATCH  /api/videos/{id}            edit title, description (edit.rs) → the video
 //! DELETE /api/videos/{id}            unpublish atomically → 204
 //! GET    /api/jobs                   ingest jobs, newest first
 //! GET    /api/jobs/{id}              state, progress, error, ffmpeg log tail
@@ -41,7 +42,7 @@ use kinema_media::subtitles::{MAX_SIDECAR_BYTES, SidecarSubtitle};
 use kinema_media::{
     IngestConfig, IngestService, JobError, JobId, MediaError, SubmitRequest, Workspace,
 };
-use kinema_store::Store;
+use kinema_store::{Store, VideoMetadata};
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -98,7 +99,14 @@ impl Api {
             (["videos"], _) => method_not_allowed("GET, POST"),
             (["videos", id], &Method::GET) => self.video(id).await,
             (["videos", id], &Method::DELETE) => self.delete_video(id).await,
-            (["videos", _], _) => method_not_allowed("GET, DELETE"),
+            (["videos", id], &Method::PATCH) => match parse_video_id(id) {
+                Ok(id) => {
+                    let body = request.into_body();
+                    crate::edit::patch_video(self.store.as_ref(), id, body).await
+                }
+                Err(response) => *response,
+            },
+            (["videos", _], _) => method_not_allowed("GET, PATCH, DELETE"),
             (["jobs"], &Method::GET) => {
                 json_response(StatusCode::OK, json!({ "jobs": self.ingest.jobs() }))
             }
@@ -132,8 +140,9 @@ impl Api {
         let mut videos = Vec::new();
         for id in ids {
             // A video unpublished between listing and reading is skipped.
-            if let Ok(manifest) = self.store.manifest(&id).await {
-                videos.push(video_summary(&manifest));
+            if let Ok((manifest, metadata)) = crate::edit::read_both(self.store.as_ref(), &id).await
+            {
+                videos.push(video_summary(&manifest, &metadata));
             }
         }
         json_response(StatusCode::OK, json!({ "videos": videos }))
@@ -144,9 +153,9 @@ impl Api {
             Ok(id) => id,
             Err(response) => return *response,
         };
-        match self.store.manifest(&id).await {
-            Ok(manifest) => {
-                let mut value = video_summary(&manifest);
+        match crate::edit::read_both(self.store.as_ref(), &id).await {
+            Ok((manifest, metadata)) => {
+                let mut value = video_summary(&manifest, &metadata);
                 value["manifest"] = serde_json::to_value(&manifest).unwrap_or(Value::Null);
                 json_response(StatusCode::OK, value)
             }
@@ -189,6 +198,10 @@ impl Api {
         let mut access = query
             .iter()
             .find(|(k, _)| k == "access")
+            .map(|(_, v)| v.clone());
+        let mut description = query
+            .iter()
+            .find(|(k, _)| k == "description")
             .map(|(_, v)| v.clone());
         let declared_length = parts
             .headers
@@ -235,6 +248,7 @@ impl Api {
                 &mut id,
                 &mut title,
                 &mut access,
+                &mut description,
                 &mut subtitles,
                 &mut file_name,
             )
@@ -289,6 +303,14 @@ impl Api {
                 return error_response(StatusCode::BAD_REQUEST, format!("access: {error}"));
             }
         };
+        let description = description.filter(|text| !text.is_empty());
+        if let Some(Err(message)) = description
+            .as_deref()
+            .map(kinema_store::metadata::check_description)
+        {
+            discard_upload(&path, &subtitles).await;
+            return error_response(StatusCode::BAD_REQUEST, format!("description: {message}"));
+        }
         // Without an explicit id the video is named after its title (a
         // slug, kinema_media::slug), so the title falls back to the file's name.
         let title = title
@@ -307,6 +329,14 @@ impl Api {
             .await;
         match submitted {
             Ok(job) => {
+                if let Some(description) = description {
+                    crate::edit::describe_when_published(
+                        self.store.clone(),
+                        self.ingest.clone(),
+                        job.id.clone(),
+                        description,
+                    );
+                }
                 let location = format!("/api/jobs/{}", job.id);
                 let mut response = json_response(
                     StatusCode::ACCEPTED,
@@ -339,6 +369,7 @@ impl Api {
         id: &mut Option<String>,
         title: &mut Option<String>,
         access: &mut Option<String>,
+        description: &mut Option<String>,
         subtitles: &mut Vec<SidecarSubtitle>,
         file_name: &mut Option<String>,
     ) -> Result<(u64, bool), UploadError> {
@@ -399,12 +430,13 @@ impl Api {
                 )
                 .await?;
                 found = true;
-            } else if name == "id" || name == "title" || name == "access" {
+            } else if matches!(name.as_str(), "id" | "title" | "access" | "description") {
                 let text = read_text_field(field, &name).await?;
                 let value = Some(text.trim().to_string());
                 match name.as_str() {
                     "id" => *id = value,
                     "title" => *title = value,
+                    "description" => *description = value,
                     _ => *access = value,
                 }
             }
@@ -455,9 +487,11 @@ async fn discard_upload(path: &std::path::Path, subtitles: &[SidecarSubtitle]) {
     }
 }
 
-/// The most a multipart text part (`id`, `title`, `access`) may hold; the
-/// title's own limit in characters is the ingest pipeline's.
-const MAX_TEXT_FIELD_BYTES: usize = 4096;
+/// The most a multipart text part (`id`, `title`, `access`,
+/// `description`) may hold: a description's 5,000 characters of up to
+/// four bytes each; the title's own limit in characters is the ingest
+/// pipeline's.
+const MAX_TEXT_FIELD_BYTES: usize = 20_480;
 
 /// Reads a text part of at most [`MAX_TEXT_FIELD_BYTES`], refusing it as
 /// soon as it grows past that (never buffering the rest).
@@ -517,13 +551,15 @@ fn parse_query(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// What the library lists of a video, with its public URLs.
-fn video_summary(manifest: &Manifest) -> Value {
+/// What the library lists of a video, with its public URLs (every one
+/// resolves: the media of the current generation).
+fn video_summary(manifest: &Manifest, metadata: &VideoMetadata) -> Value {
     let id = &manifest.id;
     let has = |path: &str| manifest.files.iter().any(|file| file.path.as_str() == path);
     json!({
         "id": id,
-        "title": manifest.title,
+        "title": metadata.title(manifest),
+        "description": metadata.description,
         "duration_seconds": manifest.duration_seconds,
         "published_at_unix": manifest.published_at_unix,
         "access": manifest.access,

@@ -11,12 +11,14 @@
 //! read goes through [`kinema_store::Store`].
 
 mod access;
+mod admin_access;
 mod admission;
 pub mod api;
 mod catalog;
 mod config;
 mod cors;
 mod disk_cache;
+mod edit;
 mod files;
 mod forwarded;
 mod metrics;

@@ -36,7 +36,7 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use kinema_core::{AccessPolicy, Manifest, RenditionKind, VideoId};
 use kinema_http::{ResponseBody, respond};
-use kinema_store::{Store, StoreError};
+use kinema_store::{Store, StoreError, VideoMetadata};
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
@@ -68,6 +68,7 @@ type HttpResponse = http::Response<ResponseBody>;
 struct Summary {
     id: VideoId,
     title: String,
+    description: String,
     /// `title` lowercased, what sorting by title compares.
     title_key: String,
     /// `title` and the id lowercased, what `q` is matched against.
@@ -82,7 +83,8 @@ struct Summary {
 }
 
 impl Summary {
-    fn of(manifest: &Manifest, now: Instant) -> Self {
+    fn of(manifest: &Manifest, metadata: &VideoMetadata, now: Instant) -> Self {
+        let title = metadata.title(manifest);
         let mut ladder: Vec<_> = manifest
             .renditions
             .iter()
@@ -92,9 +94,10 @@ impl Summary {
         ladder.sort_by_key(|rung| std::cmp::Reverse(rung.2));
         Self {
             id: manifest.id.clone(),
-            title: manifest.title.clone(),
-            title_key: manifest.title.to_lowercase(),
-            search_text: format!("{}\n{}", manifest.title, manifest.id).to_lowercase(),
+            title: title.to_string(),
+            description: metadata.description.clone(),
+            title_key: title.to_lowercase(),
+            search_text: format!("{title}\n{}", manifest.id).to_lowercase(),
             duration_seconds: manifest.duration_seconds,
             published_at_unix: manifest.published_at_unix,
             private: manifest.access == AccessPolicy::Signed,
@@ -113,6 +116,7 @@ impl Summary {
         json!({
             "id": id,
             "title": self.title,
+            "description": self.description,
             "duration_seconds": self.duration_seconds,
             "published_at_unix": self.published_at_unix,
             "published_at": humantime::format_rfc3339_seconds(published).to_string(),
@@ -137,7 +141,9 @@ struct Snapshot {
 pub struct Summaries {
     store: Arc<dyn Store>,
     current: RwLock<Option<Arc<Snapshot>>>,
-    refresh: tokio::sync::Mutex<()>,
+    /// Held by the one refresh running; the edit journal's sequence number
+    /// it has read up to ([`crate::edit::edited_since`]).
+    refresh: tokio::sync::Mutex<u64>,
 }
 
 impl Summaries {
@@ -145,7 +151,7 @@ impl Summaries {
         Self {
             store,
             current: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(()),
+            refresh: tokio::sync::Mutex::new(crate::edit::edited_since(u64::MAX).1),
         }
     }
 
@@ -162,12 +168,14 @@ impl Summaries {
         if let Some(snapshot) = self.fresh(Instant::now()) {
             return Ok(snapshot);
         }
-        let _refreshing = self.refresh.lock().await;
+        let mut journal_seen = self.refresh.lock().await;
         // Another request may have refreshed while this one waited.
         if let Some(snapshot) = self.fresh(Instant::now()) {
             return Ok(snapshot);
         }
         let ids = self.store.list_videos().await?;
+        let (edited, journal_next) = crate::edit::edited_since(*journal_seen);
+        *journal_seen = journal_next;
         let now = Instant::now();
         let previous: HashMap<VideoId, Arc<Summary>> = self
             .current
@@ -194,15 +202,34 @@ impl Summaries {
         stale.truncate(REREAD_PER_REFRESH);
         let to_read: Vec<VideoId> = ids
             .iter()
-            .filter(|id| !previous.contains_key(*id))
-            .chain(stale)
+            .filter(|id| {
+                !previous.contains_key(*id)
+                    || edited.as_ref().is_none_or(|edited| edited.contains(id))
+            })
+            .chain(
+                stale
+                    .into_iter()
+                    .filter(|id| edited.as_ref().is_some_and(|edited| !edited.contains(id))),
+            )
             .cloned()
             .collect();
         let store = &self.store;
         let read: HashMap<VideoId, Option<Arc<Summary>>> = futures::stream::iter(to_read)
             .map(|id| async move {
                 let summary = match store.manifest(&id).await {
-                    Ok(manifest) => Some(Arc::new(Summary::of(&manifest, Instant::now()))),
+                    Ok(manifest) => {
+                        // Unreadable metadata shows the video as published.
+                        let metadata = match store.metadata(&id).await {
+                            Ok(metadata) => metadata,
+                            Err(error) => {
+                                if !error.is_not_found() {
+                                    tracing::warn!(video = %id, %error, "catalogue: cannot read a video's metadata");
+                                }
+                                VideoMetadata::default()
+                            }
+                        };
+                        Some(Arc::new(Summary::of(&manifest, &metadata, Instant::now())))
+                    }
                     // Unpublished between the listing and the read.
                     Err(error) if error.is_not_found() => None,
                     Err(error) => {
@@ -366,20 +393,25 @@ impl Query {
     }
 }
 
-/// Whether `path` is one of the /api paths anyone may read, which
-/// [`answer`] serves.
+/// Whether `path` is one of the /api paths the origin routes to
+/// [`answer`] before the API's own authorization: those that need no token
+/// (the catalogue), and those that need more than the API's (the admin
+/// tokens and keys of [`crate::admin_access`], which check it themselves).
 pub fn is_public(path: &str) -> bool {
-    path == CATALOGUE_PATH
+    path == CATALOGUE_PATH || crate::admin_access::answers(path)
 }
 
 /// Answers a request for a path [`is_public`] accepts: `GET`/`HEAD
-/// /api/catalogue` from `summaries`. The origin routes it before the API's
-/// authorization, since it needs no token.
+/// /api/catalogue` from `summaries`, the admin tokens and keys from
+/// `access`.
 pub async fn answer(
     summaries: &Summaries,
     access: &Access,
     request: http::request::Parts,
 ) -> HttpResponse {
+    if crate::admin_access::answers(request.uri.path()) {
+        return crate::admin_access::answer(access, request).await;
+    }
     if request.method != Method::GET && request.method != Method::HEAD {
         let mut response = error(
             StatusCode::METHOD_NOT_ALLOWED,
