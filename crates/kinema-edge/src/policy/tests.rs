@@ -483,6 +483,78 @@ fn cache_status_members() {
     );
 }
 
+/// Every verdict and reason the edge decides with, in the words
+/// `Cache-Status` carries (RFC 9211 §2.2 for `fwd`; `detail` is ours).
+#[test]
+fn cache_status_words_of_every_reason() {
+    let member = |status: CacheStatus| status.member();
+    for (reason, word) in [
+        (ForwardReason::Bypass, "bypass"),
+        (ForwardReason::UriMiss, "uri-miss"),
+        (ForwardReason::VaryMiss, "vary-miss"),
+        (ForwardReason::Miss, "miss"),
+        (ForwardReason::Request, "request"),
+        (ForwardReason::Stale, "stale"),
+    ] {
+        assert_eq!(
+            member(CacheStatus::forward(reason)),
+            format!("kinema; fwd={word}")
+        );
+    }
+    use crate::slice::SliceRefusal;
+    for (detail, word) in [
+        (Detail::NotStored(NotStored::TooLarge), "too-large"),
+        (Detail::NotStored(NotStored::ServerError), "server-error"),
+        (
+            Detail::NotStored(NotStored::RangeNotSatisfiable),
+            "range-not-satisfiable",
+        ),
+        (
+            Detail::NotStored(NotStored::PrefetchError),
+            "prefetch-error",
+        ),
+        (
+            Detail::NotStored(NotStored::Policy(NotStorable::Private)),
+            "private",
+        ),
+        (
+            Detail::NotStored(NotStored::Policy(NotStorable::NoFreshnessInformation)),
+            "no-freshness",
+        ),
+        (Detail::HitForPass, "hit-for-pass"),
+        (Detail::OnlyIfCached, "only-if-cached"),
+        (Detail::StaleIfError, "stale-if-error"),
+        (Detail::StaleWhileRevalidate, "stale-while-revalidate"),
+        (Detail::NotShareable, "not-shareable"),
+        (Detail::Sliced, "sliced"),
+        (Detail::SliceRefused, "slice-refused"),
+        (Detail::SliceChurn, "slice-churn"),
+        (Detail::UnusableSlice(SliceRefusal::WeakEtag), "weak-etag"),
+        (
+            Detail::UnusableSlice(SliceRefusal::NotStorable(NotStorable::NoStore)),
+            "no-store",
+        ),
+        (Detail::Origin(OriginFailure::Timeout), "origin-timeout"),
+        (
+            Detail::Origin(OriginFailure::Unreachable),
+            "origin-unreachable",
+        ),
+        (Detail::Origin(OriginFailure::Error), "origin-error"),
+        (Detail::Origin(OriginFailure::RequestBody), "request-body"),
+    ] {
+        assert_eq!(
+            member(CacheStatus::forward(ForwardReason::UriMiss).with_detail(detail)),
+            format!("kinema; fwd=uri-miss; detail={word}")
+        );
+    }
+    // Which reasons keep a response from the requests that waited on it.
+    assert!(NotStored::TooLarge.personal());
+    assert!(NotStored::Policy(NotStorable::SetCookie).personal());
+    assert!(!NotStored::Policy(NotStorable::NoFreshnessInformation).personal());
+    assert!(!NotStored::ServerError.personal());
+    assert!(!NotStored::PrefetchError.personal());
+}
+
 #[test]
 fn pragma_no_cache_only_without_cache_control() {
     assert!(request_directives(&headers(&[("pragma", "no-cache")])).has("no-cache"));
