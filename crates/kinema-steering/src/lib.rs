@@ -4,7 +4,8 @@
 //! (dash.js).
 //!
 //! A pure library, called by the servers: no sockets, no clock (callers pass
-//! `now`), no randomness (callers draw new session ids). What it does:
+//! `now`), no randomness (callers draw new session ids) — except its one
+//! impure module, [`service`], which is how a server runs it. What it does:
 //!
 //! - [`rank`]: for a video and a membership [`Snapshot`], the ordered
 //!   pathways — live healthy edges in the video's placement order (weighted
@@ -20,7 +21,11 @@
 //!   rewritten with one variant set / `BaseURL` per pathway, absolute on
 //!   each node, keeping a signed-URL `/s/{token}` prefix in every path;
 //! - [`log`]: a record per decision, classified as content miss or health
-//!   miss, and counters for `/metrics`.
+//!   miss, and counters for `/metrics`;
+//! - [`service`]: the impure part — a [`SteeringService`] over the
+//!   membership's watch channel and a clock, with per-video rates, random
+//!   session ids and ready HTTP responses (`/steer/{id}`, the `302` for
+//!   clients that know no steering, the rewritten master or MPD).
 //!
 //! # How a server uses it
 //!
@@ -83,12 +88,14 @@ pub mod hls;
 pub mod log;
 pub mod pathway;
 pub mod rank;
+pub mod service;
 pub mod session;
 pub mod steer;
 
 pub use log::{DecisionRecord, Miss, SteeringCounters};
 pub use pathway::{BaseUrl, PathPrefix, Pathway, PathwayId};
 pub use rank::{NodeStatus, NodeView, RankConfig, Ranking, Reason, Snapshot};
+pub use service::{ManifestKind, SteeringService};
 pub use session::{SessionId, SessionState};
 pub use steer::{
     Decision, Protocol, Steering, SteeringConfig, SteeringManifest, SteeringQuery, SteeringRequest,

@@ -1,0 +1,404 @@
+//! The steering service: the crate's one impure module, where the pure
+//! parts meet a running server. It reads the membership from a watch
+//! channel, the wall clock from a [`Clock`], draws session ids at random,
+//! keeps per-video request rates, counts and logs every decision, and
+//! answers with ready HTTP responses: the steering manifest
+//! (`GET /steer/{id}`), the `302` that sends a client knowing no steering
+//! to the chosen node, and the stored master or MPD rewritten with one
+//! pathway per node.
+//!
+//! What it deliberately is not: a router. The server decides which
+//! requests reach it (a published video, a stable manifest URL, a client
+//! that did not come through a kinema node), and applies its own CORS
+//! policy over the permissive one set here.
+//!
+//! The membership snapshot is rebuilt when the watched view changes, not
+//! per request; the per-video rate meters live in a map of at most
+//! [`MAX_TRACKED_VIDEOS`] entries, the most faded ones going first, so a
+//! scan of made-up ids costs memory only up to that bound.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
+use http::{HeaderValue, Response, StatusCode};
+use kinema_cluster::MembershipView;
+use kinema_core::VideoId;
+use kinema_http::{Clock, ResponseBody};
+use kinema_placement::RateMeter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::log::SteeringCounters;
+use crate::pathway::PathPrefix;
+use crate::rank::Snapshot;
+use crate::session::SessionId;
+use crate::steer::{Decision, Protocol, Steering, SteeringQuery, SteeringRequest};
+
+/// Most videos whose request rate is kept at once.
+pub const MAX_TRACKED_VIDEOS: usize = 4096;
+/// Half-life of a video's request rate: a video nobody starts fades to
+/// half its rate each minute, so a crowd spreads it over more nodes within
+/// seconds and a cold video is back on one node within minutes.
+pub const RATE_HALF_LIFE: Duration = Duration::from_secs(60);
+/// `Retry-After` of a steering request no node can serve: a little under
+/// the shortest TTL, so a player asks again about when membership has news.
+pub const UNSERVED_RETRY_AFTER_SECONDS: u32 = 5;
+
+/// Which stored file a rewrite is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestKind {
+    /// The HLS multivariant playlist (`master.m3u8`).
+    Master,
+    /// The DASH MPD (`manifest.mpd`).
+    Mpd,
+}
+
+/// Steering as a server runs it; shared by every connection.
+#[derive(Debug)]
+pub struct SteeringService {
+    steering: Steering,
+    clock: Clock,
+    membership: Mutex<Membership>,
+    rates: Mutex<RateMap>,
+    counters: Arc<SteeringCounters>,
+    served: Arc<Served>,
+}
+
+#[derive(Debug)]
+struct Membership {
+    view: watch::Receiver<MembershipView>,
+    current: Arc<Current>,
+}
+
+/// One membership view as steering uses it.
+#[derive(Debug, Default)]
+struct Current {
+    snapshot: Arc<Snapshot>,
+    /// This node's id, when the view lists it: a redirect to it is none.
+    self_node: Option<String>,
+}
+
+impl Current {
+    fn of(view: &MembershipView) -> Self {
+        Self {
+            snapshot: Arc::new(Snapshot::from_view(view)),
+            self_node: view
+                .live
+                .iter()
+                .find(|member| member.is_self)
+                .map(|member| member.node_id.to_string()),
+        }
+    }
+}
+
+/// What the service answered, for `/metrics`.
+#[derive(Debug, Default)]
+struct Served {
+    manifests: AtomicU64,
+    unserved: AtomicU64,
+    redirects: AtomicU64,
+    rewrites: AtomicU64,
+    rewrite_failures: AtomicU64,
+    snapshot_rebuilds: AtomicU64,
+}
+
+impl SteeringService {
+    /// A service deciding with `steering` over the membership `view`
+    /// ([`kinema_cluster::Cluster::subscribe`]), at the time `clock` reads.
+    pub fn new(steering: Steering, view: watch::Receiver<MembershipView>, clock: Clock) -> Self {
+        let current = Arc::new(Current::of(&view.borrow()));
+        Self {
+            steering,
+            clock,
+            membership: Mutex::new(Membership { view, current }),
+            rates: Mutex::new(RateMap::default()),
+            counters: Arc::new(SteeringCounters::default()),
+            served: Arc::new(Served::default()),
+        }
+    }
+
+    /// The decision counters ([`crate::log::register`] renders them).
+    pub fn counters(&self) -> Arc<SteeringCounters> {
+        self.counters.clone()
+    }
+
+    /// Registers the decision counters (`steering_decisions_total`, …) and
+    /// the service's own (`steering_redirects_total`, …) in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        crate::log::register(registry, self.counters.clone());
+        registry
+            .sub_registry_with_prefix("steering")
+            .register_collector(Box::new(ServedCollector(self.served.clone())));
+    }
+
+    /// `302` responses sent so far.
+    pub fn redirects(&self) -> u64 {
+        self.served.redirects.load(Relaxed)
+    }
+
+    /// The membership snapshot decisions use now, rebuilt first if the
+    /// view changed since the last request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current().snapshot.clone()
+    }
+
+    fn current(&self) -> Arc<Current> {
+        let mut membership = lock(&self.membership);
+        // An error means the cluster is gone: keep the last view.
+        if membership.view.has_changed().unwrap_or(false) {
+            let current = Current::of(&membership.view.borrow_and_update());
+            membership.current = Arc::new(current);
+            self.served.snapshot_rebuilds.fetch_add(1, Relaxed);
+        }
+        membership.current.clone()
+    }
+
+    /// Decides for one request of `video`, counts and logs it. Session
+    /// starts feed the video's rate: a reload of a steering manifest is the
+    /// same viewer again, and placement's rate is session starts per second.
+    fn decide(&self, video: &VideoId, query: &SteeringQuery) -> (Decision, Arc<Current>) {
+        let current = self.current();
+        let now = self.clock.now();
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let starts = query.session.is_none();
+        let rate = {
+            let mut rates = lock(&self.rates);
+            if starts {
+                rates.observe(video, since_epoch)
+            } else {
+                rates.rate(video, since_epoch)
+            }
+        };
+        let decision = self.steering.decide(&SteeringRequest {
+            video,
+            snapshot: &current.snapshot,
+            rate,
+            query,
+            new_session: SessionId(rand::random()),
+            now,
+        });
+        let record = decision.record();
+        self.counters.count(&record);
+        tracing::debug!(target: "kinema::steering", "steering {record}");
+        (decision, current)
+    }
+
+    /// `GET /steer/{video}?{query}`: the steering manifest, as JSON in the
+    /// form `query.protocol` names (HLS when it names none), never stored;
+    /// 503 with `Retry-After` when no node can serve. Never 404, 410 or 429:
+    /// the caller answers for unknown videos before calling.
+    pub fn steer(&self, video: &VideoId, query: &str) -> Response<ResponseBody> {
+        let query = SteeringQuery::parse(query);
+        let (decision, _) = self.decide(video, &query);
+        let protocol = query.protocol.unwrap_or(Protocol::Hls);
+        match self.steering.manifest(&decision, protocol) {
+            Some(manifest) => {
+                self.served.manifests.fetch_add(1, Relaxed);
+                let mut response = respond(StatusCode::OK, Bytes::from(manifest.body));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(manifest.content_type),
+                );
+                response
+            }
+            None => {
+                self.served.unserved.fetch_add(1, Relaxed);
+                let mut response = respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Bytes::from_static(b"no node can serve this video now; retry later\n"),
+                );
+                let headers = response.headers_mut();
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                headers.insert(RETRY_AFTER, HeaderValue::from(UNSERVED_RETRY_AFTER_SECONDS));
+                response
+            }
+        }
+    }
+
+    /// A `302` sending a request for `path_and_query` (starting with `/`)
+    /// of `video` to the node steering chooses, with an absolute
+    /// `Location`; `None` when that node is this one, nothing can serve, or
+    /// the path cannot be put in a `Location`.
+    pub fn redirect(
+        &self,
+        video: &VideoId,
+        path_and_query: &str,
+    ) -> Option<Response<ResponseBody>> {
+        let (decision, current) = self.decide(video, &SteeringQuery::default());
+        let chosen = decision.chosen()?;
+        if current.self_node.as_deref() == Some(chosen.node_id.as_str()) {
+            return None;
+        }
+        let location = HeaderValue::try_from(decision.redirect(path_and_query)?).ok()?;
+        self.served.redirects.fetch_add(1, Relaxed);
+        let mut response = respond(StatusCode::FOUND, Bytes::new());
+        response.headers_mut().insert(LOCATION, location);
+        Some(response)
+    }
+
+    /// The stored master playlist or MPD of `video`, requested at
+    /// `request_path` (its directory, token included, prefixes every
+    /// rewritten URI), rewritten with one pathway per node for a new
+    /// session; `None` when it cannot be (no node serves, a path or file
+    /// the rewriter refuses): then the stored file is served as it is.
+    pub fn rewrite(
+        &self,
+        kind: ManifestKind,
+        video: &VideoId,
+        request_path: &str,
+        stored: &[u8],
+    ) -> Option<Bytes> {
+        let rewritten = (|| {
+            let prefix = PathPrefix::of_request_path(request_path).ok()?;
+            let text = std::str::from_utf8(stored).ok()?;
+            let (decision, _) = self.decide(video, &SteeringQuery::default());
+            let rewritten = match kind {
+                ManifestKind::Master => self.steering.rewrite_master(text, &decision, &prefix),
+                ManifestKind::Mpd => self.steering.rewrite_mpd(text, &decision, &prefix),
+            };
+            match rewritten {
+                Ok(text) => Some(Bytes::from(text)),
+                Err(error) => {
+                    tracing::debug!(video = %video, %error, "serving the stored file unchanged");
+                    None
+                }
+            }
+        })();
+        let counter = match rewritten {
+            Some(_) => &self.served.rewrites,
+            None => &self.served.rewrite_failures,
+        };
+        counter.fetch_add(1, Relaxed);
+        rewritten
+    }
+}
+
+/// A response of the service: never stored, readable from any page (the
+/// steering URL and a redirect's target are on other nodes than the page).
+fn respond(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Empty);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    *response.body_mut() = ResponseBody::Full(body);
+    response
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data whole.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Per-video rate meters, at most [`MAX_TRACKED_VIDEOS`].
+#[derive(Debug, Default)]
+struct RateMap {
+    meters: HashMap<VideoId, RateMeter>,
+}
+
+impl RateMap {
+    /// Counts one session start of `video` at `now`; its rate then.
+    fn observe(&mut self, video: &VideoId, now: Duration) -> f64 {
+        if !self.meters.contains_key(video) && self.meters.len() >= MAX_TRACKED_VIDEOS {
+            self.evict(now);
+        }
+        let meter = self
+            .meters
+            .entry(video.clone())
+            .or_insert_with(|| RateMeter::new(RATE_HALF_LIFE).expect("a half-life in range"));
+        meter.observe(now);
+        meter.rate(now)
+    }
+
+    fn rate(&self, video: &VideoId, now: Duration) -> f64 {
+        self.meters.get(video).map_or(0.0, |meter| meter.rate(now))
+    }
+
+    /// Drops the eighth of the meters with the lowest rates, so a flood
+    /// of new ids pays for one pass per few hundred ids, and a video that
+    /// is watched outlives ids seen once.
+    fn evict(&mut self, now: Duration) {
+        let mut rates: Vec<f64> = self.meters.values().map(|m| m.rate(now)).collect();
+        let cut = rates.len() / 8;
+        let (_, threshold, _) = rates.select_nth_unstable_by(cut, f64::total_cmp);
+        let threshold = *threshold;
+        let mut dropped = 0;
+        self.meters.retain(|_, meter| {
+            let drop = dropped <= cut && meter.rate(now) <= threshold;
+            dropped += usize::from(drop);
+            !drop
+        });
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.meters.len()
+    }
+}
+
+#[derive(Debug)]
+struct ServedCollector(Arc<Served>);
+
+impl Collector for ServedCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let served = &self.0;
+        for (name, help, value) in [
+            (
+                "manifests",
+                "Steering manifests sent (GET /steer/{id}).",
+                &served.manifests,
+            ),
+            (
+                "unserved_answers",
+                "Steering requests answered 503 because no node could serve.",
+                &served.unserved,
+            ),
+            (
+                "redirects",
+                "Requests for a video's master playlist or MPD redirected (302) to the node steering chose.",
+                &served.redirects,
+            ),
+            (
+                "rewrites",
+                "Master playlists and MPDs rewritten with one pathway per node.",
+                &served.rewrites,
+            ),
+            (
+                "rewrite_failures",
+                "Master playlists and MPDs served as stored because they could not be rewritten.",
+                &served.rewrite_failures,
+            ),
+            (
+                "snapshot_rebuilds",
+                "Times the membership snapshot was rebuilt after the view changed.",
+                &served.snapshot_rebuilds,
+            ),
+        ] {
+            let counter = ConstCounter::new(value.load(Relaxed));
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

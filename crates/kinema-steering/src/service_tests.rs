@@ -1,0 +1,255 @@
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use kinema_cluster::{ClusterKey, ClusterKeys, Health, Member, NodeFigures, NodeInfo, Role};
+
+use super::*;
+use crate::pathway::PathwayId;
+use crate::steer::SteeringConfig;
+
+fn member(id: &str, role: Role, url: &str, is_self: bool) -> Member {
+    let gossip_addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    Member {
+        node_id: id.into(),
+        generation: 1,
+        gossip_addr,
+        is_self,
+        state: Ok(NodeInfo {
+            role,
+            public_url: url.into(),
+            region: "here".into(),
+            capacity_bps: 1_000_000_000,
+            figures: NodeFigures::default(),
+            health: Health::Ok,
+        }),
+    }
+}
+
+fn origin_alone() -> MembershipView {
+    MembershipView {
+        live: vec![member(
+            "origin",
+            Role::Origin,
+            "http://127.0.0.1:8080",
+            true,
+        )],
+        ..MembershipView::default()
+    }
+}
+
+fn with_edge(view: &MembershipView, id: &str, url: &str) -> MembershipView {
+    let mut view = view.clone();
+    view.live.push(member(id, Role::Edge, url, false));
+    view
+}
+
+fn service(view: MembershipView) -> (watch::Sender<MembershipView>, SteeringService) {
+    let keys = ClusterKeys::new(ClusterKey::new(1, vec![9; 32]).unwrap(), None).unwrap();
+    let (sender, receiver) = watch::channel(view);
+    let clock = Clock::from_fn(|| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let service = SteeringService::new(
+        Steering::new(SteeringConfig::default(), keys),
+        receiver,
+        clock,
+    );
+    (sender, service)
+}
+
+fn clip() -> VideoId {
+    VideoId::new("clip").unwrap()
+}
+
+fn body(response: &Response<ResponseBody>) -> serde_json::Value {
+    match response.body() {
+        ResponseBody::Full(bytes) => serde_json::from_slice(bytes).unwrap(),
+        _ => panic!("a steering answer is one buffer"),
+    }
+}
+
+fn header(response: &Response<ResponseBody>, name: http::header::HeaderName) -> &str {
+    response.headers()[name].to_str().unwrap()
+}
+
+#[test]
+fn the_snapshot_is_rebuilt_when_the_view_changes_and_only_then() {
+    let (sender, service) = service(origin_alone());
+    let first = service.snapshot();
+    assert_eq!(first.nodes().len(), 1);
+    service.steer(&clip(), "");
+    assert!(
+        Arc::ptr_eq(&first, &service.snapshot()),
+        "no change, no rebuild"
+    );
+    sender.send_replace(with_edge(
+        &origin_alone(),
+        "edge-a",
+        "http://127.0.0.2:8080",
+    ));
+    let second = service.snapshot();
+    assert!(!Arc::ptr_eq(&first, &second));
+    assert_eq!(second.nodes().len(), 2);
+    assert!(Arc::ptr_eq(&second, &service.snapshot()));
+    // The next answer names the edge first.
+    let manifest = body(&service.steer(&clip(), ""));
+    let edge = PathwayId::of_node("edge-a");
+    assert_eq!(manifest["PATHWAY-PRIORITY"][0], edge.as_str());
+}
+
+#[test]
+fn a_cluster_gone_keeps_the_last_view() {
+    let (sender, service) = service(with_edge(
+        &origin_alone(),
+        "edge-a",
+        "http://127.0.0.2:8080",
+    ));
+    drop(sender);
+    assert_eq!(service.snapshot().nodes().len(), 2);
+    assert_eq!(service.steer(&clip(), "").status(), StatusCode::OK);
+}
+
+#[test]
+fn a_steering_answer_is_json_never_stored_and_readable_cross_origin() {
+    let (_sender, service) = service(with_edge(
+        &origin_alone(),
+        "edge-a",
+        "http://127.0.0.2:8080",
+    ));
+    let response = service.steer(&clip(), "");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, CONTENT_TYPE), "application/json");
+    assert_eq!(header(&response, CACHE_CONTROL), "no-store");
+    assert_eq!(header(&response, ACCESS_CONTROL_ALLOW_ORIGIN), "*");
+    let manifest = body(&response);
+    assert_eq!(manifest["VERSION"], 1);
+    assert_eq!(manifest["TTL"], 10);
+    assert!(manifest.get("SERVICE-LOCATION-PRIORITY").is_none());
+    let reload = manifest["RELOAD-URI"].as_str().unwrap();
+    assert!(reload.contains("/steer/clip?session="), "{reload}");
+    let dash = body(&service.steer(&clip(), "proto=dash"));
+    assert!(dash.get("SERVICE-LOCATION-PRIORITY").is_some());
+    assert!(
+        dash["RELOAD-URI"]
+            .as_str()
+            .unwrap()
+            .ends_with("&proto=dash")
+    );
+}
+
+#[test]
+fn nothing_serving_is_a_503_with_retry_after() {
+    let (_sender, service) = service(MembershipView::default());
+    let response = service.steer(&clip(), "");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, RETRY_AFTER), "5");
+    assert_eq!(header(&response, CACHE_CONTROL), "no-store");
+    assert!(service.redirect(&clip(), "/v/clip/master.m3u8").is_none());
+    assert_eq!(service.served.unserved.load(Relaxed), 1);
+}
+
+#[test]
+fn a_redirect_goes_to_the_chosen_edge_and_never_to_this_node() {
+    let (sender, service) = service(origin_alone());
+    // Only this origin serves: no redirect.
+    assert!(service.redirect(&clip(), "/v/clip/master.m3u8").is_none());
+    sender.send_replace(with_edge(
+        &origin_alone(),
+        "edge-a",
+        "http://127.0.0.2:8080",
+    ));
+    let response = service
+        .redirect(&clip(), "/s/TOKEN/v/clip/master.m3u8?x=1")
+        .expect("an edge serves");
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(
+        header(&response, LOCATION),
+        "http://127.0.0.2:8080/s/TOKEN/v/clip/master.m3u8?x=1"
+    );
+    assert_eq!(header(&response, CACHE_CONTROL), "no-store");
+    assert_eq!(service.redirects(), 1);
+    // A path that cannot be a Location is not redirected.
+    assert!(service.redirect(&clip(), "v/clip/master.m3u8").is_none());
+}
+
+#[test]
+fn a_master_is_rewritten_or_left_to_be_served_as_stored() {
+    let (_sender, service) = service(with_edge(
+        &origin_alone(),
+        "edge-a",
+        "http://127.0.0.2:8080",
+    ));
+    let stored = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\ng1/v360/index.m3u8\n";
+    let rewritten = service
+        .rewrite(ManifestKind::Master, &clip(), "/v/clip/master.m3u8", stored)
+        .expect("rewritten");
+    let text = std::str::from_utf8(&rewritten).unwrap();
+    assert!(
+        text.contains("#EXT-X-CONTENT-STEERING:SERVER-URI="),
+        "{text}"
+    );
+    assert!(
+        text.contains("http://127.0.0.2:8080/v/clip/g1/v360/index.m3u8"),
+        "{text}"
+    );
+    let absolute = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nhttp://elsewhere/x.m3u8\n";
+    assert!(
+        service
+            .rewrite(
+                ManifestKind::Master,
+                &clip(),
+                "/v/clip/master.m3u8",
+                absolute
+            )
+            .is_none()
+    );
+    assert!(
+        service
+            .rewrite(
+                ManifestKind::Mpd,
+                &clip(),
+                "/v/clip/manifest.mpd",
+                b"\xff\xfe"
+            )
+            .is_none()
+    );
+}
+
+#[test]
+fn the_rate_map_stays_bounded_under_a_scan_of_made_up_ids() {
+    let mut rates = RateMap::default();
+    let hot = VideoId::new("hot").unwrap();
+    let start = Duration::from_secs(1_000);
+    for _ in 0..50 {
+        rates.observe(&hot, start);
+    }
+    for n in 0..(3 * MAX_TRACKED_VIDEOS) {
+        let id = VideoId::new(format!("made-up-{n}")).unwrap();
+        let now = start + Duration::from_millis(n as u64);
+        rates.observe(&id, now);
+        assert!(rates.len() <= MAX_TRACKED_VIDEOS, "{} meters", rates.len());
+    }
+    let later = start + Duration::from_millis(3 * MAX_TRACKED_VIDEOS as u64);
+    // The watched video outlived ids seen once.
+    assert!(rates.rate(&hot, later) > 0.1, "{}", rates.rate(&hot, later));
+}
+
+#[test]
+fn service_counters_render_in_a_registry() {
+    let (_sender, service) = service(with_edge(
+        &origin_alone(),
+        "edge-a",
+        "http://127.0.0.2:8080",
+    ));
+    service.steer(&clip(), "");
+    service.redirect(&clip(), "/v/clip/master.m3u8");
+    let mut registry = Registry::with_prefix("kinema_origin");
+    service.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "kinema_origin_steering_redirects_total 1\n",
+        "kinema_origin_steering_manifests_total 1\n",
+        "kinema_origin_steering_decisions_total{reason=\"placement\"} 2\n",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
