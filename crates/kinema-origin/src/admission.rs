@@ -333,6 +333,9 @@ pub struct Sources {
     pub egress_bytes: Box<dyn Fn() -> u64 + Send + Sync>,
     /// The serving threads' load, 0 to 1.
     pub load: Box<dyn Fn() -> f64 + Send + Sync>,
+    /// Where admitted sessions are counted: a counter the origin's parts
+    /// share, so the cluster's figures read it without asking admission.
+    pub admitted: Arc<AtomicU64>,
 }
 
 /// The origin's admission control; one per origin.
@@ -343,7 +346,7 @@ pub struct Admission {
     /// Whether any reservation waits for its first segment, readable
     /// without the lock, so segment requests usually skip it.
     any_unconfirmed: AtomicBool,
-    admitted: AtomicU64,
+    admitted: Arc<AtomicU64>,
     refused: [AtomicU64; Reason::ALL.len()],
 }
 
@@ -375,6 +378,7 @@ impl std::fmt::Debug for Admission {
 impl Admission {
     pub fn new(limits: Limits, sources: Sources) -> Self {
         let sampled_bytes = (sources.egress_bytes)();
+        let admitted = sources.admitted.clone();
         Self {
             limits,
             sources,
@@ -386,7 +390,7 @@ impl Admission {
                 sampled_bytes,
             }),
             any_unconfirmed: AtomicBool::new(false),
-            admitted: AtomicU64::new(0),
+            admitted,
             refused: Default::default(),
         }
     }
@@ -582,6 +586,7 @@ mod tests {
             Sources {
                 egress_bytes: Box::new(move || egress_bytes.load(Relaxed)),
                 load: Box::new(move || load_per_mille.load(Relaxed) as f64 / 1000.0),
+                admitted: Arc::default(),
             },
         )
     }

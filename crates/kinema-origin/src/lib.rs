@@ -32,7 +32,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kinema_http::server::ServerStats;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -40,7 +39,7 @@ pub use disk_cache::DiskCache;
 pub use forwarded::TrustedProxies;
 pub use metrics::RouteKind;
 pub use origin::Origin;
-pub use parts::OriginParts;
+pub use parts::{MetricsHook, OriginCounters, OriginParts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -87,7 +86,8 @@ pub async fn run_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let stats = Arc::new(ServerStats::default());
+    // The parts' counters, which the wiring may read while this serves.
+    let stats = parts.stats();
     let origin = Arc::new(Origin::new(&config, parts, stats.clone()).await?);
     let handler = origin.clone();
     let tls = secure::server_tls(&config)?;

@@ -34,12 +34,14 @@ pub enum RouteKind {
     Api,
     Health,
     Metrics,
+    /// `/steer/{id}` and the redirects of a cluster.
+    Steering,
     /// Everything that matched no route.
     Unknown,
 }
 
 impl RouteKind {
-    const ALL: [RouteKind; 9] = [
+    const ALL: [RouteKind; 10] = [
         RouteKind::Segment,
         RouteKind::Init,
         RouteKind::Playlist,
@@ -48,6 +50,7 @@ impl RouteKind {
         RouteKind::Api,
         RouteKind::Health,
         RouteKind::Metrics,
+        RouteKind::Steering,
         RouteKind::Unknown,
     ];
 
@@ -61,6 +64,7 @@ impl RouteKind {
             RouteKind::Api => "api",
             RouteKind::Health => "healthz",
             RouteKind::Metrics => "metrics",
+            RouteKind::Steering => "steering",
             RouteKind::Unknown => "unknown",
         }
     }
@@ -493,6 +497,7 @@ mod tests {
                         crate::admission::Sources {
                             egress_bytes: Box::new(|| 0),
                             load: Box::new(|| 0.0),
+                            admitted: Arc::default(),
                         },
                     );
                     let viewer = |n: u8| std::net::IpAddr::from([192, 0, n, 1]);

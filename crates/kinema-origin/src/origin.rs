@@ -38,6 +38,8 @@ use crate::parts::OriginParts;
 use crate::public_catalogue::{self, Summaries};
 use crate::web::WebRoot;
 
+mod steer;
+
 type HttpResponse = Response<ResponseBody>;
 
 /// How often retired generations past their grace are looked for besides
@@ -65,6 +67,9 @@ pub struct Origin {
     scrub_rate: u64,
     /// What time it is for a signed URL's token.
     clock: Clock,
+    /// In a cluster: `/steer/{id}` and the redirect of a viewer's first
+    /// request to the node steering chooses.
+    steering: Option<Arc<kinema_steering::SteeringService>>,
 }
 
 impl Origin {
@@ -85,6 +90,10 @@ impl Origin {
             metrics,
             workspace,
             clock,
+            stats: _,
+            sessions_admitted,
+            steering,
+            metrics_hooks,
         } = parts;
         let cors = Cors::new(&config.cors_allowed_origins).map_err(Error::Config)?;
         if config.max_load.is_nan() || config.max_load <= 0.0 {
@@ -119,9 +128,10 @@ impl Origin {
                     let stats = stats.clone();
                     move || stats.load()
                 }),
+                admitted: sessions_admitted,
             },
         ));
-        let registry = metrics::registry(
+        let mut registry = metrics::registry(
             metrics.clone(),
             Readings {
                 cache_bytes: Box::new({
@@ -145,6 +155,12 @@ impl Origin {
                 admission: admission.clone(),
             },
         );
+        if let Some(steering) = &steering {
+            steering.register(&mut registry);
+        }
+        for hook in metrics_hooks {
+            hook(&mut registry);
+        }
         let catalogue = Summaries::new(store.clone());
         // Jobs a crashed server left running are recovered as the API starts.
         let api = Api::new(store, workspace, config.ingest.clone())
@@ -165,6 +181,7 @@ impl Origin {
             prefetch: config.prefetch,
             scrub_rate: config.scrub_rate.as_u64(),
             clock,
+            steering,
         })
     }
 
@@ -263,6 +280,9 @@ impl Origin {
         }
         if let Some(rest) = path.strip_prefix("/v/") {
             return self.media(&request, rest, None, client).await;
+        }
+        if let (Some(id), Some(steering)) = (path.strip_prefix("/steer/"), &self.steering) {
+            return self.steer(steering, &request, id).await;
         }
         let kind = match path {
             "/healthz" => RouteKind::Health,
@@ -368,6 +388,11 @@ impl Origin {
                         let mut response = access::refused(kinema_auth::Refusal::MissingToken);
                         self.cors.apply(&request.headers, response.headers_mut());
                         return (kind, response);
+                    }
+                    // In a cluster, a viewer's first request goes to the
+                    // node steering chooses (which admits it there).
+                    if let Some(response) = self.steer_away(request, raw, &video) {
+                        return (RouteKind::Steering, response);
                     }
                     // A player's first request starts a session: admitted
                     // only while there is room for it (DESIGN §6).

@@ -4,14 +4,25 @@
 //! token still allows. The binary's wiring (and a test) builds them, so any
 //! of them can be swapped, and [`crate::Origin::new`] builds none.
 //!
+//! In a cluster the wiring also holds some of them while the origin runs:
+//! the counters its figures are computed from ([`OriginCounters`]: the
+//! connection layer's [`ServerStats`], bytes sent, sessions admitted), and
+//! it adds the steering service ([`OriginParts::with_steering`]) and the
+//! cluster's metrics ([`OriginParts::with_metrics`]). Without a cluster
+//! none of that is set and the origin serves as a single node.
+//!
 //! Naming no store backend: the store arrives as `Arc<dyn Store>`, opened
 //! from configuration by [`kinema_store::open`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use kinema_http::Clock;
+use kinema_http::server::ServerStats;
 use kinema_media::Workspace;
+use kinema_steering::SteeringService;
 use kinema_store::{Store, StoreConfig};
+use prometheus_client::registry::Registry;
 
 use crate::Error;
 use crate::catalog::Catalog;
@@ -20,8 +31,10 @@ use crate::disk_cache::DiskCache;
 use crate::files::{DescriptorBudget, FileCache};
 use crate::metrics::Metrics;
 
+/// Adds collectors to the origin's `/metrics` registry.
+pub type MetricsHook = Box<dyn FnOnce(&mut Registry) + Send>;
+
 /// The parts an [`crate::Origin`] is built from.
-#[derive(Debug)]
 pub struct OriginParts {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) catalog: Catalog,
@@ -30,6 +43,46 @@ pub struct OriginParts {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) workspace: Workspace,
     pub(crate) clock: Clock,
+    pub(crate) stats: Arc<ServerStats>,
+    pub(crate) sessions_admitted: Arc<AtomicU64>,
+    pub(crate) steering: Option<Arc<SteeringService>>,
+    pub(crate) metrics_hooks: Vec<MetricsHook>,
+}
+
+impl std::fmt::Debug for OriginParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginParts")
+            .field("store", &self.store)
+            .field("steering", &self.steering.is_some())
+            .field("metrics_hooks", &self.metrics_hooks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the origin has counted so far, read by the wiring (the cluster's
+/// figures) while the origin runs.
+#[derive(Debug, Clone)]
+pub struct OriginCounters {
+    stats: Arc<ServerStats>,
+    metrics: Arc<Metrics>,
+    sessions_admitted: Arc<AtomicU64>,
+}
+
+impl OriginCounters {
+    /// Bytes of response bodies handed to the connection layer since start.
+    pub fn bytes_sent(&self) -> u64 {
+        self.metrics.body_bytes_total()
+    }
+
+    /// Viewing sessions admitted since start.
+    pub fn sessions_admitted(&self) -> u64 {
+        self.sessions_admitted.load(Relaxed)
+    }
+
+    /// How busy the serving threads are, 0 to 1 ([`ServerStats::load`]).
+    pub fn load(&self) -> f64 {
+        self.stats.load()
+    }
 }
 
 impl OriginParts {
@@ -82,6 +135,41 @@ impl OriginParts {
             metrics,
             workspace,
             clock,
+            stats: Arc::new(ServerStats::default()),
+            sessions_admitted: Arc::default(),
+            steering: None,
+            metrics_hooks: Vec::new(),
+        }
+    }
+
+    /// These parts with `steering`: `GET /steer/{id}` answers, and a
+    /// viewer's request for a video's master playlist or MPD that did not
+    /// come through a kinema node is redirected to the node steering
+    /// chooses. Its counters are added to `/metrics`.
+    pub fn with_steering(mut self, steering: Arc<SteeringService>) -> Self {
+        self.steering = Some(steering);
+        self
+    }
+
+    /// These parts with `hook` run on the `/metrics` registry when the
+    /// origin is built (the cluster's membership figures, say).
+    pub fn with_metrics(mut self, hook: impl FnOnce(&mut Registry) + Send + 'static) -> Self {
+        self.metrics_hooks.push(Box::new(hook));
+        self
+    }
+
+    /// The connection layer's counters, which [`crate::run_with`] serves
+    /// with.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.stats.clone()
+    }
+
+    /// The counters the origin's figures come from.
+    pub fn counters(&self) -> OriginCounters {
+        OriginCounters {
+            stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
+            sessions_admitted: self.sessions_admitted.clone(),
         }
     }
 
