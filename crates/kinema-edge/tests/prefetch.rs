@@ -107,3 +107,38 @@ async fn a_prefetch_answered_with_an_error_is_not_stored() {
     edge.stop().await;
     origin.kill().await;
 }
+
+/// A playlist the disk tier kept across a restart was never filled by the
+/// new process: found on disk, it still tells where the video ends.
+#[tokio::test]
+async fn a_playlist_found_on_disk_after_a_restart_still_bounds_prefetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = origin().await;
+    let mut config = config(&origin, 2);
+    config.cache_disk = Some(format!("{}:64MiB", dir.path().display()));
+    let edge = Edge::start(config.clone()).await;
+    // The second use admits it to disk.
+    for _ in 0..2 {
+        let (status, _, _) = get(edge.address, "/v/a/360p/index.m3u8", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    edge.wait_metric("kinema_edge_disk_objects", 1).await;
+    edge.stop().await;
+
+    let edge = Edge::start(config).await;
+    let (_, headers, _) = get(edge.address, "/v/a/360p/index.m3u8", &[]).await;
+    assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+    let (status, _, _) = get(edge.address, "/v/a/360p/3.m4s", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get(edge.address, "/v/a/360p/1.m4s", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    // Segment 2 only: 3 is stored, and nothing comes after it.
+    edge.wait_metric("kinema_edge_prefetches_total", 1).await;
+    let (status, _, _) = get(edge.address, "/v/a/360p/2.m4s", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(origin.count("/v/a/360p/4.m4s"), 0);
+    assert_eq!(origin.count("/v/a/360p/5.m4s"), 0);
+    assert_eq!(edge.metric("kinema_edge_prefetches_total").await, 1);
+    edge.stop().await;
+    origin.kill().await;
+}

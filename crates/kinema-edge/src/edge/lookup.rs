@@ -14,6 +14,11 @@ impl Edge {
         let lookup = self.store.lookup(key, &request.headers).await;
         let (candidate, forward) = match lookup {
             Lookup::Hit(stored, tier) => {
+                // What this process never filled (the disk tier kept it
+                // across a restart) is learnt from as it is found.
+                if tier == Tier::Disk && stored.status == StatusCode::OK {
+                    self.learn_playlist(key, &stored.body);
+                }
                 let freshness = stored.freshness(self.clock.now(), &self.settings.rules);
                 let response_directives = stored.directives();
                 match policy::reuse(request_directives, response_directives, freshness) {

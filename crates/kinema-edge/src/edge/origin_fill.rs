@@ -112,6 +112,9 @@ impl Edge {
                 policy::storable(&Method::GET, &request.headers, fresh.status, &fresh.headers);
             if storable.is_ok() {
                 self.store.replace(key, fresh.clone());
+                if fresh.status == StatusCode::OK {
+                    self.learn_playlist(key, &fresh.body);
+                }
             } else {
                 self.store.remove(key).await;
             }

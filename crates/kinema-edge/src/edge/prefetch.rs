@@ -5,7 +5,9 @@ use super::*;
 
 impl Edge {
     /// Remembers where a finished media playlist stored under `key` ends
-    /// (playlists only: a segment's bytes are never scanned).
+    /// (playlists only: a segment's bytes are never scanned). Called as a
+    /// fill stores or freshens a response and on a disk-tier hit, never on
+    /// a memory hit.
     pub(super) fn learn_playlist(&self, key: &str, body: &Bytes) {
         let path = key.split('?').next().unwrap_or(key);
         if !path.ends_with(".m3u8") {
