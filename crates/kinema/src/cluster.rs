@@ -8,14 +8,18 @@
 //! dies, announces itself draining as soon as it is asked to stop, and leaves
 //! after its responses in flight are finished.
 //!
-//! The figures come from the server's own `/metrics`, read over loopback:
-//! the servers do not hand their counters to the binary, and their metrics
-//! are the one place those counters are already public.
+//! The figures are computed every second from counters the server hands
+//! over ([`figures`]). An origin in a cluster also steers: the wiring gives
+//! it a [`SteeringService`] over this node's membership view
+//! ([`ClusterNode::steering`]) and the cluster's metrics
+//! ([`ClusterNode::register_metrics`]).
+
+mod figures;
 
 use std::future::Future;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -23,9 +27,12 @@ use kinema_cluster::{
     Cluster, ClusterConfig, ClusterKeys, FiguresSource, MembershipView, NodeFigures, Role,
 };
 use kinema_core::bitrate::Bitrate;
+use kinema_steering::{Steering, SteeringConfig, SteeringService};
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+
+pub use figures::{FiguresFrom, Readings};
 
 use crate::config::ConfigFile;
 
@@ -146,15 +153,52 @@ pub fn resolve(config_file: &ConfigFile, args: &ClusterArgs) -> Result<Option<Cl
 #[derive(Debug)]
 pub struct ClusterNode {
     cluster: Cluster,
+    keys: ClusterKeys,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+impl ClusterNode {
+    /// Steering over this node's membership view, signing session state
+    /// with the cluster's keys, at the time `clock` reads.
+    pub fn steering(&self, clock: kinema_http::Clock) -> Arc<SteeringService> {
+        let steering = Steering::new(SteeringConfig::default(), self.keys.clone());
+        Arc::new(SteeringService::new(
+            steering,
+            self.cluster.subscribe(),
+            clock,
+        ))
+    }
+
+    /// Registers the membership counters (`cluster_live_members`, …) and
+    /// every member's published figures in a server's `/metrics` registry.
+    pub fn register_metrics(&self) -> impl FnOnce(&mut Registry) + Send + 'static {
+        let counters = self.cluster.counters();
+        let view = self.cluster.subscribe();
+        move |registry: &mut Registry| {
+            kinema_cluster::register(registry, counters);
+            registry
+                .sub_registry_with_prefix("cluster")
+                .register_collector(Box::new(figures::MemberFigures(view)));
+        }
+    }
+}
+
 /// Joins the cluster as a `role` node whose HTTP listener is `http`, when
-/// `settings` say so.
+/// `settings` say so; its figures come from its own `/metrics`.
 pub async fn start(
     settings: Option<ClusterSettings>,
     role: Role,
     http: SocketAddr,
+) -> Result<Option<ClusterNode>> {
+    start_with(settings, role, FiguresFrom::OwnMetrics(http)).await
+}
+
+/// Joins the cluster as a `role` node whose figures come `from` there,
+/// when `settings` say so.
+pub async fn start_with(
+    settings: Option<ClusterSettings>,
+    role: Role,
+    from: FiguresFrom,
 ) -> Result<Option<ClusterNode>> {
     let Some(settings) = settings else {
         return Ok(None);
@@ -169,7 +213,7 @@ pub async fn start(
     let mut config = ClusterConfig::new(
         settings.node_id,
         settings.gossip_listen,
-        keys,
+        keys.clone(),
         role,
         settings.public_url,
     );
@@ -183,10 +227,14 @@ pub async fn start(
         .await
         .context("cannot join the cluster")?;
     let tasks = vec![
-        tokio::spawn(read_own_figures(loopback(http), role, figures)),
+        tokio::spawn(figures::publish(from, figures)),
         tokio::spawn(log_changes(cluster.subscribe())),
     ];
-    Ok(Some(ClusterNode { cluster, tasks }))
+    Ok(Some(ClusterNode {
+        cluster,
+        keys,
+        tasks,
+    }))
 }
 
 /// Resolves with `shutdown`, after telling the cluster this node drains.
@@ -199,7 +247,7 @@ pub async fn drain_on(shutdown: impl Future<Output = ()>, node: Option<&ClusterN
 
 /// Leaves the cluster cleanly, if this node is in one.
 pub async fn leave(node: Option<ClusterNode>) {
-    if let Some(ClusterNode { cluster, tasks }) = node {
+    if let Some(ClusterNode { cluster, tasks, .. }) = node {
         for task in tasks {
             task.abort();
         }
@@ -231,86 +279,6 @@ fn read_keys(path: &std::path::Path) -> Result<ClusterKeys> {
     ClusterKeys::parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
-/// Where this process's own listener answers over loopback.
-fn loopback(mut address: SocketAddr) -> SocketAddr {
-    if address.ip().is_unspecified() {
-        address.set_ip(if address.is_ipv4() {
-            Ipv4Addr::LOCALHOST.into()
-        } else {
-            Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    address
-}
-
-/// Reads this server's `/metrics` every two seconds and publishes its
-/// figures (each read is one line of the access log).
-async fn read_own_figures(http: SocketAddr, role: Role, figures: watch::Sender<NodeFigures>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_bytes: Option<(f64, Instant)> = None;
-    let mut warned = false;
-    while !figures.is_closed() {
-        tick.tick().await;
-        let text = match tokio::time::timeout(Duration::from_secs(2), scrape(http)).await {
-            Ok(Ok(text)) => text,
-            Ok(Err(error)) if !warned => {
-                warned = true;
-                tracing::warn!(error = %format!("{error:#}"), "cannot read this server's /metrics; the cluster sees zero load");
-                continue;
-            }
-            _ => continue,
-        };
-        let value = |name: &str| metric(&text, name);
-        let now = match role {
-            Role::Origin => NodeFigures {
-                egress_bps: value("kinema_origin_egress_bits_per_second").unwrap_or(0.0) as u64,
-                sessions: value("kinema_origin_open_connections").unwrap_or(0.0) as u64,
-                load: value("kinema_origin_server_load").unwrap_or(0.0),
-            },
-            Role::Edge => {
-                let bytes = value("kinema_edge_client_bytes_total").unwrap_or(0.0);
-                let at = Instant::now();
-                let egress = match last_bytes {
-                    Some((before, then)) if bytes >= before => {
-                        (bytes - before) * 8.0 / at.duration_since(then).as_secs_f64().max(1e-3)
-                    }
-                    _ => 0.0,
-                };
-                last_bytes = Some((bytes, at));
-                NodeFigures {
-                    egress_bps: egress as u64,
-                    ..NodeFigures::default()
-                }
-            }
-        };
-        figures.send_replace(now);
-    }
-}
-
-/// One unlabelled sample of the exposition text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
-/// `GET /metrics` over plain HTTP/1.1, at most 4 MiB.
-async fn scrape(http: SocketAddr) -> Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(http).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut body = Vec::new();
-    (&mut stream).take(4 << 20).read_to_end(&mut body).await?;
-    let text = String::from_utf8_lossy(&body).into_owned();
-    if !text.starts_with("HTTP/1.1 200") {
-        bail!("/metrics answered {:?}", text.lines().next().unwrap_or(""));
-    }
-    Ok(text)
-}
-
 /// Logs each member that joins, changes health, leaves or dies.
 async fn log_changes(mut views: watch::Receiver<MembershipView>) {
     let mut before = MembershipView::default();
@@ -332,6 +300,17 @@ async fn log_changes(mut views: watch::Receiver<MembershipView>) {
                 ),
                 _ => {}
             }
+            // Figures change every second on a busy node: debug only.
+            let figures = |m: &kinema_cluster::Member| m.state.as_ref().ok().map(|i| i.figures);
+            if !member.is_self
+                && let Some(now) = figures(member)
+                && was.and_then(figures) != Some(now)
+            {
+                tracing::debug!(
+                    node = %member.node_id, egress_bps = now.egress_bps, sessions = now.sessions,
+                    load = now.load, "cluster member figures"
+                );
+            }
         }
         for member in &now.left {
             if !before.left.iter().any(|m| m.node_id == member.node_id) {
@@ -350,17 +329,6 @@ async fn log_changes(mut views: watch::Receiver<MembershipView>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_unlabelled_samples_only() {
-        let text = "# HELP kinema_origin_server_load x\n\
-                    kinema_origin_server_load 0.25\n\
-                    kinema_origin_server_load_max 0.9\n\
-                    kinema_origin_requests_total{route=\"segment\"} 3\n";
-        assert_eq!(metric(text, "kinema_origin_server_load"), Some(0.25));
-        assert_eq!(metric(text, "kinema_origin_requests_total"), None);
-        assert_eq!(metric(text, "kinema_origin_missing"), None);
-    }
 
     #[test]
     fn no_settings_means_no_cluster() {

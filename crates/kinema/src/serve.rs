@@ -313,15 +313,28 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
                 Some(disk_cache)
             }
         };
-        let parts = kinema_origin::OriginParts::with_disk_cache(
+        let clock = kinema_http::Clock::system();
+        let mut parts = kinema_origin::OriginParts::with_disk_cache(
             &config,
             store,
             disk_cache,
             workspace,
-            kinema_http::Clock::system(),
+            clock.clone(),
         );
-        let address = listener.local_addr()?;
-        let cluster = crate::cluster::start(cluster, kinema_cluster::Role::Origin, address).await?;
+        // In a cluster: figures from the origin's own counters, steering
+        // over the membership, and the cluster's figures in /metrics.
+        let figures = crate::cluster::Readings::of_origin(parts.counters());
+        let cluster = crate::cluster::start_with(
+            cluster,
+            kinema_cluster::Role::Origin,
+            crate::cluster::FiguresFrom::Counters(figures),
+        )
+        .await?;
+        if let Some(node) = &cluster {
+            parts = parts
+                .with_steering(node.steering(clock))
+                .with_metrics(node.register_metrics());
+        }
         let shutdown = crate::cluster::drain_on(shutdown_signal(), cluster.as_ref());
         kinema_origin::run_with(config, parts, listener, shutdown).await?;
         crate::cluster::leave(cluster).await;
