@@ -92,7 +92,7 @@ impl DiskTier {
     }
 
     /// Finds the file of the stored response matching this request's
-    /// nominated headers, if any; the caller then reads it with [`read`].
+    /// nominated headers, if any; the caller then reads it with [`Self::read`].
     pub fn find(&self, primary_key: &str, request_headers: &HeaderMap) -> DiskLookup {
         match self.0.find(primary_key, |secondary_key| {
             crate::policy::vary_matches(secondary_key, request_headers)

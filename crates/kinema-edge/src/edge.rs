@@ -1,5 +1,5 @@
 //! The edge's request handler, as a fixed sequence of phases over one
-//! per-request context ([`RequestContext`]), in the manner of pingora:
+//! per-request context (`RequestContext`), in the manner of pingora:
 //!
 //! 1. **request filter** (`request_filter`): the admin surface and purge,
 //!    the query policy, the signed-URL token and the cache key; then which
@@ -8,7 +8,7 @@
 //! 2. **cache lookup** (`lookup`): the memory and disk tiers, freshness and
 //!    `Vary` by the RFC 9111 rules of [`crate::policy`], stale serving,
 //!    and joining (or starting) the coalesced fill of a miss (`coalesce`);
-//! 3. **upstream selection** ([`Edge::select_upstreams`]): the
+//! 3. **upstream selection** (`Edge::select_upstreams`): the
 //!    [`UpstreamSelector`] the edge was built with orders the upstreams of
 //!    every origin fetch;
 //! 4. **upstream response**: on the fill's side (`origin_fill`) the
@@ -20,8 +20,8 @@
 //!    response gets (hop-by-hop fields, `Via`, a signed copy's freshness
 //!    cap, byte counts, prefetch of the next segments).
 //!
-//! Each phase is a function of the context that returns the next [`Step`];
-//! [`Edge::run_phases`] is the one loop that follows them, so no phase calls
+//! Each phase is a function of the context that returns the next `Step`;
+//! `Edge::run_phases` is the one loop that follows them, so no phase calls
 //! another. Also here: pass-through with invalidation (`forward`), large
 //! objects answered from slices (`slices`), `prefetch`, and `admin`
 //! (metrics page, purge). Sockets are the connection layer's (kinema-http);

@@ -5,7 +5,7 @@
 //! - [`policy`]: the caching rules as pure functions;
 //! - [`store`], [`disk`], [`stored`]: the memory and disk tiers;
 //! - [`fill`]: request coalescing (one origin fetch per key at a time);
-//! - [`slice`]: large objects cached as aligned byte-range slices;
+//! - [`slice`](mod@slice): large objects cached as aligned byte-range slices;
 //! - [`playlist`]: where a finished media playlist's segments end;
 //! - [`upstream`]: which upstreams a miss is fetched from (the selector);
 //! - [`origin`]: the pooled client that fetches, with retries;
