@@ -16,6 +16,7 @@
 
 mod figures;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -282,7 +283,17 @@ fn read_keys(path: &std::path::Path) -> Result<ClusterKeys> {
 /// Logs each member that joins, changes health, leaves or dies.
 async fn log_changes(mut views: watch::Receiver<MembershipView>) {
     let mut before = MembershipView::default();
-    while views.changed().await.is_ok() {
+    // The view is not signalled for figures alone: they are read each second.
+    let mut tick = tokio::time::interval(figures::FIGURES_EVERY);
+    let mut figures_seen = HashMap::new();
+    loop {
+        tokio::select! {
+            changed = views.changed() => if changed.is_err() { break },
+            _ = tick.tick() => {
+                log_figures(&views.borrow(), &mut figures_seen);
+                continue;
+            }
+        }
         let now = views.borrow_and_update().clone();
         for member in &now.live {
             let was = before.live.iter().find(|m| m.node_id == member.node_id);
@@ -300,17 +311,6 @@ async fn log_changes(mut views: watch::Receiver<MembershipView>) {
                 ),
                 _ => {}
             }
-            // Figures change every second on a busy node: debug only.
-            let figures = |m: &kinema_cluster::Member| m.state.as_ref().ok().map(|i| i.figures);
-            if !member.is_self
-                && let Some(now) = figures(member)
-                && was.and_then(figures) != Some(now)
-            {
-                tracing::debug!(
-                    node = %member.node_id, egress_bps = now.egress_bps, sessions = now.sessions,
-                    load = now.load, "cluster member figures"
-                );
-            }
         }
         for member in &now.left {
             if !before.left.iter().any(|m| m.node_id == member.node_id) {
@@ -323,6 +323,23 @@ async fn log_changes(mut views: watch::Receiver<MembershipView>) {
             }
         }
         before = now;
+    }
+}
+
+/// Logs, at debug (they change every second on a busy node), the figures
+/// of each other live member that changed since `seen`.
+fn log_figures(view: &MembershipView, seen: &mut HashMap<Arc<str>, NodeFigures>) {
+    seen.retain(|node, _| view.live.iter().any(|member| member.node_id == *node));
+    for member in view.live.iter().filter(|member| !member.is_self) {
+        let Ok(info) = &member.state else { continue };
+        if seen.get(&member.node_id) != Some(&info.figures) {
+            seen.insert(member.node_id.clone(), info.figures);
+            let figures = info.figures;
+            tracing::debug!(
+                node = %member.node_id, egress_bps = figures.egress_bps,
+                sessions = figures.sessions, load = figures.load, "cluster member figures"
+            );
+        }
     }
 }
 

@@ -1,0 +1,541 @@
+//! A viewer's URL in a cluster, as a user runs it: `kinema serve` with a
+//! `[cluster]` and two `kinema edge` nodes that joined it, on loopback
+//! addresses of their own (127.0.0.2 and 127.0.0.3, one port, as players
+//! that swap only the host expect). The origin sends a viewer's request for
+//! a master playlist to an edge (302) and gives edges the stored file;
+//! `/steer/{id}` ranks the edges; a killed edge and a draining one drop out
+//! of the ranking; `/metrics` shows membership, steering, and the figures
+//! the nodes gossip.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const MASTER: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+    #EXT-X-STREAM-INF:BANDWIDTH=700000,AVERAGE-BANDWIDTH=620000,RESOLUTION=320x180,CODECS=\"avc1.42c00c\"\n\
+    v180/index.m3u8\n";
+
+fn kinema() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinema"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("KINEMA_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("NO_COLOR", "1");
+    command
+}
+
+/// A `kinema` process whose log lines are collected as they come.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Node {
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the child is waited for by the test, or killed on drop"
+    )]
+    fn start(command: &mut Command) -> Self {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("kinema runs");
+        let stderr = child.stderr.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first log line `wanted` accepts, waiting for it.
+    fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.seen.iter().find(|line| wanted(line)) {
+            return line.clone();
+        }
+        let started = Instant::now();
+        loop {
+            let left = DEADLINE.saturating_sub(started.elapsed());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!(
+                    "no log line {what} within {DEADLINE:?}; seen:\n{}",
+                    self.seen.join("\n")
+                );
+            };
+            self.seen.push(line.clone());
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+
+    fn wait_for_line(&mut self, parts: &[&str]) -> String {
+        self.wait_for(&format!("with {parts:?}"), |line| {
+            parts.iter().all(|part| line.contains(part))
+        })
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < DEADLINE, "kinema did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value after `name=` in a log line, up to a space.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    line[start..].split_whitespace().next()
+}
+
+fn address_in(line: &str, name: &str) -> String {
+    field(line, name)
+        .expect("the line names the address")
+        .trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .to_owned()
+}
+
+/// The pathway id players see for `node_id`, computed as the steering
+/// specification of kinema says (`n` and the first ten hex digits of
+/// SHA-256 over "kinema-pathway\0" and the id) by coreutils, not by kinema.
+fn pathway_of(node_id: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils) runs");
+    let mut input = b"kinema-pathway\0".to_vec();
+    input.extend_from_slice(node_id.as_bytes());
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    format!("n{}", &String::from_utf8(output.stdout).unwrap()[..10])
+}
+
+/// A port free on both 127.0.0.2 and 127.0.0.3, for the two edges.
+fn shared_port() -> u16 {
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.2:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.3", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (field, value) = line.split_once(':')?;
+            field.eq_ignore_ascii_case(name).then_some(value.trim())
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("{error}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// `GET target` over HTTP/1.1, with `extra` header lines.
+fn get(address: &str, target: &str, extra: &str) -> Reply {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {address}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head[9..12].parse().unwrap();
+    let body = raw[split + 4..].to_vec();
+    Reply { status, head, body }
+}
+
+/// Polls `/steer/clip` until its `PATHWAY-PRIORITY` satisfies `wanted`.
+fn steer_until(origin: &str, what: &str, wanted: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let reply = get(origin, "/steer/clip", "");
+        assert_eq!(reply.status, 200, "{}", reply.head);
+        let priority: Vec<String> = reply.json()["PATHWAY-PRIORITY"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap().to_owned())
+            .collect();
+        if wanted(&priority) {
+            return priority;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "steering never {what}: {priority:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A sample of the exposition text (`name{labels}` as written).
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+fn key_file(dir: &Path) -> String {
+    let path = dir.join("cluster.keys");
+    std::fs::write(&path, format!("1 {}\n", "5a".repeat(32))).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+/// A library holding video `clip`: a master, an MPD, one rendition with an
+/// init file and two segments (bytes that stand for media; nothing here
+/// decodes them).
+fn library(dir: &Path) -> String {
+    let library = dir.join("library");
+    let staged = dir.join("staging");
+    std::fs::create_dir_all(staged.join("v180")).unwrap();
+    std::fs::create_dir_all(&library).unwrap();
+    std::fs::write(staged.join("master.m3u8"), MASTER).unwrap();
+    std::fs::write(
+        staged.join("manifest.mpd"),
+        "<?xml version=\"1.0\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" type=\"static\" \
+         mediaPresentationDuration=\"PT2S\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\">\
+         <Period><AdaptationSet mimeType=\"video/mp4\"><Representation id=\"v180\" bandwidth=\"700000\">\
+         <SegmentTemplate initialization=\"v180/init.mp4\" media=\"v180/$Number$.m4s\" duration=\"1\" startNumber=\"1\"/>\
+         </Representation></AdaptationSet></Period></MPD>\n",
+    )
+    .unwrap();
+    std::fs::write(
+        staged.join("v180/index.m3u8"),
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:1\n\
+         #EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:1.000,\n1.m4s\n#EXTINF:1.000,\n2.m4s\n#EXT-X-ENDLIST\n",
+    )
+    .unwrap();
+    std::fs::write(staged.join("v180/init.mp4"), vec![1u8; 800]).unwrap();
+    for n in 1..=2 {
+        std::fs::write(staged.join(format!("v180/{n}.m4s")), vec![n as u8; 90_000]).unwrap();
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = kinema_store::open(&kinema_store::StoreConfig::directory(&library))
+            .await
+            .unwrap();
+        let manifest = kinema_core::Manifest {
+            format_version: kinema_core::MANIFEST_FORMAT_VERSION,
+            id: kinema_core::VideoId::new("clip").unwrap(),
+            generation: 1_700_000_000_000,
+            title: "Steered clip".into(),
+            duration_seconds: 2.0,
+            segment_duration_seconds: 1.0,
+            published_at_unix: 1_700_000_000,
+            access: kinema_core::AccessPolicy::Public,
+            renditions: vec![kinema_core::Rendition {
+                id: "v180".into(),
+                kind: kinema_core::RenditionKind::Video,
+                codecs: "avc1.42c00c".into(),
+                width: Some(320),
+                height: Some(180),
+                frame_rate: Some(25.0),
+                bitrate: 620_000,
+                peak_bitrate: 700_000,
+                segments: 2,
+            }],
+            files: kinema_store::describe_files(&staged).await.unwrap(),
+        };
+        store.publish(&manifest, &staged).await.unwrap();
+    });
+    library.display().to_string()
+}
+
+fn edge(dir: &Path, id: &str, listen: &str, origin: &str, seed: &str, keys: &str) -> Node {
+    let cache = dir.join(format!("cache-{id}"));
+    std::fs::create_dir_all(&cache).unwrap();
+    let host = listen.split(':').next().unwrap();
+    Node::start(
+        kinema()
+            .args(["--log", "info,kinema::cluster=debug"])
+            .args(["edge", "--origin", &format!("http://{origin}")])
+            .args(["--listen", listen, "--cluster-node-id", id])
+            .args(["--cluster-gossip-listen", &format!("{host}:0")])
+            .args(["--cluster-seeds", seed, "--cluster-key-file", keys])
+            .args(["--cluster-public-url", &format!("http://{listen}")])
+            .current_dir(&cache),
+    )
+}
+
+#[test]
+fn viewers_are_sent_to_edges_and_steering_follows_membership() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = key_file(dir.path());
+    let library = library(dir.path());
+
+    // The origin's public URL must be known before it listens: take a free
+    // port, then let the origin bind it.
+    let origin_http = {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let mut origin = Node::start(
+        kinema()
+            .args(["serve", "--library", &library, "--listen", &origin_http])
+            .args(["--web-root", "/nonexistent"])
+            .args(["--cluster-node-id", "origin"])
+            .args(["--cluster-gossip-listen", "127.0.0.1:0"])
+            .args(["--cluster-key-file", &keys])
+            .args(["--cluster-public-url", &format!("http://{origin_http}")])
+            .current_dir(dir.path()),
+    );
+    let joined = origin.wait_for_line(&["joined the cluster", "node=origin"]);
+    let seed = address_in(&joined, "gossip");
+    origin.wait_for_line(&["origin serving"]);
+
+    // Before any edge: the origin serves the master itself.
+    let alone = get(&origin_http, "/v/clip/master.m3u8", "");
+    assert_eq!(alone.status, 200, "{}", alone.head);
+
+    let port = shared_port();
+    let (a_http, b_http) = (format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}"));
+    let mut edge_a = edge(dir.path(), "edge-a", &a_http, &origin_http, &seed, &keys);
+    let mut edge_b = edge(dir.path(), "edge-b", &b_http, &origin_http, &seed, &keys);
+    origin.wait_for_line(&["cluster member joined", "node=edge-a"]);
+    origin.wait_for_line(&["cluster member joined", "node=edge-b"]);
+    let (a_path, b_path, origin_path) = (
+        pathway_of("edge-a"),
+        pathway_of("edge-b"),
+        pathway_of("origin"),
+    );
+    let both = steer_until(&origin_http, "ranked both edges first", |priority| {
+        priority.len() == 3
+            && priority[..2].contains(&a_path)
+            && priority[..2].contains(&b_path)
+            && priority[2] == origin_path
+    });
+    println!("pathways with both edges: {both:?}");
+
+    // A viewer's master: a 302 to the edge steering ranks first.
+    let redirected = get(&origin_http, "/v/clip/master.m3u8", "");
+    assert_eq!(redirected.status, 302, "{}", redirected.head);
+    assert_eq!(redirected.header("cache-control"), Some("no-store"));
+    let location = redirected.header("location").unwrap().to_owned();
+    let first_edge = if both[0] == a_path { &a_http } else { &b_http };
+    assert_eq!(
+        location,
+        format!("http://{first_edge}/v/clip/master.m3u8"),
+        "{}",
+        redirected.head
+    );
+    // The DASH entry point too, query kept.
+    let mpd = get(&origin_http, "/v/clip/manifest.mpd?x=1", "");
+    assert_eq!(mpd.status, 302, "{}", mpd.head);
+    assert!(
+        mpd.header("location")
+            .unwrap()
+            .ends_with("/v/clip/manifest.mpd?x=1")
+    );
+    // A kinema node asking gets the stored file, and so does the viewer
+    // following the redirect (the edge fills from the origin with Via).
+    let through = get(&origin_http, "/v/clip/master.m3u8", "Via: 1.1 kinema\r\n");
+    assert_eq!(through.status, 200, "{}", through.head);
+    assert_eq!(through.body, MASTER.as_bytes());
+    let at_edge = get(first_edge, "/v/clip/master.m3u8", "");
+    assert_eq!(at_edge.status, 200, "{}", at_edge.head);
+    assert_eq!(at_edge.body, MASTER.as_bytes());
+    // Generation URLs and media are never redirected.
+    for target in ["/v/clip/g1700000000000/master.m3u8", "/v/clip/v180/1.m4s"] {
+        let direct = get(&origin_http, target, "");
+        assert_eq!(direct.status, 200, "{target}: {}", direct.head);
+    }
+    // Egress through the first edge, for the figures below.
+    for n in [1, 2, 1, 2] {
+        let segment = get(first_edge, &format!("/v/clip/v180/{n}.m4s"), "");
+        assert_eq!(segment.status, 200, "{}", segment.head);
+    }
+
+    // The steering manifest, HLS by default.
+    let steer = get(&origin_http, "/steer/clip", "");
+    assert_eq!(steer.status, 200, "{}", steer.head);
+    assert_eq!(steer.header("content-type"), Some("application/json"));
+    assert_eq!(steer.header("cache-control"), Some("no-store"));
+    assert_eq!(steer.header("access-control-allow-origin"), Some("*"));
+    let manifest = steer.json();
+    assert_eq!(manifest["VERSION"], 1);
+    let ttl = manifest["TTL"].as_u64().unwrap();
+    assert!((10..=30).contains(&ttl), "{manifest}");
+    let reload = manifest["RELOAD-URI"].as_str().unwrap();
+    assert!(
+        [&a_http, &b_http, &origin_http]
+            .iter()
+            .any(|node| reload.starts_with(&format!("http://{node}/steer/clip?session="))),
+        "{reload}"
+    );
+    assert!(manifest.get("SERVICE-LOCATION-PRIORITY").is_none());
+    // Following RELOAD-URI at the origin keeps the session's pathway.
+    let session_query = reload.split_once('?').unwrap().1;
+    let reloaded = get(&origin_http, &format!("/steer/clip?{session_query}"), "").json();
+    assert_eq!(
+        reloaded["PATHWAY-PRIORITY"][0],
+        manifest["PATHWAY-PRIORITY"][0]
+    );
+    let dash = get(&origin_http, "/steer/clip?proto=dash", "");
+    assert_eq!(dash.status, 200, "{}", dash.head);
+    let dash = dash.json();
+    assert_eq!(dash["VERSION"], 1);
+    assert!(
+        dash["RELOAD-URI"]
+            .as_str()
+            .unwrap()
+            .ends_with("&proto=dash")
+    );
+    assert_eq!(dash["SERVICE-LOCATION-PRIORITY"], dash["PATHWAY-PRIORITY"]);
+    let unknown = get(&origin_http, "/steer/unknown", "");
+    assert_eq!(unknown.status, 404, "{}", unknown.head);
+
+    // /metrics: membership, steering, and the edges' gossiped figures.
+    let started = Instant::now();
+    let text = loop {
+        let text = String::from_utf8(get(&origin_http, "/metrics", "").body).unwrap();
+        let egress = metric(
+            &text,
+            &format!(
+                "kinema_origin_cluster_member_egress_bits_per_second{{node=\"{}\"}}",
+                if first_edge == &a_http {
+                    "edge-a"
+                } else {
+                    "edge-b"
+                }
+            ),
+        );
+        if egress.is_some_and(|bits| bits > 0.0) {
+            println!(
+                "an edge's egress reached the origin after {:?}",
+                started.elapsed()
+            );
+            break text;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the edge's egress never reached the origin:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        metric(&text, "kinema_origin_cluster_live_members"),
+        Some(3.0)
+    );
+    assert!(metric(&text, "kinema_origin_steering_redirects_total").unwrap() >= 2.0);
+    assert!(metric(&text, "kinema_origin_steering_manifests_total").unwrap() >= 4.0);
+    let decisions: f64 = text
+        .lines()
+        .filter(|line| line.starts_with("kinema_origin_steering_decisions_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(decisions >= 6.0, "{text}");
+    assert!(
+        metric(
+            &text,
+            "kinema_origin_requests_total{route=\"steering\",status=\"3xx\"}"
+        )
+        .is_some_and(|count| count >= 2.0),
+        "{text}"
+    );
+    // The origin admitted sessions (the Via requests): the edges hear of them.
+    let line = edge_a.wait_for("with the origin's sessions", |line| {
+        line.contains("cluster member figures")
+            && line.contains("node=origin")
+            && field(line, "sessions").is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n >= 1))
+    });
+    println!("edge-a heard: {line}");
+
+    // A killed edge leaves the ranking.
+    let killed_at = Instant::now();
+    edge_a.child.kill().unwrap();
+    edge_a.child.wait().unwrap();
+    let after_kill = steer_until(&origin_http, "dropped the killed edge", |priority| {
+        !priority.contains(&a_path)
+    });
+    println!(
+        "a killed edge left PATHWAY-PRIORITY after {:?}: {after_kill:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(after_kill, [b_path.clone(), origin_path.clone()]);
+    let now_b = get(&origin_http, "/v/clip/master.m3u8", "");
+    assert_eq!(
+        now_b.header("location"),
+        Some(format!("http://{b_http}/v/clip/master.m3u8").as_str())
+    );
+
+    // A draining edge leaves it too, and exits cleanly.
+    let drained_at = Instant::now();
+    edge_b.signal("-TERM");
+    let after_drain = steer_until(&origin_http, "dropped the draining edge", |priority| {
+        !priority.contains(&b_path)
+    });
+    println!(
+        "a draining edge left PATHWAY-PRIORITY after {:?}: {after_drain:?}",
+        drained_at.elapsed()
+    );
+    assert_eq!(after_drain, [origin_path]);
+    let status = edge_b.wait_exit();
+    assert!(status.success(), "edge-b exited with {status}");
+    // With no edge left the origin serves viewers itself again.
+    let last = get(&origin_http, "/v/clip/master.m3u8", "");
+    assert_eq!(last.status, 200, "{}", last.head);
+    assert_eq!(last.body, MASTER.as_bytes());
+
+    origin.signal("-TERM");
+    let status = origin.wait_exit();
+    assert!(status.success(), "the origin exited with {status}");
+}
