@@ -36,6 +36,7 @@ mod origin_fill;
 mod prefetch;
 mod request_filter;
 mod slices;
+mod steer;
 #[cfg(test)]
 mod tests;
 mod upstream_response;
@@ -63,6 +64,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
+use crate::cluster::ClusterPart;
 use crate::fill::{BodyStream, Fill, FillGuard, FillHead, Slicing};
 use crate::key;
 use crate::metrics::{Gauges, Metrics};
@@ -125,6 +127,8 @@ pub struct Edge {
     metrics: Arc<Metrics>,
     /// What time it is for freshness, ages and tokens.
     clock: Clock,
+    /// Steering and membership counters, in a cluster.
+    cluster: Option<ClusterPart>,
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     pass_keys: moka::sync::Cache<String, ()>,
     prefetch_slots: Arc<Semaphore>,
@@ -222,7 +226,9 @@ impl Edge {
             client,
             upstreams,
             metrics,
+            stats: _,
             clock,
+            cluster,
         } = parts;
         Self {
             settings,
@@ -231,6 +237,7 @@ impl Edge {
             upstreams,
             metrics,
             clock,
+            cluster,
             inflight: Mutex::new(HashMap::new()),
             pass_keys: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -262,8 +269,10 @@ impl Edge {
     /// order (the selector's choice; a slice's fill is chosen for its
     /// object).
     fn select_upstreams(&self, request: &RequestContext) -> Vec<Upstream> {
-        self.upstreams
-            .select(&UpstreamRequest::new(&request.path_and_query, &request.key))
+        self.upstreams.select(&UpstreamRequest {
+            through_kinema: crate::upstream::through_kinema(&request.headers),
+            ..UpstreamRequest::new(&request.path_and_query, &request.key)
+        })
     }
 
     /// Sends `origin_request` to the upstreams selected for `request`.
@@ -289,6 +298,16 @@ impl Edge {
             Filtered::Proceed(context, body) => (context, body),
             Filtered::Answered(response) => return response,
         };
+        if let Some(start) = steer::session_start(&context) {
+            if context.method == Method::GET {
+                Metrics::bump(&self.metrics.sessions_started);
+            }
+            if let Some(cluster) = &self.cluster {
+                let steering = cluster.steering.clone();
+                let response = self.steered(&context, start, &steering).await;
+                return self.response_filter(&context, response);
+            }
+        }
         let response = self.run_phases(&context, body).await;
         self.response_filter(&context, response)
     }

@@ -8,12 +8,15 @@
 //! - [`slice`](mod@slice): large objects cached as aligned byte-range slices;
 //! - [`playlist`]: where a finished media playlist's segments end;
 //! - [`upstream`]: which upstreams a miss is fetched from (the selector);
+//! - [`cluster`]: the edge in a cluster (fills from a video's placement
+//!   parent, steering);
 //! - [`origin`]: the pooled client that fetches, with retries;
 //! - [`edge`]: the request handler tying them together, purge and metrics.
 //!
 //! It is not an origin (it serves nothing of its own but metrics and the
 //! purge API) and holds no sockets of its own: the listener is kinema-http's.
 
+pub mod cluster;
 pub mod disk;
 pub mod edge;
 pub mod fill;
@@ -33,16 +36,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use kinema_http::Clock;
+use kinema_http::{Clock, ServerStats};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use cluster::ClusterPart;
 pub use edge::{Edge, EdgeHandler, EdgeSettings};
 
+use crate::cluster::PlacementUpstreams;
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginSettings};
 use crate::policy::FreshnessRules;
@@ -207,17 +213,48 @@ impl Config {
 
 /// What an edge is composed of besides its settings: its cache (the memory
 /// tier over an optional disk tier), the client it fetches with, the
-/// selector that chooses the upstreams of each fetch, its metrics and the
-/// clock freshness is judged by. The binary's wiring (and a test) builds
-/// them, so each can be swapped (a cluster's placement is a selector);
-/// [`Edge::new`] builds none.
+/// selector that chooses the upstreams of each fetch, its metrics, the
+/// listener's counters and the clock freshness is judged by; in a cluster
+/// also steering. The binary's wiring (and a test) builds them, so each can
+/// be swapped (a cluster's placement is a selector); [`Edge::new`] builds
+/// none.
 #[derive(Debug)]
 pub struct EdgeParts {
     pub cache: Store,
     pub client: Arc<OriginClient>,
     pub upstreams: Arc<dyn UpstreamSelector>,
     pub metrics: Arc<Metrics>,
+    /// The listener's counters ([`ServerStats::load`] is the node's load).
+    pub stats: Arc<ServerStats>,
     pub clock: Clock,
+    /// Steering and membership counters, in a cluster; `None` leaves the
+    /// edge as a single edge serves.
+    pub cluster: Option<ClusterPart>,
+}
+
+/// The cumulative counters a cluster node's figures are computed from.
+#[derive(Debug, Clone)]
+pub struct EdgeCounters {
+    metrics: Arc<Metrics>,
+    stats: Arc<ServerStats>,
+}
+
+impl EdgeCounters {
+    /// Bytes of response bodies sent to clients since start.
+    pub fn bytes_sent(&self) -> u64 {
+        self.metrics.client_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Viewing sessions started since start: GETs of a video's stable
+    /// master playlist or MPD from viewers (not through a kinema node).
+    pub fn sessions_started(&self) -> u64 {
+        self.metrics.sessions_started.load(Ordering::Relaxed)
+    }
+
+    /// How busy the serving threads are now, 0 to 1.
+    pub fn load(&self) -> f64 {
+        self.stats.load()
+    }
 }
 
 impl EdgeParts {
@@ -264,8 +301,43 @@ impl EdgeParts {
             client: Arc::new(client),
             upstreams: Arc::new(upstreams),
             metrics,
+            stats: Arc::new(ServerStats::default()),
             clock: Clock::system(),
+            cluster: None,
         })
+    }
+
+    /// The counters the node's cluster figures are read from.
+    pub fn counters(&self) -> EdgeCounters {
+        EdgeCounters {
+            metrics: self.metrics.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// These parts for an edge in a cluster: misses filled from each
+    /// video's placement parent among the edges of `view` before the
+    /// origins of `config` (this edge being `node_id`), and `part`'s
+    /// steering and membership counters.
+    pub fn with_cluster(
+        mut self,
+        config: &Config,
+        node_id: &str,
+        view: tokio::sync::watch::Receiver<kinema_cluster::MembershipView>,
+        part: ClusterPart,
+    ) -> Result<Self, Error> {
+        let origins = RoundRobin::new(
+            &config.origin,
+            HealthChecks {
+                path: config.health_check_path.clone(),
+                interval: config.health_check_interval,
+            },
+        )
+        .map_err(Error::Config)?;
+        let upstreams = PlacementUpstreams::new(origins, node_id, view).map_err(Error::Config)?;
+        self.upstreams = Arc::new(upstreams);
+        self.cluster = Some(part);
+        Ok(self)
     }
 }
 
@@ -326,6 +398,7 @@ pub async fn run_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    let stats = parts.stats.clone();
     let edge = build_with(&config, parts)?;
     let stop_checks = CancellationToken::new();
     tokio::spawn(
@@ -338,11 +411,12 @@ pub async fn run_with(
         origins = ?config.origin,
         "edge serving"
     );
-    let result = kinema_http::server::serve(
+    let result = kinema_http::server::serve_with_stats(
         listener,
         Arc::new(EdgeHandler(edge)),
         config.server.clone(),
         None,
+        stats,
         shutdown,
     )
     .await

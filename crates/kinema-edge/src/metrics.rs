@@ -38,6 +38,9 @@ pub struct Metrics {
     pub invalidations: AtomicU64,
     pub slice_fills: AtomicU64,
     pub slice_version_changes: AtomicU64,
+    /// Viewers' GETs of a video's stable master playlist or MPD (not
+    /// through a kinema node): the sessions a cluster node publishes.
+    pub sessions_started: AtomicU64,
 }
 
 /// Counters that need the store's current view.
@@ -69,6 +72,11 @@ impl Metrics {
             write_family(&mut text, name, "counter", help, &[("", value.to_string())]);
         };
         counter("requests_total", "requests received", get(&self.requests));
+        counter(
+            "sessions_started_total",
+            "viewers' requests for a video's stable master playlist or MPD",
+            get(&self.sessions_started),
+        );
         counter(
             "misses_total",
             "requests that found no usable stored response",

@@ -120,7 +120,8 @@ impl OriginClient {
 
     /// Sends a request to `upstreams` in order (a selector's choice). An
     /// idempotent request without a body that fails to connect, times out
-    /// or gets 502/503/504 is retried on the next, each at most once; every
+    /// or gets 502/503/504 (from another edge: any 5xx without
+    /// `Retry-After`) is retried on the next, each at most once; every
     /// failure is reported to `selector`.
     pub async fn send(
         &self,
@@ -161,7 +162,7 @@ impl OriginClient {
                 Ok(Ok(response)) => {
                     let status = response.status();
                     let last = attempt + 1 == upstreams.len();
-                    if retryable && !last && matches!(status.as_u16(), 502..=504) {
+                    if retryable && !last && fails_over(upstream, &response) {
                         Metrics::bump(&self.metrics.origin_errors);
                         selector.report_failure(upstream, UpstreamFailure::Status(status));
                         last_error = OriginError::Protocol(format!("origin answered {status}"));
@@ -218,6 +219,20 @@ impl OriginClient {
             }
             _ => false,
         }
+    }
+}
+
+/// Whether `upstream`'s response sends an idempotent fetch on to the next
+/// upstream: a gateway error (502, 503, 504) from an origin; any 5xx
+/// without `Retry-After` from another edge (a parent that cannot fill is
+/// skipped for the origin within the same request, while a refusal that
+/// names a time is passed on as the origin's own would be).
+fn fails_over<B>(upstream: &Upstream, response: &Response<B>) -> bool {
+    let status = response.status();
+    if upstream.is_peer() {
+        status.is_server_error() && !response.headers().contains_key(header::RETRY_AFTER)
+    } else {
+        matches!(status.as_u16(), 502..=504)
     }
 }
 

@@ -24,10 +24,14 @@ use crate::origin::OriginClient;
 
 /// One server a miss can be fetched from: an origin, or (in a cluster)
 /// another edge. Cheap to clone (shared bytes).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
+    /// Another edge of the cluster rather than an origin: any 5xx it
+    /// answers without `Retry-After` sends the fetch on to the next
+    /// upstream (see [`crate::origin::OriginClient::send`]).
+    peer: bool,
 }
 
 impl Upstream {
@@ -50,7 +54,25 @@ impl Upstream {
         if uri.path() != "/" && !uri.path().is_empty() {
             return Err(format!("origin {url:?} must not have a path"));
         }
-        Ok(Self { scheme, authority })
+        Ok(Self {
+            scheme,
+            authority,
+            peer: false,
+        })
+    }
+
+    /// Another edge of the cluster at `url` (its public base URL), under
+    /// the same rules as an origin's URL.
+    pub fn peer(url: &str) -> Result<Self, String> {
+        Ok(Self {
+            peer: true,
+            ..Self::parse(url)?
+        })
+    }
+
+    /// Whether this is another edge rather than an origin.
+    pub fn is_peer(&self) -> bool {
+        self.peer
     }
 
     pub fn authority(&self) -> &Authority {
@@ -79,16 +101,41 @@ pub struct UpstreamRequest<'a> {
     /// The video the target names, when it names one: what a placement
     /// ranks nodes by.
     pub video_id: Option<&'a str>,
+    /// The request came through a kinema node (its `Via` names one): in a
+    /// cluster it is filled from the origins only, never from another edge,
+    /// so no two edges can fill from each other in a loop.
+    pub through_kinema: bool,
 }
 
 impl<'a> UpstreamRequest<'a> {
+    /// A request from a viewer (`through_kinema` false).
     pub fn new(path_and_query: &'a str, key: &'a str) -> Self {
         Self {
             path_and_query,
             key,
             video_id: video_id(path_and_query),
+            through_kinema: false,
         }
     }
+}
+
+/// The `Via` value this edge adds to what it forwards (RFC 9110 §7.6.3).
+pub const VIA: &str = "1.1 kinema";
+
+/// Whether a `Via` field names a kinema node as a hop (`1.1 kinema`,
+/// possibly among other hops, as every kinema edge adds it): the request
+/// was sent by an edge filling its cache, not by a viewer.
+pub fn through_kinema(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::VIA)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|hop| {
+            let mut words = hop.split_whitespace();
+            let _protocol = words.next();
+            words.next() == Some("kinema")
+        })
 }
 
 /// The id of the video a target names: `{id}` of `/v/{id}/…`, also behind
@@ -312,6 +359,27 @@ mod tests {
                 .unwrap_err()
                 .contains("--origin")
         );
+    }
+
+    #[test]
+    fn via_naming_kinema_is_a_kinema_node() {
+        let via = |values: &[&str]| {
+            through_kinema(&crate::test_support::headers(
+                &values
+                    .iter()
+                    .map(|value| ("via", *value))
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        assert!(via(&["1.1 kinema"]));
+        assert!(via(&["1.0 fred, 1.1 kinema"]));
+        assert!(via(&["1.1 squid (squid/6)", "1.1 kinema"]));
+        assert!(!via(&[]));
+        assert!(!via(&["1.1 kinema-like"]));
+        assert!(!via(&["1.1 varnish"]));
+        assert!(!via(&["kinema"]));
+        // What this edge sends is what it recognises.
+        assert!(via(&[VIA]));
     }
 
     #[test]

@@ -182,16 +182,22 @@ impl ClusterNode {
                 .register_collector(Box::new(figures::MemberFigures(view)));
         }
     }
-}
 
-/// Joins the cluster as a `role` node whose HTTP listener is `http`, when
-/// `settings` say so; its figures come from its own `/metrics`.
-pub async fn start(
-    settings: Option<ClusterSettings>,
-    role: Role,
-    http: SocketAddr,
-) -> Result<Option<ClusterNode>> {
-    start_with(settings, role, FiguresFrom::OwnMetrics(http)).await
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        self.cluster.node_id()
+    }
+
+    /// The membership view, signalled when who is live or usable changes.
+    pub fn subscribe(&self) -> watch::Receiver<MembershipView> {
+        self.cluster.subscribe()
+    }
+
+    /// The membership counters, for a server that writes its `/metrics` by
+    /// hand (the edge).
+    pub fn counters(&self) -> Arc<kinema_cluster::GossipCounters> {
+        self.cluster.counters()
+    }
 }
 
 /// Joins the cluster as a `role` node whose figures come `from` there,

@@ -137,14 +137,41 @@ pub fn run(config_file: &ConfigFile, args: EdgeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         // The edge's parts are wired here: its cache tiers, the origins it
         // fills from and the system clock.
-        let parts = kinema_edge::EdgeParts::open(&config).await?;
-        let address = listener.local_addr()?;
-        let cluster = crate::cluster::start(cluster, kinema_cluster::Role::Edge, address).await?;
+        let mut parts = kinema_edge::EdgeParts::open(&config).await?;
+        // In a cluster: figures from the edge's own counters, misses filled
+        // from each video's placement parent, steering, and the cluster's
+        // counters in /metrics.
+        let counters = parts.counters();
+        let cluster = crate::cluster::start_with(
+            cluster,
+            kinema_cluster::Role::Edge,
+            crate::cluster::FiguresFrom::Counters(edge_readings(counters)),
+        )
+        .await?;
+        if let Some(node) = &cluster {
+            let part = kinema_edge::ClusterPart {
+                steering: node.steering(parts.clock.clone()),
+                gossip: node.counters(),
+            };
+            parts = parts.with_cluster(&config, node.node_id(), node.subscribe(), part)?;
+        }
         let shutdown = crate::cluster::drain_on(shutdown_signal(), cluster.as_ref());
         kinema_edge::run_with(config, parts, listener, shutdown).await?;
         crate::cluster::leave(cluster).await;
         Ok(())
     })
+}
+
+/// The edge's counters as the cluster's figures read them: bytes sent to
+/// clients, viewers that fetched a stable master or MPD (the sessions: those
+/// of the last minute), the listener's load.
+fn edge_readings(counters: kinema_edge::EdgeCounters) -> crate::cluster::Readings {
+    let (bytes, sessions, load) = (counters.clone(), counters.clone(), counters);
+    crate::cluster::Readings {
+        bytes_sent: Box::new(move || bytes.bytes_sent()),
+        sessions_started: Box::new(move || sessions.sessions_started()),
+        load: Box::new(move || load.load()),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -7,13 +7,16 @@ impl Edge {
     pub(super) fn admin(&self, path: &str) -> Option<Response<ResponseBody>> {
         match path {
             "/_kinema/metrics" | "/metrics" => {
-                let text = self.metrics.render(Gauges {
+                let mut text = self.metrics.render(Gauges {
                     memory_objects: self.store.memory_objects(),
                     memory_bytes: self.store.memory_bytes(),
                     memory_files: crate::stored::shared_files() as u64,
                     memory_files_cap: crate::stored::shared_file_cap() as u64,
                     origins_healthy: self.upstreams.healthy_count(),
                 });
+                if let Some(cluster) = &self.cluster {
+                    text.push_str(&cluster_metrics(cluster));
+                }
                 let mut response = Response::new(ResponseBody::Full(Bytes::from(text)));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -180,4 +183,16 @@ struct PurgeRequest {
     prefix: bool,
     #[serde(default)]
     soft: bool,
+}
+
+/// The membership counters (`kinema_edge_cluster_…`) and the steering
+/// counters (`kinema_edge_steering_…`) of an edge in a cluster, as
+/// exposition text to append to the hand-written page.
+fn cluster_metrics(cluster: &ClusterPart) -> String {
+    let mut text = kinema_cluster::render("kinema_edge", cluster.gossip.clone());
+    let mut registry = prometheus_client::registry::Registry::with_prefix("kinema_edge");
+    cluster.steering.register(&mut registry);
+    // Encoding into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_registry(&mut text, &registry);
+    text
 }

@@ -252,7 +252,7 @@ fn cap_signed_freshness(
 fn finish(response: &mut Response<ResponseBody>) {
     let headers = response.headers_mut();
     policy::strip_hop_by_hop(headers);
-    headers.append(header::VIA, HeaderValue::from_static("1.1 kinema"));
+    headers.append(header::VIA, HeaderValue::from_static(crate::upstream::VIA));
 }
 
 /// A one-line plain-text answer no cache keeps, the one shape of an error

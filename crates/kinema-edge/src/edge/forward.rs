@@ -99,7 +99,7 @@ pub(super) fn forwarded_headers(request: &RequestContext) -> HeaderMap {
     let mut headers = request.headers.clone();
     policy::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    headers.append(header::VIA, HeaderValue::from_static("1.1 kinema"));
+    headers.append(header::VIA, HeaderValue::from_static(crate::upstream::VIA));
     // The origin sees the edge's address; tell it the client's (RFC 7239
     // §5.2), e.g. for tokens bound to a client network. Appended to both
     // fields, so an origin that trusts this edge finds the same client in

@@ -28,6 +28,11 @@ impl Edge {
         {
             return Filtered::Answered(response);
         }
+        if let Some(id) = path.strip_prefix("/steer/")
+            && let Some(response) = self.steer(request.method(), id, request.uri().query())
+        {
+            return Filtered::Answered(response);
+        }
         if request.method().as_str() == "PURGE" {
             let (parts, _) = request.into_parts();
             return Filtered::Answered(self.purge_method(&parts).await);

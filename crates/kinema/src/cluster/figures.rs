@@ -2,21 +2,18 @@
 //! counters the server hands over, published to the cluster, and the
 //! figures every member published, rendered in `/metrics`.
 //!
-//! The origin hands its counters over as parts ([`Readings::of_origin`]).
-//! The edge still has its own `/metrics` read over loopback
-//! ([`FiguresFrom::OwnMetrics`]) until its crate hands counters over the
-//! same way; both go through the same [`FigureMeter`].
+//! The origin hands its counters over as parts ([`Readings::of_origin`]),
+//! the edge as `kinema_edge::EdgeCounters` (wired in `edge.rs`); both go
+//! through the same [`FigureMeter`].
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use kinema_cluster::{MembershipView, NodeFigures};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// How often figures are computed and published.
@@ -52,16 +49,12 @@ impl Readings {
 pub enum FiguresFrom {
     /// Counters the server's parts hand over.
     Counters(Readings),
-    /// The server's own `/metrics`, read over loopback at its listener
-    /// (the edge's client bytes only; each read is one access-log line).
-    OwnMetrics(SocketAddr),
 }
 
 impl std::fmt::Debug for FiguresFrom {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FiguresFrom::Counters(_) => f.write_str("FiguresFrom::Counters"),
-            FiguresFrom::OwnMetrics(address) => write!(f, "FiguresFrom::OwnMetrics({address})"),
         }
     }
 }
@@ -82,17 +75,6 @@ impl FiguresFrom {
                 sessions_started: (readings.sessions_started)(),
                 load: (readings.load)(),
             }),
-            FiguresFrom::OwnMetrics(http) => {
-                let text = tokio::time::timeout(FIGURES_EVERY * 2, scrape(loopback(*http)))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("/metrics took over two seconds"))??;
-                Ok(Sample {
-                    bytes_sent: metric(&text, "kinema_edge_client_bytes_total").unwrap_or(0.0)
-                        as u64,
-                    sessions_started: 0,
-                    load: 0.0,
-                })
-            }
         }
     }
 }
@@ -154,41 +136,6 @@ pub async fn publish(source: FiguresFrom, figures: watch::Sender<NodeFigures>) {
     }
 }
 
-/// Where this process's own listener answers over loopback.
-fn loopback(mut address: SocketAddr) -> SocketAddr {
-    if address.ip().is_unspecified() {
-        address.set_ip(if address.is_ipv4() {
-            Ipv4Addr::LOCALHOST.into()
-        } else {
-            Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    address
-}
-
-/// One unlabelled sample of the exposition text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
-/// `GET /metrics` over plain HTTP/1.1, at most 4 MiB.
-async fn scrape(http: SocketAddr) -> Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(http).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut body = Vec::new();
-    (&mut stream).take(4 << 20).read_to_end(&mut body).await?;
-    let text = String::from_utf8_lossy(&body).into_owned();
-    if !text.starts_with("HTTP/1.1 200") {
-        bail!("/metrics answered {:?}", text.lines().next().unwrap_or(""));
-    }
-    Ok(text)
-}
-
 /// A gauge family of member figures: name, help, and the figure.
 type Family = (&'static str, &'static str, fn(&NodeFigures) -> f64);
 
@@ -241,17 +188,6 @@ impl Collector for MemberFigures {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_unlabelled_samples_only() {
-        let text = "# HELP kinema_origin_server_load x\n\
-                    kinema_origin_server_load 0.25\n\
-                    kinema_origin_server_load_max 0.9\n\
-                    kinema_origin_requests_total{route=\"segment\"} 3\n";
-        assert_eq!(metric(text, "kinema_origin_server_load"), Some(0.25));
-        assert_eq!(metric(text, "kinema_origin_requests_total"), None);
-        assert_eq!(metric(text, "kinema_origin_missing"), None);
-    }
 
     fn sample(bytes_sent: u64, sessions_started: u64) -> Sample {
         Sample {
