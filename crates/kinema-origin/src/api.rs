@@ -32,8 +32,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use kinema_core::{AccessPolicy, Manifest, VideoId};
 use kinema_http::{ConnectionInfo, RequestBody, ResponseBody, respond};
@@ -43,14 +42,17 @@ use kinema_media::{
     IngestConfig, IngestService, JobError, JobId, MediaError, SubmitRequest, Workspace,
 };
 use kinema_store::{Store, VideoMetadata};
-use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+
+use crate::upload_form::{
+    MAX_SUBTITLE_PARTS, UploadError, check_upload_fields, discard_upload, parse_query,
+    read_text_field, stream_to_file,
+};
 
 /// Largest upload accepted, bytes.
 pub const MAX_UPLOAD_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 
-type HttpResponse = http::Response<ResponseBody>;
+pub(crate) type HttpResponse = http::Response<ResponseBody>;
 
 #[derive(Debug)]
 pub struct Api {
@@ -203,6 +205,11 @@ impl Api {
             .iter()
             .find(|(k, _)| k == "description")
             .map(|(_, v)| v.clone());
+        // Query parameters are checked before the body is read, also when
+        // form parts later replace them.
+        if let Err(message) = check_upload_fields(&id, &title, &access, &description) {
+            return error_response(StatusCode::BAD_REQUEST, message);
+        }
         let declared_length = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -303,6 +310,10 @@ impl Api {
                 return error_response(StatusCode::BAD_REQUEST, format!("access: {error}"));
             }
         };
+        if let Err(message) = check_upload_fields(&None, &title, &None, &None) {
+            discard_upload(&path, &subtitles).await;
+            return error_response(StatusCode::BAD_REQUEST, message);
+        }
         let description = description.filter(|text| !text.is_empty());
         if let Some(Err(message)) = description
             .as_deref()
@@ -445,112 +456,6 @@ impl Api {
     }
 }
 
-#[derive(Debug)]
-enum UploadError {
-    TooLarge,
-    Malformed(String),
-    Io(std::io::Error),
-}
-
-impl UploadError {
-    fn into_response(self, limit: u64) -> HttpResponse {
-        match self {
-            UploadError::TooLarge => too_large(limit),
-            UploadError::Malformed(detail) => error_response(
-                StatusCode::BAD_REQUEST,
-                format!("malformed multipart/form-data body: {detail}"),
-            ),
-            UploadError::Io(error) if error.kind() == std::io::ErrorKind::StorageFull => {
-                error_response(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "disk full (No space left on device) while storing the upload in the library \
-                     (ingest/uploads); the partial upload was removed: free space on the library's \
-                     disk (or move the library to a larger one) and upload again",
-                )
-            }
-            UploadError::Io(_) => error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the upload could not be stored; see the server log",
-            ),
-        }
-    }
-}
-
-/// The most subtitle files one upload may carry.
-const MAX_SUBTITLE_PARTS: usize = 32;
-
-/// Removes an upload and its sidecar subtitle files (a refused upload).
-async fn discard_upload(path: &std::path::Path, subtitles: &[SidecarSubtitle]) {
-    let _ = tokio::fs::remove_file(path).await;
-    for sidecar in subtitles {
-        let _ = tokio::fs::remove_file(&sidecar.path).await;
-    }
-}
-
-/// The most a multipart text part (`id`, `title`, `access`,
-/// `description`) may hold: a description's 5,000 characters of up to
-/// four bytes each; the title's own limit in characters is the ingest
-/// pipeline's.
-const MAX_TEXT_FIELD_BYTES: usize = 20_480;
-
-/// Reads a text part of at most [`MAX_TEXT_FIELD_BYTES`], refusing it as
-/// soon as it grows past that (never buffering the rest).
-async fn read_text_field(mut field: multer::Field<'_>, name: &str) -> Result<String, UploadError> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = field
-        .chunk()
-        .await
-        .map_err(|error| UploadError::Malformed(error.to_string()))?
-    {
-        if bytes.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
-            return Err(UploadError::Malformed(format!(
-                "the part \"{name}\" is larger than the limit of {MAX_TEXT_FIELD_BYTES} bytes"
-            )));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    String::from_utf8(bytes)
-        .map_err(|_| UploadError::Malformed(format!("the part \"{name}\" is not UTF-8 text")))
-}
-
-/// Writes a body to `file` as it arrives, stopping past `limit` bytes.
-async fn stream_to_file(
-    mut body: impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
-    mut file: tokio::fs::File,
-    limit: u64,
-) -> Result<u64, UploadError> {
-    let mut size = 0u64;
-    while let Some(chunk) = body.next().await {
-        // A client that goes away mid-upload ends here; the caller removes
-        // the partial file.
-        let chunk = chunk.map_err(|error| UploadError::Malformed(error.to_string()))?;
-        size += chunk.len() as u64;
-        if size > limit {
-            return Err(UploadError::TooLarge);
-        }
-        file.write_all(&chunk).await.map_err(UploadError::Io)?;
-    }
-    file.flush().await.map_err(UploadError::Io)?;
-    file.sync_all().await.map_err(UploadError::Io)?;
-    Ok(size)
-}
-
-fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |text: &str| {
-                percent_decode_str(&text.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (decode(key), decode(value))
-        })
-        .collect()
-}
-
 /// What the library lists of a video, with its public URLs (every one
 /// resolves: the media of the current generation).
 fn video_summary(manifest: &Manifest, metadata: &VideoMetadata) -> Value {
@@ -622,7 +527,7 @@ fn internal(error: impl std::fmt::Display) -> HttpResponse {
     )
 }
 
-fn too_large(limit: u64) -> HttpResponse {
+pub(crate) fn too_large(limit: u64) -> HttpResponse {
     error_response(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the upload is larger than the limit of {limit} bytes"),
@@ -644,27 +549,10 @@ fn error(status: StatusCode, message: String) -> HttpResponse {
     error_response(status, message)
 }
 
-fn error_response(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+pub(crate) fn error_response(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     json_response(status, json!({ "error": message.into() }))
 }
 
 fn json_response(status: StatusCode, value: Value) -> HttpResponse {
     respond::json(status, &value, HeaderMap::new())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_decode_plus_and_percent() {
-        assert_eq!(
-            parse_query("id=clip-1&title=My+first%20clip&empty"),
-            vec![
-                ("id".to_string(), "clip-1".to_string()),
-                ("title".to_string(), "My first clip".to_string()),
-                ("empty".to_string(), String::new()),
-            ]
-        );
-    }
 }

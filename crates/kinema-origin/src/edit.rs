@@ -43,8 +43,18 @@ type HttpResponse = http::Response<ResponseBody>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Edit {
+    #[serde(default, deserialize_with = "present_string")]
     title: Option<String>,
+    #[serde(default, deserialize_with = "present_string")]
     description: Option<String>,
+}
+
+/// A field that is absent or a string: `null` is refused, not taken for
+/// "unchanged", so a client that means to clear a description says `""`.
+fn present_string<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Default)]

@@ -22,10 +22,12 @@ mod edit;
 mod files;
 mod forwarded;
 mod metrics;
+mod openapi;
 mod origin;
 mod parts;
 mod public_catalogue;
 mod secure;
+mod upload_form;
 mod web;
 
 use std::future::Future;

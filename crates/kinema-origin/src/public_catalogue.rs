@@ -398,7 +398,9 @@ impl Query {
 /// (the catalogue), and those that need more than the API's (the admin
 /// tokens and keys of [`crate::admin_access`], which check it themselves).
 pub fn is_public(path: &str) -> bool {
-    path == CATALOGUE_PATH || crate::admin_access::answers(path)
+    path == CATALOGUE_PATH
+        || path == crate::openapi::OPENAPI_PATH
+        || crate::admin_access::answers(path)
 }
 
 /// Answers a request for a path [`is_public`] accepts: `GET`/`HEAD
@@ -412,6 +414,7 @@ pub async fn answer(
     if crate::admin_access::answers(request.uri.path()) {
         return crate::admin_access::answer(access, request).await;
     }
+    let openapi = request.uri.path() == crate::openapi::OPENAPI_PATH;
     if request.method != Method::GET && request.method != Method::HEAD {
         let mut response = error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -420,6 +423,13 @@ pub async fn answer(
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    if openapi {
+        let mut response = json_response(StatusCode::OK, crate::openapi::document_json());
+        if request.method == Method::HEAD {
+            *response.body_mut() = ResponseBody::Empty;
+        }
         return response;
     }
     // Only a caller who sends a token is checked; a wrong one is
