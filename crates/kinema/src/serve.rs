@@ -28,6 +28,11 @@ otherwise 503 with Retry-After, so admitted viewers keep playing. Everything els
 HTTPS: --tls-cert FILE --tls-key FILE (or --tls-self-signed); SIGHUP reloads the certificate, \
 the key ring and the admin tokens without dropping connections.
 
+Cluster (--cluster-* flags or [cluster]): the origin gossips its figures, answers \
+/steer/{id} (HLS or DASH content steering; no token needed) and sends a viewer's request for a \
+master.m3u8 or manifest.mpd to the edge steering chooses (302, path and token kept); edges, \
+which send Via: 1.1 kinema, and generation URLs get the stored files.
+
 Example: kinema serve --library ./library --listen 127.0.0.1:8080
 
 The library may also be s3://BUCKET/PREFIX in an S3-protocol object store (--s3-endpoint, \
