@@ -4,6 +4,9 @@
 #   bench/edge.sh            # release build, then the runs below
 #   RUNS=3 DURATION=5s CACHE=1G bench/edge.sh
 #   KINEMA=/path/to/kinema bench/edge.sh   # use a prebuilt binary
+#   KINEMA_BEFORE=/path/to/older/kinema bench/edge.sh
+#                            # also run an older build on the hit path, in
+#                            # the same alternation, and print new/old
 #
 # 1. Hit path: wrk -t1 -c64 on a 1.5 MB segment and a ~600 B playlist, both
 #    already cached, alternating Varnish and kinema, RUNS runs each; medians
@@ -22,6 +25,7 @@ CACHE=${CACHE:-1G}
 ORIGIN_PORT=${ORIGIN_PORT:-18080}
 VARNISH_PORT=${VARNISH_PORT:-18081}
 KINEMA_PORT=${KINEMA_PORT:-18082}
+KINEMA_BEFORE_PORT=${KINEMA_BEFORE_PORT:-18083}
 
 for tool in nginx varnishd wrk curl bc; do
     command -v "$tool" >/dev/null || { echo "edge.sh: $tool is not installed (scripts/install-deps)" >&2; exit 1; }
@@ -86,6 +90,18 @@ PIDS+=($!)
     --listen "127.0.0.1:$KINEMA_PORT" --cache-memory "${CACHE}iB" --prefetch-segments 0 \
     >"$WORK/kinema.log" 2>&1 &
 PIDS+=($!)
+# The hit path's contestants, by port; the flash crowd is Varnish's and
+# kinema's only.
+declare -A PORT=([varnish]=$VARNISH_PORT [kinema]=$KINEMA_PORT)
+CONTESTANTS=(varnish kinema)
+if [ -n "${KINEMA_BEFORE:-}" ]; then
+    "$KINEMA_BEFORE" --log warn edge --origin "http://127.0.0.1:$ORIGIN_PORT" \
+        --listen "127.0.0.1:$KINEMA_BEFORE_PORT" --cache-memory "${CACHE}iB" --prefetch-segments 0 \
+        >"$WORK/kinema-before.log" 2>&1 &
+    PIDS+=($!)
+    PORT[kinema-before]=$KINEMA_BEFORE_PORT
+    CONTESTANTS+=(kinema-before)
+fi
 
 wait_ready() {
     local deadline=$((SECONDS + 30))
@@ -95,9 +111,10 @@ wait_ready() {
     done
 }
 wait_ready "http://127.0.0.1:$ORIGIN_PORT/healthz"
-wait_ready "http://127.0.0.1:$VARNISH_PORT/v/bench/720p/index.m3u8"
-wait_ready "http://127.0.0.1:$KINEMA_PORT/v/bench/720p/index.m3u8"
-for port in $VARNISH_PORT $KINEMA_PORT; do
+for name in "${CONTESTANTS[@]}"; do
+    wait_ready "http://127.0.0.1:${PORT[$name]}/v/bench/720p/index.m3u8"
+done
+for port in "${PORT[@]}"; do
     for path in /v/bench/720p/1.m4s /v/bench/720p/index.m3u8; do
         curl -fsS -o /dev/null "http://127.0.0.1:$port$path"
         curl -fsS -o /dev/null "http://127.0.0.1:$port$path"
@@ -112,10 +129,11 @@ echo "== hit path: wrk -t1 -c64 -d$DURATION, $RUNS runs each, alternating =="
 for item in "segment /v/bench/720p/1.m4s 1500000" "playlist /v/bench/720p/index.m3u8 0"; do
     set -- $item
     name=$1 path=$2 bytes=$3
-    : > "$WORK/varnish.$name"; : > "$WORK/kinema.$name"
+    for contestant in "${CONTESTANTS[@]}"; do : > "$WORK/$contestant.$name"; done
     for _ in $(seq "$RUNS"); do
-        rps "http://127.0.0.1:$VARNISH_PORT$path" >> "$WORK/varnish.$name"
-        rps "http://127.0.0.1:$KINEMA_PORT$path" >> "$WORK/kinema.$name"
+        for contestant in "${CONTESTANTS[@]}"; do
+            rps "http://127.0.0.1:${PORT[$contestant]}$path" >> "$WORK/$contestant.$name"
+        done
     done
     v=$(median < "$WORK/varnish.$name"); k=$(median < "$WORK/kinema.$name")
     printf '%-8s varnish %10.0f req/s   kinema %10.0f req/s   kinema/varnish %.2f' "$name" "$v" "$k" "$(echo "$k / $v" | bc -l)"
@@ -124,6 +142,11 @@ for item in "segment /v/bench/720p/1.m4s 1500000" "playlist /v/bench/720p/index.
     fi
     echo
     echo "         runs: varnish $(tr '\n' ' ' < "$WORK/varnish.$name")| kinema $(tr '\n' ' ' < "$WORK/kinema.$name")"
+    if [ -n "${KINEMA_BEFORE:-}" ]; then
+        b=$(median < "$WORK/kinema-before.$name")
+        printf '         kinema-before %10.0f req/s   kinema/kinema-before %.3f   runs: %s\n' \
+            "$b" "$(echo "$k / $b" | bc -l)" "$(tr '\n' ' ' < "$WORK/kinema-before.$name")"
+    fi
 done
 
 echo "== flash crowd: 500 concurrent requests over 100 uncached segments =="
