@@ -1,8 +1,9 @@
-// kinema's web UI: the public catalogue, the watch page and the upload
-// page. Plain DOM and fetch, no framework: the page is small and its job is
-// to show the server's behaviour plainly. `/?v={id}` is the watch page
-// (`&s={token}` plays a shared signed link), `/?upload` the upload page,
-// any other `/` the catalogue.
+// kinema's web UI: the public catalogue, the watch page, the upload page
+// and the admin pages. Plain DOM and fetch, no framework: the page is small
+// and its job is to show the server's behaviour plainly. `/?v={id}` is the
+// watch page (`&s={token}` plays a shared signed link), `/?upload` the
+// upload page, `/?admin=…` the admin pages, any other `/` the catalogue.
+import { showAdmin } from './admin.js';
 import { showCatalogue } from './catalogue.js';
 import { setUpControls } from './controls.js';
 import {
@@ -35,10 +36,12 @@ function markCurrent(id, current) {
 function route() {
   const params = new URLSearchParams(location.search);
   const videoId = params.get('v');
-  markCurrent('nav-library', !videoId && !params.has('upload'));
+  markCurrent('nav-library', !videoId && !params.has('upload') && !params.has('admin'));
   markCurrent('nav-upload', params.has('upload'));
+  markCurrent('nav-admin', params.has('admin'));
   if (videoId) showWatchPage(videoId, params.get('s'));
   else if (params.has('upload')) showUpload(app);
+  else if (params.has('admin')) showAdmin(app);
   else showCatalogue(app);
 }
 
@@ -56,6 +59,9 @@ async function showWatchPage(id, sharedToken) {
   offerDownload(id, base);
   const title = source.info?.title || id;
   document.getElementById('watch-title').textContent = title;
+  const description = document.getElementById('watch-description');
+  description.textContent = source.info?.description ?? '';
+  description.hidden = !description.textContent;
   document.title = `${title} · kinema`;
   setUpShare(id, source);
   const video = document.getElementById('video');

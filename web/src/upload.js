@@ -43,16 +43,21 @@ export function showUpload(app) {
 
 function uploadAll(files) {
   const titleInput = document.getElementById('upload-title');
-  // One title names one file; several files are named after themselves.
+  const descriptionInput = document.getElementById('upload-description');
+  // One title names one file; several files are named after themselves
+  // and share the description.
   const title = files.length === 1 ? titleInput.value.trim() : '';
+  const description = descriptionInput.value.trim();
   titleInput.value = '';
-  for (const file of files) upload(file, title);
+  descriptionInput.value = '';
+  for (const file of files) upload(file, title, description);
 }
 
-function upload(file, title) {
+function upload(file, title, description) {
   const card = newCard(file.name);
   const form = new FormData();
   if (title) form.append('title', title);
+  if (description) form.append('description', description);
   form.append('file', file, file.name);
   // XMLHttpRequest rather than fetch: only it reports upload progress.
   const request = new XMLHttpRequest();
