@@ -13,14 +13,17 @@
 //! policy over the permissive one set here.
 //!
 //! The membership snapshot is rebuilt when the watched view changes, not
-//! per request; the per-video rate meters live in a map of at most
+//! per request. Membership signals changes of who is live and usable, not
+//! of the figures members republish every second, so the snapshot is also
+//! rebuilt when it is older than [`SNAPSHOT_REFRESH`]: loads and sessions
+//! reach ranking within that. The per-video rate meters live in a map of at most
 //! [`MAX_TRACKED_VIDEOS`] entries, the most faded ones going first, so a
 //! scan of made-up ids costs memory only up to that bound.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{
@@ -53,6 +56,10 @@ pub const RATE_HALF_LIFE: Duration = Duration::from_secs(60);
 /// the shortest TTL, so a player asks again about when membership has news.
 pub const UNSERVED_RETRY_AFTER_SECONDS: u32 = 5;
 
+/// Longest a snapshot serves before it is rebuilt from the view even
+/// without a signal: half the interval at which members publish figures.
+pub const SNAPSHOT_REFRESH: Duration = Duration::from_millis(500);
+
 /// Which stored file a rewrite is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManifestKind {
@@ -77,6 +84,8 @@ pub struct SteeringService {
 struct Membership {
     view: watch::Receiver<MembershipView>,
     current: Arc<Current>,
+    /// When `current` was built, by the service's clock.
+    built_at: SystemTime,
 }
 
 /// One membership view as steering uses it.
@@ -116,10 +125,15 @@ impl SteeringService {
     /// ([`kinema_cluster::Cluster::subscribe`]), at the time `clock` reads.
     pub fn new(steering: Steering, view: watch::Receiver<MembershipView>, clock: Clock) -> Self {
         let current = Arc::new(Current::of(&view.borrow()));
+        let built_at = clock.now();
         Self {
             steering,
             clock,
-            membership: Mutex::new(Membership { view, current }),
+            membership: Mutex::new(Membership {
+                view,
+                current,
+                built_at,
+            }),
             rates: Mutex::new(RateMap::default()),
             counters: Arc::new(SteeringCounters::default()),
             served: Arc::new(Served::default()),
@@ -146,17 +160,25 @@ impl SteeringService {
     }
 
     /// The membership snapshot decisions use now, rebuilt first if the
-    /// view changed since the last request.
+    /// view changed since the last request or the snapshot is older than
+    /// [`SNAPSHOT_REFRESH`].
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current().snapshot.clone()
     }
 
     fn current(&self) -> Arc<Current> {
+        let now = self.clock.now();
         let mut membership = lock(&self.membership);
-        // An error means the cluster is gone: keep the last view.
-        if membership.view.has_changed().unwrap_or(false) {
+        // An error means the cluster is gone: the last view stays.
+        let signalled = membership.view.has_changed().unwrap_or(false);
+        // A clock that went back counts as stale too.
+        let stale = now
+            .duration_since(membership.built_at)
+            .map_or(true, |age| age >= SNAPSHOT_REFRESH);
+        if signalled || stale {
             let current = Current::of(&membership.view.borrow_and_update());
             membership.current = Arc::new(current);
+            membership.built_at = now;
             self.served.snapshot_rebuilds.fetch_add(1, Relaxed);
         }
         membership.current.clone()
@@ -383,7 +405,7 @@ impl Collector for ServedCollector {
             ),
             (
                 "snapshot_rebuilds",
-                "Times the membership snapshot was rebuilt after the view changed.",
+                "Times the membership snapshot was rebuilt (the view changed, or figures may have).",
                 &served.snapshot_rebuilds,
             ),
         ] {

@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
 use kinema_cluster::{ClusterKey, ClusterKeys, Health, Member, NodeFigures, NodeInfo, Role};
@@ -43,10 +44,18 @@ fn with_edge(view: &MembershipView, id: &str, url: &str) -> MembershipView {
     view
 }
 
+const NOW: Duration = Duration::from_secs(1_800_000_000);
+
 fn service(view: MembershipView) -> (watch::Sender<MembershipView>, SteeringService) {
+    service_at(view, Clock::from_fn(|| SystemTime::UNIX_EPOCH + NOW))
+}
+
+fn service_at(
+    view: MembershipView,
+    clock: Clock,
+) -> (watch::Sender<MembershipView>, SteeringService) {
     let keys = ClusterKeys::new(ClusterKey::new(1, vec![9; 32]).unwrap(), None).unwrap();
     let (sender, receiver) = watch::channel(view);
-    let clock = Clock::from_fn(|| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
     let service = SteeringService::new(
         Steering::new(SteeringConfig::default(), keys),
         receiver,
@@ -93,6 +102,43 @@ fn the_snapshot_is_rebuilt_when_the_view_changes_and_only_then() {
     let manifest = body(&service.steer(&clip(), ""));
     let edge = PathwayId::of_node("edge-a");
     assert_eq!(manifest["PATHWAY-PRIORITY"][0], edge.as_str());
+}
+
+#[test]
+fn figures_membership_does_not_signal_are_seen_once_the_snapshot_is_stale() {
+    let millis = Arc::new(AtomicU64::new(0));
+    let clock = Clock::from_fn({
+        let millis = millis.clone();
+        move || SystemTime::UNIX_EPOCH + NOW + Duration::from_millis(millis.load(Relaxed))
+    });
+    let (sender, service) = service_at(
+        with_edge(&origin_alone(), "edge-a", "http://127.0.0.2:8080"),
+        clock,
+    );
+    let first = service.snapshot();
+    let edge_load = |snapshot: &Snapshot| {
+        snapshot
+            .nodes()
+            .iter()
+            .find(|node| node.node_id == "edge-a")
+            .map(|node| node.load)
+    };
+    assert_eq!(edge_load(&first), Some(0.0));
+    // Membership updates figures in place without a signal.
+    sender.send_if_modified(|view| {
+        if let Ok(info) = &mut view.live[1].state {
+            info.figures.load = 0.95;
+        }
+        false
+    });
+    millis.store(499, Relaxed);
+    assert!(Arc::ptr_eq(&first, &service.snapshot()), "still fresh");
+    millis.store(500, Relaxed);
+    let refreshed = service.snapshot();
+    assert_eq!(edge_load(&refreshed), Some(0.95));
+    // A clock that went back rebuilds too, rather than never again.
+    millis.store(100, Relaxed);
+    assert!(!Arc::ptr_eq(&refreshed, &service.snapshot()));
 }
 
 #[test]
