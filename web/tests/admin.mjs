@@ -146,6 +146,13 @@ try {
   if (cardTitle !== args.title) throw new Error(`the catalogue still says ${JSON.stringify(cardTitle)}`);
   done(step, { title: cardTitle });
 
+  step = 'the watch page shows the title and description';
+  await open(`/?v=${encodeURIComponent(args.video)}`, '#watch-title');
+  await page.waitForFunction((title) => document.getElementById('watch-title')?.textContent === title, args.title,
+    { timeout: remainingMs(), polling: 100 });
+  await page.locator('#watch-description').waitFor({ state: 'visible', timeout: remainingMs() });
+  done(step, { description: await page.locator('#watch-description').textContent() });
+
   step = 'create a token';
   await open('/?admin=tokens', '#tokens-rows tr');
   await page.locator('#token-name').fill('browser-made', { timeout: remainingMs() });

@@ -445,3 +445,86 @@ async fn signing_keys_are_listed_created_and_retired_without_their_secrets() {
     }
     api.server.stop().await.unwrap();
 }
+
+/// A 3 s clip, encoded by ffmpeg.
+fn clip() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upload.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=3"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(path).unwrap()
+}
+
+#[tokio::test]
+async fn an_upload_carries_its_description_to_the_published_video() {
+    let api = Admin::start().await;
+    let (status, refused) = api
+        .call(
+            Method::POST,
+            &format!("/api/videos?id=described&description={}", "d".repeat(5_001)),
+            &api.writer,
+            b"not read",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(
+        refused["error"],
+        "description: the description is longer than 5000 characters"
+    );
+    let (status, refused) = api
+        .call(
+            Method::POST,
+            "/api/videos?id=described&title=Two%0Alines",
+            &api.writer,
+            b"not read",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("control character"),
+        "{refused}"
+    );
+
+    let (status, accepted) = api
+        .call(
+            Method::POST,
+            "/api/videos?id=described&title=Described&description=Shot+in+one+take.",
+            &api.writer,
+            &clip(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let job = accepted["job"]["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (_, video) = api
+            .call(Method::GET, "/api/videos/described", &api.reader, b"")
+            .await;
+        if video["description"] == "Shot in one take." {
+            assert_eq!(video["title"], "Described");
+            break;
+        }
+        let (_, answer) = api
+            .call(Method::GET, &format!("/api/jobs/{job}"), &api.reader, b"")
+            .await;
+        assert!(
+            !["failed", "cancelled"].contains(&answer["job"]["state"].as_str().unwrap_or("")),
+            "{answer}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no description within 120 s: {video} {answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    api.server.stop().await.unwrap();
+}

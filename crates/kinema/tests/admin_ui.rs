@@ -1,7 +1,8 @@
 //! The web UI's admin pages against the real binary, in headless Chromium
 //! (web/tests/admin.mjs): an admin cancels a running job and retries it,
 //! reads a failed job's one sentence, edits a video's title and
-//! description and sees the title in the public catalogue, creates an API
+//! description and sees them in the public catalogue and on the watch page,
+//! creates an API
 //! token (which works) and revokes it (which then does not), creates a
 //! signing key and retires the old one. What the browser did is checked
 //! again here through the API, the CLI and the files. Screenshots of every
@@ -226,6 +227,10 @@ fn admins_cancel_and_retry_jobs_edit_titles_and_manage_tokens_and_keys() {
     assert_eq!(
         step(&report, "the catalogue shows the new title")["title"],
         EDITED_TITLE
+    );
+    assert_eq!(
+        step(&report, "the watch page shows the title and description")["description"],
+        "Filmed for the admin test.\nA second line."
     );
     let catalogue = get_json(address, "/api/catalogue?q=edited", None, 200);
     assert_eq!(catalogue["total"], 1, "{catalogue}");
