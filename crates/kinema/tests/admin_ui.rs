@@ -2,9 +2,8 @@
 //! (web/tests/admin.mjs): an admin cancels a running job and retries it,
 //! reads a failed job's one sentence, edits a video's title and
 //! description and sees them in the public catalogue and on the watch page,
-//! creates an API
-//! token (which works) and revokes it (which then does not), creates a
-//! signing key and retires the old one. What the browser did is checked
+//! creates an API token (which works) and revokes it (which then does not),
+//! creates a signing key and retires the old one. What the browser did is checked
 //! again here through the API, the CLI and the files. Screenshots of every
 //! admin page at 1280×800 and 390×844 go to target/ui-screenshots/.
 //!
