@@ -91,6 +91,10 @@ impl Admin {
 #[tokio::test]
 async fn title_and_description_are_edited_without_republishing() {
     let api = Admin::start().await;
+    // The catalogue's index holds the video before the edit: it must learn
+    // of the edit, well before its periodic re-read (30 s) would.
+    let (_, page) = api.call(Method::GET, "/api/catalogue", "", b"").await;
+    assert_eq!(page["videos"][0]["title"], "Test clip", "{page}");
     let edit = json!({"title": "A better title", "description": "Shot at dawn.\nTwo lines."});
     let body = edit.to_string();
     let (status, edited) = api
