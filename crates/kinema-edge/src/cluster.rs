@@ -178,6 +178,14 @@ impl UpstreamSelector for PlacementUpstreams {
         }
     }
 
+    fn fills_from_peer(&self, request: &UpstreamRequest<'_>) -> bool {
+        !request.through_kinema
+            && request
+                .video_id
+                .and_then(|video| self.parent(video))
+                .is_some()
+    }
+
     fn report_failure(&self, upstream: &Upstream, failure: UpstreamFailure) {
         if !upstream.is_peer() {
             self.origins.report_failure(upstream, failure);

@@ -178,6 +178,14 @@ struct RequestContext {
     token_expiry: Option<SystemTime>,
 }
 
+/// What the selector is told of `request`.
+fn upstream_request(request: &RequestContext) -> UpstreamRequest<'_> {
+    UpstreamRequest {
+        through_kinema: crate::upstream::through_kinema(&request.headers),
+        ..UpstreamRequest::new(&request.path_and_query, &request.key)
+    }
+}
+
 /// What a phase decided comes next.
 enum Step {
     /// Look the request up in the cache.
@@ -269,10 +277,7 @@ impl Edge {
     /// order (the selector's choice; a slice's fill is chosen for its
     /// object).
     fn select_upstreams(&self, request: &RequestContext) -> Vec<Upstream> {
-        self.upstreams.select(&UpstreamRequest {
-            through_kinema: crate::upstream::through_kinema(&request.headers),
-            ..UpstreamRequest::new(&request.path_and_query, &request.key)
-        })
+        self.upstreams.select(&upstream_request(request))
     }
 
     /// Sends `origin_request` to the upstreams selected for `request`.

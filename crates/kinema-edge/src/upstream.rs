@@ -167,6 +167,15 @@ pub trait UpstreamSelector: Debug + Send + Sync + 'static {
     /// one is retried on the next, each at most once. Never empty.
     fn select(&self, request: &UpstreamRequest<'_>) -> Vec<Upstream>;
 
+    /// Whether a fetch for `request` goes to another edge first. A request
+    /// through a kinema node never joins such a fill in flight: two edges
+    /// whose views disagree (each the other's parent for a moment) would
+    /// otherwise each wait for the other's fill.
+    fn fills_from_peer(&self, request: &UpstreamRequest<'_>) -> bool {
+        let _ = request;
+        false
+    }
+
     /// `upstream` failed a fetch; a selector may stop choosing it first.
     fn report_failure(&self, upstream: &Upstream, failure: UpstreamFailure);
 

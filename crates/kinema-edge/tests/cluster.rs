@@ -72,6 +72,16 @@ fn config(origin: &Origin) -> kinema_edge::Config {
 async fn cluster_edge(config: kinema_edge::Config, view: MembershipView) -> Edge {
     // A view whose sender is gone stays as it was: a fixed membership.
     let (_, receiver) = watch::channel(view);
+    edge_watching(config, receiver, "self").await
+}
+
+/// An edge in a cluster as `node_id`, whose membership is what `receiver`
+/// says.
+async fn edge_watching(
+    config: kinema_edge::Config,
+    receiver: watch::Receiver<MembershipView>,
+    node_id: &str,
+) -> Edge {
     let keys = ClusterKeys::new(ClusterKey::new(1, vec![7; 32]).unwrap(), None).unwrap();
     let steering = SteeringService::new(
         Steering::new(SteeringConfig::default(), keys),
@@ -85,7 +95,7 @@ async fn cluster_edge(config: kinema_edge::Config, view: MembershipView) -> Edge
     let parts = kinema_edge::EdgeParts::open(&config)
         .await
         .unwrap()
-        .with_cluster(&config, "self", receiver, part)
+        .with_cluster(&config, node_id, receiver, part)
         .unwrap();
     Edge::spawn(|listener, shutdown| kinema_edge::run_with(config, parts, listener, shutdown)).await
 }
@@ -317,4 +327,58 @@ async fn without_a_cluster_part_masters_are_stored_files_and_steer_is_proxied() 
     // Sessions are counted all the same (they are a single edge's figure too).
     assert_eq!(edge.metric("kinema_edge_sessions_started_total").await, 1);
     edge.stop().await;
+}
+
+#[tokio::test]
+async fn two_edges_that_each_take_the_other_for_the_parent_do_not_wait_for_each_other() {
+    // Views that disagree, as while one edge drains: each sees only the
+    // other as a usable edge, so each fills from the other.
+    let origin = Origin::start(|_, _| ok(&[("cache-control", "max-age=600")], "from-origin")).await;
+    let config = kinema_edge::Config {
+        // Far beyond the test's wait: a fill cycle would not end by itself.
+        origin_timeout: Duration::from_secs(120),
+        ..config(&origin)
+    };
+    let (to_a, a_view) = watch::channel(MembershipView::default());
+    let (to_b, b_view) = watch::channel(MembershipView::default());
+    let edge_a = edge_watching(config.clone(), a_view, "a").await;
+    let edge_b = edge_watching(config, b_view, "b").await;
+    let only = |id: &str, edge: &Edge| MembershipView {
+        live: vec![Member {
+            is_self: false,
+            ..member(id, Role::Edge, &edge.url())
+        }],
+        ..MembershipView::default()
+    };
+    to_a.send_replace(only("b", &edge_b));
+    to_b.send_replace(only("a", &edge_a));
+
+    // Both edges miss the same object while the origin holds its answers
+    // (which fill reaches the other edge first is the scheduler's; the
+    // coalescing rule itself is checked in the edge's unit tests).
+    origin.hold();
+    let path = "/v/clip/v180/1.m4s";
+    let (a, b) = (edge_a.address, edge_b.address);
+    let from_a = tokio::spawn(async move { get(a, path, &[]).await });
+    let from_b = tokio::spawn(async move { get(b, path, &[]).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while origin.count(path) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edges never asked the origin: {} requests",
+            origin.count(path)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    origin.release();
+    for viewer in [from_a, from_b] {
+        let (status, _, body) = tokio::time::timeout(Duration::from_secs(20), viewer)
+            .await
+            .expect("no fill waits for the other edge's")
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"from-origin");
+    }
+    edge_a.stop().await;
+    edge_b.stop().await;
 }

@@ -1,5 +1,10 @@
 //! Request coalescing: the table of fills in flight, so concurrent misses
 //! of one key cost one origin fetch (the fill's task is `origin_fill`'s).
+//!
+//! A request that came through a kinema node (another edge filling) looks
+//! fills up in a slot of its own (`guarded_slot`), where only fills that go
+//! to the origins are registered: it never waits for a fill this edge sends
+//! to another edge, which might be waiting for this very request.
 
 use super::*;
 
@@ -51,10 +56,21 @@ impl Edge {
                 ..
             } => (probe.then(|| object_key.clone()), !revalidating),
         };
+        let upstream_request = upstream_request(request);
+        let guarded = upstream_request.through_kinema;
+        // Slots for this request to look in, and to register a fill under.
+        let slot = |key: &str| {
+            if guarded {
+                guarded_slot(key)
+            } else {
+                key.to_string()
+            }
+        };
+        let (own, own_also) = (slot(key), also_under.as_deref().map(slot));
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(fill) = inflight
-            .get(key)
-            .or_else(|| also_under.as_ref().and_then(|other| inflight.get(other)))
+            .get(&own)
+            .or_else(|| own_also.as_ref().and_then(|other| inflight.get(other)))
             .filter(|fill| fill.joinable())
         {
             return Joined::Waiter(fill.clone());
@@ -66,9 +82,21 @@ impl Edge {
             return Joined::Stored;
         }
         let fill = Arc::new(Fill::new());
-        inflight.insert(key.to_string(), fill.clone());
-        if let Some(other) = &also_under {
-            inflight.insert(other.clone(), fill.clone());
+        // Every fill is joinable by viewers; one that goes to the origins
+        // also by other edges' requests.
+        let to_origins = guarded || !self.upstreams.fills_from_peer(&upstream_request);
+        let mut registered = Vec::with_capacity(4);
+        for plain in std::iter::once(key).chain(also_under.as_deref()) {
+            if to_origins {
+                registered.push(guarded_slot(plain));
+            }
+            // A guarded fill leaves a viewers' fill in flight where it is.
+            if !guarded || !inflight.contains_key(plain) {
+                registered.push(plain.to_string());
+            }
+        }
+        for slot in &registered {
+            inflight.insert(slot.clone(), fill.clone());
         }
         drop(inflight);
         let edge = self.clone();
@@ -78,7 +106,7 @@ impl Edge {
         tokio::spawn(async move {
             edge.run_fill(&key, &request, job, &guard.0).await;
             let mut inflight = edge.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            for registered in std::iter::once(&key).chain(also_under.as_ref()) {
+            for registered in &registered {
                 if inflight
                     .get(registered)
                     .is_some_and(|other| Arc::ptr_eq(other, &guard.0))
@@ -101,4 +129,10 @@ impl Edge {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, registered| !Arc::ptr_eq(registered, fill));
     }
+}
+
+/// Where fills a request through a kinema node may join are registered
+/// for `key` (a prefix no request target has).
+fn guarded_slot(key: &str) -> String {
+    format!("\0through-kinema\0{key}")
 }
