@@ -54,7 +54,7 @@ impl Origin {
                 }
                 Err(LookupError::Store(store_error)) => {
                     tracing::error!(video = id, error = %store_error, "cannot read manifest");
-                    super::store_failure(
+                    super::media::store_failure(
                         &store_error,
                         "cannot read the video",
                         HeaderMap::with_capacity(4),
