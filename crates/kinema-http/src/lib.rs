@@ -18,6 +18,7 @@ pub mod range;
 pub mod respond;
 pub mod server;
 pub mod shared_file;
+pub mod tcp_info;
 pub mod tls;
 
 use std::future::Future;
@@ -25,7 +26,9 @@ use std::net::SocketAddr;
 
 pub use body::{RequestBody, ResponseBody};
 pub use clock::Clock;
-pub use server::{ServerConfig, ServerStats, ServerStatsSnapshot, serve, serve_with_stats};
+pub use server::{
+    ServerConfig, ServerStats, ServerStatsSnapshot, serve, serve_sampled, serve_with_stats,
+};
 pub use shared_file::{FileSlice, SharedFile};
 
 /// What a handler may know about the connection a request arrived on.

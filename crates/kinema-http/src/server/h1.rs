@@ -351,6 +351,15 @@ where
     // A body the handler left unread leaves the connection mid-message: it
     // cannot carry another request.
     keep_alive &= decoder.is_done();
+    // Whether to read the viewer's TCP_INFO once this body is written.
+    let sample_after = shared.tcp_info.as_ref().is_some_and(|sampling| {
+        !facts.head
+            && response.status().is_success()
+            && response
+                .body()
+                .known_length()
+                .is_some_and(|length| sampling.wants(length))
+    });
     write_response(
         io,
         response,
@@ -361,6 +370,9 @@ where
         &shared.shards,
     )
     .await?;
+    if sample_after && let (Some(sampling), Some(socket)) = (&shared.tcp_info, io.tcp_socket()) {
+        sampling.sample(socket, info.peer);
+    }
     Ok(keep_alive)
 }
 

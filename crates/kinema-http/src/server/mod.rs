@@ -38,6 +38,7 @@ use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 use self::shards::{ShardSet, Shards};
+use crate::tcp_info::TcpInfoSampling;
 use crate::{ConnectionInfo, Handler};
 
 /// Limits and timeouts of the listener. Deserialises from a config table
@@ -216,6 +217,7 @@ impl<H> Shared<H> {
             shards,
             connection_cap,
             shed_down_to: AtomicU64::new(NOT_SHEDDING),
+            tcp_info: None,
         }
     }
 
@@ -325,6 +327,8 @@ struct Shared<H> {
     /// While open connections exceed this, idle keep-alive connections
     /// close themselves at their next wake-up ([`NOT_SHEDDING`]: none do).
     shed_down_to: AtomicU64,
+    /// Who is told of viewers' `TCP_INFO`, and when ([`serve_sampled`]).
+    tcp_info: Option<TcpInfoSampling>,
 }
 
 /// [`Shared::shed_down_to`] when no connection needs to make room.
@@ -364,15 +368,32 @@ pub async fn serve_with_stats<H: Handler>(
     stats: Arc<ServerStats>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    serve_sampled(listener, handler, config, tls, stats, None, shutdown).await
+}
+
+/// [`serve_with_stats`], sampling viewers' `TCP_INFO` after large
+/// responses when `tcp_info` is set (see [`crate::tcp_info`]); HTTP/1.1
+/// connections only, plain and TLS.
+pub async fn serve_sampled<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    config: ServerConfig,
+    tls: Option<TlsAcceptor>,
+    stats: Arc<ServerStats>,
+    tcp_info: Option<TcpInfoSampling>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     let descriptor_limit = raise_descriptor_limit();
     let shards = Shards::start(config.threads)?;
-    let shared = Arc::new(Shared::new(
+    let mut shared = Shared::new(
         handler,
         config,
         stats,
         shards.set().clone(),
         descriptor_limit,
-    ));
+    );
+    shared.tcp_info = tcp_info;
+    let shared = Arc::new(shared);
     if shared.connection_cap < shared.config.max_connections as u64 {
         tracing::info!(
             max_connections = shared.config.max_connections,
@@ -761,6 +782,12 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
         None
     }
 
+    /// The TCP socket under the stream (under TLS too), to read its
+    /// `TCP_INFO`.
+    fn tcp_socket(&self) -> Option<&TcpStream> {
+        self.plain_tcp()
+    }
+
     /// The socket itself, to move the connection to another thread.
     fn into_plain_tcp(self) -> Result<TcpStream, Self>
     where
@@ -780,7 +807,11 @@ impl Transport for TcpStream {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for tokio_rustls::server::TlsStream<S> {}
+impl<S: Transport> Transport for tokio_rustls::server::TlsStream<S> {
+    fn tcp_socket(&self) -> Option<&TcpStream> {
+        self.get_ref().0.tcp_socket()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {

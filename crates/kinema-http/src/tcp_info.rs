@@ -1,0 +1,232 @@
+//! What a viewer's TCP connection already says about its path: the kernel's
+//! `TCP_INFO` (delivery rate, minimum and smoothed round-trip time,
+//! retransmissions), read after a large response went out, so that network
+//! quality is measured without sending a single probe.
+//!
+//! The listener calls a [`TcpInfoObserver`] with (peer, sample) when one is
+//! set ([`TcpInfoSampling`]); without one nothing here runs. Samples whose
+//! delivery rate was limited by the application rather than the network
+//! (`tcpi_delivery_rate_app_limited`) are dropped: they say how fast we
+//! sent, not how fast the path is.
+//!
+//! What it deliberately is not: an aggregator. Grouping by client prefix,
+//! decay and ranking live with whoever observes (`kinema-netq`).
+
+use std::cell::Cell;
+use std::io;
+use std::mem::offset_of;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One reading of a connection's `TCP_INFO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpInfoSample {
+    /// `tcpi_delivery_rate`: the most recent delivery-rate sample, bytes/s.
+    pub delivery_rate_bytes_per_second: u64,
+    /// `tcpi_min_rtt`: the smallest round-trip time seen (the path's
+    /// propagation delay, queues empty).
+    pub min_rtt: Duration,
+    /// `tcpi_rtt`: the smoothed round-trip time now; above `min_rtt` by
+    /// the queueing the connection builds on its path.
+    pub smoothed_rtt: Duration,
+    /// `tcpi_total_retrans`: segments retransmitted over the connection's
+    /// life.
+    pub retransmits: u32,
+    /// `tcpi_delivery_rate_app_limited`: the rate sample was taken while
+    /// the sender had too little to send to fill the path.
+    pub app_limited: bool,
+}
+
+impl TcpInfoSample {
+    /// Smoothed RTT above the minimum: how much queue the path holds.
+    pub fn rtt_inflation(&self) -> Duration {
+        self.smoothed_rtt.saturating_sub(self.min_rtt)
+    }
+}
+
+/// Reads `TCP_INFO` of a TCP socket. Fails on a socket that is not TCP, or
+/// on a kernel too old to report a delivery rate (before Linux 4.9).
+pub fn read_tcp_info(socket: impl AsFd) -> io::Result<TcpInfoSample> {
+    // The kernel writes at most what we offer and says how much it wrote; an
+    // 8-aligned byte buffer the size of libc's struct, read by field offsets,
+    // so that the one flag libc leaves out (a bitfield in the byte after
+    // `tcpi_snd_rcv_wscale`, which libc counts as padding) is readable too.
+    #[repr(C, align(8))]
+    struct Buffer([u8; size_of::<libc::tcp_info>()]);
+    let mut buffer = Buffer([0; size_of::<libc::tcp_info>()]);
+    let mut length = size_of::<libc::tcp_info>() as libc::socklen_t;
+    #[allow(
+        unsafe_code,
+        reason = "getsockopt(TCP_INFO) has no safe wrapper in socket2, rustix or nix"
+    )]
+    // SAFETY: `buffer` is valid and writable for `length` bytes, `length`
+    // is a valid socklen_t the kernel updates, and the descriptor is
+    // borrowed (open) for the duration of the call.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buffer.0.as_mut_ptr().cast(),
+            &mut length,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let written = &buffer.0[..(length as usize).min(buffer.0.len())];
+    let needed = offset_of!(libc::tcp_info, tcpi_delivery_rate) + size_of::<u64>();
+    if written.len() < needed {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "the kernel reports {} bytes of TCP_INFO, fewer than the {needed} a delivery rate needs (Linux 4.9 or later)",
+                written.len()
+            ),
+        ));
+    }
+    let u32_at = |offset: usize| {
+        u32::from_ne_bytes(written[offset..offset + 4].try_into().expect("4 bytes"))
+    };
+    let u64_at = |offset: usize| {
+        u64::from_ne_bytes(written[offset..offset + 8].try_into().expect("8 bytes"))
+    };
+    // include/uapi/linux/tcp.h: `__u8 tcpi_delivery_rate_app_limited:1`
+    // is the lowest bit of the byte after `tcpi_snd_rcv_wscale`.
+    let flags = written[offset_of!(libc::tcp_info, tcpi_snd_rcv_wscale) + 1];
+    Ok(TcpInfoSample {
+        delivery_rate_bytes_per_second: u64_at(offset_of!(libc::tcp_info, tcpi_delivery_rate)),
+        min_rtt: Duration::from_micros(u64::from(u32_at(offset_of!(libc::tcp_info, tcpi_min_rtt)))),
+        smoothed_rtt: Duration::from_micros(u64::from(u32_at(offset_of!(
+            libc::tcp_info,
+            tcpi_rtt
+        )))),
+        retransmits: u32_at(offset_of!(libc::tcp_info, tcpi_total_retrans)),
+        app_limited: flags & 1 == 1,
+    })
+}
+
+/// Told of each network-limited sample the listener takes.
+pub trait TcpInfoObserver: Send + Sync + 'static {
+    /// Called on the serving thread right after a response was written:
+    /// keep it short (a lock and a few arithmetic operations).
+    fn observe(&self, peer: SocketAddr, sample: TcpInfoSample);
+}
+
+/// When the listener samples: after a response body of at least
+/// `min_body_bytes` was written, one such response in `one_in` (chosen at
+/// random per response, so no connection is always or never picked).
+#[derive(Clone)]
+pub struct TcpInfoSampling {
+    observer: Arc<dyn TcpInfoObserver>,
+    min_body_bytes: u64,
+    one_in: u32,
+}
+
+impl std::fmt::Debug for TcpInfoSampling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpInfoSampling")
+            .field("min_body_bytes", &self.min_body_bytes)
+            .field("one_in", &self.one_in)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpInfoSampling {
+    /// `one_in` of 0 is taken as 1 (every large response).
+    pub fn new(observer: Arc<dyn TcpInfoObserver>, min_body_bytes: u64, one_in: u32) -> Self {
+        Self {
+            observer,
+            min_body_bytes,
+            one_in: one_in.max(1),
+        }
+    }
+
+    /// Whether a response whose body was `body_bytes` long should be
+    /// sampled.
+    pub(crate) fn wants(&self, body_bytes: u64) -> bool {
+        body_bytes >= self.min_body_bytes
+            && (self.one_in == 1 || next_random().is_multiple_of(self.one_in))
+    }
+
+    /// Samples `socket` and tells the observer, unless the sample was
+    /// application-limited or the socket could not be read (a closed
+    /// connection: nothing to learn).
+    pub(crate) fn sample(&self, socket: impl AsFd, peer: SocketAddr) {
+        match read_tcp_info(socket) {
+            Ok(sample) if !sample.app_limited => self.observer.observe(peer, sample),
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%peer, %error, "cannot read TCP_INFO"),
+        }
+    }
+}
+
+thread_local! {
+    /// xorshift64 state per serving thread: no shared counter to contend on.
+    static RANDOM: Cell<u64> = const { Cell::new(0) };
+}
+
+fn next_random() -> u32 {
+    RANDOM.with(|state| {
+        let mut x = state.get();
+        if x == 0 {
+            // Seeded from the thread-local's address and the clock: only
+            // needs to differ between threads and runs.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+            x = (state as *const Cell<u64> as usize as u64 ^ nanos) | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        (x >> 32) as u32
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_that_is_not_tcp_is_an_error() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(read_tcp_info(&socket).is_err());
+    }
+
+    #[test]
+    fn a_fresh_loopback_connection_reports_its_rtt() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let sample = read_tcp_info(&client).unwrap();
+        // The handshake measured one round trip, and nothing was lost.
+        assert!(sample.smoothed_rtt > Duration::ZERO, "{sample:?}");
+        assert!(sample.min_rtt <= sample.smoothed_rtt, "{sample:?}");
+        assert_eq!(sample.retransmits, 0);
+    }
+
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicU32);
+
+    impl TcpInfoObserver for Count {
+        fn observe(&self, _peer: SocketAddr, _sample: TcpInfoSample) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn only_large_bodies_are_sampled_and_one_in_k_of_them() {
+        let sampling = TcpInfoSampling::new(Arc::new(Count::default()), 1000, 1);
+        assert!(!sampling.wants(999));
+        assert!(sampling.wants(1000));
+        let one_in_four = TcpInfoSampling::new(Arc::new(Count::default()), 1000, 4);
+        let picked = (0..4000).filter(|_| one_in_four.wants(5000)).count();
+        // 1000 expected; a fair coin strays this far once in millions.
+        assert!((800..1200).contains(&picked), "{picked} of 4000");
+        assert!((0..100).all(|_| !one_in_four.wants(10)));
+    }
+}

@@ -1,0 +1,169 @@
+//! The listener reads a viewer's `TCP_INFO` after a large response: over
+//! loopback the sample shows a fast path, through a veth pair shaped to
+//! 2 Mbit/s (`tc` tbf) it shows that rate and the queue the link builds.
+//!
+//! The shaped test needs root and iproute2 (CI runs as root); a missing
+//! piece fails it with what to do, never skips it.
+
+#[path = "../../kinema/tests/support/shaped_link.rs"]
+mod shaped_link;
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinema_http::tcp_info::{TcpInfoObserver, TcpInfoSample, TcpInfoSampling};
+use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, ServerConfig, ServerStats};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Answers every request with `length` bytes.
+struct Body(Bytes);
+
+impl Handler for Body {
+    async fn handle(
+        &self,
+        _request: http::Request<RequestBody>,
+        _connection: ConnectionInfo,
+    ) -> http::Response<ResponseBody> {
+        http::Response::new(ResponseBody::Full(self.0.clone()))
+    }
+}
+
+/// Passes every sample on to the test.
+struct Forward(mpsc::UnboundedSender<(SocketAddr, TcpInfoSample)>);
+
+impl TcpInfoObserver for Forward {
+    fn observe(&self, peer: SocketAddr, sample: TcpInfoSample) {
+        let _ = self.0.send((peer, sample));
+    }
+}
+
+/// Serves `body_bytes` per request on `listener`, sampling every response
+/// of at least half that; fetches it over one connection until a sample
+/// arrives (a sample taken while the sender was application-limited is
+/// dropped by the listener, so a request may pass without one), at most 8
+/// requests or 60 s.
+async fn sample_one_download(
+    listener: std::net::TcpListener,
+    body_bytes: usize,
+) -> (SocketAddr, SocketAddr, TcpInfoSample) {
+    listener.set_nonblocking(true).unwrap();
+    let listener = TcpListener::from_std(listener).unwrap();
+    let address = listener.local_addr().unwrap();
+    let (samples, mut received) = mpsc::unbounded_channel();
+    let sampling = TcpInfoSampling::new(Arc::new(Forward(samples)), body_bytes as u64 / 2, 1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kinema_http::serve_sampled(
+        listener,
+        Arc::new(Body(Bytes::from(vec![7u8; body_bytes]))),
+        ServerConfig::default(),
+        None,
+        Arc::new(ServerStats::default()),
+        Some(sampling),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut client = TcpStream::connect(address).await.unwrap();
+    let local = client.local_addr().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut sample = None;
+    for _ in 0..8 {
+        let fetched = tokio::time::timeout_at(deadline, fetch(&mut client, body_bytes)).await;
+        assert!(fetched.is_ok(), "the download did not finish within 60 s");
+        // The sample is taken right after the body's last write returns,
+        // so it is due about when the client has read the body; one that
+        // was application-limited never comes.
+        if let Ok(Some((peer, taken))) =
+            tokio::time::timeout(Duration::from_secs(2), received.recv()).await
+        {
+            sample = Some((peer, taken));
+            break;
+        }
+    }
+    let (peer, sample) = sample.expect("no network-limited sample in 8 downloads");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    (peer, local, sample)
+}
+
+/// One GET on a keep-alive connection, its `body_bytes` read whole.
+async fn fetch(client: &mut TcpStream, body_bytes: usize) {
+    client
+        .write_all(b"GET /segment HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::with_capacity(body_bytes + 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = client.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-response");
+        received.extend_from_slice(&chunk[..n]);
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n")
+            && received.len() >= end + 4 + body_bytes
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_loopback_download_is_sampled_after_four_megabytes() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (peer, client, sample) = sample_one_download(listener, 4 << 20).await;
+    assert_eq!(peer, client, "the sample names the viewer's address");
+    assert!(sample.delivery_rate_bytes_per_second > 0, "{sample:?}");
+    assert!(sample.min_rtt <= sample.smoothed_rtt, "{sample:?}");
+    assert!(!sample.app_limited, "{sample:?}");
+}
+
+/// A std listener bound on `address` inside network namespace `namespace`
+/// (a thread enters it just to create the socket, which stays there).
+fn listen_inside(namespace: &str, address: std::net::Ipv4Addr) -> std::net::TcpListener {
+    let path = format!("/var/run/netns/{namespace}");
+    std::thread::spawn(move || {
+        let handle = std::fs::File::open(&path)
+            .unwrap_or_else(|error| panic!("cannot open {path}: {error}"));
+        rustix::thread::move_into_link_name_space(
+            handle.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap_or_else(|error| panic!("cannot enter {path} (needs root): {error}"));
+        std::net::TcpListener::bind((address, 0)).unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_download_over_a_two_megabit_link_samples_about_two_megabits() {
+    let unshaped = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        sample_one_download(listener, 4 << 20).await.2
+    };
+    let link = shaped_link::ShapedLink::new("2mbit");
+    // The link's namespace, as shaped_link.rs names it.
+    let namespace = format!("kinema-thin-{}", std::process::id());
+    let listener = listen_inside(&namespace, link.address());
+    // About 4 s at 2 Mbit/s.
+    let (_, _, shaped) = sample_one_download(listener, 1 << 20).await;
+    println!("unshaped {unshaped:?}\nshaped {shaped:?}");
+    let shaped_bits = shaped.delivery_rate_bytes_per_second * 8;
+    assert!(
+        (1_000_000..3_000_000).contains(&shaped_bits),
+        "a 2 Mbit/s link delivered at {shaped_bits} bit/s: {shaped:?}"
+    );
+    assert!(
+        unshaped.delivery_rate_bytes_per_second > 20 * shaped.delivery_rate_bytes_per_second,
+        "loopback {unshaped:?} against the shaped link {shaped:?}"
+    );
+    // The tbf queue (up to 400 ms) fills under a bulk download.
+    assert!(
+        shaped.rtt_inflation() > Duration::from_millis(5),
+        "no queueing delay on the shaped link: {shaped:?}"
+    );
+}
