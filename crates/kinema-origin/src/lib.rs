@@ -90,7 +90,7 @@ pub async fn run_with(
 ) -> Result<(), Error> {
     // The parts' counters, which the wiring may read while this serves.
     let stats = parts.stats();
-    let origin = Arc::new(Origin::new(&config, parts, stats.clone()).await?);
+    let origin = Arc::new(Origin::new(&config, parts).await?);
     let handler = origin.clone();
     let tls = secure::server_tls(&config)?;
     let reloader = secure::reload_on_sighup(origin.access(), tls.clone()).map_err(Error::Serve)?;

@@ -17,7 +17,6 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use kinema_http::conditional::{EntityTag, Validators};
 use kinema_http::respond;
-use kinema_http::server::ServerStats;
 use kinema_http::{Clock, ConnectionInfo, Handler, RequestBody, ResponseBody};
 use percent_encoding::percent_decode_str;
 use prometheus_client::registry::Registry;
@@ -72,14 +71,9 @@ pub struct Origin {
 
 impl Origin {
     /// An origin of `parts` ([`OriginParts`]: store, caches, workspace,
-    /// clock) with the settings of `config`; loads the web UI and the key
-    /// ring. `stats` are the connection layer's counters, published at
-    /// `/metrics`.
-    pub async fn new(
-        config: &Config,
-        parts: OriginParts,
-        stats: Arc<ServerStats>,
-    ) -> Result<Self, Error> {
+    /// clock, the connection layer's counters it publishes at `/metrics`)
+    /// with the settings of `config`; loads the web UI and the key ring.
+    pub async fn new(config: &Config, parts: OriginParts) -> Result<Self, Error> {
         let OriginParts {
             store,
             catalog,
@@ -88,7 +82,7 @@ impl Origin {
             metrics,
             workspace,
             clock,
-            stats: _,
+            stats,
             sessions_admitted,
             steering,
             metrics_hooks,
