@@ -21,6 +21,13 @@ pub(crate) mod key {
     pub const HEALTH: &str = "health";
 }
 
+/// The optional key a node gossips its network-quality summary under
+/// (`kinema_netq::Summary`'s text: its best- and worst-served client
+/// prefixes). Not part of [`NodeInfo`]: a node without it, or with a value
+/// longer than [`MAX_NETWORK_QUALITY_LEN`], is simply unmeasured.
+pub const NETWORK_QUALITY_KEY: &str = "netq";
+pub const MAX_NETWORK_QUALITY_LEN: usize = 400;
+
 /// Bounds on what a node may publish, and what a reader accepts.
 pub const MAX_URL_LEN: usize = 256;
 pub const MAX_REGION_LEN: usize = 64;
