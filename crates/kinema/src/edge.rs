@@ -23,6 +23,11 @@ restarts) hold what may be stored. Cache-Status (RFC 9211) tells what happened t
 Example: kinema edge --origin http://127.0.0.1:8080 --listen 127.0.0.1:8081 \
 --cache-memory 1GiB --cache-disk /var/cache/kinema:20GiB
 
+In a cluster (the --cluster-* flags or [cluster]): a miss of a video is filled from its placement \
+parent edge before the origins (a request that came through a kinema node only from the origins), \
+/steer/{id} is answered here, and a viewer's master playlist or MPD is answered with one pathway per \
+node (no-store).
+
 Purge: curl -X PURGE -H 'Authorization: Bearer TOKEN' http://EDGE/v/ID/* (needs --purge-token). \
 Metrics: /metrics or /_kinema/metrics. Every flag can also be set by its KINEMA_* variable or in \
 the [edge] section of kinema.toml ([edge.server] holds listener limits). SIGTERM or Ctrl-C \
