@@ -147,8 +147,17 @@ impl TcpInfoSampling {
     /// Whether a response whose body was `body_bytes` long should be
     /// sampled.
     pub(crate) fn wants(&self, body_bytes: u64) -> bool {
-        body_bytes >= self.min_body_bytes
-            && (self.one_in == 1 || next_random().is_multiple_of(self.one_in))
+        body_bytes >= self.min_body_bytes && self.picks()
+    }
+
+    /// The smallest body worth a sample.
+    pub(crate) fn min_body_bytes(&self) -> u64 {
+        self.min_body_bytes
+    }
+
+    /// The one-in-k draw for a body large enough.
+    pub(crate) fn picks(&self) -> bool {
+        self.one_in == 1 || next_random().is_multiple_of(self.one_in)
     }
 
     /// Samples `socket` and tells the observer, unless the sample was

@@ -50,6 +50,7 @@ impl TcpInfoObserver for Forward {
 async fn sample_one_download(
     listener: std::net::TcpListener,
     body_bytes: usize,
+    protocol: Protocol,
 ) -> (SocketAddr, SocketAddr, TcpInfoSample) {
     listener.set_nonblocking(true).unwrap();
     let listener = TcpListener::from_std(listener).unwrap();
@@ -68,12 +69,25 @@ async fn sample_one_download(
             let _ = stopped.await;
         },
     ));
-    let mut client = TcpStream::connect(address).await.unwrap();
+    let client = TcpStream::connect(address).await.unwrap();
     let local = client.local_addr().unwrap();
+    let mut client = match protocol {
+        Protocol::Http1 => Client::Http1(client),
+        Protocol::Http2 => {
+            let (sender, connection) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(client),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(connection);
+            Client::Http2(sender)
+        }
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut sample = None;
     for _ in 0..8 {
-        let fetched = tokio::time::timeout_at(deadline, fetch(&mut client, body_bytes)).await;
+        let fetched = tokio::time::timeout_at(deadline, client.fetch(body_bytes)).await;
         assert!(fetched.is_ok(), "the download did not finish within 60 s");
         // The sample is taken right after the body's last write returns,
         // so it is due about when the client has read the body; one that
@@ -89,6 +103,35 @@ async fn sample_one_download(
     let _ = stop.send(());
     server.await.unwrap().unwrap();
     (peer, local, sample)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    Http1,
+    /// With prior knowledge (h2c).
+    Http2,
+}
+
+enum Client {
+    Http1(TcpStream),
+    Http2(hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>),
+}
+
+impl Client {
+    async fn fetch(&mut self, body_bytes: usize) {
+        match self {
+            Client::Http1(stream) => fetch(stream, body_bytes).await,
+            Client::Http2(sender) => {
+                use http_body_util::BodyExt;
+                let request = http::Request::get("http://t/segment")
+                    .body(http_body_util::Empty::new())
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(body.len(), body_bytes);
+            }
+        }
+    }
 }
 
 /// One GET on a keep-alive connection, its `body_bytes` read whole.
@@ -114,11 +157,21 @@ async fn fetch(client: &mut TcpStream, body_bytes: usize) {
 #[tokio::test]
 async fn a_loopback_download_is_sampled_after_four_megabytes() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (peer, client, sample) = sample_one_download(listener, 4 << 20).await;
+    let (peer, client, sample) = sample_one_download(listener, 4 << 20, Protocol::Http1).await;
     assert_eq!(peer, client, "the sample names the viewer's address");
     assert!(sample.delivery_rate_bytes_per_second > 0, "{sample:?}");
     assert!(sample.min_rtt <= sample.smoothed_rtt, "{sample:?}");
     assert!(!sample.app_limited, "{sample:?}");
+}
+
+/// HTTP/2 samples by bytes written on the connection, not per response.
+#[tokio::test]
+async fn a_loopback_http2_download_is_sampled_too() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (peer, client, sample) = sample_one_download(listener, 4 << 20, Protocol::Http2).await;
+    assert_eq!(peer, client, "the sample names the viewer's address");
+    assert!(sample.delivery_rate_bytes_per_second > 0, "{sample:?}");
+    assert!(sample.min_rtt <= sample.smoothed_rtt, "{sample:?}");
 }
 
 /// A std listener bound on `address` inside network namespace `namespace`
@@ -143,14 +196,16 @@ fn listen_inside(namespace: &str, address: std::net::Ipv4Addr) -> std::net::TcpL
 async fn a_download_over_a_two_megabit_link_samples_about_two_megabits() {
     let unshaped = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        sample_one_download(listener, 4 << 20).await.2
+        sample_one_download(listener, 4 << 20, Protocol::Http1)
+            .await
+            .2
     };
     let link = shaped_link::ShapedLink::new("2mbit");
     // The link's namespace, as shaped_link.rs names it.
     let namespace = format!("kinema-thin-{}", std::process::id());
     let listener = listen_inside(&namespace, link.address());
     // About 4 s at 2 Mbit/s.
-    let (_, _, shaped) = sample_one_download(listener, 1 << 20).await;
+    let (_, _, shaped) = sample_one_download(listener, 1 << 20, Protocol::Http1).await;
     println!("unshaped {unshaped:?}\nshaped {shaped:?}");
     let shaped_bits = shaped.delivery_rate_bytes_per_second * 8;
     assert!(

@@ -31,7 +31,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Phase, Shared};
+use super::{Phase, Shared, Transport};
+use crate::tcp_info::TcpInfoSampling;
 use crate::{ConnectionInfo, Handler, RequestBody, ResponseBody};
 
 /// Bytes hyper queues per stream beyond the peer's window before it stops
@@ -63,7 +64,7 @@ pub(super) async fn serve<S, H>(
     shared: &Arc<Shared<H>>,
     info: ConnectionInfo,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Transport + 'static,
     H: Handler,
 {
     let config = &shared.config;
@@ -92,6 +93,11 @@ pub(super) async fn serve<S, H>(
         prefix: already_read.freeze(),
         inner: io,
         progress: progress.clone(),
+        sampling: shared.tcp_info.clone().map(|sampling| ConnectionSampling {
+            sampling,
+            peer: info.peer,
+            written: 0,
+        }),
     });
     let connection = builder.serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
@@ -215,19 +221,41 @@ async fn handle<H: Handler>(
 }
 
 /// A stream that first yields bytes already read (the sniffed preface),
-/// and notes writes large enough to be progress.
+/// notes writes large enough to be progress, and samples the viewer's
+/// `TCP_INFO` when a sampler is set.
 struct Rewind<S> {
     prefix: Bytes,
     inner: S,
     progress: Arc<Progress>,
+    sampling: Option<ConnectionSampling>,
 }
 
-impl<S> Rewind<S> {
-    fn wrote(&self, written: &Poll<io::Result<usize>>) {
-        if let Poll::Ready(Ok(n)) = written
-            && *n >= PROGRESS_BYTES
-        {
-            self.progress.note();
+/// HTTP/2 interleaves responses, so a connection is sampled by the bytes
+/// written on it: each time another `min_body_bytes` went out (by the
+/// sampler's one-in-k rule), while the stream still has data queued.
+struct ConnectionSampling {
+    sampling: TcpInfoSampling,
+    peer: std::net::SocketAddr,
+    written: u64,
+}
+
+impl<S: Transport> Rewind<S> {
+    fn wrote(&mut self, written: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written {
+            if *n >= PROGRESS_BYTES {
+                self.progress.note();
+            }
+            if let Some(connection) = &mut self.sampling {
+                connection.written += *n as u64;
+                if connection.written >= connection.sampling.min_body_bytes() {
+                    connection.written = 0;
+                    if connection.sampling.picks()
+                        && let Some(socket) = self.inner.tcp_socket()
+                    {
+                        connection.sampling.sample(socket, connection.peer);
+                    }
+                }
+            }
         }
     }
 }
@@ -248,7 +276,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+impl<S: Transport> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

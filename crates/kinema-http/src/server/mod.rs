@@ -372,8 +372,9 @@ pub async fn serve_with_stats<H: Handler>(
 }
 
 /// [`serve_with_stats`], sampling viewers' `TCP_INFO` after large
-/// responses when `tcp_info` is set (see [`crate::tcp_info`]); HTTP/1.1
-/// connections only, plain and TLS.
+/// responses when `tcp_info` is set (see [`crate::tcp_info`]), plain and
+/// TLS: on HTTP/1.1 after a response body, on HTTP/2 (which interleaves
+/// responses) each time as many bytes went out on the connection.
 pub async fn serve_sampled<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
