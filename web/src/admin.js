@@ -249,7 +249,7 @@ function videoItem(video) {
   });
   const replace = element('a', {
     className: 'button-link secondary',
-    href: '/?upload',
+    href: `/?upload&replace=${encodeURIComponent(video.id)}`,
     textContent: 'Replace…',
     title: 'Upload the new file, then delete this video',
   });

@@ -39,6 +39,27 @@ export function showUpload(app) {
   // The whole page accepts a drop, so a near miss does not open the file.
   for (const type of ['dragover', 'drop']) document.addEventListener(type, (event) => event.preventDefault());
   for (const remembered of rememberedJobs()) followJob(newCard(remembered.name), remembered.job);
+  const replacing = new URLSearchParams(location.search).get('replace');
+  if (replacing) showReplacing(replacing);
+}
+
+// `/?upload&replace={id}` (the admin Videos page's Replace): the server
+// publishes no upload over an existing id, so the new file becomes a video
+// of its own and the old one is deleted once it is published. The form
+// starts from the old video's title and access.
+async function showReplacing(id) {
+  const note = document.getElementById('upload-replace');
+  note.hidden = false;
+  note.textContent = `Replacing “${id}”: upload the new file here; once it is published, delete the old video on Admin · Videos.`;
+  try {
+    const video = await api('GET', `/api/videos/${encodeURIComponent(id)}`);
+    note.textContent = `Replacing “${video.title}”: upload the new file here; once it is published, delete the old video on Admin · Videos.`;
+    document.getElementById('upload-title').value = video.title;
+    document.getElementById('upload-description').value = video.description ?? '';
+    document.getElementById('upload-access').value = video.access === 'signed' ? 'signed' : 'public';
+  } catch {
+    // The note stands without the old video's details.
+  }
 }
 
 function uploadAll(files) {
@@ -48,16 +69,18 @@ function uploadAll(files) {
   // and share the description.
   const title = files.length === 1 ? titleInput.value.trim() : '';
   const description = descriptionInput.value.trim();
+  const access = document.getElementById('upload-access').value;
   titleInput.value = '';
   descriptionInput.value = '';
-  for (const file of files) upload(file, title, description);
+  for (const file of files) upload(file, title, description, access);
 }
 
-function upload(file, title, description) {
+function upload(file, title, description, access) {
   const card = newCard(file.name);
   const form = new FormData();
   if (title) form.append('title', title);
   if (description) form.append('description', description);
+  form.append('access', access);
   form.append('file', file, file.name);
   // XMLHttpRequest rather than fetch: only it reports upload progress.
   const request = new XMLHttpRequest();

@@ -132,6 +132,17 @@ try {
   await screenshot(page, 'admin-videos-1280x800.png');
   done(step, { description: shownDescription });
 
+  step = 'replace starts an upload from the video';
+  await video.locator('a', { hasText: 'Replace' }).click({ timeout: remainingMs() });
+  await page.locator('#upload-replace').waitFor({ state: 'visible', timeout: remainingMs() });
+  await page.waitForFunction((title) => document.getElementById('upload-title')?.value === title, args.title,
+    { timeout: remainingMs(), polling: 100 });
+  done(step, {
+    note: await page.locator('#upload-replace').textContent(),
+    access: await page.locator('#upload-access').inputValue(),
+    description: await page.locator('#upload-description').inputValue(),
+  });
+
   step = 'the catalogue shows the new title';
   // The catalogue's index refreshes on its own; reload until it shows it.
   let cardTitle = null;

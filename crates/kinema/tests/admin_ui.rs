@@ -227,6 +227,18 @@ fn admins_cancel_and_retry_jobs_edit_titles_and_manage_tokens_and_keys() {
         step(&report, "the catalogue shows the new title")["title"],
         EDITED_TITLE
     );
+    let replace = step(&report, "replace starts an upload from the video");
+    assert!(
+        replace["note"]
+            .as_str()
+            .is_some_and(|note| note.starts_with(&format!("Replacing “{EDITED_TITLE}”"))),
+        "{replace}"
+    );
+    assert_eq!(replace["access"], "public");
+    assert_eq!(
+        replace["description"],
+        "Filmed for the admin test.\nA second line."
+    );
     assert_eq!(
         step(&report, "the watch page shows the title and description")["description"],
         "Filmed for the admin test.\nA second line."
