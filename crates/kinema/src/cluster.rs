@@ -12,7 +12,11 @@
 //! over ([`figures`]). An origin in a cluster also steers: the wiring gives
 //! it a [`SteeringService`] over this node's membership view
 //! ([`ClusterNode::steering`]) and the cluster's metrics
-//! ([`ClusterNode::register_metrics`]).
+//! ([`ClusterNode::register_metrics`]). An edge gets the same steering
+//! service, and fills misses from each video's placement parent over the
+//! membership view ([`ClusterNode::node_id`], [`ClusterNode::subscribe`]),
+//! rendering the membership counters ([`ClusterNode::counters`]) in its own
+//! hand-written `/metrics`.
 
 mod figures;
 
