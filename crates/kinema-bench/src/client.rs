@@ -6,8 +6,9 @@
 //! [`Router`] owns the "which server, which URL" decision: today it resolves
 //! a manifest's URI against the URL the manifest actually came from (after
 //! redirects), as RFC 8216 asks, or against a DASH track's resolved
-//! `BaseURL`; content steering (`EXT-X-CONTENT-STEERING`) will substitute a
-//! pathway's host there without touching the viewer.
+//! `BaseURL`. Content steering needs nothing here: every pathway's URIs
+//! are written out in the manifest, and the viewer picks the pathway's set
+//! (`steering`).
 //!
 //! This module does not retry: retrying is a player policy, decided by the
 //! viewer from the [`FetchError`] kind.
@@ -22,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
 use url::Url;
 
-use crate::hls::{ByteRange, SteeringTag};
+use crate::hls::ByteRange;
 use crate::link::Shaper;
 use crate::metrics::LiveCounters;
 
@@ -93,29 +94,20 @@ impl FetchError {
 pub struct Router {
     /// Where the multivariant playlist was finally found.
     base: Url,
-    steering: Option<SteeringTag>,
 }
 
 impl Router {
     pub fn new(base: Url) -> Self {
-        Self {
-            base,
-            steering: None,
-        }
+        Self { base }
     }
 
-    /// Records the multivariant playlist's final URL and steering tag.
-    pub fn update(&mut self, final_url: Url, steering: Option<SteeringTag>) {
+    /// Records the multivariant playlist's final URL.
+    pub fn update(&mut self, final_url: Url) {
         self.base = final_url;
-        self.steering = steering;
     }
 
     pub fn base(&self) -> &Url {
         &self.base
-    }
-
-    pub fn steering(&self) -> Option<&SteeringTag> {
-        self.steering.as_ref()
     }
 
     /// The URL of `uri` as written in the playlist fetched from

@@ -22,6 +22,9 @@ pub struct Variant {
     pub codecs: Option<String>,
     /// `AUDIO` group id.
     pub audio_group: Option<String>,
+    /// `PATHWAY-ID` (content steering); `None` is the default pathway.
+    pub pathway_id: Option<String>,
+    pub stable_variant_id: Option<String>,
 }
 
 /// `#EXT-X-MEDIA:TYPE=AUDIO` with a URI: audio fetched beside the video.
@@ -232,6 +235,8 @@ pub fn parse_multivariant(text: &str) -> Result<MultivariantPlaylist, BenchError
                 resolution,
                 codecs: attributes.get("CODECS").cloned(),
                 audio_group: attributes.get("AUDIO").cloned(),
+                pathway_id: attributes.get("PATHWAY-ID").cloned(),
+                stable_variant_id: attributes.get("STABLE-VARIANT-ID").cloned(),
             });
         }
     }

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod presentation;
 pub mod report;
 pub mod run;
+pub mod steering;
 pub mod synthetic;
 pub mod viewer;
 

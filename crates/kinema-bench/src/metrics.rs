@@ -94,6 +94,14 @@ impl Percentiles {
     }
 }
 
+/// What one server (a pathway, as `host:port`) was asked and gave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PathwayCounters {
+    pub requests: u64,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
 /// Everything one viewer measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ViewerReport {
@@ -139,6 +147,20 @@ pub struct ViewerReport {
     pub first_error: Option<String>,
     /// Set when the viewer could not play at all.
     pub fatal: Option<String>,
+    /// Whether the manifest carried content steering the viewer followed.
+    pub steered: bool,
+    /// Requests, bytes and errors per server (`host:port`).
+    pub pathways: BTreeMap<String, PathwayCounters>,
+    pub steering_requests: u32,
+    pub steering_errors: u32,
+    /// Steering the viewer ignored (a malformed manifest or tag).
+    pub steering_warnings: u32,
+    pub first_steering_warning: Option<String>,
+    pub pathway_switches_by_steering: u32,
+    pub pathway_switches_by_failure: u32,
+    /// Per failover: viewer seconds from the failed request to the next
+    /// segment that arrived.
+    pub failover_stall_seconds: Vec<f64>,
     #[serde(skip)]
     pub records: Vec<SegmentRecord>,
 }
@@ -187,6 +209,27 @@ pub struct Summary {
     /// near `wall_seconds × threads` means the client, not the server,
     /// was the limit.
     pub client_cpu_seconds: Option<f64>,
+    /// Content steering: viewers that followed it, and what it did.
+    pub steering: SteeringSummary,
+}
+
+/// What content steering did over a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SteeringSummary {
+    pub steered_viewers: u32,
+    /// Per server (`host:port`), every viewer's requests, steered or not.
+    pub pathways: BTreeMap<String, PathwayCounters>,
+    pub steering_requests: u64,
+    pub steering_errors: u64,
+    pub warnings: u64,
+    pub first_warning: Option<String>,
+    pub switches_by_steering: u64,
+    pub switches_by_failure: u64,
+    /// Viewers that failed over at least once.
+    pub viewers_failed_over: u32,
+    /// Per affected viewer, its longest failover stall (seconds from the
+    /// failed request to the next segment that arrived).
+    pub failover_stall_seconds: Percentiles,
 }
 
 /// Histogram of values in milliseconds (1 ms to 1 h, 3 significant
@@ -222,7 +265,33 @@ impl Summary {
         let mut bitrate_sum = 0.0;
         let mut sustainable_sum = 0.0;
         let mut playing_viewers = 0u32;
+        let mut failover_stalls: Vec<f64> = Vec::new();
         for viewer in viewers {
+            let steering = &mut summary.steering;
+            steering.steered_viewers += u32::from(viewer.steered);
+            for (pathway, counters) in &viewer.pathways {
+                let total = steering.pathways.entry(pathway.clone()).or_default();
+                total.requests += counters.requests;
+                total.bytes += counters.bytes;
+                total.errors += counters.errors;
+            }
+            steering.steering_requests += u64::from(viewer.steering_requests);
+            steering.steering_errors += u64::from(viewer.steering_errors);
+            steering.warnings += u64::from(viewer.steering_warnings);
+            if steering.first_warning.is_none() {
+                steering.first_warning = viewer.first_steering_warning.clone();
+            }
+            steering.switches_by_steering += u64::from(viewer.pathway_switches_by_steering);
+            steering.switches_by_failure += u64::from(viewer.pathway_switches_by_failure);
+            if let Some(longest) = viewer
+                .failover_stall_seconds
+                .iter()
+                .copied()
+                .max_by(f64::total_cmp)
+            {
+                steering.viewers_failed_over += 1;
+                failover_stalls.push(longest);
+            }
             // The traffic of every viewer, admitted or not.
             if viewer.fatal.is_some() {
                 summary.viewers_failed += 1;
@@ -278,6 +347,7 @@ impl Summary {
             0.0
         };
         summary.rebuffering_ratio_per_viewer = Percentiles::of(&mut rebuffering);
+        summary.steering.failover_stall_seconds = Percentiles::of(&mut failover_stalls);
         if playing_viewers > 0 {
             summary.average_bitrate_mean = bitrate_sum / f64::from(playing_viewers);
             summary.sustainable_bitrate_mean = sustainable_sum / f64::from(playing_viewers);

@@ -18,7 +18,8 @@ use url::Url;
 use crate::BenchError;
 use crate::client::Router;
 use crate::dash::TemplateSegments;
-use crate::hls::{self, ByteRange, MediaPlaylist, MultivariantPlaylist, Playlist, SteeringTag};
+use crate::hls::{self, ByteRange, MediaPlaylist, MultivariantPlaylist, Playlist};
+use crate::steering::{MAX_PATHWAYS, valid_pathway_id};
 
 /// The formats a viewer plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +224,29 @@ pub struct Rendition {
     /// Index into [`Presentation::audio`] of the track fetched beside this
     /// rung's segments.
     pub audio: Option<usize>,
+    /// HLS `STABLE-VARIANT-ID`: the same rung on every pathway (DASH
+    /// Representations keep their `id` across service locations).
+    pub stable_id: Option<String>,
+}
+
+/// One pathway's ladder and audio tracks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathwaySet {
+    pub id: String,
+    pub renditions: Vec<Rendition>,
+    pub audio: Vec<TrackSource>,
+}
+
+/// A presentation under content steering: where its steering server is,
+/// which pathway the manifest starts on, and every pathway's set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Steered {
+    /// `SERVER-URI` or the `ContentSteering` URL, resolved.
+    pub server: Url,
+    /// `PATHWAY-ID` or `defaultServiceLocation`.
+    pub initial: Option<String>,
+    /// At least one, at most [`MAX_PATHWAYS`], ids distinct.
+    pub sets: Vec<PathwaySet>,
 }
 
 /// What a viewer plays.
@@ -232,7 +256,11 @@ pub struct Presentation {
     /// Ascending by bandwidth (stable for equal bandwidths).
     pub renditions: Vec<Rendition>,
     pub audio: Vec<TrackSource>,
-    pub steering: Option<SteeringTag>,
+    /// Content steering, when the manifest carries steering a viewer can
+    /// follow; `renditions` and `audio` are then the initial pathway's.
+    pub steering: Option<Steered>,
+    /// Why the manifest's steering was ignored, when it was.
+    pub steering_warning: Option<String>,
     /// `MPD@mediaPresentationDuration`; HLS says it only in its media
     /// playlists.
     pub duration_seconds: Option<f64>,
@@ -291,9 +319,11 @@ pub fn from_hls(
                     resolution: None,
                     media: TrackSource::Loaded(Track::from_media_playlist(media, url.clone())),
                     audio: None,
+                    stable_id: None,
                 }],
                 audio: Vec::new(),
                 steering: None,
+                steering_warning: None,
                 duration_seconds: None,
             })
         }
@@ -305,6 +335,92 @@ fn from_multivariant(
     url: &Url,
     router: &Router,
 ) -> Result<Presentation, BenchError> {
+    let Some(tag) = multivariant.steering.clone() else {
+        let (renditions, audio) = ladder_of(&multivariant, None, url, router)?;
+        return Ok(Presentation {
+            format: Format::Hls,
+            renditions,
+            audio,
+            steering: None,
+            steering_warning: None,
+            duration_seconds: None,
+        });
+    };
+    // Variants without PATHWAY-ID are on the default pathway ".".
+    let mut ids: Vec<String> = Vec::new();
+    for variant in &multivariant.variants {
+        let id = variant.pathway_id.clone().unwrap_or_else(|| ".".into());
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let problem = if ids.len() > MAX_PATHWAYS {
+        Some(format!("more than {MAX_PATHWAYS} pathways"))
+    } else if let Some(bad) = ids.iter().find(|id| *id != "." && !valid_pathway_id(id)) {
+        Some(format!(
+            "pathway id {:?} is not valid",
+            bad.chars().take(40).collect::<String>()
+        ))
+    } else {
+        router
+            .locate(&tag.server_uri, url)
+            .err()
+            .map(|error| error.to_string())
+    };
+    if let Some(problem) = problem {
+        // Played as if unsteered: every variant, as before steering.
+        let (renditions, audio) = ladder_of(&multivariant, None, url, router)?;
+        return Ok(Presentation {
+            format: Format::Hls,
+            renditions,
+            audio,
+            steering: None,
+            steering_warning: Some(format!("EXT-X-CONTENT-STEERING ignored: {problem}")),
+            duration_seconds: None,
+        });
+    }
+    let server = router
+        .locate(&tag.server_uri, url)
+        .map_err(|error| BenchError::Playlist(error.to_string()))?;
+    let mut sets = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (renditions, audio) = ladder_of(&multivariant, Some(&id), url, router)?;
+        sets.push(PathwaySet {
+            id,
+            renditions,
+            audio,
+        });
+    }
+    let initial = tag
+        .pathway_id
+        .filter(|id| sets.iter().any(|set| set.id == *id));
+    let first = initial.as_deref().unwrap_or(&sets[0].id);
+    let set = sets
+        .iter()
+        .find(|set| set.id == first)
+        .expect("the first pathway is one of the sets");
+    Ok(Presentation {
+        format: Format::Hls,
+        renditions: set.renditions.clone(),
+        audio: set.audio.clone(),
+        steering: Some(Steered {
+            server,
+            initial,
+            sets,
+        }),
+        steering_warning: None,
+        duration_seconds: None,
+    })
+}
+
+/// The ladder of the variants on `pathway` (all of them when `None`) and
+/// the audio tracks they name.
+fn ladder_of(
+    multivariant: &MultivariantPlaylist,
+    pathway: Option<&str>,
+    url: &Url,
+    router: &Router,
+) -> Result<(Vec<Rendition>, Vec<TrackSource>), BenchError> {
     let locate = |uri: &str| {
         router
             .locate(uri, url)
@@ -312,7 +428,11 @@ fn from_multivariant(
     };
     let mut renditions = Vec::with_capacity(multivariant.variants.len());
     let mut audio_urls: Vec<Url> = Vec::new();
-    for variant in &multivariant.variants {
+    let on_pathway = |variant: &&hls::Variant| match pathway {
+        None => true,
+        Some(id) => variant.pathway_id.as_deref().unwrap_or(".") == id,
+    };
+    for variant in multivariant.variants.iter().filter(on_pathway) {
         let audio = match multivariant.audio_for(variant) {
             Some(rendition) => {
                 let audio_url = locate(&rendition.uri)?;
@@ -333,101 +453,11 @@ fn from_multivariant(
             resolution: variant.resolution,
             media: TrackSource::Playlist(locate(&variant.uri)?),
             audio,
+            stable_id: variant.stable_variant_id.clone(),
         });
     }
-    Ok(Presentation {
-        format: Format::Hls,
+    Ok((
         renditions,
-        audio: audio_urls.into_iter().map(TrackSource::Playlist).collect(),
-        steering: multivariant.steering,
-        duration_seconds: None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn format_comes_from_the_content_type_or_the_document() {
-        let mpd = b"<?xml version=\"1.0\"?>\n<!-- kinema -->\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\"/>";
-        let playlist = b"#EXTM3U\n#EXT-X-VERSION:7\n";
-        assert_eq!(Format::detect(None, mpd).unwrap(), Format::Dash);
-        assert_eq!(Format::detect(None, playlist).unwrap(), Format::Hls);
-        assert_eq!(
-            Format::detect(Some("application/octet-stream"), mpd).unwrap(),
-            Format::Dash
-        );
-        // A prefixed root element, a byte-order mark.
-        assert_eq!(
-            Format::detect(
-                None,
-                "\u{feff}<mpd:MPD xmlns:mpd=\"urn:mpeg:dash:schema:mpd:2011\"/>".as_bytes()
-            )
-            .unwrap(),
-            Format::Dash
-        );
-        // The declared type decides when the document does not say.
-        assert_eq!(
-            Format::detect(Some("application/dash+xml; charset=utf-8"), b"<x/>").unwrap(),
-            Format::Dash
-        );
-        assert_eq!(
-            Format::detect(Some("application/vnd.apple.mpegurl"), b"").unwrap(),
-            Format::Hls
-        );
-        let error = Format::detect(Some("application/dash+xml"), playlist)
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("#EXTM3U"), "{error}");
-        let error = Format::detect(Some("text/html"), b"<html><body>")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("neither") && error.contains("text/html"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn a_multivariant_playlist_becomes_a_ladder_of_playlists_to_load() {
-        let url = Url::parse("http://127.0.0.1/v/clip/master.m3u8").unwrap();
-        let text = "#EXTM3U
-#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aac\",NAME=\"en\",DEFAULT=YES,URI=\"a128/index.m3u8\"
-#EXT-X-STREAM-INF:BANDWIDTH=3000000,RESOLUTION=1280x720,AUDIO=\"aac\"
-v720/index.m3u8
-#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,AUDIO=\"aac\"
-v360/index.m3u8
-";
-        let presentation =
-            from_hls(hls::parse(text).unwrap(), &url, &Router::new(url.clone())).unwrap();
-        assert_eq!(presentation.format, Format::Hls);
-        let bandwidths: Vec<u64> = presentation
-            .renditions
-            .iter()
-            .map(|r| r.bandwidth)
-            .collect();
-        assert_eq!(bandwidths, [800_000, 3_000_000]);
-        assert_eq!(
-            presentation.renditions[0].media,
-            TrackSource::Playlist(Url::parse("http://127.0.0.1/v/clip/v360/index.m3u8").unwrap())
-        );
-        // Both rungs share one audio track.
-        assert_eq!(presentation.audio.len(), 1);
-        assert!(presentation.renditions.iter().all(|r| r.audio == Some(0)));
-    }
-
-    #[test]
-    fn a_media_playlist_is_a_loaded_track() {
-        let url = Url::parse("http://127.0.0.1/v/clip/v360/index.m3u8").unwrap();
-        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:4,\n1.m4s\n#EXTINF:2.5,\n2.m4s\n#EXT-X-ENDLIST\n";
-        let presentation =
-            from_hls(hls::parse(text).unwrap(), &url, &Router::new(url.clone())).unwrap();
-        let track = presentation.renditions[0].media.loaded().unwrap();
-        assert_eq!(track.len(), 2);
-        assert_eq!(track.init.as_ref().unwrap().uri, "init.mp4");
-        assert_eq!(track.segment(1).unwrap().uri, "2.m4s");
-        assert_eq!(track.segment(2), None);
-        assert_eq!(track.duration_seconds(), 6.5);
-    }
+        audio_urls.into_iter().map(TrackSource::Playlist).collect(),
+    ))
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::BenchError;
-use crate::metrics::{Percentiles, Summary};
+use crate::metrics::{Percentiles, SteeringSummary, Summary};
 use crate::run::{RunReport, TimelineSample};
 
 fn seconds(p: &Percentiles) -> String {
@@ -124,6 +124,7 @@ pub fn summary_table(report: &RunReport) -> String {
             cpu / s.wall_seconds.max(1e-3) * 100.0
         );
     }
+    steering_rows(&mut out, &s.steering);
     for (kind, count) in &s.error_kinds {
         let _ = writeln!(out, "{:>20}  {count} × {kind}", "errors");
     }
@@ -131,6 +132,50 @@ pub fn summary_table(report: &RunReport) -> String {
         let _ = writeln!(out, "{:>20}  {first}", "first error");
     }
     out
+}
+
+/// Content steering's rows: shown when a viewer followed steering or the
+/// run's requests went to more than one server.
+fn steering_rows(out: &mut String, steering: &SteeringSummary) {
+    if steering.steered_viewers == 0 && steering.pathways.len() < 2 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:>20}  {} viewers steered; {} steering requests, {} failed, {} ignored as malformed",
+        "steering",
+        steering.steered_viewers,
+        steering.steering_requests,
+        steering.steering_errors,
+        steering.warnings
+    );
+    let _ = writeln!(
+        out,
+        "{:>20}  {} by steering, {} by failure",
+        "pathway switches", steering.switches_by_steering, steering.switches_by_failure
+    );
+    if steering.viewers_failed_over > 0 {
+        let _ = writeln!(
+            out,
+            "{:>20}  {} viewers failed over; longest stall per viewer {}",
+            "failover",
+            steering.viewers_failed_over,
+            seconds(&steering.failover_stall_seconds)
+        );
+    }
+    for (pathway, counters) in &steering.pathways {
+        let _ = writeln!(
+            out,
+            "{:>20}  {pathway}: {} requests, {}, {} errors",
+            "pathway",
+            counters.requests,
+            bytesize::ByteSize(counters.bytes),
+            counters.errors
+        );
+    }
+    if let Some(warning) = &steering.first_warning {
+        let _ = writeln!(out, "{:>20}  {warning}", "steering warning");
+    }
 }
 
 /// Writes the JSON document (config, summary, timeline, per-viewer

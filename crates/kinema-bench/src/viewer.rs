@@ -37,7 +37,10 @@ use crate::client::{BodyUse, ClientSettings, FetchError, Fetched, Router, Viewer
 use crate::hls::{self, ByteRange, Playlist};
 use crate::link::Shaper;
 use crate::metrics::{LiveCounters, Percentiles, SegmentRecord, ViewerReport};
-use crate::presentation::{self, Part, Rendition, SegmentRef, Track, TrackSource};
+use crate::presentation::{self, Part, PathwaySet, Rendition, SegmentRef, Track, TrackSource};
+use crate::steering::SteeringState;
+
+mod pathways;
 
 /// Largest manifest (playlist or MPD) a viewer accepts.
 const PLAYLIST_LIMIT: usize = 4 * 1024 * 1024;
@@ -182,6 +185,14 @@ struct Viewer<'a> {
     bitrate_media_product: f64,
     media_fetched: f64,
     live_bitrate: u64,
+    /// Content steering, when the manifest carries it.
+    steering: Option<SteeringState>,
+    /// Every pathway's set; the current one's ladder and audio are moved
+    /// into `rungs` and `audio` while it plays.
+    sets: Vec<PathwaySet>,
+    /// When the request that failed the current run of pathway failures
+    /// was sent; cleared by the next segment that arrives.
+    failover_since: Option<Instant>,
 }
 
 /// Bytes per read and the kernel receive buffer of a viewer's connection,
@@ -262,6 +273,9 @@ pub async fn run_viewer(shared: Arc<RunShared>, index: u32, link: Option<u64>) -
         bitrate_media_product: 0.0,
         media_fetched: 0.0,
         live_bitrate: 0,
+        steering: None,
+        sets: Vec::new(),
+        failover_since: None,
     };
     shared.live.active_viewers.fetch_add(1, Ordering::Relaxed);
     tokio::select! {
@@ -280,6 +294,13 @@ pub async fn run_viewer(shared: Arc<RunShared>, index: u32, link: Option<u64>) -
 impl Viewer<'_> {
     fn now(&self) -> f64 {
         self.viewer_seconds(Instant::now())
+    }
+
+    /// Wall seconds since the viewer started: the clock of steering's
+    /// `TTL` and penalty box, which are the servers' seconds (as
+    /// `Retry-After` is) whatever the run's speed.
+    fn wall_seconds(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
     }
 
     fn viewer_seconds(&self, instant: Instant) -> f64 {
@@ -343,6 +364,7 @@ impl Viewer<'_> {
                 .client
                 .get(url, range, body_use, &self.shared.live)
                 .await;
+            self.count_on_pathway(url, &result);
             if phase == Phase::Admission {
                 if let Err(error) = &result
                     && let Some(asked) = error.unavailable_for()
@@ -364,6 +386,21 @@ impl Viewer<'_> {
                 Err(error) => {
                     self.note_error(&error);
                     if !error.is_retryable() || attempt >= self.shared.retries {
+                        return Err(error);
+                    }
+                    // A refused, reset or silent server is left at once
+                    // when another pathway can serve (a 5xx is retried
+                    // first: the server is there).
+                    if phase == Phase::Admitted
+                        && matches!(
+                            error,
+                            FetchError::Transport { .. } | FetchError::Timeout { .. }
+                        )
+                        && self
+                            .steering
+                            .as_ref()
+                            .is_some_and(|state| state.can_fail_over(self.wall_seconds()))
+                    {
                         return Err(error);
                     }
                     attempt += 1;
@@ -407,10 +444,29 @@ impl Viewer<'_> {
             &self.router,
         )
         .map_err(|e| format!("{}: {e}", fetched.url))?;
-        self.router
-            .update(fetched.url, presentation.steering.clone());
+        self.router.update(fetched.url);
+        if let Some(warning) = presentation.steering_warning {
+            self.steering_warning(warning);
+        }
         self.rungs = presentation.renditions;
         self.audio = presentation.audio;
+        if let Some(steered) = presentation.steering {
+            let known = steered.sets.iter().map(|set| set.id.clone()).collect();
+            let state = SteeringState::new(
+                presentation.format,
+                steered.server,
+                known,
+                steered.initial.as_deref(),
+            );
+            self.sets = steered.sets;
+            // The presentation's own ladder is the initial pathway's copy.
+            if let Some(set) = self.sets.iter_mut().find(|set| set.id == state.current()) {
+                set.renditions.clear();
+                set.audio.clear();
+            }
+            self.report.steered = true;
+            self.steering = Some(state);
+        }
         Ok(())
     }
 
@@ -457,10 +513,6 @@ impl Viewer<'_> {
                 .max()
                 .unwrap_or(0),
         };
-        let pinned = self
-            .shared
-            .pinned_bitrate
-            .map(|bits| self.pinned_rung(bits));
         let mut position = 0usize;
         let mut last_segment_seconds = 0.0f64;
         loop {
@@ -473,6 +525,13 @@ impl Viewer<'_> {
                     tokio::time::sleep_until(self.wall_instant(room_at)).await;
                 }
             }
+            self.reload_steering_if_due().await;
+            // A pathway's ladder may differ from another's.
+            let ladder: Vec<u64> = self.rungs.iter().map(|rung| rung.bandwidth).collect();
+            let pinned = self
+                .shared
+                .pinned_bitrate
+                .map(|bits| self.pinned_rung(bits));
             let now = self.now();
             let buffer_seconds = self.playback.level(now);
             let choice = match pinned {
@@ -489,8 +548,11 @@ impl Viewer<'_> {
                     },
                 ),
             };
+            let playlist_requested = Instant::now();
             let choice = match self.ensure_rung_loaded(choice).await {
                 Ok(()) => choice,
+                // Another pathway serves the same rung at once.
+                Err(_) if self.fail_over(playlist_requested) => continue,
                 // A rung whose playlist cannot be loaded: stay on the one
                 // that works, as players do; with none, give up.
                 Err(error) => match self.current {
@@ -559,6 +621,10 @@ impl Viewer<'_> {
                     }
                 }
             }
+            if failed && self.fail_over(requested) {
+                // The same segment from the next pathway, now.
+                continue;
+            }
             position += 1;
             if failed {
                 // The player skips what it cannot get; the gap is not
@@ -569,6 +635,11 @@ impl Viewer<'_> {
 
             let arrived = Instant::now();
             let arrived_at = self.viewer_seconds(arrived);
+            if let Some(since) = self.failover_since.take() {
+                self.report
+                    .failover_stall_seconds
+                    .push(arrived_at - self.viewer_seconds(since));
+            }
             let download_seconds = (arrived_at - requested_at).max(1e-6);
             let media_seconds = video.segment.duration_seconds;
             last_segment_seconds = media_seconds;

@@ -44,6 +44,7 @@ use crate::hls::ByteRange;
 use crate::presentation::{Format, Part, Presentation, Rendition, Segments, Track, TrackSource};
 
 mod duration;
+mod steering;
 mod template;
 mod timeline;
 
@@ -408,7 +409,21 @@ fn read_set(set: Node, above: &Inherited) -> Result<Vec<Read>, BenchError> {
 }
 
 /// Reads an MPD fetched from `mpd_url` (its final URL, after redirects).
+/// With `ContentSteering` and MPD-level `BaseURL@serviceLocation`s, every
+/// service location becomes a pathway of its own (see `steering`).
 pub fn parse(text: &str, mpd_url: &Url) -> Result<Presentation, BenchError> {
+    let mut presentation = parse_at(text, mpd_url, None)?;
+    steering::add_pathways(&mut presentation, text, mpd_url)?;
+    Ok(presentation)
+}
+
+/// Reads an MPD as served through `location`: the MPD-level `BaseURL`
+/// with that `serviceLocation` is the one used (the first one without).
+pub(crate) fn parse_at(
+    text: &str,
+    mpd_url: &Url,
+    location: Option<&str>,
+) -> Result<Presentation, BenchError> {
     let document = Document::parse(text.trim_start_matches('\u{feff}'))
         .map_err(|error| malformed(format!("not well-formed XML: {error}")))?;
     let mpd = document.root_element();
@@ -448,7 +463,10 @@ pub fn parse(text: &str, mpd_url: &Url) -> Result<Presentation, BenchError> {
     let period_seconds = attribute_duration(period, "duration")?
         .or_else(|| presentation_seconds.map(|total| total - period_start))
         .filter(|seconds| *seconds > 0.0);
-    let mpd_base = base_url(mpd_url, mpd)?;
+    let mpd_base = match location {
+        None => base_url(mpd_url, mpd)?,
+        Some(location) => steering::base_url_at(mpd_url, mpd, location)?,
+    };
     let above = Inherited {
         base: base_url(&mpd_base, period)?,
         template: TemplateFields::default().inherit(period)?,
@@ -494,6 +512,7 @@ pub fn parse(text: &str, mpd_url: &Url) -> Result<Presentation, BenchError> {
             resolution: read.resolution,
             media: TrackSource::Loaded(read.track),
             audio: (!audio_tracks.is_empty()).then_some(0),
+            stable_id: None,
         })
         .collect();
     renditions.sort_by_key(|rendition| rendition.bandwidth);
@@ -502,6 +521,7 @@ pub fn parse(text: &str, mpd_url: &Url) -> Result<Presentation, BenchError> {
         renditions,
         audio: audio_tracks,
         steering: None,
+        steering_warning: None,
         duration_seconds: presentation_seconds.or(period_seconds.map(|s| s + period_start)),
     })
 }

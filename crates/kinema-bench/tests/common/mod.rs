@@ -1,7 +1,7 @@
 //! Test fixtures: a synthetic ladder published into a temporary library,
 //! a small HTTP/1.1 server over that library that can inject faults
 //! (a pause in the middle of one response body, a missing file, a
-//! redirect, a 503 refusal), which a well-behaved server like `kinema
+//! redirect, a 503 refusal, sudden death), which a well-behaved server like `kinema
 //! serve` never would, and the quiet run every test starts its viewers with.
 //!
 //! The server reads through the `Store` trait, so it serves exactly the
@@ -29,6 +29,7 @@ use kinema_core::{ObjectPath, VideoId};
 use kinema_store::{Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 /// The ladder every test plays: 0.3 to 6 Mbit/s.
 pub const LADDER: [u64; 5] = [300_000, 800_000, 1_500_000, 3_000_000, 6_000_000];
@@ -82,6 +83,10 @@ pub struct Faults {
     pub missing: Option<String>,
     /// Requests answered with 503, as admission control does.
     pub refusal: Option<Refusal>,
+    /// After serving this many segments (`.m4s`), the server dies as a
+    /// SIGKILLed one does: the request that finds it dead gets no answer,
+    /// every open connection is reset and the listener is closed.
+    pub die_after_segments: Option<u32>,
 }
 
 /// Which requests of one path the server refuses with 503, and how.
@@ -100,6 +105,8 @@ pub struct Refusal {
 pub struct TestServer {
     pub address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    /// Cancelled when the server died (see [`Faults::die_after_segments`]).
+    pub died: CancellationToken,
 }
 
 impl TestServer {
@@ -132,6 +139,8 @@ struct State {
     /// Requests of the refusal's path so far, and how many were served.
     refusal_requests: AtomicU32,
     refusal_served: AtomicU32,
+    segments_served: AtomicU32,
+    died: CancellationToken,
 }
 
 impl State {
@@ -188,6 +197,14 @@ async fn handle(state: Arc<State>, request: Request<hyper::body::Incoming>) -> R
     let Ok(object) = ObjectPath::new(file) else {
         return status(StatusCode::NOT_FOUND);
     };
+    if let Some(limit) = state.faults.die_after_segments
+        && file.ends_with(".m4s")
+        && state.segments_served.fetch_add(1, Ordering::SeqCst) >= limit
+    {
+        state.died.cancel();
+        // Never answered: the connection is reset under it.
+        std::future::pending::<()>().await;
+    }
     if state.faults.missing.as_deref() == Some(file) {
         return status(StatusCode::NOT_FOUND);
     }
@@ -255,31 +272,42 @@ pub async fn serve(library: &Library, faults: Faults) -> TestServer {
         paused_once: AtomicBool::new(false),
         refusal_requests: AtomicU32::new(0),
         refusal_served: AtomicU32::new(0),
+        segments_served: AtomicU32::new(0),
+        died: CancellationToken::new(),
     });
+    let died = state.died.clone();
+    let state_died = died.clone();
     let (stop, mut stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
                 _ = &mut stopped => return,
+                () = died.cancelled() => return,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(_) => continue,
                 },
             };
             let state = state.clone();
+            let died = died.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(state, request).await) }
                 });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let connection =
+                    http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                // Dropping the connection closes its socket mid-request.
+                tokio::select! {
+                    _ = connection => {}
+                    () = died.cancelled() => {}
+                }
             });
         }
     });
     TestServer {
         address,
         stop: Some(stop),
+        died: state_died,
     }
 }
