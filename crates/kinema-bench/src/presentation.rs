@@ -461,3 +461,104 @@ fn ladder_of(
         audio_urls.into_iter().map(TrackSource::Playlist).collect(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A master as a kinema edge in a cluster writes it (the steering
+    /// crate's fixture, shortened): absolute URIs, a variant set and audio
+    /// group per pathway, I-frame and subtitle entries beside them.
+    const STEERED: &str = r#"#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-CONTENT-STEERING:SERVER-URI="http://10.0.0.3:8080/steer/clip?session=P.S",PATHWAY-ID="n00000000bb"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio-n00000000aa",NAME="English",DEFAULT=YES,URI="http://10.0.0.2:8080/v/clip/g5/a64/index.m3u8",STABLE-RENDITION-ID="a64"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs-n00000000aa",NAME="English",URI="http://10.0.0.2:8080/v/clip/g5/sub0/index.m3u8",STABLE-RENDITION-ID="sub0"
+#EXT-X-STREAM-INF:BANDWIDTH=2000000,AUDIO="audio-n00000000aa",SUBTITLES="subs-n00000000aa",PATHWAY-ID="n00000000aa",STABLE-VARIANT-ID="v720"
+http://10.0.0.2:8080/v/clip/g5/v720/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=500000,AUDIO="audio-n00000000aa",SUBTITLES="subs-n00000000aa",PATHWAY-ID="n00000000aa",STABLE-VARIANT-ID="v360"
+http://10.0.0.2:8080/v/clip/g5/v360/index.m3u8
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,URI="http://10.0.0.2:8080/v/clip/g5/v360/iframes.m3u8",PATHWAY-ID="n00000000aa",STABLE-VARIANT-ID="v360-iframes"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio-n00000000bb",NAME="English",DEFAULT=YES,URI="http://10.0.0.3:8080/v/clip/g5/a64/index.m3u8",STABLE-RENDITION-ID="a64"
+#EXT-X-STREAM-INF:BANDWIDTH=500000,AUDIO="audio-n00000000bb",PATHWAY-ID="n00000000bb",STABLE-VARIANT-ID="v360"
+http://10.0.0.3:8080/v/clip/g5/v360/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=2000000,AUDIO="audio-n00000000bb",PATHWAY-ID="n00000000bb",STABLE-VARIANT-ID="v720"
+http://10.0.0.3:8080/v/clip/g5/v720/index.m3u8
+"#;
+
+    fn read(text: &str) -> Presentation {
+        let url = Url::parse("http://10.0.0.3:8080/v/clip/master.m3u8").unwrap();
+        parse(None, text.as_bytes(), &url, &Router::new(url.clone())).unwrap()
+    }
+
+    fn playlist(source: &TrackSource) -> &str {
+        match source {
+            TrackSource::Playlist(url) => url.as_str(),
+            TrackSource::Loaded(_) => panic!("an HLS track is loaded on first use"),
+        }
+    }
+
+    #[test]
+    fn each_pathway_plays_its_own_variant_set_and_audio_group() {
+        let presentation = read(STEERED);
+        assert_eq!(presentation.steering_warning, None);
+        let steered = presentation.steering.as_ref().unwrap();
+        assert_eq!(
+            steered.server.as_str(),
+            "http://10.0.0.3:8080/steer/clip?session=P.S"
+        );
+        assert_eq!(steered.initial.as_deref(), Some("n00000000bb"));
+        let ids: Vec<&str> = steered.sets.iter().map(|set| set.id.as_str()).collect();
+        assert_eq!(ids, ["n00000000aa", "n00000000bb"]);
+        for set in &steered.sets {
+            let host = if set.id == "n00000000aa" {
+                "10.0.0.2"
+            } else {
+                "10.0.0.3"
+            };
+            let stable: Vec<_> = set
+                .renditions
+                .iter()
+                .map(|r| r.stable_id.as_deref())
+                .collect();
+            // Ascending by bandwidth, whatever the order written.
+            assert_eq!(stable, [Some("v360"), Some("v720")]);
+            assert_eq!(
+                playlist(&set.renditions[0].media),
+                format!("http://{host}:8080/v/clip/g5/v360/index.m3u8")
+            );
+            assert_eq!(set.audio.len(), 1, "{set:?}");
+            assert_eq!(
+                playlist(&set.audio[0]),
+                format!("http://{host}:8080/v/clip/g5/a64/index.m3u8")
+            );
+        }
+        // The presentation starts on PATHWAY-ID's set.
+        assert!(playlist(&presentation.renditions[1].media).starts_with("http://10.0.0.3:8080/"));
+    }
+
+    #[test]
+    fn steering_a_viewer_cannot_follow_is_a_warning_and_every_variant_plays() {
+        let bad = STEERED.replace("PATHWAY-ID=\"n00000000aa\"", "PATHWAY-ID=\"a b\"");
+        let presentation = read(&bad);
+        assert!(presentation.steering.is_none());
+        assert!(
+            presentation
+                .steering_warning
+                .as_deref()
+                .is_some_and(|w| w.contains("not valid")),
+            "{:?}",
+            presentation.steering_warning
+        );
+        assert_eq!(presentation.renditions.len(), 4);
+        // Without the tag, the same variants are one ladder, as before.
+        let plain: String = STEERED
+            .lines()
+            .filter(|line| !line.starts_with("#EXT-X-CONTENT-STEERING"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let presentation = read(&plain);
+        assert!(presentation.steering.is_none() && presentation.steering_warning.is_none());
+        assert_eq!(presentation.renditions.len(), 4);
+    }
+}
