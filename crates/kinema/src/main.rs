@@ -18,7 +18,7 @@ mod tokens;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::ConfigFile;
 
@@ -66,7 +66,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|error| exit_naming_the_variable(error));
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
@@ -78,6 +78,45 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exits with clap's `error`, adding, for a bad value that came from a
+/// `KINEMA_*` variable rather than the command line, which variable it was:
+/// clap names only the flag, which the user never typed.
+fn exit_naming_the_variable(error: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) && let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg)
+        && let Some(variable) = variable_of(&Cli::command(), std::env::args().skip(1), flag)
+        && std::env::var_os(&variable).is_some()
+    {
+        let _ = error.print();
+        eprintln!("(the value came from the environment variable {variable})");
+        std::process::exit(error.exit_code());
+    }
+    error.exit()
+}
+
+/// The environment variable of the argument clap calls `flag`
+/// (`--name <VALUE>`) in the subcommand the command line names (`words`,
+/// walked down while they name subcommands: `bench capacity`).
+fn variable_of(
+    command: &clap::Command,
+    mut words: impl Iterator<Item = String>,
+    flag: &str,
+) -> Option<String> {
+    let long = flag.strip_prefix("--")?.split([' ', '=']).next()?;
+    let mut command = command;
+    while let Some(sub) = words.find_map(|word| command.find_subcommand(&word)) {
+        command = sub;
+    }
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
 }
 
 /// An error and its causes on one line, each cause once: most of kinema's
