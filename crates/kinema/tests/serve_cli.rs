@@ -79,13 +79,18 @@ fn start(command: &mut Command) -> (Child, SocketAddr, mpsc::Receiver<String>) {
 }
 
 fn get(address: SocketAddr, path: &str) -> String {
+    get_with(address, path, "")
+}
+
+/// `GET path` with `headers` (each line ending in CRLF) added.
+fn get_with(address: SocketAddr, path: &str, headers: &str) -> String {
     let mut stream = TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -143,7 +148,7 @@ fn settings_come_from_environment_and_config_file() {
         ),
     )
     .unwrap();
-    let (mut child, address, _lines) = start(
+    let (mut child, address, lines) = start(
         kinema()
             .args(["serve"])
             .env("KINEMA_LISTEN", "127.0.0.1:0")
@@ -155,8 +160,36 @@ fn settings_come_from_environment_and_config_file() {
     );
     let health = get(address, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // The origins allowed come from the environment...
+    let allowed = get_with(
+        address,
+        "/v/nothing/master.m3u8",
+        "Origin: https://b.example\r\n",
+    )
+    .to_ascii_lowercase();
+    assert!(
+        allowed.contains("access-control-allow-origin: https://b.example"),
+        "{allowed}"
+    );
+    let other = get_with(
+        address,
+        "/v/nothing/master.m3u8",
+        "Origin: https://c.example\r\n",
+    )
+    .to_ascii_lowercase();
+    assert!(!other.contains("access-control-allow-origin"), "{other}");
+    // ... and access_log = false from the file: nothing of those requests
+    // is in the log the server wrote until it exited.
     terminate(&child);
     assert!(child.wait().unwrap().success());
+    // Every line, up to the end of its stderr (the reader thread then
+    // drops its sender).
+    let logged: Vec<String> =
+        std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok()).collect();
+    assert!(
+        !logged.iter().any(|line| line.contains("/v/nothing")),
+        "{logged:#?}"
+    );
 }
 
 /// Writes `config` as `dir/kinema.toml`, runs `kinema serve` there, and
