@@ -106,6 +106,17 @@ pub struct BenchConfig {
     pub json: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<PathBuf>,
+    /// Catalogue mode: this many videos, `{video}` in the URL standing for a
+    /// viewer's video (1 to this), drawn by popularity (`zipf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<u32>,
+    /// The exponent α of the catalogue's Zipf popularity, P(n) ∝ 1/n^α.
+    #[serde(default = "zipf_alpha")]
+    pub zipf: f64,
+}
+
+fn zipf_alpha() -> f64 {
+    0.8
 }
 
 fn unlimited() -> LinkSpec {
@@ -135,6 +146,8 @@ impl BenchConfig {
             threads: one_thread(),
             json: None,
             report: None,
+            catalogue: None,
+            zipf: zipf_alpha(),
         }
     }
 
@@ -144,7 +157,42 @@ impl BenchConfig {
             key: key.to_string(),
             detail,
         };
-        let url = Url::parse(&self.url)
+        let placeholder = crate::catalogue::PLACEHOLDER;
+        match self.catalogue {
+            Some(videos) if !(1..=crate::catalogue::MAX_VIDEOS).contains(&videos) => {
+                return Err(invalid(
+                    "catalogue",
+                    format!(
+                        "{videos} must be from 1 to {}",
+                        crate::catalogue::MAX_VIDEOS
+                    ),
+                ));
+            }
+            Some(_) if !self.url.contains(placeholder) => {
+                return Err(invalid(
+                    "url",
+                    format!(
+                        "a catalogue needs {placeholder} in the url where the video goes, e.g. http://127.0.0.1:8080/v/video-{placeholder}/master.m3u8"
+                    ),
+                ));
+            }
+            None if self.url.contains(placeholder) => {
+                return Err(invalid(
+                    "url",
+                    format!("{placeholder} in the url needs --catalogue N"),
+                ));
+            }
+            _ => {}
+        }
+        if !(self.zipf.is_finite() && (0.0..=10.0).contains(&self.zipf)) {
+            return Err(invalid(
+                "zipf",
+                format!("{} must be from 0 to 10", self.zipf),
+            ));
+        }
+        // The first video's URL stands for all of them in the checks.
+        let first = self.url.replace(placeholder, "1");
+        let url = Url::parse(&first)
             .map_err(|e| invalid("url", format!("{:?} is not a valid url: {e}", self.url)))?;
         if url.scheme() != "http" {
             return Err(invalid(

@@ -19,6 +19,7 @@
 
 pub mod abr;
 pub mod capacity;
+pub mod catalogue;
 pub mod client;
 pub mod config;
 pub mod dash;

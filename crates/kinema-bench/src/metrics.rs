@@ -108,6 +108,9 @@ pub struct ViewerReport {
     pub index: u32,
     /// Link rate in bits per second; `None` when unshaped.
     pub link_bits_per_second: Option<u64>,
+    /// Catalogue mode: the rank of the video played (1: most popular).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<u32>,
     pub started_at_wall: f64,
     pub ended_at_wall: f64,
     /// The server sent the manifest: the session was admitted.

@@ -16,8 +16,10 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 use crate::BenchError;
+use crate::catalogue::{PLACEHOLDER, Zipf};
 use crate::client::resolve_target;
 use crate::config::BenchConfig;
 use crate::metrics::{LiveCounters, Summary, ViewerReport};
@@ -62,11 +64,31 @@ pub async fn run(
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     let viewers = config.viewers;
     let links: Vec<Option<u64>> = (0..viewers).map(|_| config.link.sample(&mut rng)).collect();
+    // Catalogue mode: each viewer's video, drawn after the links so a
+    // single-video run draws the same links as before.
+    let videos: Option<Vec<u32>> = config.catalogue.map(|count| {
+        let zipf = Zipf::new(count, config.zipf);
+        (0..viewers).map(|_| zipf.sample(&mut rng)).collect()
+    });
+    let viewer_url = |index: u32| -> Result<(Url, Option<u32>), BenchError> {
+        match &videos {
+            None => Ok((url.clone(), None)),
+            Some(videos) => {
+                let rank = videos[index as usize];
+                let text = config.url.replace(PLACEHOLDER, &rank.to_string());
+                let parsed = Url::parse(&text).map_err(|error| BenchError::Config {
+                    key: "url".into(),
+                    detail: format!("{text:?} is not a valid url: {error}"),
+                })?;
+                Ok((parsed, Some(rank)))
+            }
+        }
+    };
     let started = Instant::now();
     let cpu_at_start = process_cpu_seconds();
     let deadline = started + config.duration;
     let shared = Arc::new(RunShared {
-        url,
+        url: url.clone(),
         started,
         speed: config.speed,
         abr: config.abr,
@@ -103,7 +125,8 @@ pub async fn run(
             () = tokio::time::sleep_until(next_spawn.unwrap_or(deadline)), if next_spawn.is_some() => {
                 let now = Instant::now();
                 while spawned < viewers && spawn_time(spawned) <= now {
-                    tasks.spawn(run_viewer(shared.clone(), spawned, links[spawned as usize]));
+                    let (url, video) = viewer_url(spawned)?;
+                    tasks.spawn(run_viewer(shared.clone(), spawned, links[spawned as usize], url, video));
                     spawned += 1;
                 }
             }

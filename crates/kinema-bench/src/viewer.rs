@@ -230,7 +230,15 @@ fn buffer_sizes(link: Option<u64>, speed: f64) -> (usize, u32) {
 
 /// Plays until the run is cancelled (deadline or shutdown) or the viewer
 /// cannot go on; always returns the viewer's report.
-pub async fn run_viewer(shared: Arc<RunShared>, index: u32, link: Option<u64>) -> ViewerReport {
+/// `url` is what it plays (the run's, or its catalogue video's, whose rank
+/// is `video`).
+pub async fn run_viewer(
+    shared: Arc<RunShared>,
+    index: u32,
+    link: Option<u64>,
+    url: Url,
+    video: Option<u32>,
+) -> ViewerReport {
     let shared = &*shared;
     let speed = shared.speed;
     let shaper = link.map(|bits| {
@@ -253,10 +261,11 @@ pub async fn run_viewer(shared: Arc<RunShared>, index: u32, link: Option<u64>) -
     let mut viewer = Viewer {
         shared,
         client: ViewerClient::new(settings, shaper),
-        router: Router::new(shared.url.clone()),
+        router: Router::new(url),
         report: ViewerReport {
             index,
             link_bits_per_second: link,
+            video,
             started_at_wall: (now - shared.started).as_secs_f64(),
             ..ViewerReport::default()
         },

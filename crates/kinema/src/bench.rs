@@ -37,7 +37,17 @@ enum BenchAction {
 struct BenchArgs {
     /// HLS multivariant (or media) playlist or DASH MPD URL, e.g.
     /// http://127.0.0.1:8080/v/ID/master.m3u8 or .../v/ID/manifest.mpd; the
-    /// format is read from the Content-Type or the document itself
+    /// format is read from the Content-Type or the document itself.
+    ///
+    /// Viewers follow redirects and content steering as hls.js and dash.js
+    /// do: a master with EXT-X-CONTENT-STEERING (or an MPD with
+    /// ContentSteering and BaseURL@serviceLocation) plays one pathway at a
+    /// time; the steering manifest is reloaded after its TTL; a new priority
+    /// moves the viewer (same rung, same position); a failed request
+    /// (refused, reset, timed out, or a 5xx after the retries) moves it to
+    /// the next pathway for the same segment. The report counts requests,
+    /// bytes and errors per server, pathway switches by steering and by
+    /// failure, and each viewer's failover stall
     #[arg(env = "KINEMA_BENCH_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,
@@ -118,6 +128,15 @@ struct BenchArgs {
     #[arg(long, env = "KINEMA_BENCH_REPORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     report: Option<PathBuf>,
+    /// Catalogue mode: N videos, {video} in the URL standing for each
+    /// viewer's video (1 to N), drawn by Zipf popularity (see --zipf)
+    #[arg(long, env = "KINEMA_BENCH_CATALOGUE", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalogue: Option<u32>,
+    /// Exponent α of the catalogue's popularity, P(n) ∝ 1/n^α [default: 0.8]
+    #[arg(long, env = "KINEMA_BENCH_ZIPF", value_name = "ALPHA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zipf: Option<f64>,
 }
 
 #[derive(Debug, Args, Serialize)]
