@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Plays a steered HLS stream from a kinema edge with hls.js in headless
-// Chromium, SIGKILLs the edge the fragments come from once playback runs,
+// Plays a steered stream from a kinema edge with hls.js (HLS Content
+// Steering) or dash.js (DASH-IF content steering) in headless Chromium,
+// SIGKILLs the edge the fragments come from once playback runs,
 // and says whether playback went on: currentTime past the kill's position
 // plus --after seconds, with no fatal player error. The buffer is kept
 // short (--buffer seconds), so going on means fragments came from another
@@ -8,14 +9,17 @@
 // on, 1 when it did not (the reason on stderr), 2 on bad arguments.
 //
 // The page is the edge's own /_kinema/healthz (so the stream is same-origin
-// to start with); hls.js is loaded from /ui/vendor/hls.min.js through the
-// edge, as an origin serving web/dist has it.
+// to start with); the player is loaded from /ui/vendor/ through the edge, as
+// an origin serving web/dist has it. dash.js reports every failed download
+// as an error event: those are listed, and only the media element's own
+// error or hls.js's fatal ones count as fatal.
 import { exitAfter, launchBrowser, parseArgs, fail } from './browser.mjs';
 
 const USAGE = `usage: node web/tests/failover.mjs --url MASTER_URL --kill HOST:PORT=PID[,...]
-       [--kill-at 3] [--after 10] [--buffer 4] [--timeout 120]
+       [--player hls|dash] [--kill-at 3] [--after 10] [--buffer 4] [--timeout 120]
 
-  --url      a video's stable master.m3u8 on an edge
+  --url      a video's stable master.m3u8 (hls) or manifest.mpd (dash) on an edge
+  --player   hls (hls.js, the default) or dash (dash.js)
   --kill     the edges' processes by the host:port their URLs name
   --kill-at  playback position at which the serving edge is killed (default 3)
   --after    seconds of playback to reach after the kill's position (default 10)
@@ -26,13 +30,14 @@ const args = parseArgs(
   process.argv.slice(2),
   {
     flags: [],
-    options: ['url', 'kill', 'kill-at', 'after', 'buffer', 'timeout'],
-    defaults: { 'kill-at': '3', after: '10', buffer: '4', timeout: '120' },
+    options: ['url', 'kill', 'player', 'kill-at', 'after', 'buffer', 'timeout'],
+    defaults: { player: 'hls', 'kill-at': '3', after: '10', buffer: '4', timeout: '120' },
   },
   USAGE,
 );
 if (!args.url) fail(`--url is required\n${USAGE}`);
 if (!args.kill) fail(`--kill is required\n${USAGE}`);
+if (args.player !== 'hls' && args.player !== 'dash') fail(`--player must be hls or dash\n${USAGE}`);
 let masterUrl;
 try {
   masterUrl = new URL(args.url);
@@ -57,6 +62,7 @@ const deadline = Date.now() + timeoutSeconds * 1000;
 const remainingMs = () => Math.max(1, deadline - Date.now());
 const result = {
   ok: false,
+  player: args.player,
   killed: null,
   killedAt: null,
   bufferedAtKill: null,
@@ -83,9 +89,9 @@ if (browser) {
     page.on('pageerror', (error) => result.fatal.push(`page: ${error.message}`));
     const landing = await page.goto(new URL('/_kinema/healthz', masterUrl.origin).href, { timeout: remainingMs() });
     if (!landing?.ok()) throw new Error(`the edge's /_kinema/healthz answered ${landing?.status() ?? 'nothing'}`);
-    await page.addScriptTag({ url: '/ui/vendor/hls.min.js' });
+    await page.addScriptTag({ url: args.player === 'hls' ? '/ui/vendor/hls.min.js' : '/ui/vendor/dash.all.min.js' });
     await page.evaluate(
-      ([url, seconds]) => {
+      ([url, seconds, player]) => {
         const state = { frags: [], errors: [], fatal: [], stalls: 0, playing: false };
         window.failover = state;
         const video = document.createElement('video');
@@ -96,6 +102,29 @@ if (browser) {
         video.addEventListener('waiting', () => {
           if (state.playing) state.stalls += 1;
         });
+        video.addEventListener('error', () => state.fatal.push(`media element: ${video.error?.message ?? video.error?.code}`));
+        if (player === 'dash') {
+          const dash = window.dashjs.MediaPlayer().create();
+          const events = window.dashjs.MediaPlayer.events;
+          dash.updateSettings({
+            debug: { logLevel: window.dashjs.Debug.LOG_LEVEL_NONE },
+            streaming: {
+              buffer: {
+                bufferTimeAtTopQuality: seconds,
+                bufferTimeAtTopQualityLongForm: seconds,
+                stableBufferTime: seconds,
+              },
+            },
+          });
+          // Also fired for a failed download, with its error.
+          dash.on(events.FRAGMENT_LOADING_COMPLETED, (event) => {
+            if (event.request?.url && !event.error) state.frags.push({ host: new URL(event.request.url).host, at: performance.now() });
+          });
+          dash.on(events.ERROR, (event) => state.errors.push(`dash.js/${event.error?.code ?? event.type}`));
+          dash.initialize(video, url, true);
+          video.muted = true;
+          return;
+        }
         const hls = new window.Hls({ maxBufferLength: seconds, maxMaxBufferLength: seconds });
         hls.on(window.Hls.Events.FRAG_LOADED, (_, data) => {
           state.frags.push({ host: new URL(data.frag.url).host, at: performance.now() });
@@ -108,7 +137,7 @@ if (browser) {
         hls.attachMedia(video);
         video.play().catch((error) => state.fatal.push(`play: ${error.message}`));
       },
-      [masterUrl.href, buffer],
+      [masterUrl.href, buffer, args.player],
     );
     const position = () => page.evaluate(() => document.getElementById('video').currentTime);
     await page.waitForFunction(

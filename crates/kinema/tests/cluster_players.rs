@@ -1,9 +1,10 @@
-//! The cluster's headline, with a real player: hls.js in headless Chromium
+//! The cluster's headline, with real players: hls.js in headless Chromium
 //! plays a steered stream from one of three `kinema edge` nodes (127.0.0.2,
 //! .3 and .4, one port) in front of `kinema serve`, the edge its fragments
 //! come from is SIGKILLed mid-playback, and playback goes on from another
 //! pathway (web/tests/failover.mjs, with a 4 s buffer so that going on needs
-//! fragments fetched after the kill).
+//! fragments fetched after the kill); then dash.js does the same on the two
+//! edges left.
 //!
 //! Needs what `scripts/install-deps` provides: ffmpeg, node, Chromium at
 //! /usr/bin/chromium and the built web UI (web/node_modules, web/dist). A
@@ -72,7 +73,7 @@ fn library(dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn hls_js_plays_on_when_the_edge_it_plays_from_is_killed() {
+fn hls_js_and_dash_js_play_on_when_the_edge_they_play_from_is_killed() {
     let root = repo_root();
     for (needed, provider) in [
         (
@@ -132,31 +133,57 @@ fn hls_js_plays_on_when_the_edge_it_plays_from_is_killed() {
         });
     }
 
-    let kill: Vec<String> = addresses
+    // hls.js first, then dash.js on the edges left.
+    let mut alive: Vec<(String, u32)> = addresses
         .iter()
         .zip(&edges)
-        .map(|(address, edge)| format!("{address}={}", edge.child.id()))
+        .map(|(address, edge)| (address.clone(), edge.child.id()))
+        .collect();
+    for (player, file) in [("hls", "master.m3u8"), ("dash", "manifest.mpd")] {
+        let url = format!("http://{}/v/clip/{file}", alive[0].0);
+        let report = play_and_kill(&root, player, &url, &alive);
+        let killed = report["killed"].as_str().unwrap().to_owned();
+        alive.retain(|(address, _)| *address != killed);
+        // The next run starts once the others have dropped the killed edge.
+        let gone = pathways[addresses.iter().position(|a| *a == killed).unwrap()].clone();
+        for (address, _) in &alive {
+            steer_until(address, "dropped the killed edge", |now| {
+                !now.contains(&gone)
+            });
+        }
+    }
+    drop(edges);
+}
+
+/// Runs web/tests/failover.mjs with `player` on `url`, the edges `alive`
+/// (address, pid) killable; checks and returns its report.
+fn play_and_kill(
+    root: &Path,
+    player: &str,
+    url: &str,
+    alive: &[(String, u32)],
+) -> serde_json::Value {
+    let kill: Vec<String> = alive
+        .iter()
+        .map(|(address, pid)| format!("{address}={pid}"))
         .collect();
     let output = Command::new("node")
         .arg("web/tests/failover.mjs")
-        .args([
-            "--url",
-            &format!("http://{}/v/clip/master.m3u8", addresses[0]),
-        ])
+        .args(["--player", player, "--url", url])
         .args(["--kill", &kill.join(",")])
         .args(["--kill-at", "3", "--after", "10", "--buffer", "4"])
         .args(["--timeout", "120"])
-        .current_dir(&root)
+        .current_dir(root)
         .stdin(Stdio::null())
         .output()
         .expect("node runs (install Node.js, e.g. scripts/install-deps)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("failover.mjs: {stdout}");
+    println!("failover.mjs {player}: {stdout}");
     let report: serde_json::Value =
         serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
             .unwrap_or_else(|error| panic!("no JSON report ({error}): {stdout}\n{stderr}"));
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(output.status.success(), "{player}: {stdout}\n{stderr}");
     // Checked here too, not only by the script's verdict.
     let killed_at = report["killedAt"].as_f64().unwrap();
     let reached = report["currentTime"].as_f64().unwrap();
@@ -175,8 +202,10 @@ fn hls_js_plays_on_when_the_edge_it_plays_from_is_killed() {
         "{report}"
     );
     println!(
-        "killed {killed} at {killed_at:.1} s (buffered to {:.1} s); playback reached {reached:.1} s, {} s of wall time after the kill, fragments then from {after:?}, {} stall(s)",
-        report["bufferedAtKill"], report["wallSecondsToGoOn"], report["stalls"]
+        "{player}: killed {killed} at {killed_at:.1} s (buffered to {:.1} s); playback reached {reached:.1} s, {} s of wall time after the kill, fragments then from {after:?}, {} stall(s)",
+        report["bufferedAtKill"].as_f64().unwrap_or(0.0),
+        report["wallSecondsToGoOn"],
+        report["stalls"]
     );
-    drop(edges);
+    report
 }

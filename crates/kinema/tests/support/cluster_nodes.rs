@@ -232,11 +232,18 @@ pub fn edge(dir: &Path, id: &str, listen: &str, origin: &str, seed: &str, keys: 
     )
 }
 
-/// Polls `/steer/clip` at `edge` until its priority satisfies `wanted`.
+/// Polls `/steer/clip` (a 503, no node able to serve yet, as an edge
+/// answers before it has seen itself in the membership, counts as no
+/// priority) at `edge` until its priority satisfies `wanted`.
 pub fn steer_until(edge: &str, what: &str, wanted: impl Fn(&[String]) -> bool) -> Vec<String> {
     let started = Instant::now();
     loop {
-        let now = priority(&get(edge, "/steer/clip", ""));
+        let reply = get(edge, "/steer/clip", "");
+        let now = if reply.status == 503 {
+            Vec::new()
+        } else {
+            priority(&reply)
+        };
         if wanted(&now) {
             return now;
         }
