@@ -183,3 +183,60 @@ fn without_body_for_head(
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(method: Method, target: &str, headers: &[(&str, &str)]) -> RequestContext {
+        RequestContext {
+            method,
+            path_and_query: target.into(),
+            headers: crate::test_support::headers(headers),
+            key: target.into(),
+            directives: Directives::default(),
+            client: None,
+            token_expiry: None,
+        }
+    }
+
+    fn starts(method: Method, target: &str, headers: &[(&str, &str)]) -> Option<ManifestKind> {
+        session_start(&context(method, target, headers)).map(|start| start.kind)
+    }
+
+    #[test]
+    fn a_session_starts_with_a_viewers_stable_master_or_mpd() {
+        assert_eq!(
+            starts(Method::GET, "/v/clip/master.m3u8", &[]),
+            Some(ManifestKind::Master)
+        );
+        assert_eq!(
+            starts(Method::HEAD, "/v/clip/manifest.mpd?x=1", &[]),
+            Some(ManifestKind::Mpd)
+        );
+        assert_eq!(
+            starts(Method::GET, "/s/token/v/clip/master.m3u8", &[]),
+            Some(ManifestKind::Master)
+        );
+        // Through a kinema node, generation URLs, media playlists, other
+        // methods and malformed ids: the stored file, no session.
+        for (method, target, headers) in [
+            (
+                Method::GET,
+                "/v/clip/master.m3u8",
+                &[("via", "1.1 kinema")][..],
+            ),
+            (Method::GET, "/v/clip/g1700000000000/master.m3u8", &[]),
+            (Method::GET, "/v/clip/v180/index.m3u8", &[]),
+            (Method::POST, "/v/clip/master.m3u8", &[]),
+            (Method::GET, "/v/no.such/master.m3u8", &[]),
+            (Method::GET, "/master.m3u8", &[]),
+        ] {
+            assert_eq!(
+                starts(method, target, headers),
+                None,
+                "{target} {headers:?}"
+            );
+        }
+    }
+}
