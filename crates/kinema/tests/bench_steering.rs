@@ -265,7 +265,7 @@ fn bench_viewers_follow_steering_and_fail_over_when_their_edge_dies() {
     origin.wait_for_line(&["origin serving"]);
     let port = shared_port();
     let (a_http, b_http) = (format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}"));
-    let mut edges = vec![
+    let mut edges = [
         edge(dir.path(), "edge-a", &a_http, &origin_http, &seed, &keys),
         edge(dir.path(), "edge-b", &b_http, &origin_http, &seed, &keys),
     ];
