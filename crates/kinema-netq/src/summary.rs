@@ -20,8 +20,9 @@ pub const MAX_SUMMARY_BYTES: usize = 400;
 /// Best and worst prefixes listed at most, each.
 pub const MAX_PER_SIDE: usize = 4;
 /// A prefix enters the summary only with at least this much decayed
-/// evidence (samples' weight) behind its throughput.
-pub const MIN_WEIGHT: f64 = 2.0;
+/// evidence (samples' weight) behind its throughput: about two recent
+/// samples (two taken a moment apart weigh just under 2).
+pub const MIN_WEIGHT: f64 = 1.5;
 
 /// One prefix's figures as gossiped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
