@@ -286,6 +286,11 @@ pub struct CapacityConfig {
     pub threads: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json: Option<PathBuf>,
+    /// Catalogue mode for every trial (see [`BenchConfig::catalogue`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<u32>,
+    #[serde(default = "zipf_alpha")]
+    pub zipf: f64,
 }
 
 impl CapacityConfig {
@@ -306,6 +311,8 @@ impl CapacityConfig {
             allow_remote: self.allow_remote,
             progress: self.progress,
             threads: self.threads,
+            catalogue: self.catalogue,
+            zipf: self.zipf,
             ..BenchConfig::new(self.url.clone())
         }
     }

@@ -215,6 +215,15 @@ struct CapacityArgs {
     #[arg(long, env = "KINEMA_CAPACITY_JSON")]
     #[serde(skip_serializing_if = "Option::is_none")]
     json: Option<PathBuf>,
+    /// Catalogue mode: N videos, {video} in the URL standing for each
+    /// viewer's video (1 to N), drawn by Zipf popularity (see --zipf)
+    #[arg(long, env = "KINEMA_CAPACITY_CATALOGUE", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalogue: Option<u32>,
+    /// Exponent α of the catalogue's popularity, P(n) ∝ 1/n^α [default: 0.8]
+    #[arg(long, env = "KINEMA_CAPACITY_ZIPF", value_name = "ALPHA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zipf: Option<f64>,
 }
 
 #[derive(Debug, Args)]
