@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# A kinema cluster on loopback, as the README's three-node setup runs it: one
+# origin (`kinema serve` over a `kinema bench library` synthetic library) and
+# three `kinema edge` nodes on 127.0.0.2, .3 and .4 with one port, all in one
+# cluster. Viewers are `kinema bench` viewers: they start at the origin's
+# stable URL, follow its 302 and the edges' content steering.
+#
+#   (a) flash crowd: FLASH_VIEWERS viewers start one new video at once through
+#       the cluster; origin requests per object, from the origin's access log
+#       (per path) and its /metrics (segments). Target: exactly 1 per object.
+#   (b) hit ratio: viewers pick videos of a CATALOGUE by Zipf(ZIPF)
+#       (`kinema bench --catalogue --zipf`); after a warm-up run, the byte hit
+#       ratio of the cluster (1 - origin bytes / viewer bytes, origin bytes
+#       from its /metrics) against the ideal for the edges' total cache size
+#       (the Zipf share of the most popular videos that fit). Target: within
+#       5 points.
+#   (c) scale-out: each edge in a cgroup v2 of its own with the same
+#       `cpu.max` (EDGE_QUOTA of 100 ms), created under /sys/fs/cgroup and
+#       removed on exit; `kinema bench capacity` over a uniform catalogue with
+#       1 edge, then with 3. Target: ≥ 2.7×. Skipped with a message where
+#       cgroup v2 with the cpu controller is unavailable. The origin is not
+#       confined; viewers it takes when every edge is overloaded would count
+#       for both runs alike.
+#   (d) failover: FAIL_VIEWERS viewers play through steering; the edge the
+#       origin sends viewers to is SIGKILLed after FAIL_KILL_AFTER; the
+#       failover stall per affected viewer (from the failed request to the
+#       next segment), viewer errors and stalls, from the bench's JSON.
+#
+# Usage: bench/cluster.sh [a] [b] [c] [d]      (no argument: all four)
+# Knobs (environment; the defaults make a quick dry run):
+#   KINEMA_BIN=path       a prebuilt kinema instead of a release build
+#   FLASH_VIEWERS=500     FLASH_DURATION=8s
+#   CATALOGUE=40 ZIPF=0.8 CACHED=10 (videos the edges' caches hold together)
+#   HIT_VIEWERS=200 HIT_WARMUP=10s HIT_DURATION=15s
+#   EDGE_QUOTA=25000 (µs of CPU per 100 ms per edge) CAP_START=20 CAP_MAX=4000
+#   CAP_TRIAL=12s CAP_RAMP=4s CAP_BITRATE=1mbit CAP_CATALOGUE=12
+#   FAIL_VIEWERS=60 FAIL_DURATION=20s FAIL_KILL_AFTER=8s FAIL_BUFFER=8s
+#   ORIGIN_PORT=18380 EDGE_PORT=18381 GOSSIP_PORT=18382
+# Loopback only; every process is started here and stopped on exit, and
+# every wait is bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FLASH_VIEWERS=${FLASH_VIEWERS:-500}
+FLASH_DURATION=${FLASH_DURATION:-8s}
+CATALOGUE=${CATALOGUE:-40}
+ZIPF=${ZIPF:-0.8}
+CACHED=${CACHED:-10}
+HIT_VIEWERS=${HIT_VIEWERS:-200}
+HIT_WARMUP=${HIT_WARMUP:-10s}
+HIT_DURATION=${HIT_DURATION:-15s}
+EDGE_QUOTA=${EDGE_QUOTA:-25000}
+CAP_START=${CAP_START:-20}
+CAP_MAX=${CAP_MAX:-4000}
+CAP_TRIAL=${CAP_TRIAL:-12s}
+CAP_RAMP=${CAP_RAMP:-4s}
+CAP_BITRATE=${CAP_BITRATE:-1mbit}
+CAP_CATALOGUE=${CAP_CATALOGUE:-12}
+FAIL_VIEWERS=${FAIL_VIEWERS:-60}
+FAIL_DURATION=${FAIL_DURATION:-20s}
+FAIL_KILL_AFTER=${FAIL_KILL_AFTER:-8s}
+FAIL_BUFFER=${FAIL_BUFFER:-8s}
+ORIGIN_PORT=${ORIGIN_PORT:-18380}
+EDGE_PORT=${EDGE_PORT:-18381}
+GOSSIP_PORT=${GOSSIP_PORT:-18382}
+# The synthetic videos: one 1 Mbit/s rung of 2 s segments.
+SEGMENT=2s
+SEGMENTS=10
+RUNG=1mbit
+export NO_COLOR=1
+
+PHASES=("$@")
+[ ${#PHASES[@]} -eq 0 ] && PHASES=(a b c d)
+for phase in "${PHASES[@]}"; do
+    case $phase in a | b | c | d) ;; *) echo "cluster.sh: unknown phase $phase (a, b, c or d)" >&2; exit 2 ;; esac
+done
+for tool in curl jq awk openssl; do
+    command -v "$tool" >/dev/null || { echo "cluster.sh: $tool is required" >&2; exit 1; }
+done
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+if [ -n "${KINEMA_BIN:-}" ]; then
+    BIN=$KINEMA_BIN
+else
+    cargo build --release --locked -p kinema >&2
+    BIN=$PWD/target/release/kinema
+fi
+
+WORK=$(mktemp -d /tmp/kinema-cluster-bench.XXXXXX)
+ORIGIN=127.0.0.1:$ORIGIN_PORT
+EDGES=(127.0.0.2:$EDGE_PORT 127.0.0.3:$EDGE_PORT 127.0.0.4:$EDGE_PORT)
+ORIGIN_PID=
+EDGE_PIDS=()
+CGROUP=
+
+stop_cluster() {
+    local pid
+    for pid in "${EDGE_PIDS[@]}" $ORIGIN_PID; do
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    EDGE_PIDS=()
+    ORIGIN_PID=
+}
+cleanup() {
+    stop_cluster
+    if [ -n "$CGROUP" ] && [ -d "$CGROUP" ]; then
+        local child
+        for child in "$CGROUP"/*/; do
+            [ -d "$child" ] && rmdir "$child" 2>/dev/null || true
+        done
+        rmdir "$CGROUP" 2>/dev/null || echo "cluster.sh: could not remove $CGROUP" >&2
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Every wait is bounded: `until_ok SECONDS WHAT COMMAND...` polls each 0.2 s.
+until_ok() {
+    local limit=$1 what=$2
+    shift 2
+    local tries=$((limit * 5))
+    while ! "$@" >/dev/null 2>&1; do
+        tries=$((tries - 1))
+        if [ $tries -le 0 ]; then
+            echo "cluster.sh: $what did not happen within ${limit}s" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+metric() { # metric ADDRESS SAMPLE: the sample's value, 0 when absent
+    curl -s --max-time 5 "http://$1/metrics" | awk -v s="$2" '$1 == s { v = $2 } END { print v + 0 }'
+}
+metric_sum() { # metric_sum ADDRESS PREFIX: the sum of samples starting with PREFIX
+    curl -s --max-time 5 "http://$1/metrics" | awk -v p="$2" 'index($1, p) == 1 { v += $2 } END { printf "%.0f\n", v + 0 }'
+}
+live_members_are() { [ "$(metric "$ORIGIN" kinema_origin_cluster_live_members)" = "$1" ]; }
+redirects() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$ORIGIN/v/$1/master.m3u8")" = 302 ]; }
+served_at() { curl -sf --max-time 5 -o /dev/null "http://$1/metrics"; }
+
+# The library: `flash` (a), `zipf-1..CATALOGUE` (b, c), `play` (d).
+printf '1 %s\n' "$(openssl rand -hex 32)" > "$WORK/cluster.keys"
+chmod 600 "$WORK/cluster.keys"
+publish() {
+    "$BIN" bench library --library "$WORK/library" --id "$1" --bitrates "$RUNG" \
+        --segment "$SEGMENT" --segments "$SEGMENTS" > /dev/null
+}
+publish flash
+publish play
+for n in $(seq 1 "$(( CATALOGUE > CAP_CATALOGUE ? CATALOGUE : CAP_CATALOGUE ))"); do publish "zipf-$n"; done
+
+# start_cluster EDGES CACHE: the origin and the first EDGES edges, each edge
+# with a CACHE memory tier, all joined; edges go into $CGROUP/edge-N when set.
+start_cluster() {
+    local edges=$1 cache=$2 i
+    "$BIN" serve --library "$WORK/library" --listen "$ORIGIN" --web-root /nonexistent \
+        --cluster-node-id origin --cluster-gossip-listen "127.0.0.1:$GOSSIP_PORT" \
+        --cluster-key-file "$WORK/cluster.keys" --cluster-public-url "http://$ORIGIN" \
+        2> "$WORK/origin.log" &
+    ORIGIN_PID=$!
+    until_ok 30 "the origin listening" served_at "$ORIGIN"
+    for i in $(seq 0 $((edges - 1))); do
+        local host=${EDGES[$i]%:*}
+        mkdir -p "$WORK/edge-$i"
+        (cd "$WORK/edge-$i" && exec "$BIN" edge --origin "http://$ORIGIN" --listen "${EDGES[$i]}" \
+            --cache-memory "$cache" --cluster-node-id "edge-$i" \
+            --cluster-gossip-listen "$host:$GOSSIP_PORT" --cluster-seeds "127.0.0.1:$GOSSIP_PORT" \
+            --cluster-key-file "$WORK/cluster.keys" --cluster-public-url "http://${EDGES[$i]}" \
+            2> "$WORK/edge-$i.log") &
+        EDGE_PIDS+=($!)
+        if [ -n "$CGROUP" ]; then
+            mkdir -p "$CGROUP/edge-$i"
+            echo "$EDGE_QUOTA 100000" > "$CGROUP/edge-$i/cpu.max"
+            echo "${EDGE_PIDS[$i]}" > "$CGROUP/edge-$i/cgroup.procs"
+        fi
+        until_ok 30 "edge $i listening" served_at "${EDGES[$i]}"
+    done
+    until_ok 30 "$edges edges joining the origin's view" live_members_are $((edges + 1))
+    until_ok 30 "the origin redirecting viewers to an edge" redirects play
+}
+
+# bench NAME URL ARGS...: a kinema bench run, its JSON in $WORK/NAME.json.
+bench() {
+    local name=$1 url=$2
+    shift 2
+    "$BIN" bench "$url" --progress false --json "$WORK/$name.json" "$@" > "$WORK/$name.txt"
+}
+json() { jq -r "$2" "$WORK/$1.json"; }
+
+phase_a() {
+    echo "== (a) flash crowd: $FLASH_VIEWERS viewers start one new video through 3 edges"
+    start_cluster 3 256MiB
+    local segments_before
+    segments_before=$(metric "$ORIGIN" 'kinema_origin_requests_total{route="segment",status="2xx"}')
+    bench flash "http://$ORIGIN/v/flash/master.m3u8" --viewers "$FLASH_VIEWERS" \
+        --duration "$FLASH_DURATION" --bitrate "$RUNG"
+    local segments_after
+    segments_after=$(metric "$ORIGIN" 'kinema_origin_requests_total{route="segment",status="2xx"}')
+    # Every origin response for the video but the viewers' 302s, by path.
+    grep 'kinema::access' "$WORK/origin.log" | grep -v 'status=302' \
+        | grep -o 'path=/v/flash/[^ ]*' | sort | uniq -c > "$WORK/flash-objects.txt" || true
+    local objects requests most segment_objects
+    objects=$(wc -l < "$WORK/flash-objects.txt")
+    requests=$(awk '{ s += $1 } END { print s + 0 }' "$WORK/flash-objects.txt")
+    most=$(awk 'BEGIN { m = 0 } $1 > m { m = $1 } END { print m }' "$WORK/flash-objects.txt")
+    segment_objects=$(grep -c '\.m4s$' "$WORK/flash-objects.txt" || true)
+    echo "viewers: $(json flash .summary.viewers_admitted) admitted, $(json flash .summary.viewers_failed) failed, $(json flash .summary.segments) segments, $(json flash .summary.stalls) stalls"
+    echo "origin (access log): $requests requests for $objects objects, at most $most for one object"
+    echo "origin (/metrics): $((segments_after - segments_before)) segment requests for $segment_objects segments"
+    awk -v r="$requests" -v o="$objects" 'BEGIN { printf "origin requests per object: %.3f (target 1.000)\n", (o > 0 ? r / o : 0) }'
+    stop_cluster
+}
+
+phase_b() {
+    echo "== (b) hit ratio: Zipf($ZIPF) over $CATALOGUE videos, caches holding $CACHED of them"
+    # Every video is the same size: the edges' total memory holds CACHED.
+    local video_bytes per_edge_mib cached
+    video_bytes=$(du -sb "$WORK/library/videos/zipf-1" | cut -f1)
+    per_edge_mib=$(( (CACHED * video_bytes + 3 * 1048576 - 1) / (3 * 1048576) ))
+    cached=$(( 3 * per_edge_mib * 1048576 / video_bytes ))
+    [ "$cached" -gt "$CATALOGUE" ] && cached=$CATALOGUE
+    start_cluster 3 "${per_edge_mib}MiB"
+    local url="http://$ORIGIN/v/zipf-{video}/master.m3u8"
+    bench hit-warmup "$url" --viewers "$HIT_VIEWERS" --ramp 2s --duration "$HIT_WARMUP" \
+        --bitrate "$RUNG" --catalogue "$CATALOGUE" --zipf "$ZIPF" --seed 1
+    local origin_before origin_after
+    origin_before=$(metric_sum "$ORIGIN" 'kinema_origin_response_body_bytes_total')
+    bench hit "$url" --viewers "$HIT_VIEWERS" --ramp 2s --duration "$HIT_DURATION" \
+        --bitrate "$RUNG" --catalogue "$CATALOGUE" --zipf "$ZIPF" --seed 2
+    origin_after=$(metric_sum "$ORIGIN" 'kinema_origin_response_body_bytes_total')
+    local viewer_bytes
+    viewer_bytes=$(json hit .summary.bytes)
+    awk -v o=$((origin_after - origin_before)) -v v="$viewer_bytes" -v n="$CATALOGUE" \
+        -v k="$cached" -v a="$ZIPF" -v mib="$per_edge_mib" 'BEGIN {
+        for (i = 1; i <= n; i++) { p = 1 / (i ^ a); total += p; if (i <= k) top += p }
+        hit = (v > 0 ? 1 - o / v : 0); ideal = top / total
+        printf "edges: 3 x %d MiB memory tier (%d of %d videos fit)\n", mib, k, n
+        printf "viewer bytes %d, origin bytes %d\n", v, o
+        printf "hit ratio %.3f, ideal %.3f: %.1f points from ideal (target within 5)\n", hit, ideal, (ideal - hit) * 100
+    }'
+    echo "viewers: $(json hit .summary.viewers_failed) failed, $(json hit .summary.stalls) stalls"
+    stop_cluster
+}
+
+capacity() { # capacity EDGES: the search's output in $WORK/capacity-EDGES.txt
+    start_cluster "$1" 256MiB
+    "$BIN" bench capacity "http://$ORIGIN/v/zipf-{video}/master.m3u8" --bitrate "$CAP_BITRATE" \
+        --catalogue "$CAP_CATALOGUE" --zipf 0 --start "$CAP_START" --max "$CAP_MAX" \
+        --trial-duration "$CAP_TRIAL" --ramp "$CAP_RAMP" --buffer-target 8s --progress false \
+        > "$WORK/capacity-$1.txt"
+    sed 's/^/  /' "$WORK/capacity-$1.txt"
+    local i
+    for i in $(seq 0 $(($1 - 1))); do
+        echo "  edge $i requests: $(metric "${EDGES[$i]}" kinema_edge_requests_total)"
+    done
+    stop_cluster
+}
+
+phase_c() {
+    echo "== (c) scale-out: capacity with 3 edges against 1, each edge at cpu.max $EDGE_QUOTA/100000"
+    if ! [ -f /sys/fs/cgroup/cgroup.controllers ] || ! grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
+        echo "skipped: no cgroup v2 with the cpu controller at /sys/fs/cgroup"
+        return
+    fi
+    CGROUP=/sys/fs/cgroup/kinema-cluster-bench-$$
+    if ! mkdir "$CGROUP" 2>/dev/null; then
+        CGROUP=
+        echo "skipped: cannot create a cgroup under /sys/fs/cgroup (run as root)"
+        return
+    fi
+    if ! grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control; then
+        echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+    fi
+    if ! echo +cpu > "$CGROUP/cgroup.subtree_control" 2>/dev/null; then
+        echo "skipped: the cpu controller cannot be enabled under $CGROUP"
+        return
+    fi
+    local one three
+    capacity 1
+    capacity 3
+    one=$(awk '/^capacity:/ { print $2 }' "$WORK/capacity-1.txt")
+    three=$(awk '/^capacity:/ { print $2 }' "$WORK/capacity-3.txt")
+    echo "viewers carried without stall: 1 edge $one, 3 edges $three"
+    awk -v a="$three" -v b="$one" 'BEGIN { printf "scale-out 3 edges / 1 edge: %.2fx (target >= 2.7)\n", (b > 0 ? a / b : 0) }'
+}
+
+phase_d() {
+    echo "== (d) failover: $FAIL_VIEWERS viewers through steering, their edge SIGKILLed after $FAIL_KILL_AFTER"
+    start_cluster 3 256MiB
+    "$BIN" bench "http://$ORIGIN/v/play/master.m3u8" --viewers "$FAIL_VIEWERS" --ramp 2s \
+        --duration "$FAIL_DURATION" --bitrate "$RUNG" --buffer-target "$FAIL_BUFFER" \
+        --progress false --json "$WORK/failover.json" > "$WORK/failover.txt" &
+    local bench_pid=$!
+    sleep "${FAIL_KILL_AFTER%s}"
+    # The edge steering sends viewers to: the one its 302 names now.
+    local location victim=
+    location=$(curl -s -o /dev/null -w '%{redirect_url}' --max-time 5 "http://$ORIGIN/v/play/master.m3u8")
+    local i
+    for i in 0 1 2; do
+        case $location in "http://${EDGES[$i]}/"*) victim=$i ;; esac
+    done
+    if [ -z "$victim" ]; then
+        echo "cluster.sh: the origin did not redirect to an edge ($location)" >&2
+        exit 1
+    fi
+    kill -9 "${EDGE_PIDS[$victim]}"
+    echo "killed edge $victim (${EDGES[$victim]})"
+    wait "$bench_pid"
+    sed -n '/steering/,$p' "$WORK/failover.txt"
+    jq -r '.summary | "viewers \(.viewers) (failed \(.viewers_failed)), segments failed \(.segments_failed), stalls \(.stalls) by \(.viewers_with_stalls) viewers (\(.stalled_seconds * 1000 | round / 1000) s)",
+        "viewers failed over \(.steering.viewers_failed_over); failover stall per affected viewer (viewer seconds): p50 \(.steering.failover_stall_seconds.p50) p90 \(.steering.failover_stall_seconds.p90) max \(.steering.failover_stall_seconds.max)"' \
+        "$WORK/failover.json"
+    stop_cluster
+}
+
+for phase in "${PHASES[@]}"; do
+    "phase_$phase"
+done
