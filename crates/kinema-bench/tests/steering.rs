@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Faults, LADDER, TestServer, config, library, play, serve};
+use common::{Faults, LADDER, Refusal, TestServer, config, library, play, serve};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -289,6 +289,54 @@ async fn hls_viewers_fail_over_when_their_pathway_dies() {
 #[tokio::test]
 async fn dash_viewers_fail_over_when_their_service_location_dies() {
     failover(true).await;
+}
+
+#[tokio::test]
+async fn a_5xx_after_the_retries_moves_the_viewer_to_the_next_pathway() {
+    let library = library(1.0, 20).await;
+    // Pathway a answers 503 (no Retry-After) for one segment, every time.
+    let a = serve(
+        &library,
+        Faults {
+            refusal: Some(Refusal {
+                path: "r300k/3.m4s".into(),
+                first: u32::MAX,
+                after_serving: None,
+                retry_after: None,
+            }),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let b = serve(&library, Faults::default()).await;
+    let pathways = [("a", &a), ("b", &b)];
+    let control = control(
+        steered_master(&pathways),
+        String::new(),
+        vec![steer_body(&["a", "b"], 30, 2)],
+    )
+    .await;
+    let report = play(BenchConfig {
+        retries: 2,
+        ..pinned(
+            format!("http://{}/master.m3u8", control.address),
+            1,
+            Duration::from_secs(3),
+        )
+    })
+    .await;
+    let viewer = &report.viewers[0];
+    assert_eq!(viewer.fatal, None);
+    assert_eq!(viewer.segments_failed, 0, "{viewer:?}");
+    // The server was there: its 503 was retried before the viewer moved.
+    assert_eq!(viewer.retries, 2, "{viewer:?}");
+    assert_eq!(viewer.error_kinds.get("http 503"), Some(&3));
+    assert_eq!(viewer.pathway_switches_by_failure, 1);
+    assert_eq!(viewer.failover_stall_seconds.len(), 1);
+    // Segment 3 (index 2) came from b, and play went on in order.
+    let indices: Vec<u32> = viewer.records.iter().map(|r| r.index).collect();
+    assert_eq!(&indices[..4], &[0, 1, 2, 3], "{indices:?}");
+    assert!(viewer.pathways[&b.address.to_string()].bytes > 0);
 }
 
 #[tokio::test]
