@@ -12,6 +12,11 @@
 //! once. A 410 stops steering (the last priority stays in force); a 429
 //! waits its `Retry-After`.
 //!
+//! `PATHWAY-CLONES` (pathways a steering server makes up from another's
+//! URIs) are not followed: a pathway the presentation does not carry is
+//! passed over in the priority, as kinema's edges write one variant set
+//! per node.
+//!
 //! What it is not: I/O. The viewer fetches; this module reads what came
 //! back and decides. Every input is bounded, and a malformed manifest is
 //! refused with a reason the viewer counts as a warning, never a panic.
