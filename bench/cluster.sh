@@ -105,11 +105,15 @@ stop_cluster() {
 cleanup() {
     stop_cluster
     if [ -n "$CGROUP" ] && [ -d "$CGROUP" ]; then
-        local child
-        for child in "$CGROUP"/*/; do
-            [ -d "$child" ] && rmdir "$child" 2>/dev/null || true
+        # A killed process leaves its cgroup a moment later: a bounded retry.
+        local child tries=25
+        while [ -d "$CGROUP" ] && [ $tries -gt 0 ]; do
+            for child in "$CGROUP"/*/; do
+                [ -d "$child" ] && rmdir "$child" 2>/dev/null || true
+            done
+            rmdir "$CGROUP" 2>/dev/null || { tries=$((tries - 1)); sleep 0.2; }
         done
-        rmdir "$CGROUP" 2>/dev/null || echo "cluster.sh: could not remove $CGROUP" >&2
+        [ -d "$CGROUP" ] && echo "cluster.sh: could not remove $CGROUP" >&2
     fi
     rm -rf "$WORK"
 }
@@ -132,9 +136,12 @@ until_ok() {
 metric() { # metric ADDRESS SAMPLE: the sample's value, 0 when absent
     curl -s --max-time 5 "http://$1/metrics" | awk -v s="$2" '$1 == s { v = $2 } END { print v + 0 }'
 }
-metric_sum() { # metric_sum ADDRESS PREFIX: the sum of samples starting with PREFIX
-    curl -s --max-time 5 "http://$1/metrics" | awk -v p="$2" 'index($1, p) == 1 { v += $2 } END { printf "%.0f\n", v + 0 }'
+metric_sum() { # metric_sum ADDRESS REGEX: the sum of the samples whose name{labels} match
+    curl -s --max-time 5 "http://$1/metrics" | awk -v re="$2" '$1 ~ re { v += $2 } END { printf "%.0f\n", v + 0 }'
 }
+# What the origin sent of videos (not its /metrics or steering answers).
+MEDIA_BYTES='^kinema_origin_response_body_bytes_total[{]route="(segment|init|playlist|other_media)"'
+
 live_members_are() { [ "$(metric "$ORIGIN" kinema_origin_cluster_live_members)" = "$1" ]; }
 redirects() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$ORIGIN/v/$1/master.m3u8")" = 302 ]; }
 served_at() { curl -sf --max-time 5 -o /dev/null "http://$1/metrics"; }
@@ -225,10 +232,10 @@ phase_b() {
     bench hit-warmup "$url" --viewers "$HIT_VIEWERS" --ramp 2s --duration "$HIT_WARMUP" \
         --bitrate "$RUNG" --catalogue "$CATALOGUE" --zipf "$ZIPF" --seed 1
     local origin_before origin_after
-    origin_before=$(metric_sum "$ORIGIN" 'kinema_origin_response_body_bytes_total')
+    origin_before=$(metric_sum "$ORIGIN" "$MEDIA_BYTES")
     bench hit "$url" --viewers "$HIT_VIEWERS" --ramp 2s --duration "$HIT_DURATION" \
         --bitrate "$RUNG" --catalogue "$CATALOGUE" --zipf "$ZIPF" --seed 2
-    origin_after=$(metric_sum "$ORIGIN" 'kinema_origin_response_body_bytes_total')
+    origin_after=$(metric_sum "$ORIGIN" "$MEDIA_BYTES")
     local viewer_bytes
     viewer_bytes=$(json hit .summary.bytes)
     awk -v o=$((origin_after - origin_before)) -v v="$viewer_bytes" -v n="$CATALOGUE" \
