@@ -24,6 +24,16 @@ pub mod observer;
 pub mod prefix;
 pub mod summary;
 
+/// Defaults for wiring a server: sample `TCP_INFO` after bodies of at
+/// least 256 KiB (a segment, not a playlist: a small body ends before the
+/// connection's rate is measured) ...
+pub const DEFAULT_MIN_BODY_BYTES: u64 = 256 * 1024;
+/// ... one such response in 4 (a viewer fetches a segment every few
+/// seconds, so a prefix still gets a sample every few tens of seconds) ...
+pub const DEFAULT_ONE_IN: u32 = 4;
+/// ... and send 5% of sessions to the second-best node.
+pub const DEFAULT_EXPLORATION_SHARE: f64 = 0.05;
+
 pub use aggregate::{Aggregator, AggregatorConfig, PrefixEstimate};
 pub use choose::{Candidate, MeasuredOrder, MeasuredReason, order_by_measurement, similar_load};
 pub use cmcd::Cmcd;

@@ -33,7 +33,10 @@ pub struct PrefixFigures {
 }
 
 impl PrefixFigures {
-    fn of(estimate: &PrefixEstimate) -> Option<Self> {
+    /// A node's own estimate in the units summaries gossip, so steering
+    /// compares its own table and its peers' summaries alike; `None`
+    /// without a throughput.
+    pub fn from_estimate(estimate: &PrefixEstimate) -> Option<Self> {
         let throughput = estimate.throughput_bps?;
         Some(Self {
             throughput_kbps: (throughput / 1000.0).round() as u64,
@@ -58,7 +61,9 @@ impl Summary {
         let mut measured: Vec<(ClientPrefix, PrefixFigures)> = aggregator
             .estimates(now)
             .filter(|(_, estimate)| estimate.throughput_weight >= MIN_WEIGHT)
-            .filter_map(|(prefix, estimate)| Some((prefix, PrefixFigures::of(&estimate)?)))
+            .filter_map(|(prefix, estimate)| {
+                Some((prefix, PrefixFigures::from_estimate(&estimate)?))
+            })
             .collect();
         measured.sort_by(|a, b| {
             b.1.throughput_kbps
