@@ -24,7 +24,8 @@ use kinema_bench::{BenchConfig, Bitrate};
 use tokio::net::TcpListener;
 
 /// The control server: the steered manifests and a scripted steering
-/// endpoint (the n-th request gets the n-th body, the last one after).
+/// endpoint (the n-th request gets the n-th body, the last one after; a
+/// body `status 410` or `status 429 SECONDS` answers that status instead).
 struct Control {
     address: std::net::SocketAddr,
     /// The query string of every steering request, in order.
@@ -59,6 +60,17 @@ async fn control(master: String, mpd: String, steer: Vec<String>) -> Control {
                                 let mut queries = queries.lock().unwrap();
                                 queries.push(request.uri().query().unwrap_or("").to_string());
                                 let n = (queries.len() - 1).min(steer.len() - 1);
+                                // "410" or "429 SECONDS": that status instead.
+                                if let Some(status) = steer[n].strip_prefix("status ") {
+                                    let (code, retry_after) =
+                                        status.split_once(' ').unwrap_or((status, ""));
+                                    let mut response =
+                                        Response::builder().status(code.parse::<u16>().unwrap());
+                                    if !retry_after.is_empty() {
+                                        response = response.header("retry-after", retry_after);
+                                    }
+                                    return Ok(response.body(Full::new(Bytes::new())).unwrap());
+                                }
                                 ("application/json", steer[n].clone())
                             }
                             _ => {
@@ -337,6 +349,51 @@ async fn a_5xx_after_the_retries_moves_the_viewer_to_the_next_pathway() {
     let indices: Vec<u32> = viewer.records.iter().map(|r| r.index).collect();
     assert_eq!(&indices[..4], &[0, 1, 2, 3], "{indices:?}");
     assert!(viewer.pathways[&b.address.to_string()].bytes > 0);
+}
+
+/// Plays 4 s against a steering server answering `steer` (TTL 1 s), and
+/// returns the steering requests it got and the viewer's report.
+async fn steering_answers(
+    steer: Vec<String>,
+) -> (Vec<String>, kinema_bench::metrics::ViewerReport) {
+    let library = library(1.0, 20).await;
+    let a = serve(&library, Faults::default()).await;
+    let b = serve(&library, Faults::default()).await;
+    let pathways = [("a", &a), ("b", &b)];
+    let control = control(steered_master(&pathways), String::new(), steer).await;
+    let report = play(pinned(
+        format!("http://{}/master.m3u8", control.address),
+        1,
+        Duration::from_secs(4),
+    ))
+    .await;
+    let queries = control.queries.lock().unwrap().clone();
+    (queries, report.viewers[0].clone())
+}
+
+#[tokio::test]
+async fn a_410_stops_steering_and_a_429_waits_its_retry_after() {
+    // With a TTL of 1 s a 4 s run would reload about four times; after a
+    // 410 the viewer never asks again, after a 429 not within its minute.
+    for answer in ["status 410", "status 429 60"] {
+        let (queries, viewer) =
+            steering_answers(vec![steer_body(&["a", "b"], 1, 2), answer.into()]).await;
+        assert_eq!(queries.len(), 2, "{answer}: {queries:?}");
+        assert_eq!(viewer.steering_errors, 1, "{answer}");
+        assert_eq!(viewer.fatal, None);
+        assert_eq!(
+            (viewer.segments_failed, viewer.http_errors),
+            (0, 0),
+            "{answer}"
+        );
+        assert!(viewer.segments > 4);
+    }
+    // Any other failure is tried again after a while, not at once and not
+    // never: within 4 s at most the first two requests.
+    let (queries, viewer) =
+        steering_answers(vec![steer_body(&["a", "b"], 1, 2), "status 500".into()]).await;
+    assert_eq!(queries.len(), 2, "{queries:?}");
+    assert_eq!(viewer.steering_errors, 1);
 }
 
 #[tokio::test]
