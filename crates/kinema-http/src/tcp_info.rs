@@ -18,6 +18,7 @@ use std::mem::offset_of;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// One reading of a connection's `TCP_INFO`.
@@ -123,6 +124,25 @@ pub struct TcpInfoSampling {
     observer: Arc<dyn TcpInfoObserver>,
     min_body_bytes: u64,
     one_in: u32,
+    counts: Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    observed: AtomicU64,
+    app_limited: AtomicU64,
+    unreadable: AtomicU64,
+}
+
+/// What a sampler did since it was made, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SamplingCounts {
+    /// Samples handed to the observer.
+    pub observed: u64,
+    /// Samples dropped as application-limited.
+    pub app_limited: u64,
+    /// Sockets whose `TCP_INFO` could not be read (closed connections).
+    pub unreadable: u64,
 }
 
 impl std::fmt::Debug for TcpInfoSampling {
@@ -141,6 +161,17 @@ impl TcpInfoSampling {
             observer,
             min_body_bytes,
             one_in: one_in.max(1),
+            counts: Arc::default(),
+        }
+    }
+
+    /// Counts of this sampler and its clones (the listener clones it for
+    /// its HTTP/2 connections).
+    pub fn counts(&self) -> SamplingCounts {
+        SamplingCounts {
+            observed: self.counts.observed.load(Ordering::Relaxed),
+            app_limited: self.counts.app_limited.load(Ordering::Relaxed),
+            unreadable: self.counts.unreadable.load(Ordering::Relaxed),
         }
     }
 
@@ -164,10 +195,19 @@ impl TcpInfoSampling {
     /// application-limited or the socket could not be read (a closed
     /// connection: nothing to learn).
     pub(crate) fn sample(&self, socket: impl AsFd, peer: SocketAddr) {
+        let counts = &self.counts;
         match read_tcp_info(socket) {
-            Ok(sample) if !sample.app_limited => self.observer.observe(peer, sample),
-            Ok(_) => {}
-            Err(error) => tracing::debug!(%peer, %error, "cannot read TCP_INFO"),
+            Ok(sample) if !sample.app_limited => {
+                counts.observed.fetch_add(1, Ordering::Relaxed);
+                self.observer.observe(peer, sample);
+            }
+            Ok(_) => {
+                counts.app_limited.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                counts.unreadable.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %error, "cannot read TCP_INFO");
+            }
         }
     }
 }
@@ -237,5 +277,25 @@ mod tests {
         // 1000 expected; a fair coin strays this far once in millions.
         assert!((800..1200).contains(&picked), "{picked} of 4000");
         assert!((0..100).all(|_| !one_in_four.wants(10)));
+    }
+
+    #[test]
+    fn a_sampler_counts_what_it_observed_and_what_it_could_not_read() {
+        let count = Arc::new(Count::default());
+        let sampling = TcpInfoSampling::new(count.clone(), 0, 1);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let peer = client.local_addr().unwrap();
+        let (server, _) = listener.accept().unwrap();
+        // A readable socket: observed, or dropped as application-limited.
+        sampling.clone().sample(&server, peer);
+        sampling.sample(std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), peer);
+        let counts = sampling.counts();
+        assert_eq!(counts.observed + counts.app_limited, 1, "{counts:?}");
+        assert_eq!(counts.unreadable, 1, "{counts:?}");
+        assert_eq!(
+            u64::from(count.0.load(std::sync::atomic::Ordering::Relaxed)),
+            counts.observed
+        );
     }
 }

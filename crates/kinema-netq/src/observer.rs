@@ -44,10 +44,10 @@ impl NetworkQuality {
         Summary::of(&self.lock(), Instant::now())
     }
 
-    /// Prefixes kept, and `TCP_INFO` samples dropped as application-limited.
-    pub fn counts(&self) -> (usize, u64) {
-        let aggregator = self.lock();
-        (aggregator.len(), aggregator.app_limited_dropped())
+    /// Prefixes kept now. (The listener's `TcpInfoSampling::counts` says
+    /// how many samples were taken and dropped.)
+    pub fn prefixes(&self) -> usize {
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Aggregator> {
