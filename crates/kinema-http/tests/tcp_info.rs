@@ -5,7 +5,12 @@
 //! The shaped test needs root and iproute2 (CI runs as root); a missing
 //! piece fails it with what to do, never skips it.
 
+// The binary's tests' shaped link, shared rather than built twice.
 #[path = "../../kinema/tests/support/shaped_link.rs"]
+#[allow(
+    dead_code,
+    reason = "the binary's tests may use parts of it this test does not"
+)]
 mod shaped_link;
 
 use std::net::SocketAddr;
