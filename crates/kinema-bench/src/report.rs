@@ -2,7 +2,7 @@
 //! summary table, the JSON document and the HTML page with plots (drawn by
 //! plotters' SVG backend and inlined, so the page is one file).
 //!
-//! Nothing here measures; it only formats what [`crate::run`] gathered.
+//! Nothing here measures; it only formats what [`crate::run()`] gathered.
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -2,14 +2,19 @@
 //!
 //! The viewer fetches the manifest (an HLS multivariant or media playlist,
 //! or a DASH MPD, told apart by content type or by the document) and reads
-//! it into a [`Presentation`]; then for every segment it waits until its
-//! buffer has room (unless saturating), re-plans the rung with the ABR
-//! rule, fetches the rung's media playlist (HLS) when it first needs it and
-//! the rung's init section when it changes rung, fetches the segment (and
+//! it into a [`Presentation`](crate::presentation::Presentation); then
+//! for every segment it waits until its buffer has room (unless
+//! saturating), re-plans the rung with the ABR rule, fetches the rung's
+//! media playlist (HLS) when it first needs it and the rung's init section
+//! when it changes rung or pathway, fetches the segment (and
 //! the matching audio segment when the rung has a separate audio track),
 //! and books its arrival into the playback model. At the end of the video
 //! it loops to the first segment, so a short video keeps a viewer busy for
 //! a long run. Nothing below the manifest knows which format it plays.
+//!
+//! Under content steering the presentation has one ladder per pathway and
+//! the viewer plays the current pathway's; `pathways` reloads the steering
+//! manifest, switches and fails over, keeping rung and position.
 //!
 //! The manifest request asks the server to admit a viewing session. An
 //! origin at capacity refuses it with `503 Service Unavailable` and
