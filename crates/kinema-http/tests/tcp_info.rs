@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinema_http::tcp_info::{TcpInfoObserver, TcpInfoSample, TcpInfoSampling};
+use kinema_http::tls::ServerTls;
 use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, ServerConfig, ServerStats};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -64,11 +65,16 @@ async fn sample_one_download(
     let (samples, mut received) = mpsc::unbounded_channel();
     let sampling = TcpInfoSampling::new(Arc::new(Forward(samples)), body_bytes as u64 / 2, 1);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let tls = matches!(protocol, Protocol::Http1Tls).then(|| {
+        ServerTls::self_signed(&["localhost".to_string()])
+            .unwrap()
+            .0
+    });
     let server = tokio::spawn(kinema_http::serve_sampled(
         listener,
         Arc::new(Body(Bytes::from(vec![7u8; body_bytes]))),
         ServerConfig::default(),
-        None,
+        tls.as_ref().map(ServerTls::acceptor),
         Arc::new(ServerStats::default()),
         Some(sampling),
         async move {
@@ -76,7 +82,12 @@ async fn sample_one_download(
         },
     ));
     let client = match protocol {
-        Protocol::Http1 => connect_receiver_limited(address).await,
+        // Over loopback only: a shaped link is the bottleneck itself, and
+        // a full receive window lets its queue ride out a busy client.
+        Protocol::Http1 | Protocol::Http1Tls if address.ip().is_loopback() => {
+            connect_receiver_limited(address).await
+        }
+        Protocol::Http1 | Protocol::Http1Tls => TcpStream::connect(address).await.unwrap(),
         // HTTP/2's own flow control already paces the sender (and with
         // loopback's 64 KiB segments, a sender that waits is
         // application-limited): a plain connection.
@@ -85,6 +96,24 @@ async fn sample_one_download(
     let local = client.local_addr().unwrap();
     let mut client = match protocol {
         Protocol::Http1 => Client::Http1(client),
+        Protocol::Http1Tls => {
+            let tls = tls.expect("a certificate");
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(tls.current_certificate()).unwrap();
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, client)
+                .await
+                .unwrap();
+            Client::Http1Tls(Box::new(stream))
+        }
         Protocol::Http2 => {
             let (sender, connection) = hyper::client::conn::http2::handshake(
                 hyper_util::rt::TokioExecutor::new(),
@@ -121,12 +150,15 @@ async fn sample_one_download(
 #[derive(Debug, Clone, Copy)]
 enum Protocol {
     Http1,
+    /// HTTP/1.1 through TLS: the socket under the TLS stream is sampled.
+    Http1Tls,
     /// With prior knowledge (h2c).
     Http2,
 }
 
 enum Client {
     Http1(TcpStream),
+    Http1Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Http2(hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>),
 }
 
@@ -134,6 +166,7 @@ impl Client {
     async fn fetch(&mut self, body_bytes: usize) {
         match self {
             Client::Http1(stream) => fetch(stream, body_bytes).await,
+            Client::Http1Tls(stream) => fetch(&mut **stream, body_bytes).await,
             Client::Http2(sender) => {
                 use http_body_util::BodyExt;
                 let request = http::Request::get("http://t/segment")
@@ -148,7 +181,7 @@ impl Client {
 }
 
 /// One GET on a keep-alive connection, its `body_bytes` read whole.
-async fn fetch(client: &mut TcpStream, body_bytes: usize) {
+async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(client: &mut S, body_bytes: usize) {
     client
         .write_all(b"GET /segment HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
@@ -175,6 +208,16 @@ async fn a_loopback_download_is_sampled_after_four_megabytes() {
     assert!(sample.delivery_rate_bytes_per_second > 0, "{sample:?}");
     assert!(sample.min_rtt <= sample.smoothed_rtt, "{sample:?}");
     assert!(!sample.app_limited, "{sample:?}");
+}
+
+/// Through TLS the listener samples the TCP socket under the TLS stream.
+#[tokio::test]
+async fn a_loopback_download_through_tls_is_sampled() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (peer, client, sample) = sample_one_download(listener, 4 << 20, Protocol::Http1Tls).await;
+    assert_eq!(peer, client, "the sample names the viewer's address");
+    assert!(sample.delivery_rate_bytes_per_second > 0, "{sample:?}");
+    assert!(sample.min_rtt <= sample.smoothed_rtt, "{sample:?}");
 }
 
 /// HTTP/2 samples by bytes written on the connection, not per response.
