@@ -95,8 +95,15 @@ pub fn read_tcp_info(socket: impl AsFd) -> io::Result<TcpInfoSample> {
         u64::from_ne_bytes(written[offset..offset + 8].try_into().expect("8 bytes"))
     };
     // include/uapi/linux/tcp.h: `__u8 tcpi_delivery_rate_app_limited:1`
-    // is the lowest bit of the byte after `tcpi_snd_rcv_wscale`.
+    // is the first bitfield of the byte after `tcpi_snd_rcv_wscale`: its
+    // lowest bit, or its highest where bitfields fill from the top
+    // (big-endian ABIs).
     let flags = written[offset_of!(libc::tcp_info, tcpi_snd_rcv_wscale) + 1];
+    let app_limited_bit = if cfg!(target_endian = "big") {
+        0x80
+    } else {
+        0x01
+    };
     Ok(TcpInfoSample {
         delivery_rate_bytes_per_second: u64_at(offset_of!(libc::tcp_info, tcpi_delivery_rate)),
         min_rtt: Duration::from_micros(u64::from(u32_at(offset_of!(libc::tcp_info, tcpi_min_rtt)))),
@@ -105,7 +112,7 @@ pub fn read_tcp_info(socket: impl AsFd) -> io::Result<TcpInfoSample> {
             tcpi_rtt
         )))),
         retransmits: u32_at(offset_of!(libc::tcp_info, tcpi_total_retrans)),
-        app_limited: flags & 1 == 1,
+        app_limited: flags & app_limited_bit != 0,
     })
 }
 
