@@ -303,13 +303,16 @@ function offerDownload(id, base) {
 // failed and however it words it.
 async function explainError(manifestUrl, report) {
   let status;
+  let refusal = null;
   try {
-    status = (await fetch(manifestUrl, { method: 'HEAD', cache: 'no-store' })).status;
+    const response = await fetch(manifestUrl, { method: 'HEAD', cache: 'no-store' });
+    status = response.status;
+    refusal = response.headers.get('kinema-auth-error');
   } catch {
     status = 'unreachable';
   }
   if (!navigator.onLine) status = 'unreachable';
-  return explainPlaybackError(report, status);
+  return explainPlaybackError(report, status, refusal);
 }
 
 function showError(explained) {

@@ -73,10 +73,13 @@ export function formatDuration(seconds) {
  * 'unreachable' when no answer came. Returns {summary, detail}; the detail
  * keeps the player's own words for whoever debugs it.
  */
-export function explainPlaybackError(report, manifestStatus) {
+export function explainPlaybackError(report, manifestStatus, refusal = null) {
   const detail = [report.source, report.detail ?? report.type, report.message].filter(Boolean).join(': ');
   const say = (summary) => ({ summary, detail });
   if (manifestStatus === 404 || manifestStatus === 410) return say('This video does not exist.');
+  // The signed URL's token is past its lifetime (the server's refusal
+  // header says so): a share link that ran out, not a private video.
+  if (manifestStatus === 403 && refusal === 'expired') return say('This link has expired. Ask for a new one.');
   if (manifestStatus === 401 || manifestStatus === 403) return say('This video is private.');
   if (manifestStatus === 'unreachable') return say('The network connection was lost. Check it, then try again.');
   if (manifestStatus === 429 || manifestStatus === 503) {

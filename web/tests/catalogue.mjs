@@ -212,6 +212,34 @@ try {
   if (strangerToken !== null) throw new Error('the fresh browser has an admin token');
   done(step);
 
+  step = 'a share link past its lifetime says it expired';
+  // The same link with a token of two seconds (as the share menu makes
+  // them, through POST /api/tokens), opened once they are over.
+  const shortLived = await adminPage.evaluate(async (link) => {
+    const video = new URL(link).searchParams.get('v');
+    const response = await fetch('/api/tokens', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${sessionStorage.getItem('kinema.apiToken')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ video, ttl: '2s' }),
+    });
+    if (!response.ok) throw new Error(`POST /api/tokens answered ${response.status}`);
+    const minted = await response.json();
+    const expired = new URL(link);
+    expired.searchParams.set('s', minted.token);
+    return { link: expired.href, expiresAt: Date.parse(minted.expires_at) };
+  }, shareLink);
+  // Past its expiry and the server's clock-skew allowance (1 s in tests).
+  await strangerPage.waitForTimeout(Math.max(0, shortLived.expiresAt - Date.now()) + 2500);
+  const expiredPage = await stranger.context.newPage();
+  watch(expiredPage, { expectErrors: true });
+  await expiredPage.goto(shortLived.link, { timeout: remainingMs() });
+  await expiredPage.locator('#watch-message').waitFor({ state: 'visible', timeout: remainingMs() });
+  const expiredSays = (await expiredPage.locator('#watch-message-summary').textContent()).trim();
+  if (expiredSays !== 'This link has expired. Ask for a new one.') {
+    throw new Error(`an expired share link says ${JSON.stringify(expiredSays)}`);
+  }
+  done(step, { expiredSays });
+
   if (args['empty-base']) {
     step = 'show how to add a video when the library is empty';
     const empty = await visitor.context.newPage();

@@ -60,6 +60,8 @@ test('playback errors are told in plain words, with the player jargon kept as de
   assert.equal(explainPlaybackError(manifest404, 404).summary, 'This video does not exist.');
   assert.match(explainPlaybackError(manifest404, 404).detail, /manifestLoadError/);
   assert.equal(explainPlaybackError(manifest404, 403).summary, 'This video is private.');
+  assert.equal(explainPlaybackError(manifest404, 403, 'missing-token').summary, 'This video is private.');
+  assert.equal(explainPlaybackError(manifest404, 403, 'expired').summary, 'This link has expired. Ask for a new one.');
   assert.equal(explainPlaybackError(manifest404, 401).summary, 'This video is private.');
   assert.match(explainPlaybackError(manifest404, 'unreachable').summary, /^The network connection was lost/);
   assert.match(explainPlaybackError(manifest404, 503).summary, /busy/);

@@ -423,6 +423,7 @@ fn visitors_browse_search_and_play_public_videos_and_admins_play_and_share_signe
             "play the signed video signed in",
             "make a share link of the signed video",
             "play the share link in a fresh browser",
+            "a share link past its lifetime says it expired",
             "show how to add a video when the library is empty",
         ]
     );
@@ -461,6 +462,10 @@ fn visitors_browse_search_and_play_public_videos_and_admins_play_and_share_signe
             .is_some_and(|status| status.starts_with("Anyone with this link can watch until")),
         "{}",
         steps[9]
+    );
+    assert_eq!(
+        steps[11]["expiredSays"],
+        "This link has expired. Ask for a new one."
     );
     assert_eq!(report["foreign"], serde_json::json!([]));
     check_screenshots(

@@ -403,6 +403,9 @@ impl Fixture {
             .arg(self.dir.path().join("tokens.toml"))
             .arg("--keys")
             .arg(self.dir.path().join("keys.toml"))
+            // Signer and verifier share one clock here: a token's lifetime
+            // ends when it says, give or take a second.
+            .args(["--auth-skew", "1s"])
             // Plain log lines, so the address can be read from them.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
