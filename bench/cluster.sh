@@ -21,8 +21,8 @@
 #       cgroup v2 with the cpu controller is unavailable. The origin is not
 #       confined; viewers it takes when every edge is overloaded would count
 #       for both runs alike.
-#   (d) failover: FAIL_VIEWERS viewers play through steering; the edge the
-#       origin sends viewers to is SIGKILLed after FAIL_KILL_AFTER; the
+#   (d) failover: FAIL_VIEWERS viewers play through steering; the edge that
+#       has sent them the most is SIGKILLed after FAIL_KILL_AFTER; the
 #       failover stall per affected viewer (from the failed request to the
 #       next segment), viewer errors and stalls, from the bench's JSON.
 #
@@ -300,15 +300,15 @@ phase_d() {
         --progress false --json "$WORK/failover.json" > "$WORK/failover.txt" &
     local bench_pid=$!
     sleep "${FAIL_KILL_AFTER%s}"
-    # The edge steering sends viewers to: the one its 302 names now.
-    local location victim=
-    location=$(curl -s -o /dev/null -w '%{redirect_url}' --max-time 5 "http://$ORIGIN/v/play/master.m3u8")
-    local i
+    # The edge serving the most viewers now: the one that has sent them the
+    # most bytes (steering spreads a video's sessions over its replicas).
+    local victim= most=0 i sent
     for i in 0 1 2; do
-        case $location in "http://${EDGES[$i]}/"*) victim=$i ;; esac
+        sent=$(metric "${EDGES[$i]}" kinema_edge_client_bytes_total)
+        if [ "${sent%.*}" -gt "$most" ]; then most=${sent%.*}; victim=$i; fi
     done
     if [ -z "$victim" ]; then
-        echo "cluster.sh: the origin did not redirect to an edge ($location)" >&2
+        echo "cluster.sh: no edge has sent viewers anything" >&2
         exit 1
     fi
     kill -9 "${EDGE_PIDS[$victim]}"
