@@ -14,21 +14,27 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use kinema_core::{AccessPolicy, VideoId};
 use kinema_store::Store;
-use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{self, IngestConfig, IngestRequest, Progress, Stage};
+use crate::pipeline::{self, IngestConfig, Progress, Stage};
 use crate::subtitles::{SidecarSubtitle, SkippedSubtitle};
 use crate::workspace::Workspace;
 use crate::{MediaError, slug, supervise};
+
+mod record;
+mod runner;
+
+#[doc(hidden)]
+pub use record::reserialize_job_record;
+pub use record::{JobId, JobState};
+use record::{JobRecord, load_records, progress_for, stopped};
 
 /// A job interrupted by crashes this many times is failed, not retried
 /// again: the source itself may be what brings the process down.
@@ -92,99 +98,6 @@ fn io_error(path: &Path, source: std::io::Error) -> JobError {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// A job id: time-ordered, unique within a library.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(String);
-
-impl JobId {
-    fn generate() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        Self(format!("j{nanos:x}{:x}{count:x}", std::process::id()))
-    }
-
-    /// Accepts only ids of the form this module generates, so an id from a
-    /// URL can be joined to a directory safely.
-    pub fn parse(text: &str) -> Option<Self> {
-        let valid = text.len() <= 64
-            && text.starts_with('j')
-            && text[1..].bytes().all(|b| b.is_ascii_hexdigit())
-            && text.len() > 1;
-        valid.then(|| Self(text.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for JobId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Running,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-impl JobState {
-    fn is_active(self) -> bool {
-        matches!(self, JobState::Queued | JobState::Running)
-    }
-}
-
-impl std::fmt::Display for JobState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Done => "done",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        })
-    }
-}
-
-/// What is persisted of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct JobRecord {
-    id: JobId,
-    video_id: VideoId,
-    title: String,
-    /// Absent in job files written before policies existed: public.
-    #[serde(default)]
-    access: AccessPolicy,
-    state: JobState,
-    source: PathBuf,
-    /// True for uploads: the source file is ours to delete.
-    owned_source: bool,
-    created_at_unix: u64,
-    updated_at_unix: u64,
-    attempts: u32,
-    error: Option<String>,
-    /// Sidecar subtitle files (uploads are owned like the source).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    subtitles: Vec<SidecarSubtitle>,
-    /// Bitmap subtitle tracks the last successful run could not publish.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    skipped_subtitles: Vec<SkippedSubtitle>,
-    /// Where a failed or cancelled job stopped (its stage and percent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    stopped_at: Option<Progress>,
 }
 
 /// What callers (the API, the CLI) see of a job.
@@ -334,50 +247,6 @@ impl IngestService {
         }
         service.spawn_upload_expiry();
         Ok(service)
-    }
-
-    /// Deletes, every so often for as long as the service lives, the
-    /// uploads of jobs that failed or were cancelled more than
-    /// `failed_upload_ttl` ago: nobody retried them, and each may be
-    /// gigabytes.
-    fn spawn_upload_expiry(&self) {
-        let ttl = self.inner.config.failed_upload_ttl;
-        let period = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
-        let inner = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
-                let Some(inner) = inner.upgrade() else { return };
-                let cutoff = now_unix().saturating_sub(ttl.as_secs());
-                let expired: Vec<PathBuf> = {
-                    let jobs = inner.jobs.lock().expect("job table lock");
-                    jobs.values()
-                        .map(|entry| &entry.record)
-                        .filter(|record| {
-                            record.owned_source
-                                && matches!(record.state, JobState::Failed | JobState::Cancelled)
-                                && record.updated_at_unix <= cutoff
-                        })
-                        .flat_map(|record| {
-                            let sidecars = record.subtitles.iter().map(|s| s.path.clone());
-                            std::iter::once(record.source.clone()).chain(sidecars)
-                        })
-                        .collect()
-                };
-                for source in expired {
-                    match tokio::fs::remove_file(&source).await {
-                        Ok(()) => tracing::info!(
-                            path = %source.display(),
-                            "deleted the upload of a job that failed or was cancelled \
-                             longer ago than failed_upload_ttl"
-                        ),
-                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(error) => tracing::warn!(path = %source.display(), %error,
-                            "could not delete an expired upload"),
-                    }
-                }
-            }
-        });
     }
 
     /// An error as the job record and the API show it: the server's
@@ -670,150 +539,6 @@ impl IngestService {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-
-    fn log_path(&self, id: &JobId) -> PathBuf {
-        self.inner.workspace.logs().join(format!("{id}.log"))
-    }
-
-    fn spawn_runner(&self, id: JobId) {
-        let service = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = service.run(&id).await {
-                tracing::error!(job = %id, error = %error, "ingest job bookkeeping failed");
-            }
-        });
-    }
-
-    async fn run(&self, id: &JobId) -> Result<(), JobError> {
-        let Ok(_permit) = self.inner.permits.clone().acquire_owned().await else {
-            return Ok(());
-        };
-        let (request, cancel, owned_source) = {
-            let mut jobs = self.inner.jobs.lock().expect("job table lock");
-            let Some(entry) = jobs.get_mut(id) else {
-                return Ok(());
-            };
-            // Cancelled while it waited for a permit.
-            if entry.record.state != JobState::Queued {
-                return Ok(());
-            }
-            entry.record.state = JobState::Running;
-            entry.record.attempts += 1;
-            entry.record.updated_at_unix = now_unix();
-            entry.progress = Progress::at(Stage::Probing, 0.0);
-            (
-                IngestRequest {
-                    source: entry.record.source.clone(),
-                    id: entry.record.video_id.clone(),
-                    title: entry.record.title.clone(),
-                    access: entry.record.access,
-                    log_file: Some(self.log_path(id)),
-                    subtitles: entry.record.subtitles.clone(),
-                },
-                entry.cancel.clone(),
-                entry.record.owned_source,
-            )
-        };
-        if let Err(error) = self.persist(id).await {
-            // A job that cannot record that it started (the disk is full,
-            // say) must not stay running with no runner: it fails, with the
-            // reason, and can be retried once there is room.
-            {
-                let mut jobs = self.inner.jobs.lock().expect("job table lock");
-                if let Some(entry) = jobs.get_mut(id) {
-                    entry.record.state = JobState::Failed;
-                    entry.record.error = Some(self.public_message(&error));
-                    entry.record.updated_at_unix = now_unix();
-                    entry.record.stopped_at = Some(stopped(entry.progress));
-                    entry.progress = progress_for(&entry.record);
-                }
-            }
-            tracing::warn!(job = %id, %error, "ingest job could not start");
-            return self.persist(id).await;
-        }
-        let log_path = self.log_path(id);
-        if let Ok(mut log) = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .await
-        {
-            let _ = log
-                .write_all(format!("--- attempt at {} ---\n", now_unix()).as_bytes())
-                .await;
-        }
-        let staging = self.inner.workspace.staging_dir(id.as_str());
-        let inner = self.inner.clone();
-        let progress_id = id.clone();
-        let on_progress = move |progress: Progress| {
-            let mut jobs = inner.jobs.lock().expect("job table lock");
-            if let Some(entry) = jobs.get_mut(&progress_id) {
-                entry.progress = progress;
-            }
-        };
-        let result = pipeline::ingest(
-            self.inner.store.as_ref(),
-            &staging,
-            &self.inner.config,
-            &request,
-            &cancel,
-            &on_progress,
-        )
-        .await;
-        let delete_source = {
-            let mut jobs = self.inner.jobs.lock().expect("job table lock");
-            let Some(entry) = jobs.get_mut(id) else {
-                return Ok(());
-            };
-            entry.record.updated_at_unix = now_unix();
-            let delete_source = match &result {
-                Ok(ingested) => {
-                    entry.record.state = JobState::Done;
-                    entry.record.error = None;
-                    entry.record.skipped_subtitles = ingested.skipped_subtitles.clone();
-                    true
-                }
-                Err(MediaError::Cancelled) => {
-                    entry.record.state = JobState::Cancelled;
-                    false
-                }
-                Err(error) => {
-                    tracing::warn!(job = %id, error = %error, "ingest failed");
-                    entry.record.state = JobState::Failed;
-                    entry.record.error = Some(self.public_message(&error));
-                    // A bad source cannot succeed on retry: free its space.
-                    error.is_bad_source()
-                }
-            };
-            entry.record.stopped_at =
-                (entry.record.state != JobState::Done).then(|| stopped(entry.progress));
-            entry.progress = progress_for(&entry.record);
-            delete_source && owned_source
-        };
-        if delete_source {
-            let _ = tokio::fs::remove_file(&request.source).await;
-            for sidecar in &request.subtitles {
-                let _ = tokio::fs::remove_file(&sidecar.path).await;
-            }
-        }
-        self.persist(id).await
-    }
-
-    /// Writes the job's current record atomically.
-    async fn persist(&self, id: &JobId) -> Result<(), JobError> {
-        let _guard = self.inner.persist_lock.lock().await;
-        let record = {
-            let jobs = self.inner.jobs.lock().expect("job table lock");
-            match jobs.get(id) {
-                Some(entry) => entry.record.clone(),
-                None => return Ok(()),
-            }
-        };
-        let jobs_dir = self.inner.workspace.jobs();
-        tokio::task::spawn_blocking(move || write_record(&jobs_dir, &record))
-            .await
-            .map_err(|join| io_error(Path::new("jobs"), std::io::Error::other(join)))?
-    }
 }
 
 /// Removes an upload already moved to its job's name when the job is refused
@@ -826,21 +551,6 @@ async fn remove_kept_upload(request: &SubmitRequest, source: &Path, subtitles: &
             let _ = tokio::fs::remove_file(&sidecar.path).await;
         }
     }
-}
-
-/// The progress a job's record implies: done at 100%, a failed or
-/// cancelled job where it stopped, anything else queued at 0%.
-fn progress_for(record: &JobRecord) -> Progress {
-    match (record.state, record.stopped_at) {
-        (JobState::Done, _) => Progress::at(Stage::Done, 100.0),
-        (JobState::Failed | JobState::Cancelled, Some(stopped_at)) => stopped_at,
-        _ => Progress::at(Stage::Queued, 0.0),
-    }
-}
-
-/// Where a job stopped: its stage and percent, with no speed or time left.
-fn stopped(progress: Progress) -> Progress {
-    Progress::at(progress.stage, progress.percent)
 }
 
 fn view_of(entry: &Entry) -> JobView {
@@ -857,109 +567,5 @@ fn view_of(entry: &Entry) -> JobView {
         error: record.error.clone(),
         skipped_subtitles: record.skipped_subtitles.clone(),
         log_tail: Vec::new(),
-    }
-}
-
-fn write_record(jobs_dir: &Path, record: &JobRecord) -> Result<(), JobError> {
-    use std::io::Write;
-    let path = jobs_dir.join(format!("{}.json", record.id));
-    let tmp = jobs_dir.join(format!(".{}.json.tmp", record.id));
-    let json = serde_json::to_vec_pretty(record).map_err(|e| io_error(&path, e.into()))?;
-    let written = std::fs::File::create(&tmp).and_then(|mut file| {
-        file.write_all(&json)?;
-        file.sync_all()
-    });
-    if let Err(error) = written {
-        // A write cut short (a full disk) must not keep the space it took.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_error(&tmp, error));
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
-    std::fs::File::open(jobs_dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|e| io_error(jobs_dir, e))
-}
-
-fn load_records(jobs_dir: &Path) -> Result<Vec<JobRecord>, JobError> {
-    let mut records = Vec::new();
-    for entry in std::fs::read_dir(jobs_dir).map_err(|e| io_error(jobs_dir, e))? {
-        let entry = entry.map_err(|e| io_error(jobs_dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            // A temporary file of a write the crash interrupted.
-            let _ = std::fs::remove_file(entry.path());
-            continue;
-        }
-        if !name.ends_with(".json") {
-            continue;
-        }
-        let bytes = std::fs::read(entry.path()).map_err(|e| io_error(&entry.path(), e))?;
-        match serde_json::from_slice::<JobRecord>(&bytes) {
-            Ok(record) => records.push(record),
-            Err(error) => {
-                tracing::warn!(file = %entry.path().display(), %error, "skipping an unreadable job record");
-            }
-        }
-    }
-    records.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(records)
-}
-
-/// Reads a job file's bytes as loading does and writes the record back as
-/// [`write_record`] does; `None` for a file loading skips. For the fuzz
-/// targets (`fuzz/` at the workspace root), which cannot see [`JobRecord`].
-#[doc(hidden)]
-pub fn reserialize_job_record(bytes: &[u8]) -> Option<Vec<u8>> {
-    let record = serde_json::from_slice::<JobRecord>(bytes).ok()?;
-    Some(serde_json::to_vec_pretty(&record).expect("a job record serialises"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn job_ids_are_unique_and_parse_back() {
-        let a = JobId::generate();
-        let b = JobId::generate();
-        assert_ne!(a, b);
-        assert_eq!(JobId::parse(a.as_str()), Some(a));
-        for bad in ["", "j", "x123", "j12/..", "j12g", "../j1"] {
-            assert_eq!(JobId::parse(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn records_are_written_atomically_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let record = JobRecord {
-            id: JobId::generate(),
-            video_id: VideoId::new("clip").unwrap(),
-            title: "Clip".into(),
-            access: AccessPolicy::Signed,
-            state: JobState::Running,
-            source: "/tmp/x.mp4".into(),
-            owned_source: false,
-            created_at_unix: 1,
-            updated_at_unix: 2,
-            attempts: 1,
-            error: None,
-            subtitles: vec![SidecarSubtitle {
-                path: "/tmp/x.fr.srt".into(),
-                language: "fr".into(),
-                forced: true,
-                hearing_impaired: false,
-            }],
-            skipped_subtitles: vec![SkippedSubtitle {
-                language: "de".into(),
-                codec: "hdmv_pgs_subtitle".into(),
-            }],
-            stopped_at: Some(Progress::at(Stage::Transcoding, 42.0)),
-        };
-        write_record(dir.path(), &record).unwrap();
-        std::fs::write(dir.path().join(".junk.json.tmp"), b"{").unwrap();
-        std::fs::write(dir.path().join("broken.json"), b"{").unwrap();
-        assert_eq!(load_records(dir.path()).unwrap(), vec![record]);
-        assert!(!dir.path().join(".junk.json.tmp").exists());
     }
 }
