@@ -15,6 +15,7 @@ mod admin_access;
 mod admission;
 pub mod api;
 mod catalog;
+mod cluster_api;
 mod config;
 mod cors;
 mod disk_cache;

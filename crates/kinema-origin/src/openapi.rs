@@ -50,7 +50,7 @@ pub fn document_json() -> &'static serde_json::Value {
     paths(
         catalogue, openapi_document, list_videos, upload_video, get_video, edit_video,
         delete_video, list_jobs, get_job, cancel_job, retry_job, mint_url, list_admin_tokens,
-        create_admin_token, revoke_admin_token, list_keys, create_key, retire_key
+        create_admin_token, revoke_admin_token, list_keys, create_key, retire_key, cluster
     ),
     modifiers(&BearerAuth),
     tags(
@@ -58,6 +58,7 @@ pub fn document_json() -> &'static serde_json::Value {
         (name = "videos", description = "Published videos"),
         (name = "jobs", description = "Ingest jobs"),
         (name = "access", description = "Signed URLs, admin tokens and signing keys"),
+        (name = "cluster", description = "The cluster's nodes as this origin sees them"),
     )
 )]
 struct AdminApi;
@@ -527,6 +528,63 @@ fn create_key() {}
     security(("bearer" = [])))]
 fn retire_key() {}
 
+/// The cluster (`cluster_api.rs`): without a `[cluster]` section only
+/// `{"cluster": false}`.
+#[derive(Serialize, ToSchema)]
+struct ClusterAnswer {
+    cluster: bool,
+    /// Live and dead members, by node id; absent without a cluster.
+    nodes: Option<Vec<ClusterNode>>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ClusterNode {
+    node_id: String,
+    role: ClusterRole,
+    public_url: String,
+    status: ClusterStatus,
+    /// How busy its serving threads are, 0 to 1.
+    load: f64,
+    sessions: u64,
+    /// Gossiped egress, bits per second; null for a dead member.
+    egress_bps: Option<u64>,
+    capacity_bps: u64,
+    /// A live edge's cache figures, fetched from its `/metrics`; null for
+    /// other nodes.
+    cache: Option<EdgeCache>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ClusterRole {
+    Origin,
+    Edge,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ClusterStatus {
+    Ok,
+    Draining,
+    Dead,
+}
+
+/// Either the figures or, for an edge that did not answer within 2 s,
+/// `error`.
+#[derive(Serialize, ToSchema)]
+struct EdgeCache {
+    /// Share of lookups served from memory or disk, 0 to 1.
+    hit_ratio: Option<f64>,
+    memory_bytes: Option<u64>,
+    disk_bytes: Option<u64>,
+    error: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/cluster", tag = "cluster",
+    responses((status = 200, body = ClusterAnswer), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+fn cluster() {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,6 +608,7 @@ mod tests {
             ("/api/admin-tokens/{name}", &["delete"]),
             ("/api/keys", &["get", "post"]),
             ("/api/keys/{id}/retire", &["post"]),
+            ("/api/cluster", &["get"]),
         ] {
             let operations = paths[path].as_object().unwrap_or_else(|| panic!("{path}"));
             let mut listed: Vec<&str> = operations.keys().map(String::as_str).collect();
@@ -558,7 +617,7 @@ mod tests {
             expected.sort_unstable();
             assert_eq!(listed, expected, "{path}");
         }
-        assert_eq!(paths.len(), 13);
+        assert_eq!(paths.len(), 14);
         let edit = &document["components"]["schemas"]["VideoEdit"];
         assert_eq!(edit["minProperties"], 1, "{edit}");
         assert_eq!(edit["maxProperties"], serde_json::Value::Null, "{edit}");
