@@ -1,8 +1,9 @@
-// The admin pages (`/?admin=jobs|videos|tokens|keys`), for signed-in
+// The admin pages (`/?admin=jobs|videos|tokens|keys|cluster`), for signed-in
 // admins: ingest jobs (state, progress, failure details folded away,
 // retry and cancel), videos (edit the title and description, delete),
-// admin API tokens (create with a scope, revoke) and signing keys (create,
-// retire). Everything goes through the admin API with the token of the
+// admin API tokens (create with a scope, revoke), signing keys (create,
+// retire) and, when the server is in a cluster, its nodes (health, load,
+// sessions, egress, edges' cache hit ratio). Everything goes through the admin API with the token of the
 // sign-in; a token without the scope an action needs is told so in words.
 // Changes that cannot be undone ask for a second click in place rather
 // than through a browser dialog.
@@ -10,7 +11,8 @@ import { formatDuration } from './format.js';
 import { api, describeApiError, signedIn } from './session.js';
 import { firstSentence, withoutPaths } from './upload.js';
 
-const TABS = ['jobs', 'videos', 'tokens', 'keys'];
+const TABS = ['jobs', 'videos', 'tokens', 'keys', 'cluster'];
+const CLUSTER_POLL_MS = 2000;
 const JOBS_POLL_MS = 2000;
 
 export function showAdmin(app) {
@@ -23,8 +25,9 @@ export function showAdmin(app) {
   for (const link of document.querySelectorAll('#admin-tabs [data-tab]')) {
     if (link.dataset.tab === tab) link.setAttribute('aria-current', 'page');
   }
+  revealClusterLink(tab);
   const body = document.getElementById('admin-body');
-  const show = { jobs: showJobs, videos: showVideos, tokens: showTokens, keys: showKeys }[tab];
+  const show = { jobs: showJobs, videos: showVideos, tokens: showTokens, keys: showKeys, cluster: showCluster }[tab];
   body.replaceChildren(document.getElementById(`admin-${tab}-template`).content.cloneNode(true));
   document.title = `${document.getElementById(`${tab}-heading`).textContent} · Admin · kinema`;
   show();
@@ -419,4 +422,100 @@ function keyRow(key, reload) {
     element('td', { textContent: when(key.created_at_unix) }),
     element('td', {}, element('span', { className: `state state-${state}`, textContent: state })),
     cell);
+}
+
+// --------------------------------------------------------------- cluster
+
+/** Shows the Cluster link only when the server says it is in a cluster. */
+async function revealClusterLink(tab) {
+  const link = document.getElementById('admin-cluster-link');
+  if (!link) return;
+  if (tab === 'cluster') {
+    link.hidden = false;
+    return;
+  }
+  try {
+    const { cluster } = await api('GET', '/api/cluster');
+    link.hidden = !cluster;
+  } catch {
+    link.hidden = true;
+  }
+}
+
+const HEALTH_WORDS = { ok: 'ok', draining: 'draining', dead: 'dead' };
+
+function showCluster() {
+  const rows = document.getElementById('cluster-rows');
+  const refresh = async () => {
+    if (!rows.isConnected) return;
+    try {
+      const answer = await api('GET', '/api/cluster');
+      showMessage(null);
+      renderCluster(rows, answer);
+    } catch (error) {
+      showMessage(`The cluster could not be loaded: ${explain(error)}`, true);
+    }
+    if (rows.isConnected) setTimeout(refresh, CLUSTER_POLL_MS);
+  };
+  refresh();
+}
+
+function renderCluster(rows, answer) {
+  document.getElementById('cluster-none').hidden = Boolean(answer.cluster);
+  rows.closest('table').hidden = !answer.cluster;
+  const nodes = answer.nodes ?? [];
+  rows.replaceChildren(...nodes.map(clusterRow));
+}
+
+function clusterRow(node) {
+  const cell = (label, content, className = '') =>
+    element('td', { className, dataset: { label } }, content);
+  const health = HEALTH_WORDS[node.status] ?? 'unknown';
+  const row = element('tr', { dataset: { nodeId: node.node_id, status: health } });
+  const name = element('td', { className: 'node-name' },
+    element('span', { textContent: node.node_id }),
+    element('br'),
+    element('a', { href: node.public_url, className: 'meta', textContent: node.public_url }));
+  row.append(
+    name,
+    cell('Role', node.role),
+    cell('Health', element('span', { className: `health health-${health}`, textContent: health })),
+    cell('Load', percent(node.status === 'dead' ? null : node.load), 'number'),
+    cell('Sessions', node.status === 'dead' ? '–' : String(node.sessions), 'number'),
+    cell('Egress', bitrate(node.egress_bps), 'number'),
+    cell('Cache hits', cacheText(node), 'number'),
+  );
+  return row;
+}
+
+function percent(share) {
+  if (typeof share !== 'number') return '–';
+  return `${Math.round(share * 100)}%`;
+}
+
+function bitrate(bitsPerSecond) {
+  if (typeof bitsPerSecond !== 'number') return '–';
+  const units = [['Gbit/s', 1e9], ['Mbit/s', 1e6], ['kbit/s', 1e3]];
+  for (const [unit, size] of units) {
+    if (bitsPerSecond >= size) return `${(bitsPerSecond / size).toFixed(1)} ${unit}`;
+  }
+  return `${bitsPerSecond} bit/s`;
+}
+
+function cacheText(node) {
+  if (node.role !== 'edge' || !node.cache) return '–';
+  if (node.cache.error) {
+    return element('span', { className: 'cache-error', textContent: `no answer (${node.cache.error})` });
+  }
+  const ratio = percent(node.cache.hit_ratio);
+  const memory = typeof node.cache.memory_bytes === 'number' ? `${formatBytes(node.cache.memory_bytes)} in memory` : '';
+  return element('span', {}, ratio, element('br'), element('span', { className: 'meta', textContent: memory }));
+}
+
+function formatBytes(bytes) {
+  const units = [['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]];
+  for (const [unit, size] of units) {
+    if (bytes >= size) return `${(bytes / size).toFixed(1)} ${unit}`;
+  }
+  return `${bytes} B`;
 }

@@ -1,0 +1,372 @@
+//! `GET /api/cluster` as an admin sees it: `{"cluster": false}` from a
+//! single origin, and from an origin with two edges that joined it (on
+//! 127.0.0.2 and 127.0.0.3, one port, as `cluster_steering.rs` starts
+//! them) every member with its status and figures, the edges' cache
+//! figures fetched from their `/metrics`, and a killed edge shown dead.
+//! The browser's view of the same cluster is `web/tests/cluster.mjs`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[path = "support/clip_library.rs"]
+mod clip_library;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn kinema() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinema"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("KINEMA_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("NO_COLOR", "1");
+    command
+}
+
+/// A `kinema` process whose log lines are collected as they come.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Node {
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the child is waited for by the test, or killed on drop"
+    )]
+    fn start(command: &mut Command) -> Self {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("kinema runs");
+        let stderr = child.stderr.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first log line holding every one of `parts`, waiting for it.
+    fn wait_for_line(&mut self, parts: &[&str]) -> String {
+        let wanted = |line: &str| parts.iter().all(|part| line.contains(part));
+        if let Some(line) = self.seen.iter().find(|line| wanted(line)) {
+            return line.clone();
+        }
+        let started = Instant::now();
+        loop {
+            let left = DEADLINE.saturating_sub(started.elapsed());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!(
+                    "no log line with {parts:?} within {DEADLINE:?}; seen:\n{}",
+                    self.seen.join("\n")
+                );
+            };
+            self.seen.push(line.clone());
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address after `name=` in a log line.
+fn address_in(line: &str, name: &str) -> String {
+    let start = line.find(&format!("{name}=")).expect("the line names it") + name.len() + 1;
+    line[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .to_owned()
+}
+
+/// A port free on both 127.0.0.2 and 127.0.0.3, for the two edges.
+fn shared_port() -> u16 {
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.2:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.3", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+}
+
+fn free_address() -> String {
+    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().to_string()
+}
+
+/// `GET target` over HTTP/1.1 with `token`: the status and the body.
+fn get(address: &str, target: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    (head[9..12].parse().unwrap(), raw[split + 4..].to_vec())
+}
+
+fn cluster(address: &str, token: &str) -> serde_json::Value {
+    let (status, body) = get(address, "/api/cluster", Some(token));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Polls `/api/cluster` until `wanted` accepts it.
+fn cluster_until(
+    address: &str,
+    token: &str,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let answer = cluster(address, token);
+        if wanted(&answer) {
+            return answer;
+        }
+        assert!(started.elapsed() < DEADLINE, "never {what}: {answer:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn node<'a>(answer: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    answer["nodes"]
+        .as_array()?
+        .iter()
+        .find(|node| node["node_id"] == id)
+}
+
+/// An admin token and a read-only one in `dir/tokens.toml`.
+fn tokens(dir: &Path) -> (PathBuf, String, String) {
+    let file = dir.join("tokens.toml");
+    let issue = |name: &str, scope: &str| {
+        let output = kinema()
+            .args([
+                "tokens", "new", "--scope", scope, "--name", name, "--tokens",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let admin = issue("root", "admin");
+    let read = issue("viewer", "read");
+    (file, admin, read)
+}
+
+fn library(dir: &Path) -> String {
+    let library = dir.join("library");
+    std::fs::create_dir_all(&library).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(clip_library::publish(
+        &library,
+        &dir.join("staging"),
+        "clip",
+        kinema_core::AccessPolicy::Public,
+    ));
+    library.display().to_string()
+}
+
+fn key_file(dir: &Path) -> String {
+    let path = dir.join("cluster.keys");
+    std::fs::write(&path, format!("1 {}\n", "5a".repeat(32))).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+fn edge(dir: &Path, id: &str, listen: &str, origin: &str, seed: &str, keys: &str) -> Node {
+    let cache = dir.join(format!("cache-{id}"));
+    std::fs::create_dir_all(&cache).unwrap();
+    let host = listen.split(':').next().unwrap();
+    Node::start(
+        kinema()
+            .args(["edge", "--origin", &format!("http://{origin}")])
+            .args(["--listen", listen, "--cluster-node-id", id])
+            .args(["--cluster-gossip-listen", &format!("{host}:0")])
+            .args(["--cluster-seeds", seed, "--cluster-key-file", keys])
+            .args(["--cluster-public-url", &format!("http://{listen}")])
+            .current_dir(&cache),
+    )
+}
+
+/// `web/tests/cluster.mjs`, started on the admin page of `base`: it prints
+/// `healthy` once both edges show ok, then waits for `dead_edge` to show dead.
+fn browser(base: &str, token: &str, dead_edge: &str, shots: &Path) -> Child {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    Command::new("node")
+        .arg(root.join("web/tests/cluster.mjs"))
+        .args(["--base", base, "--token", token, "--dead", dead_edge])
+        .arg("--screenshots")
+        .arg(shots)
+        .current_dir(root.join("web"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs")
+}
+
+#[test]
+fn a_single_origin_says_there_is_no_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, admin, read) = tokens(dir.path());
+    let library = library(dir.path());
+    let address = free_address();
+    let mut origin = Node::start(
+        kinema()
+            .args(["serve", "--library", &library, "--listen", &address])
+            .args(["--web-root", "/nonexistent", "--tokens"])
+            .arg(&tokens)
+            .current_dir(dir.path()),
+    );
+    origin.wait_for_line(&["origin serving"]);
+    assert_eq!(
+        cluster(&address, &admin),
+        serde_json::json!({"cluster": false})
+    );
+    // Admin scope only: none is 401, read is 403.
+    assert_eq!(get(&address, "/api/cluster", None).0, 401);
+    assert_eq!(get(&address, "/api/cluster", Some(&read)).0, 403);
+}
+
+#[test]
+fn the_cluster_lists_its_nodes_and_a_killed_edge_shows_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = key_file(dir.path());
+    let (tokens, admin, read) = tokens(dir.path());
+    let library = library(dir.path());
+    let origin_http = free_address();
+    let mut origin = Node::start(
+        kinema()
+            .args(["serve", "--library", &library, "--listen", &origin_http])
+            .args(["--web-root"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/dist"))
+            .arg("--tokens")
+            .arg(&tokens)
+            .args(["--cluster-node-id", "origin"])
+            .args(["--cluster-gossip-listen", "127.0.0.1:0"])
+            .args(["--cluster-key-file", &keys])
+            .args(["--cluster-public-url", &format!("http://{origin_http}")])
+            .current_dir(dir.path()),
+    );
+    let joined = origin.wait_for_line(&["joined the cluster", "node=origin"]);
+    let seed = address_in(&joined, "gossip");
+    origin.wait_for_line(&["origin serving"]);
+    assert_eq!(get(&origin_http, "/api/cluster", Some(&read)).0, 403);
+
+    let port = shared_port();
+    let (a_http, b_http) = (format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}"));
+    let _edge_a = edge(dir.path(), "edge-a", &a_http, &origin_http, &seed, &keys);
+    let mut edge_b = edge(dir.path(), "edge-b", &b_http, &origin_http, &seed, &keys);
+    origin.wait_for_line(&["cluster member joined", "node=edge-a"]);
+    origin.wait_for_line(&["cluster member joined", "node=edge-b"]);
+
+    // One segment twice through edge-a: a miss, then a hit from memory.
+    for _ in 0..2 {
+        assert_eq!(get(&a_http, "/v/clip/v180/1.m4s", None).0, 200);
+    }
+    let answer = cluster_until(&origin_http, &admin, "listed both edges ok", |answer| {
+        ["edge-a", "edge-b"]
+            .iter()
+            .all(|id| node(answer, id).is_some_and(|node| node["status"] == "ok"))
+    });
+    assert_eq!(answer["cluster"], true);
+    assert_eq!(answer["nodes"].as_array().unwrap().len(), 3, "{answer:#}");
+    let origin_node = node(&answer, "origin").unwrap();
+    assert_eq!(origin_node["role"], "origin");
+    assert_eq!(origin_node["public_url"], format!("http://{origin_http}"));
+    assert_eq!(origin_node["cache"], serde_json::Value::Null);
+    let a = node(&answer, "edge-a").unwrap();
+    assert_eq!(a["role"], "edge");
+    assert_eq!(a["public_url"], format!("http://{a_http}"));
+    assert!(
+        a["load"]
+            .as_f64()
+            .is_some_and(|load| (0.0..=1.0).contains(&load))
+    );
+    assert!(a["sessions"].is_u64() && a["capacity_bps"].is_u64(), "{a}");
+    assert_eq!(a["cache"]["hit_ratio"], 0.5, "{a}");
+    assert!(
+        a["cache"]["memory_bytes"].is_u64() && a["cache"]["disk_bytes"].is_u64(),
+        "{a}"
+    );
+    let b = node(&answer, "edge-b").unwrap();
+    assert_eq!(b["cache"]["hit_ratio"], 0.0, "{b}");
+    assert_eq!(b["cache"]["memory_bytes"], 0, "{b}");
+    // Gossiped egress, once published (every member publishes it).
+    cluster_until(&origin_http, &admin, "published egress", |answer| {
+        answer["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|node| node["egress_bps"].is_u64())
+    });
+
+    // The browser, when present, sees the same and then the kill.
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots/cluster");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut page = browser(&format!("http://{origin_http}"), &admin, "edge-b", &shots);
+    let mut page_out = BufReader::new(page.stdout.take().unwrap());
+    let mut line = String::new();
+    page_out.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "healthy",
+        "cluster.mjs did not see both edges ok"
+    );
+
+    edge_b.child.kill().unwrap();
+    edge_b.child.wait().unwrap();
+    let answer = cluster_until(&origin_http, &admin, "showed edge-b dead", |answer| {
+        node(answer, "edge-b").is_none_or(|node| node["status"] == "dead")
+    });
+    if let Some(b) = node(&answer, "edge-b") {
+        assert_eq!(b["cache"], serde_json::Value::Null, "{b}");
+        assert_eq!(b["egress_bps"], serde_json::Value::Null, "{b}");
+    }
+    assert_eq!(node(&answer, "edge-a").unwrap()["status"], "ok");
+
+    let mut rest = String::new();
+    page_out.read_to_string(&mut rest).unwrap();
+    let status = page.wait().unwrap();
+    assert!(status.success(), "cluster.mjs failed: {rest}");
+    assert!(rest.contains("dead shown"), "{rest}");
+}
