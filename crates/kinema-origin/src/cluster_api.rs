@@ -273,7 +273,55 @@ mod tests {
                 .starts_with("cannot connect"),
             "{value}"
         );
-        let value = probe_cache("https://edge.example/").await;
+    }
+
+    #[tokio::test]
+    async fn an_edge_that_accepts_but_never_answers_is_given_up_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let (_connection, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await
+        });
+        let value = probe_cache(&format!("http://{address}")).await;
+        assert_eq!(value, json!({"error": "no answer within 2s"}));
+        silent.abort();
+    }
+
+    #[tokio::test]
+    async fn an_oversized_metrics_answer_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let flood = tokio::spawn(async move {
+            let (mut connection, _) = listener.accept().await.unwrap();
+            // The request first: closing with it unread would reset the
+            // connection before the answer is read.
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0];
+                connection.read_exact(&mut byte).await.unwrap();
+                request.push(byte[0]);
+            }
+            let mut answer = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+            answer.resize(MAX_METRICS_BYTES + 100, b'#');
+            let _ = connection.write_all(&answer).await;
+            let _ = connection.shutdown().await;
+        });
+        let value = probe_cache(&format!("http://{address}")).await;
+        assert_eq!(
+            value,
+            json!({"error": format!("metrics larger than {MAX_METRICS_BYTES} bytes")})
+        );
+        flood.abort();
+    }
+
+    #[test]
+    fn an_https_edge_is_not_probed() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let value = runtime.block_on(probe_cache("https://edge.example/"));
         assert_eq!(value, json!({"error": "only http:// edges are probed"}));
     }
 }
