@@ -38,37 +38,18 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::abr::{self, AbrInput, AbrKind, ThroughputEstimator};
-use crate::client::{BodyUse, ClientSettings, FetchError, Fetched, Router, ViewerClient};
-use crate::hls::{self, ByteRange, Playlist};
+use crate::client::{ClientSettings, Router, ViewerClient};
 use crate::link::Shaper;
 use crate::metrics::{LiveCounters, Percentiles, SegmentRecord, ViewerReport};
-use crate::presentation::{self, Part, PathwaySet, Rendition, SegmentRef, Track, TrackSource};
+use crate::presentation::{Part, PathwaySet, Rendition, SegmentRef, Track, TrackSource};
 use crate::steering::SteeringState;
 
+mod manifest;
 mod pathways;
+mod playback;
+mod requests;
 
-/// Largest manifest (playlist or MPD) a viewer accepts.
-const PLAYLIST_LIMIT: usize = 4 * 1024 * 1024;
-/// Stalls shorter than this are float noise, not something a viewer sees.
-const STALL_EPSILON_SECONDS: f64 = 0.001;
-/// Bounds of the wait after a refused session start, in wall time like
-/// `Retry-After` itself. `Retry-After: 0` (or a date already past) still
-/// waits the retry policy's first backoff step, so thousands of refused
-/// viewers do not spin; a huge value waits a minute and asks again, so one
-/// header cannot park a viewer for the rest of the run.
-const REFUSAL_WAIT_FLOOR: Duration = Duration::from_millis(500);
-const REFUSAL_WAIT_CAP: Duration = Duration::from_secs(60);
-
-/// Where a request stands in the viewing session. The manifest request
-/// asks to be admitted: a 503 with `Retry-After` there is the server's
-/// admission control, waited out and asked again. Every later request
-/// belongs to an admitted session, which the server always serves, so a
-/// 503 there is an error like any other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Admission,
-    Admitted,
-}
+use playback::Playback;
 
 /// What every viewer of a run shares (read-only, plus atomic counters).
 #[derive(Debug)]
@@ -86,65 +67,6 @@ pub struct RunShared {
     pub request_timeout: Duration,
     pub live: LiveCounters,
     pub cancel: CancellationToken,
-}
-
-/// The play head and buffer, in viewer seconds.
-#[derive(Debug, Default)]
-struct Playback {
-    started: bool,
-    anchor_time: f64,
-    anchor_position: f64,
-    buffered_end: f64,
-}
-
-impl Playback {
-    fn position(&self, now: f64) -> f64 {
-        if !self.started {
-            return 0.0;
-        }
-        (self.anchor_position + (now - self.anchor_time)).min(self.buffered_end)
-    }
-
-    fn level(&self, now: f64) -> f64 {
-        if !self.started {
-            return 0.0;
-        }
-        self.buffered_end - self.position(now)
-    }
-
-    /// When the buffer will have drained to `level` (if it is above it).
-    fn time_at_level(&self, level: f64) -> f64 {
-        self.anchor_time + (self.buffered_end - level - self.anchor_position)
-    }
-
-    /// The stall in progress at `now`, as (start, length), if any.
-    fn stall_at(&self, now: f64) -> Option<(f64, f64)> {
-        if !self.started {
-            return None;
-        }
-        let unbounded = self.anchor_position + (now - self.anchor_time);
-        let length = unbounded - self.buffered_end;
-        (length > STALL_EPSILON_SECONDS).then_some((now - length, length))
-    }
-
-    /// Books `media_seconds` arriving at `now`; returns the stall it ended.
-    fn arrive(&mut self, now: f64, media_seconds: f64) -> Option<f64> {
-        if !self.started {
-            self.started = true;
-            self.anchor_time = now;
-            self.anchor_position = 0.0;
-            self.buffered_end = media_seconds;
-            return None;
-        }
-        let stall = self.stall_at(now);
-        if self.anchor_position + (now - self.anchor_time) >= self.buffered_end {
-            // Ran dry: playing resumes now from the end of the buffer.
-            self.anchor_time = now;
-            self.anchor_position = self.buffered_end;
-        }
-        self.buffered_end += media_seconds;
-        stall.map(|(_, length)| length)
-    }
 }
 
 /// One segment to fetch, with what it needs from its track.
@@ -323,196 +245,6 @@ impl Viewer<'_> {
 
     fn wall_instant(&self, viewer_seconds: f64) -> Instant {
         self.epoch + Duration::from_secs_f64((viewer_seconds / self.shared.speed).max(0.0))
-    }
-
-    fn note_error(&mut self, error: &FetchError) {
-        self.report.http_errors += 1;
-        *self.report.error_kinds.entry(error.kind()).or_default() += 1;
-        if self.report.first_error.is_none() {
-            self.report.first_error = Some(error.to_string());
-        }
-        self.shared.live.errors.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a refused session start, sent at `sent`.
-    fn note_refusal(&mut self, sent: Instant) {
-        self.report.refusals += 1;
-        self.shared.live.refusals.fetch_add(1, Ordering::Relaxed);
-        if self.refused_since.is_none() {
-            self.refused_since = Some(sent);
-            self.shared
-                .live
-                .refused_viewers
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Ends a run of refusals, if any, at `at`: the request that was not
-    /// refused went out then (or the viewer ended).
-    fn end_refusals(&mut self, at: Instant) {
-        if let Some(since) = self.refused_since.take() {
-            self.report.refused_seconds += self.viewer_seconds(at) - self.viewer_seconds(since);
-            self.shared
-                .live
-                .refused_viewers
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// One resource with the player's retry policy: retryable failures are
-    /// tried again after 0.5 s, 1 s, 2 s… of viewer time (capped at 4 s).
-    /// In the admission phase, a 503 with `Retry-After` is a refusal
-    /// instead: waited out and asked again, as long as the run lasts,
-    /// without using up retries.
-    async fn fetch(
-        &mut self,
-        url: &Url,
-        range: Option<ByteRange>,
-        body_use: BodyUse,
-        phase: Phase,
-    ) -> Result<Fetched, FetchError> {
-        let mut attempt = 0u32;
-        loop {
-            let sent = Instant::now();
-            let result = self
-                .client
-                .get(url, range, body_use, &self.shared.live)
-                .await;
-            self.count_on_pathway(url, &result);
-            if phase == Phase::Admission {
-                if let Err(error) = &result
-                    && let Some(asked) = error.unavailable_for()
-                {
-                    self.note_refusal(sent);
-                    // Retry-After counts the server's seconds, which are
-                    // wall seconds whatever the run's speed.
-                    let wait = asked.clamp(REFUSAL_WAIT_FLOOR, REFUSAL_WAIT_CAP);
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                self.end_refusals(sent);
-            }
-            match result {
-                Ok(fetched) => {
-                    self.report.bytes += fetched.bytes;
-                    return Ok(fetched);
-                }
-                Err(error) => {
-                    self.note_error(&error);
-                    if !error.is_retryable() || attempt >= self.shared.retries {
-                        return Err(error);
-                    }
-                    // A refused, reset or silent server is left at once
-                    // when another pathway can serve (a 5xx is retried
-                    // first: the server is there).
-                    if phase == Phase::Admitted
-                        && matches!(
-                            error,
-                            FetchError::Transport { .. } | FetchError::Timeout { .. }
-                        )
-                        && self
-                            .steering
-                            .as_ref()
-                            .is_some_and(|state| state.can_fail_over(self.wall_seconds()))
-                    {
-                        return Err(error);
-                    }
-                    attempt += 1;
-                    self.report.retries += 1;
-                    let backoff = (0.5 * 2f64.powi(attempt as i32 - 1)).min(4.0);
-                    tokio::time::sleep(Duration::from_secs_f64(backoff / self.shared.speed)).await;
-                }
-            }
-        }
-    }
-
-    /// A media playlist (HLS) as the track it describes.
-    async fn fetch_media_track(&mut self, url: &Url) -> Result<Track, String> {
-        let fetched = self
-            .fetch(url, None, BodyUse::Keep(PLAYLIST_LIMIT), Phase::Admitted)
-            .await
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&fetched.body);
-        match hls::parse(&text).map_err(|e| format!("{}: {e}", fetched.url))? {
-            Playlist::Media(playlist) => Ok(Track::from_media_playlist(playlist, fetched.url)),
-            Playlist::Multivariant(_) => Err(format!(
-                "{}: expected a media playlist, found a multivariant playlist",
-                fetched.url
-            )),
-        }
-    }
-
-    /// Fetches the manifest, waiting out refusals until admitted, and
-    /// reads the ladder from it.
-    async fn load_presentation(&mut self) -> Result<(), String> {
-        let url = self.router.base().clone();
-        let fetched = self
-            .fetch(&url, None, BodyUse::Keep(PLAYLIST_LIMIT), Phase::Admission)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.report.admitted = true;
-        let presentation = presentation::parse(
-            fetched.content_type.as_deref(),
-            &fetched.body,
-            &fetched.url,
-            &self.router,
-        )
-        .map_err(|e| format!("{}: {e}", fetched.url))?;
-        self.router.update(fetched.url);
-        if let Some(warning) = presentation.steering_warning {
-            self.steering_warning(warning);
-        }
-        self.rungs = presentation.renditions;
-        self.audio = presentation.audio;
-        if let Some(steered) = presentation.steering {
-            let known = steered.sets.iter().map(|set| set.id.clone()).collect();
-            let state = SteeringState::new(
-                presentation.format,
-                steered.server,
-                known,
-                steered.initial.as_deref(),
-            );
-            self.sets = steered.sets;
-            // The presentation's own ladder is the initial pathway's copy.
-            if let Some(set) = self.sets.iter_mut().find(|set| set.id == state.current()) {
-                set.renditions.clear();
-                set.audio.clear();
-            }
-            self.report.steered = true;
-            self.steering = Some(state);
-        }
-        Ok(())
-    }
-
-    /// The rung closest (in ratio) to a pinned bit rate.
-    fn pinned_rung(&self, bits: u64) -> usize {
-        let distance = |bandwidth: u64| {
-            ((bandwidth.max(1) as f64) / (bits.max(1) as f64))
-                .ln()
-                .abs()
-        };
-        (0..self.rungs.len())
-            .min_by(|a, b| {
-                distance(self.rungs[*a].bandwidth).total_cmp(&distance(self.rungs[*b].bandwidth))
-            })
-            .unwrap_or(0)
-    }
-
-    /// Loads the rung's track and its audio track, if not yet loaded.
-    async fn ensure_rung_loaded(&mut self, rung: usize) -> Result<(), String> {
-        if let TrackSource::Playlist(url) = &self.rungs[rung].media {
-            let url = url.clone();
-            let track = self.fetch_media_track(&url).await?;
-            self.rungs[rung].media = TrackSource::Loaded(track);
-        }
-        if let Some(audio) = self.rungs[rung].audio
-            && let TrackSource::Playlist(url) = &self.audio[audio]
-        {
-            let url = url.clone();
-            let track = self.fetch_media_track(&url).await?;
-            self.audio[audio] = TrackSource::Loaded(track);
-        }
-        Ok(())
     }
 
     async fn play(&mut self) -> Result<(), String> {
@@ -698,27 +430,6 @@ impl Viewer<'_> {
                 bytes,
             });
         }
-    }
-
-    /// Fetches one init section or segment, `uri` relative to its track's
-    /// `base`; failures are already counted.
-    async fn fetch_part(
-        &mut self,
-        uri: &str,
-        base: &Url,
-        range: Option<ByteRange>,
-    ) -> Result<u64, ()> {
-        let url = match self.router.locate(uri, base) {
-            Ok(url) => url,
-            Err(error) => {
-                self.note_error(&error);
-                return Err(());
-            }
-        };
-        self.fetch(&url, range, BodyUse::Discard, Phase::Admitted)
-            .await
-            .map(|fetched| fetched.bytes)
-            .map_err(|_| ())
     }
 
     fn finish(mut self, ended: Instant) -> ViewerReport {
