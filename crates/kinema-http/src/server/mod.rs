@@ -3,7 +3,7 @@
 //! HTTP/2 (hyper), enforces the connection limits, and drains gracefully.
 //!
 //! It does not route, authenticate, or interpret requests: that is the
-//! [`Handler`]'s business, including limits on request bodies.
+//! [`Handler`](crate::Handler)'s business, including limits on request bodies.
 //!
 //! Memory is the design constraint here as much as speed: a keep-alive
 //! connection waiting for its next request holds no read buffer and no
