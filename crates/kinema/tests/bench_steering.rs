@@ -6,114 +6,16 @@
 //! serving them is SIGKILLed mid-run they move to the other pathway with
 //! no viewer error, and the report gives each one's failover stall.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const DEADLINE: Duration = Duration::from_secs(30);
+#[path = "support/cluster_nodes.rs"]
+mod cluster_nodes;
 
-fn kinema() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinema"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("KINEMA_") {
-            command.env_remove(name);
-        }
-    }
-    command.env("NO_COLOR", "1");
-    command
-}
-
-/// A `kinema` process whose log lines are collected as they come; killed
-/// on drop.
-struct Node {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Node {
-    #[allow(
-        clippy::zombie_processes,
-        reason = "the child is killed and waited for on drop"
-    )]
-    fn start(command: &mut Command) -> Self {
-        let mut child = command
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("kinema runs");
-        let stderr = child.stderr.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first log line containing every one of `parts`, waiting for it.
-    fn wait_for_line(&mut self, parts: &[&str]) -> String {
-        let found = |line: &String| parts.iter().all(|part| line.contains(part));
-        if let Some(line) = self.seen.iter().find(|line| found(line)) {
-            return line.clone();
-        }
-        let started = Instant::now();
-        loop {
-            let left = DEADLINE.saturating_sub(started.elapsed());
-            let Ok(line) = self.lines.recv_timeout(left) else {
-                panic!(
-                    "no log line with {parts:?} within {DEADLINE:?}; seen:\n{}",
-                    self.seen.join("\n")
-                );
-            };
-            self.seen.push(line.clone());
-            if found(&line) {
-                return line;
-            }
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn gossip_address(line: &str) -> String {
-    let start = line.find("gossip=").expect("the line names the address") + "gossip=".len();
-    line[start..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-        .to_owned()
-}
-
-/// A port free on both 127.0.0.2 and 127.0.0.3, for the two edges.
-fn shared_port() -> u16 {
-    for _ in 0..50 {
-        let first = TcpListener::bind("127.0.0.2:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.3", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
-}
+use cluster_nodes::{DEADLINE, Node, edge, gossip_address, key_file, kinema, metric, shared_port};
 
 /// `GET target` over HTTP/1.1: status, head and body.
 fn get(address: &str, target: &str) -> (u16, String, String) {
@@ -130,36 +32,6 @@ fn get(address: &str, target: &str) -> (u16, String, String) {
     let status = text[9..12].parse().unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (status, head.to_owned(), body.to_owned())
-}
-
-/// A sample of an exposition text (`name{labels}` as written).
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
-fn key_file(dir: &Path) -> String {
-    let path = dir.join("cluster.keys");
-    std::fs::write(&path, format!("1 {}\n", "5a".repeat(32))).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
-fn edge(dir: &Path, id: &str, listen: &str, origin: &str, seed: &str, keys: &str) -> Node {
-    let cache = dir.join(format!("cache-{id}"));
-    std::fs::create_dir_all(&cache).unwrap();
-    let host = listen.split(':').next().unwrap();
-    Node::start(
-        kinema()
-            .args(["edge", "--origin", &format!("http://{origin}")])
-            .args(["--listen", listen, "--cluster-node-id", id])
-            .args(["--cluster-gossip-listen", &format!("{host}:0")])
-            .args(["--cluster-seeds", seed, "--cluster-key-file", keys])
-            .args(["--cluster-public-url", &format!("http://{listen}")])
-            .current_dir(&cache),
-    )
 }
 
 /// Starts `kinema bench` on `url` for `duration`, writing its JSON report
@@ -249,7 +121,7 @@ fn bench_viewers_follow_steering_and_fail_over_when_their_edge_dies() {
         let probe = TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().to_string()
     };
-    let mut origin = Node::start(
+    let origin = Node::start(
         kinema()
             .args(["serve", "--library"])
             .arg(&library)
