@@ -7,92 +7,16 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 #[path = "support/clip_library.rs"]
 mod clip_library;
+#[path = "support/cluster_nodes.rs"]
+mod cluster_nodes;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn kinema() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinema"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("KINEMA_") {
-            command.env_remove(name);
-        }
-    }
-    command.env("NO_COLOR", "1");
-    command
-}
-
-/// A `kinema` process whose log lines are collected as they come.
-struct Node {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Node {
-    #[allow(
-        clippy::zombie_processes,
-        reason = "the child is waited for by the test, or killed on drop"
-    )]
-    fn start(command: &mut Command) -> Self {
-        let mut child = command
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("kinema runs");
-        let stderr = child.stderr.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first log line holding every one of `parts`, waiting for it.
-    fn wait_for_line(&mut self, parts: &[&str]) -> String {
-        let wanted = |line: &str| parts.iter().all(|part| line.contains(part));
-        if let Some(line) = self.seen.iter().find(|line| wanted(line)) {
-            return line.clone();
-        }
-        let started = Instant::now();
-        loop {
-            let left = DEADLINE.saturating_sub(started.elapsed());
-            let Ok(line) = self.lines.recv_timeout(left) else {
-                panic!(
-                    "no log line with {parts:?} within {DEADLINE:?}; seen:\n{}",
-                    self.seen.join("\n")
-                );
-            };
-            self.seen.push(line.clone());
-            if wanted(&line) {
-                return line;
-            }
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use cluster_nodes::{DEADLINE, Node, edge, key_file, kinema, shared_port};
 
 /// The address after `name=` in a log line.
 fn address_in(line: &str, name: &str) -> String {
@@ -103,18 +27,6 @@ fn address_in(line: &str, name: &str) -> String {
         .unwrap()
         .trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
         .to_owned()
-}
-
-/// A port free on both 127.0.0.2 and 127.0.0.3, for the two edges.
-fn shared_port() -> u16 {
-    for _ in 0..50 {
-        let first = TcpListener::bind("127.0.0.2:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.3", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
 }
 
 fn free_address() -> String {
@@ -207,28 +119,6 @@ fn library(dir: &Path) -> String {
     library.display().to_string()
 }
 
-fn key_file(dir: &Path) -> String {
-    let path = dir.join("cluster.keys");
-    std::fs::write(&path, format!("1 {}\n", "5a".repeat(32))).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
-fn edge(dir: &Path, id: &str, listen: &str, origin: &str, seed: &str, keys: &str) -> Node {
-    let cache = dir.join(format!("cache-{id}"));
-    std::fs::create_dir_all(&cache).unwrap();
-    let host = listen.split(':').next().unwrap();
-    Node::start(
-        kinema()
-            .args(["edge", "--origin", &format!("http://{origin}")])
-            .args(["--listen", listen, "--cluster-node-id", id])
-            .args(["--cluster-gossip-listen", &format!("{host}:0")])
-            .args(["--cluster-seeds", seed, "--cluster-key-file", keys])
-            .args(["--cluster-public-url", &format!("http://{listen}")])
-            .current_dir(&cache),
-    )
-}
-
 /// `web/tests/cluster.mjs`, started on the admin page of `base`: it prints
 /// `healthy` once both edges show ok, then waits for `dead_edge` to show dead.
 fn browser(base: &str, token: &str, dead_edge: &str, shots: &Path) -> Child {
@@ -250,7 +140,7 @@ fn a_single_origin_says_there_is_no_cluster() {
     let (tokens, admin, read) = tokens(dir.path());
     let library = library(dir.path());
     let address = free_address();
-    let mut origin = Node::start(
+    let origin = Node::start(
         kinema()
             .args(["serve", "--library", &library, "--listen", &address])
             .args(["--web-root", "/nonexistent", "--tokens"])
@@ -274,7 +164,7 @@ fn the_cluster_lists_its_nodes_and_a_killed_edge_shows_dead() {
     let (tokens, admin, read) = tokens(dir.path());
     let library = library(dir.path());
     let origin_http = free_address();
-    let mut origin = Node::start(
+    let origin = Node::start(
         kinema()
             .args(["serve", "--library", &library, "--listen", &origin_http])
             .args(["--web-root"])
