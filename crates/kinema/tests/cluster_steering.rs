@@ -7,119 +7,18 @@
 //! of the ranking; `/metrics` shows membership, steering, and the figures
 //! the nodes gossip.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 #[path = "support/clip_library.rs"]
 mod clip_library;
 
+#[path = "support/cluster_nodes.rs"]
+mod cluster_nodes;
+
 use clip_library::{GENERATION, MASTER};
-
-const DEADLINE: Duration = Duration::from_secs(30);
-fn kinema() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinema"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("KINEMA_") {
-            command.env_remove(name);
-        }
-    }
-    command.env("NO_COLOR", "1");
-    command
-}
-
-/// A `kinema` process whose log lines are collected as they come.
-struct Node {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Node {
-    #[allow(
-        clippy::zombie_processes,
-        reason = "the child is waited for by the test, or killed on drop"
-    )]
-    fn start(command: &mut Command) -> Self {
-        let mut child = command
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("kinema runs");
-        let stderr = child.stderr.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first log line `wanted` accepts, waiting for it.
-    fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        if let Some(line) = self.seen.iter().find(|line| wanted(line)) {
-            return line.clone();
-        }
-        let started = Instant::now();
-        loop {
-            let left = DEADLINE.saturating_sub(started.elapsed());
-            let Ok(line) = self.lines.recv_timeout(left) else {
-                panic!(
-                    "no log line {what} within {DEADLINE:?}; seen:\n{}",
-                    self.seen.join("\n")
-                );
-            };
-            self.seen.push(line.clone());
-            if wanted(&line) {
-                return line;
-            }
-        }
-    }
-
-    fn wait_for_line(&mut self, parts: &[&str]) -> String {
-        self.wait_for(&format!("with {parts:?}"), |line| {
-            parts.iter().all(|part| line.contains(part))
-        })
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(started.elapsed() < DEADLINE, "kinema did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use cluster_nodes::{DEADLINE, Node, edge, get, key_file, kinema, metric, pathway_of, shared_port};
 
 /// The value after `name=` in a log line, up to a space.
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
@@ -132,75 +31,6 @@ fn address_in(line: &str, name: &str) -> String {
         .expect("the line names the address")
         .trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
         .to_owned()
-}
-
-/// The pathway id players see for `node_id`, computed as the steering
-/// specification of kinema says (`n` and the first ten hex digits of
-/// SHA-256 over "kinema-pathway\0" and the id) by coreutils, not by kinema.
-fn pathway_of(node_id: &str) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sha256sum (coreutils) runs");
-    let mut input = b"kinema-pathway\0".to_vec();
-    input.extend_from_slice(node_id.as_bytes());
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let output = child.wait_with_output().unwrap();
-    format!("n{}", &String::from_utf8(output.stdout).unwrap()[..10])
-}
-
-/// A port free on both 127.0.0.2 and 127.0.0.3, for the two edges.
-fn shared_port() -> u16 {
-    for _ in 0..50 {
-        let first = TcpListener::bind("127.0.0.2:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.3", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
-}
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (field, value) = line.split_once(':')?;
-            field.eq_ignore_ascii_case(name).then_some(value.trim())
-        })
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|error| panic!("{error}: {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-/// `GET target` over HTTP/1.1, with `extra` header lines.
-fn get(address: &str, target: &str, extra: &str) -> Reply {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        stream,
-        "GET {target} HTTP/1.1\r\nHost: {address}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head[9..12].parse().unwrap();
-    let body = raw[split + 4..].to_vec();
-    Reply { status, head, body }
 }
 
 /// Polls `/steer/clip` until its `PATHWAY-PRIORITY` satisfies `wanted`.
@@ -226,21 +56,6 @@ fn steer_until(origin: &str, what: &str, wanted: impl Fn(&[String]) -> bool) -> 
     }
 }
 
-/// A sample of the exposition text (`name{labels}` as written).
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
-fn key_file(dir: &Path) -> String {
-    let path = dir.join("cluster.keys");
-    std::fs::write(&path, format!("1 {}\n", "5a".repeat(32))).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
 /// A library directory holding video `clip`.
 fn library(dir: &Path) -> String {
     let library = dir.join("library");
@@ -253,22 +68,6 @@ fn library(dir: &Path) -> String {
         kinema_core::AccessPolicy::Public,
     ));
     library.display().to_string()
-}
-
-fn edge(dir: &Path, id: &str, listen: &str, origin: &str, seed: &str, keys: &str) -> Node {
-    let cache = dir.join(format!("cache-{id}"));
-    std::fs::create_dir_all(&cache).unwrap();
-    let host = listen.split(':').next().unwrap();
-    Node::start(
-        kinema()
-            .args(["--log", "info,kinema::cluster=debug"])
-            .args(["edge", "--origin", &format!("http://{origin}")])
-            .args(["--listen", listen, "--cluster-node-id", id])
-            .args(["--cluster-gossip-listen", &format!("{host}:0")])
-            .args(["--cluster-seeds", seed, "--cluster-key-file", keys])
-            .args(["--cluster-public-url", &format!("http://{listen}")])
-            .current_dir(&cache),
-    )
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! What the cluster tests (../cluster_edges.rs, ../cluster_players.rs)
-//! share: `kinema` processes with their log lines collected, a small
+//! What the cluster tests (../cluster_edges.rs, ../cluster_players.rs,
+//! ../cluster_steering.rs, ../cluster_api.rs, ../bench_steering.rs) share: `kinema` processes with their log lines collected, a small
 //! HTTP/1.1 client, the cluster key file, an edge joined to a cluster, and
 //! the pathway ids players see, computed by coreutils rather than kinema.
 
@@ -62,10 +62,10 @@ impl Node {
         }
     }
 
-    /// The first log line containing every one of `parts`, waiting for it.
-    pub fn wait_for_line(&self, parts: &[&str]) -> String {
-        let found = |line: &String| parts.iter().all(|part| line.contains(part));
-        if let Some(line) = self.lines.lock().unwrap().iter().find(|line| found(line)) {
+    /// The first log line `wanted` accepts, waiting for it; `what` names it
+    /// in the failure.
+    pub fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.lines.lock().unwrap().iter().find(|line| wanted(line)) {
             return line.clone();
         }
         let started = Instant::now();
@@ -73,13 +73,41 @@ impl Node {
             let left = DEADLINE.saturating_sub(started.elapsed());
             let Ok(line) = self.joined.recv_timeout(left) else {
                 panic!(
-                    "no log line with {parts:?} within {DEADLINE:?}; seen:\n{}",
+                    "no log line {what} within {DEADLINE:?}; seen:\n{}",
                     self.lines.lock().unwrap().join("\n")
                 );
             };
-            if found(&line) {
+            if wanted(&line) {
                 return line;
             }
+        }
+    }
+
+    /// The first log line containing every one of `parts`, waiting for it.
+    pub fn wait_for_line(&self, parts: &[&str]) -> String {
+        self.wait_for(&format!("with {parts:?}"), |line| {
+            parts.iter().all(|part| line.contains(part))
+        })
+    }
+
+    /// Sends `signal` (`-TERM`, `-KILL`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (at most [`DEADLINE`]) for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < DEADLINE, "kinema did not exit");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -223,6 +251,8 @@ pub fn edge(dir: &Path, id: &str, listen: &str, origin: &str, seed: &str, keys: 
     let host = listen.split(':').next().unwrap();
     Node::start(
         kinema()
+            // Other members' figures are logged at debug, once a second.
+            .args(["--log", "info,kinema::cluster=debug"])
             .args(["edge", "--origin", &format!("http://{origin}")])
             .args(["--listen", listen, "--cluster-node-id", id])
             .args(["--cluster-gossip-listen", &format!("{host}:0")])
