@@ -96,6 +96,9 @@ export function attachPlayer(video, options) {
   throw new Error('this browser can play neither hls (natively) nor through media source extensions');
 }
 
+/** Bits per second hls.js assumes before it has measured the link. */
+const START_BANDWIDTH_ESTIMATE = 300_000;
+
 function attachHlsJs(video, url, startAt, startPosition, callbacks) {
   const Hls = window.Hls;
   // To pin the lowest rung, loading waits until the rung is chosen, so not
@@ -106,6 +109,11 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
     startPosition: startPosition > 0 ? startPosition : -1,
     capLevelToPlayerSize: true,
     maxDevicePixelRatio: MAX_PIXEL_RATIO,
+    // Until its first fragment has measured the link, hls.js assumes this
+    // bandwidth (its default, 500 kbit/s, starts a 250 kbit/s viewer on a
+    // rung the link cannot carry, and the start stalls). A thin-link guess
+    // starts on the lowest rungs; a fast link climbs after one fragment.
+    abrEwmaDefaultEstimate: START_BANDWIDTH_ESTIMATE,
   });
   // hls.js sorts its levels by bitrate; audio-only variants (no height) are
   // left out of the quality menu, which is about picture size.
