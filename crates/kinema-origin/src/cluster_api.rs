@@ -8,9 +8,8 @@
 //! ```
 //!
 //! Members come from the steering part's membership snapshot (live and
-//! dead members; those that left are not known). Egress is the figure
-//! each live member gossiped, read from this origin's own `/metrics`
-//! (`cluster_member_egress_bits_per_second`); a dead member has none.
+//! dead members; those that left are not known), egress included as each
+//! live member gossiped it; a dead member has none.
 //! Gossip carries no cache figures, so an edge's are fetched from its
 //! `/metrics` on each request: at most [`MAX_PROBED_EDGES`] live edges, in
 //! parallel, each within [`PROBE_TIMEOUT`] and [`MAX_METRICS_BYTES`]; an
@@ -44,7 +43,6 @@ type HttpResponse = http::Response<ResponseBody>;
 pub(crate) async fn answer(
     access: &Access,
     steering: Option<&SteeringService>,
-    own_metrics: impl FnOnce() -> String,
     method: &Method,
     headers: &HeaderMap,
 ) -> HttpResponse {
@@ -74,8 +72,7 @@ pub(crate) async fn answer(
         None => respond::json(StatusCode::OK, &json!({"cluster": false}), no_store()),
         Some(steering) => {
             let snapshot = steering.snapshot();
-            let egress = member_egress(&own_metrics());
-            let nodes = describe(snapshot.nodes(), &egress).await;
+            let nodes = describe(snapshot.nodes()).await;
             respond::json(
                 StatusCode::OK,
                 &json!({"cluster": true, "nodes": nodes}),
@@ -99,7 +96,7 @@ fn no_store() -> HeaderMap {
 }
 
 /// Every node as JSON, live edges' cache figures fetched in parallel.
-async fn describe(nodes: &[NodeView], egress: &HashMap<String, u64>) -> Vec<Value> {
+async fn describe(nodes: &[NodeView]) -> Vec<Value> {
     let probed: Vec<usize> = nodes
         .iter()
         .enumerate()
@@ -126,7 +123,7 @@ async fn describe(nodes: &[NodeView], egress: &HashMap<String, u64>) -> Vec<Valu
                 "status": status_name(node.status),
                 "load": if node.load.is_finite() { node.load.clamp(0.0, 1.0) } else { 1.0 },
                 "sessions": node.sessions,
-                "egress_bps": if node.status == NodeStatus::Dead { None } else { egress.get(&node.node_id) },
+                "egress_bps": (node.status != NodeStatus::Dead).then_some(node.egress_bps),
                 "capacity_bps": node.capacity_bps,
                 "cache": caches.remove(&index).unwrap_or(Value::Null),
             })
@@ -140,20 +137,6 @@ fn status_name(status: NodeStatus) -> &'static str {
         NodeStatus::Draining => "draining",
         NodeStatus::Dead => "dead",
     }
-}
-
-/// Each live member's gossiped egress, from this origin's `/metrics` text.
-fn member_egress(metrics: &str) -> HashMap<String, u64> {
-    const FAMILY: &str = "cluster_member_egress_bits_per_second{node=\"";
-    metrics
-        .lines()
-        .filter_map(|line| {
-            let rest = &line[line.find(FAMILY)? + FAMILY.len()..];
-            let (node, value) = rest.split_once("\"} ")?;
-            let value: f64 = value.trim().parse().ok()?;
-            Some((node.to_string(), value.max(0.0) as u64))
-        })
-        .collect()
 }
 
 /// An edge's cache figures from its `/metrics`, or why there are none.
@@ -233,17 +216,6 @@ fn cache_figures(text: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn egress_is_read_per_member() {
-        let text = "# HELP x\ncluster_member_egress_bits_per_second{node=\"edge-1\"} 8000\n\
-                    kinema_cluster_member_egress_bits_per_second{node=\"o\"} 12.5\n\
-                    cluster_member_load{node=\"edge-1\"} 0.5\n";
-        let egress = member_egress(text);
-        assert_eq!(egress.get("edge-1"), Some(&8000));
-        assert_eq!(egress.get("o"), Some(&12));
-        assert_eq!(egress.len(), 2);
-    }
 
     #[test]
     fn cache_figures_add_the_tiers() {

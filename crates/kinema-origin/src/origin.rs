@@ -222,10 +222,8 @@ impl Origin {
         }
         if path == crate::cluster_api::PATH {
             let steering = self.steering.as_deref();
-            let own_metrics = || metrics::render(&self.registry);
             let (method, headers) = (request.method(), request.headers());
-            let answer =
-                crate::cluster_api::answer(&self.access, steering, own_metrics, method, headers);
+            let answer = crate::cluster_api::answer(&self.access, steering, method, headers);
             return (RouteKind::Api, Box::pin(answer).await);
         }
         if path == "/api" || path.starts_with("/api/") {

@@ -46,6 +46,7 @@
 //!     load: 0.2,
 //!     sessions: 3,
 //!     capacity_bps: 1_000_000_000,
+//!     egress_bps: 0,
 //! };
 //! let snapshot = Snapshot::new(vec![
 //!     node("edge-a", "http://10.0.0.2:8080", Role::Edge),

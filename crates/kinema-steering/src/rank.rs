@@ -61,6 +61,8 @@ pub struct NodeView {
     pub sessions: u64,
     /// Egress it sustains, bits per second: its weight for placement.
     pub capacity_bps: u64,
+    /// Egress it sends now, bits per second, as it gossiped it.
+    pub egress_bps: u64,
 }
 
 impl NodeView {
@@ -81,6 +83,7 @@ impl NodeView {
             load: info.figures.load,
             sessions: info.figures.sessions,
             capacity_bps: info.capacity_bps,
+            egress_bps: info.figures.egress_bps,
         })
     }
 }

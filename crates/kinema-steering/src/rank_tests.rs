@@ -20,6 +20,7 @@ pub(crate) fn node(id: &str, role: Role, status: NodeStatus, load: f64, sessions
         load,
         sessions,
         capacity_bps: 1_000_000_000,
+        egress_bps: 0,
     }
 }
 
