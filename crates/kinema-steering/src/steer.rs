@@ -362,16 +362,12 @@ impl Steering {
         decision: &Decision,
         prefix: &PathPrefix,
     ) -> Result<String, SteeringError> {
-        let server_uri = self
-            .steering_uri(decision, Protocol::Hls)
-            .ok_or_else(|| SteeringError::Rewrite("no pathway can serve".into()))?;
-        crate::hls::rewrite_master(
+        self.rewrite(
             stored,
-            &Rewrite {
-                prefix,
-                pathways: &decision.pathways,
-                server_uri: &server_uri,
-            },
+            decision,
+            prefix,
+            Protocol::Hls,
+            crate::hls::rewrite_master,
         )
     }
 
@@ -383,10 +379,29 @@ impl Steering {
         decision: &Decision,
         prefix: &PathPrefix,
     ) -> Result<String, SteeringError> {
+        self.rewrite(
+            stored,
+            decision,
+            prefix,
+            Protocol::Dash,
+            crate::dash::rewrite_mpd,
+        )
+    }
+
+    /// `stored` rewritten by `rewriter` for `decision`'s pathways, with the
+    /// steering URL of `protocol`.
+    fn rewrite(
+        &self,
+        stored: &str,
+        decision: &Decision,
+        prefix: &PathPrefix,
+        protocol: Protocol,
+        rewriter: fn(&str, &Rewrite<'_>) -> Result<String, SteeringError>,
+    ) -> Result<String, SteeringError> {
         let server_uri = self
-            .steering_uri(decision, Protocol::Dash)
+            .steering_uri(decision, protocol)
             .ok_or_else(|| SteeringError::Rewrite("no pathway can serve".into()))?;
-        crate::dash::rewrite_mpd(
+        rewriter(
             stored,
             &Rewrite {
                 prefix,
