@@ -119,24 +119,7 @@ impl<'a> UpstreamRequest<'a> {
     }
 }
 
-/// The `Via` value this edge adds to what it forwards (RFC 9110 §7.6.3).
-pub const VIA: &str = "1.1 kinema";
-
-/// Whether a `Via` field names a kinema node as a hop (`1.1 kinema`,
-/// possibly among other hops, as every kinema edge adds it): the request
-/// was sent by an edge filling its cache, not by a viewer.
-pub fn through_kinema(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::VIA)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|hop| {
-            let mut words = hop.split_whitespace();
-            let _protocol = words.next();
-            words.next() == Some("kinema")
-        })
-}
+pub use kinema_http::via::{VIA, through_kinema};
 
 /// The id of the video a target names: `{id}` of `/v/{id}/…`, also behind
 /// `/s/{token}`.
@@ -368,27 +351,6 @@ mod tests {
                 .unwrap_err()
                 .contains("--origin")
         );
-    }
-
-    #[test]
-    fn via_naming_kinema_is_a_kinema_node() {
-        let via = |values: &[&str]| {
-            through_kinema(&crate::test_support::headers(
-                &values
-                    .iter()
-                    .map(|value| ("via", *value))
-                    .collect::<Vec<_>>(),
-            ))
-        };
-        assert!(via(&["1.1 kinema"]));
-        assert!(via(&["1.0 fred, 1.1 kinema"]));
-        assert!(via(&["1.1 squid (squid/6)", "1.1 kinema"]));
-        assert!(!via(&[]));
-        assert!(!via(&["1.1 kinema-like"]));
-        assert!(!via(&["1.1 varnish"]));
-        assert!(!via(&["kinema"]));
-        // What this edge sends is what it recognises.
-        assert!(via(&[VIA]));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod server;
 pub mod shared_file;
 pub mod tcp_info;
 pub mod tls;
+pub mod via;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -11,9 +11,10 @@
 //! (`/v/{id}/g{N}/…`) are never redirected, since they are what the stable
 //! files point into.
 
-use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, VIA};
+use http::header::ACCESS_CONTROL_ALLOW_ORIGIN;
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
+use kinema_http::via::through_kinema;
 use kinema_steering::SteeringService;
 
 use super::{HttpResponse, Origin, error, method_not_allowed, strip_body_for_head, with_headers};
@@ -90,44 +91,5 @@ impl Origin {
         response.headers_mut().remove(ACCESS_CONTROL_ALLOW_ORIGIN);
         self.cors.apply(&request.headers, response.headers_mut());
         Some(response)
-    }
-}
-
-/// Whether a `Via` field names a kinema node as a hop (RFC 9110 §7.6.3:
-/// `1.1 kinema`, possibly among other hops): an edge filling its cache.
-fn through_kinema(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(VIA)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|hop| {
-            let mut words = hop.split_whitespace();
-            let _protocol = words.next();
-            words.next() == Some("kinema")
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    #[test]
-    fn via_naming_kinema_is_a_kinema_node() {
-        let via = |values: &[&str]| {
-            let mut headers = HeaderMap::new();
-            for value in values {
-                headers.append(VIA, HeaderValue::from_str(value).unwrap());
-            }
-            through_kinema(&headers)
-        };
-        assert!(via(&["1.1 kinema"]));
-        assert!(via(&["1.0 fred, 1.1 kinema"]));
-        assert!(via(&["1.1 squid (squid/6)", "1.1 kinema"]));
-        assert!(!via(&[]));
-        assert!(!via(&["1.1 kinema-like"]));
-        assert!(!via(&["1.1 varnish"]));
-        assert!(!via(&["kinema"]));
     }
 }
