@@ -14,11 +14,11 @@
 #       from its /metrics) against the ideal for the edges' total cache size
 #       (the Zipf share of the most popular videos that fit). Target: within
 #       5 points.
-#   (c) scale-out: each edge in a cgroup v2 of its own with the same
-#       `cpu.max` (EDGE_QUOTA of 100 ms), created under /sys/fs/cgroup and
-#       removed on exit; `kinema bench capacity` over a uniform catalogue with
-#       1 edge, then with 3. Target: ≥ 2.7×. Skipped with a message where
-#       cgroup v2 with the cpu controller is unavailable. The origin is not
+#   (c) scale-out: each edge in a cgroup of its own with the same CPU quota
+#       (EDGE_QUOTA of 100 ms; bench/cgroup.sh: v2's `cpu.max`, or v1's cpu
+#       controller), removed on exit; `kinema bench capacity` over a uniform
+#       catalogue with 1 edge, then with 3. Target: ≥ 2.7×. Skipped with a
+#       message where neither cgroup version offers the cpu controller. The origin is not
 #       confined; viewers it takes when every edge is overloaded would count
 #       for both runs alike.
 #   (d) failover: FAIL_VIEWERS viewers play through steering; the edge that
@@ -91,7 +91,7 @@ ORIGIN=127.0.0.1:$ORIGIN_PORT
 EDGES=(127.0.0.2:$EDGE_PORT 127.0.0.3:$EDGE_PORT 127.0.0.4:$EDGE_PORT)
 ORIGIN_PID=
 EDGE_PIDS=()
-CGROUP=
+source bench/cgroup.sh
 
 stop_cluster() {
     local pid
@@ -104,17 +104,7 @@ stop_cluster() {
 }
 cleanup() {
     stop_cluster
-    if [ -n "$CGROUP" ] && [ -d "$CGROUP" ]; then
-        # A killed process leaves its cgroup a moment later: a bounded retry.
-        local child tries=25
-        while [ -d "$CGROUP" ] && [ $tries -gt 0 ]; do
-            for child in "$CGROUP"/*/; do
-                [ -d "$child" ] && rmdir "$child" 2>/dev/null || true
-            done
-            rmdir "$CGROUP" 2>/dev/null || { tries=$((tries - 1)); sleep 0.2; }
-        done
-        [ -d "$CGROUP" ] && echo "cluster.sh: could not remove $CGROUP" >&2
-    fi
+    cpu_cgroup_remove
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -158,7 +148,8 @@ publish play
 for n in $(seq 1 "$(( CATALOGUE > CAP_CATALOGUE ? CATALOGUE : CAP_CATALOGUE ))"); do publish "zipf-$n"; done
 
 # start_cluster EDGES CACHE: the origin and the first EDGES edges, each edge
-# with a CACHE memory tier, all joined; edges go into $CGROUP/edge-N when set.
+# with a CACHE memory tier, all joined; each edge is confined to EDGE_QUOTA
+# when phase (c) made $CPU_CGROUP.
 start_cluster() {
     local edges=$1 cache=$2 i
     "$BIN" serve --library "$WORK/library" --listen "$ORIGIN" --web-root /nonexistent \
@@ -176,10 +167,8 @@ start_cluster() {
             --cluster-key-file "$WORK/cluster.keys" --cluster-public-url "http://${EDGES[$i]}" \
             2> "$WORK/edge-$i.log") &
         EDGE_PIDS+=($!)
-        if [ -n "$CGROUP" ]; then
-            mkdir -p "$CGROUP/edge-$i"
-            echo "$EDGE_QUOTA 100000" > "$CGROUP/edge-$i/cpu.max"
-            echo "${EDGE_PIDS[$i]}" > "$CGROUP/edge-$i/cgroup.procs"
+        if [ -n "$CPU_CGROUP" ]; then
+            cpu_cgroup_confine "edge-$i" "$EDGE_QUOTA" 100000 "${EDGE_PIDS[$i]}"
         fi
         until_ok 30 "edge $i listening" served_at "${EDGES[$i]}"
     done
@@ -265,22 +254,9 @@ capacity() { # capacity EDGES: the search's output in $WORK/capacity-EDGES.txt
 }
 
 phase_c() {
-    echo "== (c) scale-out: capacity with 3 edges against 1, each edge at cpu.max $EDGE_QUOTA/100000"
-    if ! [ -f /sys/fs/cgroup/cgroup.controllers ] || ! grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
-        echo "skipped: no cgroup v2 with the cpu controller at /sys/fs/cgroup"
-        return
-    fi
-    CGROUP=/sys/fs/cgroup/kinema-cluster-bench-$$
-    if ! mkdir "$CGROUP" 2>/dev/null; then
-        CGROUP=
-        echo "skipped: cannot create a cgroup under /sys/fs/cgroup (run as root)"
-        return
-    fi
-    if ! grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control; then
-        echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
-    fi
-    if ! echo +cpu > "$CGROUP/cgroup.subtree_control" 2>/dev/null; then
-        echo "skipped: the cpu controller cannot be enabled under $CGROUP"
+    echo "== (c) scale-out: capacity with 3 edges against 1, each edge at $EDGE_QUOTA µs of CPU per 100 ms"
+    if ! cpu_cgroup_init "kinema-cluster-bench-$$"; then
+        echo "skipped: $CPU_CGROUP_WHY"
         return
     fi
     local one three
