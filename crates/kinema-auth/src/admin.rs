@@ -6,7 +6,11 @@
 //! the only thing the hash has to resist is inversion.
 //!
 //! Scopes are ordered `read < write < admin`: a route needs a minimum scope
-//! and any token at or above it passes.
+//! and any token at or above it passes. `worker` stands apart from that
+//! order: a transcoding worker's token claims and reports tasks and nothing
+//! else (no listing, no upload, no token management), so one leaked from a
+//! worker machine cannot publish or unpublish videos; an `admin` token may
+//! do what a worker does.
 
 use std::fmt;
 use std::path::Path;
@@ -30,7 +34,9 @@ const SECRET_BYTES: usize = 32;
 /// Longest token name.
 pub const MAX_NAME_LEN: usize = 64;
 
-/// What a bearer token may do. Ordered: `Read < Write < Admin`.
+/// What a bearer token may do. `Read < Write < Admin` are ordered;
+/// `Worker` is allowed only the worker routes (and admin those too), which
+/// [`Scope::allows`] decides: compare scopes with it, never with `<`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -40,6 +46,8 @@ pub enum Scope {
     Write,
     /// Also manage tokens and access policy.
     Admin,
+    /// Only claim and report transcoding tasks (`/api/worker/…`).
+    Worker,
 }
 
 impl Scope {
@@ -48,12 +56,17 @@ impl Scope {
             Scope::Read => "read",
             Scope::Write => "write",
             Scope::Admin => "admin",
+            Scope::Worker => "worker",
         }
     }
 
     /// Whether a token of this scope may use a route that needs `required`.
     pub fn allows(self, required: Scope) -> bool {
-        self >= required
+        match (self, required) {
+            (Scope::Worker, required) => required == Scope::Worker,
+            (scope, Scope::Worker) => scope == Scope::Admin,
+            (scope, required) => scope >= required,
+        }
     }
 }
 
@@ -70,6 +83,7 @@ impl FromStr for Scope {
             "read" => Ok(Scope::Read),
             "write" => Ok(Scope::Write),
             "admin" => Ok(Scope::Admin),
+            "worker" => Ok(Scope::Worker),
             other => Err(AdminTokensError::BadScope(other.to_string())),
         }
     }
@@ -87,7 +101,7 @@ pub enum AdminTokensError {
         name: String,
         message: String,
     },
-    #[error("scope {0:?} is not one of read, write, admin")]
+    #[error("scope {0:?} is not one of read, write, admin, worker")]
     BadScope(String),
     #[error("a token named {0:?} already exists; pick another --name or revoke it first")]
     DuplicateName(String),
@@ -144,7 +158,7 @@ struct TokenRecord {
 }
 
 const FILE_HEADER: &str = "# kinema admin API tokens: SHA-256 hashes only, the secrets are shown once.\n\
-# Manage with `kinema tokens new --scope read|write|admin --name NAME | list | revoke NAME`.\n\n";
+# Manage with `kinema tokens new --scope read|write|admin|worker --name NAME | list | revoke NAME`.\n\n";
 
 fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
@@ -329,6 +343,27 @@ mod tests {
         assert_eq!("write".parse::<Scope>().unwrap(), Scope::Write);
         let error = "root".parse::<Scope>().unwrap_err().to_string();
         assert!(error.contains("read, write, admin"), "{error}");
+    }
+
+    #[test]
+    fn a_worker_token_passes_only_worker_routes() {
+        for required in [Scope::Read, Scope::Write, Scope::Admin] {
+            assert!(!Scope::Worker.allows(required), "{required}");
+        }
+        assert!(Scope::Worker.allows(Scope::Worker));
+        assert!(Scope::Admin.allows(Scope::Worker));
+        assert!(!Scope::Write.allows(Scope::Worker));
+        assert!(!Scope::Read.allows(Scope::Worker));
+        assert_eq!("worker".parse::<Scope>().unwrap(), Scope::Worker);
+        let mut tokens = AdminTokens::empty();
+        let secret = tokens.issue("encoder-1", Scope::Worker, now()).unwrap();
+        let text = tokens.to_toml();
+        assert!(text.contains("scope = \"worker\""), "{text}");
+        let loaded = AdminTokens::parse(&text, "tokens.toml").unwrap();
+        assert_eq!(
+            loaded.verify_bearer(Some(&bearer(&secret))),
+            Ok(Scope::Worker)
+        );
     }
 
     #[test]

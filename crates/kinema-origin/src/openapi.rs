@@ -311,6 +311,7 @@ enum Scope {
     Read,
     Write,
     Admin,
+    Worker,
 }
 
 #[derive(Serialize, ToSchema)]

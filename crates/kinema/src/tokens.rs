@@ -38,6 +38,8 @@ enum ScopeArg {
     Write,
     /// Also mint signed URLs and manage access.
     Admin,
+    /// Only claim and report transcoding tasks (`kinema worker`).
+    Worker,
 }
 
 impl From<ScopeArg> for Scope {
@@ -46,6 +48,7 @@ impl From<ScopeArg> for Scope {
             ScopeArg::Read => Scope::Read,
             ScopeArg::Write => Scope::Write,
             ScopeArg::Admin => Scope::Admin,
+            ScopeArg::Worker => Scope::Worker,
         }
     }
 }
