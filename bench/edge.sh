@@ -10,7 +10,10 @@
 #
 # 1. Hit path: wrk -t1 -c64 on a 1.5 MB segment and a ~600 B playlist, both
 #    already cached, alternating Varnish and kinema, RUNS runs each; medians
-#    and the ratio kinema/Varnish (target ≥ 1.2).
+#    and the ratio kinema/Varnish. The caches run on CPU 0 and wrk and the
+#    nginx origin on CPU 1 (as bench/s3.sh runs the origin against nginx),
+#    so each cache has one core to itself and wrk never takes its time;
+#    PIN=0 leaves every process free to run on either core.
 # 2. Flash crowd: 500 concurrent requests (curl --parallel, one connection each) over
 #    100 uncached segments; origin requests counted from nginx's access log
 #    (target: exactly 1 per segment) and the completion time.
@@ -27,7 +30,8 @@ VARNISH_PORT=${VARNISH_PORT:-18081}
 KINEMA_PORT=${KINEMA_PORT:-18082}
 KINEMA_BEFORE_PORT=${KINEMA_BEFORE_PORT:-18083}
 
-for tool in nginx varnishd wrk curl bc; do
+PIN=${PIN:-1}
+for tool in nginx varnishd wrk curl bc taskset; do
     command -v "$tool" >/dev/null || { echo "edge.sh: $tool is not installed (scripts/install-deps)" >&2; exit 1; }
 done
 
@@ -36,6 +40,13 @@ if [ -z "${KINEMA:-}" ]; then
     cargo build --release -p kinema >&2
     KINEMA=target/release/kinema
 fi
+
+# on CPU COMMAND...: runs COMMAND on that CPU when pinning, else anywhere.
+on() {
+    local cpu=$1
+    shift
+    if [ "$PIN" = 1 ]; then taskset -c "$cpu" "$@"; else "$@"; fi
+}
 
 WORK=$(mktemp -d /tmp/kinema-edge-bench.XXXXXX)
 # nginx workers and varnishd drop privileges: they must read the files.
@@ -78,15 +89,15 @@ http {
     }
 }
 CONF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+on 1 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 
 sed "s/ORIGIN_PORT/$ORIGIN_PORT/" bench/varnish.vcl > "$WORK/varnish.vcl"
-varnishd -F -a "127.0.0.1:$VARNISH_PORT" -f "$WORK/varnish.vcl" -s "malloc,$CACHE" \
+on 0 varnishd -F -a "127.0.0.1:$VARNISH_PORT" -f "$WORK/varnish.vcl" -s "malloc,$CACHE" \
     -n "$WORK/varnish" -p thread_pool_min=64 >"$WORK/varnish.log" 2>&1 &
 PIDS+=($!)
 
-"$KINEMA" --log warn edge --origin "http://127.0.0.1:$ORIGIN_PORT" \
+on 0 "$KINEMA" --log warn edge --origin "http://127.0.0.1:$ORIGIN_PORT" \
     --listen "127.0.0.1:$KINEMA_PORT" --cache-memory "${CACHE}iB" --prefetch-segments 0 \
     >"$WORK/kinema.log" 2>&1 &
 PIDS+=($!)
@@ -95,7 +106,7 @@ PIDS+=($!)
 declare -A PORT=([varnish]=$VARNISH_PORT [kinema]=$KINEMA_PORT)
 CONTESTANTS=(varnish kinema)
 if [ -n "${KINEMA_BEFORE:-}" ]; then
-    "$KINEMA_BEFORE" --log warn edge --origin "http://127.0.0.1:$ORIGIN_PORT" \
+    on 0 "$KINEMA_BEFORE" --log warn edge --origin "http://127.0.0.1:$ORIGIN_PORT" \
         --listen "127.0.0.1:$KINEMA_BEFORE_PORT" --cache-memory "${CACHE}iB" --prefetch-segments 0 \
         >"$WORK/kinema-before.log" 2>&1 &
     PIDS+=($!)
@@ -123,9 +134,9 @@ done
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 # Requests per second of one wrk run.
-rps() { wrk -t1 -c64 -d"$DURATION" "$1" | awk '/^Requests\/sec/ {print $2}'; }
+rps() { on 1 wrk -t1 -c64 -d"$DURATION" "$1" | awk '/^Requests\/sec/ {print $2}'; }
 
-echo "== hit path: wrk -t1 -c64 -d$DURATION, $RUNS runs each, alternating =="
+echo "== hit path: wrk -t1 -c64 -d$DURATION, $RUNS runs each, alternating, PIN=$PIN =="
 for item in "segment /v/bench/720p/1.m4s 1500000" "playlist /v/bench/720p/index.m3u8 0"; do
     set -- $item
     name=$1 path=$2 bytes=$3
