@@ -1,6 +1,6 @@
 //! The [`Cluster`] handle: one node's membership, from start to a clean leave.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,8 +17,8 @@ use crate::ClusterError;
 use crate::auth::ClusterKeys;
 use crate::metrics::GossipCounters;
 use crate::state::{
-    Health, MAX_NODE_ID_LEN, MAX_REGION_LEN, MAX_URL_LEN, Member, NodeFigures, Role, key,
-    parse_node_info,
+    Health, MAX_NETWORK_QUALITY_LEN, MAX_NODE_ID_LEN, MAX_REGION_LEN, MAX_URL_LEN, Member,
+    NETWORK_QUALITY_KEY, NodeFigures, Role, key, parse_node_info,
 };
 use crate::transport::{AuthenticatedUdpTransport, MAX_UDP_PAYLOAD};
 
@@ -53,6 +53,46 @@ pub struct ClusterConfig {
     pub public_url: String,
     pub region: String,
     pub capacity_bps: u64,
+    /// This node's network-quality summary, read each gossip round and
+    /// published under [`NETWORK_QUALITY_KEY`] when it changed; none by
+    /// default.
+    pub network_quality: Option<NetworkQualitySource>,
+}
+
+/// Reads this node's network-quality summary text (at most
+/// [`MAX_NETWORK_QUALITY_LEN`] bytes; a longer one is published empty).
+#[derive(Clone)]
+pub struct NetworkQualitySource(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for NetworkQualitySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NetworkQualitySource")
+    }
+}
+
+/// The network-quality summaries live members gossip, by node id, as they
+/// were last read (each gossip round): the raw text, at most
+/// [`MAX_NETWORK_QUALITY_LEN`] bytes, for the reader to parse tolerantly.
+/// A member without one, or with a longer one, is absent.
+#[derive(Debug, Clone, Default)]
+pub struct PeerNetworkQuality(Arc<std::sync::RwLock<HashMap<Arc<str>, Arc<str>>>>);
+
+impl PeerNetworkQuality {
+    /// The summary `node_id` gossips, if it is live and has one.
+    pub fn get(&self, node_id: &str) -> Option<Arc<str>> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(node_id)
+            .cloned()
+    }
+
+    fn replace(&self, summaries: HashMap<Arc<str>, Arc<str>>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = summaries;
+    }
 }
 
 impl ClusterConfig {
@@ -79,6 +119,7 @@ impl ClusterConfig {
             public_url: public_url.into(),
             region: "default".into(),
             capacity_bps: 1_000_000_000,
+            network_quality: None,
         }
     }
 
@@ -227,6 +268,7 @@ pub struct Cluster {
     view: watch::Receiver<MembershipView>,
     counters: Arc<GossipCounters>,
     seen_live: SeenLive,
+    network_quality: PeerNetworkQuality,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -309,10 +351,12 @@ impl Cluster {
         let chitchat = handle.chitchat();
         let (view_sender, view) = watch::channel(MembershipView::default());
         let seen_live = SeenLive::default();
+        let network_quality = PeerNetworkQuality::default();
         let tasks = vec![
             tokio::spawn(publish_figures(
                 chitchat.clone(),
                 figures,
+                config.network_quality.clone(),
                 config.gossip_interval,
             )),
             tokio::spawn(watch_view(
@@ -322,6 +366,7 @@ impl Cluster {
                 counters.clone(),
                 config.gossip_interval,
                 seen_live.clone(),
+                network_quality.clone(),
             )),
             tokio::spawn({
                 // chitchat stops its loop on a socket error with a mere
@@ -346,6 +391,7 @@ impl Cluster {
             view,
             counters,
             seen_live,
+            network_quality,
         })
     }
 
@@ -374,6 +420,12 @@ impl Cluster {
     /// without locking anything.
     pub fn subscribe(&self) -> watch::Receiver<MembershipView> {
         self.view.clone()
+    }
+
+    /// The network-quality summaries members gossip, refreshed every
+    /// gossip round (this node's own included).
+    pub fn network_quality(&self) -> PeerNetworkQuality {
+        self.network_quality.clone()
     }
 
     /// Datagram counters and member gauges, for metrics and tests.
@@ -464,12 +516,35 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn publish_figures(chitchat: Arc<Mutex<Chitchat>>, figures: FiguresSource, every: Duration) {
+async fn publish_figures(
+    chitchat: Arc<Mutex<Chitchat>>,
+    figures: FiguresSource,
+    network_quality: Option<NetworkQualitySource>,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = None;
+    let mut last_summary = None;
     loop {
         tick.tick().await;
+        if let Some(NetworkQualitySource(read)) = &network_quality {
+            let mut summary = read();
+            if summary.len() > MAX_NETWORK_QUALITY_LEN {
+                tracing::debug!(
+                    bytes = summary.len(),
+                    "network-quality summary too long; published empty"
+                );
+                summary.clear();
+            }
+            if last_summary.as_ref() != Some(&summary) {
+                let mut chitchat = chitchat.lock().await;
+                chitchat
+                    .self_node_state()
+                    .set(NETWORK_QUALITY_KEY, &summary);
+                last_summary = Some(summary);
+            }
+        }
         let now = figures.read();
         let text = (
             now.egress_bps.to_string(),
@@ -498,6 +573,7 @@ async fn watch_view(
     counters: Arc<GossipCounters>,
     every: Duration,
     seen_live: SeenLive,
+    network_quality: PeerNetworkQuality,
 ) {
     let mut live_changes = chitchat.lock().await.live_nodes_watcher();
     let mut tick = tokio::time::interval(every);
@@ -507,7 +583,11 @@ async fn watch_view(
             _ = tick.tick() => {}
             changed = live_changes.changed() => if changed.is_err() { return },
         }
-        let view = view_of(&*chitchat.lock().await, &self_id, &seen_live);
+        let view = {
+            let chitchat = chitchat.lock().await;
+            network_quality.replace(network_quality_of(&chitchat));
+            view_of(&chitchat, &self_id, &seen_live)
+        };
         counters.live_members.store(view.live.len() as u64, Relaxed);
         counters.unusable_members.store(
             view.live.iter().filter(|m| m.state.is_err()).count() as u64,
@@ -540,6 +620,19 @@ fn member(id: &ChitchatId, state: Option<&NodeState>, self_id: &ChitchatId) -> M
 /// has just heard of and has too few heartbeats from to judge, which is a
 /// node joining, not one that died.
 type SeenLive = Arc<std::sync::Mutex<HashSet<ChitchatId>>>;
+
+/// Each live node's network-quality summary, when it has one within the
+/// bound.
+fn network_quality_of(chitchat: &Chitchat) -> HashMap<Arc<str>, Arc<str>> {
+    chitchat
+        .live_nodes()
+        .filter_map(|id| {
+            let summary = chitchat.node_state(id)?.get(NETWORK_QUALITY_KEY)?;
+            (!summary.is_empty() && summary.len() <= MAX_NETWORK_QUALITY_LEN)
+                .then(|| (Arc::from(&*id.node_id), Arc::from(summary)))
+        })
+        .collect()
+}
 
 fn view_of(chitchat: &Chitchat, self_id: &ChitchatId, seen_live: &SeenLive) -> MembershipView {
     let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();

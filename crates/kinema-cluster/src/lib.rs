@@ -28,7 +28,8 @@ pub mod transport;
 pub use auth::{ClusterKey, ClusterKeys, Refusal};
 pub use cluster::{
     Cluster, ClusterConfig, FiguresSource, MAX_GOSSIP_INTERVAL, MAX_LEAVE_ROUNDS,
-    MIN_GOSSIP_INTERVAL, MembershipView, failure_detector,
+    MIN_GOSSIP_INTERVAL, MembershipView, NetworkQualitySource, PeerNetworkQuality,
+    failure_detector,
 };
 pub use metrics::{GossipCounters, register, render};
 pub use state::{Health, MalformedState, Member, NodeFigures, NodeInfo, Role};
