@@ -354,11 +354,18 @@ impl Store {
         self.memory.run_pending_tasks();
     }
 
+    /// Objects in the memory tier now. The tier counts inserts and
+    /// evictions lazily (moka applies them in batches), so they are applied
+    /// first: otherwise a figure read right after a fill says 0.
     pub fn memory_objects(&self) -> u64 {
+        self.memory.run_pending_tasks();
         self.memory.entry_count()
     }
 
+    /// Bytes held in the memory tier now, pending inserts and evictions
+    /// applied first (see [`Store::memory_objects`]).
     pub fn memory_bytes(&self) -> u64 {
+        self.memory.run_pending_tasks();
         self.memory.weighted_size()
     }
 }
@@ -482,6 +489,21 @@ mod tests {
                 "{key} was evicted by one-off keys"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_memory_figures_count_an_object_as_soon_as_it_is_stored() {
+        let store = Store::new(1 << 20, None, Arc::new(Metrics::default()));
+        store.insert("/v/a/1.m4s", stored(&[b's'; 10_000], vec![]));
+        assert_eq!(store.memory_objects(), 1);
+        // The body and its key, at least; headers and bookkeeping on top.
+        let bytes = store.memory_bytes();
+        assert!(
+            (10_000..20_000).contains(&bytes),
+            "one 10,000-byte object counted as {bytes} bytes"
+        );
+        assert_eq!(store.remove("/v/a/1.m4s").await, 1);
+        assert_eq!((store.memory_objects(), store.memory_bytes()), (0, 0));
     }
 
     #[tokio::test]
