@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 
 pub use local::LocalStore;
 pub use metadata::VideoMetadata;
-pub use open::{Library, StoreConfig, open, open_with};
+pub use open::{Library, StoreConfig, open, open_job_objects, open_with};
 pub use s3::S3Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +83,9 @@ pub enum StoreError {
         #[source]
         source: object_store::Error,
     },
+    /// An object written from a stream passed its limit; nothing of it was kept.
+    #[error("{what} is larger than the limit of {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
     /// The store cannot be opened as configured; `setting` names what to fix.
     #[error("{setting}: {message}")]
     Config { setting: String, message: String },

@@ -135,6 +135,27 @@ pub async fn open_with(
     }
 }
 
+/// The job objects of the library `config` names when it is in S3 (where
+/// workers on other machines can reach them); `None` for a directory, whose
+/// ingest keeps uploads on its own disk.
+pub async fn open_job_objects(
+    config: &StoreConfig,
+) -> Result<Option<crate::s3::JobObjects>, StoreError> {
+    match config.library()? {
+        Library::Directory(_) => Ok(None),
+        Library::S3(location) => {
+            let s3 = S3Config {
+                endpoint: config.s3_endpoint.clone(),
+                region: config.s3_region.clone(),
+                path_style: config.s3_path_style,
+                ..S3Config::new(location)
+            };
+            let store = S3Store::open(s3, config.options()).await?;
+            Ok(Some(store.job_objects()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
