@@ -5,14 +5,6 @@
 //! The shaped test needs root and iproute2 (CI runs as root); a missing
 //! piece fails it with what to do, never skips it.
 
-// The binary's tests' shaped link, shared rather than built twice.
-#[path = "../../kinema/tests/support/shaped_link.rs"]
-#[allow(
-    dead_code,
-    reason = "the binary's tests may use parts of it this test does not"
-)]
-mod shaped_link;
-
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -22,6 +14,7 @@ use bytes::Bytes;
 use kinema_http::tcp_info::{TcpInfoObserver, TcpInfoSample, TcpInfoSampling};
 use kinema_http::tls::ServerTls;
 use kinema_http::{ConnectionInfo, Handler, RequestBody, ResponseBody, ServerConfig, ServerStats};
+use kinema_test_support::shaped_link;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -257,9 +250,7 @@ async fn a_download_over_a_two_megabit_link_samples_about_two_megabits() {
             .2
     };
     let link = shaped_link::ShapedLink::new("2mbit");
-    // The link's namespace, as shaped_link.rs names it.
-    let namespace = format!("kinema-thin-{}", std::process::id());
-    let listener = listen_inside(&namespace, link.address());
+    let listener = listen_inside(link.namespace(), link.address());
     // About 4 s at 2 Mbit/s.
     let (_, _, shaped) = sample_one_download(listener, 1 << 20, Protocol::Http1).await;
     println!("unshaped {unshaped:?}\nshaped {shaped:?}");

@@ -6,8 +6,15 @@
 //! fake: the tests of the S3 backend talk HTTP, SigV4 and multipart uploads
 //! to it as they would to any object store.
 //!
+//! [`netns::Network`] gives a test separate hosts (network namespaces on a
+//! bridge), and [`S3Server::start_on`] puts the store on one of them;
+//! [`shaped_link::ShapedLink`] is a thin last-mile link.
+//!
 //! This crate is for tests only (a dev-dependency): it spawns processes,
 //! which no crate a user runs does outside kinema-media.
+
+pub mod netns;
+pub mod shaped_link;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,6 +32,8 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 #[derive(Debug)]
 pub struct S3Server {
     child: Option<Child>,
+    /// The host it runs on, or `None` for the test's own loopback.
+    host: Option<netns::Host>,
     root: tempfile::TempDir,
     address: SocketAddr,
     access_key: String,
@@ -70,12 +79,22 @@ fn free_loopback_port() -> u16 {
         .port()
 }
 
-/// Polls until `address` accepts a connection: `Ok` then, `Err` with the
-/// exit status if the process exited first (its port was taken).
-fn wait_ready(child: &mut Child, address: SocketAddr) -> Result<(), String> {
+/// Polls until `address` accepts a connection (from `host`, else from the
+/// test's own namespace): `Ok` then, `Err` with the exit status if the
+/// process exited first (its port was taken).
+fn wait_ready(
+    child: &mut Child,
+    host: Option<&netns::Host>,
+    address: SocketAddr,
+) -> Result<(), String> {
     let deadline = Instant::now() + START_DEADLINE;
+    let timeout = Duration::from_millis(200);
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+        let connected = match host {
+            Some(host) => host.connect(address, timeout).is_ok(),
+            None => TcpStream::connect_timeout(&address, timeout).is_ok(),
+        };
+        if connected {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -111,10 +130,11 @@ impl S3Server {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
-            match wait_ready(&mut child, address) {
+            match wait_ready(&mut child, None, address) {
                 Ok(()) => {
                     return Self {
                         child: Some(child),
+                        host: None,
                         root,
                         address,
                         access_key,
@@ -127,7 +147,22 @@ impl S3Server {
         panic!("s3s-fs exited at start every time: {exits:?}");
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// Starts s3s-fs on `host` (its address, port 9000: the host is the
+    /// server's own), and waits until it accepts connections there.
+    pub fn start_on(host: &netns::Host) -> Self {
+        let mut server = Self {
+            child: None,
+            host: Some(host.clone()),
+            root: tempfile::tempdir().expect("a temporary directory for s3s-fs"),
+            address: host.socket(9000),
+            access_key: "kinema-test-access".to_string(),
+            secret_key: "kinema-test-secret".to_string(),
+        };
+        server.restart();
+        server
+    }
+
+    /// `http://ADDRESS:PORT` (127.0.0.1, or the host's address).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.address)
     }
@@ -160,10 +195,14 @@ impl S3Server {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "s3s-fs is still running");
         let program = s3s_fs_program();
-        let mut child = Command::new(&program)
+        let mut command = match &self.host {
+            Some(host) => host.command(&program),
+            None => Command::new(&program),
+        };
+        let mut child = command
             .args([
                 "--host",
-                "127.0.0.1",
+                &self.address.ip().to_string(),
                 "--port",
                 &self.address.port().to_string(),
             ])
@@ -179,7 +218,7 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
-        if let Err(status) = wait_ready(&mut child, self.address) {
+        if let Err(status) = wait_ready(&mut child, self.host.as_ref(), self.address) {
             panic!("s3s-fs did not start again on {}: {status}", self.address);
         }
         self.child = Some(child);

@@ -11,6 +11,9 @@
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
+use crate::netns::{ip, run_checked};
+
+#[derive(Debug)]
 pub struct ShapedLink {
     namespace: String,
     address: Ipv4Addr,
@@ -91,6 +94,11 @@ impl ShapedLink {
         self.address
     }
 
+    /// The namespace's name (for `ip netns exec`, or to enter it).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// `program` to be run inside the namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("ip");
@@ -115,21 +123,4 @@ impl Drop for ShapedLink {
             .args(["netns", "delete", &self.namespace])
             .status();
     }
-}
-
-fn ip(args: &[&str]) {
-    run_checked(Command::new("ip").args(args));
-}
-
-fn run_checked(command: &mut Command) {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {command:?} (install iproute2): {error}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}): {}; shaping a link needs root (CI runs as root)",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
 }

@@ -15,10 +15,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "support/shaped_link.rs"]
-#[allow(dead_code, reason = "shared with players.rs, which uses all of it")]
-mod shaped_link;
-
 #[path = "support/players_support.rs"]
 #[allow(dead_code, reason = "shared with players.rs, which uses all of it")]
 mod players_support;

@@ -13,10 +13,8 @@
 
 use std::process::{Command, Stdio};
 
+use kinema_test_support::shaped_link;
 use serde_json::Value;
-
-#[path = "support/shaped_link.rs"]
-mod shaped_link;
 
 #[path = "support/players_support.rs"]
 mod players_support;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::shaped_link;
+use kinema_test_support::shaped_link;
 
 pub const VIDEO_ID: &str = "clip";
 /// Position each player must pass: far enough that playback is running,
