@@ -227,6 +227,28 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Retired generations of this video past their grace are collected.
     async fn publish(&self, manifest: &Manifest, staged_dir: &Path) -> Result<(), StoreError>;
 
+    /// Publishes `manifest`, a newer generation of a published video whose
+    /// files are generation `from`'s but for `replaced` (path, new content):
+    /// the others are copied inside the store (hard links in a local
+    /// directory, server-side copies on S3), so a change that must not
+    /// reuse the old URLs, such as the access policy, uploads no media.
+    /// Every replaced content must match its manifest entry, every other
+    /// entry `from`'s entry of the same path ([`check_republish`]); then as
+    /// [`Store::publish`]: the current manifest last, `from` retired. A
+    /// store that keeps no files of its own (a test double) refuses.
+    async fn republish(
+        &self,
+        manifest: &Manifest,
+        from: u64,
+        replaced: &[(ObjectPath, Bytes)],
+    ) -> Result<(), StoreError> {
+        let _ = (from, replaced);
+        Err(StoreError::Config {
+            setting: "store".into(),
+            message: format!("this store cannot republish {}", manifest.id),
+        })
+    }
+
     /// Removes a video at once: its current manifest first (it is gone from
     /// then on), then every generation, retired ones included.
     async fn unpublish(&self, id: &VideoId) -> Result<(), StoreError>;
@@ -314,6 +336,63 @@ pub(crate) fn check_replaces(
         Ok(_) | Err(StoreError::VideoNotFound(_)) => Ok(()),
         Err(other) => Err(other),
     }
+}
+
+/// Whether `manifest` may be republished from `from` (generation `from`'s
+/// manifest, as read) with `replaced`: the same video, every replaced path
+/// listed once with the size and SHA-256 of its new content, and every other
+/// entry exactly `from`'s entry of that path, so the copies need no check of
+/// their own. The one rule every backend applies before copying anything.
+pub fn check_republish(
+    manifest: &Manifest,
+    from: &Manifest,
+    replaced: &[(ObjectPath, Bytes)],
+) -> Result<(), StoreError> {
+    let mismatch = |path: &ObjectPath, detail: String| StoreError::StagedFileMismatch {
+        path: path.to_string(),
+        detail,
+    };
+    if manifest.id != from.id {
+        return Err(StoreError::Config {
+            setting: "republish".into(),
+            message: format!("{} cannot be republished from {}", manifest.id, from.id),
+        });
+    }
+    for (index, (path, bytes)) in replaced.iter().enumerate() {
+        if replaced[..index].iter().any(|(earlier, _)| earlier == path) {
+            return Err(mismatch(path, "replaced twice".into()));
+        }
+        let Some(entry) = manifest.file(path) else {
+            return Err(mismatch(path, "replaced but not in the manifest".into()));
+        };
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        if entry.size != bytes.len() as u64 || entry.sha256 != sha256 {
+            return Err(mismatch(
+                path,
+                format!(
+                    "new content of {} bytes with SHA-256 {sha256}, the manifest says {} bytes, {}",
+                    bytes.len(),
+                    entry.size,
+                    entry.sha256
+                ),
+            ));
+        }
+    }
+    for entry in &manifest.files {
+        if replaced.iter().any(|(path, _)| path == &entry.path) {
+            continue;
+        }
+        if from.file(&entry.path) != Some(entry) {
+            return Err(mismatch(
+                &entry.path,
+                format!(
+                    "not replaced, and not as generation {} lists it",
+                    from.generation
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Size and SHA-256 of every file under `dir` (recursively), as manifest

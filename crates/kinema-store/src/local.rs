@@ -41,6 +41,7 @@ use crate::{
 mod collect;
 mod publish;
 mod read;
+mod republish;
 
 use collect::empty_trash;
 use publish::{fsync_dir, write_file_atomically};
@@ -249,6 +250,22 @@ impl Store for LocalStore {
         let (store, manifest, staged_dir) =
             (self.clone(), manifest.clone(), staged_dir.to_path_buf());
         blocking(move || store.publish_blocking(&manifest, &json, &staged_dir)).await
+    }
+
+    async fn republish(
+        &self,
+        manifest: &Manifest,
+        from: u64,
+        replaced: &[(ObjectPath, Bytes)],
+    ) -> Result<(), StoreError> {
+        let json = manifest
+            .to_json()
+            .map_err(|source| StoreError::BadManifest {
+                id: manifest.id.clone(),
+                source,
+            })?;
+        let (store, manifest, replaced) = (self.clone(), manifest.clone(), replaced.to_vec());
+        blocking(move || store.republish_blocking(&manifest, &json, from, &replaced)).await
     }
 
     async fn unpublish(&self, id: &VideoId) -> Result<(), StoreError> {

@@ -27,6 +27,7 @@ mod connect;
 mod credentials;
 mod job_objects;
 mod publish;
+mod republish;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -476,6 +477,19 @@ impl Store for S3Store {
 
     async fn publish(&self, manifest: &Manifest, staged_dir: &Path) -> Result<(), StoreError> {
         publish::publish(self, manifest, staged_dir).await?;
+        if let Err(error) = collect::collect_video(self, &manifest.id).await {
+            tracing::warn!(id = %manifest.id, %error, "collecting retired generations failed");
+        }
+        Ok(())
+    }
+
+    async fn republish(
+        &self,
+        manifest: &Manifest,
+        from: u64,
+        replaced: &[(ObjectPath, Bytes)],
+    ) -> Result<(), StoreError> {
+        republish::republish(self, manifest, from, replaced).await?;
         if let Err(error) = collect::collect_video(self, &manifest.id).await {
             tracing::warn!(id = %manifest.id, %error, "collecting retired generations failed");
         }

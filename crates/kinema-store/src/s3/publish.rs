@@ -49,19 +49,7 @@ pub(super) async fn publish(
     let id = &manifest.id;
     let generation = manifest.generation;
     crate::check_replaces(manifest, store.current_manifest(id).await)?;
-    // A generation is written once: what a crashed publish of the same
-    // generation left is never overwritten with other bytes.
-    if !store
-        .list_all(&layout::generation_prefix(id, generation))
-        .await?
-        .is_empty()
-    {
-        return Err(StoreError::StaleGeneration {
-            id: id.clone(),
-            generation,
-            current: generation,
-        });
-    }
+    check_generation_unwritten(store, manifest).await?;
     check_sizes(manifest, staged_dir).await?;
 
     let uploaded = futures::stream::iter(manifest.files.iter().map(Ok))
@@ -91,9 +79,30 @@ pub(super) async fn publish(
     Ok(())
 }
 
+/// A generation is written once: what a crashed publish of the same
+/// generation left is never overwritten with other bytes.
+pub(super) async fn check_generation_unwritten(
+    store: &S3Store,
+    manifest: &Manifest,
+) -> Result<(), StoreError> {
+    let (id, generation) = (&manifest.id, manifest.generation);
+    if !store
+        .list_all(&layout::generation_prefix(id, generation))
+        .await?
+        .is_empty()
+    {
+        return Err(StoreError::StaleGeneration {
+            id: id.clone(),
+            generation,
+            current: generation,
+        });
+    }
+    Ok(())
+}
+
 /// The generation's manifest copy, then the current manifest: the video is
 /// this generation from the last PUT on.
-async fn write_manifests(
+pub(super) async fn write_manifests(
     store: &S3Store,
     manifest: &Manifest,
     json: Vec<u8>,
