@@ -68,6 +68,8 @@ pub enum Error {
     },
     #[error("the listener failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] kinema_http::tls::TlsError),
 }
 
 /// Settings of `kinema edge` (the `[edge]` table).
@@ -130,6 +132,21 @@ pub struct Config {
     pub health_check_interval: Duration,
     /// Listener limits and timeouts (`[edge.server]`).
     pub server: kinema_http::server::ServerConfig,
+    /// PEM certificate chain (leaf first); with `tls_key`, serve HTTPS only
+    /// (ALPN h2, http/1.1). The same keys as `[serve]`'s.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (ECDSA or RSA).
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate made at start for localhost,
+    /// 127.0.0.1 and ::1 (local use).
+    pub tls_self_signed: bool,
+    /// Also listen for plain HTTP here and redirect every request to HTTPS.
+    pub redirect_http: Option<SocketAddr>,
+    /// Send `Strict-Transport-Security` (one year) on HTTPS responses.
+    pub hsts: bool,
+    /// PEM file of CA certificates trusted for `https://` origins and
+    /// parent edges, beside the public roots (a private CA).
+    pub origin_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -154,6 +171,12 @@ impl Default for Config {
             health_check_path: "/healthz".into(),
             health_check_interval: Duration::from_secs(2),
             server: kinema_http::server::ServerConfig::default(),
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            redirect_http: None,
+            hsts: false,
+            origin_ca: None,
         }
     }
 }
@@ -185,6 +208,17 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The HTTPS settings, checked the way `kinema serve` checks them.
+    pub fn https(&self) -> kinema_http::https::HttpsSettings<'_> {
+        kinema_http::https::HttpsSettings {
+            tls_cert: self.tls_cert.as_deref(),
+            tls_key: self.tls_key.as_deref(),
+            tls_self_signed: self.tls_self_signed,
+            redirect_http: self.redirect_http,
+            hsts: self.hsts,
+        }
     }
 
     /// The disk tier's directory and size, from `DIR:SIZE`.
@@ -275,9 +309,11 @@ impl EdgeParts {
             OriginSettings {
                 connect_timeout: config.connect_timeout,
                 response_timeout: config.origin_timeout,
+                origin_ca: config.origin_ca.clone(),
             },
             metrics.clone(),
-        );
+        )
+        .map_err(Error::Config)?;
         let disk = match config.disk()? {
             None => None,
             Some((path, size)) => {
@@ -399,7 +435,16 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let stats = parts.stats.clone();
+    let tls = config.https().server_tls().map_err(|error| match error {
+        kinema_http::https::HttpsError::Settings(message) => Error::Config(message),
+        kinema_http::https::HttpsError::Tls(error) => Error::Tls(error),
+    })?;
     let edge = build_with(&config, parts)?;
+    // SIGHUP swaps the certificate for new handshakes, as on the origin.
+    let reloader = match &tls {
+        Some(tls) => Some(tls.reload_on_sighup().map_err(Error::Serve)?),
+        None => None,
+    };
     let stop_checks = CancellationToken::new();
     tokio::spawn(
         edge.upstreams()
@@ -409,18 +454,24 @@ pub async fn run_with(
     tracing::info!(
         address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         origins = ?config.origin,
+        tls = tls.is_some(),
         "edge serving"
     );
-    let result = kinema_http::server::serve_with_stats(
+    let listeners = kinema_http::https::HttpsListeners {
         listener,
-        Arc::new(EdgeHandler(edge)),
-        config.server.clone(),
-        None,
+        tls,
+        redirect_http: config.redirect_http,
+        hsts: config.hsts,
+        server: config.server.clone(),
         stats,
-        shutdown,
-    )
-    .await
-    .map_err(Error::Serve);
+        tcp_info: None,
+    };
+    let result = kinema_http::https::serve_https(listeners, Arc::new(EdgeHandler(edge)), shutdown)
+        .await
+        .map_err(Error::Serve);
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     stop_checks.cancel();
     tracing::info!("edge stopped");
     result

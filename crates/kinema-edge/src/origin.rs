@@ -7,8 +7,16 @@
 //! request and returns the response head with its streaming body, or says
 //! why it could not (connect failure → the caller answers 502, timeout →
 //! 504).
+//!
+//! `https://` upstreams are reached by rustls, verifying the certificate
+//! and the host name against the public roots and the `origin_ca` file;
+//! ALPN offers h2 and http/1.1, so an upstream that speaks h2 multiplexes
+//! every fetch over one connection, and an HTTP/1.1 one keeps its
+//! keep-alive pool. A certificate that fails verification is a connect
+//! failure (502, the cause in the log), as an unreachable origin is.
 
 use std::error::Error as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +25,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -84,12 +93,14 @@ pub struct OriginSettings {
     pub connect_timeout: Duration,
     /// Until the response head arrives.
     pub response_timeout: Duration,
+    /// PEM file of CA certificates trusted beside the public roots.
+    pub origin_ca: Option<PathBuf>,
 }
 
 /// The pooled client every upstream fetch goes through.
 #[derive(Debug)]
 pub struct OriginClient {
-    client: Client<HttpConnector, OriginBody>,
+    client: Client<HttpsConnector<HttpConnector>, OriginBody>,
     settings: OriginSettings,
     metrics: Arc<Metrics>,
 }
@@ -102,20 +113,87 @@ pub struct OriginRequest {
     pub headers: HeaderMap,
 }
 
+/// The most bytes an `origin_ca` file may hold: a bundle of CA
+/// certificates, not a data file.
+const MAX_CA_FILE: u64 = 1024 * 1024;
+
+/// The rustls client setup for `https://` upstreams: the public roots
+/// (Mozilla's, from webpki-root-certs) plus the certificates of
+/// `origin_ca`, no client certificate.
+pub fn client_tls(origin_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+    if let Some(path) = origin_ca {
+        for certificate in read_ca_file(path)? {
+            roots.add(certificate).map_err(|error| {
+                format!(
+                    "origin_ca {}: a certificate cannot be trusted: {error}",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    // ring, named as kinema-http's server names it, so the choice does not
+    // depend on which rustls features other crates switch on.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("cannot build the tls client: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+fn read_ca_file(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let size = std::fs::metadata(path)
+        .map_err(|error| format!("cannot read origin_ca {}: {error}", path.display()))?
+        .len();
+    if size > MAX_CA_FILE {
+        return Err(format!(
+            "origin_ca {} is {size} bytes; a CA bundle is at most {MAX_CA_FILE}",
+            path.display()
+        ));
+    }
+    let pem = std::fs::read(path)
+        .map_err(|error| format!("cannot read origin_ca {}: {error}", path.display()))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("origin_ca {} is not valid PEM: {error}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "origin_ca {} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certificates)
+}
+
 impl OriginClient {
-    pub fn new(settings: OriginSettings, metrics: Arc<Metrics>) -> Self {
+    /// A client for `http://` and `https://` upstreams; fails only when
+    /// the `origin_ca` file cannot be read.
+    pub fn new(settings: OriginSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let tls = client_tls(settings.origin_ca.as_deref())?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
+        // The TLS layer below takes https:// URLs; plain ones pass through.
+        connector.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Self {
+        Ok(Self {
             client,
             settings,
             metrics,
-        }
+        })
     }
 
     /// Sends a request to `upstreams` in order (a selector's choice). An

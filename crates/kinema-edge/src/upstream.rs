@@ -35,16 +35,16 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A base URL such as `http://127.0.0.1:8080`; only `http` (the edge
-    /// and its upstreams share a trusted network), and no path.
+    /// A base URL such as `http://127.0.0.1:8080` or
+    /// `https://origin.example`, without a path.
     pub fn parse(url: &str) -> Result<Self, String> {
         let uri: Uri = url
             .parse()
             .map_err(|error| format!("origin {url:?} is not a URL: {error}"))?;
         let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
-        if scheme != Scheme::HTTP {
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(format!(
-                "origin {url:?}: only http:// origins are supported"
+                "origin {url:?}: only http:// and https:// origins are supported"
             ));
         }
         let authority = uri
@@ -344,7 +344,8 @@ mod tests {
             interval: Duration::from_secs(2),
         };
         let refused = |url: &str| RoundRobin::new(&[url.to_string()], checks.clone()).unwrap_err();
-        assert!(refused("https://a:1").contains("only http://"));
+        assert!(refused("ftp://a:1").contains("only http:// and https://"));
+        assert!(RoundRobin::new(&["https://a:1".to_string()], checks.clone()).is_ok());
         assert!(refused("http://a:1/base").contains("must not have a path"));
         assert!(
             RoundRobin::new(&[], checks.clone())

@@ -14,6 +14,7 @@ pub mod conditional;
 pub mod content_type;
 pub mod disk_tier;
 pub mod http_date;
+pub mod https;
 pub mod range;
 pub mod respond;
 pub mod server;

@@ -6,7 +6,6 @@
 //! checks that the settings make sense together and wires them up.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kinema_http::tls::ServerTls;
 
@@ -14,51 +13,24 @@ use crate::Error;
 use crate::access::Access;
 use crate::config::Config;
 
-/// `Strict-Transport-Security` max-age with `--hsts`: one year, the value
-/// browsers' preload lists ask for.
-pub const HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// `Strict-Transport-Security` max-age with `--hsts` (kinema-http's, shared
+/// with the edge).
+pub use kinema_http::https::HSTS_MAX_AGE;
 
-/// The TLS setup the settings ask for, or `None` for plain HTTP.
+/// The TLS setup the settings ask for, or `None` for plain HTTP: the checks
+/// kinema-http's `https` module makes for every server.
 pub(crate) fn server_tls(config: &Config) -> Result<Option<ServerTls>, Error> {
-    let tls = match (&config.tls_cert, &config.tls_key, config.tls_self_signed) {
-        (Some(_), Some(_), true) => {
-            return Err(Error::Config(
-                "tls_self_signed and tls_cert/tls_key exclude each other; pick one".into(),
-            ));
-        }
-        (Some(cert), Some(key), false) => Some(ServerTls::from_pem_files(cert, key)?),
-        (Some(_), None, _) => {
-            return Err(Error::Config(
-                "tls_cert needs tls_key (the certificate's private key)".into(),
-            ));
-        }
-        (None, Some(_), _) => {
-            return Err(Error::Config(
-                "tls_key needs tls_cert (the certificate chain)".into(),
-            ));
-        }
-        (None, None, true) => {
-            let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
-            let (tls, _pem) = ServerTls::self_signed(&hosts)?;
-            tracing::warn!(
-                "serving https with a self-signed certificate for localhost: clients must skip verification (curl -k)"
-            );
-            Some(tls)
-        }
-        (None, None, false) => None,
+    let settings = kinema_http::https::HttpsSettings {
+        tls_cert: config.tls_cert.as_deref(),
+        tls_key: config.tls_key.as_deref(),
+        tls_self_signed: config.tls_self_signed,
+        redirect_http: config.redirect_http,
+        hsts: config.hsts,
     };
-    if tls.is_none() && config.redirect_http.is_some() {
-        return Err(Error::Config(
-            "redirect_http sends clients to https, so it needs tls_cert/tls_key or tls_self_signed"
-                .into(),
-        ));
-    }
-    if tls.is_none() && config.hsts {
-        return Err(Error::Config(
-            "hsts is only sent over https; it needs tls_cert/tls_key or tls_self_signed".into(),
-        ));
-    }
-    Ok(tls)
+    settings.server_tls().map_err(|error| match error {
+        kinema_http::https::HttpsError::Settings(message) => Error::Config(message),
+        kinema_http::https::HttpsError::Tls(error) => Error::Tls(error),
+    })
 }
 
 /// On every SIGHUP, re-reads the certificate files (if any), the key ring

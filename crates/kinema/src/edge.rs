@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{ArgAction, Args};
 use serde::Serialize;
 
 use crate::config::ConfigFile;
@@ -117,6 +117,38 @@ pub struct EdgeArgs {
     #[arg(long, env = "KINEMA_EDGE_KEYS", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     keys: Option<PathBuf>,
+
+    /// PEM certificate chain; with --tls-key the listener speaks HTTPS only (ALPN h2, http/1.1)
+    #[arg(long, env = "KINEMA_TLS_CERT", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (ECDSA or RSA)
+    #[arg(long, env = "KINEMA_TLS_KEY", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS with a certificate made at start for localhost (local use) [default: false]
+    #[arg(long, env = "KINEMA_TLS_SELF_SIGNED", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_self_signed: Option<bool>,
+
+    /// Also listen for plain HTTP here and redirect every request to HTTPS
+    #[arg(long, env = "KINEMA_REDIRECT_HTTP", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirect_http: Option<SocketAddr>,
+
+    /// Send Strict-Transport-Security (max-age one year) on HTTPS responses [default: false]
+    #[arg(long, env = "KINEMA_HSTS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", action = ArgAction::Set)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hsts: Option<bool>,
+
+    /// PEM CA certificates trusted for https:// origins and parent edges, beside the public roots (a private CA) [default: none]
+    #[arg(long, env = "KINEMA_ORIGIN_CA", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin_ca: Option<PathBuf>,
 
     /// The `[cluster]` section's flags.
     #[command(flatten, next_help_heading = "Cluster")]
