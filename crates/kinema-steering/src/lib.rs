@@ -20,6 +20,9 @@
 //! - [`hls`] and [`dash`]: the stored multivariant playlist and MPD
 //!   rewritten with one variant set / `BaseURL` per pathway, absolute on
 //!   each node, keeping a signed-URL `/s/{token}` prefix in every path;
+//! - [`network`]: among the video's nodes of similar load, the one that
+//!   measured best for the viewer's client prefix first (`kinema-netq`),
+//!   a small share of sessions exploring the runner-up;
 //! - [`log`]: a record per decision, classified as content miss or health
 //!   miss, and counters for `/metrics`;
 //! - [`service`]: the impure part — a [`SteeringService`] over the
@@ -87,6 +90,7 @@
 pub mod dash;
 pub mod hls;
 pub mod log;
+pub mod network;
 pub mod pathway;
 pub mod rank;
 pub mod service;
@@ -94,9 +98,10 @@ pub mod session;
 pub mod steer;
 
 pub use log::{DecisionRecord, Miss, SteeringCounters};
+pub use network::{Measured, NetworkChoice};
 pub use pathway::{BaseUrl, PathPrefix, Pathway, PathwayId};
 pub use rank::{NodeStatus, NodeView, RankConfig, Ranking, Reason, Snapshot};
-pub use service::{ManifestKind, SteeringService};
+pub use service::{ManifestKind, NetworkSource, SteeringService};
 pub use session::{SessionId, SessionState};
 pub use steer::{
     Decision, Protocol, Steering, SteeringConfig, SteeringManifest, SteeringQuery, SteeringRequest,

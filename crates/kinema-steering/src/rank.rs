@@ -221,16 +221,21 @@ pub enum Reason {
     Health,
     /// No edge can serve: an origin.
     OriginOnly,
+    /// Another of the video's nodes of similar load, because it measured
+    /// better for the viewer's prefix (or the session explores the
+    /// runner-up): see [`crate::network`].
+    Network,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::Placement,
         Reason::Replica,
         Reason::Sticky,
         Reason::Load,
         Reason::Health,
         Reason::OriginOnly,
+        Reason::Network,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -241,6 +246,7 @@ impl Reason {
             Reason::Load => "load",
             Reason::Health => "health",
             Reason::OriginOnly => "origin_only",
+            Reason::Network => "network",
         }
     }
 }
@@ -255,6 +261,9 @@ pub struct Ranking {
     pub ideal_head: Option<PathwayId>,
     /// Whether any edge is known at all (live or dead).
     pub edges_known: bool,
+    /// How many of the first pathways are nodes placement chose to serve
+    /// the video (not overloaded): those network measurement may reorder.
+    pub serving: usize,
 }
 
 pub(crate) fn pathway(node: &NodeView) -> Pathway {
@@ -370,6 +379,7 @@ impl RankConfig {
         let origins = ordered(&self.placement, video, &origins);
         let mut pathways = Vec::new();
         let mut ideal_head = ideal_head;
+        let mut serving = 0;
         let reason;
         if usable.is_empty() {
             reason = Reason::OriginOnly;
@@ -393,6 +403,7 @@ impl RankConfig {
                 .filter(|node| !self.is_overloaded(node))
                 .collect();
             let mut ranked: Vec<&NodeView> = Vec::new();
+            serving = serve.len().min(self.max_edges);
             if !serve.is_empty() {
                 let first = serve[session_slot(session, serve.len())];
                 ranked.push(first);
@@ -432,6 +443,7 @@ impl RankConfig {
             reason,
             ideal_head: ideal_head.map(|node| PathwayId::of_node(&node.node_id)),
             edges_known: !known_edges.is_empty(),
+            serving,
         }
     }
 }

@@ -21,6 +21,7 @@
 //! scan of made-up ids costs memory only up to that bound.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,9 +31,10 @@ use http::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER,
 };
 use http::{HeaderValue, Response, StatusCode};
-use kinema_cluster::MembershipView;
+use kinema_cluster::{MembershipView, PeerNetworkQuality};
 use kinema_core::VideoId;
 use kinema_http::{Clock, ResponseBody};
+use kinema_netq::{ClientPrefix, NetworkQuality, PrefixFigures, Summary};
 use kinema_placement::RateMeter;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -41,6 +43,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::log::SteeringCounters;
+use crate::network::{Measured, NetworkChoice};
 use crate::pathway::PathPrefix;
 use crate::rank::Snapshot;
 use crate::session::SessionId;
@@ -78,6 +81,17 @@ pub struct SteeringService {
     rates: Mutex<RateMap>,
     counters: Arc<SteeringCounters>,
     served: Arc<Served>,
+    network: Option<NetworkSource>,
+}
+
+/// Where the service reads what nodes measured of viewers' networks.
+#[derive(Debug, Clone)]
+pub struct NetworkSource {
+    /// This node's own table (fed by its listener and CMCD).
+    pub local: Arc<NetworkQuality>,
+    /// The summaries members gossip ([`kinema_cluster::Cluster::network_quality`]).
+    pub peers: PeerNetworkQuality,
+    pub choice: NetworkChoice,
 }
 
 #[derive(Debug)]
@@ -137,7 +151,37 @@ impl SteeringService {
             rates: Mutex::new(RateMap::default()),
             counters: Arc::new(SteeringCounters::default()),
             served: Arc::new(Served::default()),
+            network: None,
         }
+    }
+
+    /// The service, also choosing among a video's nodes of similar load
+    /// by what they measured for the viewer's prefix ([`crate::network`]),
+    /// for requests whose client address is given (the `*_for` methods).
+    pub fn with_network(mut self, network: NetworkSource) -> Self {
+        self.network = Some(network);
+        self
+    }
+
+    /// What `node_id` measured for `client`'s prefix: this node's own
+    /// table for itself (with as much evidence as a summary asks), a
+    /// peer's gossiped summary otherwise. A summary that does not parse
+    /// reads as unmeasured.
+    fn measured_by(
+        network: &NetworkSource,
+        self_node: Option<&str>,
+        client: IpAddr,
+        node_id: &str,
+    ) -> Option<PrefixFigures> {
+        if self_node == Some(node_id) {
+            let estimate = network.local.estimate(client)?;
+            if estimate.throughput_weight < kinema_netq::summary::MIN_WEIGHT {
+                return None;
+            }
+            return PrefixFigures::from_estimate(&estimate);
+        }
+        let summary = network.peers.get(node_id)?;
+        Summary::parse(&summary).figures_for(ClientPrefix::of(client))
     }
 
     /// The decision counters ([`crate::log::register`] renders them).
@@ -187,7 +231,12 @@ impl SteeringService {
     /// Decides for one request of `video`, counts and logs it. Session
     /// starts feed the video's rate: a reload of a steering manifest is the
     /// same viewer again, and placement's rate is session starts per second.
-    fn decide(&self, video: &VideoId, query: &SteeringQuery) -> (Decision, Arc<Current>) {
+    fn decide(
+        &self,
+        video: &VideoId,
+        query: &SteeringQuery,
+        client: Option<IpAddr>,
+    ) -> (Decision, Arc<Current>) {
         let current = self.current();
         let now = self.clock.now();
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -200,14 +249,27 @@ impl SteeringService {
                 rates.rate(video, since_epoch)
             }
         };
-        let decision = self.steering.decide(&SteeringRequest {
+        let request = SteeringRequest {
             video,
             snapshot: &current.snapshot,
             rate,
             query,
             new_session: SessionId(rand::random()),
             now,
-        });
+        };
+        let decision = match (&self.network, client) {
+            (Some(network), Some(client)) => {
+                let self_node = current.self_node.as_deref();
+                let figures =
+                    |node_id: &str| Self::measured_by(network, self_node, client, node_id);
+                let measured = Measured {
+                    figures: &figures,
+                    choice: network.choice,
+                };
+                self.steering.decide_measured(&request, Some(&measured))
+            }
+            _ => self.steering.decide(&request),
+        };
         let record = decision.record();
         self.counters.count(&record);
         tracing::debug!(target: "kinema::steering", "steering {record}");
@@ -219,8 +281,20 @@ impl SteeringService {
     /// 503 with `Retry-After` when no node can serve. Never 404, 410 or 429:
     /// the caller answers for unknown videos before calling.
     pub fn steer(&self, video: &VideoId, query: &str) -> Response<ResponseBody> {
+        self.steer_for(video, query, None)
+    }
+
+    /// [`SteeringService::steer`] for a viewer at `client` (the peer
+    /// address, or the one a trusted proxy names), whose prefix's
+    /// measurements may choose among the video's nodes.
+    pub fn steer_for(
+        &self,
+        video: &VideoId,
+        query: &str,
+        client: Option<IpAddr>,
+    ) -> Response<ResponseBody> {
         let query = SteeringQuery::parse(query);
-        let (decision, _) = self.decide(video, &query);
+        let (decision, _) = self.decide(video, &query, client);
         let protocol = query.protocol.unwrap_or(Protocol::Hls);
         match self.steering.manifest(&decision, protocol) {
             Some(manifest) => {
@@ -258,7 +332,17 @@ impl SteeringService {
         video: &VideoId,
         path_and_query: &str,
     ) -> Option<Response<ResponseBody>> {
-        let (decision, current) = self.decide(video, &SteeringQuery::default());
+        self.redirect_for(video, path_and_query, None)
+    }
+
+    /// [`SteeringService::redirect`] for a viewer at `client`.
+    pub fn redirect_for(
+        &self,
+        video: &VideoId,
+        path_and_query: &str,
+        client: Option<IpAddr>,
+    ) -> Option<Response<ResponseBody>> {
+        let (decision, current) = self.decide(video, &SteeringQuery::default(), client);
         let chosen = decision.chosen()?;
         if current.self_node.as_deref() == Some(chosen.node_id.as_str()) {
             return None;
@@ -282,10 +366,22 @@ impl SteeringService {
         request_path: &str,
         stored: &[u8],
     ) -> Option<Bytes> {
+        self.rewrite_for(kind, video, request_path, stored, None)
+    }
+
+    /// [`SteeringService::rewrite`] for a viewer at `client`.
+    pub fn rewrite_for(
+        &self,
+        kind: ManifestKind,
+        video: &VideoId,
+        request_path: &str,
+        stored: &[u8],
+        client: Option<IpAddr>,
+    ) -> Option<Bytes> {
         let rewritten = (|| {
             let prefix = PathPrefix::of_request_path(request_path).ok()?;
             let text = std::str::from_utf8(stored).ok()?;
-            let (decision, _) = self.decide(video, &SteeringQuery::default());
+            let (decision, _) = self.decide(video, &SteeringQuery::default(), client);
             let rewritten = match kind {
                 ManifestKind::Master => self.steering.rewrite_master(text, &decision, &prefix),
                 ManifestKind::Mpd => self.steering.rewrite_mpd(text, &decision, &prefix),

@@ -270,6 +270,18 @@ impl Steering {
 
     /// Decides the pathways of one request (see the module doc).
     pub fn decide(&self, request: &SteeringRequest<'_>) -> Decision {
+        self.decide_measured(request, None)
+    }
+
+    /// [`Steering::decide`], a new session on the video's placement head
+    /// or a replica going instead to the one of the video's nodes of
+    /// similar load that `measured` says measured best for the viewer
+    /// ([`crate::network`]); the reason is then [`Reason::Network`].
+    pub fn decide_measured(
+        &self,
+        request: &SteeringRequest<'_>,
+        measured: Option<&crate::network::Measured<'_>>,
+    ) -> Decision {
         let rank = &self.config.rank;
         let state = request.query.session.as_deref().and_then(|encoded| {
             SessionState::verify(encoded, &self.keys, request.video, request.now)
@@ -279,6 +291,18 @@ impl Steering {
         let ranking = rank.rank(request.video, request.snapshot, request.rate, session);
         let mut pathways = ranking.pathways;
         let mut reason = ranking.reason;
+        if let Some(measured) = measured
+            && matches!(reason, Reason::Placement | Reason::Replica)
+            && crate::network::order_by_network(
+                &mut pathways,
+                ranking.serving,
+                request.snapshot,
+                session,
+                measured,
+            )
+        {
+            reason = Reason::Network;
+        }
         // A verified pathway, or else the one the player says it is on.
         let current = previous.as_ref().or(request.query.reported.as_ref());
         let current_node = current.and_then(|id| request.snapshot.by_pathway(id));
@@ -309,7 +333,7 @@ impl Steering {
             }
         }
         let miss = match reason {
-            Reason::Placement | Reason::Replica | Reason::Sticky => Miss::None,
+            Reason::Placement | Reason::Replica | Reason::Sticky | Reason::Network => Miss::None,
             Reason::Load => Miss::Content,
             Reason::Health => Miss::Health,
             Reason::OriginOnly if ranking.edges_known => Miss::Health,
