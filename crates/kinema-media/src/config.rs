@@ -49,6 +49,9 @@ pub struct IngestConfig {
     /// [`Workspace`](crate::Workspace)); unset, [`Self::workspace_root`]
     /// picks one.
     pub workspace: Option<PathBuf>,
+    /// How a long video is split into chunks encoded by many workers
+    /// (`[ingest.chunked]`; see [`crate::chunked`]).
+    pub chunked: crate::chunked::ChunkConfig,
 }
 
 /// Bounds on a source (`[ingest.limits]`): a decoder fed a 16000×16000
@@ -126,6 +129,7 @@ impl Default for IngestConfig {
             failed_upload_ttl: Duration::from_secs(7 * 24 * 3600),
             download: crate::download::DownloadSetting::default(),
             workspace: None,
+            chunked: crate::chunked::ChunkConfig::default(),
         }
     }
 }
@@ -170,6 +174,7 @@ impl IngestConfig {
                 self.av1_preset
             )));
         }
+        self.chunked.validate(self.ladder.segment_seconds)?;
         if self.concurrency == 0 {
             return Err(MediaError::Settings(
                 "concurrency must be at least 1".to_string(),

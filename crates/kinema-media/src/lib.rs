@@ -11,6 +11,7 @@
 //! This is the only crate of kinema that spawns processes (ffmpeg and
 //! ffprobe). It does not serve anything and knows nothing of HTTP.
 
+pub mod chunked;
 pub mod config;
 pub mod dash;
 pub mod download;

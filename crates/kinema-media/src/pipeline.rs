@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::mp4::TrackKind;
 use crate::package::{self, AudioLabel, MeasuredRendition, VideoGeometry};
 use crate::probe::{self, SourceInfo};
-use crate::subtitle_tracks::{convert_sidecar, package_subtitles, plan_subtitles};
+use crate::subtitle_tracks::{PlannedSubtitle, convert_sidecar, package_subtitles, plan_subtitles};
 use crate::subtitles::{SidecarSubtitle, SkippedSubtitle, SubtitleRendition};
 use crate::supervise::{self, Supervision};
 use crate::transcode::{self, EncoderSettings};
@@ -169,7 +169,11 @@ const FULL_DISK_BYTES: u64 = 1024 * 1024;
 ///   deleted) is only logged.
 ///
 /// Anything else is returned unchanged.
-async fn explain_full_disk(error: MediaError, stage: Stage, staging_dir: &Path) -> MediaError {
+pub(crate) async fn explain_full_disk(
+    error: MediaError,
+    stage: Stage,
+    staging_dir: &Path,
+) -> MediaError {
     let failed_write = match &error {
         MediaError::Io { path, source } | MediaError::Store(StoreError::Io { path, source })
             if source.kind() == std::io::ErrorKind::StorageFull =>
@@ -303,6 +307,7 @@ async fn ingest_in(
             threads: config.threads,
             av1_preset: config.av1_preset,
         },
+        transcode::EncodePart::Whole,
         staging_dir,
     );
     let supervision = Supervision {
@@ -344,7 +349,74 @@ async fn ingest_in(
     )
     .await?;
     check_cancel(cancel)?;
+    let publication = Publication {
+        id: &request.id,
+        title: &request.title,
+        access: request.access,
+    };
+    let encoded = Encoded {
+        source: &source,
+        plan: &plan,
+        thumbnails: thumbnails.as_ref(),
+        subtitles: &planned_subtitles,
+        skipped_subtitles,
+    };
+    package_and_publish(
+        store,
+        staging_dir,
+        config,
+        &publication,
+        encoded,
+        cancel,
+        on_progress,
+        |_| Ok(()),
+    )
+    .await
+}
 
+/// Who a video is published as, and who may watch it.
+pub(crate) struct Publication<'a> {
+    pub(crate) id: &'a VideoId,
+    pub(crate) title: &'a str,
+    pub(crate) access: AccessPolicy,
+}
+
+/// What the outputs in a staging directory were encoded from: all that
+/// measuring, packaging and publishing them needs.
+pub(crate) struct Encoded<'a> {
+    pub(crate) source: &'a SourceInfo,
+    pub(crate) plan: &'a LadderPlan,
+    pub(crate) thumbnails: Option<&'a thumbs::ThumbnailPlan>,
+    pub(crate) subtitles: &'a [PlannedSubtitle],
+    pub(crate) skipped_subtitles: Vec<SkippedSubtitle>,
+}
+
+/// From encoded outputs in `staging_dir` (ffmpeg's numbered stream
+/// directories, thumbnails, extracted subtitles) to a published video:
+/// measure, `check` the measured renditions, write playlists, MPD and the
+/// download, checksum, publish. Shared by the whole encode and the
+/// assembly of a chunked one.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pieces of one ingest, each used once"
+)]
+pub(crate) async fn package_and_publish(
+    store: &dyn Store,
+    staging_dir: &Path,
+    config: &IngestConfig,
+    publication: &Publication<'_>,
+    encoded: Encoded<'_>,
+    cancel: &CancellationToken,
+    on_progress: &(dyn Fn(Progress) + Send + Sync),
+    check: impl Fn(&[MeasuredRendition]) -> Result<(), MediaError>,
+) -> Result<Ingested, MediaError> {
+    let Encoded {
+        source,
+        plan,
+        thumbnails,
+        subtitles: planned_subtitles,
+        skipped_subtitles,
+    } = encoded;
     on_progress(Progress::at(Stage::Packaging, TRANSCODE_END));
     let staging = staging_dir.to_path_buf();
     let plan_for_package = plan.clone();
@@ -360,11 +432,12 @@ async fn ingest_in(
     })
     .await
     .map_err(|join| MediaError::Output(format!("packaging task failed: {join}")))??;
+    check(&renditions)?;
     let media_duration = renditions
         .iter()
         .map(MeasuredRendition::duration_seconds)
         .fold(0.0, f64::max);
-    check_truncation(&source, media_duration)?;
+    check_truncation(source, media_duration)?;
     let staging = staging_dir.to_path_buf();
     let timeline = renditions.clone();
     let subtitle_renditions: Vec<SubtitleRendition> = planned_subtitles
@@ -383,7 +456,7 @@ async fn ingest_in(
         staging_dir,
         &renditions,
         &subtitle_renditions,
-        thumbnails.as_ref(),
+        thumbnails,
         media_duration,
         generation,
     )
@@ -396,16 +469,16 @@ async fn ingest_in(
     on_progress(Progress::at(Stage::Publishing, 98.0));
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
-        id: request.id.clone(),
+        id: publication.id.clone(),
         generation,
-        title: request.title.clone(),
+        title: publication.title.to_string(),
         duration_seconds: (media_duration * 1000.0).round() / 1000.0,
         segment_duration_seconds: f64::from(plan.segment_seconds),
         published_at_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default(),
-        access: request.access,
+        access: publication.access,
         renditions: renditions
             .iter()
             .map(|rendition| Rendition {
@@ -477,7 +550,12 @@ fn package_outputs(
     thumbnails: bool,
 ) -> Result<Vec<MeasuredRendition>, MediaError> {
     let ffmpeg_mpd = staging_dir.join(transcode::FFMPEG_MPD);
-    std::fs::remove_file(&ffmpeg_mpd).map_err(|error| MediaError::io(&ffmpeg_mpd, error))?;
+    // A chunked encode's tasks leave none.
+    match std::fs::remove_file(&ffmpeg_mpd) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(MediaError::io(&ffmpeg_mpd, error)),
+    }
     let frame_rate = plan.frame_rate.map(|rate| rate.as_f64()).unwrap_or(0.0);
     let mut renditions = Vec::new();
     let videos = plan.video.iter().map(|rung| {

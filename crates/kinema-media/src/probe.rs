@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use kinema_core::ladder::{FrameRate, SourceShape, SourceVideo};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::MediaError;
 use crate::supervise::spawn_error;
@@ -82,7 +82,7 @@ pub fn input_url(path: &Path) -> String {
 }
 
 /// What the pipeline needs to know about a source.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceInfo {
     /// Seconds: the longest of the chosen streams (the container's duration
     /// can include streams we do not use).
@@ -97,7 +97,7 @@ pub struct SourceInfo {
     pub format_name: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VideoStream {
     /// Index among the file's streams (`0:N` in ffmpeg's notation).
     pub index: u32,
@@ -126,7 +126,7 @@ impl VideoStream {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AudioStream {
     pub index: u32,
     pub codec: String,
@@ -145,7 +145,7 @@ pub struct AudioStream {
     pub commentary: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubtitleStream {
     pub index: u32,
     /// ffprobe's codec name (`subrip`, `ass`, `mov_text`, `hdmv_pgs_subtitle`).

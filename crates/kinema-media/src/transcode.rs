@@ -15,6 +15,16 @@
 //! over the source, and cue times on the same output timeline as the CMAF
 //! segments. Bitmap subtitle tracks are not mapped at all.
 //!
+//! The same list, parametrised by an [`EncodePart`], encodes a video in
+//! time chunks (see [`crate::chunked`]): a chunk seeks to a segment
+//! boundary (`-ss` before `-i`), encodes exactly its frames of every rung
+//! (`-frames:v`), and shifts its output timestamps back to where they were
+//! in the source (`-output_ts_offset`); the mp4 muxer's `frag_discont` flag
+//! makes the first fragment's `tfdt` carry that offset instead of starting
+//! from zero behind an edit list, so the chunk's init segment is byte for
+//! byte the whole encode's and its segments continue its timeline. Audio,
+//! thumbnails and subtitles are the other part, over the whole source.
+//!
 //! Building the argument list is a pure function, snapshot-tested.
 
 use std::path::Path;
@@ -39,6 +49,34 @@ pub struct EncoderSettings {
     pub av1_preset: u8,
 }
 
+/// Which part of a video one ffmpeg run encodes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EncodePart {
+    /// Every rung, every audio rendition, the thumbnails and the subtitle
+    /// tracks, in one run over the whole source.
+    Whole,
+    /// Every video rung, over `frames` frames (to the end of the source when
+    /// `None`) from `start_seconds`, a segment boundary; output timestamps
+    /// are those of the whole encode.
+    VideoChunk {
+        start_seconds: f64,
+        frames: Option<u64>,
+    },
+    /// Everything but the video rungs, over the whole source: the audio
+    /// renditions (stream 0 onwards), thumbnails and subtitle tracks.
+    AudioAndExtras,
+}
+
+impl EncodePart {
+    fn has_video(self) -> bool {
+        !matches!(self, EncodePart::AudioAndExtras)
+    }
+
+    fn has_audio_and_extras(self) -> bool {
+        !matches!(self, EncodePart::VideoChunk { .. })
+    }
+}
+
 /// The output directory of ffmpeg stream `index` (videos first, in plan
 /// order, then audio), before it is renamed to its rendition id.
 pub fn stream_dir(index: usize) -> String {
@@ -56,7 +94,10 @@ pub fn subtitle_dir(k: usize) -> String {
 pub const SUBTITLE_EXTRACT: &str = "source.vtt";
 
 /// One output stream per audio rendition, each from its source track.
-fn map_audio(args: &mut Vec<String>, source: &SourceInfo, plan: &LadderPlan) {
+fn map_audio(args: &mut Vec<String>, source: &SourceInfo, plan: &LadderPlan, part: EncodePart) {
+    if !part.has_audio_and_extras() {
+        return;
+    }
     for rendition in &plan.audio {
         if let Some(track) = source.audio.get(rendition.track) {
             args.push("-map".to_string());
@@ -71,16 +112,39 @@ pub fn stream_count(plan: &LadderPlan) -> usize {
     plan.video.len() + plan.audio.len()
 }
 
-/// Arguments for `ffmpeg`, writing under `out_dir` (which must exist, with
-/// one subdirectory per stream and `thumbs/`).
+/// How many output streams the run of `part` writes: its video rungs, then
+/// its audio renditions.
+pub fn part_stream_count(plan: &LadderPlan, part: EncodePart) -> usize {
+    let video = if part.has_video() {
+        plan.video.len()
+    } else {
+        0
+    };
+    let audio = if part.has_audio_and_extras() {
+        plan.audio.len()
+    } else {
+        0
+    };
+    video + audio
+}
+
+/// Arguments for `ffmpeg` encoding `part`, writing under `out_dir` (which
+/// must exist, with one subdirectory per stream and `thumbs/`).
 pub fn ffmpeg_args(
     source_path: &Path,
     source: &SourceInfo,
     plan: &LadderPlan,
     thumbnails: Option<&ThumbnailPlan>,
     settings: &EncoderSettings,
+    part: EncodePart,
     out_dir: &Path,
 ) -> Vec<String> {
+    let thumbnails = thumbnails.filter(|_| part.has_audio_and_extras());
+    let rungs = if part.has_video() {
+        plan.video.as_slice()
+    } else {
+        &[]
+    };
     let mut args: Vec<String> = [
         "-hide_banner",
         "-nostdin",
@@ -94,6 +158,13 @@ pub fn ffmpeg_args(
     .map(String::from)
     .to_vec();
     args.extend(probe::untrusted_input_args(Some(source.demuxer())));
+    if let EncodePart::VideoChunk { start_seconds, .. } = part {
+        // Before -i: the demuxer seeks, and frames before the start are
+        // decoded and dropped (ffmpeg's accurate seek), so the chunk's first
+        // frame is the source's frame at the segment boundary.
+        args.push("-ss".to_string());
+        args.push(format!("{start_seconds:.6}"));
+    }
     args.push("-i".to_string());
     args.push(probe::input_url(source_path));
 
@@ -101,8 +172,11 @@ pub fn ffmpeg_args(
         args.extend(items.iter().map(|item| item.to_string()));
     };
 
-    let video = source.video.as_ref().filter(|_| !plan.video.is_empty());
-    if let (Some(video), Some(frame_rate), Some(gop)) = (video, plan.frame_rate, plan.gop_frames) {
+    let video = source
+        .video
+        .as_ref()
+        .filter(|_| !plan.video.is_empty() && (!rungs.is_empty() || thumbnails.is_some()));
+    if let (Some(video), Some(frame_rate), Some(_)) = (video, plan.frame_rate, plan.gop_frames) {
         let mut graph = format!("[0:{}]", video.index);
         if video.interlaced {
             // Only frames flagged interlaced are touched.
@@ -117,15 +191,15 @@ pub fn ffmpeg_args(
         }
         // Constant frame rate for variable-frame-rate sources, and the
         // same frames in every branch.
-        let branches = plan.video.len() + if thumbnails.is_some() { 2 } else { 0 };
+        let branches = rungs.len() + if thumbnails.is_some() { 2 } else { 0 };
         graph.push_str(&format!("fps={frame_rate},split={branches}"));
-        for index in 0..plan.video.len() {
+        for index in 0..rungs.len() {
             graph.push_str(&format!("[s{index}]"));
         }
         if thumbnails.is_some() {
             graph.push_str("[sprite_in][poster_in]");
         }
-        for (index, rung) in plan.video.iter().enumerate() {
+        for (index, rung) in rungs.iter().enumerate() {
             // format=yuv420p turns 10-bit and 4:2:2/4:4:4 sources into what
             // every browser decodes; setsar=1 keeps pixels square.
             graph.push_str(&format!(
@@ -164,15 +238,19 @@ pub fn ffmpeg_args(
         }
         push(&mut args, &["-filter_complex"]);
         args.push(graph);
-        for index in 0..plan.video.len() {
+        for index in 0..rungs.len() {
             push(&mut args, &["-map"]);
             args.push(format!("[v{index}]"));
         }
-        map_audio(&mut args, source, plan);
+        map_audio(&mut args, source, plan, part);
+    } else {
+        map_audio(&mut args, source, plan, part);
+    }
+    if video.is_some() && !rungs.is_empty() {
         push(&mut args, &["-c:v", "libx264", "-preset"]);
         args.push(settings.preset.clone());
         push(&mut args, &["-profile:v", "high"]);
-        for (index, rung) in plan.video.iter().enumerate() {
+        for (index, rung) in rungs.iter().enumerate() {
             args.push(format!("-b:v:{index}"));
             args.push(rung.bitrate.to_string());
             match rung.codec {
@@ -198,7 +276,7 @@ pub fn ffmpeg_args(
                 }
             }
         }
-        let gop = gop.to_string();
+        let gop = plan.gop_frames.unwrap_or(1).to_string();
         push(
             &mut args,
             &[
@@ -212,10 +290,8 @@ pub fn ffmpeg_args(
                 "+cgop",
             ],
         );
-    } else {
-        map_audio(&mut args, source, plan);
     }
-    if !plan.audio.is_empty() {
+    if part.has_audio_and_extras() && !plan.audio.is_empty() {
         for (index, rendition) in plan.audio.iter().enumerate() {
             args.push(format!("-c:a:{index}"));
             args.push(rendition.codec.encoder().to_string());
@@ -232,10 +308,23 @@ pub fn ffmpeg_args(
     }
     push(&mut args, &["-threads"]);
     args.push(settings.threads.to_string());
+    if let EncodePart::VideoChunk {
+        start_seconds,
+        frames,
+    } = part
+    {
+        if let Some(frames) = frames {
+            push(&mut args, &["-frames:v"]);
+            args.push(frames.to_string());
+        }
+        push(&mut args, &["-output_ts_offset"]);
+        args.push(format!("{start_seconds:.6}"));
+        push(&mut args, &["-format_options", "movflags=+frag_discont"]);
+    }
     // One adaptation set per stream: the dash muxer refuses rungs whose
     // aspect ratios differ by even-size rounding (426x240 next to 1280x720)
     // in one set, and its MPD is discarded anyway.
-    let streams = stream_count(plan);
+    let streams = part_stream_count(plan, part);
     let adaptation_sets = (0..streams)
         .map(|index| format!("id={index},streams={index}"))
         .collect::<Vec<_>>()
@@ -270,7 +359,7 @@ pub fn ffmpeg_args(
         ],
     );
     args.push(out_dir.join(FFMPEG_MPD).display().to_string());
-    if thumbnails.is_some() && !plan.video.is_empty() {
+    if thumbnails.is_some() && video.is_some() {
         for (label, file, quality) in [
             ("[sprite]", "sprite.jpg", "5"),
             ("[poster]", "poster.jpg", "3"),
@@ -291,7 +380,10 @@ pub fn ffmpeg_args(
             args.push(out_dir.join("thumbs").join(file).display().to_string());
         }
     }
-    let text_tracks = source.subtitles.iter().filter(|track| track.is_text());
+    let text_tracks = source
+        .subtitles
+        .iter()
+        .filter(|track| track.is_text() && part.has_audio_and_extras());
     for (k, track) in text_tracks.enumerate() {
         args.push("-map".to_string());
         args.push(format!("0:{}", track.index));
@@ -380,6 +472,7 @@ mod tests {
                 &plan,
                 Some(&thumbs),
                 &settings(),
+                EncodePart::Whole,
                 Path::new("/stage"),
             ),
             r"
@@ -517,6 +610,7 @@ id=0,streams=0 id=1,streams=1 id=2,streams=2 id=3,streams=3
             &plan,
             None,
             &settings(),
+            EncodePart::Whole,
             Path::new("out"),
         );
         let dash_output = args
@@ -555,6 +649,7 @@ out/sub1/source.vtt
             &plan,
             None,
             &settings(),
+            EncodePart::Whole,
             Path::new("out"),
         );
         let graph = &args[args.iter().position(|a| a == "-filter_complex").unwrap() + 1];
@@ -577,6 +672,7 @@ out/sub1/source.vtt
             &plan,
             None,
             &settings(),
+            EncodePart::Whole,
             Path::new("out"),
         );
         assert!(!args.iter().any(|a| a == "-filter_complex" || a == "-c:v"));
