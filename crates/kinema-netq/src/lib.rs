@@ -37,6 +37,6 @@ pub const DEFAULT_EXPLORATION_SHARE: f64 = 0.05;
 pub use aggregate::{Aggregator, AggregatorConfig, PrefixEstimate};
 pub use choose::{Candidate, MeasuredOrder, MeasuredReason, order_by_measurement, similar_load};
 pub use cmcd::Cmcd;
-pub use observer::NetworkQuality;
+pub use observer::{Measuring, MeasuringFigures, NetworkQuality};
 pub use prefix::ClientPrefix;
 pub use summary::{PrefixFigures, Summary};
