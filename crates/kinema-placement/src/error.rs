@@ -2,6 +2,7 @@
 
 use crate::cluster::{MAX_LOAD, MAX_NODE_ID_LEN, MAX_NODES, MAX_WEIGHT};
 use crate::rate::MAX_HALF_LIFE;
+use crate::recent::{MAX_RECENT_CAPACITY, MAX_RECENT_WINDOW};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlacementError {
@@ -29,4 +30,8 @@ pub enum PlacementError {
     PerNodeRate(f64),
     #[error("half-life {0:?} must be above zero and at most {MAX_HALF_LIFE:?}")]
     HalfLife(std::time::Duration),
+    #[error("recent-assignment window {0:?} must be above zero and at most {MAX_RECENT_WINDOW:?}")]
+    RecentWindow(std::time::Duration),
+    #[error("recent-assignment capacity {0} must be from 1 to {MAX_RECENT_CAPACITY}")]
+    RecentCapacity(usize),
 }

@@ -61,12 +61,14 @@ pub mod bound;
 pub mod cluster;
 mod error;
 pub mod rate;
+pub mod recent;
 pub mod rendezvous;
 
 pub use bound::BalanceFactor;
 pub use cluster::{Cluster, Node, NodeId};
 pub use error::PlacementError;
 pub use rate::RateMeter;
+pub use recent::RecentAssignments;
 
 use kinema_core::VideoId;
 
