@@ -167,6 +167,28 @@ impl Access {
         method: &Method,
         headers: &HeaderMap,
     ) -> Result<Scope, Box<Response<ResponseBody>>> {
+        let scope = self.authorize_bearer(headers)?;
+        if !scope.allows(Self::required_scope(method)) {
+            let mut response = json(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({"error": "insufficient_scope"}),
+            );
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+            );
+            return Err(Box::new(response));
+        }
+        Ok(scope)
+    }
+
+    /// The scope of a request's bearer token, or its refusal: 401 without
+    /// detail for a missing or unknown token. The caller checks the scope
+    /// against what its route needs.
+    pub fn authorize_bearer(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Scope, Box<Response<ResponseBody>>> {
         let header = headers
             .get(http::header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
@@ -185,17 +207,6 @@ impl Access {
                 return Err(Box::new(response));
             }
         };
-        if !scope.allows(Self::required_scope(method)) {
-            let mut response = json(
-                StatusCode::FORBIDDEN,
-                &serde_json::json!({"error": "insufficient_scope"}),
-            );
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
-            );
-            return Err(Box::new(response));
-        }
         Ok(scope)
     }
 }

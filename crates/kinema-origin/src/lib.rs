@@ -30,6 +30,7 @@ mod public_catalogue;
 mod secure;
 mod upload_form;
 mod web;
+pub mod worker_api;
 
 use std::future::Future;
 use std::path::PathBuf;

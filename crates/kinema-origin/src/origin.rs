@@ -67,6 +67,8 @@ pub struct Origin {
     /// In a cluster: `/steer/{id}` and the redirect of a viewer's first
     /// request to the node steering chooses.
     steering: Option<Arc<kinema_steering::SteeringService>>,
+    /// `/api/worker/…`, when this server takes workers.
+    workers: Option<crate::worker_api::WorkerApi>,
 }
 
 impl Origin {
@@ -86,6 +88,7 @@ impl Origin {
             sessions_admitted,
             steering,
             metrics_hooks,
+            workers,
         } = parts;
         let cors = Cors::new(&config.cors_allowed_origins).map_err(Error::Config)?;
         if config.max_load.is_nan() || config.max_load <= 0.0 {
@@ -174,6 +177,7 @@ impl Origin {
             scrub_rate: config.scrub_rate.as_u64(),
             clock,
             steering,
+            workers,
         })
     }
 
@@ -225,6 +229,18 @@ impl Origin {
             let (method, headers) = (request.method(), request.headers());
             let answer = crate::cluster_api::answer(&self.access, steering, method, headers);
             return (RouteKind::Api, Box::pin(answer).await);
+        }
+        // Worker tokens pass only here, so these routes check their own scope.
+        if crate::worker_api::answers(path) {
+            let answer = match &self.workers {
+                Some(workers) => Box::pin(workers.answer(&self.access, request)).await,
+                None => kinema_http::respond::json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": "this server takes no workers"}),
+                    http::HeaderMap::new(),
+                ),
+            };
+            return (RouteKind::Api, answer);
         }
         if path == "/api" || path.starts_with("/api/") {
             if let Err(refusal) = self

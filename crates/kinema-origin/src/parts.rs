@@ -47,6 +47,8 @@ pub struct OriginParts {
     pub(crate) sessions_admitted: Arc<AtomicU64>,
     pub(crate) steering: Option<Arc<SteeringService>>,
     pub(crate) metrics_hooks: Vec<MetricsHook>,
+    /// The worker protocol (`/api/worker/…`), when this server takes workers.
+    pub(crate) workers: Option<crate::worker_api::WorkerApi>,
 }
 
 impl std::fmt::Debug for OriginParts {
@@ -139,6 +141,7 @@ impl OriginParts {
             sessions_admitted: Arc::default(),
             steering: None,
             metrics_hooks: Vec::new(),
+            workers: None,
         }
     }
 
@@ -153,6 +156,13 @@ impl OriginParts {
 
     /// These parts with `hook` run on the `/metrics` registry when the
     /// origin is built (the cluster's membership figures, say).
+    /// Answers the worker protocol ([`crate::worker_api`]) from `workers`'
+    /// queue, so `kinema worker` processes elsewhere can claim its tasks.
+    pub fn with_workers(mut self, workers: crate::worker_api::WorkerApi) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
     pub fn with_metrics(mut self, hook: impl FnOnce(&mut Registry) + Send + 'static) -> Self {
         self.metrics_hooks.push(Box::new(hook));
         self

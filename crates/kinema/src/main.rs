@@ -14,6 +14,7 @@ mod serve;
 mod sign;
 mod store;
 mod tokens;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,9 @@ enum Command {
     /// Cache an origin by the rules of RFC 9111: coalescing, tiers, stale, purge.
     #[command(long_about = edge::LONG_ABOUT)]
     Edge(edge::EdgeArgs),
+    /// Run transcoding tasks for a server whose library is in S3: claim, encode, publish, report.
+    #[command(long_about = worker::LONG_ABOUT)]
+    Worker(worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -144,5 +148,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(args) => tokens::run(&config_file, args),
         Command::Bench(command) => bench::run(command, &config_file),
         Command::Edge(args) => edge::run(&config_file, args),
+        Command::Worker(args) => worker::run(&config_file, args),
     }
 }

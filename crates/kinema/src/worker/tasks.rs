@@ -1,0 +1,177 @@
+//! Running one claimed task: the kinds a worker knows, each moving objects
+//! between the object store and the task's scratch directory around a
+//! kinema-media entry point (which runs ffmpeg, with the same safety options
+//! for sources as every ingest).
+//!
+//! `encode` (a whole video, today's ingest): the job's source is read from
+//! `jobs/{job}/source` into scratch, encoded by [`kinema_media::ingest`],
+//! and published to the library through the [`FencedStore`], whose publish
+//! the server allows once per job.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kinema_core::{AccessPolicy, VideoId};
+use kinema_media::{IngestConfig, IngestRequest, MediaError, Progress};
+use kinema_store::Store;
+use kinema_store::s3::JobObjects;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::client::{ClaimedTask, WorkerClient};
+use super::fenced_store::FencedStore;
+
+/// The kinds this worker runs.
+pub const KINDS: [&str; 1] = ["encode"];
+/// Largest source a worker downloads, bytes (what `kinema serve` accepts).
+const MAX_SOURCE_BYTES: u64 = kinema_origin::api::MAX_UPLOAD_BYTES;
+
+/// Why a task did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// Stopped on purpose (the job was cancelled, the lease lost, or the
+    /// worker is stopping): ffmpeg was killed and nothing was published.
+    #[error("stopped")]
+    Stopped,
+    /// The source itself is at fault: retrying cannot succeed.
+    #[error("{0}")]
+    BadSource(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl TaskError {
+    fn from_media(error: MediaError) -> Self {
+        match error {
+            MediaError::Cancelled => TaskError::Stopped,
+            error if error.is_bad_source() => TaskError::BadSource(error.to_string()),
+            error => TaskError::Failed(error.to_string()),
+        }
+    }
+}
+
+/// What a job's settings say of the video an `encode` task makes.
+#[derive(Debug, Deserialize)]
+struct EncodeSettings {
+    video_id: VideoId,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    access: AccessPolicy,
+}
+
+/// Everything a task may use.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    pub store: Arc<dyn Store>,
+    pub objects: JobObjects,
+    pub client: WorkerClient,
+    pub ingest: IngestConfig,
+}
+
+/// The name of a key below the job's prefix, refused when outside it.
+fn job_object_name<'a>(task: &'a ClaimedTask, key: &'a str) -> Result<&'a str, TaskError> {
+    key.strip_prefix(&task.objects.job_prefix)
+        .filter(|name| kinema_store::s3::is_valid_job_name(name))
+        .ok_or_else(|| {
+            TaskError::Failed(format!(
+                "the task's object {key:?} is not below its job's prefix {:?}",
+                task.objects.job_prefix
+            ))
+        })
+}
+
+/// Runs `task` in `scratch` (an empty directory of its own), reporting
+/// progress (0.0 to 1.0) into `progress`; returns the result to complete
+/// the task with.
+pub async fn run(
+    context: &TaskContext,
+    task: &ClaimedTask,
+    scratch: &Path,
+    progress: &Arc<Mutex<f64>>,
+    cancel: &CancellationToken,
+) -> Result<Value, TaskError> {
+    match task.kind.as_str() {
+        "encode" => encode(context, task, scratch, progress, cancel).await,
+        other => Err(TaskError::Failed(format!(
+            "this worker does not run tasks of kind {other:?}; it runs {}",
+            KINDS.join(", ")
+        ))),
+    }
+}
+
+async fn download_source(
+    context: &TaskContext,
+    task: &ClaimedTask,
+    scratch: &Path,
+    cancel: &CancellationToken,
+) -> Result<PathBuf, TaskError> {
+    let name = job_object_name(task, &task.objects.source)?;
+    let path = scratch.join("source");
+    let download = context
+        .objects
+        .get_to_file(&task.job_id, name, &path, MAX_SOURCE_BYTES);
+    let downloaded = tokio::select! {
+        () = cancel.cancelled() => return Err(TaskError::Stopped),
+        downloaded = download => downloaded,
+    };
+    match downloaded {
+        Ok(Some(_)) => Ok(path),
+        Ok(None) => Err(TaskError::BadSource(format!(
+            "the job's source {} is gone from the object store; upload it again",
+            task.objects.source
+        ))),
+        Err(error) => Err(TaskError::Failed(format!(
+            "cannot read the job's source: {error}"
+        ))),
+    }
+}
+
+async fn encode(
+    context: &TaskContext,
+    task: &ClaimedTask,
+    scratch: &Path,
+    progress: &Arc<Mutex<f64>>,
+    cancel: &CancellationToken,
+) -> Result<Value, TaskError> {
+    let settings: EncodeSettings = serde_json::from_value(task.settings.clone())
+        .map_err(|error| TaskError::Failed(format!("the job's settings: {error}")))?;
+    let source = download_source(context, task, scratch, cancel).await?;
+    let store = FencedStore {
+        inner: context.store.clone(),
+        client: context.client.clone(),
+        lease: task.lease_token.clone(),
+    };
+    let request = IngestRequest {
+        source,
+        title: settings
+            .title
+            .filter(|title| !title.trim().is_empty())
+            .unwrap_or_else(|| settings.video_id.to_string()),
+        id: settings.video_id,
+        access: settings.access,
+        log_file: Some(scratch.join("ffmpeg.log")),
+        subtitles: Vec::new(),
+    };
+    let progress = progress.clone();
+    let on_progress = move |reported: Progress| {
+        *progress.lock().unwrap_or_else(PoisonError::into_inner) =
+            (reported.percent / 100.0).clamp(0.0, 1.0);
+    };
+    let ingested = kinema_media::ingest(
+        &store,
+        &scratch.join("staging"),
+        &context.ingest,
+        &request,
+        cancel,
+        &on_progress,
+    )
+    .await
+    .map_err(TaskError::from_media)?;
+    Ok(json!({
+        "video_id": ingested.manifest.id,
+        "generation": ingested.manifest.generation,
+        "skipped_subtitles": ingested.skipped_subtitles,
+    }))
+}
