@@ -129,6 +129,8 @@ pub struct Edge {
     clock: Clock,
     /// Steering and membership counters, in a cluster.
     cluster: Option<ClusterPart>,
+    /// Viewers' network quality, fed the CMCD of their requests.
+    network: Option<kinema_netq::Measuring>,
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     pass_keys: moka::sync::Cache<String, ()>,
     prefetch_slots: Arc<Semaphore>,
@@ -237,6 +239,7 @@ impl Edge {
             stats: _,
             clock,
             cluster,
+            network,
         } = parts;
         Self {
             settings,
@@ -246,6 +249,7 @@ impl Edge {
             metrics,
             clock,
             cluster,
+            network,
             inflight: Mutex::new(HashMap::new()),
             pass_keys: moka::sync::Cache::builder()
                 .max_capacity(100_000)

@@ -264,6 +264,10 @@ pub struct EdgeParts {
     /// Steering and membership counters, in a cluster; `None` leaves the
     /// edge as a single edge serves.
     pub cluster: Option<ClusterPart>,
+    /// This process's network-quality table with the listener's
+    /// `TCP_INFO` sampler, fed the CMCD of viewers' requests too; `None`
+    /// measures nothing.
+    pub network: Option<kinema_netq::Measuring>,
 }
 
 /// The cumulative counters a cluster node's figures are computed from.
@@ -340,7 +344,15 @@ impl EdgeParts {
             stats: Arc::new(ServerStats::default()),
             clock: Clock::system(),
             cluster: None,
+            network: None,
         })
+    }
+
+    /// These parts measuring viewers' networks with `network`: its sampler
+    /// on the listener, and the CMCD of requests recorded in its table.
+    pub fn with_network(mut self, network: kinema_netq::Measuring) -> Self {
+        self.network = Some(network);
+        self
     }
 
     /// The counters the node's cluster figures are read from.
@@ -439,6 +451,7 @@ pub async fn run_with(
         kinema_http::https::HttpsError::Settings(message) => Error::Config(message),
         kinema_http::https::HttpsError::Tls(error) => Error::Tls(error),
     })?;
+    let tcp_info = parts.network.as_ref().map(kinema_netq::Measuring::sampling);
     let edge = build_with(&config, parts)?;
     // SIGHUP swaps the certificate for new handshakes, as on the origin.
     let reloader = match &tls {
@@ -464,7 +477,7 @@ pub async fn run_with(
         hsts: config.hsts,
         server: config.server.clone(),
         stats,
-        tcp_info: None,
+        tcp_info,
     };
     let result = kinema_http::https::serve_https(listeners, Arc::new(EdgeHandler(edge)), shutdown)
         .await

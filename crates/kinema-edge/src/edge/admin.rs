@@ -17,6 +17,9 @@ impl Edge {
                 if let Some(cluster) = &self.cluster {
                     text.push_str(&cluster_metrics(cluster));
                 }
+                if let Some(network) = &self.network {
+                    text.push_str(&network.render("kinema_edge_"));
+                }
                 let mut response = Response::new(ResponseBody::Full(Bytes::from(text)));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -1,7 +1,9 @@
 //! The request filter, the first phase: what the edge answers itself (its
-//! metrics, health and purge), the query policy, a signed URL's token and
-//! the cache key, all settled into the [`RequestContext`]; then which
-//! requests skip the cache.
+//! metrics, health and purge), the CMCD a player sent (recorded in the
+//! network-quality table, then dropped from the target with the rest of
+//! the query: never in a cache key, never sent upstream), the query
+//! policy, a signed URL's token and the cache key, all settled into the
+//! [`RequestContext`]; then which requests skip the cache.
 
 use super::*;
 
@@ -29,7 +31,12 @@ impl Edge {
             return Filtered::Answered(response);
         }
         if let Some(id) = path.strip_prefix("/steer/")
-            && let Some(response) = self.steer(request.method(), id, request.uri().query())
+            && let Some(response) = self.steer(
+                request.method(),
+                id,
+                request.uri().query(),
+                connection.peer.ip(),
+            )
         {
             return Filtered::Answered(response);
         }
@@ -41,6 +48,11 @@ impl Edge {
             return Filtered::Answered(self.purge_api(request).await);
         }
         let (parts, body) = request.into_parts();
+        if let Some(network) = &self.network
+            && (parts.method == Method::GET || parts.method == Method::HEAD)
+        {
+            network.record_request(connection.peer.ip(), parts.uri.query(), &parts.headers);
+        }
         let path_and_query = parts
             .uri
             .path_and_query()

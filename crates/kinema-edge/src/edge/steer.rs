@@ -59,11 +59,14 @@ pub(super) fn session_start(request: &RequestContext) -> Option<SessionStart> {
 impl Edge {
     /// `/steer/{id}` when this edge steers; `None` when it has no steering
     /// part (the path is then proxied as any other).
+    /// `client`, the viewer's address, lets what was measured for its
+    /// prefix choose among the video's edges.
     pub(super) fn steer(
         &self,
         method: &Method,
         id: &str,
         query: Option<&str>,
+        client: IpAddr,
     ) -> Option<Response<ResponseBody>> {
         let steering = &self.cluster.as_ref()?.steering;
         if *method == Method::OPTIONS {
@@ -93,7 +96,7 @@ impl Edge {
         let Ok(video) = VideoId::new(id) else {
             return Some(plain(StatusCode::NOT_FOUND, "no such video\n"));
         };
-        let mut response = steering.steer(&video, query.unwrap_or(""));
+        let mut response = steering.steer_for(&video, query.unwrap_or(""), Some(client));
         if *method == Method::HEAD {
             *response.body_mut() = ResponseBody::Empty;
         }
@@ -148,7 +151,13 @@ impl Edge {
             .split('?')
             .next()
             .unwrap_or(&request.path_and_query);
-        let body = match steering.rewrite(start.kind, &start.video, request_path, &stored) {
+        let body = match steering.rewrite_for(
+            start.kind,
+            &start.video,
+            request_path,
+            &stored,
+            request.client,
+        ) {
             Some(rewritten) => {
                 let headers = &mut parts.headers;
                 for name in [
