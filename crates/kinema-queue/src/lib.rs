@@ -39,8 +39,10 @@ use serde::{Deserialize, Serialize};
 
 mod embedded;
 mod model;
+mod postgres;
 
 pub use embedded::EmbeddedQueue;
+pub use postgres::{PostgresConfig, PostgresQueue, redacted_url};
 
 /// Longest job id, task name, kind or worker name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;

@@ -6,6 +6,10 @@
 //! fake: the tests of the S3 backend talk HTTP, SigV4 and multipart uploads
 //! to it as they would to any object store.
 //!
+//! [`PostgresServer`] is a real PostgreSQL server (Debian's postgresql-15,
+//! which `scripts/install-deps` installs) in a temporary data directory on
+//! a loopback port, for the job queue's tests.
+//!
 //! [`netns::Network`] gives a test separate hosts (network namespaces on a
 //! bridge), and [`S3Server::start_on`] puts the store on one of them;
 //! [`shaped_link::ShapedLink`] is a thin last-mile link.
@@ -14,7 +18,10 @@
 //! which no crate a user runs does outside kinema-media.
 
 pub mod netns;
+mod postgres;
 pub mod shaped_link;
+
+pub use postgres::{PostgresServer, postgres_bin_dir};
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
