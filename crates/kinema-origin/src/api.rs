@@ -4,7 +4,8 @@
 //! GET    /api/videos                 published videos (reads)
 //! GET    /api/videos/{id}            one video's manifest and URLs
 //! POST   /api/videos[?id=&title=&access=]    upload (raw body or multipart/form-data) → 202 + job
-//! PATCH  /api/videos/{id}            edit title, description (edit.rs) → the video
+//! PATCH  /api/videos/{id}            edit title, description (edit.rs), access
+//!                                    (a new generation: policy.rs) → the video
 //! DELETE /api/videos/{id}            unpublish atomically → 204
 //! GET    /api/jobs                   ingest jobs, newest first
 //! GET    /api/jobs/{id}              state, progress, error, ffmpeg log tail
@@ -44,6 +45,7 @@ use kinema_media::{
 use kinema_store::{Store, VideoMetadata};
 use serde_json::{Value, json};
 
+use crate::catalog::Catalog;
 use crate::upload_form::{
     MAX_SUBTITLE_PARTS, UploadError, check_upload_fields, discard_upload, parse_query,
     read_text_field, stream_to_file,
@@ -57,6 +59,9 @@ pub(crate) type HttpResponse = http::Response<ResponseBody>;
 #[derive(Debug)]
 pub struct Api {
     store: Arc<dyn Store>,
+    /// Told when a policy change republished a video, so the next request
+    /// serves the new generation.
+    catalog: Catalog,
     ingest: IngestService,
     max_upload_bytes: u64,
 }
@@ -64,14 +69,16 @@ pub struct Api {
 impl Api {
     /// Starts the ingest job service of the library (recovering jobs a
     /// previous process left running), its state in `workspace`.
-    pub async fn new(
+    pub(crate) async fn new(
         store: Arc<dyn Store>,
+        catalog: Catalog,
         workspace: Workspace,
         config: IngestConfig,
     ) -> Result<Self, JobError> {
         let ingest = IngestService::start(store.clone(), workspace, config).await?;
         Ok(Self {
             store,
+            catalog,
             ingest,
             max_upload_bytes: MAX_UPLOAD_BYTES,
         })
@@ -104,7 +111,7 @@ impl Api {
             (["videos", id], &Method::PATCH) => match parse_video_id(id) {
                 Ok(id) => {
                     let body = request.into_body();
-                    crate::edit::patch_video(self.store.as_ref(), id, body).await
+                    crate::edit::patch_video(self.store.as_ref(), &self.catalog, id, body).await
                 }
                 Err(response) => *response,
             },

@@ -1,10 +1,13 @@
 //! `PATCH /api/videos/{id}`: a published video's title and description
 //! changed without publishing its media again, kept in the store's
-//! metadata object ([`kinema_store::metadata`]).
+//! metadata object ([`kinema_store::metadata`]); and its access policy,
+//! which is published as a new generation of the same media
+//! ([`crate::policy`]).
 //!
 //! ```text
-//! PATCH /api/videos/{id}   {"title": "…", "description": "…"}   (either or both)
-//! → 200 {"id", "title", "description"}
+//! PATCH /api/videos/{id}   {"title": "…", "description": "…", "access": "public"|"signed"}
+//!                          (any of them, at least one)
+//! → 200 {"id", "title", "description", "access", "generation"}
 //! ```
 //!
 //! Bounded: a body of at most [`MAX_EDIT_BODY`] bytes, a title of 1 to 200
@@ -19,17 +22,20 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use futures::StreamExt;
 use http::{HeaderMap, StatusCode};
-use kinema_core::VideoId;
+use kinema_core::{AccessPolicy, VideoId};
 use kinema_http::{RequestBody, ResponseBody, respond};
 use kinema_media::{IngestService, JobId, JobState};
 use kinema_store::{Store, StoreError, VideoMetadata, metadata};
 use serde::Deserialize;
 use serde_json::json;
+
+use crate::catalog::Catalog;
+use crate::policy::PolicyError;
 
 /// Largest edit body read, bytes: 5,200 characters of up to four UTF-8
 /// bytes each, JSON-escaped, fit.
@@ -43,18 +49,20 @@ type HttpResponse = http::Response<ResponseBody>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Edit {
-    #[serde(default, deserialize_with = "present_string")]
+    #[serde(default, deserialize_with = "present")]
     title: Option<String>,
-    #[serde(default, deserialize_with = "present_string")]
+    #[serde(default, deserialize_with = "present")]
     description: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    access: Option<AccessPolicy>,
 }
 
-/// A field that is absent or a string: `null` is refused, not taken for
+/// A field that is absent or a value: `null` is refused, not taken for
 /// "unchanged", so a client that means to clear a description says `""`.
-fn present_string<'de, D: serde::Deserializer<'de>>(
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
-) -> Result<Option<String>, D::Error> {
-    String::deserialize(deserializer).map(Some)
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Default)]
@@ -98,8 +106,14 @@ pub fn edited_since(seen: u64) -> (Option<Vec<VideoId>>, u64) {
     (Some(edited), journal.next)
 }
 
-/// Answers `PATCH /api/videos/{id}`.
-pub async fn patch_video(store: &dyn Store, id: VideoId, body: RequestBody) -> HttpResponse {
+/// Answers `PATCH /api/videos/{id}`; `catalog` forgets the video once its
+/// policy changed, so this origin serves the new generation at once.
+pub async fn patch_video(
+    store: &dyn Store,
+    catalog: &Catalog,
+    id: VideoId,
+    body: RequestBody,
+) -> HttpResponse {
     let body = match read_body(body).await {
         Ok(body) => body,
         Err(response) => return *response,
@@ -110,15 +124,15 @@ pub async fn patch_video(store: &dyn Store, id: VideoId, body: RequestBody) -> H
             return error_response(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "the body must be a JSON object with \"title\" and/or \"description\": {error}"
+                    "the body must be a JSON object with \"title\", \"description\" and/or \"access\" (\"public\" or \"signed\"): {error}"
                 ),
             );
         }
     };
-    if edit.title.is_none() && edit.description.is_none() {
+    if edit.title.is_none() && edit.description.is_none() && edit.access.is_none() {
         return error_response(
             StatusCode::BAD_REQUEST,
-            "nothing to change; send \"title\" and/or \"description\"",
+            "nothing to change; send \"title\", \"description\" and/or \"access\"",
         );
     }
     let title = edit.title.map(|title| title.trim().to_string());
@@ -132,20 +146,46 @@ pub async fn patch_video(store: &dyn Store, id: VideoId, body: RequestBody) -> H
         Ok(read) => read,
         Err(error) => return store_error(&id, error),
     };
-    let mut updated = current;
+    // A new policy is a new generation; an edited title that applies now
+    // is made to name it (written first, so the title never lapses).
+    let republish = edit
+        .access
+        .filter(|access| *access != manifest.access)
+        .map(|_| crate::policy::next_generation(manifest.generation, SystemTime::now()));
+    let generation = republish.unwrap_or(manifest.generation);
+    let mut updated = current.clone();
     if let Some(title) = title {
         updated.title = Some(title);
-        updated.generation = manifest.generation;
+        updated.generation = generation;
     } else if updated.title.is_some() && updated.generation < manifest.generation {
         // A title edited before the last publish no longer applies; keep
         // it from applying again.
         updated.title = None;
+    } else if updated.title.is_some() {
+        updated.generation = generation;
     }
     if let Some(description) = edit.description {
         updated.description = description;
     }
-    if let Err(error) = store.set_metadata(&id, &updated).await {
+    if updated != current
+        && let Err(error) = store.set_metadata(&id, &updated).await
+    {
         return store_error(&id, error);
+    }
+    let mut manifest = manifest;
+    if let (Some(access), Some(generation)) = (edit.access, republish) {
+        match crate::policy::change_access(store, &manifest, access, generation).await {
+            Ok(republished) => manifest = republished,
+            Err(PolicyError::Store(error)) => return store_error(&id, error),
+            Err(error @ PolicyError::TooLarge { .. }) => {
+                tracing::error!(video = %id, %error, "cannot change a video's access policy");
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the server log",
+                );
+            }
+        }
+        catalog.invalidate(&id).await;
     }
     note_edit(&id);
     respond::json(
@@ -154,6 +194,8 @@ pub async fn patch_video(store: &dyn Store, id: VideoId, body: RequestBody) -> H
             "id": id,
             "title": updated.title(&manifest),
             "description": updated.description,
+            "access": manifest.access,
+            "generation": manifest.generation,
         }),
         HeaderMap::new(),
     )
@@ -223,6 +265,12 @@ fn store_error(id: &VideoId, error: StoreError) -> HttpResponse {
     }
     if let StoreError::BadMetadata { detail, .. } = &error {
         return error_response(StatusCode::BAD_REQUEST, detail.clone());
+    }
+    if let StoreError::StaleGeneration { .. } = &error {
+        return error_response(
+            StatusCode::CONFLICT,
+            format!("video {id} was published again meanwhile; try again"),
+        );
     }
     tracing::error!(video = %id, %error, "cannot edit a video's metadata");
     if error.is_unavailable() {

@@ -26,6 +26,7 @@ mod metrics;
 mod openapi;
 mod origin;
 mod parts;
+mod policy;
 mod public_catalogue;
 mod secure;
 mod upload_form;

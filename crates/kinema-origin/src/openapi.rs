@@ -170,7 +170,7 @@ struct VideoDetail {
     manifest: serde_json::Value,
 }
 
-/// `PATCH /api/videos/{id}`: either or both.
+/// `PATCH /api/videos/{id}`: any of the fields, at least one.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VideoEdit {
@@ -189,6 +189,11 @@ struct VideoEdit {
         pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
     )]
     description: String,
+    /// A new policy is published as a new generation of the same media
+    /// (new URLs); the old generation's stop playing without a token once
+    /// the video is signed.
+    #[serde(default)]
+    access: AccessPolicy,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -196,6 +201,9 @@ struct VideoEdited {
     id: String,
     title: String,
     description: String,
+    access: AccessPolicy,
+    /// The current generation: a new one when the policy changed.
+    generation: u64,
 }
 
 /// A multipart upload's parts; the same fields may come as query
@@ -417,13 +425,15 @@ fn upload_video() {}
 fn get_video() {}
 
 #[utoipa::path(patch, path = "/api/videos/{id}", tag = "videos",
-    description = "Edits the title and/or description without publishing the media again.",
+    description = "Edits the title and/or description without publishing the media again, \
+        and/or changes the access policy, which publishes the same media as a new generation.",
     params(("id" = String, Path, pattern = r"^[A-Za-z0-9_-]{1,64}$")),
     request_body = VideoEdit,
     responses(
         (status = 200, body = VideoEdited), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody),
     ),
     security(("bearer" = [])))]
 fn edit_video() {}

@@ -158,7 +158,7 @@ impl Origin {
         }
         let catalogue = Summaries::new(store.clone());
         // Jobs a crashed server left running are recovered as the API starts.
-        let api = Api::new(store, workspace, config.ingest.clone())
+        let api = Api::new(store, catalog.clone(), workspace, config.ingest.clone())
             .await
             .map_err(|error| Error::Config(format!("cannot start ingest jobs: {error}")))?;
         Ok(Self {

@@ -106,10 +106,13 @@ async fn title_and_description_are_edited_without_republishing() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{edited}");
+    let generation = edited["generation"].clone();
     assert_eq!(
         edited,
-        json!({"id": "clip", "title": "A better title", "description": "Shot at dawn.\nTwo lines."})
+        json!({"id": "clip", "title": "A better title", "description": "Shot at dawn.\nTwo lines.",
+            "access": "public", "generation": generation})
     );
+    assert!(generation.as_u64().is_some(), "{edited}");
     let (status, video) = api
         .call(Method::GET, "/api/videos/clip", &api.reader, b"")
         .await;

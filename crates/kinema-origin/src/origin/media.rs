@@ -45,17 +45,17 @@ impl Origin {
             method_not_allowed(cors::ALLOWED_METHODS)
         } else {
             match self.lookup(raw).await {
-                Ok((video, index)) => {
+                Ok((video, index, access)) => {
                     let file = &video.files[index];
                     let kind = file.kind;
-                    if video.access == kinema_core::AccessPolicy::Signed && signed.is_none() {
+                    if access == kinema_core::AccessPolicy::Signed && signed.is_none() {
                         let mut response = access::refused(kinema_auth::Refusal::MissingToken);
                         self.cors.apply(&request.headers, response.headers_mut());
                         return (kind, response);
                     }
                     // In a cluster, a viewer's first request goes to the
                     // node steering chooses (which admits it there).
-                    if let Some(response) = self.steer_away(request, raw, &video) {
+                    if let Some(response) = self.steer_away(request, raw, &video, client) {
                         return (RouteKind::Steering, response);
                     }
                     // A player's first request starts a session: admitted
@@ -94,11 +94,15 @@ impl Origin {
         (RouteKind::Unknown, response)
     }
 
-    /// Finds the listed file a request path names, or the error response:
-    /// 400 for a path that could never name a file (bad encoding, `..`,
-    /// separators, characters outside the allowed set), 404 for a
-    /// well-formed path that no published manifest lists.
-    async fn lookup(&self, raw: &str) -> Result<(Arc<Video>, usize), HttpResponse> {
+    /// Finds the listed file a request path names, and the policy it is
+    /// served under, or the error response: 400 for a path that could
+    /// never name a file (bad encoding, `..`, separators, characters
+    /// outside the allowed set), 404 for a well-formed path that no
+    /// published manifest lists.
+    async fn lookup(
+        &self,
+        raw: &str,
+    ) -> Result<(Arc<Video>, usize, kinema_core::AccessPolicy), HttpResponse> {
         let decoded = decode_path(raw).map_err(|status| error(status, "bad path"))?;
         let Some((id, path)) = decoded.split_once('/') else {
             return Err(error(StatusCode::NOT_FOUND, "not found"));
@@ -127,8 +131,18 @@ impl Origin {
                 ));
             }
         };
+        // A retired generation published public is signed once the video
+        // is: a policy change is a new generation, and the old one's URLs
+        // must stop playing too (an unreadable current video closes it).
+        let mut access = video.access;
+        if pinned.is_some() && access == kinema_core::AccessPolicy::Public {
+            access = match self.catalog.video(id).await {
+                Ok(current) => current.access,
+                Err(_) => kinema_core::AccessPolicy::Signed,
+            };
+        }
         match video.file_index(path) {
-            Some(index) => Ok((video, index)),
+            Some(index) => Ok((video, index, access)),
             None if kinema_core::ObjectPath::new(path).is_err() => {
                 Err(error(StatusCode::BAD_REQUEST, "bad path"))
             }
