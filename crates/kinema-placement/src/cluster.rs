@@ -46,6 +46,14 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// Maps keyed by node id can be searched with a `&str` (ids hash and
+/// compare as their text).
+impl std::borrow::Borrow<str> for NodeId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::str::FromStr for NodeId {
     type Err = PlacementError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -235,5 +243,13 @@ mod tests {
         assert_eq!(cluster.total_load(), 9);
         assert_eq!(cluster.get(&NodeId::new("c").unwrap()).unwrap().load(), 7);
         assert!(cluster.get(&NodeId::new("d").unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_map_keyed_by_node_id_is_searched_by_text() {
+        let mut loads = std::collections::HashMap::new();
+        loads.insert(NodeId::new("edge-1").unwrap(), 3u64);
+        assert_eq!(loads.get("edge-1"), Some(&3));
+        assert_eq!(loads.get("edge-2"), None);
     }
 }

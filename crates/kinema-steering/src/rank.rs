@@ -141,6 +141,17 @@ impl Snapshot {
         &self.nodes
     }
 
+    /// This snapshot with `added(node id)` more sessions on each node: the
+    /// sessions a decider placed lately that the figures members publish
+    /// do not show yet ([`kinema_placement::RecentAssignments`]).
+    pub fn with_sessions_added(&self, added: impl Fn(&str) -> u64) -> Self {
+        let mut snapshot = self.clone();
+        for node in &mut snapshot.nodes {
+            node.sessions = node.sessions.saturating_add(added(&node.node_id));
+        }
+        snapshot
+    }
+
     /// The node whose pathway is `pathway`.
     pub fn by_pathway(&self, pathway: &PathwayId) -> Option<&NodeView> {
         self.by_pathway

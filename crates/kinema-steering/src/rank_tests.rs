@@ -321,3 +321,29 @@ fn duplicate_node_ids_and_ids_placement_refuses_are_dropped() {
     ]);
     assert_eq!(snapshot.nodes().len(), 1);
 }
+
+#[test]
+fn sessions_placed_lately_count_towards_the_bound() {
+    let order = placement_order(VIDEO);
+    let snapshot = snapshot_with(|_| {});
+    assert_eq!(ids(&rank(&snapshot))[0], order[0]);
+    let head = order[0].clone();
+    // Five sessions placed on the head and not yet published: L = 5, so
+    // its bound is ⌈1.25 × 6 / 3⌉ = 3 and it is full.
+    let added = snapshot.with_sessions_added(|id| if id == head { 5 } else { 0 });
+    let sessions: Vec<(&str, u64)> = added
+        .nodes()
+        .iter()
+        .map(|node| (node.node_id.as_str(), node.sessions))
+        .collect();
+    assert!(sessions.contains(&(head.as_str(), 5)), "{sessions:?}");
+    assert!(sessions.contains(&("origin-9", 40)), "{sessions:?}");
+    let ranking = rank(&added);
+    assert_eq!(ids(&ranking)[0], order[1]);
+    assert_eq!(ranking.reason, Reason::Load);
+    // The pathways still find their nodes, and the snapshot it came from
+    // is unchanged.
+    let head_pathway = PathwayId::of_node(&head);
+    assert_eq!(added.by_pathway(&head_pathway).unwrap().sessions, 5);
+    assert_eq!(snapshot.by_pathway(&head_pathway).unwrap().sessions, 0);
+}

@@ -16,7 +16,12 @@
 //! per request. Membership signals changes of who is live and usable, not
 //! of the figures members republish every second, so the snapshot is also
 //! rebuilt when it is older than [`SNAPSHOT_REFRESH`]: loads and sessions
-//! reach ranking within that. The per-video rate meters live in a map of at most
+//! reach ranking within that. Sessions a node counts reach here a second
+//! or two after it took them, so the sessions this service placed within
+//! the last [`RECENT_WINDOW`] are added to their nodes' published ones
+//! (kinema-placement's `RecentAssignments`): a crowd is placed within the
+//! bound rather than all on each video's head. A master or MPD rewritten
+//! here keeps the viewer on this node while it can (see `rewrite_for`). The per-video rate meters live in a map of at most
 //! [`MAX_TRACKED_VIDEOS`] entries, the most faded ones going first, so a
 //! scan of made-up ids costs memory only up to that bound.
 
@@ -35,7 +40,7 @@ use kinema_cluster::{MembershipView, PeerNetworkQuality};
 use kinema_core::VideoId;
 use kinema_http::{Clock, ResponseBody};
 use kinema_netq::{ClientPrefix, NetworkQuality, PrefixFigures, Summary};
-use kinema_placement::RateMeter;
+use kinema_placement::{NodeId, RateMeter, RecentAssignments};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -44,7 +49,7 @@ use tokio::sync::watch;
 
 use crate::log::SteeringCounters;
 use crate::network::{Measured, NetworkChoice};
-use crate::pathway::PathPrefix;
+use crate::pathway::{PathPrefix, PathwayId};
 use crate::rank::Snapshot;
 use crate::session::SessionId;
 use crate::steer::{Decision, Protocol, Steering, SteeringQuery, SteeringRequest};
@@ -63,6 +68,15 @@ pub const UNSERVED_RETRY_AFTER_SECONDS: u32 = 5;
 /// without a signal: half the interval at which members publish figures.
 pub const SNAPSHOT_REFRESH: Duration = Duration::from_millis(500);
 
+/// How long a session this service placed is added to its node's
+/// published sessions: about the time the node's own count takes to reach
+/// this service (published each second, a few gossip rounds, one
+/// [`SNAPSHOT_REFRESH`]). Without it a crowd starting within that time is
+/// placed against the same loads and piles onto each video's head.
+pub const RECENT_WINDOW: Duration = Duration::from_secs(2);
+/// Most placed sessions remembered within [`RECENT_WINDOW`].
+pub const MAX_RECENT_ASSIGNMENTS: usize = 65_536;
+
 /// Which stored file a rewrite is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManifestKind {
@@ -79,6 +93,9 @@ pub struct SteeringService {
     clock: Clock,
     membership: Mutex<Membership>,
     rates: Mutex<RateMap>,
+    /// Sessions this service placed on each node lately, which the
+    /// members' published figures do not show yet.
+    recent: Mutex<RecentAssignments>,
     counters: Arc<SteeringCounters>,
     served: Arc<Served>,
     network: Option<NetworkSource>,
@@ -149,6 +166,10 @@ impl SteeringService {
                 built_at,
             }),
             rates: Mutex::new(RateMap::default()),
+            recent: Mutex::new(
+                RecentAssignments::new(RECENT_WINDOW, MAX_RECENT_ASSIGNMENTS)
+                    .expect("a window and capacity in range"),
+            ),
             counters: Arc::new(SteeringCounters::default()),
             served: Arc::new(Served::default()),
             network: None,
@@ -249,9 +270,18 @@ impl SteeringService {
                 rates.rate(video, since_epoch)
             }
         };
+        let snapshot = {
+            let mut recent = lock(&self.recent);
+            let placed = recent.counts(since_epoch);
+            (!placed.is_empty()).then(|| {
+                current
+                    .snapshot
+                    .with_sessions_added(|node| placed.get(node).copied().unwrap_or(0))
+            })
+        };
         let request = SteeringRequest {
             video,
-            snapshot: &current.snapshot,
+            snapshot: snapshot.as_ref().unwrap_or(&current.snapshot),
             rate,
             query,
             new_session: SessionId(rand::random()),
@@ -270,6 +300,14 @@ impl SteeringService {
             }
             _ => self.steering.decide(&request),
         };
+        // A new session, or one moved off its pathway, adds to its node's
+        // load before that node publishes it.
+        if let Some(chosen) = decision.chosen()
+            && decision.previous.as_ref() != Some(&chosen.id)
+            && let Ok(node) = NodeId::new(chosen.node_id.as_str())
+        {
+            lock(&self.recent).record(&node, since_epoch);
+        }
         let record = decision.record();
         self.counters.count(&record);
         tracing::debug!(target: "kinema::steering", "steering {record}");
@@ -381,7 +419,17 @@ impl SteeringService {
         let rewritten = (|| {
             let prefix = PathPrefix::of_request_path(request_path).ok()?;
             let text = std::str::from_utf8(stored).ok()?;
-            let (decision, _) = self.decide(video, &SteeringQuery::default(), client);
+            // The viewer asked this node for the file: a redirect that
+            // weighed the loads (or the viewer's own choice) sent it here.
+            // It stays while this node can keep it (healthy, not
+            // overloaded), as a player reporting this pathway would; a
+            // second decision over this node's own view of the loads would
+            // move it off the node that counts its session.
+            let here = SteeringQuery {
+                reported: self.current().self_node.as_deref().map(PathwayId::of_node),
+                ..SteeringQuery::default()
+            };
+            let (decision, _) = self.decide(video, &here, client);
             let rewritten = match kind {
                 ManifestKind::Master => self.steering.rewrite_master(text, &decision, &prefix),
                 ManifestKind::Mpd => self.steering.rewrite_mpd(text, &decision, &prefix),

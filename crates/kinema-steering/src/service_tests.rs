@@ -299,3 +299,95 @@ fn service_counters_render_in_a_registry() {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
 }
+
+/// The origin (this node) and three edges, `edge-1`..`edge-3` at
+/// 127.0.0.2..4, none publishing any session.
+fn origin_and_three_edges() -> MembershipView {
+    (1..=3).fold(origin_alone(), |view, i| {
+        with_edge(
+            &view,
+            &format!("edge-{i}"),
+            &format!("http://127.0.0.{}:8080", i + 1),
+        )
+    })
+}
+
+/// The node a redirect of `service` sends a new viewer of the clip to.
+fn redirected_to(service: &SteeringService) -> String {
+    let response = service
+        .redirect(&clip(), "/v/clip/master.m3u8")
+        .expect("an edge serves");
+    let location = header(&response, LOCATION);
+    let host = location.split('/').nth(2).unwrap();
+    let last: u8 = host
+        .split(':')
+        .next()
+        .unwrap()
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    format!("edge-{}", last - 1)
+}
+
+#[test]
+fn a_crowd_starting_before_any_load_is_published_is_placed_within_the_bound() {
+    let millis = Arc::new(AtomicU64::new(0));
+    let clock = Clock::from_fn({
+        let millis = millis.clone();
+        move || SystemTime::UNIX_EPOCH + NOW + Duration::from_millis(millis.load(Relaxed))
+    });
+    let (_sender, service) = service_at(origin_and_three_edges(), clock);
+    let order = crate::rank::tests::placement_order("clip");
+    let mut placed: HashMap<String, u64> = HashMap::new();
+    for _ in 0..30 {
+        *placed.entry(redirected_to(&service)).or_default() += 1;
+    }
+    // Bounded loads over the sessions placed so far: the last of 30 saw
+    // L = 29, a bound of ⌈1.25 × 30 / 3⌉ = 13, so no edge took more.
+    assert!(placed.values().all(|&count| count <= 13), "{placed:?}");
+    assert_eq!(placed.values().sum::<u64>(), 30);
+    assert_eq!(placed.len(), 3, "{placed:?}");
+    // Once the window has passed without any node publishing them, the
+    // placed sessions no longer count: the next goes to the head again.
+    millis.store(RECENT_WINDOW.as_millis() as u64, Relaxed);
+    assert_eq!(redirected_to(&service), order[0]);
+    // … and counts at once: the one after it does not.
+    let next = redirected_to(&service);
+    assert_ne!(next, order[0]);
+}
+
+#[test]
+fn a_master_fetched_at_an_edge_keeps_the_viewer_on_that_edge() {
+    // This node is an edge that is not the clip's head.
+    let order = crate::rank::tests::placement_order("clip");
+    let here = order[1].clone();
+    let mut view = origin_and_three_edges();
+    for member in &mut view.live {
+        member.is_self = *member.node_id == *here;
+    }
+    let (_sender, service) = service(view);
+    let stored = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\ng1/v360/index.m3u8\n";
+    for _ in 0..3 {
+        let rewritten = service
+            .rewrite(ManifestKind::Master, &clip(), "/v/clip/master.m3u8", stored)
+            .expect("rewritten");
+        let text = std::str::from_utf8(&rewritten).unwrap();
+        let steering = text
+            .lines()
+            .find(|line| line.starts_with("#EXT-X-CONTENT-STEERING:"))
+            .unwrap();
+        assert!(
+            steering.ends_with(&format!("PATHWAY-ID=\"{}\"", PathwayId::of_node(&here))),
+            "{text}"
+        );
+    }
+    // A new session asking for steering here is not kept: it has not
+    // chosen this node; the head of the order is first.
+    let manifest = body(&service.steer(&clip(), ""));
+    assert_eq!(
+        manifest["PATHWAY-PRIORITY"][0],
+        PathwayId::of_node(&order[0]).as_str()
+    );
+}
