@@ -93,6 +93,7 @@ pub async fn run_with(
 ) -> Result<(), Error> {
     // The parts' counters, which the wiring may read while this serves.
     let stats = parts.stats();
+    let tcp_info = parts.network.as_ref().map(kinema_netq::Measuring::sampling);
     let origin = Arc::new(Origin::new(&config, parts).await?);
     let handler = origin.clone();
     let tls = secure::server_tls(&config)?;
@@ -135,22 +136,24 @@ pub async fn run_with(
     };
     let served = if config.hsts {
         let hsts = kinema_http::tls::Hsts::new(handler, secure::HSTS_MAX_AGE);
-        kinema_http::server::serve_with_stats(
+        kinema_http::server::serve_sampled(
             listener,
             Arc::new(hsts),
             config.server_config(),
             acceptor,
             stats,
+            tcp_info,
             main_shutdown,
         )
         .await
     } else {
-        kinema_http::server::serve_with_stats(
+        kinema_http::server::serve_sampled(
             listener,
             handler,
             config.server_config(),
             acceptor,
             stats,
+            tcp_info,
             main_shutdown,
         )
         .await

@@ -67,6 +67,8 @@ pub struct Origin {
     /// In a cluster: `/steer/{id}` and the redirect of a viewer's first
     /// request to the node steering chooses.
     steering: Option<Arc<kinema_steering::SteeringService>>,
+    /// Viewers' network quality, fed the CMCD of their media requests.
+    network: Option<kinema_netq::Measuring>,
     /// `/api/worker/…`, when this server takes workers.
     workers: Option<crate::worker_api::WorkerApi>,
 }
@@ -87,6 +89,7 @@ impl Origin {
             stats,
             sessions_admitted,
             steering,
+            network,
             metrics_hooks,
             workers,
         } = parts;
@@ -177,6 +180,7 @@ impl Origin {
             scrub_rate: config.scrub_rate.as_u64(),
             clock,
             steering,
+            network,
             workers,
         })
     }
@@ -271,6 +275,12 @@ impl Origin {
         let client = self
             .access
             .client_address(connection.peer.ip(), &request.headers);
+        // A player's CMCD says how its network fares (edges strip it).
+        if let Some(network) = &self.network
+            && (path.starts_with("/v/") || path.starts_with("/s/"))
+        {
+            network.record_request(client, request.uri.query(), &request.headers);
+        }
         // Signed URLs: the token is a path prefix, so every
         // relative URI in a playlist inherits it.
         if path.starts_with("/s/") {
@@ -296,7 +306,7 @@ impl Origin {
             return self.media(&request, rest, None, client).await;
         }
         if let (Some(id), Some(steering)) = (path.strip_prefix("/steer/"), &self.steering) {
-            return self.steer(steering, &request, id).await;
+            return self.steer(steering, &request, id, client).await;
         }
         let kind = match path {
             "/healthz" => RouteKind::Health,

@@ -46,6 +46,8 @@ pub struct OriginParts {
     pub(crate) stats: Arc<ServerStats>,
     pub(crate) sessions_admitted: Arc<AtomicU64>,
     pub(crate) steering: Option<Arc<SteeringService>>,
+    /// This process's network-quality table and the listener's sampler.
+    pub(crate) network: Option<kinema_netq::Measuring>,
     pub(crate) metrics_hooks: Vec<MetricsHook>,
     /// The worker protocol (`/api/worker/…`), when this server takes workers.
     pub(crate) workers: Option<crate::worker_api::WorkerApi>,
@@ -140,6 +142,7 @@ impl OriginParts {
             stats: Arc::new(ServerStats::default()),
             sessions_admitted: Arc::default(),
             steering: None,
+            network: None,
             metrics_hooks: Vec::new(),
             workers: None,
         }
@@ -151,6 +154,14 @@ impl OriginParts {
     /// chooses. Its counters are added to `/metrics`.
     pub fn with_steering(mut self, steering: Arc<SteeringService>) -> Self {
         self.steering = Some(steering);
+        self
+    }
+
+    /// These parts measuring viewers' networks with `network`: its
+    /// `TCP_INFO` sampler on the listener, and the CMCD of media requests
+    /// recorded in its table (figures in `/metrics` are the wiring's hook).
+    pub fn with_network(mut self, network: kinema_netq::Measuring) -> Self {
+        self.network = Some(network);
         self
     }
 

@@ -11,6 +11,8 @@
 //! (`/v/{id}/g{N}/…`) are never redirected, since they are what the stable
 //! files point into.
 
+use std::net::IpAddr;
+
 use http::header::ACCESS_CONTROL_ALLOW_ORIGIN;
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
@@ -28,11 +30,14 @@ const SESSION_STARTS: [&str; 2] = ["master.m3u8", "manifest.mpd"];
 impl Origin {
     /// `/steer/{id}`: the steering manifest of a published video (no token
     /// needed: it names nodes, not media); 404 for an id no manifest lists.
+    /// `client` (behind trusted proxies) lets what was measured for its
+    /// prefix choose among the video's edges.
     pub(super) async fn steer(
         &self,
         steering: &SteeringService,
         request: &Parts,
         id: &str,
+        client: IpAddr,
     ) -> (RouteKind, HttpResponse) {
         let method = &request.method;
         if method == Method::OPTIONS {
@@ -49,7 +54,9 @@ impl Origin {
             method_not_allowed(cors::ALLOWED_METHODS)
         } else {
             match self.catalog.video(id).await {
-                Ok(video) => steering.steer(&video.id, request.uri.query().unwrap_or("")),
+                Ok(video) => {
+                    steering.steer_for(&video.id, request.uri.query().unwrap_or(""), Some(client))
+                }
                 Err(LookupError::BadId(_) | LookupError::NotFound) => {
                     error(StatusCode::NOT_FOUND, "no such video")
                 }
@@ -77,6 +84,7 @@ impl Origin {
         request: &Parts,
         raw: &str,
         video: &Video,
+        client: IpAddr,
     ) -> Option<HttpResponse> {
         let steering = self.steering.as_ref()?;
         if request.method != Method::GET && request.method != Method::HEAD {
@@ -87,7 +95,7 @@ impl Origin {
             return None;
         }
         let path_and_query = request.uri.path_and_query()?.as_str();
-        let mut response = steering.redirect(&video.id, path_and_query)?;
+        let mut response = steering.redirect_for(&video.id, path_and_query, Some(client))?;
         response.headers_mut().remove(ACCESS_CONTROL_ALLOW_ORIGIN);
         self.cors.apply(&request.headers, response.headers_mut());
         Some(response)
