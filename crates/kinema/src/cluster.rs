@@ -17,6 +17,11 @@
 //! membership view ([`ClusterNode::node_id`], [`ClusterNode::subscribe`]),
 //! rendering the membership counters ([`ClusterNode::counters`]) in its own
 //! hand-written `/metrics`.
+//!
+//! With network measuring on (`[netq]`, [`crate::netq`]) the node also
+//! gossips its table's summary each round, and its steering orders a
+//! video's nodes of similar load by what they measured for the viewer's
+//! prefix (this node's table and its peers' summaries).
 
 mod figures;
 
@@ -32,7 +37,7 @@ use kinema_cluster::{
     Cluster, ClusterConfig, ClusterKeys, FiguresSource, MembershipView, NodeFigures, Role,
 };
 use kinema_core::bitrate::Bitrate;
-use kinema_steering::{Steering, SteeringConfig, SteeringService};
+use kinema_steering::{NetworkSource, Steering, SteeringConfig, SteeringService};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -160,6 +165,7 @@ pub struct ClusterNode {
     cluster: Cluster,
     keys: ClusterKeys,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    network: Option<crate::netq::NetworkPart>,
 }
 
 impl ClusterNode {
@@ -167,11 +173,15 @@ impl ClusterNode {
     /// with the cluster's keys, at the time `clock` reads.
     pub fn steering(&self, clock: kinema_http::Clock) -> Arc<SteeringService> {
         let steering = Steering::new(SteeringConfig::default(), self.keys.clone());
-        Arc::new(SteeringService::new(
-            steering,
-            self.cluster.subscribe(),
-            clock,
-        ))
+        let service = SteeringService::new(steering, self.cluster.subscribe(), clock);
+        Arc::new(match &self.network {
+            Some(network) => service.with_network(NetworkSource {
+                local: network.measuring.quality().clone(),
+                peers: self.cluster.network_quality(),
+                choice: network.choice,
+            }),
+            None => service,
+        })
     }
 
     /// Registers the membership counters (`cluster_live_members`, …) and
@@ -205,11 +215,13 @@ impl ClusterNode {
 }
 
 /// Joins the cluster as a `role` node whose figures come `from` there,
-/// when `settings` say so.
+/// when `settings` say so; with `network`, gossiping its summary and
+/// steering by it.
 pub async fn start_with(
     settings: Option<ClusterSettings>,
     role: Role,
     from: FiguresFrom,
+    network: Option<&crate::netq::NetworkPart>,
 ) -> Result<Option<ClusterNode>> {
     let Some(settings) = settings else {
         return Ok(None);
@@ -233,6 +245,7 @@ pub async fn start_with(
     config.region = settings.region;
     config.capacity_bps = settings.capacity.0;
     config.gossip_interval = interval;
+    config.network_quality = network.map(crate::netq::summary_source);
     let (figures, receiver) = watch::channel(NodeFigures::default());
     let cluster = Cluster::start(config, FiguresSource::Watch(receiver))
         .await
@@ -245,6 +258,7 @@ pub async fn start_with(
         cluster,
         keys,
         tasks,
+        network: network.cloned(),
     }))
 }
 

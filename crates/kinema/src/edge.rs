@@ -154,10 +154,16 @@ pub struct EdgeArgs {
     #[command(flatten, next_help_heading = "Cluster")]
     #[serde(skip)]
     cluster: crate::cluster::ClusterArgs,
+
+    /// The `[netq]` section's flags.
+    #[command(flatten, next_help_heading = "Network quality")]
+    #[serde(skip)]
+    netq: crate::netq::NetqArgs,
 }
 
 pub fn run(config_file: &ConfigFile, args: EdgeArgs) -> Result<()> {
     let cluster = crate::cluster::resolve(config_file, &args.cluster)?;
+    let network = crate::netq::resolve(config_file, &args.netq)?;
     let config: kinema_edge::Config = config_file.resolve("edge", &args)?;
     if config.origin.is_empty() {
         anyhow::bail!(
@@ -175,6 +181,10 @@ pub fn run(config_file: &ConfigFile, args: EdgeArgs) -> Result<()> {
         // The edge's parts are wired here: its cache tiers, the origins it
         // fills from and the system clock.
         let mut parts = kinema_edge::EdgeParts::open(&config).await?;
+        // Viewers' networks measured: the listener's sampler and CMCD.
+        if let Some(network) = &network {
+            parts = parts.with_network(network.measuring.clone());
+        }
         // In a cluster: figures from the edge's own counters, misses filled
         // from each video's placement parent, steering, and the cluster's
         // counters in /metrics.
@@ -183,6 +193,7 @@ pub fn run(config_file: &ConfigFile, args: EdgeArgs) -> Result<()> {
             cluster,
             kinema_cluster::Role::Edge,
             crate::cluster::FiguresFrom::Counters(edge_readings(counters)),
+            network.as_ref(),
         )
         .await?;
         if let Some(node) = &cluster {

@@ -10,6 +10,7 @@ mod config;
 mod edge;
 mod ingest;
 mod keys;
+mod netq;
 mod serve;
 mod sign;
 mod store;

@@ -247,10 +247,16 @@ pub struct ServeArgs {
     #[command(flatten, next_help_heading = "Cluster")]
     #[serde(skip)]
     cluster: crate::cluster::ClusterArgs,
+
+    /// The `[netq]` section's flags.
+    #[command(flatten, next_help_heading = "Network quality")]
+    #[serde(skip)]
+    netq: crate::netq::NetqArgs,
 }
 
 pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
     let cluster = crate::cluster::resolve(config_file, &args.cluster)?;
+    let network = crate::netq::resolve(config_file, &args.netq)?;
     let mut section: toml::Table = config_file.resolve("serve", &args)?;
     let Some(library) = crate::store::take_store_config("serve", &mut section)? else {
         bail!(
@@ -328,11 +334,19 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
         );
         // In a cluster: figures from the origin's own counters, steering
         // over the membership, and the cluster's figures in /metrics.
+        // Viewers' networks measured: the listener's sampler, CMCD, and
+        // the figures in /metrics.
+        if let Some(network) = &network {
+            parts = parts
+                .with_network(network.measuring.clone())
+                .with_metrics(crate::netq::register_metrics(network.measuring.clone()));
+        }
         let figures = crate::cluster::Readings::of_origin(parts.counters());
         let cluster = crate::cluster::start_with(
             cluster,
             kinema_cluster::Role::Origin,
             crate::cluster::FiguresFrom::Counters(figures),
+            network.as_ref(),
         )
         .await?;
         if let Some(node) = &cluster {
