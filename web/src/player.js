@@ -114,6 +114,11 @@ function attachHlsJs(video, url, startAt, startPosition, callbacks) {
     // rung the link cannot carry, and the start stalls). A thin-link guess
     // starts on the lowest rungs; a fast link climbs after one fragment.
     abrEwmaDefaultEstimate: START_BANDWIDTH_ESTIMATE,
+    // CMCD (CTA-5004) as a `CMCD=` query parameter on every request (no
+    // CORS preflight, unlike its headers): the servers learn the measured
+    // throughput and buffer of their viewers, and edges drop it from the
+    // cache key and from what they send upstream.
+    cmcd: {},
   });
   // hls.js sorts its levels by bitrate; audio-only variants (no height) are
   // left out of the quality menu, which is about picture size.
@@ -264,6 +269,8 @@ function attachDash(video, url, startAt, startPosition, callbacks) {
         // 1 kbit/s is below every rung, so dash.js starts at the lowest.
         ...(automatic ? {} : { initialBitrate: { video: 1 } }),
       },
+      // CMCD as a query parameter, as hls.js sends it (see attachHlsJs).
+      cmcd: { enabled: true },
     },
   });
   const videoLevels = () =>
