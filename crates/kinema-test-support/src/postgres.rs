@@ -100,11 +100,17 @@ impl PostgresServer {
     /// Makes a cluster and starts it; returns once it accepts connections.
     pub fn start() -> Self {
         let bin = postgres_bin_dir();
+        let run_as = is_root().then(|| "postgres".to_string());
+        // The postgres user must reach the directory: under /tmp, whatever
+        // TMPDIR says (root's may be a directory only root can enter).
+        let parent = match run_as {
+            Some(_) => PathBuf::from("/tmp"),
+            None => std::env::temp_dir(),
+        };
         let root = tempfile::Builder::new()
             .prefix("kinema-pg")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("a temporary directory for PostgreSQL");
-        let run_as = is_root().then(|| "postgres".to_string());
         if let Some(user) = &run_as {
             let (uid, gid) = ids_of(user);
             std::os::unix::fs::chown(root.path(), Some(uid), Some(gid))
