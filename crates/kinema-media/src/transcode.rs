@@ -686,4 +686,235 @@ out/sub1/source.vtt
             "{joined}"
         );
     }
+
+    fn two_rungs() -> (SourceInfo, LadderPlan) {
+        let source = source(false, false, true);
+        let ladder = LadderConfig {
+            rungs: vec![
+                RungSpec {
+                    height: 240,
+                    bitrate: 300_000,
+                },
+                RungSpec {
+                    height: 360,
+                    bitrate: 700_000,
+                },
+            ],
+            ..LadderConfig::default()
+        };
+        let plan = plan(&source.shape(), &ladder).unwrap();
+        (source, plan)
+    }
+
+    #[test]
+    fn video_chunk_seeks_counts_frames_and_keeps_the_whole_timeline() {
+        let (source, plan) = two_rungs();
+        let thumbs = crate::thumbs::plan(9.0, 640, 360);
+        check(
+            ffmpeg_args(
+                Path::new("/in/src.mp4"),
+                &source,
+                &plan,
+                Some(&thumbs),
+                &settings(),
+                EncodePart::VideoChunk {
+                    start_seconds: 4.0,
+                    frames: Some(100),
+                },
+                Path::new("/chunk"),
+            ),
+            r"
+-hide_banner
+-nostdin
+-y
+-loglevel
+level+info
+-nostats
+-progress
+pipe:1
+-protocol_whitelist
+file
+-format_whitelist
+mov,matroska,webm,avi,mpegts,mpeg,flv,ogg,asf,mxf,wav,w64,aiff,mp3,flac,aac,dv,nut
+-f
+mov
+-ss
+4.000000
+-i
+file:/in/src.mp4
+-filter_complex
+[0:0]fps=25,split=2[s0][s1];[s0]scale=426:240:flags=bicubic,format=yuv420p,setsar=1[v0];[s1]scale=640:360:flags=bicubic,format=yuv420p,setsar=1[v1]
+-map
+[v0]
+-map
+[v1]
+-c:v
+libx264
+-preset
+veryfast
+-profile:v
+high
+-b:v:0
+300000
+-maxrate:v:0
+360000
+-bufsize:v:0
+300000
+-b:v:1
+700000
+-maxrate:v:1
+1050000
+-bufsize:v:1
+1400000
+-g
+100
+-keyint_min
+100
+-sc_threshold
+0
+-flags:v
++cgop
+-threads
+2
+-frames:v
+100
+-output_ts_offset
+4.000000
+-format_options
+movflags=+frag_discont
+-map_metadata
+-1
+-map_chapters
+-1
+-f
+dash
+-seg_duration
+4
+-use_template
+1
+-use_timeline
+0
+-init_seg_name
+$RepresentationID$/init.mp4
+-media_seg_name
+$RepresentationID$/$Number$.m4s
+-adaptation_sets
+id=0,streams=0 id=1,streams=1
+/chunk/ffmpeg-dash.mpd
+",
+        );
+        // The last chunk runs to the end of the source.
+        let args = ffmpeg_args(
+            Path::new("/in/src.mp4"),
+            &source,
+            &plan,
+            None,
+            &settings(),
+            EncodePart::VideoChunk {
+                start_seconds: 8.0,
+                frames: None,
+            },
+            Path::new("/chunk"),
+        );
+        assert!(!args.iter().any(|a| a == "-frames:v"));
+        assert!(args.join(" ").contains("-output_ts_offset 8.000000"));
+    }
+
+    #[test]
+    fn audio_part_has_audio_thumbnails_and_subtitles_but_no_rungs() {
+        let (mut source, plan) = two_rungs();
+        source.subtitles = vec![crate::probe::SubtitleStream {
+            index: 3,
+            codec: "subrip".into(),
+            language: "en".into(),
+            title: None,
+            forced: false,
+            hearing_impaired: false,
+        }];
+        let thumbs = crate::thumbs::plan(9.0, 640, 360);
+        let args = ffmpeg_args(
+            Path::new("/in/src.mp4"),
+            &source,
+            &plan,
+            Some(&thumbs),
+            &settings(),
+            EncodePart::AudioAndExtras,
+            Path::new("/audio"),
+        );
+        let start = args.iter().position(|a| a == "-filter_complex").unwrap();
+        check(
+            args[start..].to_vec(),
+            r"
+-filter_complex
+[0:0]fps=25,split=2[sprite_in][poster_in];[sprite_in]select=isnan(prev_selected_t)+gt(floor(t/2)\,floor(prev_selected_t/2)),scale=160:90,setsar=1,tile=5x1[sprite];[poster_in]select=isnan(prev_selected_t)*gte(t\,0.900),scale=640:360,setsar=1[poster]
+-map
+0:2
+-map
+0:2
+-c:a:0
+aac
+-b:a:0
+64000
+-ac:a:0
+2
+-c:a:1
+aac
+-b:a:1
+32000
+-ac:a:1
+2
+-ar
+48000
+-af
+aresample=async=1
+-threads
+2
+-map_metadata
+-1
+-map_chapters
+-1
+-f
+dash
+-seg_duration
+4
+-use_template
+1
+-use_timeline
+0
+-init_seg_name
+$RepresentationID$/init.mp4
+-media_seg_name
+$RepresentationID$/$Number$.m4s
+-adaptation_sets
+id=0,streams=0 id=1,streams=1
+/audio/ffmpeg-dash.mpd
+-map
+[sprite]
+-frames:v
+1
+-q:v
+5
+-update
+1
+/audio/thumbs/sprite.jpg
+-map
+[poster]
+-frames:v
+1
+-q:v
+3
+-update
+1
+/audio/thumbs/poster.jpg
+-map
+0:3
+-c:s
+webvtt
+-f
+webvtt
+/audio/sub0/source.vtt
+",
+        );
+        assert!(!args.iter().any(|a| a == "-ss" || a == "-c:v"));
+    }
 }
