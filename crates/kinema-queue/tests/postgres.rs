@@ -192,3 +192,41 @@ async fn an_unreachable_database_is_an_error_without_the_password() {
         "{error:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_held_elsewhere_times_out_instead_of_hanging() {
+    let server = server().await;
+    let url = server.url();
+    let queue = PostgresQueue::open(PostgresConfig {
+        statement_timeout: Duration::from_secs(1),
+        ..PostgresConfig::new(url.clone())
+    })
+    .await
+    .unwrap();
+    queue.enqueue(job("held", 1)).await.unwrap();
+    // Another session holds the job's row, as a stuck transaction would.
+    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let transaction = client.transaction().await.unwrap();
+    transaction
+        .execute(
+            "SELECT 1 FROM kinema_queue_jobs WHERE id = 'held' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let cancel = tokio::time::timeout(Duration::from_secs(30), queue.cancel("held"))
+        .await
+        .expect("the lock wait is bounded by the statement timeout");
+    let error = cancel.unwrap_err();
+    assert!(matches!(error, QueueError::Backend(_)), "{error:?}");
+    assert!(error.to_string().contains("timeout"), "{error}");
+    transaction.rollback().await.unwrap();
+    // Once the row is free the same call succeeds.
+    assert_eq!(
+        queue.cancel("held").await.unwrap().state,
+        kinema_queue::JobState::Cancelled
+    );
+}
