@@ -207,6 +207,26 @@ impl ClusterNode {
         self.cluster.subscribe()
     }
 
+    /// Each member's region and which one this node is, read from the
+    /// membership view on each call, for the origin's `GET /api/cluster`.
+    pub fn member_places(&self) -> kinema_origin::MemberPlaces {
+        let view = self.cluster.subscribe();
+        kinema_origin::MemberPlaces::new(move || {
+            let view = view.borrow();
+            let members = view.live.iter().chain(&view.dead);
+            members
+                .filter_map(|member| {
+                    let info = member.state.as_ref().ok()?;
+                    Some(kinema_origin::MemberPlace {
+                        node_id: member.node_id.to_string(),
+                        region: info.region.clone(),
+                        is_self: member.is_self,
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// The membership counters, for a server that writes its `/metrics` by
     /// hand (the edge).
     pub fn counters(&self) -> Arc<kinema_cluster::GossipCounters> {
@@ -252,7 +272,7 @@ pub async fn start_with(
         .context("cannot join the cluster")?;
     let tasks = vec![
         tokio::spawn(figures::publish(from, figures)),
-        tokio::spawn(log_changes(cluster.subscribe())),
+        tokio::spawn(log_changes(cluster.subscribe(), cluster.network_quality())),
     ];
     Ok(Some(ClusterNode {
         cluster,
@@ -305,16 +325,21 @@ fn read_keys(path: &std::path::Path) -> Result<ClusterKeys> {
 }
 
 /// Logs each member that joins, changes health, leaves or dies.
-async fn log_changes(mut views: watch::Receiver<MembershipView>) {
+async fn log_changes(
+    mut views: watch::Receiver<MembershipView>,
+    peers: kinema_cluster::PeerNetworkQuality,
+) {
     let mut before = MembershipView::default();
     // The view is not signalled for figures alone: they are read each second.
     let mut tick = tokio::time::interval(figures::FIGURES_EVERY);
     let mut figures_seen = HashMap::new();
+    let mut summaries_seen = HashMap::new();
     loop {
         tokio::select! {
             changed = views.changed() => if changed.is_err() { break },
             _ = tick.tick() => {
                 log_figures(&views.borrow(), &mut figures_seen);
+                log_network_quality(&views.borrow(), &peers, &mut summaries_seen);
                 continue;
             }
         }
@@ -347,6 +372,27 @@ async fn log_changes(mut views: watch::Receiver<MembershipView>) {
             }
         }
         before = now;
+    }
+}
+
+/// Logs, at debug, the network-quality summary of each other live member
+/// that changed since `seen` (what steering reads of its peers).
+fn log_network_quality(
+    view: &MembershipView,
+    peers: &kinema_cluster::PeerNetworkQuality,
+    seen: &mut HashMap<Arc<str>, Arc<str>>,
+) {
+    seen.retain(|node, _| view.live.iter().any(|member| member.node_id == *node));
+    for member in view.live.iter().filter(|member| !member.is_self) {
+        let Some(summary) = peers.get(&member.node_id) else {
+            continue;
+        };
+        if seen.get(&member.node_id) != Some(&summary) {
+            tracing::debug!(
+                node = %member.node_id, summary = %summary, "cluster member network quality"
+            );
+            seen.insert(member.node_id.clone(), summary);
+        }
     }
 }
 
