@@ -1,9 +1,11 @@
 // The admin pages (`/?admin=jobs|videos|tokens|keys|cluster`), for signed-in
 // admins: ingest jobs (state, progress, failure details folded away,
-// retry and cancel), videos (edit the title and description, delete),
+// retry and cancel), videos (edit the title and description, change who
+// may watch — public or signed —, delete),
 // admin API tokens (create with a scope, revoke), signing keys (create,
 // retire) and, when the server is in a cluster, its nodes (health, load,
-// sessions, egress, edges' cache hit ratio). Everything goes through the admin API with the token of the
+// region, sessions, egress, edges' cache hit ratio, the node answering
+// marked as "this node"). Everything goes through the admin API with the token of the
 // sign-in; a token without the scope an action needs is told so in words.
 // Changes that cannot be undone ask for a second click in place rather
 // than through a browser dialog.
@@ -67,11 +69,11 @@ function element(tag, properties = {}, ...children) {
  * A button that asks again in place: the first click shows "`question`
  * [confirm] [Keep]", the confirm button runs `action`.
  */
-function confirmingButton(label, { question, confirm, ariaLabel }, action) {
+function confirmingButton(label, { question, confirm, ariaLabel, danger = true }, action) {
   const holder = element('span', { className: 'confirming' });
-  const first = element('button', { type: 'button', className: 'secondary danger', textContent: label, 'aria-label': ariaLabel });
+  const first = element('button', { type: 'button', className: danger ? 'secondary danger' : 'secondary', textContent: label, 'aria-label': ariaLabel });
   const ask = element('span', { className: 'ask', hidden: true });
-  const yes = element('button', { type: 'button', className: 'danger-strong', textContent: confirm });
+  const yes = element('button', { type: 'button', className: danger ? 'danger-strong' : '', textContent: confirm });
   const no = element('button', { type: 'button', className: 'secondary', textContent: 'Keep' });
   ask.append(element('span', { textContent: question }), yes, no);
   first.addEventListener('click', () => {
@@ -89,7 +91,11 @@ function confirmingButton(label, { question, confirm, ariaLabel }, action) {
     try {
       await action();
     } finally {
+      // Asked and answered: back to the first button (a failed action
+      // says why elsewhere, and may be tried again from there).
       yes.disabled = false;
+      ask.hidden = true;
+      first.hidden = false;
     }
   });
   holder.append(first, ask);
@@ -235,11 +241,20 @@ function videoItem(video) {
     className: 'meta',
     textContent: [
       video.id,
-      video.access === 'signed' ? 'signed (private)' : 'public',
       formatDuration(Math.round(video.duration_seconds ?? 0)),
       video.published_at_unix ? `published ${when(video.published_at_unix)}` : '',
     ].filter(Boolean).join(' · '),
   });
+  const badge = element('span', { className: 'state video-access-state' });
+  const access = element('span', { className: 'video-access' });
+  const showAccess = () => {
+    const signed = video.access === 'signed';
+    item.dataset.access = signed ? 'signed' : 'public';
+    badge.textContent = signed ? 'signed (private)' : 'public';
+    badge.className = `state video-access-state state-${signed ? 'signed' : 'public'}`;
+    access.replaceChildren(accessButton(video, showAccess));
+  };
+  showAccess();
   const form = editForm(video, (saved) => {
     video.title = saved.title;
     video.description = saved.description;
@@ -270,13 +285,45 @@ function videoItem(video) {
     }
   });
   item.append(
-    element('div', { className: 'admin-item-head' }, title),
+    element('div', { className: 'admin-item-head' }, title, badge),
     description,
     meta,
     form,
-    element('div', { className: 'actions' }, edit, replace, remove),
+    element('div', { className: 'actions' }, edit, access, replace, remove),
   );
   return item;
+}
+
+/**
+ * The control that makes a video signed or public, asking first: the
+ * server publishes the same media under new URLs, and the old ones stop
+ * playing without a signed link (`changed()` redraws the item).
+ */
+function accessButton(video, changed) {
+  const name = video.title || video.id;
+  const signed = video.access === 'signed';
+  const label = signed ? 'Make public' : 'Make signed';
+  return confirmingButton(label, {
+    question: signed
+      ? `Make “${name}” public? Anyone with its link can watch it.`
+      : `Make “${name}” signed? Its links stop working; viewers need a signed link.`,
+    confirm: label,
+    ariaLabel: `${label}: ${name}`,
+    danger: false,
+  }, async () => {
+    try {
+      const answer = await api('PATCH', `/api/videos/${encodeURIComponent(video.id)}`, {
+        access: signed ? 'public' : 'signed',
+      });
+      video.access = answer.access;
+      changed();
+      showMessage(answer.access === 'signed'
+        ? `“${name}” is signed now: only signed links play it.`
+        : `“${name}” is public now: anyone with its link can watch it.`);
+    } catch (error) {
+      showMessage(`The access of “${name}” could not be changed: ${firstSentence(explain(error))}.`, true);
+    }
+  });
 }
 
 function editForm(video, saved) {
@@ -471,14 +518,18 @@ function clusterRow(node) {
   const cell = (label, content, className = '') =>
     element('td', { className, dataset: { label } }, content);
   const health = HEALTH_WORDS[node.status] ?? 'unknown';
-  const row = element('tr', { dataset: { nodeId: node.node_id, status: health } });
+  const row = element('tr', { dataset: { nodeId: node.node_id, status: health, thisNode: String(Boolean(node.this_node)) } });
+  // The node that answered is named as such, not only marked.
+  const self = node.this_node ? [' ', element('span', { className: 'state this-node', textContent: 'this node' })] : [];
   const name = element('td', { className: 'node-name' },
     element('span', { textContent: node.node_id }),
+    ...self,
     element('br'),
     element('a', { href: node.public_url, className: 'meta', textContent: node.public_url }));
   row.append(
     name,
     cell('Role', node.role),
+    cell('Region', node.region ?? '–', 'node-region'),
     cell('Health', element('span', { className: `health health-${health}`, textContent: health })),
     cell('Load', percent(node.status === 'dead' ? null : node.load), 'number'),
     cell('Sessions', node.status === 'dead' ? '–' : String(node.sessions), 'number'),

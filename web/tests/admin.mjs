@@ -2,7 +2,9 @@
 // Walks through the admin pages in headless Chromium as a signed-in admin:
 // on Jobs, cancels a running job and retries it, and reads a failed job's
 // one sentence and folded details; on Videos, edits a title and description
-// and then sees the new title in the public catalogue; on API tokens,
+// and then sees the new title in the public catalogue, makes the video
+// signed (its old segment URL then needs a token) and public again, and
+// reads the one sentence a failed change shows; on API tokens,
 // creates a token (which then works against the API) and revokes it (which
 // then does not); on Signing keys, creates a key and retires the old one.
 // Screenshots every page at 1280×800 and 390×844 and checks nothing is
@@ -53,6 +55,31 @@ exitAfter(timeoutSeconds * 1000, () =>
 );
 const done = (name, detail = {}) => result.steps.push({ step: name, ...detail });
 let browser = null;
+
+/** The status of a GET of `path` with no token, from node. */
+async function publicStatus(path) {
+  const response = await fetch(new URL(path, base));
+  await response.arrayBuffer();
+  return response.status;
+}
+
+/**
+ * The first segment of `id`'s first variant, found as a player finds it
+ * (read with a token: the video may be signed): a URL of its current
+ * generation.
+ */
+async function currentSegment(id) {
+  const headers = { Authorization: `Bearer ${args.token}` };
+  const { path } = await (await fetch(new URL('/api/tokens', base), {
+    method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' }, body: JSON.stringify({ video: id, ttl: '5m' }),
+  })).json();
+  const prefix = path.slice(0, path.indexOf('/v/'));
+  const uri = (text) => text.split('\n').find((line) => line && !line.startsWith('#'));
+  const stable = `/v/${encodeURIComponent(id)}/`;
+  const variant = uri(await (await fetch(new URL(`${prefix}${stable}master.m3u8`, base))).text());
+  const segment = uri(await (await fetch(new URL(`${prefix}${stable}${variant}`, base))).text());
+  return `${stable}${variant.slice(0, variant.lastIndexOf('/') + 1)}${segment}`;
+}
 
 /** A request to the API from node, outside the page: the status. */
 async function statusWith(token, path) {
@@ -163,6 +190,62 @@ try {
     { timeout: remainingMs(), polling: 100 });
   await page.locator('#watch-description').waitFor({ state: 'visible', timeout: remainingMs() });
   done(step, { description: await page.locator('#watch-description').textContent() });
+
+  step = 'make the video signed';
+  await open('/?admin=videos', '#videos-list li');
+  const segmentBefore = await currentSegment(args.video);
+  const beforeStatus = await publicStatus(segmentBefore);
+  const accessOf = (id) => page.locator(`[data-video-id="${id}"]`).getAttribute('data-access');
+  const stateBefore = await accessOf(args.video);
+  const changeAccess = async (label) => {
+    const item = page.locator(`[data-video-id="${args.video}"]`);
+    await item.locator('.video-access button', { hasText: label }).first().click({ timeout: remainingMs() });
+    const question = (await item.locator('.video-access .ask span').first().textContent()).trim();
+    await item.locator('.video-access .ask button', { hasText: label }).click({ timeout: remainingMs() });
+    return question;
+  };
+  const question = await changeAccess('Make signed');
+  await page.waitForFunction((id) => document.querySelector(`[data-video-id="${id}"]`)?.dataset.access === 'signed',
+    args.video, { timeout: remainingMs(), polling: 100 });
+  await screenshot(page, 'admin-videos-signed-1280x800.png');
+  const segmentSigned = await currentSegment(args.video);
+  done(step, {
+    signed_segment: segmentSigned,
+    signed_segment_status: await publicStatus(segmentSigned),
+    question,
+    state_before: stateBefore,
+    badge: (await video.locator('.video-access-state').textContent()).trim(),
+    message: (await page.locator('#admin-message').textContent()).trim(),
+    segment: segmentBefore,
+    public_status_before: beforeStatus,
+    public_status_after: await publicStatus(segmentBefore),
+    master_status_after: await publicStatus(`/v/${encodeURIComponent(args.video)}/master.m3u8`),
+  });
+
+  step = 'a failed change says why in one sentence';
+  // The server is made to fail this one request, as a store outage would.
+  const failing = `**/api/videos/${encodeURIComponent(args.video)}`;
+  await page.route(failing, (route) => (route.request().method() === 'PATCH'
+    ? route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: "the library's store is unavailable; try again shortly" }) })
+    : route.continue()));
+  await changeAccess('Make public');
+  await page.waitForFunction(() => document.getElementById('admin-message')?.classList.contains('error'), null,
+    { timeout: remainingMs(), polling: 100 });
+  const failedMessage = (await page.locator('#admin-message').textContent()).trim();
+  await page.unroute(failing);
+  done(step, { message: failedMessage, access: await accessOf(args.video) });
+
+  step = 'make the video public again';
+  await changeAccess('Make public');
+  await page.waitForFunction((id) => document.querySelector(`[data-video-id="${id}"]`)?.dataset.access === 'public',
+    args.video, { timeout: remainingMs(), polling: 100 });
+  const segmentAfter = await currentSegment(args.video);
+  done(step, {
+    segment: segmentAfter,
+    public_status: await publicStatus(segmentAfter),
+    signed_segment_status: await publicStatus(segmentSigned),
+    first_segment_status: await publicStatus(segmentBefore),
+  });
 
   step = 'create a token';
   await open('/?admin=tokens', '#tokens-rows tr');

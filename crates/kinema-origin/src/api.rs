@@ -64,6 +64,9 @@ pub struct Api {
     catalog: Catalog,
     ingest: IngestService,
     max_upload_bytes: u64,
+    /// With a library in S3: uploads go to the object store for workers,
+    /// and the jobs API shows their jobs too.
+    remote: Option<crate::remote_ingest::RemoteIngest>,
 }
 
 impl Api {
@@ -81,7 +84,17 @@ impl Api {
             catalog,
             ingest,
             max_upload_bytes: MAX_UPLOAD_BYTES,
+            remote: None,
         })
+    }
+
+    /// Sends uploads to the object store for workers ([`crate::remote_ingest`]).
+    pub(crate) fn with_remote(
+        mut self,
+        remote: Option<crate::remote_ingest::RemoteIngest>,
+    ) -> Self {
+        self.remote = remote;
+        self
     }
 
     pub async fn handle(
@@ -101,6 +114,24 @@ impl Api {
         let method = match request.method() {
             &Method::HEAD => Method::GET,
             method => method.clone(),
+        };
+        let request = match &self.remote {
+            Some(remote) => {
+                let answered = remote
+                    .answer(
+                        &self.ingest,
+                        &segments,
+                        &method,
+                        request,
+                        self.max_upload_bytes,
+                    )
+                    .await;
+                match answered {
+                    Ok(response) => return response,
+                    Err(request) => request,
+                }
+            }
+            None => request,
         };
         match (segments.as_slice(), &method) {
             (["videos"], &Method::GET) => self.list_videos().await,

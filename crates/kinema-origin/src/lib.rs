@@ -28,6 +28,7 @@ mod origin;
 mod parts;
 mod policy;
 mod public_catalogue;
+pub mod remote_ingest;
 mod secure;
 mod upload_form;
 mod web;

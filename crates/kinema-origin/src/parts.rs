@@ -181,6 +181,11 @@ impl OriginParts {
 
     /// The connection layer's counters, which [`crate::run_with`] serves
     /// with.
+    /// The library's store.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     pub fn stats(&self) -> Arc<ServerStats> {
         self.stats.clone()
     }

@@ -41,6 +41,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::access::Access;
+use crate::remote_ingest::RemoteIngest;
 
 /// Every route of this module is below this path.
 pub const PREFIX: &str = "/api/worker/";
@@ -69,6 +70,9 @@ pub struct WorkerApi {
     /// `None` when the library is a local directory: workers elsewhere
     /// cannot reach its files, so claims are refused with the reason.
     objects: Option<JobObjectsLocation>,
+    /// Uploads stored in the object store for workers, whose objects go
+    /// when their job is done.
+    uploads: Option<RemoteIngest>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,7 +119,23 @@ pub fn answers(path: &str) -> bool {
 
 impl WorkerApi {
     pub fn new(queue: Arc<dyn Queue>, objects: Option<JobObjectsLocation>) -> Self {
-        Self { queue, objects }
+        Self {
+            queue,
+            objects,
+            uploads: None,
+        }
+    }
+
+    /// Also takes uploads into the object store for workers
+    /// (`POST /api/videos` streams there), whose objects this deletes once
+    /// their job is done.
+    pub fn with_uploads(mut self, uploads: RemoteIngest) -> Self {
+        self.uploads = Some(uploads);
+        self
+    }
+
+    pub(crate) fn uploads(&self) -> Option<&RemoteIngest> {
+        self.uploads.as_ref()
     }
 
     /// Answers a request for a path [`answers`] accepts, after checking its
@@ -271,7 +291,18 @@ impl WorkerApi {
                     Err(refusal) => return *refusal,
                 };
                 match self.queue.complete(token, body.result).await {
-                    Ok(job) => ok(json!({ "job": { "id": job.id, "state": job.state } })),
+                    Ok(job) => {
+                        if job.state == kinema_queue::JobState::Done
+                            && let Some(uploads) = &self.uploads
+                        {
+                            // The video is published: its source is debris now.
+                            if let Err(error) = uploads.objects().delete_job(&job.id).await {
+                                tracing::warn!(job = %job.id, %error,
+                                    "cannot delete a done job's objects; the next start will");
+                            }
+                        }
+                        ok(json!({ "job": { "id": job.id, "state": job.state } }))
+                    }
                     Err(refused) => queue_error(refused),
                 }
             }

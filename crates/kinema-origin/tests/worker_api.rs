@@ -368,7 +368,7 @@ async fn bad_requests_are_refused_with_the_reason() {
         ),
         (
             Method::POST,
-            &"/api/worker/tasks/0123456789abcdef0123456789abcdef/heartbeat",
+            "/api/worker/tasks/0123456789abcdef0123456789abcdef/heartbeat",
             br#"{"progress": 0.5}"#.to_vec(),
             StatusCode::CONFLICT,
             "lease",

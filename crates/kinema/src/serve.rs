@@ -332,6 +332,10 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
             workspace,
             clock.clone(),
         );
+        // A library in S3 takes uploads for `kinema worker` processes.
+        if local_library.is_none() {
+            parts = crate::worker::take_workers(parts, &library, &workspace_root).await?;
+        }
         // In a cluster: figures from the origin's own counters, steering
         // over the membership, and the cluster's figures in /metrics.
         // Viewers' networks measured: the listener's sampler, CMCD, and

@@ -19,7 +19,10 @@
 
 mod client;
 mod fenced_store;
+mod on_server;
 mod tasks;
+
+pub use on_server::take_workers;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -2,6 +2,9 @@
 //! (web/tests/admin.mjs): an admin cancels a running job and retries it,
 //! reads a failed job's one sentence, edits a video's title and
 //! description and sees them in the public catalogue and on the watch page,
+//! makes the video signed (its segment URL from before then needs a token,
+//! as does the new generation's) and public again, and reads the one
+//! sentence a failed change shows,
 //! creates an API token (which works) and revokes it (which then does not),
 //! creates a signing key and retires the old one. What the browser did is checked
 //! again here through the API, the CLI and the files. Screenshots of every
@@ -245,6 +248,62 @@ fn admins_cancel_and_retry_jobs_edit_titles_and_manage_tokens_and_keys() {
     assert_eq!(
         catalogue["videos"][0]["description"],
         "Filmed for the admin test.\nA second line."
+    );
+
+    // Signed: the segment URL that played publicly before no longer does,
+    // nor does the new generation's or the stable master; public again: the
+    // newest generation plays for anyone, and so does the first (published
+    // public), but not the one published signed.
+    let signed = step(&report, "make the video signed");
+    assert_eq!(signed["state_before"], "public", "{signed}");
+    assert_eq!(signed["badge"], "signed (private)", "{signed}");
+    assert_eq!(signed["public_status_before"], 200, "{signed}");
+    assert_eq!(signed["public_status_after"], 403, "{signed}");
+    assert_eq!(signed["signed_segment_status"], 403, "{signed}");
+    assert_eq!(signed["master_status_after"], 403, "{signed}");
+    assert!(
+        signed["question"]
+            .as_str()
+            .is_some_and(|question| question.contains("Its links stop working")),
+        "{signed}"
+    );
+    let failed_change = step(&report, "a failed change says why in one sentence");
+    assert_eq!(
+        failed_change["message"],
+        format!(
+            "The access of “{EDITED_TITLE}” could not be changed: the library's store is unavailable; try again shortly."
+        )
+    );
+    assert_eq!(failed_change["access"], "signed", "unchanged on failure");
+    let public = step(&report, "make the video public again");
+    assert_eq!(public["public_status"], 200, "{public}");
+    assert_eq!(public["signed_segment_status"], 403, "{public}");
+    assert_eq!(public["first_segment_status"], 200, "{public}");
+    let generation_of = |segment: &Value| {
+        segment
+            .as_str()
+            .expect("a segment path")
+            .split('/')
+            .nth(3)
+            .expect("g{N}")
+            .to_string()
+    };
+    let generations = [
+        generation_of(&signed["segment"]),
+        generation_of(&signed["signed_segment"]),
+        generation_of(&public["segment"]),
+    ];
+    assert!(
+        generations[0] != generations[1]
+            && generations[1] != generations[2]
+            && generations[0] != generations[2],
+        "each change is a new generation: {generations:?}"
+    );
+    let video = get_json(address, "/api/videos/harbour", Some(&token), 200);
+    assert_eq!(video["access"], "public", "{video}");
+    assert_eq!(
+        video["title"], EDITED_TITLE,
+        "the edited title survives both changes"
     );
 
     // The token worked, then did not; the tokens file no longer has it.

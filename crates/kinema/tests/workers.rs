@@ -1,0 +1,185 @@
+//! Distributed ingest with real processes: `kinema serve` on a library in a
+//! real S3-protocol store (s3s-fs), and `kinema worker` processes that claim
+//! its tasks over HTTP. An upload is encoded by a worker and published; a
+//! worker killed mid-task loses its lease and another redoes the task; a
+//! server killed mid-upload leaves no job and no object behind; a worker
+//! whose token is revoked is refused and stops; a cancel reaches a running
+//! worker at its next heartbeat.
+
+#[path = "support/workers_support.rs"]
+mod workers_support;
+
+use std::time::Duration;
+
+use workers_support::*;
+
+/// Generous bounds: two cores shared with whatever else runs.
+const ENCODE_LIMIT: Duration = Duration::from_secs(240);
+
+#[test]
+fn an_upload_is_encoded_by_a_worker_and_published() {
+    let setup = Setup::new();
+    let token = setup.worker_token_file("encoders");
+    let (server, address) = setup.serve();
+    let workers: Vec<Logged> = (1..=3)
+        .map(|n| setup.worker(address, &format!("w{n}"), &token))
+        .collect();
+    let source = clip(setup.path(), "clip.mp4", "320x180", 3);
+    let job = upload(address, &setup.admin, "clip", &source);
+    let done = wait_job(
+        address,
+        &setup.admin,
+        &job,
+        ENCODE_LIMIT,
+        |job| job["state"] != "queued" && job["state"] != "running",
+        &workers.iter().chain([&server]).collect::<Vec<_>>(),
+    );
+    let logs: Vec<String> = workers.iter().map(Logged::log).collect();
+    assert_eq!(done["state"], "done", "{done}\n{}", logs.join("\n---\n"));
+    assert_eq!(done["video_id"], "clip");
+    assert_eq!(done["progress"]["percent"], 100.0);
+    assert_eq!(get_status(address, "/v/clip/master.m3u8"), 200);
+    assert_eq!(get_status(address, "/v/clip/manifest.mpd"), 200);
+    // Exactly one worker ran it; the source is gone with the job done.
+    let ran: Vec<&String> = logs
+        .iter()
+        .filter(|log| log.contains("task done"))
+        .collect();
+    assert_eq!(ran.len(), 1, "{}", logs.join("\n---\n"));
+    assert!(
+        setup.job_objects_on_disk().is_empty(),
+        "{:?}",
+        setup.job_objects_on_disk()
+    );
+    let (_, listed) = call(address, "GET", "/api/jobs", &setup.admin, b"");
+    assert_eq!(listed["jobs"][0]["id"], job.as_str(), "{listed}");
+}
+
+#[test]
+fn a_worker_killed_mid_task_loses_its_lease_and_another_redoes_it() {
+    let setup = Setup::new();
+    let token = setup.worker_token_file("encoders");
+    let (_server, address) = setup.serve();
+    let first = setup.worker(address, "first", &token);
+    let source = clip(setup.path(), "long.mp4", "640x360", 30);
+    let job = upload(address, &setup.admin, "long", &source);
+    first.wait_for_line("task claimed", Duration::from_secs(60));
+    first.signal("KILL");
+    // The others start after the kill, so the task can only be theirs once
+    // the first's lease expired.
+    let others: Vec<Logged> = ["second", "third"]
+        .iter()
+        .map(|name| setup.worker(address, name, &token))
+        .collect();
+    let done = wait_job(
+        address,
+        &setup.admin,
+        &job,
+        ENCODE_LIMIT,
+        |job| job["state"] != "queued" && job["state"] != "running",
+        &others.iter().collect::<Vec<_>>(),
+    );
+    let logs: Vec<String> = others.iter().map(Logged::log).collect();
+    assert_eq!(done["state"], "done", "{done}\n{}", logs.join("\n---\n"));
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(get_status(address, "/v/long/master.m3u8"), 200);
+    let (status, video) = call(address, "GET", "/api/videos/long", &setup.admin, b"");
+    assert_eq!(status, 200, "{video}");
+    let duration = video["duration_seconds"].as_f64().unwrap();
+    assert!((duration - 30.0).abs() < 0.5, "{video}");
+    assert!(setup.job_objects_on_disk().is_empty());
+}
+
+#[test]
+fn a_server_killed_mid_upload_leaves_no_job_and_no_object_after_restart() {
+    let setup = Setup::new();
+    let (mut server, address) = setup.serve();
+    // Past one 8 MiB part: the upload is a multipart upload in flight.
+    let _upload = start_upload(address, &setup.admin, 40 * 1024 * 1024, 12 * 1024 * 1024);
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(30));
+    // And a source whose job was never recorded: a crash between the two.
+    let orphan = setup
+        .store
+        .bucket_dir(BUCKET)
+        .join("lib/jobs/j1234abcd/source");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"not yet queued").unwrap();
+    let (_server, address) = setup.serve();
+    let (status, listed) = call(address, "GET", "/api/jobs", &setup.admin, b"");
+    assert_eq!(status, 200);
+    assert_eq!(listed["jobs"], serde_json::json!([]), "{listed}");
+    assert!(
+        setup.job_objects_on_disk().is_empty(),
+        "{:?}",
+        setup.job_objects_on_disk()
+    );
+}
+
+#[test]
+fn a_worker_whose_token_is_revoked_is_refused_and_stops() {
+    let setup = Setup::new();
+    let token = setup.worker_token_file("doomed");
+    let (_server, address) = setup.serve();
+    let mut worker = setup.worker(address, "doomed", &token);
+    let (status, _) = call(
+        address,
+        "DELETE",
+        "/api/admin-tokens/doomed",
+        &setup.admin,
+        b"",
+    );
+    assert_eq!(status, 204);
+    // Its waiting claim ends within 20 s; the next one is refused.
+    let exit = worker.wait_exit(Duration::from_secs(60));
+    assert!(!exit.success());
+    let log = worker.log();
+    assert!(log.contains("refused the worker token"), "{log}");
+    assert!(log.contains("401"), "{log}");
+}
+
+#[test]
+fn a_cancel_reaches_a_running_worker_within_seconds() {
+    let setup = Setup::new();
+    let token = setup.worker_token_file("encoders");
+    let (_server, address) = setup.serve();
+    let worker = setup.worker(address, "busy", &token);
+    let source = clip(setup.path(), "long.mp4", "640x360", 30);
+    let job = upload(address, &setup.admin, "doomed", &source);
+    worker.wait_for_line("task claimed", Duration::from_secs(60));
+    let (status, answer) = call(
+        address,
+        "POST",
+        &format!("/api/jobs/{job}/cancel"),
+        &setup.admin,
+        b"",
+    );
+    assert_eq!(status, 200, "{answer}");
+    worker.wait_for_line("its job was cancelled", Duration::from_secs(30));
+    let cancelled = wait_job(
+        address,
+        &setup.admin,
+        &job,
+        Duration::from_secs(30),
+        |job| job["state"] == "cancelled",
+        &[&worker],
+    );
+    assert_eq!(cancelled["video_id"], "doomed");
+    assert_eq!(get_status(address, "/v/doomed/master.m3u8"), 404);
+    // The worker is free again: it takes the next job.
+    let next = upload(
+        address,
+        &setup.admin,
+        "next",
+        &clip(setup.path(), "clip.mp4", "320x180", 2),
+    );
+    let done = wait_job(
+        address,
+        &setup.admin,
+        &next,
+        ENCODE_LIMIT,
+        |job| job["state"] != "queued" && job["state"] != "running",
+        &[&worker],
+    );
+    assert_eq!(done["state"], "done", "{done}\n{}", worker.log());
+}
