@@ -314,11 +314,12 @@ impl Edge {
             if let Some(cluster) = &self.cluster {
                 let steering = cluster.steering.clone();
                 let response = self.steered(&context, start, &steering).await;
-                return self.response_filter(&context, response);
+                return self.response_filter(&context, response, false);
             }
         }
+        let may_prefetch = self.may_prefetch(&context);
         let response = self.run_phases(&context, body).await;
-        self.response_filter(&context, response)
+        self.response_filter(&context, response, may_prefetch)
     }
 
     /// The phases after the request filter, in their order: each returns

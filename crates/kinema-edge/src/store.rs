@@ -166,6 +166,22 @@ impl Store {
         })
     }
 
+    /// Whether the memory tier holds anything under `key`, without
+    /// counting a use of it (a look on the request's behalf, not a use).
+    pub fn memory_contains(&self, key: &str) -> bool {
+        self.memory.contains_key(key)
+    }
+
+    /// Whether the memory tier has room to spare: below seven eighths of
+    /// its capacity (as its last applied inserts and evictions tell). In
+    /// a tier with no room a new object is kept only if the admission
+    /// prefers it to what it would evict, so a segment of a video watched
+    /// once is fetched, served and turned away.
+    pub fn has_room(&self) -> bool {
+        let capacity = self.memory.policy().max_capacity().unwrap_or(u64::MAX);
+        self.memory.weighted_size() < capacity - capacity / 8
+    }
+
     /// Stores a response fetched from the origin.
     pub fn insert(&self, key: &str, stored: Arc<StoredResponse>) {
         Metrics::bump(&self.metrics.stored);
@@ -425,6 +441,37 @@ mod tests {
             tokio::task::yield_now().await;
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+
+    #[test]
+    fn room_runs_out_at_seven_eighths_of_the_memory_tier() {
+        let store = Store::new(1 << 20, None, Arc::new(Metrics::default()));
+        let object = |n: u8| {
+            Arc::new(StoredResponse::new(
+                StatusCode::OK,
+                HeaderMap::new(),
+                Bytes::from(vec![n; 100_000]),
+                SystemTime::now(),
+                SystemTime::now(),
+                vec![],
+            ))
+        };
+        assert!(store.has_room());
+        // Each weighs 100,000 + 256 bytes + its key: eight are 802,048 +
+        // keys, below 7/8 of 1 MiB (917,504); ten are 1,002,560 + keys.
+        for n in 0..8 {
+            store.insert(&format!("/segment-{n}"), object(n));
+        }
+        store.settle();
+        assert!(store.has_room(), "{} bytes held", store.memory_bytes());
+        assert!(store.memory_contains("/segment-0"));
+        assert!(!store.memory_contains("/segment-9"));
+        for n in 8..10 {
+            store.insert(&format!("/segment-{n}"), object(n));
+        }
+        store.settle();
+        assert_eq!(store.memory_objects(), 10);
+        assert!(!store.has_room(), "{} bytes held", store.memory_bytes());
     }
 
     #[tokio::test]

@@ -142,3 +142,65 @@ async fn a_playlist_found_on_disk_after_a_restart_still_bounds_prefetch() {
     edge.stop().await;
     origin.kill().await;
 }
+
+/// An origin whose segments (`…/N.m4s`) and other files (`/filler/N`) are
+/// 100,000 bytes each: ten fill 1 MiB past seven eighths.
+async fn origin_of_large_objects() -> Origin {
+    Origin::start(|_, _| {
+        (
+            StatusCode::OK,
+            vec![("cache-control", "max-age=60".to_string())],
+            Bytes::from(vec![b'x'; 100_000]),
+        )
+    })
+    .await
+}
+
+/// A memory tier without room turns away the segments of a video watched
+/// once: after a miss there the edge prefetches nothing (the next segment
+/// would be fetched only to be turned away, then fetched again when asked
+/// for); after a hit it still does, and with room it prefetches after a
+/// miss as always.
+#[tokio::test]
+async fn a_full_memory_tier_prefetches_after_a_hit_and_not_after_a_miss() {
+    let origin = origin_of_large_objects().await;
+    let edge = Edge::start(kinema_edge::Config {
+        cache_memory: bytesize::ByteSize::mib(1),
+        ..config(&origin, 1)
+    })
+    .await;
+    // Room to spare: a miss prefetches the next segment.
+    let (status, _, _) = get(edge.address, "/v/a/360p/1.m4s", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    edge.wait_metric("kinema_edge_prefetches_total", 1).await;
+    wait_for(|| origin.count("/v/a/360p/2.m4s") == 1).await;
+    // Eight more objects that are no segments (nothing prefetched after
+    // them): ten of 100 KB, past 7/8 of the 1 MiB tier.
+    for n in 0..8 {
+        let (status, _, _) = get(edge.address, &format!("/filler/{n}"), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let held = edge.metric("kinema_edge_memory_bytes").await;
+    assert!(held >= 917_504, "{held} bytes held");
+    // No room: a miss of another video prefetches nothing…
+    let (_, headers, _) = get(edge.address, "/v/b/360p/1.m4s", &[]).await;
+    assert!(cache_status(&headers).contains("fwd="), "{headers:?}");
+    // … while a hit does.
+    let (_, headers, _) = get(edge.address, "/v/a/360p/2.m4s", &[]).await;
+    assert!(cache_status(&headers).contains("hit"), "{headers:?}");
+    edge.wait_metric("kinema_edge_prefetches_total", 2).await;
+    wait_for(|| origin.count("/v/a/360p/3.m4s") == 1).await;
+    assert_eq!(origin.count("/v/b/360p/2.m4s"), 0);
+    assert_eq!(edge.metric("kinema_edge_prefetches_total").await, 2);
+    edge.stop().await;
+    origin.kill().await;
+}
+
+/// Polls `done` until it holds, for at most 20 s.
+async fn wait_for(done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never happened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -164,6 +164,10 @@ impl Origin {
         let api = Api::new(store, catalog.clone(), workspace, config.ingest.clone())
             .await
             .map_err(|error| Error::Config(format!("cannot start ingest jobs: {error}")))?;
+        let uploads = workers
+            .as_ref()
+            .and_then(|workers| workers.uploads().cloned());
+        let api = api.with_remote(uploads);
         let uploads = workers.as_ref().and_then(|workers| workers.uploads().cloned());
         let api = api.with_remote(uploads);
         Ok(Self {

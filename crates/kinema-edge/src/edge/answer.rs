@@ -177,18 +177,21 @@ impl Edge {
     /// The last phase, on every response the phases made: hop-by-hop
     /// fields removed and `Via` added, a signed copy's freshness capped at
     /// its token, client bytes counted, and the next segments prefetched
-    /// after a segment is served.
+    /// after a segment is served (when `may_prefetch`, see
+    /// [`Edge::may_prefetch`]).
     pub(super) fn response_filter(
         self: &Arc<Self>,
         request: &RequestContext,
         mut response: Response<ResponseBody>,
+        may_prefetch: bool,
     ) -> Response<ResponseBody> {
         finish(&mut response);
         if let Some(expires_at) = request.token_expiry {
             cap_signed_freshness(&mut response, expires_at, self.clock.now());
         }
         self.count_client_bytes(&mut response);
-        if request.method == Method::GET
+        if may_prefetch
+            && request.method == Method::GET
             && response.status().is_success()
             && let Some(client) = request.client
         {

@@ -19,6 +19,23 @@ impl Edge {
         }
     }
 
+    /// Whether a successful answer to `request` may be followed by a
+    /// prefetch, asked before the request's phases run: when the memory
+    /// tier has room, or holds the requested object already (a hit).
+    ///
+    /// A tier without room keeps a new segment only if its admission
+    /// prefers it to what it would evict, and it turns away those of
+    /// videos watched once. After a miss there, the next segments of the
+    /// same video would most likely be fetched only to be turned away, then
+    /// fetched again when the viewer asks: two or three origin fetches for
+    /// one segment. So such a tier prefetches only after a hit, for a video
+    /// whose segments it keeps. Asked before the phases, since a fill may
+    /// have stored the object by the time its answer is filtered.
+    pub(super) fn may_prefetch(&self, request: &RequestContext) -> bool {
+        self.settings.prefetch_segments > 0
+            && (self.store.has_room() || self.store.memory_contains(&request.key))
+    }
+
     /// Playlist-aware prefetch: after segment n of a rendition, fetch the
     /// next few into the cache so the player's next requests are hits.
     pub(super) fn prefetch_after(self: Arc<Self>, request: &RequestContext, client: IpAddr) {
