@@ -26,7 +26,13 @@
 #       failover stall per affected viewer (from the failed request to the
 #       next segment), viewer errors and stalls, from the bench's JSON.
 #
-# Usage: bench/cluster.sh [a] [b] [c] [d]      (no argument: all four)
+#   (s) load spread: SPREAD_VIEWERS viewers through steering over a Zipf
+#       catalogue of SPREAD_CATALOGUE videos; per edge, the viewers whose
+#       bytes went mostly to it, the bytes it sent them (the bench's JSON)
+#       and the master fetches it counted as sessions (its /metrics), each
+#       as max/avg over the edges. Target: ≤ 1.25. (b) prints the same.
+#
+# Usage: bench/cluster.sh [a] [b] [c] [d] [s]  (no argument: all five)
 # Knobs (environment; the defaults make a quick dry run):
 #   KINEMA_BIN=path       a prebuilt kinema instead of a release build
 #   FLASH_VIEWERS=500     FLASH_DURATION=8s
@@ -35,6 +41,7 @@
 #   EDGE_QUOTA=25000 (µs of CPU per 100 ms per edge) CAP_START=20 CAP_MAX=4000
 #   CAP_TRIAL=12s CAP_RAMP=4s CAP_BITRATE=1mbit CAP_CATALOGUE=12
 #   FAIL_VIEWERS=60 FAIL_DURATION=20s FAIL_KILL_AFTER=8s FAIL_BUFFER=8s
+#   SPREAD_VIEWERS=150 SPREAD_CATALOGUE=8 SPREAD_ZIPF=0.8 SPREAD_RAMP=5s SPREAD_DURATION=20s
 #   ORIGIN_PORT=18380 EDGE_PORT=18381 GOSSIP_PORT=18382
 # Loopback only; every process is started here and stopped on exit, and
 # every wait is bounded.
@@ -60,6 +67,11 @@ FAIL_VIEWERS=${FAIL_VIEWERS:-60}
 FAIL_DURATION=${FAIL_DURATION:-20s}
 FAIL_KILL_AFTER=${FAIL_KILL_AFTER:-8s}
 FAIL_BUFFER=${FAIL_BUFFER:-8s}
+SPREAD_VIEWERS=${SPREAD_VIEWERS:-150}
+SPREAD_CATALOGUE=${SPREAD_CATALOGUE:-8}
+SPREAD_ZIPF=${SPREAD_ZIPF:-0.8}
+SPREAD_RAMP=${SPREAD_RAMP:-5s}
+SPREAD_DURATION=${SPREAD_DURATION:-20s}
 ORIGIN_PORT=${ORIGIN_PORT:-18380}
 EDGE_PORT=${EDGE_PORT:-18381}
 GOSSIP_PORT=${GOSSIP_PORT:-18382}
@@ -70,9 +82,9 @@ RUNG=1mbit
 export NO_COLOR=1
 
 PHASES=("$@")
-[ ${#PHASES[@]} -eq 0 ] && PHASES=(a b c d)
+[ ${#PHASES[@]} -eq 0 ] && PHASES=(a b c d s)
 for phase in "${PHASES[@]}"; do
-    case $phase in a | b | c | d) ;; *) echo "cluster.sh: unknown phase $phase (a, b, c or d)" >&2; exit 2 ;; esac
+    case $phase in a | b | c | d | s) ;; *) echo "cluster.sh: unknown phase $phase (a, b, c, d or s)" >&2; exit 2 ;; esac
 done
 for tool in curl jq awk openssl; do
     command -v "$tool" >/dev/null || { echo "cluster.sh: $tool is required" >&2; exit 1; }
@@ -145,7 +157,9 @@ publish() {
 }
 publish flash
 publish play
-for n in $(seq 1 "$(( CATALOGUE > CAP_CATALOGUE ? CATALOGUE : CAP_CATALOGUE ))"); do publish "zipf-$n"; done
+VIDEOS=$CATALOGUE
+for more in "$CAP_CATALOGUE" "$SPREAD_CATALOGUE"; do [ "$more" -gt "$VIDEOS" ] && VIDEOS=$more; done
+for n in $(seq 1 "$VIDEOS"); do publish "zipf-$n"; done
 
 # start_cluster EDGES CACHE: the origin and the first EDGES edges, each edge
 # with a CACHE memory tier, all joined; each edge is confined to EDGE_QUOTA
@@ -208,6 +222,62 @@ phase_a() {
     stop_cluster
 }
 
+# snapshot_edges NAME: each running edge's /metrics in $WORK/NAME-edge-I.prom.
+snapshot_edges() {
+    local i
+    for i in "${!EDGE_PIDS[@]}"; do
+        curl -s --max-time 5 "http://${EDGES[$i]}/metrics" > "$WORK/$1-edge-$i.prom" || true
+    done
+}
+# prom FILE SAMPLE: the sample's value in a saved /metrics, 0 when absent.
+prom() { awk -v s="$2" '$1 == s { v = $2 } END { printf "%.0f\n", v + 0 }' "$1"; }
+
+# holdings EDGES: the segments of zipf-1..CATALOGUE each edge holds, asked
+# with HEAD and `only-if-cached` (a 504 when not stored; a HEAD prefetches
+# nothing), last segment first. One line per edge and video in
+# $WORK/holdings.txt: edge video segments-held.
+holdings() {
+    local i n s held dir
+    for i in $(seq 0 $(($1 - 1))); do
+        for n in $(seq 1 "$CATALOGUE"); do
+            dir=$(cd "$WORK/library/videos/zipf-$n" && ls -d g*/r*)
+            local urls=()
+            for s in $(seq "$SEGMENTS" -1 1); do urls+=("http://${EDGES[$i]}/v/zipf-$n/$dir/$s.m4s"); done
+            held=$(curl -s -I -o /dev/null -w '%{http_code}\n' -H 'Cache-Control: only-if-cached' \
+                --max-time 5 "${urls[@]}" | grep -c '^200$' || true)
+            echo "$i $n $held"
+        done
+    done > "$WORK/holdings.txt"
+}
+
+# spread NAME EDGES BEFORE AFTER: per edge, the viewers whose bytes went
+# mostly to it and the bytes it sent them (from the bench's JSON), the
+# master fetches it counted as sessions (from its /metrics, AFTER minus
+# BEFORE snapshots), and max/avg of each over the edges.
+spread() {
+    local name=$1 edges=$2 before=$3 after=$4 i
+    jq -r '.viewers[] | select(.pathways | length > 0)
+        | (.pathways | to_entries | max_by(.value.bytes) | .key)' "$WORK/$name.json" \
+        | sort | uniq -c > "$WORK/$name-main.txt"
+    for i in $(seq 0 $((edges - 1))); do
+        local edge=${EDGES[$i]} viewers bytes sessions
+        viewers=$(awk -v e="$edge" '$2 == e { print $1 }' "$WORK/$name-main.txt")
+        bytes=$(jq -r --arg e "$edge" '.summary.steering.pathways[$e].bytes // 0' "$WORK/$name.json")
+        sessions=$(( $(prom "$WORK/$after-edge-$i.prom" kinema_edge_sessions_started_total) \
+            - $(prom "$WORK/$before-edge-$i.prom" kinema_edge_sessions_started_total) ))
+        echo "$i ${viewers:-0} $bytes $sessions"
+    done > "$WORK/$name-spread.txt"
+    awk -v origin="$ORIGIN" -v other="$(awk -v o="$ORIGIN" '$2 == o { print $1 }' "$WORK/$name-main.txt")" '
+        { v[NR] = $2; b[NR] = $3; s[NR] = $4; sv += $2; sb += $3; ss += $4
+          if ($2 > mv) mv = $2; if ($3 > mb) mb = $3; if ($4 > ms) ms = $4
+          printf "  edge %d: %d viewers, %.1f MB to viewers, %d sessions counted\n", $1, $2, $3 / 1e6, $4 }
+        END { n = NR
+          printf "  viewers on the origin: %d\n", other + 0
+          printf "  spread max/avg: viewers %.2f, bytes %.2f, sessions counted %.2f (target <= 1.25)\n",
+            (sv > 0 ? mv * n / sv : 0), (sb > 0 ? mb * n / sb : 0), (ss > 0 ? ms * n / ss : 0) }' \
+        "$WORK/$name-spread.txt"
+}
+
 phase_b() {
     echo "== (b) hit ratio: Zipf($ZIPF) over $CATALOGUE videos, caches holding $CACHED of them"
     # Every video is the same size: the edges' total memory holds CACHED.
@@ -221,10 +291,13 @@ phase_b() {
     bench hit-warmup "$url" --viewers "$HIT_VIEWERS" --ramp 2s --duration "$HIT_WARMUP" \
         --bitrate "$RUNG" --catalogue "$CATALOGUE" --zipf "$ZIPF" --seed 1
     local origin_before origin_after
+    snapshot_edges hit-before
     origin_before=$(metric_sum "$ORIGIN" "$MEDIA_BYTES")
     bench hit "$url" --viewers "$HIT_VIEWERS" --ramp 2s --duration "$HIT_DURATION" \
         --bitrate "$RUNG" --catalogue "$CATALOGUE" --zipf "$ZIPF" --seed 2
     origin_after=$(metric_sum "$ORIGIN" "$MEDIA_BYTES")
+    snapshot_edges hit-after
+    holdings 3
     local viewer_bytes
     viewer_bytes=$(json hit .summary.bytes)
     awk -v o=$((origin_after - origin_before)) -v v="$viewer_bytes" -v n="$CATALOGUE" \
@@ -235,6 +308,48 @@ phase_b() {
         printf "viewer bytes %d, origin bytes %d\n", v, o
         printf "hit ratio %.3f, ideal %.3f: %.1f points from ideal (target within 5)\n", hit, ideal, (ideal - hit) * 100
     }'
+    # The ideal for this run's own requests (the Zipf figure above is the
+    # expectation over all runs): the K videos with the most viewer bytes
+    # in the cache; every byte of the others from the origin (as the Zipf
+    # figure counts), or at best one copy of each (at least its
+    # most-fetching viewer's bytes, at most the video's size: viewers
+    # loop, so a video can cost less than its viewers fetched).
+    jq -r '.viewers[] | "\(.video) \(.bytes)"' "$WORK/hit.json" | awk -v k="$cached" -v size="$video_bytes" '
+        { bytes[$1] += $2; if ($2 > most[$1]) most[$1] = $2; total += $2 }
+        END {
+            m = 0; for (video in bytes) order[++m] = video
+            for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++)
+                if (bytes[order[j]] > bytes[order[i]]) { t = order[i]; order[i] = order[j]; order[j] = t }
+            for (i = k + 1; i <= m; i++) {
+                rest += bytes[order[i]]; cost += (most[order[i]] < size ? most[order[i]] : size)
+            }
+            printf "ideal for this run'"'"'s requests (its top %d of %d videos watched cached): %.3f, or %.3f with one copy of each other video\n",
+                k, m, (total > 0 ? 1 - rest / total : 0), (total > 0 ? 1 - cost / total : 0)
+        }'
+    echo "per edge (the measured run):"
+    local i
+    for i in 0 1 2; do
+        local b=$WORK/hit-before-edge-$i.prom a=$WORK/hit-after-edge-$i.prom
+        awk -v i="$i" -v hits=$(( $(prom "$a" 'kinema_edge_hits_total{tier="memory"}') - $(prom "$b" 'kinema_edge_hits_total{tier="memory"}') )) \
+            -v misses=$(( $(prom "$a" kinema_edge_misses_total) - $(prom "$b" kinema_edge_misses_total) )) \
+            -v client=$(( $(prom "$a" kinema_edge_client_bytes_total) - $(prom "$b" kinema_edge_client_bytes_total) )) \
+            -v upstream=$(( $(prom "$a" kinema_edge_origin_bytes_total) - $(prom "$b" kinema_edge_origin_bytes_total) )) \
+            -v stored=$(prom "$a" kinema_edge_memory_bytes) -v objects=$(prom "$a" kinema_edge_memory_objects) \
+            -v evicted=$(( $(prom "$a" 'kinema_edge_evictions_total{tier="memory"}') - $(prom "$b" 'kinema_edge_evictions_total{tier="memory"}') )) \
+            -v fetches=$(( $(prom "$a" kinema_edge_origin_requests_total) - $(prom "$b" kinema_edge_origin_requests_total) )) \
+            -v prefetches=$(( $(prom "$a" kinema_edge_prefetches_total) - $(prom "$b" kinema_edge_prefetches_total) )) \
+            'BEGIN { printf "  edge %d: lookups hit %.3f (%d of %d), bytes from upstream / to clients %.3f, %d upstream fetches (%d prefetches), %.1f MB held in %d objects, %d evicted or turned away\n",
+                i, (hits + misses > 0 ? hits / (hits + misses) : 0), hits, hits + misses,
+                (client > 0 ? upstream / client : 0), fetches, prefetches, stored / 1e6, objects, evicted }'
+        awk -v i="$i" '$1 == i && $3 > 0 { videos++; segments += $3; list = list " " $2 ":" $3 } END {
+            printf "          holds %d segments of %d videos (video:segments)%s\n", segments, videos, list }' "$WORK/holdings.txt"
+    done
+    awk '$3 > 0 { copies[$2]++; segments[$2] += $3; if ($3 > most[$2]) most[$2] = $3 }
+        END { for (v in copies) { held++; if (copies[v] > 1) twice++; all += segments[v]; distinct += most[v] }
+            printf "cluster: %d videos held, %d of them on more than one edge; %d segment copies for at least %d distinct segments\n",
+                held, twice, all, distinct }' "$WORK/holdings.txt"
+    echo "origin: $((origin_after - origin_before)) media bytes sent in the measured run"
+    spread hit 3 hit-before hit-after
     echo "viewers: $(json hit .summary.viewers_failed) failed, $(json hit .summary.stalls) stalls"
     stop_cluster
 }
@@ -294,6 +409,19 @@ phase_d() {
     jq -r '.summary | "viewers \(.viewers) (failed \(.viewers_failed)), segments failed \(.segments_failed), stalls \(.stalls) by \(.viewers_with_stalls) viewers (\(.stalled_seconds * 1000 | round / 1000) s)",
         "viewers failed over \(.steering.viewers_failed_over); failover stall per affected viewer (viewer seconds): p50 \(.steering.failover_stall_seconds.p50) p90 \(.steering.failover_stall_seconds.p90) max \(.steering.failover_stall_seconds.max)"' \
         "$WORK/failover.json"
+    stop_cluster
+}
+
+phase_s() {
+    echo "== (s) load spread: $SPREAD_VIEWERS viewers through steering over $SPREAD_CATALOGUE videos, Zipf($SPREAD_ZIPF)"
+    start_cluster 3 256MiB
+    snapshot_edges spread-before
+    bench spread "http://$ORIGIN/v/zipf-{video}/master.m3u8" --viewers "$SPREAD_VIEWERS" \
+        --ramp "$SPREAD_RAMP" --duration "$SPREAD_DURATION" --bitrate "$RUNG" \
+        --catalogue "$SPREAD_CATALOGUE" --zipf "$SPREAD_ZIPF" --seed 3
+    snapshot_edges spread-after
+    spread spread 3 spread-before spread-after
+    echo "viewers: $(json spread .summary.viewers_failed) failed, $(json spread .summary.stalls) stalls"
     stop_cluster
 }
 
