@@ -45,6 +45,7 @@ pub use disk_cache::DiskCache;
 pub use forwarded::TrustedProxies;
 pub use metrics::RouteKind;
 pub use origin::Origin;
+pub use cluster_api::{MemberPlace, MemberPlaces};
 pub use parts::{MetricsHook, OriginCounters, OriginParts};
 
 #[derive(Debug, thiserror::Error)]

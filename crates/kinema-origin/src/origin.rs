@@ -71,6 +71,8 @@ pub struct Origin {
     network: Option<kinema_netq::Measuring>,
     /// `/api/worker/…`, when this server takes workers.
     workers: Option<crate::worker_api::WorkerApi>,
+    /// In a cluster: members' regions and this node's id, for `/api/cluster`.
+    member_places: Option<crate::cluster_api::MemberPlaces>,
 }
 
 impl Origin {
@@ -92,6 +94,7 @@ impl Origin {
             network,
             metrics_hooks,
             workers,
+            member_places,
         } = parts;
         let cors = Cors::new(&config.cors_allowed_origins).map_err(Error::Config)?;
         if config.max_load.is_nan() || config.max_load <= 0.0 {
@@ -188,6 +191,7 @@ impl Origin {
             steering,
             network,
             workers,
+            member_places,
         })
     }
 
@@ -237,7 +241,9 @@ impl Origin {
         if path == crate::cluster_api::PATH {
             let steering = self.steering.as_deref();
             let (method, headers) = (request.method(), request.headers());
-            let answer = crate::cluster_api::answer(&self.access, steering, method, headers);
+            let places = self.member_places.as_ref();
+            let answer =
+                crate::cluster_api::answer(&self.access, steering, places, method, headers);
             return (RouteKind::Api, Box::pin(answer).await);
         }
         // Worker tokens pass only here, so these routes check their own scope.

@@ -51,6 +51,9 @@ pub struct OriginParts {
     pub(crate) metrics_hooks: Vec<MetricsHook>,
     /// The worker protocol (`/api/worker/…`), when this server takes workers.
     pub(crate) workers: Option<crate::worker_api::WorkerApi>,
+    /// In a cluster: each member's region and which one this node is, for
+    /// `GET /api/cluster`.
+    pub(crate) member_places: Option<crate::cluster_api::MemberPlaces>,
 }
 
 impl std::fmt::Debug for OriginParts {
@@ -145,6 +148,7 @@ impl OriginParts {
             network: None,
             metrics_hooks: Vec::new(),
             workers: None,
+            member_places: None,
         }
     }
 
@@ -154,6 +158,14 @@ impl OriginParts {
     /// chooses. Its counters are added to `/metrics`.
     pub fn with_steering(mut self, steering: Arc<SteeringService>) -> Self {
         self.steering = Some(steering);
+        self
+    }
+
+    /// These parts reading each cluster member's region, and which member
+    /// this node is, from `places` (the membership's), so `GET /api/cluster`
+    /// shows them; steering's view of the members carries neither.
+    pub fn with_member_places(mut self, places: crate::cluster_api::MemberPlaces) -> Self {
+        self.member_places = Some(places);
         self
     }
 

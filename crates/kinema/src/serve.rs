@@ -356,6 +356,7 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
         if let Some(node) = &cluster {
             parts = parts
                 .with_steering(node.steering(clock))
+                .with_member_places(node.member_places())
                 .with_metrics(node.register_metrics());
         }
         let shutdown = crate::cluster::drain_on(shutdown_signal(), cluster.as_ref());
