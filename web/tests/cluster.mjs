@@ -1,7 +1,8 @@
 // The admin UI's cluster page in a real browser, against a running origin
 // with two edges (`crates/kinema/tests/cluster_api.rs` starts them): the
 // Cluster link shows, every node is listed with its health in words and a
-// marker, both edges read "ok"; the script prints `healthy` on a line of
+// marker and its region, the origin that answers named "this node" (and
+// no other), both edges read "ok"; the script prints `healthy` on a line of
 // its own and waits for the node `--dead` to read "dead" (or to leave the
 // table) while the page refreshes itself; then prints `dead shown` and a
 // JSON report. Screenshots at 1280×800 and 390×844.
@@ -47,6 +48,8 @@ const rowsOf = (page) => page.evaluate(() => [...document.querySelectorAll('#clu
   id: row.dataset.nodeId,
   health: row.querySelector('.health')?.textContent,
   marker: getComputedStyle(row.querySelector('.health'), '::before').content,
+  region: row.querySelector('.node-region')?.textContent,
+  this_node: row.querySelector('.this-node')?.textContent ?? null,
   cells: [...row.cells].map((cell) => cell.textContent.trim()),
 })));
 
@@ -75,9 +78,12 @@ try {
   for (const row of healthy) {
     if (row.health !== 'ok') throw new Error(`${row.id} reads ${row.health}`);
     if (!row.marker || row.marker === 'none') throw new Error(`${row.id} has no health marker`);
+    if (!row.region || row.region === '–') throw new Error(`${row.id} shows no region`);
   }
+  const selves = healthy.filter((row) => row.this_node === 'this node').map((row) => row.id);
+  if (selves.length !== 1) throw new Error(`"this node" marks ${JSON.stringify(selves)}, not one node`);
   await screenshot(page, 'cluster-1280x800.png');
-  done(step, { rows: healthy });
+  done(step, { rows: healthy, this_node: selves[0] });
   console.log('healthy');
 
   step = `${args.dead} reads dead once killed`;

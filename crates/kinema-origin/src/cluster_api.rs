@@ -3,13 +3,16 @@
 //!
 //! ```text
 //! {"cluster": false}                                   no [cluster] section
-//! {"cluster": true, "nodes": [{node_id, role, public_url, status,
-//!   load, sessions, egress_bps, capacity_bps, cache}]}
+//! {"cluster": true, "nodes": [{node_id, role, public_url, region,
+//!   this_node, status, load, sessions, egress_bps, capacity_bps, cache}]}
 //! ```
 //!
 //! Members come from the steering part's membership snapshot (live and
 //! dead members; those that left are not known), egress included as each
-//! live member gossiped it; a dead member has none.
+//! live member gossiped it; a dead member has none. Each member's region
+//! and which member answered (`this_node`) come from the membership's
+//! [`MemberPlaces`], which the wiring hands the origin beside steering
+//! (`region` is null for a member it does not list).
 //! Gossip carries no cache figures, so an edge's are fetched from its
 //! `/metrics` on each request: at most [`MAX_PROBED_EDGES`] live edges, in
 //! parallel, each within [`PROBE_TIMEOUT`] and [`MAX_METRICS_BYTES`]; an
@@ -18,6 +21,7 @@
 //! It is not a monitoring system: nothing is kept between requests.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
@@ -39,10 +43,37 @@ pub const MAX_METRICS_BYTES: usize = 1024 * 1024;
 
 type HttpResponse = http::Response<ResponseBody>;
 
+/// Where one member sits, as the membership tells: its region, and whether
+/// it is the node that answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberPlace {
+    pub node_id: String,
+    pub region: String,
+    pub is_self: bool,
+}
+
+/// Reads every member's [`MemberPlace`] from the membership when asked
+/// (on each `GET /api/cluster`), so the answer is as current as the view.
+#[derive(Clone)]
+pub struct MemberPlaces(Arc<dyn Fn() -> Vec<MemberPlace> + Send + Sync>);
+
+impl MemberPlaces {
+    pub fn new(read: impl Fn() -> Vec<MemberPlace> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(read))
+    }
+}
+
+impl std::fmt::Debug for MemberPlaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemberPlaces")
+    }
+}
+
 /// The answer to a request for [`PATH`], admin scope required.
 pub(crate) async fn answer(
     access: &Access,
     steering: Option<&SteeringService>,
+    places: Option<&MemberPlaces>,
     method: &Method,
     headers: &HeaderMap,
 ) -> HttpResponse {
@@ -72,7 +103,8 @@ pub(crate) async fn answer(
         None => respond::json(StatusCode::OK, &json!({"cluster": false}), no_store()),
         Some(steering) => {
             let snapshot = steering.snapshot();
-            let nodes = describe(snapshot.nodes()).await;
+            let places = places.map(|places| (places.0)()).unwrap_or_default();
+            let nodes = describe(snapshot.nodes(), &places).await;
             respond::json(
                 StatusCode::OK,
                 &json!({"cluster": true, "nodes": nodes}),
@@ -96,7 +128,7 @@ fn no_store() -> HeaderMap {
 }
 
 /// Every node as JSON, live edges' cache figures fetched in parallel.
-async fn describe(nodes: &[NodeView]) -> Vec<Value> {
+async fn describe(nodes: &[NodeView], places: &[MemberPlace]) -> Vec<Value> {
     let probed: Vec<usize> = nodes
         .iter()
         .enumerate()
@@ -116,10 +148,13 @@ async fn describe(nodes: &[NodeView]) -> Vec<Value> {
         .iter()
         .enumerate()
         .map(|(index, node)| {
+            let place = places.iter().find(|place| place.node_id == node.node_id);
             json!({
                 "node_id": node.node_id,
                 "role": node.role.as_str(),
                 "public_url": node.base_url.as_str(),
+                "region": place.map(|place| place.region.as_str()),
+                "this_node": place.is_some_and(|place| place.is_self),
                 "status": status_name(node.status),
                 "load": if node.load.is_finite() { node.load.clamp(0.0, 1.0) } else { 1.0 },
                 "sessions": node.sessions,

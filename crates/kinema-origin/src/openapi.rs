@@ -553,6 +553,11 @@ struct ClusterNode {
     node_id: String,
     role: ClusterRole,
     public_url: String,
+    /// The region (or site) it gossiped; null for a member the membership
+    /// does not list.
+    region: Option<String>,
+    /// True for the node that answered this request.
+    this_node: bool,
     status: ClusterStatus,
     /// How busy its serving threads are, 0 to 1.
     load: f64,

@@ -207,6 +207,26 @@ impl ClusterNode {
         self.cluster.subscribe()
     }
 
+    /// Each member's region and which one this node is, read from the
+    /// membership view on each call, for the origin's `GET /api/cluster`.
+    pub fn member_places(&self) -> kinema_origin::MemberPlaces {
+        let view = self.cluster.subscribe();
+        kinema_origin::MemberPlaces::new(move || {
+            let view = view.borrow();
+            let members = view.live.iter().chain(&view.dead);
+            members
+                .filter_map(|member| {
+                    let info = member.state.as_ref().ok()?;
+                    Some(kinema_origin::MemberPlace {
+                        node_id: member.node_id.to_string(),
+                        region: info.region.clone(),
+                        is_self: member.is_self,
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// The membership counters, for a server that writes its `/metrics` by
     /// hand (the edge).
     pub fn counters(&self) -> Arc<kinema_cluster::GossipCounters> {

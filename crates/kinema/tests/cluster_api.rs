@@ -1,8 +1,9 @@
 //! `GET /api/cluster` as an admin sees it: `{"cluster": false}` from a
 //! single origin, and from an origin with two edges that joined it (on
 //! 127.0.0.2 and 127.0.0.3, one port, as `cluster_steering.rs` starts
-//! them) every member with its status and figures, the edges' cache
-//! figures fetched from their `/metrics`, and a killed edge shown dead.
+//! them) every member with its status, region and figures, the node that
+//! answered marked as this node, the edges' cache figures fetched from
+//! their `/metrics`, and a killed edge shown dead.
 //! The browser's view of the same cluster is `web/tests/cluster.mjs`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -172,6 +173,7 @@ fn the_cluster_lists_its_nodes_and_a_killed_edge_shows_dead() {
             .arg("--tokens")
             .arg(&tokens)
             .args(["--cluster-node-id", "origin"])
+            .args(["--cluster-region", "eu-west"])
             .args(["--cluster-gossip-listen", "127.0.0.1:0"])
             .args(["--cluster-key-file", &keys])
             .args(["--cluster-public-url", &format!("http://{origin_http}")])
@@ -204,6 +206,14 @@ fn the_cluster_lists_its_nodes_and_a_killed_edge_shows_dead() {
     assert_eq!(origin_node["role"], "origin");
     assert_eq!(origin_node["public_url"], format!("http://{origin_http}"));
     assert_eq!(origin_node["cache"], serde_json::Value::Null);
+    // Where each member is, and which one answered.
+    assert_eq!(origin_node["region"], "eu-west", "{origin_node}");
+    assert_eq!(origin_node["this_node"], true, "{origin_node}");
+    for id in ["edge-a", "edge-b"] {
+        let edge = node(&answer, id).unwrap();
+        assert_eq!(edge["region"], "default", "{edge}");
+        assert_eq!(edge["this_node"], false, "{edge}");
+    }
     let a = node(&answer, "edge-a").unwrap();
     assert_eq!(a["role"], "edge");
     assert_eq!(a["public_url"], format!("http://{a_http}"));
@@ -259,4 +269,24 @@ fn the_cluster_lists_its_nodes_and_a_killed_edge_shows_dead() {
     let status = page.wait().unwrap();
     assert!(status.success(), "cluster.mjs failed: {rest}");
     assert!(rest.contains("dead shown"), "{rest}");
+    // The page named the origin as the node answering, and showed regions.
+    let report: serde_json::Value =
+        serde_json::from_str(rest.lines().last().expect("a report line")).expect("JSON");
+    let healthy = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|step| step["step"] == "both edges read ok")
+        .expect("the healthy step");
+    assert_eq!(healthy["this_node"], "origin", "{healthy}");
+    let region_of = |id: &str| {
+        healthy["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|row| row["id"] == id)
+            .map(|row| row["region"].clone())
+    };
+    assert_eq!(region_of("origin"), Some("eu-west".into()), "{healthy}");
+    assert_eq!(region_of("edge-a"), Some("default".into()), "{healthy}");
 }
