@@ -171,8 +171,6 @@ impl Origin {
             .as_ref()
             .and_then(|workers| workers.uploads().cloned());
         let api = api.with_remote(uploads);
-        let uploads = workers.as_ref().and_then(|workers| workers.uploads().cloned());
-        let api = api.with_remote(uploads);
         Ok(Self {
             catalog,
             files,
