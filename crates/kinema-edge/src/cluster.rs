@@ -18,6 +18,8 @@
 //! steering (kinema-steering's service, which this module only carries).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -116,6 +118,22 @@ pub struct PlacementUpstreams {
     membership: Mutex<Membership>,
     /// Parents that failed a fetch, until when they are skipped.
     penalties: Mutex<HashMap<Upstream, Instant>>,
+    counters: PlacementCounters,
+}
+
+/// What placement did with this edge's misses, for `/metrics`.
+#[derive(Debug, Default)]
+struct PlacementCounters {
+    /// Fetches sent to the video's parent edge first.
+    parent_fills: AtomicU64,
+    /// Fetches of a video this edge is the parent of (or that has none):
+    /// the origins directly.
+    led_fills: AtomicU64,
+    /// Fetches for a request that came through a kinema node, sent to the
+    /// origins only (the hop guard).
+    hop_guarded: AtomicU64,
+    /// Parent edges that failed a fetch (then skipped for a while).
+    parent_failures: AtomicU64,
 }
 
 impl PlacementUpstreams {
@@ -135,6 +153,7 @@ impl PlacementUpstreams {
             placement: Placement::default(),
             membership: Mutex::new(Membership { view, peers }),
             penalties: Mutex::new(HashMap::new()),
+            counters: PlacementCounters::default(),
         })
     }
 
@@ -169,12 +188,20 @@ impl PlacementUpstreams {
 impl UpstreamSelector for PlacementUpstreams {
     fn select(&self, request: &UpstreamRequest<'_>) -> Vec<Upstream> {
         let origins = self.origins.select(request);
+        let counters = &self.counters;
         if request.through_kinema {
+            counters.hop_guarded.fetch_add(1, Ordering::Relaxed);
             return origins;
         }
         match request.video_id.and_then(|video| self.parent(video)) {
-            Some(parent) => std::iter::once(parent).chain(origins).collect(),
-            None => origins,
+            Some(parent) => {
+                counters.parent_fills.fetch_add(1, Ordering::Relaxed);
+                std::iter::once(parent).chain(origins).collect()
+            }
+            None => {
+                counters.led_fills.fetch_add(1, Ordering::Relaxed);
+                origins
+            }
         }
     }
 
@@ -191,12 +218,66 @@ impl UpstreamSelector for PlacementUpstreams {
             self.origins.report_failure(upstream, failure);
             return;
         }
+        self.counters
+            .parent_failures
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(parent = %upstream.authority(), ?failure, "parent edge failed a fill; the origin is asked instead for a while");
         lock(&self.penalties).insert(upstream.clone(), Instant::now() + PARENT_PENALTY);
     }
 
     fn healthy_count(&self) -> u64 {
         self.origins.healthy_count()
+    }
+
+    fn metrics_text(&self, prefix: &str) -> String {
+        let counters = &self.counters;
+        let mut text = String::new();
+        for (name, help, counter) in [
+            (
+                "placement_parent_fills_total",
+                "fetches sent to the video's parent edge before the origins",
+                &counters.parent_fills,
+            ),
+            (
+                "placement_led_fills_total",
+                "fetches of videos this edge leads (or that have no parent), from the origins",
+                &counters.led_fills,
+            ),
+            (
+                "placement_hop_guarded_total",
+                "fetches for requests through a kinema node, from the origins only",
+                &counters.hop_guarded,
+            ),
+            (
+                "placement_parent_failures_total",
+                "fetches a parent edge failed, which then went to the origins",
+                &counters.parent_failures,
+            ),
+        ] {
+            let value = counter.load(Ordering::Relaxed);
+            // Writing into a String cannot fail.
+            let _ = write!(
+                text,
+                "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} counter\n{prefix}_{name} {value}\n"
+            );
+        }
+        text
+    }
+
+    /// Every live edge but this one with a usable URL, draining ones
+    /// included: they still hold what a purge removes.
+    fn purge_peers(&self) -> Vec<(String, Upstream)> {
+        let membership = lock(&self.membership);
+        let view = membership.view.borrow();
+        view.live
+            .iter()
+            .filter(|member| !member.is_self && &*member.node_id != self.self_id.as_str())
+            .filter_map(|member| {
+                let info = member.state.as_ref().ok()?;
+                let upstream = Upstream::peer(&info.public_url).ok()?;
+                (info.role == Role::Edge).then(|| (member.node_id.to_string(), upstream))
+            })
+            .collect()
     }
 
     fn run_checks(

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub disk_objects: AtomicU64,
     pub disk_bytes: AtomicU64,
     pub purges: AtomicU64,
+    /// Purges sent on to other edges of the cluster, and those of them
+    /// that failed (unreachable, refused, timed out).
+    pub purge_fanout_sent: AtomicU64,
+    pub purge_fanout_failed: AtomicU64,
     pub prefetches: AtomicU64,
     pub prefetch_errors: AtomicU64,
     pub invalidations: AtomicU64,
@@ -144,6 +148,16 @@ impl Metrics {
             get(&self.disk_writes),
         );
         counter("purges_total", "purge requests executed", get(&self.purges));
+        counter(
+            "purge_fanout_sent_total",
+            "purges sent on to other edges of the cluster",
+            get(&self.purge_fanout_sent),
+        );
+        counter(
+            "purge_fanout_failed_total",
+            "purges sent on to other edges that did not succeed",
+            get(&self.purge_fanout_failed),
+        );
         counter(
             "prefetches_total",
             "segments prefetched",

@@ -275,6 +275,55 @@ impl OriginClient {
         Err(last_error)
     }
 
+    /// Sends `request` with `body` to `upstream` once (no retry, no
+    /// selector) and reads at most `max_answer` bytes of the answer, the
+    /// whole exchange within `timeout`: a message between kinema nodes,
+    /// such as a purge sent on to another edge.
+    pub async fn exchange(
+        &self,
+        upstream: &Upstream,
+        request: OriginRequest,
+        body: Bytes,
+        max_answer: usize,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), OriginError> {
+        let uri = upstream
+            .uri(request.path_and_query.as_str())
+            .map_err(|error| OriginError::Protocol(error.to_string()))?;
+        let mut outgoing = Request::builder()
+            .method(request.method)
+            .uri(uri)
+            .body(
+                http_body_util::Full::new(body)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .map_err(|error| OriginError::Protocol(error.to_string()))?;
+        *outgoing.headers_mut() = request.headers;
+        if let Ok(host) = HeaderValue::from_str(upstream.authority().as_str()) {
+            outgoing.headers_mut().insert(header::HOST, host);
+        }
+        let exchange = async {
+            let response = self.client.request(outgoing).await.map_err(|error| {
+                if error.is_connect() {
+                    OriginError::Connect(chain(&error))
+                } else {
+                    OriginError::Protocol(chain(&error))
+                }
+            })?;
+            let status = response.status();
+            let answer = http_body_util::Limited::new(response.into_body(), max_answer)
+                .collect()
+                .await
+                .map_err(|error| OriginError::Protocol(format!("the answer: {error}")))?
+                .to_bytes();
+            Ok((status, answer))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(OriginError::Timeout))
+    }
+
     /// A health check of `upstream`: a GET of `path` answering 2xx within
     /// the response timeout.
     pub async fn check(&self, upstream: &Upstream, path: &str) -> bool {

@@ -165,6 +165,20 @@ pub trait UpstreamSelector: Debug + Send + Sync + 'static {
     /// Upstreams believed healthy (the `origins_healthy` gauge).
     fn healthy_count(&self) -> u64;
 
+    /// The other edges of the cluster a purge received here is sent on
+    /// to, with their node ids: every live edge but this one, from the
+    /// latest membership view. None outside a cluster.
+    fn purge_peers(&self) -> Vec<(String, Upstream)> {
+        Vec::new()
+    }
+
+    /// The selector's own counters, as exposition text samples named
+    /// under `prefix` (`kinema_edge`); none unless it has some.
+    fn metrics_text(&self, prefix: &str) -> String {
+        let _ = prefix;
+        String::new()
+    }
+
     /// The selector's own background work (health checks) until
     /// `shutdown`; none unless it has some.
     fn run_checks(

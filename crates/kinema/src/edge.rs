@@ -28,7 +28,13 @@ parent edge before the origins (a request that came through a kinema node only f
 /steer/{id} is answered here, and a viewer's master playlist or MPD is answered with one pathway per \
 node (no-store).
 
+HTTPS: --tls-cert FILE --tls-key FILE (or --tls-self-signed), as kinema serve takes them; SIGHUP \
+reloads the certificate. Origins and parent edges may be https:// (public CA roots, plus \
+--origin-ca FILE for a private CA); a certificate that fails verification is a 502, its cause logged.
+
 Purge: curl -X PURGE -H 'Authorization: Bearer TOKEN' http://EDGE/v/ID/* (needs --purge-token). \
+In a cluster the edge sends it on to every other live edge (same token on every edge) and answers \
+each one's outcome; Kinema-Purge-Scope: node purges this edge only. \
 Metrics: /metrics or /_kinema/metrics. Every flag can also be set by its KINEMA_* variable or in \
 the [edge] section of kinema.toml ([edge.server] holds listener limits). SIGTERM or Ctrl-C \
 stops accepting, lets responses in flight finish and exits 0.";
@@ -37,7 +43,7 @@ stops accepting, lets responses in flight finish and exits 0.";
 /// the file.
 #[derive(Debug, Args, Serialize)]
 pub struct EdgeArgs {
-    /// Origin base URLs, comma-separated (http://HOST:PORT) [required]
+    /// Origin base URLs, comma-separated (http://HOST:PORT or https://HOST[:PORT]) [required]
     #[arg(
         long,
         env = "KINEMA_EDGE_ORIGIN",
@@ -98,7 +104,7 @@ pub struct EdgeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     prefetch_segments: Option<u32>,
 
-    /// Bearer token of the purge API; purge is disabled without one [default: none]
+    /// Bearer token of the purge API, the same on every edge of a cluster; purge is disabled without one [default: none]
     #[arg(
         long,
         env = "KINEMA_PURGE_TOKEN",

@@ -1,7 +1,50 @@
 //! The admin surface: the metrics page, the purge API (`PURGE` method and
 //! JSON endpoint) and the bearer token that guards it.
+//!
+//! In a cluster a purge reaches every edge: the edge that receives it
+//! purges its own cache, then sends it on to every other live edge of its
+//! membership view (`POST /_kinema/purge` with the same bearer token,
+//! marked `Kinema-Purge-Scope: node`), at most [`FANOUT_CONCURRENCY`] at
+//! once and each within [`FANOUT_TIMEOUT`], and answers with each node's
+//! outcome. A purge marked `node` is never sent on, so a purge travels one
+//! hop and cannot loop. An edge down at that moment misses it (see
+//! ARCHITECTURE.md for what it then serves).
+
+use std::time::Duration;
+
+use futures::stream;
 
 use super::*;
+
+/// The header that asks for a purge of this node only: what a purge sent
+/// on to another edge carries, so it is not sent on again.
+pub const PURGE_SCOPE: &str = "kinema-purge-scope";
+/// Purges sent on to other edges at once.
+const FANOUT_CONCURRENCY: usize = 16;
+/// How long one edge has to answer a purge sent on to it.
+const FANOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes of an edge's answer to a purge sent on to it that are read.
+const MAX_FANOUT_ANSWER: usize = 16 * 1024;
+/// Most edges one purge is sent on to.
+const MAX_FANOUT_PEERS: usize = 1024;
+
+/// Where a purge applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PurgeScope {
+    /// This edge and every other live edge of its cluster.
+    Cluster,
+    /// This edge only (`Kinema-Purge-Scope: node`).
+    Node,
+}
+
+impl PurgeScope {
+    fn of(headers: &HeaderMap) -> Self {
+        let node = headers
+            .get(PURGE_SCOPE)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"node"));
+        if node { Self::Node } else { Self::Cluster }
+    }
+}
 
 impl Edge {
     pub(super) fn admin(&self, path: &str) -> Option<Response<ResponseBody>> {
@@ -17,9 +60,7 @@ impl Edge {
                 if let Some(cluster) = &self.cluster {
                     text.push_str(&cluster_metrics(cluster));
                 }
-                if let Some(network) = &self.network {
-                    text.push_str(&network.render("kinema_edge_"));
-                }
+                text.push_str(&self.upstreams.metrics_text("kinema_edge"));
                 let mut response = Response::new(ResponseBody::Full(Bytes::from(text)));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -80,12 +121,12 @@ impl Edge {
             Some(prefix) => (prefix.to_string(), true),
             None => (target, false),
         };
-        self.purge(PurgeRequest {
+        let purge = PurgeRequest {
             url: target,
             prefix,
             soft,
-        })
-        .await
+        };
+        self.purge(purge, PurgeScope::of(&parts.headers)).await
     }
 
     /// `POST /_kinema/purge` with `{"url": "/v/ID/", "prefix": true,
@@ -107,7 +148,9 @@ impl Edge {
             }
         }
         match serde_json::from_slice::<PurgeRequest>(&collected) {
-            Ok(purge) if purge.url.starts_with('/') => self.purge(purge).await,
+            Ok(purge) if purge.url.starts_with('/') => {
+                self.purge(purge, PurgeScope::of(&parts.headers)).await
+            }
             Ok(_) => plain(
                 StatusCode::BAD_REQUEST,
                 "purge url must be a path starting with /\n",
@@ -121,7 +164,112 @@ impl Edge {
         }
     }
 
-    async fn purge(&self, purge: PurgeRequest) -> Response<ResponseBody> {
+    async fn purge(&self, purge: PurgeRequest, scope: PurgeScope) -> Response<ResponseBody> {
+        let count = self.purge_here(&purge).await;
+        let mut body = serde_json::json!({
+            "purged": count,
+            "url": purge.url,
+            "prefix": purge.prefix,
+            "soft": purge.soft,
+        });
+        if scope == PurgeScope::Cluster && self.cluster.is_some() {
+            let nodes = self.fan_out(&purge).await;
+            let failed = nodes
+                .iter()
+                .filter(|node| node.get("error").is_some())
+                .count();
+            body["nodes"] = serde_json::Value::Array(nodes);
+            body["failed"] = failed.into();
+        }
+        let mut response = Response::new(ResponseBody::Full(Bytes::from(format!("{body}\n"))));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    /// Sends `purge` on to every other live edge of the cluster, at most
+    /// [`FANOUT_CONCURRENCY`] at once; each node's outcome, by node id.
+    async fn fan_out(&self, purge: &PurgeRequest) -> Vec<serde_json::Value> {
+        let Some(token) = &self.settings.purge_token else {
+            return Vec::new();
+        };
+        let mut peers = self.upstreams.purge_peers();
+        if peers.len() > MAX_FANOUT_PEERS {
+            tracing::warn!(
+                edges = peers.len(),
+                "purge sent on to the first {MAX_FANOUT_PEERS} edges only"
+            );
+            peers.truncate(MAX_FANOUT_PEERS);
+        }
+        let body = Bytes::from(serde_json::to_vec(purge).unwrap_or_default());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(PURGE_SCOPE, HeaderValue::from_static("node"));
+        headers.insert(header::VIA, HeaderValue::from_static(crate::upstream::VIA));
+        if let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert(header::AUTHORIZATION, bearer);
+        }
+        let sends = peers.into_iter().map(|(node, upstream)| {
+            let request = OriginRequest {
+                method: Method::POST,
+                path_and_query: "/_kinema/purge".into(),
+                headers: headers.clone(),
+            };
+            let body = body.clone();
+            async move {
+                Metrics::bump(&self.metrics.purge_fanout_sent);
+                let outcome = self
+                    .client
+                    .exchange(&upstream, request, body, MAX_FANOUT_ANSWER, FANOUT_TIMEOUT)
+                    .await;
+                let edge = upstream.authority().to_string();
+                match outcome {
+                    Ok((status, answer)) if status.is_success() => {
+                        let purged = serde_json::from_slice::<serde_json::Value>(&answer)
+                            .ok()
+                            .and_then(|answer| answer.get("purged").cloned())
+                            .unwrap_or(serde_json::Value::Null);
+                        serde_json::json!({"node": node, "edge": edge, "status": status.as_u16(), "purged": purged})
+                    }
+                    Ok((status, answer)) => {
+                        Metrics::bump(&self.metrics.purge_fanout_failed);
+                        let said = String::from_utf8_lossy(&answer);
+                        let said = said.lines().next().unwrap_or("").trim();
+                        tracing::warn!(%node, %edge, %status, said, "an edge refused a purge sent on to it");
+                        serde_json::json!({"node": node, "edge": edge, "status": status.as_u16(), "error": said})
+                    }
+                    Err(error) => {
+                        Metrics::bump(&self.metrics.purge_fanout_failed);
+                        let error = match error {
+                            OriginError::Connect(detail) => format!("cannot connect: {detail}"),
+                            OriginError::Timeout => {
+                                format!("no answer within {}s", FANOUT_TIMEOUT.as_secs())
+                            }
+                            OriginError::Protocol(detail) | OriginError::RequestBody(detail) => {
+                                format!("the exchange failed: {detail}")
+                            }
+                        };
+                        tracing::warn!(%node, %edge, %error, "a purge could not be sent on to an edge");
+                        serde_json::json!({"node": node, "edge": edge, "error": error})
+                    }
+                }
+            }
+        });
+        let mut nodes: Vec<serde_json::Value> = stream::iter(sends)
+            .buffer_unordered(FANOUT_CONCURRENCY)
+            .collect()
+            .await;
+        nodes.sort_by(|a, b| a["node"].as_str().cmp(&b["node"].as_str()));
+        nodes
+    }
+
+    /// Purges this edge's cache; how many entries went.
+    async fn purge_here(&self, purge: &PurgeRequest) -> usize {
         Metrics::bump(&self.metrics.purges);
         // A URL names its unsigned copy and the copy shared by every
         // verified signed URL of the same path.
@@ -163,22 +311,11 @@ impl Edge {
                 }
             }
         }
-        let body = serde_json::json!({
-            "purged": count,
-            "url": purge.url,
-            "prefix": purge.prefix,
-            "soft": purge.soft,
-        });
-        let mut response = Response::new(ResponseBody::Full(Bytes::from(format!("{body}\n"))));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        count
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeRequest {
     url: String,

@@ -246,6 +246,37 @@ pub fn key_file(dir: &Path) -> String {
 }
 
 pub fn edge(dir: &Path, id: &str, listen: &str, origin: &str, seed: &str, keys: &str) -> Node {
+    let origin = format!("http://{origin}");
+    let joined = Joined { seed, keys };
+    edge_with(
+        dir,
+        id,
+        listen,
+        &origin,
+        &format!("http://{listen}"),
+        joined,
+        &[],
+    )
+}
+
+/// The cluster an edge joins: a seed's gossip address and the key file.
+#[derive(Clone, Copy)]
+pub struct Joined<'a> {
+    pub seed: &'a str,
+    pub keys: &'a str,
+}
+
+/// An edge of `cluster` filling from `origin` (a URL), reached by other
+/// nodes at `public_url`, with `extra` flags.
+pub fn edge_with(
+    dir: &Path,
+    id: &str,
+    listen: &str,
+    origin: &str,
+    public_url: &str,
+    cluster: Joined<'_>,
+    extra: &[&str],
+) -> Node {
     let cache = dir.join(format!("cache-{id}"));
     std::fs::create_dir_all(&cache).unwrap();
     let host = listen.split(':').next().unwrap();
@@ -253,11 +284,13 @@ pub fn edge(dir: &Path, id: &str, listen: &str, origin: &str, seed: &str, keys: 
         kinema()
             // Other members' figures are logged at debug, once a second.
             .args(["--log", "info,kinema::cluster=debug"])
-            .args(["edge", "--origin", &format!("http://{origin}")])
+            .args(["edge", "--origin", origin])
             .args(["--listen", listen, "--cluster-node-id", id])
             .args(["--cluster-gossip-listen", &format!("{host}:0")])
-            .args(["--cluster-seeds", seed, "--cluster-key-file", keys])
-            .args(["--cluster-public-url", &format!("http://{listen}")])
+            .args(["--cluster-seeds", cluster.seed])
+            .args(["--cluster-key-file", cluster.keys])
+            .args(["--cluster-public-url", public_url])
+            .args(extra)
             .current_dir(&cache),
     )
 }
