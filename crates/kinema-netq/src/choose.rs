@@ -18,7 +18,8 @@ pub struct Candidate<'a> {
 /// Why the first node of a [`MeasuredOrder`] is first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MeasuredReason {
-    /// No candidate measured this prefix: the caller's order stands.
+    /// Fewer than two candidates measured this prefix: nothing to
+    /// compare, so the caller's order stands.
     Unmeasured,
     /// It measured the best throughput for this prefix.
     Best,
@@ -65,13 +66,19 @@ pub fn similar_load(loads: &[f64], tolerance: f64) -> Vec<usize> {
 /// prefix by throughput, best first (ties: less RTT inflation, then the
 /// caller's order), then the unmeasured in the caller's order. A session
 /// whose hash falls in `exploration_share` (0 to 1) swaps the first two.
+///
+/// With fewer than two measured candidates the caller's order stands: one
+/// figure compares with nothing. (A node on a fast path may have no
+/// figures at all, its `TCP_INFO` samples dropped as application-limited,
+/// while a congested one has some: one measured node is not evidence that
+/// it is the better.)
 pub fn order_by_measurement(
     candidates: &[Candidate<'_>],
     session_id: &str,
     exploration_share: f64,
 ) -> MeasuredOrder {
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    if candidates.iter().all(|c| c.measured.is_none()) {
+    if candidates.iter().filter(|c| c.measured.is_some()).count() < 2 {
         return MeasuredOrder {
             order,
             reason: MeasuredReason::Unmeasured,
@@ -158,14 +165,33 @@ mod tests {
 
     #[test]
     fn an_exploring_session_gets_the_second_best_even_an_unmeasured_one() {
-        let candidates = [candidate("a", None), candidate("b", figures(4000, 30))];
+        let candidates = [
+            candidate("a", None),
+            candidate("b", figures(4000, 30)),
+            candidate("c", figures(900, 30)),
+        ];
         let order = order_by_measurement(&candidates, "session", 1.0);
-        assert_eq!(order.order, vec![0, 1]);
+        assert_eq!(order.order, vec![2, 1, 0]);
         assert_eq!(order.reason, MeasuredReason::Exploring);
-        // One candidate: nothing to explore.
+        let best = order_by_measurement(&candidates, "session", 0.0);
+        assert_eq!(best.order, vec![1, 2, 0]);
+        assert_eq!(best.reason, MeasuredReason::Best);
+    }
+
+    #[test]
+    fn one_measured_candidate_compares_with_nothing() {
+        // The congested node measured, the fast one not (its samples
+        // application-limited): the caller's order stands.
+        let candidates = [
+            candidate("fast", None),
+            candidate("congested", figures(900, 200)),
+        ];
+        let order = order_by_measurement(&candidates, "session", 0.0);
+        assert_eq!(order.order, vec![0, 1]);
+        assert_eq!(order.reason, MeasuredReason::Unmeasured);
         let alone = order_by_measurement(&candidates[1..], "session", 1.0);
         assert_eq!(alone.order, vec![0]);
-        assert_eq!(alone.reason, MeasuredReason::Best);
+        assert_eq!(alone.reason, MeasuredReason::Unmeasured);
     }
 
     #[test]
