@@ -3,7 +3,9 @@
 //! (rcgen), the edge trusting that CA by `--origin-ca`; curl speaks h2 and
 //! HTTP/1.1 to the edge by ALPN; SIGHUP reloads the edge's certificate. An
 //! edge that does not trust the origin's certificate, or reaches it by a
-//! name the certificate does not carry, answers 502 and logs why.
+//! name the certificate does not carry, answers 502 and logs why. Three
+//! HTTPS edges in a cluster fill from a video's parent edge and send a
+//! purge on to each other over HTTPS.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,9 @@ mod clip_library;
 #[path = "support/cluster_nodes.rs"]
 mod cluster_nodes;
 
-use cluster_nodes::{DEADLINE, Node, get, kinema};
+use cluster_nodes::{
+    DEADLINE, Joined, Node, edge_with, get, gossip_address, key_file, kinema, metric, shared_port,
+};
 
 /// A private CA and one leaf certificate it signed, as PEM files.
 struct Certificates {
@@ -64,16 +68,24 @@ fn path(path: &Path) -> String {
 /// curl over HTTPS trusting `ca`, `localhost` resolved to 127.0.0.1;
 /// returns the response head and body, and curl's verbose log.
 fn curl(ca: &Path, port: u16, target: &str, version: &str) -> (String, Vec<u8>, String) {
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let url = format!("https://localhost:{port}{target}");
+    curl_url(ca, &url, &[version, "--resolve", &resolve])
+}
+
+/// curl `url` trusting `ca`, with `args`; returns the response head and
+/// body, and curl's verbose log.
+fn curl_url(ca: &Path, url: &str, args: &[&str]) -> (String, Vec<u8>, String) {
     let output = Command::new("curl")
         .args(["--silent", "--show-error", "--verbose", "--include"])
         .args(["--max-time", &DEADLINE.as_secs().to_string()])
-        .args(["--cacert", &path(ca), version])
-        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
-        .arg(format!("https://localhost:{port}{target}"))
+        .args(["--cacert", &path(ca)])
+        .args(args)
+        .arg(url)
         .output()
         .expect("curl is installed");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "curl {target}: {stderr}");
+    assert!(output.status.success(), "curl {url}: {stderr}");
     let split = output
         .stdout
         .windows(4)
@@ -257,4 +269,130 @@ fn an_origin_certificate_the_edge_cannot_verify_is_a_502_with_the_cause_logged()
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("holds no PEM certificate"), "{error}");
+}
+
+/// The value of `sample` in the `/metrics` of the HTTPS edge at `address`.
+fn https_metric(ca: &Path, address: &str, sample: &str) -> f64 {
+    let (_, body, _) = curl_url(ca, &format!("https://{address}/metrics"), &[]);
+    let text = String::from_utf8(body).unwrap();
+    metric(&text, sample).unwrap_or_else(|| panic!("no {sample} in:\n{text}"))
+}
+
+#[test]
+fn https_edges_fill_from_their_parent_and_send_purges_on_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let certificates = certificates(dir.path(), &hosts);
+    let keys = key_file(dir.path());
+    let origin_http = format!("127.0.0.1:{}", free_port());
+    let origin = Node::start(
+        kinema()
+            .args(["serve", "--library", &library(dir.path())])
+            .args(["--listen", &origin_http])
+            .args(["--web-root", "/nonexistent", "--access-log", "true"])
+            .args(["--cluster-node-id", "origin"])
+            .args(["--cluster-gossip-listen", "127.0.0.1:0"])
+            .args(["--cluster-key-file", &keys])
+            .args(["--cluster-public-url", &format!("http://{origin_http}")])
+            .current_dir(dir.path()),
+    );
+    let seed = gossip_address(&origin.wait_for_line(&["joined the cluster", "node=origin"]));
+    origin.wait_for_line(&["origin serving"]);
+
+    let port = shared_port();
+    let addresses: Vec<String> = hosts.iter().map(|host| format!("{host}:{port}")).collect();
+    let joined = Joined {
+        seed: &seed,
+        keys: &keys,
+    };
+    let (ca, cert, key) = (
+        path(&certificates.ca),
+        path(&certificates.cert),
+        path(&certificates.key),
+    );
+    let flags = [
+        "--tls-cert",
+        cert.as_str(),
+        "--tls-key",
+        key.as_str(),
+        "--origin-ca",
+        ca.as_str(),
+        "--purge-token",
+        "secret",
+        "--prefetch-segments",
+        "0",
+    ];
+    let origin_url = format!("http://{origin_http}");
+    let edges: Vec<Node> = ["edge-a", "edge-b", "edge-c"]
+        .iter()
+        .zip(&addresses)
+        .map(|(id, listen)| {
+            let public_url = format!("https://{listen}");
+            edge_with(
+                dir.path(),
+                id,
+                listen,
+                &origin_url,
+                &public_url,
+                joined,
+                &flags,
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for (edge, address) in edges.iter().zip(&addresses) {
+        edge.wait_for_line(&["edge serving", "tls=true"]);
+        while https_metric(
+            &certificates.ca,
+            address,
+            "kinema_edge_cluster_live_members",
+        ) < 4.0
+        {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{address} never saw the cluster"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    let segment = "/v/clip/g1700000000000/v180/1.m4s";
+    for address in &addresses {
+        let (head, body, _) = curl_url(
+            &certificates.ca,
+            &format!("https://{address}{segment}"),
+            &[],
+        );
+        assert!(head.contains(" 200"), "{head}");
+        assert_eq!(body, vec![1u8; 90_000]);
+    }
+    // Two edges filled from the video's parent over HTTPS, none failed.
+    let total = |name: &str| -> f64 {
+        addresses
+            .iter()
+            .map(|address| https_metric(&certificates.ca, address, name))
+            .sum()
+    };
+    assert_eq!(total("kinema_edge_placement_parent_fills_total"), 2.0);
+    assert_eq!(total("kinema_edge_placement_parent_failures_total"), 0.0);
+    origin.wait_for_line(&["kinema::access", &format!("path={segment} ")]);
+    assert_eq!(origin.fetches_of(segment), 1);
+
+    let (head, body, _) = curl_url(
+        &certificates.ca,
+        &format!("https://{}/v/clip/*", addresses[1]),
+        &["-X", "PURGE", "-H", "Authorization: Bearer secret"],
+    );
+    assert!(head.contains(" 200"), "{head}");
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["failed"], 0, "{answer}");
+    assert_eq!(answer["nodes"].as_array().unwrap().len(), 2, "{answer}");
+    for address in &addresses {
+        let (head, _, _) = curl_url(
+            &certificates.ca,
+            &format!("https://{address}{segment}"),
+            &["-H", "Cache-Control: only-if-cached"],
+        );
+        assert!(head.contains(" 504"), "{address}: {head}");
+    }
 }
