@@ -153,19 +153,24 @@ fn bench_viewers_spread_over_the_edges_within_a_quarter_of_the_average() {
         max_over_average(&sessions)
     );
     // Sessions are viewers only (a master fetched through a kinema node is
-    // not one); bytes also count what an edge sends to the others that
-    // fill from it. Both are the edge's own figures, not the bench's.
-    for (what, values) in [("sessions", &sessions), ("bytes to clients", &bytes)] {
-        assert!(
-            values.iter().all(|&v| v > 0.0),
-            "an edge had no {what}: {values:?}"
-        );
-        assert!(
-            max_over_average(values) <= 1.25,
-            "{what} {values:?} spread with max/avg {:.3} > 1.25 (sessions {sessions:?}, bytes {bytes:?}; videos first on each edge after the run {videos_per_edge:?})",
-            max_over_average(values)
-        );
-    }
+    // not one), the load placement bounds. Bytes to clients also count what
+    // an edge sends the edges that fill from it, which placement
+    // concentrates on each video's parent on purpose (a cache hierarchy):
+    // printed, and every edge must have served, but the bound is on the
+    // viewers.
+    assert!(
+        bytes.iter().all(|&b| b > 0.0),
+        "an edge served nothing: {bytes:?}"
+    );
+    assert!(
+        sessions.iter().all(|&s| s > 0.0),
+        "an edge started no session: {sessions:?}"
+    );
+    assert!(
+        max_over_average(&sessions) <= 1.25,
+        "sessions {sessions:?} spread with max/avg {:.3} > 1.25 (bytes {bytes:?}; videos first on each edge after the run {videos_per_edge:?})",
+        max_over_average(&sessions)
+    );
 }
 
 #[test]
