@@ -49,6 +49,13 @@ pub use run::{run_audio, run_chunk, run_whole};
 /// unit of work that a lost worker can afford to redo.
 pub const MAX_CHUNK_SECONDS: u32 = 3600;
 
+/// Containers whose demuxer seeks by an index to the keyframe at or before
+/// a time, so a chunk's `-ss` lands where the whole encode's frame is.
+/// Others (MPEG-TS and PS, Ogg, FLV, raw streams) seek by bytes or scan,
+/// and ffmpeg's MPEG-TS demuxer lands on the next keyframe, seconds late:
+/// such sources are encoded whole.
+pub const SEEKABLE_DEMUXERS: [&str; 3] = ["mov", "matroska", "avi"];
+
 /// How a long video is split (`[ingest.chunked]` in the config file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -215,7 +222,8 @@ pub async fn probe_and_plan(
 
 /// Chunks of whole segments: `chunk_seconds` rounded to segments, the
 /// remainder of the source in the last chunk, and one chunk when the source
-/// is shorter than two (or has no video).
+/// is shorter than two, has no video, or is in a container that cannot be
+/// seeked exactly ([`SEEKABLE_DEMUXERS`]).
 fn split(source: &SourceInfo, ladder: &LadderPlan, chunking: &ChunkConfig) -> Vec<Chunk> {
     let whole = vec![Chunk {
         index: 0,
@@ -226,7 +234,12 @@ fn split(source: &SourceInfo, ladder: &LadderPlan, chunking: &ChunkConfig) -> Ve
     let (Some(rate), Some(gop)) = (ladder.frame_rate, ladder.gop_frames) else {
         return whole;
     };
-    if ladder.video.is_empty() || source.video.is_none() || rate.num == 0 || rate.den == 0 {
+    if ladder.video.is_empty()
+        || source.video.is_none()
+        || rate.num == 0
+        || rate.den == 0
+        || !SEEKABLE_DEMUXERS.contains(&source.demuxer())
+    {
         return whole;
     }
     let segments_per_chunk =

@@ -120,6 +120,16 @@ fn plan_of(duration: f64) -> ChunkedPlan {
 }
 
 #[test]
+fn mpeg_ts_is_one_task_and_matroska_is_split() {
+    let mut ts = source(600.0, FrameRate::new(25, 1));
+    ts.format_name = "mpegts".into();
+    assert!(!plan(ts, &config(4, 60), &[]).unwrap().is_chunked());
+    let mut mkv = source(600.0, FrameRate::new(25, 1));
+    mkv.format_name = "matroska,webm".into();
+    assert_eq!(plan(mkv, &config(4, 60), &[]).unwrap().chunks.len(), 10);
+}
+
+#[test]
 fn audio_only_source_is_one_task() {
     let mut silent_picture = source(600.0, FrameRate::new(25, 1));
     silent_picture.video = None;
