@@ -11,6 +11,7 @@ mod edge;
 mod ingest;
 mod keys;
 mod netq;
+mod queue;
 mod serve;
 mod sign;
 mod store;

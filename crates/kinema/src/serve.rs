@@ -252,11 +252,17 @@ pub struct ServeArgs {
     #[command(flatten, next_help_heading = "Network quality")]
     #[serde(skip)]
     netq: crate::netq::NetqArgs,
+
+    /// The `[queue]` section's flags.
+    #[command(flatten, next_help_heading = "Job queue")]
+    #[serde(skip)]
+    queue: crate::queue::QueueArgs,
 }
 
 pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
     let cluster = crate::cluster::resolve(config_file, &args.cluster)?;
     let network = crate::netq::resolve(config_file, &args.netq)?;
+    let queue = crate::queue::resolve(config_file, &args.queue)?;
     let mut section: toml::Table = config_file.resolve("serve", &args)?;
     let Some(library) = crate::store::take_store_config("serve", &mut section)? else {
         bail!(
@@ -264,6 +270,15 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
         );
     };
     let local_library = crate::store::local_directory(&library)?;
+    if local_library.is_some() && queue.is_shared() {
+        // Only `kinema worker` processes claim from the shared queue, and
+        // they read sources from and write videos to an object store.
+        bail!(
+            "[queue] url is set but the library is a local directory: the PostgreSQL queue feeds \
+             `kinema worker` processes, which need the library in an object store \
+             (--library s3://BUCKET/PREFIX); drop the queue url to ingest on this server"
+        );
+    }
     if let Some(directory) = &local_library
         && !directory.is_dir()
     {
@@ -334,7 +349,7 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
         );
         // A library in S3 takes uploads for `kinema worker` processes.
         if local_library.is_none() {
-            parts = crate::worker::take_workers(parts, &library, &workspace_root).await?;
+            parts = crate::worker::take_workers(parts, &library, &workspace_root, &queue).await?;
         }
         // In a cluster: figures from the origin's own counters, steering
         // over the membership, and the cluster's figures in /metrics.

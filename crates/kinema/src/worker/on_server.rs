@@ -1,18 +1,19 @@
 //! The server's half of distributed ingest, wired by `kinema serve` when
 //! its library is in S3: uploads are streamed to the object store and
 //! queued, and the worker protocol hands their tasks to `kinema worker`
-//! processes. The queue is kept in the ingest workspace (one JSON file per
-//! job), so it survives a restart.
+//! processes. The queue is in PostgreSQL when `[queue] url` names one, else
+//! kept in the ingest workspace (one JSON file per job); either way it
+//! survives a restart.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use kinema_origin::OriginParts;
 use kinema_origin::remote_ingest::RemoteIngest;
 use kinema_origin::worker_api::{JobObjectsLocation, WorkerApi};
-use kinema_queue::{EmbeddedQueue, Queue, QueueConfig};
 use kinema_store::StoreConfig;
+
+use crate::queue::QueueSettings;
 
 /// `parts` taking workers for `library` (in S3), the queue's files under
 /// `workspace_root`; job objects a previous run left without a job, or of
@@ -21,17 +22,14 @@ pub async fn take_workers(
     parts: OriginParts,
     library: &StoreConfig,
     workspace_root: &Path,
+    queue: &QueueSettings,
 ) -> Result<OriginParts> {
     let objects = kinema_store::open_job_objects(library)
         .await
         .with_context(|| format!("cannot open library {}", library.library))?
         .context("the library is not in an object store")?;
-    let queue_dir = workspace_root.join("worker-queue");
-    let queue: Arc<dyn Queue> = Arc::new(
-        EmbeddedQueue::open(&queue_dir, QueueConfig::default())
-            .await
-            .with_context(|| format!("cannot open the job queue in {}", queue_dir.display()))?,
-    );
+    // PostgreSQL when [queue] names one, else embedded in the workspace.
+    let queue = crate::queue::open(queue, &workspace_root.join("worker-queue")).await?;
     let uploads = RemoteIngest::new(queue.clone(), objects, parts.store());
     uploads.clean_debris().await;
     let location = JobObjectsLocation {
