@@ -107,70 +107,21 @@ pub async fn run_with(
         tls = tls.is_some(),
         "origin serving"
     );
-    // One shutdown signal, watched by the main and the redirect listener.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let redirect = match config.redirect_http {
-        Some(redirect_address) => {
-            let redirect_listener = TcpListener::bind(redirect_address)
-                .await
-                .map_err(Error::Serve)?;
-            tracing::info!(address = %redirect_address, "redirecting plain http to https");
-            let mut stopped = stopped.clone();
-            Some(tokio::spawn(kinema_http::server::serve(
-                redirect_listener,
-                Arc::new(kinema_http::tls::RedirectToHttps::new(address.port())),
-                config.server_config(),
-                None,
-                async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                },
-            )))
-        }
-        None => None,
-    };
-    let acceptor = tls.as_ref().map(kinema_http::tls::ServerTls::acceptor);
-    // Started last, so no early return above leaves them running.
+    // Started before the listeners, and stopped whatever they return.
     let background = origin.start_background();
-    let stop = &stop;
-    let main_shutdown = async move {
-        shutdown.await;
-        let _ = stop.send(true);
+    let listeners = kinema_http::https::HttpsListeners {
+        listener,
+        tls,
+        redirect_http: config.redirect_http,
+        hsts: config.hsts,
+        server: config.server_config(),
+        stats,
+        tcp_info,
     };
-    let served = if config.hsts {
-        let hsts = kinema_http::tls::Hsts::new(handler, secure::HSTS_MAX_AGE);
-        kinema_http::server::serve_sampled(
-            listener,
-            Arc::new(hsts),
-            config.server_config(),
-            acceptor,
-            stats,
-            tcp_info,
-            main_shutdown,
-        )
-        .await
-    } else {
-        kinema_http::server::serve_sampled(
-            listener,
-            handler,
-            config.server_config(),
-            acceptor,
-            stats,
-            tcp_info,
-            main_shutdown,
-        )
-        .await
-    };
+    let served = kinema_http::https::serve_https(listeners, handler, shutdown).await;
     reloader.abort();
     for task in &background {
         task.abort();
-    }
-    // Also when the main listener failed rather than being asked to stop.
-    let _ = stop.send(true);
-    if let Some(redirect) = redirect {
-        match redirect.await {
-            Ok(result) => result.map_err(Error::Serve)?,
-            Err(join) => tracing::error!(error = %join, "redirect listener panicked"),
-        }
     }
     served.map_err(Error::Serve)?;
     tracing::info!("origin stopped");

@@ -2,8 +2,9 @@
 //! (`--tls-cert`/`--tls-key` or `--tls-self-signed`), and the SIGHUP reload
 //! of the certificate, the key ring and the admin tokens.
 //!
-//! The TLS machinery itself lives in `kinema_http::tls`; this module only
-//! checks that the settings make sense together and wires them up.
+//! The TLS machinery lives in `kinema_http::tls`, the checks of the
+//! settings and the listeners (redirect, HSTS) in `kinema_http::https`;
+//! this module only hands them the origin's settings and reloads.
 
 use std::sync::Arc;
 
@@ -12,10 +13,6 @@ use kinema_http::tls::ServerTls;
 use crate::Error;
 use crate::access::Access;
 use crate::config::Config;
-
-/// `Strict-Transport-Security` max-age with `--hsts` (kinema-http's, shared
-/// with the edge).
-pub use kinema_http::https::HSTS_MAX_AGE;
 
 /// The TLS setup the settings ask for, or `None` for plain HTTP: the checks
 /// kinema-http's `https` module makes for every server.

@@ -139,7 +139,7 @@ fn an_https_edge_fills_from_an_https_origin_it_trusts_by_its_ca() {
     let origin_port = free_port();
     let origin = https_origin(dir.path(), &certificates, origin_port);
 
-    let edge_port = free_port();
+    let (edge_port, redirect_port) = (free_port(), free_port());
     let edge = Node::start(
         kinema()
             .args([
@@ -151,9 +151,12 @@ fn an_https_edge_fills_from_an_https_origin_it_trusts_by_its_ca() {
             .args(["--listen", &format!("127.0.0.1:{edge_port}")])
             .args(["--tls-cert", &path(&certificates.cert)])
             .args(["--tls-key", &path(&certificates.key)])
+            .args(["--redirect-http", &format!("127.0.0.1:{redirect_port}")])
+            .args(["--hsts"])
             .current_dir(dir.path()),
     );
     edge.wait_for_line(&["edge serving", "tls=true"]);
+    edge.wait_for_line(&["redirecting plain http to https"]);
 
     // A miss over h2, filled over TLS from the origin; then a hit over
     // HTTP/1.1.
@@ -164,6 +167,10 @@ fn an_https_edge_fills_from_an_https_origin_it_trusts_by_its_ca() {
     assert_eq!(body, vec![1u8; 90_000]);
     let status = header(&head, "cache-status").unwrap();
     assert!(status.contains("fwd=uri-miss"), "{status}");
+    assert_eq!(
+        header(&head, "strict-transport-security"),
+        Some("max-age=31536000")
+    );
     // The origin logs a request once its response is sent; over h2 (what
     // the edge negotiated with it) with the scheme and authority.
     let upstream_url = format!("https://localhost:{origin_port}{segment}");
@@ -189,6 +196,13 @@ fn an_https_edge_fills_from_an_https_origin_it_trusts_by_its_ca() {
     );
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     assert_eq!(String::from_utf8(body).unwrap(), clip_library::MASTER);
+
+    // The plain listener sends every request to the HTTPS one.
+    let redirect = get(&format!("127.0.0.1:{redirect_port}"), segment, "");
+    assert_eq!(redirect.status, 308, "{}", redirect.head);
+    let expected = format!("https://127.0.0.1:{edge_port}{segment}");
+    assert_eq!(redirect.header("location"), Some(expected.as_str()));
+    assert!(redirect.header("strict-transport-security").is_none());
 
     // SIGHUP re-reads the certificate files without stopping the edge.
     edge.signal("-HUP");
