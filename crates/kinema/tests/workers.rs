@@ -1,10 +1,11 @@
 //! Distributed ingest with real processes: `kinema serve` on a library in a
-//! real S3-protocol store (s3s-fs), and `kinema worker` processes that claim
-//! its tasks over HTTP. An upload is encoded by a worker and published; a
+//! real S3-protocol store (s3s-fs), its queue embedded or in a real
+//! PostgreSQL, and `kinema worker` processes that claim its tasks over HTTP. An upload is encoded by a worker and published; a
 //! worker killed mid-task loses its lease and another redoes the task; a
 //! server killed mid-upload leaves no job and no object behind; a worker
 //! whose token is revoked is refused and stops; a cancel reaches a running
-//! worker at its next heartbeat.
+//! worker at its next heartbeat; a worker told to stop finishes its task
+//! first.
 
 #[path = "support/workers_support.rs"]
 mod workers_support;
@@ -18,7 +19,16 @@ const ENCODE_LIMIT: Duration = Duration::from_secs(240);
 
 #[test]
 fn an_upload_is_encoded_by_a_worker_and_published() {
-    let setup = Setup::new();
+    upload_encoded_and_published(Queue::Embedded);
+}
+
+#[test]
+fn an_upload_is_encoded_by_a_worker_and_published_with_postgres() {
+    upload_encoded_and_published(Queue::Postgres);
+}
+
+fn upload_encoded_and_published(queue: Queue) {
+    let setup = Setup::with_queue(queue);
     let token = setup.worker_token_file("encoders");
     let (server, address) = setup.serve();
     let workers: Vec<Logged> = (1..=3)
@@ -57,7 +67,16 @@ fn an_upload_is_encoded_by_a_worker_and_published() {
 
 #[test]
 fn a_worker_killed_mid_task_loses_its_lease_and_another_redoes_it() {
-    let setup = Setup::new();
+    killed_worker_task_redone(Queue::Embedded);
+}
+
+#[test]
+fn a_worker_killed_mid_task_loses_its_lease_and_another_redoes_it_with_postgres() {
+    killed_worker_task_redone(Queue::Postgres);
+}
+
+fn killed_worker_task_redone(queue: Queue) {
+    let setup = Setup::with_queue(queue);
     let token = setup.worker_token_file("encoders");
     let (_server, address) = setup.serve();
     let first = setup.worker(address, "first", &token);
@@ -92,7 +111,16 @@ fn a_worker_killed_mid_task_loses_its_lease_and_another_redoes_it() {
 
 #[test]
 fn a_server_killed_mid_upload_leaves_no_job_and_no_object_after_restart() {
-    let setup = Setup::new();
+    server_killed_mid_upload(Queue::Embedded);
+}
+
+#[test]
+fn a_server_killed_mid_upload_leaves_no_job_and_no_object_after_restart_with_postgres() {
+    server_killed_mid_upload(Queue::Postgres);
+}
+
+fn server_killed_mid_upload(queue: Queue) {
+    let setup = Setup::with_queue(queue);
     let (mut server, address) = setup.serve();
     // Past one 8 MiB part: the upload is a multipart upload in flight.
     let _upload = start_upload(address, &setup.admin, 40 * 1024 * 1024, 12 * 1024 * 1024);
@@ -140,7 +168,16 @@ fn a_worker_whose_token_is_revoked_is_refused_and_stops() {
 
 #[test]
 fn a_cancel_reaches_a_running_worker_within_seconds() {
-    let setup = Setup::new();
+    cancel_reaches_worker(Queue::Embedded);
+}
+
+#[test]
+fn a_cancel_reaches_a_running_worker_within_seconds_with_postgres() {
+    cancel_reaches_worker(Queue::Postgres);
+}
+
+fn cancel_reaches_worker(queue: Queue) {
+    let setup = Setup::with_queue(queue);
     let token = setup.worker_token_file("encoders");
     let (_server, address) = setup.serve();
     let worker = setup.worker(address, "busy", &token);
@@ -182,4 +219,29 @@ fn a_cancel_reaches_a_running_worker_within_seconds() {
         &[&worker],
     );
     assert_eq!(done["state"], "done", "{done}\n{}", worker.log());
+}
+
+#[test]
+fn a_worker_told_to_stop_finishes_its_task_first() {
+    let setup = Setup::new();
+    let token = setup.worker_token_file("encoders");
+    let (_server, address) = setup.serve();
+    let mut worker = setup.worker(address, "leaving", &token);
+    let source = clip(setup.path(), "clip.mp4", "640x360", 10);
+    let job = upload(address, &setup.admin, "last", &source);
+    worker.wait_for_line("task claimed", Duration::from_secs(60));
+    worker.signal("TERM");
+    let exit = worker.wait_exit(ENCODE_LIMIT);
+    assert!(exit.success(), "{}", worker.log());
+    let (status, answer) = call(
+        address,
+        "GET",
+        &format!("/api/jobs/{job}"),
+        &setup.admin,
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(answer["job"]["state"], "done", "{answer}\n{}", worker.log());
+    assert_eq!(answer["job"]["attempts"], 1, "{answer}");
+    assert_eq!(get_status(address, "/v/last/master.m3u8"), 200);
 }

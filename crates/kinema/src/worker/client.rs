@@ -24,8 +24,7 @@ pub struct ClaimedTask {
     pub job_id: String,
     pub task: String,
     pub kind: String,
-    /// Kind-specific parameters (a chunk's time range); `encode` has none.
-    #[allow(dead_code, reason = "no kind this worker runs yet reads a payload")]
+    /// Kind-specific parameters (a chunk's index); `encode` has none.
     #[serde(default)]
     pub payload: Value,
     #[serde(default)]

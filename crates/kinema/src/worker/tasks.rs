@@ -7,11 +7,19 @@
 //! `jobs/{job}/source` into scratch, encoded by [`kinema_media::ingest`],
 //! and published to the library through the [`FencedStore`], whose publish
 //! the server allows once per job.
+//!
+//! A chunked job (`kinema_media::chunked`; its plan in the job's settings):
+//! `chunk` (payload `{"index"}`) and `audio` read the source and write what
+//! they made below `jobs/{job}/out/` (a retried task overwrites its own
+//! keys), and `assemble`, which runs once every other task is done, reads
+//! all of `out/` into one staging directory and publishes through the
+//! [`FencedStore`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kinema_core::{AccessPolicy, VideoId};
+use kinema_media::chunked::{self, ChunkedPlan};
 use kinema_media::{IngestConfig, IngestRequest, MediaError, Progress};
 use kinema_store::Store;
 use kinema_store::s3::JobObjects;
@@ -23,7 +31,11 @@ use super::client::{ClaimedTask, WorkerClient};
 use super::fenced_store::FencedStore;
 
 /// The kinds this worker runs.
-pub const KINDS: [&str; 1] = ["encode"];
+pub const KINDS: [&str; 4] = ["encode", "chunk", "audio", "assemble"];
+/// Where a chunked job's task outputs live, below the job's prefix.
+const OUT: &str = "out";
+/// Most files one task's output may hold (segments of a long chunk).
+const MAX_OUTPUT_FILES: usize = 100_000;
 /// Largest source a worker downloads, bytes (what `kinema serve` accepts).
 const MAX_SOURCE_BYTES: u64 = kinema_origin::api::MAX_UPLOAD_BYTES;
 
@@ -94,6 +106,8 @@ pub async fn run(
 ) -> Result<Value, TaskError> {
     match task.kind.as_str() {
         "encode" => encode(context, task, scratch, progress, cancel).await,
+        "chunk" | "audio" => encode_part(context, task, scratch, progress, cancel).await,
+        "assemble" => assemble(context, task, scratch, progress, cancel).await,
         other => Err(TaskError::Failed(format!(
             "this worker does not run tasks of kind {other:?}; it runs {}",
             KINDS.join(", ")
@@ -173,5 +187,196 @@ async fn encode(
         "video_id": ingested.manifest.id,
         "generation": ingested.manifest.generation,
         "skipped_subtitles": ingested.skipped_subtitles,
+    }))
+}
+
+/// What a chunked job's settings hold beside the video's.
+#[derive(Debug, Deserialize)]
+struct ChunkedSettings {
+    #[serde(flatten)]
+    video: EncodeSettings,
+    plan: ChunkedPlan,
+}
+
+fn chunked_settings(task: &ClaimedTask) -> Result<ChunkedSettings, TaskError> {
+    serde_json::from_value(task.settings.clone())
+        .map_err(|error| TaskError::Failed(format!("the job's chunked settings: {error}")))
+}
+
+/// `chunk` or `audio`: one part of the encode, its files uploaded below
+/// `jobs/{job}/out/`.
+async fn encode_part(
+    context: &TaskContext,
+    task: &ClaimedTask,
+    scratch: &Path,
+    progress: &Arc<Mutex<f64>>,
+    cancel: &CancellationToken,
+) -> Result<Value, TaskError> {
+    let settings = chunked_settings(task)?;
+    let plan = &settings.plan;
+    let source = download_source(context, task, scratch, cancel).await?;
+    let out = scratch.join(OUT);
+    tokio::fs::create_dir_all(&out)
+        .await
+        .map_err(|error| TaskError::Failed(format!("cannot create {}: {error}", out.display())))?;
+    let (expected, index) = if task.kind == "chunk" {
+        let index = task.payload["index"]
+            .as_u64()
+            .and_then(|index| usize::try_from(index).ok())
+            .ok_or_else(|| TaskError::Failed("a chunk task without an index".into()))?;
+        (plan.chunk_media_seconds(index), Some(index))
+    } else {
+        (plan.source.duration_seconds, None)
+    };
+    let shared = progress.clone();
+    let on_progress = move |seconds: f64| {
+        let share = if expected > 0.0 {
+            seconds / expected
+        } else {
+            0.0
+        };
+        // The upload after the encode is the last tenth.
+        *shared.lock().unwrap_or_else(PoisonError::into_inner) = (share * 0.9).clamp(0.0, 0.9);
+    };
+    let encoded = match index {
+        Some(index) => {
+            chunked::run_chunk(
+                &context.ingest,
+                plan,
+                index,
+                &source,
+                &out,
+                cancel,
+                &on_progress,
+            )
+            .await
+        }
+        None => {
+            chunked::run_audio(&context.ingest, plan, &source, &out, cancel, &on_progress).await
+        }
+    };
+    encoded.map_err(TaskError::from_media)?;
+    let files = upload_tree(context, task, &out, cancel).await?;
+    Ok(json!({ "files": files }))
+}
+
+/// Uploads every file below `dir` to `jobs/{job}/out/{relative path}`.
+async fn upload_tree(
+    context: &TaskContext,
+    task: &ClaimedTask,
+    dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<usize, TaskError> {
+    let mut pending = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(current) = pending.pop() {
+        let mut entries = tokio::fs::read_dir(&current).await.map_err(|error| {
+            TaskError::Failed(format!("cannot list {}: {error}", current.display()))
+        })?;
+        while let Some(entry) = entries.next_entry().await.map_err(|error| {
+            TaskError::Failed(format!("cannot list {}: {error}", current.display()))
+        })? {
+            let path = entry.path();
+            if entry.file_type().await.is_ok_and(|kind| kind.is_dir()) {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+            if files.len() > MAX_OUTPUT_FILES {
+                return Err(TaskError::Failed(format!(
+                    "the task made more than {MAX_OUTPUT_FILES} files"
+                )));
+            }
+        }
+    }
+    for path in &files {
+        if cancel.is_cancelled() {
+            return Err(TaskError::Stopped);
+        }
+        let relative = path
+            .strip_prefix(dir)
+            .ok()
+            .and_then(Path::to_str)
+            .ok_or_else(|| TaskError::Failed(format!("{} has no UTF-8 name", path.display())))?;
+        let name = format!("{OUT}/{relative}");
+        context
+            .objects
+            .put_file(&task.job_id, &name, path)
+            .await
+            .map_err(|error| TaskError::Failed(format!("cannot upload {name}: {error}")))?;
+    }
+    Ok(files.len())
+}
+
+/// `assemble`: every task's output into one staging directory, then the
+/// whole ingest's packaging and the (fenced) publish.
+async fn assemble(
+    context: &TaskContext,
+    task: &ClaimedTask,
+    scratch: &Path,
+    progress: &Arc<Mutex<f64>>,
+    cancel: &CancellationToken,
+) -> Result<Value, TaskError> {
+    let settings = chunked_settings(task)?;
+    let staging = scratch.join("staging");
+    let objects =
+        context.objects.list(&task.job_id).await.map_err(|error| {
+            TaskError::Failed(format!("cannot list the job's objects: {error}"))
+        })?;
+    let prefix = format!("{OUT}/");
+    for object in objects
+        .iter()
+        .filter(|object| object.name.starts_with(&prefix))
+    {
+        if cancel.is_cancelled() {
+            return Err(TaskError::Stopped);
+        }
+        let relative = &object.name[prefix.len()..];
+        let path = staging.join(relative);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|error| {
+                TaskError::Failed(format!("cannot create {}: {error}", parent.display()))
+            })?;
+        }
+        context
+            .objects
+            .get_to_file(&task.job_id, &object.name, &path, MAX_SOURCE_BYTES)
+            .await
+            .map_err(|error| TaskError::Failed(format!("cannot read {}: {error}", object.name)))?
+            .ok_or_else(|| TaskError::Failed(format!("{} vanished", object.name)))?;
+    }
+    let store = FencedStore {
+        inner: context.store.clone(),
+        client: context.client.clone(),
+        lease: task.lease_token.clone(),
+    };
+    let request = chunked::AssembleRequest {
+        title: settings
+            .video
+            .title
+            .filter(|title| !title.trim().is_empty())
+            .unwrap_or_else(|| settings.video.video_id.to_string()),
+        id: settings.video.video_id,
+        access: settings.video.access,
+    };
+    let shared = progress.clone();
+    let on_progress = move |reported: Progress| {
+        *shared.lock().unwrap_or_else(PoisonError::into_inner) =
+            (reported.percent / 100.0).clamp(0.0, 1.0);
+    };
+    let ingested = chunked::assemble(
+        &store,
+        &context.ingest,
+        &settings.plan,
+        &staging,
+        &request,
+        cancel,
+        &on_progress,
+    )
+    .await
+    .map_err(TaskError::from_media)?;
+    Ok(json!({
+        "video_id": ingested.manifest.id,
+        "generation": ingested.manifest.generation,
     }))
 }

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kinema_test_support::S3Server;
+use kinema_test_support::{PostgresServer, S3Server};
 use serde_json::Value;
 
 pub const BUCKET: &str = "media";
@@ -124,15 +124,29 @@ impl Drop for Logged {
     }
 }
 
-/// A server on an S3 library with an admin and a worker token.
+/// Where the server keeps its job queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// In the ingest workspace (the default).
+    Embedded,
+    /// In a PostgreSQL server of the test's own (`--queue-url`).
+    Postgres,
+}
+
+/// A server on an S3 library with an admin token, and its queue.
 pub struct Setup {
     pub store: S3Server,
     pub dir: tempfile::TempDir,
     pub admin: String,
+    pub postgres: Option<PostgresServer>,
 }
 
 impl Setup {
     pub fn new() -> Self {
+        Self::with_queue(Queue::Embedded)
+    }
+
+    pub fn with_queue(queue: Queue) -> Self {
         let store = S3Server::start();
         store.create_bucket(BUCKET);
         let dir = tempfile::tempdir().unwrap();
@@ -145,10 +159,12 @@ impl Setup {
             ),
         )
         .unwrap();
+        let postgres = (queue == Queue::Postgres).then(PostgresServer::start);
         let mut setup = Self {
             store,
             dir,
             admin: String::new(),
+            postgres,
         };
         setup.admin = setup.new_token("admin", "root");
         setup
@@ -186,14 +202,20 @@ impl Setup {
 
     /// Starts `kinema serve` on the library; the process and its address.
     pub fn serve(&self) -> (Logged, SocketAddr) {
-        let server = Logged::spawn(
-            kinema(&self.store, self.path())
-                .args(["serve", "--library", LIBRARY, "--listen", "127.0.0.1:0"])
-                .arg("--tokens")
-                .arg(self.path().join("tokens.toml"))
-                .arg("--keys")
-                .arg(self.path().join("keys.toml")),
-        );
+        let mut command = kinema(&self.store, self.path());
+        command
+            .args(["serve", "--library", LIBRARY, "--listen", "127.0.0.1:0"])
+            .arg("--tokens")
+            .arg(self.path().join("tokens.toml"))
+            .arg("--keys")
+            .arg(self.path().join("keys.toml"));
+        if let Some(postgres) = &self.postgres {
+            command.env("KINEMA_QUEUE_URL", postgres.url());
+        }
+        let server = Logged::spawn(&mut command);
+        if self.postgres.is_some() {
+            server.wait_for_line("job queue in PostgreSQL", Duration::from_secs(60));
+        }
         let line = server.wait_for_line("origin serving", Duration::from_secs(60));
         let rest = line.split("address=").nth(1).expect("an address");
         let address: String = rest
