@@ -12,6 +12,10 @@ use std::net::TcpListener;
 
 use serde_json::Value;
 
+#[allow(
+    dead_code,
+    reason = "the player tests' support; this test uses its fixture only"
+)]
 #[path = "support/players_support.rs"]
 mod players_support;
 
