@@ -9,6 +9,8 @@
 //!   rotate without invalidating live URLs.
 //! - [`admin`]: bearer tokens for `/api/*`, stored as hashes, with scopes
 //!   `read < write < admin`.
+//! - [`node`]: the credential a cluster node that verified a signed request
+//!   sends it on with, so the next node need not see the viewer's address.
 //! - [`cache`]: the cap on how long a response to a signed request may be
 //!   reused, which every server answering one applies.
 //!
@@ -19,6 +21,7 @@
 pub mod admin;
 pub mod cache;
 pub mod keyring;
+pub mod node;
 mod private_file;
 pub mod token;
 
@@ -30,10 +33,11 @@ use serde::Deserialize;
 pub use admin::{AdminTokens, AdminTokensError, BearerError, Scope};
 pub use cache::cap_cache_control;
 pub use keyring::{Key, KeyId, KeyRing, KeyRingError};
+pub use node::{CREDENTIAL_HEADER, CredentialRefusal, Vouched, check_credential, credential};
 pub use private_file::PrivateFileError;
 pub use token::{
     Claims, ClaimsError, Refusal, SignError, TokenScope, VerifiedClaims, sign, split_signed_path,
-    verify,
+    verify, verify_vouched,
 };
 
 /// The response header in which every kinema server (origin and edge) puts

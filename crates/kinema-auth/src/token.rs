@@ -491,6 +491,34 @@ pub fn verify(
     now: SystemTime,
     skew: Duration,
 ) -> Result<VerifiedClaims, Refusal> {
+    verify_for(keyring, token, path, Some(client), now, skew)
+}
+
+/// Verifies a token for a request that another cluster node sent on after
+/// it verified the same token itself, with the client address it saw: every
+/// check of [`verify`] but the client address, which the node that faced
+/// the viewer made. [`Vouched`] exists only once a node credential over
+/// this very request verified ([`crate::node::check_credential`]).
+pub fn verify_vouched(
+    keyring: &KeyRing,
+    token: &str,
+    path: &str,
+    _vouched: &crate::node::Vouched,
+    now: SystemTime,
+    skew: Duration,
+) -> Result<VerifiedClaims, Refusal> {
+    verify_for(keyring, token, path, None, now, skew)
+}
+
+/// [`verify`], the client address checked only when given.
+fn verify_for(
+    keyring: &KeyRing,
+    token: &str,
+    path: &str,
+    client: Option<IpAddr>,
+    now: SystemTime,
+    skew: Duration,
+) -> Result<VerifiedClaims, Refusal> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(Refusal::Malformed);
     }
@@ -530,7 +558,7 @@ pub fn verify(
     if !is_clean_path(path) || !decoded.scope.covers(path) {
         return Err(Refusal::OutOfScope);
     }
-    if let Some(network) = decoded.client {
+    if let (Some(network), Some(client)) = (decoded.client, client) {
         // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
         if !network.contains(&client.to_canonical()) {
             return Err(Refusal::AddressMismatch);
