@@ -72,6 +72,9 @@ async fn a_policy_change_is_a_new_generation_and_closes_the_old_urls() {
     let stable_segment = format!("/v/{VIDEO}/v180/1.m4s");
     assert_eq!(status_of(&old_segment).await, StatusCode::OK);
     assert_eq!(status_of(&stable_segment).await, StatusCode::OK);
+    let listed = get(&server, Protocol::Http1, "/api/catalogue").await;
+    let listed: Value = serde_json::from_slice(&listed.body).unwrap();
+    assert_eq!(listed["total"], 1, "listed while public: {listed}");
 
     let (status, edited) = call(
         &server,
@@ -101,6 +104,13 @@ async fn a_policy_change_is_a_new_generation_and_closes_the_old_urls() {
     ] {
         assert_eq!(status_of(target).await, StatusCode::FORBIDDEN, "{target}");
     }
+    // The public catalogue no longer lists it for anyone not signed in.
+    eventually("the catalogue drops the signed video", async || {
+        let page = get(&server, Protocol::Http1, "/api/catalogue").await;
+        let page: Value = serde_json::from_slice(&page.body).unwrap();
+        page["total"] == 0
+    })
+    .await;
     // With a token, both generations play the same bytes.
     let (status, minted) = call(
         &server,
@@ -160,6 +170,12 @@ async fn a_policy_change_is_a_new_generation_and_closes_the_old_urls() {
         StatusCode::FORBIDDEN,
         "published signed"
     );
+    eventually("the catalogue lists the public video again", async || {
+        let page = get(&server, Protocol::Http1, "/api/catalogue").await;
+        let page: Value = serde_json::from_slice(&page.body).unwrap();
+        page["total"] == 1 && page["videos"][0]["id"] == VIDEO
+    })
+    .await;
 
     // Refused: a policy that is neither, and null.
     for body in [r#"{"access": "private"}"#, r#"{"access": null}"#] {
