@@ -28,9 +28,10 @@
 #
 #   (s) load spread: SPREAD_VIEWERS viewers through steering over a Zipf
 #       catalogue of SPREAD_CATALOGUE videos; per edge, the viewers whose
-#       bytes went mostly to it, the bytes it sent them (the bench's JSON)
-#       and the master fetches it counted as sessions (its /metrics), each
-#       as max/avg over the edges. Target: ≤ 1.25. (b) prints the same.
+#       bytes went mostly to it, the bytes it sent them (the bench's JSON),
+#       the master fetches it counted as sessions and the bytes it sent to
+#       all clients, other edges filling from it included (its /metrics),
+#       each as max/avg over the edges. Target: ≤ 1.25. (b) prints the same.
 #
 # Usage: bench/cluster.sh [a] [b] [c] [d] [s]  (no argument: all five)
 # Knobs (environment; the defaults make a quick dry run):
@@ -252,8 +253,9 @@ holdings() {
 
 # spread NAME EDGES BEFORE AFTER: per edge, the viewers whose bytes went
 # mostly to it and the bytes it sent them (from the bench's JSON), the
-# master fetches it counted as sessions (from its /metrics, AFTER minus
-# BEFORE snapshots), and max/avg of each over the edges.
+# master fetches it counted as sessions and the bytes it sent to all its
+# clients, other edges filling from it included (from its /metrics, AFTER
+# minus BEFORE snapshots), and max/avg of each over the edges.
 spread() {
     local name=$1 edges=$2 before=$3 after=$4 i
     jq -r '.viewers[] | select(.pathways | length > 0)
@@ -265,16 +267,18 @@ spread() {
         bytes=$(jq -r --arg e "$edge" '.summary.steering.pathways[$e].bytes // 0' "$WORK/$name.json")
         sessions=$(( $(prom "$WORK/$after-edge-$i.prom" kinema_edge_sessions_started_total) \
             - $(prom "$WORK/$before-edge-$i.prom" kinema_edge_sessions_started_total) ))
-        echo "$i ${viewers:-0} $bytes $sessions"
+        sent=$(( $(prom "$WORK/$after-edge-$i.prom" kinema_edge_client_bytes_total) \
+            - $(prom "$WORK/$before-edge-$i.prom" kinema_edge_client_bytes_total) ))
+        echo "$i ${viewers:-0} $bytes $sessions $sent"
     done > "$WORK/$name-spread.txt"
     awk -v origin="$ORIGIN" -v other="$(awk -v o="$ORIGIN" '$2 == o { print $1 }' "$WORK/$name-main.txt")" '
-        { v[NR] = $2; b[NR] = $3; s[NR] = $4; sv += $2; sb += $3; ss += $4
-          if ($2 > mv) mv = $2; if ($3 > mb) mb = $3; if ($4 > ms) ms = $4
-          printf "  edge %d: %d viewers, %.1f MB to viewers, %d sessions counted\n", $1, $2, $3 / 1e6, $4 }
+        { sv += $2; sb += $3; ss += $4; sc += $5
+          if ($2 > mv) mv = $2; if ($3 > mb) mb = $3; if ($4 > ms) ms = $4; if ($5 > mc) mc = $5
+          printf "  edge %d: %d viewers, %.1f MB to viewers, %d sessions counted, %.1f MB to all clients\n", $1, $2, $3 / 1e6, $4, $5 / 1e6 }
         END { n = NR
           printf "  viewers on the origin: %d\n", other + 0
-          printf "  spread max/avg: viewers %.2f, bytes %.2f, sessions counted %.2f (target <= 1.25)\n",
-            (sv > 0 ? mv * n / sv : 0), (sb > 0 ? mb * n / sb : 0), (ss > 0 ? ms * n / ss : 0) }' \
+          printf "  spread max/avg: viewers %.2f, bytes to viewers %.2f, sessions counted %.2f, bytes to all clients %.2f (target <= 1.25)\n",
+            (sv > 0 ? mv * n / sv : 0), (sb > 0 ? mb * n / sb : 0), (ss > 0 ? ms * n / ss : 0), (sc > 0 ? mc * n / sc : 0) }' \
         "$WORK/$name-spread.txt"
 }
 
