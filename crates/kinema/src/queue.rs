@@ -89,6 +89,13 @@ pub fn resolve(config_file: &ConfigFile, args: &QueueArgs) -> Result<QueueSettin
             settings.max_attempts
         );
     }
+    let timeout_bounds = Duration::from_millis(100)..=Duration::from_secs(600);
+    if !timeout_bounds.contains(&settings.statement_timeout) {
+        anyhow::bail!(
+            "[queue] statement_timeout: {} is outside 100ms to 10m",
+            humantime::format_duration(settings.statement_timeout)
+        );
+    }
     Ok(settings)
 }
 
@@ -167,6 +174,15 @@ mod tests {
         let error =
             resolve(&file("[queue]\nmax_attempts = 0\n"), &QueueArgs::default()).unwrap_err();
         assert!(format!("{error:#}").contains("max_attempts"), "{error:#}");
+        let error = resolve(
+            &file("[queue]\nstatement_timeout = \"0s\"\n"),
+            &QueueArgs::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "[queue] statement_timeout: 0s is outside 100ms to 10m"
+        );
     }
 
     #[tokio::test]
