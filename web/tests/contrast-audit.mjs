@@ -11,8 +11,9 @@
 // checks against hand-computed pairs.
 //
 // What it cannot judge it counts instead of guessing: text over an image,
-// a gradient or the video picture (its background is not a colour), and
-// disabled controls, which WCAG exempts.
+// a gradient or the video picture (its background is not a colour), text
+// another element covers (a dialog over a menu), and disabled controls,
+// which WCAG exempts.
 
 /**
  * The WCAG 2.x contrast ratio of two CSS colours (`#rgb`, `#rrggbb`,
@@ -105,7 +106,16 @@ export function auditPage() {
     return `${element.tagName.toLowerCase()}${id}${classes}`;
   };
 
-  const result = { checked: 0, offenders: [], skipped: { over_image: 0, disabled: 0 } };
+  // Whether something else is drawn over the middle of `element` (only
+  // judged inside the viewport, where the browser can say what is on top).
+  const covered = (element) => {
+    const box = element.getBoundingClientRect();
+    const [x, y] = [box.left + box.width / 2, box.top + box.height / 2];
+    if (x < 0 || y < 0 || x >= window.innerWidth || y >= window.innerHeight) return false;
+    const top = document.elementFromPoint(x, y);
+    return Boolean(top) && !element.contains(top) && !top.contains(element);
+  };
+  const result = { checked: 0, offenders: [], skipped: { over_image: 0, disabled: 0, covered: 0 } };
   const check = (element, kind, text, foreground, background, required) => {
     result.checked += 1;
     const ratio = ratioOf(css(foreground), css(background));
@@ -133,6 +143,10 @@ export function auditPage() {
     const placeholder = field && !value && element.placeholder ? element.placeholder : '';
     if (!own && !value && !placeholder) continue;
     if (!shown(element)) continue;
+    if (covered(element)) {
+      result.skipped.covered += 1;
+      continue;
+    }
     if (disabled(element)) {
       result.skipped.disabled += 1;
       continue;

@@ -41,6 +41,11 @@ if (args.screenshots) mkdirSync(args.screenshots, { recursive: true });
 const PAGES = [
   { name: 'catalogue', path: '/', ready: '#video-list li', signedIn: false },
   { name: 'watch', path: `/?v=${encodeURIComponent(args.video)}`, ready: '#watch-title', signedIn: false },
+  // The player's settings menu, opened: quality, audio, subtitles, stats.
+  {
+    name: 'watch-settings', path: `/?v=${encodeURIComponent(args.video)}`, ready: '#watch-title', signedIn: false,
+    open: '#settings-button', opened: '#settings',
+  },
   { name: 'upload', path: '/?upload', ready: '#upload-file', signedIn: true, shown: 'attached' },
   { name: 'admin-jobs', path: '/?admin=jobs', ready: '#jobs-heading', signedIn: true },
   { name: 'admin-videos', path: '/?admin=videos', ready: '#videos-list li', signedIn: true },
@@ -72,7 +77,7 @@ try {
     await browser.context.addInitScript(`window.kinemaContrastRatio = ${contrastRatio.toString()};`);
   }
 
-  for (const { name, path, ready, signedIn, shown } of PAGES) {
+  for (const { name, path, ready, signedIn, shown, open, opened } of PAGES) {
     const page = await (signedIn ? admin : visitor).context.newPage();
     page.on('pageerror', (error) => result.errors.push({ page: name, message: error.message }));
     for (const size of SIZES) {
@@ -82,6 +87,10 @@ try {
       const response = await page.goto(new URL(path, base).href, { timeout: remainingMs() });
       if (!response?.ok()) throw new Error(`${path} answered ${response?.status() ?? 'nothing'}`);
       await page.locator(ready).first().waitFor({ state: shown ?? 'visible', timeout: remainingMs() });
+      if (open) {
+        await page.locator(open).click({ timeout: remainingMs() });
+        await page.locator(opened).waitFor({ state: 'visible', timeout: remainingMs() });
+      }
       // Let transitions and the first data settle before reading colours.
       await page.waitForLoadState('networkidle', { timeout: remainingMs() }).catch(() => {});
       await page.waitForTimeout(300);

@@ -1,7 +1,7 @@
 //! The web UI's colours meet WCAG 2.x AA contrast, checked in headless
 //! Chromium against the real binary (web/tests/contrast.mjs): the
-//! catalogue and watch pages as a visitor, the upload and admin pages
-//! signed in, at 1280×800 and 390×844, every visible text against its
+//! catalogue and watch pages (its settings menu open too) as a visitor,
+//! the upload and admin pages signed in, at 1280×800 and 390×844, every visible text against its
 //! background (4.5:1, 3:1 for large text) and every text field's boundary
 //! (3:1), from the pages' computed styles; and no page is wider than a
 //! 360 px screen. The formula's own check against hand-computed pairs is
@@ -23,7 +23,7 @@ mod players_support;
 #[allow(dead_code, reason = "shared with ui.rs, which uses all of it")]
 mod ui_support;
 
-use players_support::{Fixture, repo_root, run_node, screenshot_dir};
+use players_support::{Fixture, VIDEO_ID, repo_root, run_node, screenshot_dir};
 use ui_support::{Synthetic, publish_synthetic};
 
 fn kinema(args: &[&str]) -> String {
@@ -57,25 +57,19 @@ fn contrast_formula_matches_hand_computed_pairs() {
 
 #[test]
 fn every_page_meets_aa_contrast_at_both_sizes_and_fits_360_px() {
-    let fixture = Fixture {
-        dir: tempfile::tempdir().expect("temporary directory"),
-    };
-    std::fs::create_dir(fixture.library()).expect("library directory");
-    for (id, title, signed) in [
-        ("harbour", "Harbour at dusk", false),
-        ("vault", "The vault", true),
-    ] {
-        publish_synthetic(
-            &fixture.library(),
-            &Synthetic {
-                id,
-                title,
-                published_at_unix: 1_700_000_000,
-                duration_seconds: 42.0,
-                signed,
-            },
-        );
-    }
+    // A real clip (it plays, with audio and subtitle menus), and a signed
+    // synthetic video the admin pages list.
+    let fixture = Fixture::new();
+    publish_synthetic(
+        &fixture.library(),
+        &Synthetic {
+            id: "vault",
+            title: "The vault",
+            published_at_unix: 1_700_000_000,
+            duration_seconds: 42.0,
+            signed: true,
+        },
+    );
     let tokens = fixture.dir.path().join("tokens.toml");
     let token = kinema(&[
         "tokens",
@@ -102,7 +96,7 @@ fn every_page_meets_aa_contrast_at_both_sizes_and_fits_360_px() {
             "--token",
             &token,
             "--video",
-            "harbour",
+            VIDEO_ID,
             "--screenshots",
             screenshots.to_str().expect("utf-8 target path"),
         ],
@@ -121,6 +115,7 @@ fn every_page_meets_aa_contrast_at_both_sizes_and_fits_360_px() {
     for page in [
         "catalogue",
         "watch",
+        "watch-settings",
         "upload",
         "admin-jobs",
         "admin-videos",
