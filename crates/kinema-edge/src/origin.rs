@@ -373,3 +373,39 @@ fn chain(error: &hyper_util::client::legacy::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_ca_file_is_read_with_bounds_and_clear_errors() {
+        let directory = tempfile::tempdir().unwrap();
+        let missing = directory.path().join("missing.pem");
+        let error = client_tls(Some(&missing)).unwrap_err();
+        assert!(error.contains("cannot read origin_ca"), "{error}");
+
+        let not_pem = directory.path().join("not.pem");
+        std::fs::write(&not_pem, "a certificate, honestly\n").unwrap();
+        let error = client_tls(Some(&not_pem)).unwrap_err();
+        assert!(error.contains("holds no PEM certificate"), "{error}");
+
+        let huge = directory.path().join("huge.pem");
+        std::fs::write(&huge, vec![b'-'; MAX_CA_FILE as usize + 1]).unwrap();
+        let error = client_tls(Some(&huge)).unwrap_err();
+        assert!(error.contains("a CA bundle is at most"), "{error}");
+
+        // A PEM block that is no certificate is refused by the trust store.
+        let garbage = directory.path().join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let error = client_tls(Some(&garbage)).unwrap_err();
+        assert!(error.contains("origin_ca"), "{error}");
+
+        // Without a file: the public roots alone.
+        assert!(client_tls(None).is_ok());
+    }
+}
