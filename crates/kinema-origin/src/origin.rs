@@ -294,7 +294,14 @@ impl Origin {
         // Signed URLs: the token is a path prefix, so every
         // relative URI in a playlist inherits it.
         if path.starts_with("/s/") {
-            return match self.access.verify_signed(path, client, self.clock.now()) {
+            let now = self.clock.now();
+            let vouched = self
+                .access
+                .vouched(&request.method, &request.uri, &request.headers, now);
+            return match self
+                .access
+                .verify_signed(path, client, vouched.as_ref(), now)
+            {
                 Ok(signed) => match signed.rest.strip_prefix("/v/") {
                     Some(rest) => {
                         self.media(&request, rest, Some(signed.expires_at), client)

@@ -14,7 +14,7 @@ impl Edge {
         mut status: CacheStatus,
     ) -> Response<ResponseBody> {
         Metrics::bump(&self.metrics.passes);
-        let headers = forwarded_headers(request);
+        let headers = self.upstream_headers(request, &request.method);
         // A broken client body is marked as such, so the failed fetch is
         // answered 400 and not counted against the origin.
         let origin_body = body.map(|body| -> OriginBody {
@@ -93,12 +93,39 @@ impl Edge {
     }
 }
 
+impl Edge {
+    /// The request headers of `method` on `request`'s target sent to an
+    /// upstream ([`forwarded_headers`]), with this node's credential
+    /// (`kinema_auth::node`) when it verified the request's token itself
+    /// (its key is a verified signed key): the parent edge or origin then
+    /// checks the token for all but the address, which it cannot see.
+    pub(super) fn upstream_headers(&self, request: &RequestContext, method: &Method) -> HeaderMap {
+        let mut headers = forwarded_headers(request);
+        if let Some(keyring) = &self.settings.keyring
+            && request.key.starts_with(key::SIGNED_PREFIX)
+            && let Ok(credential) = kinema_auth::credential(
+                keyring,
+                method.as_str(),
+                &request.path_and_query,
+                self.clock.now(),
+            )
+            && let Ok(value) = HeaderValue::from_str(&credential)
+        {
+            headers.insert(kinema_auth::CREDENTIAL_HEADER, value);
+        }
+        headers
+    }
+}
+
 /// The request headers sent to an origin: without hop-by-hop fields, with
-/// our `Via` (RFC 9110 §7.6.3).
+/// our `Via` (RFC 9110 §7.6.3), and without any node credential the request
+/// came with (only the node that verified a token vouches for it, see
+/// [`Edge::upstream_headers`]).
 pub(super) fn forwarded_headers(request: &RequestContext) -> HeaderMap {
     let mut headers = request.headers.clone();
     policy::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
+    headers.remove(kinema_auth::CREDENTIAL_HEADER);
     headers.append(header::VIA, HeaderValue::from_static(crate::upstream::VIA));
     // The origin sees the edge's address; tell it the client's (RFC 7239
     // §5.2), e.g. for tokens bound to a client network. Appended to both

@@ -15,7 +15,7 @@ impl Edge {
         job: FillJob,
         fill: &Arc<Fill>,
     ) {
-        let mut headers = forwarded_headers(request);
+        let mut headers = self.upstream_headers(request, &Method::GET);
         // The fill is shared and stored: fetch the whole representation
         // unconditionally, whatever this one client asked (RFC 9111 §4.3.1
         // lets a cache send its own validators instead).

@@ -59,7 +59,7 @@ impl Edge {
                 return;
             }
             let path = format!("{prefix}{number}.m4s");
-            let Ok((key, _)) = self.request_key(&path, client) else {
+            let Ok((key, _)) = self.request_key(&path, client, None) else {
                 return;
             };
             if self.pass_keys.contains_key(&key)

@@ -70,7 +70,11 @@ impl Edge {
                 ));
             }
         };
-        let (key, token_expiry) = match self.request_key(&path_and_query, connection.peer.ip()) {
+        // A node that verified this request's token (address included)
+        // vouches for it: the token is then checked for all but the address.
+        let vouched = self.vouched(&parts);
+        let peer = connection.peer.ip();
+        let (key, token_expiry) = match self.request_key(&path_and_query, peer, vouched.as_ref()) {
             Ok(found) => found,
             Err(refusal) => return Filtered::Answered(refused(refusal)),
         };
@@ -113,13 +117,39 @@ impl Edge {
         Step::Lookup
     }
 
+    /// The proof that a cluster node vouched for this request (a node
+    /// credential over its method and target as received, see
+    /// `kinema_auth::node`), if the edge has the key ring to check it; a
+    /// credential that does not check is ignored (logged), so the token is
+    /// checked against the peer's address as for any viewer.
+    pub(super) fn vouched(&self, parts: &http::request::Parts) -> Option<kinema_auth::Vouched> {
+        let keyring = self.settings.keyring.as_ref()?;
+        let value = parts.headers.get(kinema_auth::CREDENTIAL_HEADER)?;
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
+        kinema_auth::check_credential(
+            keyring,
+            value.as_bytes(),
+            parts.method.as_str(),
+            target,
+            self.clock.now(),
+            self.settings.token_skew,
+        )
+        .inspect_err(|refusal| tracing::debug!(%refusal, target, "node credential ignored"))
+        .ok()
+    }
+
     /// The cache key of a request target, verifying a signed URL's token
-    /// when the edge has the key ring (kinema-auth); with the verified
-    /// token's expiry.
+    /// when the edge has the key ring (kinema-auth) for `client`, or for
+    /// all but the address when a node `vouched` for the request; with the
+    /// verified token's expiry.
     pub(super) fn request_key(
         &self,
         path_and_query: &str,
         client: IpAddr,
+        vouched: Option<&kinema_auth::Vouched>,
     ) -> Result<(String, Option<SystemTime>), Refusal> {
         let Some(keyring) = &self.settings.keyring else {
             return Ok((key::cache_key(path_and_query), None));
@@ -128,14 +158,11 @@ impl Edge {
             return Ok((key::cache_key(path_and_query), None));
         };
         let path = rest.split('?').next().unwrap_or(rest);
-        let claims = kinema_auth::verify(
-            keyring,
-            token,
-            path,
-            client,
-            self.clock.now(),
-            self.settings.token_skew,
-        )?;
+        let (now, skew) = (self.clock.now(), self.settings.token_skew);
+        let claims = match vouched {
+            Some(vouched) => kinema_auth::verify_vouched(keyring, token, path, vouched, now, skew)?,
+            None => kinema_auth::verify(keyring, token, path, client, now, skew)?,
+        };
         Ok((key::signed_cache_key(rest), Some(claims.expires_at)))
     }
 }

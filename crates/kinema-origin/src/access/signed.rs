@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use kinema_auth::Refusal;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use kinema_auth::{Refusal, Vouched};
 use kinema_http::ResponseBody;
 
 use super::{AUTH_ERROR_HEADER, Access, json, read};
@@ -21,17 +21,52 @@ pub struct Signed<'a> {
     pub expires_at: SystemTime,
 }
 impl Access {
+    /// The proof that a cluster node (an edge that verified the token with
+    /// the viewer's address) vouched for this request: a node credential
+    /// (`kinema_auth::node`) over its method and target as received. A
+    /// credential that does not check is ignored (logged at debug), and the
+    /// token is then checked against the client's address as for anyone.
+    pub fn vouched(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Option<Vouched> {
+        let value = headers.get(kinema_auth::CREDENTIAL_HEADER)?;
+        let target = uri.path_and_query().map_or("/", |target| target.as_str());
+        kinema_auth::check_credential(
+            &read(&self.keys),
+            value.as_bytes(),
+            method.as_str(),
+            target,
+            now,
+            self.skew,
+        )
+        .inspect_err(|refusal| tracing::debug!(%refusal, target, "node credential ignored"))
+        .ok()
+    }
+
     /// Checks the token of a `/s/{token}/rest` path for a request from
-    /// `client` (see [`Access::client_address`]) and returns `/rest`, the
-    /// path to serve, with the token's expiry; `now` is when it is checked.
+    /// `client` (see [`Access::client_address`]), or for all but the
+    /// address when a node `vouched` for it ([`Access::vouched`]), and
+    /// returns `/rest`, the path to serve, with the token's expiry; `now`
+    /// is when it is checked.
     pub fn verify_signed<'a>(
         &self,
         path: &'a str,
         client: IpAddr,
+        vouched: Option<&Vouched>,
         now: SystemTime,
     ) -> Result<Signed<'a>, Refusal> {
         let (token, rest) = kinema_auth::split_signed_path(path).ok_or(Refusal::Malformed)?;
-        let claims = kinema_auth::verify(&read(&self.keys), token, rest, client, now, self.skew)?;
+        let keys = read(&self.keys);
+        let claims = match vouched {
+            Some(vouched) => {
+                kinema_auth::verify_vouched(&keys, token, rest, vouched, now, self.skew)?
+            }
+            None => kinema_auth::verify(&keys, token, rest, client, now, self.skew)?,
+        };
         Ok(Signed {
             rest,
             expires_at: claims.expires_at,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use http::Method;
 use http::Request;
 use kinema_auth::{Claims, Refusal, TokenScope};
 use kinema_core::VideoId;
@@ -186,7 +187,7 @@ async fn minted_urls_verify_for_their_video_only() {
     assert_eq!(
         fixture
             .access
-            .verify_signed(path, localhost, SystemTime::now())
+            .verify_signed(path, localhost, None, SystemTime::now())
             .map(|s| s.rest),
         Ok("/v/clip/master.m3u8")
     );
@@ -197,6 +198,7 @@ async fn minted_urls_verify_for_their_video_only() {
             .verify_signed(
                 &format!("/s/{token}/v/other/master.m3u8"),
                 localhost,
+                None,
                 SystemTime::now(),
             )
             .map(|s| s.rest),
@@ -205,7 +207,7 @@ async fn minted_urls_verify_for_their_video_only() {
     assert_eq!(
         fixture
             .access
-            .verify_signed(path, "10.0.0.1".parse().unwrap(), SystemTime::now())
+            .verify_signed(path, "10.0.0.1".parse().unwrap(), None, SystemTime::now())
             .map(|s| s.rest),
         Err(Refusal::AddressMismatch)
     );
@@ -258,7 +260,7 @@ fn reload_picks_up_a_rotated_ring() {
     let localhost: IpAddr = "127.0.0.1".parse().unwrap();
     assert_eq!(
         access
-            .verify_signed(&path, localhost, SystemTime::now())
+            .verify_signed(&path, localhost, None, SystemTime::now())
             .map(|s| s.rest),
         Err(Refusal::UnknownKey)
     );
@@ -266,8 +268,71 @@ fn reload_picks_up_a_rotated_ring() {
     access.reload().unwrap();
     assert_eq!(
         access
-            .verify_signed(&path, localhost, SystemTime::now())
+            .verify_signed(&path, localhost, None, SystemTime::now())
             .map(|s| s.rest),
         Ok("/v/a/master.m3u8")
     );
+}
+
+#[test]
+fn a_node_credential_skips_the_address_check_only_for_its_own_request() {
+    let directory = tempfile::tempdir().unwrap();
+    let keys = directory.path().join("keys.toml");
+    let tokens = directory.path().join("tokens.toml");
+    let mut ring = KeyRing::empty();
+    ring.add_new_key(SystemTime::now());
+    ring.save(&keys).unwrap();
+    let access = Access::load(&keys, &tokens, Duration::ZERO, TrustedProxies::default()).unwrap();
+    let claims = Claims::new(
+        TokenScope::video(&VideoId::new("a").unwrap()),
+        SystemTime::now() + Duration::from_secs(60),
+    )
+    .client("192.0.2.7/32".parse().unwrap());
+    let token = kinema_auth::sign(&ring, &claims).unwrap();
+    let path = format!("/s/{token}/v/a/1.m4s");
+    let uri: http::Uri = path.parse().unwrap();
+    let edge: IpAddr = "127.0.0.2".parse().unwrap();
+    let now = SystemTime::now();
+    let verify = |headers: &HeaderMap, method: &Method| {
+        let vouched = access.vouched(method, &uri, headers, now);
+        access
+            .verify_signed(&path, edge, vouched.as_ref(), now)
+            .map(|signed| signed.rest)
+    };
+    // The edge is not the viewer the token is bound to.
+    assert_eq!(
+        verify(&HeaderMap::new(), &Method::GET),
+        Err(Refusal::AddressMismatch)
+    );
+    let credential = kinema_auth::credential(&ring, "GET", &path, now).unwrap();
+    let mut vouched = HeaderMap::new();
+    vouched.insert(
+        kinema_auth::CREDENTIAL_HEADER,
+        HeaderValue::from_str(&credential).unwrap(),
+    );
+    assert_eq!(verify(&vouched, &Method::GET), Ok("/v/a/1.m4s"));
+    // Made over GET, it vouches for no other method.
+    assert_eq!(
+        verify(&vouched, &Method::HEAD),
+        Err(Refusal::AddressMismatch)
+    );
+    // A credential under another key, or made up, is no credential.
+    let mut other = KeyRing::empty();
+    other.add_new_key(SystemTime::now());
+    for forged in [
+        kinema_auth::credential(&other, "GET", &path, now).unwrap(),
+        "1.x.1.AAAA".to_owned(),
+        "yes".to_owned(),
+    ] {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            kinema_auth::CREDENTIAL_HEADER,
+            HeaderValue::from_str(&forged).unwrap(),
+        );
+        assert_eq!(
+            verify(&headers, &Method::GET),
+            Err(Refusal::AddressMismatch),
+            "{forged}"
+        );
+    }
 }
