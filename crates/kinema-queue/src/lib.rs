@@ -57,8 +57,10 @@ pub const MAX_SOURCE_KEY_BYTES: usize = 1024;
 /// Failure reasons are cut to this many bytes (never refused: a worker's
 /// report of why it failed must not itself fail).
 pub const MAX_REASON_BYTES: usize = 4096;
-/// Shortest and longest lease a claim may ask for.
+/// Shortest lease a claim may ask for.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
+/// Longest lease a claim may ask for: a worker that dies holding one
+/// delays its task this long at most.
 pub const MAX_LEASE: Duration = Duration::from_secs(3600);
 /// Most jobs one listing returns.
 pub const MAX_LIST: usize = 1000;
