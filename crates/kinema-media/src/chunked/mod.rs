@@ -221,7 +221,8 @@ pub async fn probe_and_plan(
 }
 
 /// Chunks of whole segments: `chunk_seconds` rounded to segments, the
-/// remainder of the source in the last chunk, and one chunk when the source
+/// remainder of the source in the last chunk (from half a chunk to one and a
+/// half), and one chunk when the source
 /// is shorter than two, has no video, or is in a container that cannot be
 /// seeked exactly ([`SEEKABLE_DEMUXERS`]).
 fn split(source: &SourceInfo, ladder: &LadderPlan, chunking: &ChunkConfig) -> Vec<Chunk> {
@@ -250,10 +251,12 @@ fn split(source: &SourceInfo, ladder: &LadderPlan, chunking: &ChunkConfig) -> Ve
     // rounded in the container (23.999 s) from losing its last segment.
     let frames = source.duration_seconds * rate.as_f64();
     let full_segments = ((frames + 0.01) / frames_per_segment as f64).floor() as u64;
-    let count = full_segments / segments_per_chunk;
-    if count < 2 {
+    if full_segments < 2 * segments_per_chunk {
         return whole;
     }
+    // The nearest whole number of chunks: the last, which takes the rest,
+    // is then half to one and a half chunks long, never almost two.
+    let count = ((full_segments as f64 / segments_per_chunk as f64).round() as u64).max(2);
     (0..count)
         .map(|index| {
             let first_frame = index * segments_per_chunk * frames_per_segment;

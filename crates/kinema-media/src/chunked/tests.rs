@@ -84,6 +84,18 @@ fn chunk_length_rounds_to_segments() {
         shape(&plan),
         [(1, Some(3), 0.0), (4, Some(3), 12.0), (7, None, 24.0)]
     );
+    // 60 s in 16 s chunks (4 segments): 15 segments make three chunks and
+    // a last of three segments, not two chunks and a last of seven.
+    let plan = super::plan(source(60.0, FrameRate::new(25, 1)), &config(4, 15), &[]).unwrap();
+    assert_eq!(
+        shape(&plan),
+        [
+            (1, Some(4), 0.0),
+            (5, Some(4), 16.0),
+            (9, Some(4), 32.0),
+            (13, None, 48.0)
+        ]
+    );
 }
 
 #[test]
@@ -94,14 +106,15 @@ fn ntsc_chunks_start_on_frames_not_on_nominal_seconds() {
         &[],
     )
     .unwrap();
-    // 120 frames per segment (4.004 s); 5 segments per chunk = 600 frames.
+    // 120 frames per segment (4.004 s); 5 segments per chunk = 600 frames;
+    // 14 whole segments make three chunks, the last of four.
     assert_eq!(plan.ladder.gop_frames, Some(120));
     let starts: Vec<f64> = plan
         .chunks
         .iter()
         .map(|chunk| chunk.start_seconds)
         .collect();
-    assert_eq!(starts, [0.0, 20.02]);
+    assert_eq!(starts, [0.0, 20.02, 40.04]);
 }
 
 #[test]
