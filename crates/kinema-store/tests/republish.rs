@@ -132,6 +132,21 @@ async fn republish_and_refusals(store: &dyn Store, scratch: &std::path::Path) ->
     (first, second)
 }
 
+/// With `v1/1.m4s` of generation `from` gone from the store, a republish
+/// from it is refused as a missing object (not an outage) and changes
+/// nothing.
+async fn a_missing_file_is_not_found(store: &dyn Store, from: u64) {
+    let clip = id("clip");
+    let current = store.manifest(&clip).await.unwrap();
+    let (next_manifest, replaced) = next(&current, from + 1, AccessPolicy::Public, &[]);
+    let refused = store.republish(&next_manifest, from, &replaced).await;
+    assert!(
+        matches!(&refused, Err(StoreError::ObjectNotFound { path, .. }) if path.as_str() == "v1/1.m4s"),
+        "{refused:?}"
+    );
+    assert_eq!(store.manifest(&clip).await.unwrap(), current);
+}
+
 #[tokio::test]
 async fn republish_on_a_local_directory_links_the_files() {
     use std::os::unix::fs::MetadataExt;
@@ -155,6 +170,13 @@ async fn republish_on_a_local_directory_links_the_files() {
         .map(|entry| entry.unwrap().file_name())
         .collect();
     assert!(staging.is_empty(), "nothing left in staging: {staging:?}");
+    std::fs::remove_file(
+        library
+            .path()
+            .join(format!("videos/clip/g{second}/v1/1.m4s")),
+    )
+    .unwrap();
+    a_missing_file_is_not_found(&store, second).await;
 }
 
 #[tokio::test]
@@ -169,4 +191,10 @@ async fn republish_on_s3_copies_inside_the_store() {
             assert!(keys.contains(&key), "{key} in {keys:?}");
         }
     }
+    let segment = server
+        .bucket_dir(BUCKET)
+        .join(PREFIX)
+        .join(format!("videos/clip/g{second}/v1/1.m4s"));
+    std::fs::remove_file(&segment).unwrap();
+    a_missing_file_is_not_found(&store, second).await;
 }

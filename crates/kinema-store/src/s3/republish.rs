@@ -45,11 +45,18 @@ pub(super) async fn republish(
                     .map_err(|error| store.remote("PUT", &target, error)),
                 None => {
                     let source = store.key(&layout::object_key(id, from, &entry.path));
-                    store
-                        .client
-                        .copy(&source, &target)
-                        .await
-                        .map_err(|error| store.remote("COPY", &target, error))
+                    match store.client.copy(&source, &target).await {
+                        Ok(()) => Ok(()),
+                        // Listed by the old generation's manifest, gone from
+                        // the store: not an outage.
+                        Err(object_store::Error::NotFound { .. }) => {
+                            Err(StoreError::ObjectNotFound {
+                                id: id.clone(),
+                                path: entry.path.clone(),
+                            })
+                        }
+                        Err(error) => Err(store.remote("COPY", &target, error)),
+                    }
                 }
             }
         })
