@@ -260,6 +260,14 @@ pub async fn read_both(
 }
 
 fn store_error(id: &VideoId, error: StoreError) -> HttpResponse {
+    // A file its manifest lists is gone: the video is damaged, not absent.
+    if let StoreError::ObjectNotFound { path, .. } = &error {
+        tracing::error!(video = %id, %path, "a listed file is missing from the store");
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("video {id} is missing its file {path} in the store; upload it again"),
+        );
+    }
     if error.is_not_found() {
         return error_response(StatusCode::NOT_FOUND, format!("video {id} does not exist"));
     }

@@ -196,5 +196,23 @@ async fn a_policy_change_is_a_new_generation_and_closes_the_old_urls() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A file the manifest lists, gone from the store: said so, nothing
+    // published.
+    std::fs::remove_file(library.file("v180/1.m4s")).unwrap();
+    let before = library.manifest().await;
+    let (status, refused) = call(
+        &server,
+        Method::PATCH,
+        "/api/videos/clip",
+        &admin,
+        r#"{"access": "signed"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{refused}");
+    assert_eq!(
+        refused["error"],
+        "video clip is missing its file v180/1.m4s in the store; upload it again"
+    );
+    assert_eq!(library.manifest().await, before);
     server.stop().await.unwrap();
 }
