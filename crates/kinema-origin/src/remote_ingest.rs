@@ -19,17 +19,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use kinema_core::{AccessPolicy, VideoId};
 use kinema_http::{RequestBody, respond};
 use kinema_media::slug;
-use kinema_queue::{JobState, JobStatus, NewJob, Queue, QueueError, TaskSpec};
+use kinema_queue::{JobState, NewJob, Queue, QueueError, TaskSpec};
 use kinema_store::Store;
 use kinema_store::s3::JobObjects;
 use serde_json::{Value, json};
 
-use crate::api::{HttpResponse, error_response, too_large};
-use crate::upload_form::{UploadError, check_upload_fields, parse_query, read_text_field};
+mod chunking;
+mod jobs_api;
+
+pub use chunking::Chunking;
+pub(crate) use jobs_api::job_view;
+
+use crate::api::{HttpResponse, error_response};
+use crate::upload_form::{UploadError, check_upload_fields, read_text_field};
 
 /// The name of a job's source below its prefix.
 pub const SOURCE: &str = "source";
@@ -42,6 +48,8 @@ pub struct RemoteIngest {
     queue: Arc<dyn Queue>,
     objects: JobObjects,
     store: Arc<dyn Store>,
+    /// `None`: every upload is one `encode` task.
+    chunking: Option<Chunking>,
 }
 
 /// An upload's fields, from the query and the form.
@@ -89,7 +97,14 @@ impl RemoteIngest {
             queue,
             objects,
             store,
+            chunking: None,
         }
+    }
+
+    /// Splits long uploads into chunk tasks ([`Chunking`]).
+    pub fn with_chunking(mut self, chunking: Chunking) -> Self {
+        self.chunking = Some(chunking);
+        self
     }
 
     /// Deletes job objects no job needs any more: those of jobs done, and
@@ -128,100 +143,63 @@ impl RemoteIngest {
         &self.objects
     }
 
-    /// Answers what the jobs API asks of these jobs: uploads, the listing
-    /// (local jobs and these, newest first), and one job, its cancel and
-    /// retry when the queue holds it. Hands the request back for the rest.
-    pub(crate) async fn answer(
-        &self,
-        local: &kinema_media::IngestService,
-        segments: &[&str],
-        method: &Method,
-        request: http::Request<RequestBody>,
-        max_bytes: u64,
-    ) -> Result<HttpResponse, http::Request<RequestBody>> {
-        match (segments, method) {
-            (["videos"], &Method::POST) => {
-                let (parts, body) = request.into_parts();
-                let query = parse_query(parts.uri.query().unwrap_or(""));
-                let get = |key: &str| {
-                    query
-                        .iter()
-                        .find(|(name, _)| name == key)
-                        .map(|(_, value)| value.clone())
-                };
-                let fields = UploadFields {
-                    id: get("id"),
-                    title: get("title"),
-                    access: get("access"),
-                    description: get("description"),
-                };
-                // Checked before the body is read, also when form parts
-                // later replace them.
-                if let Err(message) = check_upload_fields(
-                    &fields.id,
-                    &fields.title,
-                    &fields.access,
-                    &fields.description,
-                ) {
-                    return Ok(error_response(StatusCode::BAD_REQUEST, message));
-                }
-                let declared = parts
-                    .headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.parse::<u64>().ok());
-                if declared.is_some_and(|length| length > max_bytes) {
-                    return Ok(too_large(max_bytes));
-                }
-                let content_type = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                Ok(self.upload(body, &content_type, fields, max_bytes).await)
-            }
-            (["jobs"], &Method::GET) => {
-                let mut jobs: Vec<Value> = local
-                    .jobs()
-                    .iter()
-                    .filter_map(|job| serde_json::to_value(job).ok())
-                    .collect();
-                match self.jobs().await {
-                    Ok(remote) => jobs.extend(remote),
-                    Err(refusal) => return Ok(refusal),
-                }
-                jobs.sort_by_key(|job| std::cmp::Reverse(job["created_at_unix"].as_u64()));
-                Ok(json_ok(StatusCode::OK, json!({ "jobs": jobs })))
-            }
-            (["jobs", id], &Method::GET) => match self.job(id).await {
-                Ok(Some(job)) => Ok(json_ok(StatusCode::OK, json!({ "job": job }))),
-                Ok(None) => Err(request),
-                Err(refusal) => Ok(refusal),
-            },
-            (["jobs", id, action @ ("cancel" | "retry")], &Method::POST) => {
-                match self.job(id).await {
-                    Ok(Some(_)) if *action == "cancel" => Ok(self.cancel(id).await),
-                    Ok(Some(_)) => Ok(self.retry(id).await),
-                    Ok(None) => Err(request),
-                    Err(refusal) => Ok(refusal),
-                }
-            }
-            _ => Err(request),
-        }
-    }
-
     /// Receives an upload (a raw body or a multipart form) into
     /// `jobs/{job}/source` and enqueues its encode; 202 with the job.
     pub(crate) async fn upload(
         &self,
         body: RequestBody,
         content_type: &str,
-        mut fields: UploadFields,
+        fields: UploadFields,
         max_bytes: u64,
     ) -> HttpResponse {
         let job_id = generate_job_id();
         let mut file_name = None;
+        let copy = match &self.chunking {
+            Some(chunking) => match chunking.create_copy(&job_id).await {
+                Ok(copy) => Some(copy),
+                Err(error) => {
+                    tracing::error!(%error, "cannot keep a copy of an upload to plan it");
+                    return error_response(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "the server cannot keep the upload to plan it; see the server log",
+                    );
+                }
+            },
+            None => None,
+        };
+        let copy_file = copy.as_ref().map(|(_, file)| file.clone());
+        let copy_path = copy.map(|(path, _)| path);
+        let response = self
+            .receive_and_enqueue(
+                body,
+                content_type,
+                fields,
+                max_bytes,
+                &job_id,
+                copy_file,
+                copy_path.as_deref(),
+                &mut file_name,
+            )
+            .await;
+        if let Some(path) = copy_path {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        response
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one upload's parts, each needed")]
+    async fn receive_and_enqueue(
+        &self,
+        body: RequestBody,
+        content_type: &str,
+        mut fields: UploadFields,
+        max_bytes: u64,
+        job_id: &str,
+        copy: Option<chunking::Copy>,
+        copy_path: Option<&std::path::Path>,
+        file_name: &mut Option<String>,
+    ) -> HttpResponse {
+        let job_id = job_id.to_string();
         let received = if content_type
             .to_ascii_lowercase()
             .starts_with("multipart/form-data")
@@ -233,8 +211,9 @@ impl RemoteIngest {
                         boundary,
                         &job_id,
                         &mut fields,
-                        &mut file_name,
+                        file_name,
                         max_bytes,
+                        copy,
                     )
                     .await
                 }
@@ -243,7 +222,7 @@ impl RemoteIngest {
                 ))),
             }
         } else {
-            self.receive(&job_id, body, max_bytes).await.map(Some)
+            self.receive(&job_id, body, max_bytes, copy).await.map(Some)
         };
         let refusal = match received {
             Ok(Some(size)) if size > 0 => None,
@@ -261,7 +240,21 @@ impl RemoteIngest {
             self.discard(&job_id).await;
             return refusal;
         }
-        match self.enqueue(&job_id, fields, file_name).await {
+        let planned = match (&self.chunking, copy_path) {
+            (Some(chunking), Some(path)) => chunking.plan(&job_id, path).await,
+            _ => Ok((vec![encode_task()], None)),
+        };
+        let (tasks, plan) = match planned {
+            Ok(planned) => planned,
+            Err(refusal) => {
+                self.discard(&job_id).await;
+                return refusal;
+            }
+        };
+        match self
+            .enqueue(&job_id, fields, file_name.take(), tasks, plan)
+            .await
+        {
             Ok(job) => {
                 let location = format!("/api/jobs/{job_id}");
                 let mut response = json_ok(
@@ -291,9 +284,10 @@ impl RemoteIngest {
         job_id: &str,
         body: RequestBody,
         max_bytes: u64,
+        copy: Option<chunking::Copy>,
     ) -> Result<u64, UploadError> {
         self.objects
-            .put_stream(job_id, SOURCE, body, max_bytes)
+            .put_stream(job_id, SOURCE, chunking::tee(body, copy), max_bytes)
             .await
             .map_err(store_refusal)
     }
@@ -301,6 +295,10 @@ impl RemoteIngest {
     /// Reads a multipart body: text parts `id`, `title`, `access`,
     /// `description`, and the first part with a file name (or named
     /// `file`) streamed to the object store. `None` without a file part.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one upload's parts, each an input or an output"
+    )]
     async fn receive_multipart(
         &self,
         body: RequestBody,
@@ -309,6 +307,7 @@ impl RemoteIngest {
         fields: &mut UploadFields,
         file_name: &mut Option<String>,
         max_bytes: u64,
+        copy: Option<chunking::Copy>,
     ) -> Result<Option<u64>, UploadError> {
         let mut multipart = multer::Multipart::new(body, boundary);
         let mut size = None;
@@ -329,6 +328,7 @@ impl RemoteIngest {
             } else if is_file && size.is_none() {
                 *file_name = field.file_name().map(str::to_string);
                 let stream = field.map(|chunk| chunk.map_err(std::io::Error::other));
+                let stream = chunking::tee(stream, copy.clone());
                 size = Some(
                     self.objects
                         .put_stream(job_id, SOURCE, stream, max_bytes)
@@ -353,6 +353,8 @@ impl RemoteIngest {
         job_id: &str,
         fields: UploadFields,
         file_name: Option<String>,
+        tasks: Vec<TaskSpec>,
+        plan: Option<Value>,
     ) -> Result<Value, HttpResponse> {
         let bad = |message: String| error_response(StatusCode::BAD_REQUEST, message);
         check_upload_fields(
@@ -395,22 +397,20 @@ impl RemoteIngest {
             None => self.free_slug(title.as_deref(), job_id, &active).await?,
         };
         let title = title.unwrap_or_else(|| video_id.to_string());
+        let mut settings = json!({
+            "video_id": video_id,
+            "title": title,
+            "access": access,
+            "description": fields.description.filter(|text| !text.is_empty()),
+        });
+        if let Some(plan) = plan {
+            settings["plan"] = plan;
+        }
         let job = NewJob {
             id: job_id.to_string(),
             source_key: format!("{}/{job_id}/{SOURCE}", kinema_store::s3::JOBS),
-            settings: json!({
-                "video_id": video_id,
-                "title": title,
-                "access": access,
-                "description": fields.description.filter(|text| !text.is_empty()),
-            }),
-            tasks: vec![TaskSpec {
-                name: ENCODE.into(),
-                kind: ENCODE.into(),
-                payload: json!({}),
-                depends_on: Vec::new(),
-                weight_seconds: 1.0,
-            }],
+            settings,
+            tasks,
         };
         let status = self.queue.enqueue(job).await.map_err(queue_refusal)?;
         tracing::info!(job = %job_id, video = %video_id, "upload stored in the object store; queued for workers");
@@ -462,54 +462,16 @@ impl RemoteIngest {
         VideoId::new(format!("v{}", &job_id[1..]))
             .map_err(|error| error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))
     }
+}
 
-    /// Every job, newest first, as the jobs API shows them.
-    pub(crate) async fn jobs(&self) -> Result<Vec<Value>, HttpResponse> {
-        let jobs = self
-            .queue
-            .jobs(kinema_queue::MAX_LIST)
-            .await
-            .map_err(queue_refusal)?;
-        Ok(jobs.iter().map(job_view).collect())
-    }
-
-    /// One job; `None` when the queue has no such job.
-    pub(crate) async fn job(&self, id: &str) -> Result<Option<Value>, HttpResponse> {
-        match self.queue.job(id).await {
-            Ok(job) => Ok(Some(job_view(&job))),
-            Err(QueueError::NotFound(_)) => Ok(None),
-            Err(error) => Err(queue_refusal(error)),
-        }
-    }
-
-    pub(crate) async fn cancel(&self, id: &str) -> HttpResponse {
-        match self.queue.cancel(id).await {
-            Ok(job) => json_ok(StatusCode::OK, json!({ "job": job_view(&job) })),
-            Err(error) => queue_refusal(error),
-        }
-    }
-
-    pub(crate) async fn retry(&self, id: &str) -> HttpResponse {
-        match self.objects.list(id).await {
-            Ok(objects) if objects.iter().any(|object| object.name == SOURCE) => {}
-            Ok(_) => {
-                return error_response(
-                    StatusCode::GONE,
-                    format!("the source of job {id} is gone; upload it again"),
-                );
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot list a job's objects");
-                return error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the object store cannot be read; try again",
-                );
-            }
-        }
-        match self.queue.retry(id).await {
-            Ok(job) => json_ok(StatusCode::ACCEPTED, json!({ "job": job_view(&job) })),
-            Err(error) => queue_refusal(error),
-        }
+/// The one task of a job encoded whole.
+fn encode_task() -> TaskSpec {
+    TaskSpec {
+        name: ENCODE.into(),
+        kind: ENCODE.into(),
+        payload: json!({}),
+        depends_on: Vec::new(),
+        weight_seconds: 1.0,
     }
 }
 
@@ -522,40 +484,4 @@ fn store_refusal(error: kinema_store::StoreError) -> UploadError {
             UploadError::Io(std::io::Error::other(error.to_string()))
         }
     }
-}
-
-/// A queue job in the shape of the jobs API (`kinema_media::JobView`).
-pub(crate) fn job_view(job: &JobStatus) -> Value {
-    let stage = match job.state {
-        JobState::Queued => "queued",
-        JobState::Done => "done",
-        _ if job.progress > 0.0 || job.state == JobState::Running => "transcoding",
-        _ => "queued",
-    };
-    let percent = if job.state == JobState::Done {
-        100.0
-    } else {
-        (job.progress * 100.0 * 10.0).round() / 10.0
-    };
-    let workers: Vec<&str> = job
-        .tasks
-        .iter()
-        .filter_map(|task| task.worker.as_deref())
-        .collect();
-    let mut view = json!({
-        "id": job.id,
-        "video_id": job.settings["video_id"],
-        "title": job.settings["title"],
-        "state": job.state,
-        "progress": { "stage": stage, "percent": percent },
-        "attempts": job.attempts,
-        "created_at_unix": job.created_at_unix,
-        "updated_at_unix": job.updated_at_unix,
-        "skipped_subtitles": [],
-        "workers": workers,
-    });
-    if let Some(error) = &job.error {
-        view["error"] = json!(error);
-    }
-    view
 }

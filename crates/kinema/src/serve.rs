@@ -349,7 +349,14 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
         );
         // A library in S3 takes uploads for `kinema worker` processes.
         if local_library.is_none() {
-            parts = crate::worker::take_workers(parts, &library, &workspace_root, &queue).await?;
+            parts = crate::worker::take_workers(
+                parts,
+                &library,
+                &workspace_root,
+                &queue,
+                &config.ingest,
+            )
+            .await?;
         }
         // In a cluster: figures from the origin's own counters, steering
         // over the membership, and the cluster's figures in /metrics.

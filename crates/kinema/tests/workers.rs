@@ -5,13 +5,15 @@
 //! server killed mid-upload leaves no job and no object behind; a worker
 //! whose token is revoked is refused and stops; a cancel reaches a running
 //! worker at its next heartbeat; a worker told to stop finishes its task
-//! first.
+//! first; a long upload is split into chunks that several workers encode at
+//! once, assembled into one video.
 
 #[path = "support/workers_support.rs"]
 mod workers_support;
 
 use std::time::Duration;
 
+use serde_json::Value;
 use workers_support::*;
 
 /// Generous bounds: two cores shared with whatever else runs.
@@ -244,4 +246,62 @@ fn a_worker_told_to_stop_finishes_its_task_first() {
     assert_eq!(answer["job"]["state"], "done", "{answer}\n{}", worker.log());
     assert_eq!(answer["job"]["attempts"], 1, "{answer}");
     assert_eq!(get_status(address, "/v/last/master.m3u8"), 200);
+}
+
+#[test]
+fn a_long_upload_is_encoded_in_chunks_by_several_workers_and_published_whole() {
+    // 24 s in 8 s chunks of 4 s segments: three chunk tasks, audio, assemble.
+    let setup = Setup::with_settings(Queue::Postgres, "[ingest.chunked]\nchunk_seconds = 8");
+    let token = setup.worker_token_file("encoders");
+    let (server, address) = setup.serve();
+    let workers: Vec<Logged> = (1..=3)
+        .map(|n| setup.worker(address, &format!("c{n}"), &token))
+        .collect();
+    let source = clip(setup.path(), "long.mp4", "640x360", 24);
+    let job = upload(address, &setup.admin, "chunked", &source);
+    server.wait_for_line("upload planned as chunks", Duration::from_secs(60));
+    let done = wait_job(
+        address,
+        &setup.admin,
+        &job,
+        ENCODE_LIMIT,
+        |job| job["state"] != "queued" && job["state"] != "running",
+        &workers.iter().chain([&server]).collect::<Vec<_>>(),
+    );
+    let logs: Vec<String> = workers.iter().map(Logged::log).collect();
+    assert_eq!(done["state"], "done", "{done}\n{}", logs.join("\n---\n"));
+    // The chunks went to more than one worker at once.
+    let mut names: Vec<&str> = done["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 2, "{done}");
+    let claimed = logs.iter().filter(|log| log.contains("kind=chunk")).count();
+    assert!(claimed >= 2, "{}", logs.join("\n---\n"));
+    // One video of 24 s in six 4 s segments per rendition, as a whole
+    // encode would make it.
+    let (status, video) = call(address, "GET", "/api/videos/chunked", &setup.admin, b"");
+    assert_eq!(status, 200, "{video}");
+    let duration = video["duration_seconds"].as_f64().unwrap();
+    assert!((duration - 24.0).abs() < 0.5, "{video}");
+    let video_renditions: Vec<&Value> = video["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rendition| rendition["kind"] == "video")
+        .collect();
+    assert!(!video_renditions.is_empty(), "{video}");
+    for rendition in video_renditions {
+        assert_eq!(rendition["segments"], 6, "{rendition}");
+    }
+    assert_eq!(get_status(address, "/v/chunked/master.m3u8"), 200);
+    assert!(
+        setup.job_objects_on_disk().is_empty(),
+        "{:?}",
+        setup.job_objects_on_disk()
+    );
 }

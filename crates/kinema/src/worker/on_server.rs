@@ -9,20 +9,22 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use kinema_origin::OriginParts;
-use kinema_origin::remote_ingest::RemoteIngest;
+use kinema_origin::remote_ingest::{Chunking, RemoteIngest};
 use kinema_origin::worker_api::{JobObjectsLocation, WorkerApi};
 use kinema_store::StoreConfig;
 
 use crate::queue::QueueSettings;
 
 /// `parts` taking workers for `library` (in S3), the queue's files under
-/// `workspace_root`; job objects a previous run left without a job, or of
+/// `workspace_root`, uploads planned with the `ingest` settings (a long one
+/// split into chunks); job objects a previous run left without a job, or of
 /// jobs done, are deleted first.
 pub async fn take_workers(
     parts: OriginParts,
     library: &StoreConfig,
     workspace_root: &Path,
     queue: &QueueSettings,
+    ingest: &kinema_media::IngestConfig,
 ) -> Result<OriginParts> {
     let objects = kinema_store::open_job_objects(library)
         .await
@@ -30,7 +32,12 @@ pub async fn take_workers(
         .context("the library is not in an object store")?;
     // PostgreSQL when [queue] names one, else embedded in the workspace.
     let queue = crate::queue::open(queue, &workspace_root.join("worker-queue")).await?;
-    let uploads = RemoteIngest::new(queue.clone(), objects, parts.store());
+    // Long uploads are planned here as chunks for many workers at once.
+    let chunking = Chunking {
+        config: ingest.clone(),
+        scratch: workspace_root.join("planning"),
+    };
+    let uploads = RemoteIngest::new(queue.clone(), objects, parts.store()).with_chunking(chunking);
     uploads.clean_debris().await;
     let location = JobObjectsLocation {
         library: library.library.clone(),

@@ -147,13 +147,19 @@ impl Setup {
     }
 
     pub fn with_queue(queue: Queue) -> Self {
+        Self::with_settings(queue, "")
+    }
+
+    /// A setup whose `kinema.toml` (the server's and the workers') also has
+    /// `ingest_settings` in `[ingest]`.
+    pub fn with_settings(queue: Queue, ingest_settings: &str) -> Self {
         let store = S3Server::start();
         store.create_bucket(BUCKET);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("kinema.toml"),
             format!(
-                "[ingest]\nworkspace = \"{}\"\n[serve]\ndisk_cache = \"{}\"\n",
+                "[ingest]\nworkspace = \"{}\"\n{ingest_settings}\n[serve]\ndisk_cache = \"{}\"\n",
                 dir.path().join("ingest").display(),
                 dir.path().join("cache").display()
             ),
