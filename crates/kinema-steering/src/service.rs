@@ -17,10 +17,12 @@
 //! of the figures members republish every second, so the snapshot is also
 //! rebuilt when it is older than [`SNAPSHOT_REFRESH`]: loads and sessions
 //! reach ranking within that. Sessions a node counts reach here a second
-//! or two after it took them, so the sessions this service placed within
-//! the last [`RECENT_WINDOW`] are added to their nodes' published ones
-//! (kinema-placement's `RecentAssignments`): a crowd is placed within the
-//! bound rather than all on each video's head. A master or MPD rewritten
+//! or two after it took them, so a new session is placed against loads
+//! with the sessions this service placed within the last [`RECENT_WINDOW`]
+//! added to their nodes' published ones (kinema-placement's
+//! `RecentAssignments`): a crowd is placed within the bound rather than all
+//! on each video's head. A reload is ranked over the published loads
+//! alone, alike on every node. A master or MPD rewritten
 //! here keeps the viewer on this node while it can (see `rewrite_for`). The per-video rate meters live in a map of at most
 //! [`MAX_TRACKED_VIDEOS`] entries, the most faded ones going first, so a
 //! scan of made-up ids costs memory only up to that bound.
@@ -270,15 +272,20 @@ impl SteeringService {
                 rates.rate(video, since_epoch)
             }
         };
-        let snapshot = {
-            let mut recent = lock(&self.recent);
-            let placed = recent.counts(since_epoch);
-            (!placed.is_empty()).then(|| {
-                current
-                    .snapshot
-                    .with_sessions_added(|node| placed.get(node).copied().unwrap_or(0))
+        // Only a new session is placed against the loads with this node's
+        // recent placements added: a session's reload keeps the pathways
+        // ranked alike on every node, over the loads all of them see.
+        let snapshot = starts
+            .then(|| {
+                let mut recent = lock(&self.recent);
+                let placed = recent.counts(since_epoch);
+                (!placed.is_empty()).then(|| {
+                    current
+                        .snapshot
+                        .with_sessions_added(|node| placed.get(node).copied().unwrap_or(0))
+                })
             })
-        };
+            .flatten();
         let request = SteeringRequest {
             video,
             snapshot: snapshot.as_ref().unwrap_or(&current.snapshot),

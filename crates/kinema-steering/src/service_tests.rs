@@ -391,3 +391,37 @@ fn a_master_fetched_at_an_edge_keeps_the_viewer_on_that_edge() {
         PathwayId::of_node(&order[0]).as_str()
     );
 }
+
+#[test]
+fn a_reload_is_ranked_alike_here_and_on_a_node_that_placed_nothing() {
+    let (_here_sender, here) = service(origin_and_three_edges());
+    let (_other_sender, other) = service(origin_and_three_edges());
+    let first = body(&here.steer(&clip(), ""));
+    let reload = first["RELOAD-URI"].as_str().unwrap();
+    let query = reload.split_once('?').unwrap().1.to_owned();
+    // Five more new sessions here. By hand: placed against the loads with
+    // the earlier ones added, the six go to the first, second, first,
+    // second, first and second edge of the order (bounds 1, 1, 2, 2, 3, 3),
+    // so with them counted both are at the bound of L = 6, ⌈1.25 × 7 / 3⌉ =
+    // 3, and the third edge is not: a reload ranked over them here would
+    // put the third edge second.
+    for _ in 0..5 {
+        here.steer(&clip(), "");
+    }
+    let order = crate::rank::tests::placement_order("clip");
+    let expected: Vec<String> = order
+        .iter()
+        .map(|node| PathwayId::of_node(node).as_str().to_owned())
+        .chain([PathwayId::of_node("origin").as_str().to_owned()])
+        .collect();
+    let priority = |service: &SteeringService| -> Vec<String> {
+        body(&service.steer(&clip(), &query))["PATHWAY-PRIORITY"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(priority(&other), expected);
+    assert_eq!(priority(&here), expected);
+}
