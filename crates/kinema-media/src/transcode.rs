@@ -29,7 +29,7 @@
 
 use std::path::Path;
 
-use kinema_core::ladder::{LadderPlan, VideoCodec};
+use kinema_core::ladder::{FrameRate, LadderPlan, VideoCodec};
 
 use crate::probe::{self, SourceInfo};
 use crate::thumbs::ThumbnailPlan;
@@ -93,6 +93,30 @@ pub fn subtitle_dir(k: usize) -> String {
 /// [`subtitle_dir`]; removed once segmented.
 pub const SUBTITLE_EXTRACT: &str = "source.vtt";
 
+/// The sprite's tiles a video chunk writes in `thumbs/`, one image per
+/// thumbnail interval that begins in it, numbered from 1.
+pub const CHUNK_TILES: &str = "tile-%05d.png";
+
+/// Whether the run of `part` shows the poster's frame (the first at or
+/// after the poster time, on the output's constant frame rate): always for
+/// the whole video, for exactly one chunk when chunked.
+fn holds_poster(thumbs: &ThumbnailPlan, frame_rate: FrameRate, part: EncodePart) -> bool {
+    let EncodePart::VideoChunk {
+        start_seconds,
+        frames,
+    } = part
+    else {
+        return true;
+    };
+    let (num, den) = (f64::from(frame_rate.num), f64::from(frame_rate.den));
+    // As the filter graph writes it.
+    let poster_at = (thumbs.poster_at_seconds * 1000.0).round() / 1000.0;
+    let poster_frame = (poster_at * num / den - 1e-6).ceil().max(0.0);
+    let first_frame = (start_seconds * num / den).round();
+    poster_frame >= first_frame
+        && frames.is_none_or(|frames| poster_frame < first_frame + frames as f64)
+}
+
 /// One output stream per audio rendition, each from its source track.
 fn map_audio(args: &mut Vec<String>, source: &SourceInfo, plan: &LadderPlan, part: EncodePart) {
     if !part.has_audio_and_extras() {
@@ -139,7 +163,7 @@ pub fn ffmpeg_args(
     part: EncodePart,
     out_dir: &Path,
 ) -> Vec<String> {
-    let thumbnails = thumbnails.filter(|_| part.has_audio_and_extras());
+    let thumbnails = thumbnails.filter(|_| part.has_video());
     let rungs = if part.has_video() {
         plan.video.as_slice()
     } else {
@@ -191,13 +215,28 @@ pub fn ffmpeg_args(
         }
         // Constant frame rate for variable-frame-rate sources, and the
         // same frames in every branch.
-        let branches = rungs.len() + if thumbnails.is_some() { 2 } else { 0 };
-        graph.push_str(&format!("fps={frame_rate},split={branches}"));
+        let poster_here = thumbnails.is_some_and(|thumbs| holds_poster(thumbs, frame_rate, part));
+        let branches = rungs.len() + usize::from(thumbnails.is_some()) + usize::from(poster_here);
+        graph.push_str(&format!("fps={frame_rate},"));
+        if let EncodePart::VideoChunk {
+            frames: Some(frames),
+            ..
+        } = part
+        {
+            // A chunk's own frames and no more: the thumbnail branches
+            // would otherwise pick frames of the chunks after it and keep
+            // the whole rest of the source decoding.
+            graph.push_str(&format!("trim=end_frame={frames},"));
+        }
+        graph.push_str(&format!("split={branches}"));
         for index in 0..rungs.len() {
             graph.push_str(&format!("[s{index}]"));
         }
         if thumbnails.is_some() {
-            graph.push_str("[sprite_in][poster_in]");
+            graph.push_str("[sprite_in]");
+        }
+        if poster_here {
+            graph.push_str("[poster_in]");
         }
         for (index, rung) in rungs.iter().enumerate() {
             // format=yuv420p turns 10-bit and 4:2:2/4:4:4 sources into what
@@ -230,11 +269,40 @@ pub fn ffmpeg_args(
                 poster_at_seconds: poster_at,
                 ..
             } = thumbs;
-            graph.push_str(&format!(
-                ";[sprite_in]select=isnan(prev_selected_t)+gt(floor(t/{interval})\\,floor(prev_selected_t/{interval})),\
-                 scale={width}:{height},setsar=1,tile={columns}x{rows}[sprite]\
-                 ;[poster_in]select=isnan(prev_selected_t)*gte(t\\,{poster_at:.3}),scale={poster_width}:{poster_height},setsar=1[poster]",
-            ));
+            if let EncodePart::VideoChunk { start_seconds, .. } = part {
+                // A chunk's frames are at t + start in the whole video. It
+                // writes the first frame of every interval that begins in
+                // it (the frame that crosses an interval's start), as a tile
+                // of its own: the sprite is tiled when the chunks are
+                // assembled. The small term keeps a frame that lands
+                // exactly on an interval's start from being lost to
+                // rounding.
+                let frame = f64::from(frame_rate.den) / f64::from(frame_rate.num);
+                // The first chunk's first frame is the first tile, as in the
+                // whole encode, wherever the source's video starts.
+                let first = if start_seconds <= 0.0 {
+                    "isnan(prev_selected_t)+"
+                } else {
+                    ""
+                };
+                graph.push_str(&format!(
+                    ";[sprite_in]select={first}gt(floor((t+{start_seconds:.6})/{interval}+0.000001)\\,\
+                     floor((t+{start_seconds:.6}-{frame:.6})/{interval}+0.000001)),\
+                     scale={width}:{height},setsar=1[sprite]",
+                ));
+                if poster_here {
+                    graph.push_str(&format!(
+                        ";[poster_in]select=isnan(prev_selected_t)*gte(t+{start_seconds:.6}\\,{poster_at:.3}),\
+                         scale={poster_width}:{poster_height},setsar=1[poster]",
+                    ));
+                }
+            } else {
+                graph.push_str(&format!(
+                    ";[sprite_in]select=isnan(prev_selected_t)+gt(floor(t/{interval})\\,floor(prev_selected_t/{interval})),\
+                     scale={width}:{height},setsar=1,tile={columns}x{rows}[sprite]\
+                     ;[poster_in]select=isnan(prev_selected_t)*gte(t\\,{poster_at:.3}),scale={poster_width}:{poster_height},setsar=1[poster]",
+                ));
+            }
         }
         push(&mut args, &["-filter_complex"]);
         args.push(graph);
@@ -359,7 +427,54 @@ pub fn ffmpeg_args(
         ],
     );
     args.push(out_dir.join(FFMPEG_MPD).display().to_string());
-    if thumbnails.is_some() && video.is_some() {
+    let thumbnails_here = thumbnails.is_some() && video.is_some();
+    if thumbnails_here && matches!(part, EncodePart::VideoChunk { .. }) {
+        push(
+            &mut args,
+            &[
+                "-map",
+                "[sprite]",
+                "-fps_mode",
+                "passthrough",
+                "-c:v",
+                "png",
+                "-f",
+                "image2",
+            ],
+        );
+        args.push(
+            out_dir
+                .join("thumbs")
+                .join(CHUNK_TILES)
+                .display()
+                .to_string(),
+        );
+        if thumbnails.is_some_and(|thumbs| {
+            plan.frame_rate
+                .is_some_and(|rate| holds_poster(thumbs, rate, part))
+        }) {
+            push(
+                &mut args,
+                &[
+                    "-map",
+                    "[poster]",
+                    "-frames:v",
+                    "1",
+                    "-q:v",
+                    "3",
+                    "-update",
+                    "1",
+                ],
+            );
+            args.push(
+                out_dir
+                    .join("thumbs")
+                    .join("poster.jpg")
+                    .display()
+                    .to_string(),
+            );
+        }
+    } else if thumbnails_here {
         for (label, file, quality) in [
             ("[sprite]", "sprite.jpg", "5"),
             ("[poster]", "poster.jpg", "3"),
@@ -743,7 +858,7 @@ mov
 -i
 file:/in/src.mp4
 -filter_complex
-[0:0]fps=25,split=2[s0][s1];[s0]scale=426:240:flags=bicubic,format=yuv420p,setsar=1[v0];[s1]scale=640:360:flags=bicubic,format=yuv420p,setsar=1[v1]
+[0:0]fps=25,trim=end_frame=100,split=3[s0][s1][sprite_in];[s0]scale=426:240:flags=bicubic,format=yuv420p,setsar=1[v0];[s1]scale=640:360:flags=bicubic,format=yuv420p,setsar=1[v1];[sprite_in]select=gt(floor((t+4.000000)/2+0.000001)\,floor((t+4.000000-0.040000)/2+0.000001)),scale=160:90,setsar=1[sprite]
 -map
 [v0]
 -map
@@ -801,7 +916,38 @@ $RepresentationID$/$Number$.m4s
 -adaptation_sets
 id=0,streams=0 id=1,streams=1
 /chunk/ffmpeg-dash.mpd
+-map
+[sprite]
+-fps_mode
+passthrough
+-c:v
+png
+-f
+image2
+/chunk/thumbs/tile-%05d.png
 ",
+        );
+        // The poster (0.9 s: frame 23) is the first chunk's alone.
+        let first = ffmpeg_args(
+            Path::new("/in/src.mp4"),
+            &source,
+            &plan,
+            Some(&thumbs),
+            &settings(),
+            EncodePart::VideoChunk {
+                start_seconds: 0.0,
+                frames: Some(100),
+            },
+            Path::new("/chunk"),
+        )
+        .join(" ");
+        assert!(
+            first.contains(
+                "split=4[s0][s1][sprite_in][poster_in];"
+            ) && first.contains(
+                ";[poster_in]select=isnan(prev_selected_t)*gte(t+0.000000\\,0.900),scale=640:360,setsar=1[poster]"
+            ) && first.ends_with("-map [poster] -frames:v 1 -q:v 3 -update 1 /chunk/thumbs/poster.jpg"),
+            "{first}"
         );
         // The last chunk runs to the end of the source.
         let args = ffmpeg_args(
@@ -821,7 +967,7 @@ id=0,streams=0 id=1,streams=1
     }
 
     #[test]
-    fn audio_part_has_audio_thumbnails_and_subtitles_but_no_rungs() {
+    fn audio_part_has_audio_and_subtitles_and_decodes_no_video() {
         let (mut source, plan) = two_rungs();
         source.subtitles = vec![crate::probe::SubtitleStream {
             index: 3,
@@ -841,12 +987,12 @@ id=0,streams=0 id=1,streams=1
             EncodePart::AudioAndExtras,
             Path::new("/audio"),
         );
-        let start = args.iter().position(|a| a == "-filter_complex").unwrap();
+        // The thumbnails are the video chunks': nothing here decodes the
+        // picture.
+        let start = args.iter().position(|a| a == "-i").unwrap() + 2;
         check(
             args[start..].to_vec(),
             r"
--filter_complex
-[0:0]fps=25,split=2[sprite_in][poster_in];[sprite_in]select=isnan(prev_selected_t)+gt(floor(t/2)\,floor(prev_selected_t/2)),scale=160:90,setsar=1,tile=5x1[sprite];[poster_in]select=isnan(prev_selected_t)*gte(t\,0.900),scale=640:360,setsar=1[poster]
 -map
 0:2
 -map
@@ -889,24 +1035,6 @@ $RepresentationID$/$Number$.m4s
 id=0,streams=0 id=1,streams=1
 /audio/ffmpeg-dash.mpd
 -map
-[sprite]
--frames:v
-1
--q:v
-5
--update
-1
-/audio/thumbs/sprite.jpg
--map
-[poster]
--frames:v
-1
--q:v
-3
--update
-1
-/audio/thumbs/poster.jpg
--map
 0:3
 -c:s
 webvtt
@@ -915,6 +1043,10 @@ webvtt
 /audio/sub0/source.vtt
 ",
         );
-        assert!(!args.iter().any(|a| a == "-ss" || a == "-c:v"));
+        assert!(
+            !args
+                .iter()
+                .any(|a| a == "-ss" || a == "-c:v" || a == "-filter_complex")
+        );
     }
 }

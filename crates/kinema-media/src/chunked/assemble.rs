@@ -16,7 +16,7 @@ use kinema_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use super::ChunkedPlan;
-use super::run::{chunk_init_name, thumbnail_plan};
+use super::run::{chunk_init_name, chunk_tile_name, thumbnail_plan};
 use crate::mp4::TrackKind;
 use crate::package::MeasuredRendition;
 use crate::pipeline::{self, Encoded, IngestConfig, Ingested, Progress, Publication, Stage};
@@ -86,6 +86,9 @@ async fn assemble_in(
     }
     let (planned_subtitles, skipped_subtitles) = plan_subtitles(&plan.source, &plan.sidecars)?;
     let thumbnails = thumbnail_plan(plan);
+    if let Some(thumbnails) = thumbnails.as_ref().filter(|_| plan.is_chunked()) {
+        tile_sprite(config, staging_dir, thumbnails, plan.chunks.len()).await?;
+    }
     let publication = Publication {
         id: &request.id,
         title: &request.title,
@@ -110,6 +113,84 @@ async fn assemble_in(
         |renditions| check_continuity(renditions, last_first_segment),
     )
     .await
+}
+
+/// How long tiling the sprite from the chunks' tiles may take: a few
+/// hundred small images at most.
+const TILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Tiles the chunks' sprite tiles, in chunk order, into `thumbs/sprite.jpg`
+/// as the whole encode's `tile` filter does, and removes them.
+async fn tile_sprite(
+    config: &IngestConfig,
+    staging_dir: &Path,
+    thumbnails: &crate::thumbs::ThumbnailPlan,
+    chunks: usize,
+) -> Result<(), MediaError> {
+    let thumbs = staging_dir.join("thumbs");
+    let tiles = thumbs.join(".tiles");
+    let (from, to) = (thumbs.clone(), tiles.clone());
+    let count = tokio::task::spawn_blocking(move || gather_tiles(&from, &to, chunks))
+        .await
+        .map_err(|join| MediaError::Output(format!("sprite tiles task failed: {join}")))??;
+    if count == 0 {
+        return Err(MediaError::Output(
+            "the chunks wrote no sprite tiles".to_string(),
+        ));
+    }
+    let mut command = tokio::process::Command::new(&config.ffmpeg);
+    command
+        .args(["-hide_banner", "-nostdin", "-y", "-loglevel", "error"])
+        // Our own images, read through the file protocol alone.
+        .args([
+            "-protocol_whitelist",
+            "file",
+            "-f",
+            "image2",
+            "-framerate",
+            "1",
+        ])
+        .arg("-i")
+        .arg(crate::probe::input_url(&tiles.join("%05d.png")))
+        .arg("-vf")
+        .arg(format!("tile={}x{}", thumbnails.columns, thumbnails.rows))
+        .args(["-frames:v", "1", "-q:v", "5", "-update", "1"])
+        .arg(thumbs.join("sprite.jpg"))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(TILE_TIMEOUT, command.output())
+        .await
+        .map_err(|_| MediaError::Output("tiling the sprite timed out".to_string()))?
+        .map_err(|error| crate::supervise::spawn_error(&config.ffmpeg, error))?;
+    if !output.status.success() {
+        return Err(MediaError::Output(format!(
+            "tiling the sprite failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    tokio::fs::remove_dir_all(&tiles)
+        .await
+        .map_err(|error| MediaError::io(&tiles, error))
+}
+
+/// Moves every chunk's tiles from `thumbs` into `tiles`, numbered from 1 in
+/// chunk order; returns how many (blocking).
+fn gather_tiles(thumbs: &Path, tiles: &Path, chunks: usize) -> Result<u64, MediaError> {
+    std::fs::create_dir(tiles).map_err(|error| MediaError::io(tiles, error))?;
+    let mut count = 0;
+    for chunk in 0..chunks {
+        for number in 1.. {
+            let tile = thumbs.join(chunk_tile_name(chunk, number));
+            if !tile.exists() {
+                break;
+            }
+            count += 1;
+            let to = tiles.join(format!("{count:05}.png"));
+            std::fs::rename(&tile, &to).map_err(|error| MediaError::io(&tile, error))?;
+        }
+    }
+    Ok(count)
 }
 
 /// Checks that every chunk left the same init segment in every video

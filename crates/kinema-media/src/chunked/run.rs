@@ -49,12 +49,14 @@ pub async fn run_chunk(
             "the plan has no video rungs to encode in chunks".to_string(),
         ));
     }
-    let encode_dir = fresh_dirs(out_dir, streams, &[]).await?;
+    let thumbnails = thumbnail_plan(plan);
+    let extra: Vec<String> = thumbnails.iter().map(|_| "thumbs".to_string()).collect();
+    let encode_dir = fresh_dirs(out_dir, streams, &extra).await?;
     let args = transcode::ffmpeg_args(
         source_path,
         &plan.source,
         &plan.ladder,
-        None,
+        thumbnails.as_ref(),
         &plan.encoder_settings(config),
         part,
         &encode_dir,
@@ -75,6 +77,7 @@ pub async fn run_chunk(
     let out = out_dir.to_path_buf();
     let first_segment = chunk.first_segment;
     let expected_segments = chunk.segments;
+    let has_thumbnails = thumbnails.is_some();
     blocking(move || {
         for stream in 0..streams {
             let from = encode_dir.join(transcode::stream_dir(stream));
@@ -96,16 +99,19 @@ pub async fn run_chunk(
                 )?;
             }
         }
+        if has_thumbnails {
+            move_thumbnails(&encode_dir.join("thumbs"), &out.join("thumbs"), index)?;
+        }
         remove_dir_all(&encode_dir)
     })
     .await
 }
 
 /// Encodes every audio rendition of `plan` once over the whole source, with
-/// the thumbnails and subtitle tracks: into `out_dir/{N}/` (N = the number
-/// of video rungs + the rendition's position, as in the whole encode),
-/// `out_dir/thumbs/` and `out_dir/sub{k}/`. `on_progress` receives the media
-/// seconds written so far.
+/// the subtitle tracks: into `out_dir/{N}/` (N = the number of video rungs +
+/// the rendition's position, as in the whole encode) and `out_dir/sub{k}/`.
+/// The picture is not decoded: the thumbnails are the chunks'. `on_progress`
+/// receives the media seconds written so far.
 pub async fn run_audio(
     config: &IngestConfig,
     plan: &ChunkedPlan,
@@ -117,14 +123,10 @@ pub async fn run_audio(
     let part = EncodePart::AudioAndExtras;
     let streams = transcode::part_stream_count(&plan.ladder, part);
     let (planned_subtitles, _) = plan_subtitles(&plan.source, &plan.sidecars)?;
-    let thumbnails = thumbnail_plan(plan);
-    let mut extra_dirs: Vec<String> = planned_subtitles
+    let extra_dirs: Vec<String> = planned_subtitles
         .iter()
         .map(|planned| planned.rendition.id.clone())
         .collect();
-    if thumbnails.is_some() {
-        extra_dirs.push("thumbs".to_string());
-    }
     let encode_dir = fresh_dirs(out_dir, streams, &extra_dirs).await?;
     for planned in &planned_subtitles {
         if let Some(sidecar) = &planned.sidecar {
@@ -138,7 +140,7 @@ pub async fn run_audio(
         source_path,
         &plan.source,
         &plan.ladder,
-        thumbnails.as_ref(),
+        None,
         &plan.encoder_settings(config),
         part,
         &encode_dir,
@@ -304,6 +306,30 @@ async fn fresh_dirs(
             .map_err(|error| MediaError::io(&dir, error))?;
     }
     Ok(encode_dir)
+}
+
+/// The name of chunk `chunk`'s `number`-th sprite tile in `thumbs/`;
+/// [`assemble`](super::assemble) tiles them in chunk order.
+pub(crate) fn chunk_tile_name(chunk: usize, number: u64) -> String {
+    format!("tile-c{chunk}-{number:05}.png")
+}
+
+/// Moves a chunk's sprite tiles (renamed by [`chunk_tile_name`]) and, if it
+/// holds it, the poster from ffmpeg's `thumbs/` to the chunk's (blocking).
+fn move_thumbnails(from: &Path, to: &Path, chunk: usize) -> Result<(), MediaError> {
+    std::fs::create_dir(to).map_err(|error| MediaError::io(to, error))?;
+    for number in 1.. {
+        let tile = from.join(format!("tile-{number:05}.png"));
+        if !tile.exists() {
+            break;
+        }
+        rename(&tile, &to.join(chunk_tile_name(chunk, number)))?;
+    }
+    let poster = from.join("poster.jpg");
+    if poster.exists() {
+        rename(&poster, &to.join("poster.jpg"))?;
+    }
+    Ok(())
 }
 
 /// Segments `1.m4s`, `2.m4s`, … in `dir`, up to the first missing one
