@@ -336,6 +336,46 @@ impl KeyRing {
     }
 }
 
+/// A key ring file as a server holds it while serving: the ring last read,
+/// swapped whole by [`LiveKeyRing::reload`] (a server calls it on SIGHUP),
+/// so a rotation reaches a running node without a restart and a request
+/// always sees one whole ring.
+#[derive(Debug)]
+pub struct LiveKeyRing {
+    path: std::path::PathBuf,
+    ring: std::sync::RwLock<std::sync::Arc<KeyRing>>,
+}
+
+impl LiveKeyRing {
+    /// Reads the ring at `path` (see [`KeyRing::load`]).
+    pub fn load(path: &Path) -> Result<Self, KeyRingError> {
+        Ok(Self {
+            ring: std::sync::RwLock::new(std::sync::Arc::new(KeyRing::load(path)?)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The ring being served.
+    pub fn current(&self) -> std::sync::Arc<KeyRing> {
+        // A poisoned lock still holds a whole ring: a writer only swaps it.
+        let guard = self
+            .ring
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::sync::Arc::clone(&guard)
+    }
+
+    /// Re-reads the file; on any error the ring served stays as it was.
+    pub fn reload(&self) -> Result<(), KeyRingError> {
+        let ring = std::sync::Arc::new(KeyRing::load(&self.path)?);
+        *self
+            .ring
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = ring;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,5 +508,28 @@ mod tests {
         assert!(debug.contains("redacted"), "{debug}");
         assert!(!debug.contains("171"), "{debug}");
         assert!(!debug.to_lowercase().contains("abab"), "{debug}");
+    }
+
+    #[test]
+    fn a_live_ring_reloads_whole_or_not_at_all() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("keys.toml");
+        let mut ring = KeyRing::empty();
+        ring.add_key(KeyId::new("old").unwrap(), vec![1; 32], at(1_000))
+            .unwrap();
+        ring.save(&path).unwrap();
+        let live = LiveKeyRing::load(&path).unwrap();
+        ring.add_key(KeyId::new("new").unwrap(), vec![2; 32], at(2_000))
+            .unwrap();
+        ring.retire("old").unwrap();
+        ring.save(&path).unwrap();
+        assert!(live.current().verification_key(b"old").is_some());
+        live.reload().unwrap();
+        assert!(live.current().verification_key(b"old").is_none());
+        assert_eq!(live.current().signing_key().unwrap().id().as_str(), "new");
+        // A broken file leaves the ring as it was.
+        std::fs::write(&path, "not a key ring").unwrap();
+        assert!(live.reload().is_err());
+        assert_eq!(live.current().signing_key().unwrap().id().as_str(), "new");
     }
 }

@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 pub use admin::{AdminTokens, AdminTokensError, BearerError, Scope};
 pub use cache::cap_cache_control;
-pub use keyring::{Key, KeyId, KeyRing, KeyRingError};
+pub use keyring::{Key, KeyId, KeyRing, KeyRingError, LiveKeyRing};
 pub use node::{CREDENTIAL_HEADER, CredentialRefusal, Vouched, check_credential, credential};
 pub use private_file::PrivateFileError;
 pub use token::{
