@@ -6,7 +6,8 @@
 //! whose token is revoked is refused and stops; a cancel reaches a running
 //! worker at its next heartbeat; a worker told to stop finishes its task
 //! first; a long upload is split into chunks that several workers encode at
-//! once, assembled into one video.
+//! once, assembled into one video; an upload that is not media is refused
+//! before any worker sees it.
 
 #[path = "support/workers_support.rs"]
 mod workers_support;
@@ -135,6 +136,14 @@ fn server_killed_mid_upload(queue: Queue) {
         .join("lib/jobs/j1234abcd/source");
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, b"not yet queued").unwrap();
+    // The copy the server kept to plan the upload is there, cut short.
+    let planning = setup.path().join("ingest/planning");
+    let copies = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&planning)
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(copies().len(), 1, "{:?}", copies());
     let (_server, address) = setup.serve();
     let (status, listed) = call(address, "GET", "/api/jobs", &setup.admin, b"");
     assert_eq!(status, 200);
@@ -144,6 +153,7 @@ fn server_killed_mid_upload(queue: Queue) {
         "{:?}",
         setup.job_objects_on_disk()
     );
+    assert!(copies().is_empty(), "{:?}", copies());
 }
 
 #[test]
@@ -299,6 +309,33 @@ fn a_long_upload_is_encoded_in_chunks_by_several_workers_and_published_whole() {
         assert_eq!(rendition["segments"], 6, "{rendition}");
     }
     assert_eq!(get_status(address, "/v/chunked/master.m3u8"), 200);
+    assert!(
+        setup.job_objects_on_disk().is_empty(),
+        "{:?}",
+        setup.job_objects_on_disk()
+    );
+}
+
+#[test]
+fn an_upload_that_is_not_media_is_refused_and_leaves_nothing() {
+    let setup = Setup::new();
+    let (_server, address) = setup.serve();
+    let (status, answer) = call(
+        address,
+        "POST",
+        "/api/videos?id=junk",
+        &setup.admin,
+        &vec![0x42u8; 300_000],
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|error| !error.is_empty()),
+        "{answer}"
+    );
+    let (_, listed) = call(address, "GET", "/api/jobs", &setup.admin, b"");
+    assert_eq!(listed["jobs"], serde_json::json!([]), "{listed}");
     assert!(
         setup.job_objects_on_disk().is_empty(),
         "{:?}",

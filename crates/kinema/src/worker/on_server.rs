@@ -32,10 +32,18 @@ pub async fn take_workers(
         .context("the library is not in an object store")?;
     // PostgreSQL when [queue] names one, else embedded in the workspace.
     let queue = crate::queue::open(queue, &workspace_root.join("worker-queue")).await?;
-    // Long uploads are planned here as chunks for many workers at once.
+    // Long uploads are planned here as chunks for many workers at once,
+    // from a copy kept while they arrive; what a crash left of one goes.
+    let planning = workspace_root.join("planning");
+    match std::fs::remove_dir_all(&planning) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(dir = %planning.display(), %error,
+            "cannot remove copies of uploads a previous run left"),
+    }
     let chunking = Chunking {
         config: ingest.clone(),
-        scratch: workspace_root.join("planning"),
+        scratch: planning,
     };
     let uploads = RemoteIngest::new(queue.clone(), objects, parts.store()).with_chunking(chunking);
     uploads.clean_debris().await;
