@@ -110,9 +110,9 @@ pub struct EdgeSettings {
     pub body_timeout: Duration,
     pub prefetch_segments: u32,
     pub purge_token: Option<String>,
-    /// Key ring for verifying signed URLs at the edge; `None` leaves tokens
-    /// to the origin (and in the cache key).
-    pub keyring: Option<Arc<kinema_auth::keyring::KeyRing>>,
+    /// Key ring for verifying signed URLs at the edge (re-read on SIGHUP);
+    /// `None` leaves tokens to the origin (and in the cache key).
+    pub keyring: Option<Arc<kinema_auth::LiveKeyRing>>,
     pub token_skew: Duration,
     /// What a video object's query does to its key ([`key::QueryPolicy`]).
     pub query_policy: key::QueryPolicy,
@@ -271,6 +271,11 @@ impl Edge {
 
     pub fn client(&self) -> &Arc<OriginClient> {
         &self.client
+    }
+
+    /// The key ring signed URLs are verified with, when the edge has one.
+    pub fn keyring(&self) -> Option<&Arc<kinema_auth::LiveKeyRing>> {
+        self.settings.keyring.as_ref()
     }
 
     pub fn upstreams(&self) -> &Arc<dyn UpstreamSelector> {

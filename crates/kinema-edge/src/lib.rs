@@ -21,6 +21,7 @@ pub mod disk;
 pub mod edge;
 pub mod fill;
 pub mod key;
+mod keys;
 pub mod metrics;
 pub mod origin;
 pub mod playlist;
@@ -403,7 +404,7 @@ pub fn build_with(config: &Config, parts: EdgeParts) -> Result<Arc<Edge>, Error>
     let keyring = match &config.keys {
         None => None,
         Some(path) => Some(Arc::new(
-            kinema_auth::keyring::KeyRing::load(path)
+            kinema_auth::LiveKeyRing::load(path)
                 .map_err(|error| Error::Config(format!("edge keys: {error}")))?,
         )),
     };
@@ -458,6 +459,11 @@ pub async fn run_with(
         Some(tls) => Some(tls.reload_on_sighup().map_err(Error::Serve)?),
         None => None,
     };
+    // SIGHUP also re-reads the key ring: a rotation needs no restart.
+    let keys_reloader = match edge.keyring() {
+        Some(keyring) => Some(keys::reload_on_sighup(keyring.clone()).map_err(Error::Serve)?),
+        None => None,
+    };
     let stop_checks = CancellationToken::new();
     tokio::spawn(
         edge.upstreams()
@@ -483,6 +489,9 @@ pub async fn run_with(
         .await
         .map_err(Error::Serve);
     if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    if let Some(reloader) = keys_reloader {
         reloader.abort();
     }
     stop_checks.cancel();

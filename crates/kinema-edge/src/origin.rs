@@ -349,6 +349,46 @@ impl OriginClient {
     }
 }
 
+/// The client one kinema node sends another a message with (an origin's
+/// purge sent on to the edges, its read of an edge's `/metrics`): the
+/// node's base URL as another edge's, one [`OriginClient::exchange`].
+impl kinema_http::node_client::NodeClient for OriginClient {
+    fn exchange(
+        &self,
+        message: kinema_http::node_client::NodeMessage,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<(StatusCode, Bytes), kinema_http::node_client::NodeError>,
+    > {
+        use kinema_http::node_client::NodeError;
+        Box::pin(async move {
+            let upstream = Upstream::peer(&message.base_url).map_err(NodeError::Url)?;
+            let request = OriginRequest {
+                method: message.method,
+                path_and_query: message.path_and_query,
+                headers: message.headers,
+            };
+            let timeout = message.timeout;
+            OriginClient::exchange(
+                self,
+                &upstream,
+                request,
+                message.body,
+                message.max_answer,
+                timeout,
+            )
+            .await
+            .map_err(|error| match error {
+                OriginError::Connect(detail) => NodeError::Connect(detail),
+                OriginError::Timeout => NodeError::Timeout(timeout),
+                OriginError::Protocol(detail) | OriginError::RequestBody(detail) => {
+                    NodeError::Exchange(detail)
+                }
+            })
+        })
+    }
+}
+
 /// Whether `upstream`'s response sends an idempotent fetch on to the next
 /// upstream: a gateway error (502, 503, 504) from an origin; any 5xx
 /// without `Retry-After` from another edge (a parent that cannot fill is

@@ -15,6 +15,7 @@ pub mod content_type;
 pub mod disk_tier;
 pub mod http_date;
 pub mod https;
+pub mod node_client;
 pub mod range;
 pub mod respond;
 pub mod server;

@@ -228,6 +228,13 @@ impl Catalog {
             .invalidate_entries_if(move |(video, _), _| *video == id);
     }
 
+    /// The ids whose manifest (or absence) is held now, for a purge
+    /// (at most `MAX_KNOWN`).
+    pub fn known_ids(&self) -> Vec<String> {
+        let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
+        known.keys().map(|id| id.to_string()).collect()
+    }
+
     /// Deletes the retired generations past their grace from the store now
     /// (at start) and every `every` after, so a video that is never
     /// published again does not keep its old generations for good (a

@@ -14,7 +14,9 @@
 //! [`MemberPlaces`], which the wiring hands the origin beside steering
 //! (`region` is null for a member it does not list).
 //! Gossip carries no cache figures, so an edge's are fetched from its
-//! `/metrics` on each request: at most [`MAX_PROBED_EDGES`] live edges, in
+//! `/metrics` on each request, through the wiring's
+//! [`NodeClient`] (the edge's client: `http://` and `https://` edges, their
+//! certificates verified): at most [`MAX_PROBED_EDGES`] live edges, in
 //! parallel, each within [`PROBE_TIMEOUT`] and [`MAX_METRICS_BYTES`]; an
 //! edge that does not answer in time shows `"cache": {"error": "..."}`.
 //!
@@ -24,12 +26,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Method, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use kinema_auth::Scope;
+use kinema_http::node_client::{NodeClient, NodeMessage};
 use kinema_http::{ResponseBody, respond};
 use kinema_steering::{NodeStatus, NodeView, SteeringService};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::access::Access;
 
@@ -74,6 +77,7 @@ pub(crate) async fn answer(
     access: &Access,
     steering: Option<&SteeringService>,
     places: Option<&MemberPlaces>,
+    client: Option<&dyn NodeClient>,
     method: &Method,
     headers: &HeaderMap,
 ) -> HttpResponse {
@@ -104,7 +108,7 @@ pub(crate) async fn answer(
         Some(steering) => {
             let snapshot = steering.snapshot();
             let places = places.map(|places| (places.0)()).unwrap_or_default();
-            let nodes = describe(snapshot.nodes(), &places).await;
+            let nodes = describe(snapshot.nodes(), &places, client).await;
             respond::json(
                 StatusCode::OK,
                 &json!({"cluster": true, "nodes": nodes}),
@@ -128,7 +132,11 @@ fn no_store() -> HeaderMap {
 }
 
 /// Every node as JSON, live edges' cache figures fetched in parallel.
-async fn describe(nodes: &[NodeView], places: &[MemberPlace]) -> Vec<Value> {
+async fn describe(
+    nodes: &[NodeView],
+    places: &[MemberPlace],
+    client: Option<&dyn NodeClient>,
+) -> Vec<Value> {
     let probed: Vec<usize> = nodes
         .iter()
         .enumerate()
@@ -138,7 +146,7 @@ async fn describe(nodes: &[NodeView], places: &[MemberPlace]) -> Vec<Value> {
         .collect();
     let probes = probed
         .iter()
-        .map(|&index| probe_cache(nodes[index].base_url.as_str()));
+        .map(|&index| probe_cache(client, nodes[index].base_url.as_str()));
     let mut caches: HashMap<usize, Value> = probed
         .iter()
         .copied()
@@ -175,55 +183,32 @@ fn status_name(status: NodeStatus) -> &'static str {
 }
 
 /// An edge's cache figures from its `/metrics`, or why there are none.
-async fn probe_cache(base_url: &str) -> Value {
-    match tokio::time::timeout(PROBE_TIMEOUT, fetch_metrics(base_url)).await {
-        Ok(Ok(text)) => cache_figures(&text),
-        Ok(Err(reason)) => json!({"error": reason}),
-        Err(_) => json!({"error": format!("no answer within {PROBE_TIMEOUT:?}")}),
-    }
-}
-
-/// `GET {base}/metrics` over plain HTTP/1.0 (one response, no chunking,
-/// closed by the server), bounded by [`MAX_METRICS_BYTES`].
-async fn fetch_metrics(base_url: &str) -> Result<String, String> {
-    let authority = base_url
-        .strip_prefix("http://")
-        .ok_or("only http:// edges are probed")?
-        .split('/')
-        .next()
-        .unwrap_or("");
-    if authority.is_empty() || authority.contains('@') {
-        return Err(format!("unusable edge url {base_url}"));
-    }
-    let address = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+async fn probe_cache(client: Option<&dyn NodeClient>, base_url: &str) -> Value {
+    let Some(client) = client else {
+        return json!({"error": "this origin has no client to reach edges"});
     };
-    let mut stream = tokio::net::TcpStream::connect(&address)
-        .await
-        .map_err(|error| format!("cannot connect: {error}"))?;
-    let request = format!("GET /metrics HTTP/1.0\r\nHost: {authority}\r\nVia: 1.1 kinema\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|error| format!("cannot send: {error}"))?;
-    let mut bytes = Vec::new();
-    (&mut stream)
-        .take(MAX_METRICS_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|error| format!("cannot read: {error}"))?;
-    if bytes.len() > MAX_METRICS_BYTES {
-        return Err(format!("metrics larger than {MAX_METRICS_BYTES} bytes"));
+    let mut headers = HeaderMap::new();
+    // A node asking: the edge counts it apart from viewers.
+    headers.insert(
+        http::header::VIA,
+        HeaderValue::from_static(kinema_http::via::VIA),
+    );
+    let message = NodeMessage {
+        base_url: base_url.trim_end_matches('/').to_string(),
+        method: Method::GET,
+        path_and_query: "/metrics".into(),
+        headers,
+        body: Bytes::new(),
+        max_answer: MAX_METRICS_BYTES,
+        timeout: PROBE_TIMEOUT,
+    };
+    match client.exchange(message).await {
+        Ok((status, text)) if status == StatusCode::OK => {
+            cache_figures(&String::from_utf8_lossy(&text))
+        }
+        Ok((status, _)) => json!({"error": format!("answered {status}")}),
+        Err(problem) => json!({"error": problem.to_string()}),
     }
-    let text = String::from_utf8_lossy(&bytes);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed response")?;
-    let status_line = head.lines().next().unwrap_or("");
-    if status_line.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("answered {status_line}"));
-    }
-    Ok(body.to_string())
 }
 
 /// Hit ratio and tier sizes from an edge's metrics text.
@@ -250,7 +235,21 @@ fn cache_figures(text: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// The client the wiring hands the origin: the edge's.
+    fn client() -> Arc<dyn NodeClient> {
+        let settings = kinema_edge::origin::OriginSettings {
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(5),
+            origin_ca: None,
+        };
+        Arc::new(kinema_edge::origin::OriginClient::new(settings, Arc::default()).unwrap())
+    }
 
     #[test]
     fn cache_figures_add_the_tiers() {
@@ -272,7 +271,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
-        let value = probe_cache(&format!("http://{address}/")).await;
+        let client = client();
+        let value = probe_cache(Some(client.as_ref()), &format!("http://{address}/")).await;
         assert!(
             value["error"]
                 .as_str()
@@ -290,45 +290,89 @@ mod tests {
             let (_connection, _) = listener.accept().await.unwrap();
             std::future::pending::<()>().await
         });
-        let value = probe_cache(&format!("http://{address}")).await;
+        let client = client();
+        let value = probe_cache(Some(client.as_ref()), &format!("http://{address}")).await;
         assert_eq!(value, json!({"error": "no answer within 2s"}));
         silent.abort();
+    }
+
+    /// Serves one HTTP/1.1 answer of `body` after reading the request,
+    /// and returns the request's head.
+    async fn answer_once(
+        listener: tokio::net::TcpListener,
+        status: &'static str,
+        body: Vec<u8>,
+    ) -> String {
+        let (mut connection, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0];
+            connection.read_exact(&mut byte).await.unwrap();
+            request.push(byte[0]);
+        }
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = connection.write_all(head.as_bytes()).await;
+        let _ = connection.write_all(&body).await;
+        let _ = connection.shutdown().await;
+        String::from_utf8(request).unwrap()
     }
 
     #[tokio::test]
     async fn an_oversized_metrics_answer_is_refused() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let flood = tokio::spawn(async move {
-            let (mut connection, _) = listener.accept().await.unwrap();
-            // The request first: closing with it unread would reset the
-            // connection before the answer is read.
-            let mut request = Vec::new();
-            while !request.ends_with(b"\r\n\r\n") {
-                let mut byte = [0];
-                connection.read_exact(&mut byte).await.unwrap();
-                request.push(byte[0]);
-            }
-            let mut answer = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
-            answer.resize(MAX_METRICS_BYTES + 100, b'#');
-            let _ = connection.write_all(&answer).await;
-            let _ = connection.shutdown().await;
-        });
-        let value = probe_cache(&format!("http://{address}")).await;
-        assert_eq!(
-            value,
-            json!({"error": format!("metrics larger than {MAX_METRICS_BYTES} bytes")})
+        let flood = tokio::spawn(answer_once(
+            listener,
+            "200 OK",
+            vec![b'#'; MAX_METRICS_BYTES + 100],
+        ));
+        let client = client();
+        let value = probe_cache(Some(client.as_ref()), &format!("http://{address}")).await;
+        let error = value["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("the exchange failed") && error.contains("length limit"),
+            "{value}"
         );
         flood.abort();
     }
 
-    #[test]
-    fn an_https_edge_is_not_probed() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let value = runtime.block_on(probe_cache("https://edge.example/"));
-        assert_eq!(value, json!({"error": "only http:// edges are probed"}));
+    #[tokio::test]
+    async fn metrics_are_read_as_a_kinema_node_and_a_refusal_is_shown() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let text = b"kinema_edge_hit_ratio_memory 0.5\nkinema_edge_memory_bytes 7\n".to_vec();
+        let edge = tokio::spawn(answer_once(listener, "200 OK", text));
+        let client = client();
+        let value = probe_cache(Some(client.as_ref()), &format!("http://{address}/")).await;
+        assert_eq!(
+            value,
+            json!({"hit_ratio": 0.5, "memory_bytes": 7, "disk_bytes": null})
+        );
+        let request = edge.await.unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("get /metrics http/1.1"), "{request}");
+        assert!(request.contains("via: 1.1 kinema"), "{request}");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let edge = tokio::spawn(answer_once(listener, "403 Forbidden", Vec::new()));
+        let value = probe_cache(Some(client.as_ref()), &format!("http://{address}")).await;
+        assert_eq!(value, json!({"error": "answered 403 Forbidden"}));
+        edge.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_edge_url_that_is_no_url_is_named() {
+        let client = client();
+        let value = probe_cache(Some(client.as_ref()), "ftp://edge.example").await;
+        let error = value["error"].as_str().unwrap();
+        assert!(error.starts_with("unusable node url"), "{value}");
+        let value = probe_cache(None, "http://edge.example").await;
+        assert_eq!(
+            value,
+            json!({"error": "this origin has no client to reach edges"})
+        );
     }
 }

@@ -28,6 +28,7 @@ mod origin;
 mod parts;
 mod policy;
 mod public_catalogue;
+mod purge;
 pub mod remote_ingest;
 mod secure;
 mod upload_form;
@@ -40,13 +41,14 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+pub use cluster_api::{MemberPlace, MemberPlaces};
 pub use config::Config;
 pub use disk_cache::DiskCache;
 pub use forwarded::TrustedProxies;
 pub use metrics::RouteKind;
 pub use origin::Origin;
-pub use cluster_api::{MemberPlace, MemberPlaces};
 pub use parts::{MetricsHook, OriginCounters, OriginParts};
+pub use purge::ClusterClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -73,6 +73,8 @@ pub struct Origin {
     workers: Option<crate::worker_api::WorkerApi>,
     /// In a cluster: members' regions and this node's id, for `/api/cluster`.
     member_places: Option<crate::cluster_api::MemberPlaces>,
+    /// In a cluster: how the edges are reached (purges, cache figures).
+    cluster_client: Option<crate::purge::ClusterClient>,
 }
 
 impl Origin {
@@ -95,6 +97,7 @@ impl Origin {
             metrics_hooks,
             workers,
             member_places,
+            cluster_client,
         } = parts;
         let cors = Cors::new(&config.cors_allowed_origins).map_err(Error::Config)?;
         if config.max_load.is_nan() || config.max_load <= 0.0 {
@@ -190,6 +193,7 @@ impl Origin {
             network,
             workers,
             member_places,
+            cluster_client,
         })
     }
 
@@ -240,9 +244,22 @@ impl Origin {
             let steering = self.steering.as_deref();
             let (method, headers) = (request.method(), request.headers());
             let places = self.member_places.as_ref();
+            let client = self.cluster_client.as_ref().map(|cluster| cluster.client());
             let answer =
-                crate::cluster_api::answer(&self.access, steering, places, method, headers);
+                crate::cluster_api::answer(&self.access, steering, places, client, method, headers);
             return (RouteKind::Api, Box::pin(answer).await);
+        }
+        if path == crate::purge::PATH {
+            let parts = crate::purge::PurgeParts {
+                access: &self.access,
+                catalog: &self.catalog,
+                steering: self.steering.as_deref(),
+                cluster: self.cluster_client.as_ref(),
+            };
+            return (
+                RouteKind::Api,
+                Box::pin(crate::purge::answer(parts, request)).await,
+            );
         }
         // Worker tokens pass only here, so these routes check their own scope.
         if crate::worker_api::answers(path) {

@@ -54,6 +54,9 @@ pub struct OriginParts {
     /// In a cluster: each member's region and which one this node is, for
     /// `GET /api/cluster`.
     pub(crate) member_places: Option<crate::cluster_api::MemberPlaces>,
+    /// In a cluster: how this origin reaches the edges (a purge sent on,
+    /// their cache figures for `GET /api/cluster`).
+    pub(crate) cluster_client: Option<crate::purge::ClusterClient>,
 }
 
 impl std::fmt::Debug for OriginParts {
@@ -149,6 +152,7 @@ impl OriginParts {
             metrics_hooks: Vec::new(),
             workers: None,
             member_places: None,
+            cluster_client: None,
         }
     }
 
@@ -166,6 +170,14 @@ impl OriginParts {
     /// shows them; steering's view of the members carries neither.
     pub fn with_member_places(mut self, places: crate::cluster_api::MemberPlaces) -> Self {
         self.member_places = Some(places);
+        self
+    }
+
+    /// These parts reaching the cluster's edges through `client`: `POST
+    /// /api/purge` sends a purge on to every live edge, and `GET
+    /// /api/cluster` reads `https://` edges' cache figures too.
+    pub fn with_cluster_client(mut self, client: crate::purge::ClusterClient) -> Self {
+        self.cluster_client = Some(client);
         self
     }
 

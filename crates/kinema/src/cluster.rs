@@ -113,6 +113,26 @@ pub struct ClusterArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     capacity: Option<String>,
+
+    /// The edges' purge token (their --purge-token), which the origin sends a purge at POST /api/purge on to every edge with; origin only, never logged [default: none: a purge at the origin reaches no edge]
+    #[arg(
+        id = "cluster_purge_token",
+        long = "cluster-purge-token",
+        env = "KINEMA_CLUSTER_PURGE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purge_token: Option<String>,
+
+    /// PEM file of CA certificates the origin trusts, beside the public roots, for https:// edges (purges sent on, their cache figures); origin only (an edge's is --origin-ca) [default: public roots only]
+    #[arg(
+        long = "cluster-edge-ca",
+        env = "KINEMA_CLUSTER_EDGE_CA",
+        value_name = "FILE"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge_ca: Option<PathBuf>,
 }
 
 /// The `[cluster]` section, resolved.
@@ -135,6 +155,47 @@ pub struct ClusterSettings {
     /// Between gossip rounds, 10ms to 230ms.
     #[serde(default = "default_gossip_interval")]
     gossip_interval: String,
+    /// The origin's: the edges' purge token, never logged.
+    #[serde(default)]
+    purge_token: Option<Hidden>,
+    /// The origin's: CA certificates trusted for `https://` edges.
+    #[serde(default)]
+    edge_ca: Option<PathBuf>,
+}
+
+/// A secret setting whose `Debug` shows only that it is set.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Hidden(String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// How an origin reaches the edges of its cluster: `[cluster]`
+/// `purge_token` and `edge_ca`.
+#[derive(Debug, Clone)]
+pub struct EdgeReach {
+    pub purge_token: Option<Hidden>,
+    pub edge_ca: Option<PathBuf>,
+}
+
+impl Hidden {
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl ClusterSettings {
+    /// Takes the origin's settings for reaching edges out of these.
+    pub fn take_edge_reach(&mut self) -> EdgeReach {
+        EdgeReach {
+            purge_token: self.purge_token.take(),
+            edge_ca: self.edge_ca.take(),
+        }
+    }
 }
 
 fn default_region() -> String {
@@ -246,6 +307,12 @@ pub async fn start_with(
     let Some(settings) = settings else {
         return Ok(None);
     };
+    if role == Role::Edge && (settings.purge_token.is_some() || settings.edge_ca.is_some()) {
+        bail!(
+            "[cluster] purge_token and edge_ca are the origin's settings; an edge's purge token is \
+             --purge-token ([edge] purge_token) and the CA it trusts --origin-ca"
+        );
+    }
     let keys = read_keys(&settings.key_file)?;
     let interval = humantime::parse_duration(&settings.gossip_interval).with_context(|| {
         format!(

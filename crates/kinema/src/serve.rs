@@ -260,7 +260,10 @@ pub struct ServeArgs {
 }
 
 pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
-    let cluster = crate::cluster::resolve(config_file, &args.cluster)?;
+    let mut cluster = crate::cluster::resolve(config_file, &args.cluster)?;
+    let edge_reach = cluster
+        .as_mut()
+        .map(crate::cluster::ClusterSettings::take_edge_reach);
     let network = crate::netq::resolve(config_file, &args.netq)?;
     let queue = crate::queue::resolve(config_file, &args.queue)?;
     let mut section: toml::Table = config_file.resolve("serve", &args)?;
@@ -381,11 +384,32 @@ pub fn run(config_file: &ConfigFile, args: ServeArgs) -> Result<()> {
                 .with_member_places(node.member_places())
                 .with_metrics(node.register_metrics());
         }
+        if let (Some(_), Some(reach)) = (&cluster, edge_reach) {
+            parts = parts.with_cluster_client(edge_client(reach)?);
+        }
         let shutdown = crate::cluster::drain_on(shutdown_signal(), cluster.as_ref());
         kinema_origin::run_with(config, parts, listener, shutdown).await?;
         crate::cluster::leave(cluster).await;
         Ok(())
     })
+}
+
+/// How the origin reaches its cluster's edges: the edge's own client
+/// (`https://` edges verified against the public roots and `edge_ca`),
+/// with the edges' purge token.
+fn edge_client(reach: crate::cluster::EdgeReach) -> Result<kinema_origin::ClusterClient> {
+    let settings = kinema_edge::origin::OriginSettings {
+        connect_timeout: std::time::Duration::from_secs(2),
+        response_timeout: std::time::Duration::from_secs(5),
+        origin_ca: reach.edge_ca,
+    };
+    let client = kinema_edge::origin::OriginClient::new(settings, Default::default())
+        .map_err(|error| anyhow::anyhow!("[cluster] edge_ca: {error}"))?;
+    let token = reach.purge_token.map(|token| token.reveal().to_string());
+    Ok(kinema_origin::ClusterClient::new(
+        std::sync::Arc::new(client),
+        token,
+    ))
 }
 
 /// A listener with a deep accept queue: a burst of viewers connecting at

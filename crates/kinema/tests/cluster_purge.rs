@@ -3,7 +3,9 @@
 //! joined in one cluster and sharing one purge token. An object cached on
 //! all three, one purge at one edge: all three miss next time; the answer
 //! lists each other edge's outcome; a purge scoped to one node, or sent on
-//! by another edge, stays on that node; a wrong token purges nothing.
+//! by another edge, stays on that node; a wrong token purges nothing. A
+//! purge at the origin's `POST /api/purge` (admin token) reaches all three
+//! with the edges' token the origin holds (`--cluster-purge-token`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -69,6 +71,21 @@ fn fill_all(addresses: &[String]) {
     assert_eq!(cached(addresses), [200, 200, 200]);
 }
 
+/// A new token of `scope` in `tokens`; its secret.
+fn api_token(tokens: &Path, scope: &str) -> String {
+    let output = kinema()
+        .args(["tokens", "new", "--scope", scope, "--tokens"])
+        .arg(tokens)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
 fn library(dir: &Path) -> String {
     let library = dir.join("library");
     std::fs::create_dir_all(&library).unwrap();
@@ -92,9 +109,15 @@ fn one_purge_at_one_edge_empties_all_three() {
         let probe = TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().to_string()
     };
+    let tokens = dir.path().join("api-tokens.toml");
+    let admin = api_token(&tokens, "admin");
+    let writer = api_token(&tokens, "write");
     let origin = Node::start(
         kinema()
             .args(["serve", "--library", &library, "--listen", &origin_http])
+            .arg("--tokens")
+            .arg(&tokens)
+            .args(["--cluster-purge-token", TOKEN])
             .args(["--web-root", "/nonexistent", "--access-log", "true"])
             .args(["--cluster-node-id", "origin"])
             .args(["--cluster-gossip-listen", "127.0.0.1:0"])
@@ -209,6 +232,60 @@ fn one_purge_at_one_edge_empties_all_three() {
     fill_all(&addresses);
     let reply = send(&addresses[0], "PURGE", SEGMENT, &bearer("wrong"), "");
     assert_eq!(reply.status, 401, "{}", reply.head);
+    assert_eq!(cached(&addresses), [200, 200, 200]);
+
+    // At the origin, with an admin token: every edge purges.
+    fill_all(&addresses);
+    let sent_on = || -> Vec<f64> {
+        addresses
+            .iter()
+            .map(|address| edge_metric(address, "kinema_edge_purge_fanout_sent_total"))
+            .collect()
+    };
+    let sent_before = sent_on();
+    let json = "Content-Type: application/json\r\n";
+    let body = r#"{"url": "/v/clip/", "prefix": true}"#;
+    let extra = format!("{}{json}", bearer(&admin));
+    let reply = send(&origin_http, "POST", "/api/purge", &extra, body);
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    let answer = reply.json();
+    println!("purge answer at the origin: {answer}");
+    assert_eq!(answer["manifests"], 1, "{answer}");
+    assert_eq!(answer["failed"], 0, "{answer}");
+    let nodes = answer["nodes"].as_array().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
+    assert_eq!(names, ids, "{answer}");
+    for node in nodes {
+        assert_eq!(node["status"], 200, "{answer}");
+        assert!(node["purged"].as_u64().unwrap() >= 1, "{answer}");
+    }
+    assert_eq!(cached(&addresses), [504, 504, 504]);
+    // Received from the origin, sent on by no edge.
+    assert_eq!(sent_on(), sent_before);
+    // A write token, no token, or a body that is no purge: nothing purged.
+    fill_all(&addresses);
+    let extra = format!("{}{json}", bearer(&writer));
+    let reply = send(&origin_http, "POST", "/api/purge", &extra, body);
+    assert_eq!(reply.status, 403, "{}", reply.head);
+    let reply = send(&origin_http, "POST", "/api/purge", json, body);
+    assert_eq!(reply.status, 401, "{}", reply.head);
+    let extra = format!("{}{json}", bearer(&admin));
+    let reply = send(
+        &origin_http,
+        "POST",
+        "/api/purge",
+        &extra,
+        r#"{"url": "v/clip/"}"#,
+    );
+    assert_eq!(reply.status, 400, "{}", reply.head);
+    let reply = send(
+        &origin_http,
+        "POST",
+        "/api/purge",
+        &extra,
+        r#"{"path": "/v/"}"#,
+    );
+    assert_eq!(reply.status, 400, "{}", reply.head);
     assert_eq!(cached(&addresses), [200, 200, 200]);
 
     // An edge that is down misses the purge; the answer says so unless

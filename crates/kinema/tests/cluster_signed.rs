@@ -16,7 +16,9 @@
 //!   `X-Forwarded-For`) skips the address check, at an edge or the origin;
 //! - `/steer/{id}` needs no token (see the README's access section);
 //! - a token of the previous key verifies on every node while that key is
-//!   in the ring;
+//!   in the ring; after the next rotation, written to the file and read by
+//!   every node on SIGHUP, a token of the newest key plays and one of the
+//!   retired key is refused on every node;
 //! - after the viewer's edge is SIGKILLed, steering moves the session to
 //!   another edge, where the same token plays on.
 
@@ -406,6 +408,42 @@ fn signed_urls_play_through_parents_steering_and_failover() {
         let reply = get_from(VIEWER, node, &target, "");
         assert_eq!(reply.status, 200, "{node}: {}", reply.head);
         assert_eq!(reply.body, vec![2u8; 90_000], "{node}");
+    }
+
+    // (5) The next rotation, by SIGHUP: `newest` added and `old` retired
+    // in the file, every node told to re-read it, no restart. A token of
+    // `newest` then plays on every node, one of `old` is refused on every
+    // node.
+    ring_of(&[("new", 2, 60), ("newest", 3, 0)])
+        .save(Path::new(&keys))
+        .unwrap();
+    for node in edges.iter().chain([&origin]) {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &node.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let newest_ring = ring_of(&[("newest", 3, 0)]);
+    let newest = token(&newest_ring, "clip", hour, Some(&format!("{VIEWER}/32")));
+    let rotated_at = Instant::now();
+    for node in addresses.iter().chain([&origin_http]) {
+        let target = format!("/s/{newest}/v/clip/v180/2.m4s");
+        loop {
+            let reply = get_from(VIEWER, node, &target, "");
+            if reply.status == 200 {
+                assert_eq!(reply.body, vec![2u8; 90_000], "{node}");
+                break;
+            }
+            assert!(
+                rotated_at.elapsed() < DEADLINE,
+                "{node} never took the new key: {}",
+                reply.head
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let target = format!("/s/{previous}/v/clip/v180/2.m4s");
+        assert_refused(&get_from(VIEWER, node, &target, ""), "unknown_key", node);
     }
 
     // (2) The viewer's edge dies: steering moves the session elsewhere and

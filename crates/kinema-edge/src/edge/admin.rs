@@ -61,6 +61,9 @@ impl Edge {
                     text.push_str(&cluster_metrics(cluster));
                 }
                 text.push_str(&self.upstreams.metrics_text("kinema_edge"));
+                if let Some(network) = &self.network {
+                    text.push_str(&network.render("kinema_edge_"));
+                }
                 let mut response = Response::new(ResponseBody::Full(Bytes::from(text)));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

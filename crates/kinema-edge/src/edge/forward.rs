@@ -104,7 +104,7 @@ impl Edge {
         if let Some(keyring) = &self.settings.keyring
             && request.key.starts_with(key::SIGNED_PREFIX)
             && let Ok(credential) = kinema_auth::credential(
-                keyring,
+                &keyring.current(),
                 method.as_str(),
                 &request.path_and_query,
                 self.clock.now(),

@@ -123,14 +123,14 @@ impl Edge {
     /// credential that does not check is ignored (logged), so the token is
     /// checked against the peer's address as for any viewer.
     pub(super) fn vouched(&self, parts: &http::request::Parts) -> Option<kinema_auth::Vouched> {
-        let keyring = self.settings.keyring.as_ref()?;
+        let keyring = self.settings.keyring.as_ref()?.current();
         let value = parts.headers.get(kinema_auth::CREDENTIAL_HEADER)?;
         let target = parts
             .uri
             .path_and_query()
             .map_or("/", |target| target.as_str());
         kinema_auth::check_credential(
-            keyring,
+            &keyring,
             value.as_bytes(),
             parts.method.as_str(),
             target,
@@ -154,6 +154,7 @@ impl Edge {
         let Some(keyring) = &self.settings.keyring else {
             return Ok((key::cache_key(path_and_query), None));
         };
+        let keyring = &*keyring.current();
         let Some((token, rest)) = kinema_auth::split_signed_path(path_and_query) else {
             return Ok((key::cache_key(path_and_query), None));
         };
