@@ -50,7 +50,8 @@ pub fn document_json() -> &'static serde_json::Value {
     paths(
         catalogue, openapi_document, list_videos, upload_video, get_video, edit_video,
         delete_video, list_jobs, get_job, cancel_job, retry_job, mint_url, list_admin_tokens,
-        create_admin_token, revoke_admin_token, list_keys, create_key, retire_key, cluster
+        create_admin_token, revoke_admin_token, list_keys, create_key, retire_key,
+        cluster::cluster, cluster::purge
     ),
     modifiers(&BearerAuth),
     tags(
@@ -539,67 +540,6 @@ fn create_key() {}
     security(("bearer" = [])))]
 fn retire_key() {}
 
-/// The cluster (`cluster_api.rs`): without a `[cluster]` section only
-/// `{"cluster": false}`.
-#[derive(Serialize, ToSchema)]
-struct ClusterAnswer {
-    cluster: bool,
-    /// Live and dead members, by node id; absent without a cluster.
-    nodes: Option<Vec<ClusterNode>>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct ClusterNode {
-    node_id: String,
-    role: ClusterRole,
-    public_url: String,
-    /// The region (or site) it gossiped; null for a member the membership
-    /// does not list.
-    region: Option<String>,
-    /// True for the node that answered this request.
-    this_node: bool,
-    status: ClusterStatus,
-    /// How busy its serving threads are, 0 to 1.
-    load: f64,
-    sessions: u64,
-    /// Gossiped egress, bits per second; null for a dead member.
-    egress_bps: Option<u64>,
-    capacity_bps: u64,
-    /// A live edge's cache figures, fetched from its `/metrics`; null for
-    /// other nodes.
-    cache: Option<EdgeCache>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-enum ClusterRole {
-    Origin,
-    Edge,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-enum ClusterStatus {
-    Ok,
-    Draining,
-    Dead,
-}
-
-/// Either the figures or, for an edge that did not answer within 2 s,
-/// `error`.
-#[derive(Serialize, ToSchema)]
-struct EdgeCache {
-    /// Share of lookups served from memory or disk, 0 to 1.
-    hit_ratio: Option<f64>,
-    memory_bytes: Option<u64>,
-    disk_bytes: Option<u64>,
-    error: Option<String>,
-}
-
-#[utoipa::path(get, path = "/api/cluster", tag = "cluster",
-    responses((status = 200, body = ClusterAnswer), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
-    security(("bearer" = [])))]
-fn cluster() {}
-
+mod cluster;
 #[cfg(test)]
 mod tests;

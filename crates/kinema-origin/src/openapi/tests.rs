@@ -23,6 +23,7 @@ fn the_document_is_openapi_3_1_and_lists_every_operation() {
         ("/api/keys", &["get", "post"]),
         ("/api/keys/{id}/retire", &["post"]),
         ("/api/cluster", &["get"]),
+        ("/api/purge", &["post"]),
     ] {
         let operations = paths[path].as_object().unwrap_or_else(|| panic!("{path}"));
         let mut listed: Vec<&str> = operations.keys().map(String::as_str).collect();
@@ -31,7 +32,7 @@ fn the_document_is_openapi_3_1_and_lists_every_operation() {
         expected.sort_unstable();
         assert_eq!(listed, expected, "{path}");
     }
-    assert_eq!(paths.len(), 14);
+    assert_eq!(paths.len(), 15);
     let edit = &document["components"]["schemas"]["VideoEdit"];
     assert_eq!(edit["minProperties"], 1, "{edit}");
     assert_eq!(edit["maxProperties"], serde_json::Value::Null, "{edit}");
