@@ -56,7 +56,7 @@ if [ -z "${SOURCE:-}" ]; then
         ffmpeg -v error -nostdin -y -f lavfi \
             -i "testsrc2=s=1920x1080:r=30:d=$SOURCE_SECONDS,noise=alls=4:allf=t" \
             -f lavfi -i "sine=f=440:d=$SOURCE_SECONDS" -c:v libx264 -preset veryfast \
-            -crf 26 -pix_fmt yuv420p -c:a aac -shortest "$SOURCE.part"
+            -crf 26 -pix_fmt yuv420p -c:a aac -shortest -f mp4 "$SOURCE.part"
         mv "$SOURCE.part" "$SOURCE"
     fi
 fi
