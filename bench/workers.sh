@@ -21,7 +21,9 @@
 #   SOURCE_SECONDS=120 bench/workers.sh    # a shorter synthetic one
 # Knobs: KINEMA_BIN (prebuilt kinema), WORKER_QUOTA (µs of CPU per 100 ms
 # per worker, default 60000), CHUNK (60), RUN_ONE_CHUNKED (0),
-# LIMIT (seconds a run may take, 7200).
+# LIMIT (seconds a run may take, 7200), WHOLE_WALL and WHOLE_CPU (the whole
+# encode's seconds from an earlier run with the same build, source and
+# quota: the whole run is skipped, to compare chunk lengths).
 #
 # Needs root (cgroups), ffmpeg, s3s-fs (scripts/test installs it), curl,
 # jq. Loopback only; every process is started here and stopped on exit, and
@@ -165,7 +167,14 @@ TOML
 
 duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$SOURCE")
 echo "== $SOURCE ($duration s), each worker at $WORKER_QUOTA µs of CPU per 100 ms, chunks of $CHUNK s"
-run whole 1 3600
+if [ -n "${WHOLE_WALL:-}" ]; then
+    # The whole encode's figures from an earlier run of the same build,
+    # source and quota (it is the long half), given as WHOLE_WALL/WHOLE_CPU.
+    echo "whole    (given: wall $WHOLE_WALL s, CPU ${WHOLE_CPU:?WHOLE_CPU goes with WHOLE_WALL} s)"
+    WALL=$WHOLE_WALL CPU=$WHOLE_CPU
+else
+    run whole 1 3600
+fi
 whole_wall=$WALL whole_cpu=$CPU
 run chunked 3 "$CHUNK"
 chunked_wall=$WALL chunked_cpu=$CPU
