@@ -42,10 +42,14 @@ if [ -z "${KINEMA:-}" ]; then
 fi
 
 # on CPU COMMAND...: runs COMMAND on that CPU when pinning, else anywhere.
+# Started in the background (`on … &`, a subshell), it replaces that
+# subshell, so $! is COMMAND itself and the cleanup's kill reaches it.
 on() {
     local cpu=$1
     shift
-    if [ "$PIN" = 1 ]; then taskset -c "$cpu" "$@"; else "$@"; fi
+    local run=("$@")
+    [ "$PIN" = 1 ] && run=(taskset -c "$cpu" "$@")
+    if [ "$BASHPID" != "$$" ]; then exec "${run[@]}"; else "${run[@]}"; fi
 }
 
 WORK=$(mktemp -d /tmp/kinema-edge-bench.XXXXXX)
