@@ -79,6 +79,11 @@ impl Upstream {
         &self.authority
     }
 
+    /// Its base URL, `scheme://authority`.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
     /// The absolute URI of `path_and_query` on this upstream.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
         Uri::builder()

@@ -19,23 +19,22 @@
 //! Then, in a cluster, the purge is sent on to every edge of the membership
 //! view that is not dead (`POST /_kinema/purge` at its public URL with the
 //! edges' purge token, `[cluster] purge_token`, and `Kinema-Purge-Scope:
-//! node`, so no edge sends it on again: one hop), at most
-//! [`FANOUT_CONCURRENCY`] at once, each within [`FANOUT_TIMEOUT`], through
-//! the wiring's [`NodeClient`] (the edge's client: `https://` edges
+//! node`, so no edge sends it on again: one hop), by kinema-http's
+//! `node_client::send_purge_on`, the edges' own way of sending a purge on,
+//! through the wiring's [`NodeClient`] (the edge's client: `https://` edges
 //! included). The origin purges before it sends, so an edge that misses
 //! right after its purge reads the new manifest. The answer lists each
 //! edge's outcome; an edge down at that moment is listed with its error
 //! and keeps its copies.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use kinema_auth::Scope;
 use kinema_core::VideoId;
-use kinema_http::node_client::{NodeClient, NodeMessage};
+use kinema_http::node_client::{NodeClient, PurgeTarget, send_purge_on};
 use kinema_http::{RequestBody, ResponseBody, respond};
 use kinema_steering::{NodeStatus, SteeringService};
 use serde::{Deserialize, Serialize};
@@ -47,18 +46,6 @@ use crate::catalog::Catalog;
 pub const PATH: &str = "/api/purge";
 /// Largest purge request body, bytes.
 pub const MAX_PURGE_BODY: usize = 4096;
-/// Purges sent to edges at once.
-pub const FANOUT_CONCURRENCY: usize = 16;
-/// How long one edge has to answer its purge.
-pub const FANOUT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most bytes of an edge's answer read.
-const MAX_EDGE_ANSWER: usize = 16 * 1024;
-/// Most edges one purge is sent to.
-pub const MAX_EDGES: usize = 1024;
-/// The header that keeps an edge from sending a purge on again.
-const PURGE_SCOPE: &str = "kinema-purge-scope";
-/// The edges' purge endpoint.
-const EDGE_PURGE_PATH: &str = "/_kinema/purge";
 
 type HttpResponse = http::Response<ResponseBody>;
 
@@ -232,86 +219,26 @@ async fn send_to_edges(
     purge: &PurgeRequest,
 ) -> Vec<Value> {
     let snapshot = steering.snapshot();
-    let mut edges: Vec<(String, String)> = snapshot
+    let targets: Vec<PurgeTarget> = snapshot
         .nodes()
         .iter()
         .filter(|node| node.role.as_str() == "edge" && node.status != NodeStatus::Dead)
-        .map(|node| (node.node_id.to_string(), node.base_url.as_str().to_string()))
+        .map(|node| PurgeTarget {
+            node: node.node_id.to_string(),
+            shown_as: node.base_url.as_str().to_string(),
+            base_url: node.base_url.as_str().to_string(),
+        })
         .collect();
-    if edges.len() > MAX_EDGES {
-        tracing::warn!(
-            edges = edges.len(),
-            "purge sent to the first {MAX_EDGES} edges only"
-        );
-        edges.truncate(MAX_EDGES);
-    }
     let token = cluster.and_then(|cluster| cluster.purge_token.as_deref());
     let (Some(cluster), Some(token)) = (cluster, token) else {
         let why = "not sent: the origin has no [cluster] purge_token (the edges' --purge-token)";
-        return edges
+        return targets
             .into_iter()
-            .map(|(node, edge)| json!({"node": node, "edge": edge, "error": why}))
+            .map(|target| json!({"node": target.node, "edge": target.shown_as, "error": why}))
             .collect();
     };
     let body = Bytes::from(serde_json::to_vec(purge).unwrap_or_default());
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(PURGE_SCOPE, HeaderValue::from_static("node"));
-    headers.insert(header::VIA, HeaderValue::from_static(kinema_http::via::VIA));
-    match HeaderValue::from_str(&format!("Bearer {token}")) {
-        Ok(mut bearer) => {
-            bearer.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, bearer);
-        }
-        Err(_) => {
-            let why = "not sent: [cluster] purge_token is not a valid header value";
-            return edges
-                .into_iter()
-                .map(|(node, edge)| json!({"node": node, "edge": edge, "error": why}))
-                .collect();
-        }
-    }
-    let sends = edges.into_iter().map(|(node, edge)| {
-        let message = NodeMessage {
-            base_url: edge.clone(),
-            method: Method::POST,
-            path_and_query: EDGE_PURGE_PATH.into(),
-            headers: headers.clone(),
-            body: body.clone(),
-            max_answer: MAX_EDGE_ANSWER,
-            timeout: FANOUT_TIMEOUT,
-        };
-        async move {
-            match cluster.client().exchange(message).await {
-                Ok((status, answer)) if status.is_success() => {
-                    let purged = serde_json::from_slice::<Value>(&answer)
-                        .ok()
-                        .and_then(|answer| answer.get("purged").cloned())
-                        .unwrap_or(Value::Null);
-                    json!({"node": node, "edge": edge, "status": status.as_u16(), "purged": purged})
-                }
-                Ok((status, answer)) => {
-                    let said = String::from_utf8_lossy(&answer);
-                    let said = said.lines().next().unwrap_or("").trim().to_string();
-                    tracing::warn!(%node, %edge, %status, said, "an edge refused the origin's purge");
-                    json!({"node": node, "edge": edge, "status": status.as_u16(), "error": said})
-                }
-                Err(problem) => {
-                    tracing::warn!(%node, %edge, error = %problem, "the origin's purge did not reach an edge");
-                    json!({"node": node, "edge": edge, "error": problem.to_string()})
-                }
-            }
-        }
-    });
-    let mut nodes: Vec<Value> = futures::stream::iter(sends)
-        .buffer_unordered(FANOUT_CONCURRENCY)
-        .collect()
-        .await;
-    nodes.sort_by(|a, b| a["node"].as_str().cmp(&b["node"].as_str()));
-    nodes
+    send_purge_on(cluster.client(), token, targets, body).await
 }
 
 async fn read_body(mut body: RequestBody) -> Result<Bytes, Box<HttpResponse>> {

@@ -4,29 +4,19 @@
 //! In a cluster a purge reaches every edge: the edge that receives it
 //! purges its own cache, then sends it on to every other live edge of its
 //! membership view (`POST /_kinema/purge` with the same bearer token,
-//! marked `Kinema-Purge-Scope: node`), at most [`FANOUT_CONCURRENCY`] at
-//! once and each within [`FANOUT_TIMEOUT`], and answers with each node's
-//! outcome. A purge marked `node` is never sent on, so a purge travels one
+//! marked `Kinema-Purge-Scope: node`, through kinema-http's
+//! `node_client::send_purge_on`, as the origin's purge is), and answers
+//! with each node's outcome. A purge marked `node` is never sent on, so a purge travels one
 //! hop and cannot loop. An edge down at that moment misses it (see
 //! ARCHITECTURE.md for what it then serves).
 
-use std::time::Duration;
-
-use futures::stream;
+use kinema_http::node_client::{PurgeTarget, send_purge_on};
 
 use super::*;
 
 /// The header that asks for a purge of this node only: what a purge sent
 /// on to another edge carries, so it is not sent on again.
-pub const PURGE_SCOPE: &str = "kinema-purge-scope";
-/// Purges sent on to other edges at once.
-const FANOUT_CONCURRENCY: usize = 16;
-/// How long one edge has to answer a purge sent on to it.
-const FANOUT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most bytes of an edge's answer to a purge sent on to it that are read.
-const MAX_FANOUT_ANSWER: usize = 16 * 1024;
-/// Most edges one purge is sent on to.
-const MAX_FANOUT_PEERS: usize = 1024;
+pub use kinema_http::node_client::PURGE_SCOPE;
 
 /// Where a purge applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,83 +182,32 @@ impl Edge {
         response
     }
 
-    /// Sends `purge` on to every other live edge of the cluster, at most
-    /// [`FANOUT_CONCURRENCY`] at once; each node's outcome, by node id.
+    /// Sends `purge` on to every other live edge of the cluster
+    /// ([`kinema_http::node_client::send_purge_on`]); each node's outcome,
+    /// by node id.
     async fn fan_out(&self, purge: &PurgeRequest) -> Vec<serde_json::Value> {
         let Some(token) = &self.settings.purge_token else {
             return Vec::new();
         };
-        let mut peers = self.upstreams.purge_peers();
-        if peers.len() > MAX_FANOUT_PEERS {
-            tracing::warn!(
-                edges = peers.len(),
-                "purge sent on to the first {MAX_FANOUT_PEERS} edges only"
-            );
-            peers.truncate(MAX_FANOUT_PEERS);
-        }
+        let targets: Vec<PurgeTarget> = self
+            .upstreams
+            .purge_peers()
+            .into_iter()
+            .map(|(node, upstream)| PurgeTarget {
+                node,
+                shown_as: upstream.authority().to_string(),
+                base_url: upstream.base_url(),
+            })
+            .collect();
         let body = Bytes::from(serde_json::to_vec(purge).unwrap_or_default());
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(PURGE_SCOPE, HeaderValue::from_static("node"));
-        headers.insert(header::VIA, HeaderValue::from_static(crate::upstream::VIA));
-        if let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {token}")) {
-            headers.insert(header::AUTHORIZATION, bearer);
-        }
-        let sends = peers.into_iter().map(|(node, upstream)| {
-            let request = OriginRequest {
-                method: Method::POST,
-                path_and_query: "/_kinema/purge".into(),
-                headers: headers.clone(),
-            };
-            let body = body.clone();
-            async move {
-                Metrics::bump(&self.metrics.purge_fanout_sent);
-                let outcome = self
-                    .client
-                    .exchange(&upstream, request, body, MAX_FANOUT_ANSWER, FANOUT_TIMEOUT)
-                    .await;
-                let edge = upstream.authority().to_string();
-                match outcome {
-                    Ok((status, answer)) if status.is_success() => {
-                        let purged = serde_json::from_slice::<serde_json::Value>(&answer)
-                            .ok()
-                            .and_then(|answer| answer.get("purged").cloned())
-                            .unwrap_or(serde_json::Value::Null);
-                        serde_json::json!({"node": node, "edge": edge, "status": status.as_u16(), "purged": purged})
-                    }
-                    Ok((status, answer)) => {
-                        Metrics::bump(&self.metrics.purge_fanout_failed);
-                        let said = String::from_utf8_lossy(&answer);
-                        let said = said.lines().next().unwrap_or("").trim();
-                        tracing::warn!(%node, %edge, %status, said, "an edge refused a purge sent on to it");
-                        serde_json::json!({"node": node, "edge": edge, "status": status.as_u16(), "error": said})
-                    }
-                    Err(error) => {
-                        Metrics::bump(&self.metrics.purge_fanout_failed);
-                        let error = match error {
-                            OriginError::Connect(detail) => format!("cannot connect: {detail}"),
-                            OriginError::Timeout => {
-                                format!("no answer within {}s", FANOUT_TIMEOUT.as_secs())
-                            }
-                            OriginError::Protocol(detail) | OriginError::RequestBody(detail) => {
-                                format!("the exchange failed: {detail}")
-                            }
-                        };
-                        tracing::warn!(%node, %edge, %error, "a purge could not be sent on to an edge");
-                        serde_json::json!({"node": node, "edge": edge, "error": error})
-                    }
-                }
+        let outcomes = send_purge_on(self.client.as_ref(), token, targets, body).await;
+        for outcome in &outcomes {
+            Metrics::bump(&self.metrics.purge_fanout_sent);
+            if outcome.get("error").is_some() {
+                Metrics::bump(&self.metrics.purge_fanout_failed);
             }
-        });
-        let mut nodes: Vec<serde_json::Value> = stream::iter(sends)
-            .buffer_unordered(FANOUT_CONCURRENCY)
-            .collect()
-            .await;
-        nodes.sort_by(|a, b| a["node"].as_str().cmp(&b["node"].as_str()));
-        nodes
+        }
+        outcomes
     }
 
     /// Purges this edge's cache; how many entries went.
