@@ -164,6 +164,10 @@ pub fn ffmpeg_args(
     out_dir: &Path,
 ) -> Vec<String> {
     let thumbnails = thumbnails.filter(|_| part.has_video());
+    // Whether this run makes the poster (the chunk holding its frame).
+    let poster_here = thumbnails
+        .zip(plan.frame_rate)
+        .is_some_and(|(thumbs, rate)| holds_poster(thumbs, rate, part));
     let rungs = if part.has_video() {
         plan.video.as_slice()
     } else {
@@ -215,7 +219,6 @@ pub fn ffmpeg_args(
         }
         // Constant frame rate for variable-frame-rate sources, and the
         // same frames in every branch.
-        let poster_here = thumbnails.is_some_and(|thumbs| holds_poster(thumbs, frame_rate, part));
         let branches = rungs.len() + usize::from(thumbnails.is_some()) + usize::from(poster_here);
         graph.push_str(&format!("fps={frame_rate},"));
         if let EncodePart::VideoChunk {
@@ -449,10 +452,7 @@ pub fn ffmpeg_args(
                 .display()
                 .to_string(),
         );
-        if thumbnails.is_some_and(|thumbs| {
-            plan.frame_rate
-                .is_some_and(|rate| holds_poster(thumbs, rate, part))
-        }) {
+        if poster_here {
             push(
                 &mut args,
                 &[
