@@ -163,6 +163,40 @@ TOML
     tasks=$( (grep -h 'task claimed' "$dir"/worker-*.log || true) | grep -o 'kind=[a-z]*' | sort | uniq -c \
         | awk '{ sub("kind=", "", $2); printf "%s %s  ", $1, $2 }')
     printf '%-8s %d worker(s)  wall %8.1f s  CPU %8.1f s  tasks claimed: %s\n' "$name" "$workers" "$WALL" "$CPU" "$tasks"
+    timeline "$start" "$dir"/worker-*.log
+}
+
+# timeline START LOG...: each task's claim and end, in seconds from START,
+# with the phases the worker logs (source, encode, upload, packaging and
+# publish), so where the wall time went can be read off.
+timeline() {
+    python3 - "$@" <<'PY'
+import datetime, re, sys
+start = float(sys.argv[1])
+line_re = re.compile(r'^(\S+Z)\s+\w+\s+task\{[^}]*?task=(\S+) kind=(\w+)[^}]*\}: \S+ (.*)$')
+rows = {}
+for log in sys.argv[2:]:
+    worker = log.rsplit('-', 1)[1].removesuffix('.log')
+    for line in open(log, errors='replace'):
+        match = line_re.match(line.strip())
+        if not match:
+            continue
+        stamp, task, kind, rest = match.groups()
+        at = datetime.datetime.fromisoformat(stamp).timestamp() - start
+        row = rows.setdefault((worker, task), {'kind': kind, 'phases': []})
+        if 'task claimed' in rest:
+            row['claimed'] = at
+        elif rest.startswith('task done'):
+            row['done'] = at
+        else:
+            fields = dict(re.findall(r'(\w+)=([0-9.]+)', rest))
+            what = re.sub(r'\s\w+=\S+', '', rest).strip()
+            figures = ' '.join(f'{k}={float(v):.1f}' for k, v in fields.items() if 'seconds' in k)
+            row['phases'].append(f'{what} {figures}'.strip())
+for (worker, task), row in sorted(rows.items(), key=lambda item: item[1].get('claimed', 0)):
+    print(f"  w{worker:<2} {row['kind']:<8} {row.get('claimed', float('nan')):7.1f} -> {row.get('done', float('nan')):7.1f} s   "
+          + '; '.join(row['phases']))
+PY
 }
 
 duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$SOURCE")

@@ -418,6 +418,8 @@ pub(crate) async fn package_and_publish(
         skipped_subtitles,
     } = encoded;
     on_progress(Progress::at(Stage::Packaging, TRANSCODE_END));
+    // Each phase's seconds, logged with the publish.
+    let started = std::time::Instant::now();
     let staging = staging_dir.to_path_buf();
     let plan_for_package = plan.clone();
     let source_for_package = source.clone();
@@ -462,9 +464,11 @@ pub(crate) async fn package_and_publish(
     )
     .await?;
     check_cancel(cancel)?;
+    let packaged = started.elapsed();
     // After the encode, from its outputs only (a remux, not a pass over
     // the source); written before describe_files, so manifest.json lists it.
     crate::download::write(config, staging_dir, &renditions, cancel).await?;
+    let downloadable = started.elapsed();
 
     on_progress(Progress::at(Stage::Publishing, 98.0));
     let manifest = Manifest {
@@ -498,6 +502,7 @@ pub(crate) async fn package_and_publish(
             .collect(),
         files: describe_files(staging_dir).await?,
     };
+    let described = started.elapsed();
     store
         .publish(&manifest, staging_dir)
         .await
@@ -507,7 +512,12 @@ pub(crate) async fn package_and_publish(
             other => other.into(),
         })?;
     on_progress(Progress::at(Stage::Done, 100.0));
-    tracing::info!(id = %manifest.id, files = manifest.files.len(), "published");
+    let seconds = |phase: std::time::Duration| (phase.as_secs_f64() * 10.0).round() / 10.0;
+    tracing::info!(id = %manifest.id, files = manifest.files.len(),
+        package_seconds = seconds(packaged),
+        download_seconds = seconds(downloadable - packaged),
+        checksum_seconds = seconds(described - downloadable),
+        publish_seconds = seconds(started.elapsed() - described), "published");
     Ok(Ingested {
         manifest,
         subtitles: subtitle_renditions,

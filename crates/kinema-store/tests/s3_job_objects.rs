@@ -80,6 +80,17 @@ async fn job_objects_round_trip_and_are_deleted_with_their_job() {
         jobs.get_to_file("j1", "source", &missing, 999).await,
         Err(StoreError::TooLarge { limit: 999, .. })
     ));
+    // A version tells a rewritten object from the one copied before.
+    let before = jobs.version("j1", "source").await.unwrap().unwrap();
+    assert_eq!(before.size, 1000);
+    assert_eq!(jobs.version("j1", "nothing").await.unwrap(), None);
+    jobs.put_stream("j1", "source", chunks(&pattern(999), 300), 10_000)
+        .await
+        .unwrap();
+    let after = jobs.version("j1", "source").await.unwrap().unwrap();
+    assert_eq!(after.size, 999);
+    assert!(after.e_tag.is_some(), "{after:?}");
+    assert_ne!(before.e_tag, after.e_tag);
 
     jobs.delete_job("j1").await.unwrap();
     assert!(jobs.list("j1").await.unwrap().is_empty());

@@ -20,6 +20,7 @@
 mod client;
 mod fenced_store;
 mod on_server;
+mod sources;
 mod tasks;
 
 pub use on_server::take_workers;
@@ -248,6 +249,7 @@ pub fn run(config_file: &ConfigFile, args: WorkerArgs) -> Result<()> {
             .context("the library is not in an object store")?;
         let client = WorkerClient::new(&server, token)?;
         let scratch = prepare_scratch(&scratch, &name)?;
+        let sources = Arc::new(sources::SourceCopies::new(scratch.join("sources")));
         let worker = Arc::new(Worker {
             name,
             library: library.library.clone(),
@@ -259,6 +261,7 @@ pub fn run(config_file: &ConfigFile, args: WorkerArgs) -> Result<()> {
                 objects,
                 client,
                 ingest,
+                sources,
             },
             stop_claiming: CancellationToken::new(),
             stop_tasks: CancellationToken::new(),

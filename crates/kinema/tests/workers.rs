@@ -292,6 +292,17 @@ fn a_long_upload_is_encoded_in_chunks_by_several_workers_and_published_whole() {
     assert!(names.len() >= 2, "{done}");
     let claimed = logs.iter().filter(|log| log.contains("kind=chunk")).count();
     assert!(claimed >= 2, "{}", logs.join("\n---\n"));
+    // Four tasks read the source (three chunks and the audio) on three
+    // workers: each worker downloads it at most once, and one that ran two
+    // of them used the copy it kept.
+    let count = |line: &str| {
+        logs.iter()
+            .map(|log| log.matches(line).count())
+            .sum::<usize>()
+    };
+    let (downloaded, reused) = (count("source downloaded"), count("source reused"));
+    assert_eq!(downloaded + reused, 4, "{}", logs.join("\n---\n"));
+    assert!(downloaded <= 3 && reused >= 1, "{}", logs.join("\n---\n"));
     // One video of 24 s in six 4 s segments per rendition, as a whole
     // encode would make it.
     let (status, video) = call(address, "GET", "/api/videos/chunked", &setup.admin, b"");

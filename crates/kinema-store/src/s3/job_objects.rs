@@ -47,6 +47,13 @@ pub struct JobObject {
     pub size: u64,
 }
 
+/// What tells one stored version of a job's object from another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobObjectVersion {
+    pub size: u64,
+    pub e_tag: Option<String>,
+}
+
 /// Whether `name` may be a job id or a path of names below one: segments of
 /// `a-z A-Z 0-9 . _ -`, none empty or starting with a dot, so a name can
 /// neither leave its job's prefix nor be confused with another's.
@@ -204,6 +211,11 @@ impl JobObjects {
     /// if it exists), refusing an object larger than `max_bytes`; returns
     /// its size. A missing object is [`StoreError::ObjectNotFound`]'s
     /// cousin for jobs: `Ok(None)`.
+    ///
+    /// The file is a worker's scratch copy, not synced to disk: a crash
+    /// loses the task, whose next run starts from an empty scratch
+    /// directory (an fsync per segment made an assembly's thousands of
+    /// downloads wait on the disk).
     pub async fn get_to_file(
         &self,
         job: &str,
@@ -242,10 +254,29 @@ impl JobObjects {
                 .await
                 .map_err(|source| StoreError::io(path, source))?;
         }
-        file.sync_all()
+        file.flush()
             .await
             .map_err(|source| StoreError::io(path, source))?;
         Ok(Some(size))
+    }
+
+    /// The size and entity tag of `jobs/{job}/{name}`, `None` when there is
+    /// no such object: whether a copy taken earlier is still the object.
+    pub async fn version(
+        &self,
+        job: &str,
+        name: &str,
+    ) -> Result<Option<JobObjectVersion>, StoreError> {
+        check(job, Some(name))?;
+        let key = self.key(job, name);
+        match self.store.client.head(&key).await {
+            Ok(meta) => Ok(Some(JobObjectVersion {
+                size: meta.size,
+                e_tag: meta.e_tag,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(self.store.remote("HEAD", &key, error)),
+        }
     }
 
     /// The objects of one job, by name.

@@ -48,7 +48,7 @@ use crate::{CollectedGeneration, ObjectMeta, Store, StoreError, StoreOptions, St
 
 pub use connect::S3Location;
 pub use credentials::S3Credentials;
-pub use job_objects::{JOBS, JobObject, JobObjects, is_valid_job_name};
+pub use job_objects::{JOBS, JobObject, JobObjectVersion, JobObjects, is_valid_job_name};
 pub use publish::MULTIPART_THRESHOLD;
 
 /// How many manifests `list_videos` asks for at once.

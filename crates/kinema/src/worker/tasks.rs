@@ -17,6 +17,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
 
 use kinema_core::{AccessPolicy, VideoId};
 use kinema_media::chunked::{self, ChunkedPlan};
@@ -29,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{ClaimedTask, WorkerClient};
 use super::fenced_store::FencedStore;
+use super::sources::SourceCopies;
 
 /// The kinds this worker runs.
 pub const KINDS: [&str; 4] = ["encode", "chunk", "audio", "assemble"];
@@ -38,6 +42,9 @@ const OUT: &str = "out";
 const MAX_OUTPUT_FILES: usize = 100_000;
 /// Largest source a worker downloads, bytes (what `kinema serve` accepts).
 const MAX_SOURCE_BYTES: u64 = kinema_origin::api::MAX_UPLOAD_BYTES;
+/// Objects a task moves between the store and its scratch at once: the
+/// segments are small, so one at a time waits on the round trips.
+const TRANSFER_CONCURRENCY: usize = 8;
 
 /// Why a task did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,7 @@ pub struct TaskContext {
     pub objects: JobObjects,
     pub client: WorkerClient,
     pub ingest: IngestConfig,
+    pub sources: Arc<SourceCopies>,
 }
 
 /// The name of a key below the job's prefix, refused when outside it.
@@ -115,31 +123,79 @@ pub async fn run(
     }
 }
 
+/// The job's source at `scratch/source`: the copy this worker kept from
+/// an earlier task of the job if the object is unchanged, else downloaded.
 async fn download_source(
     context: &TaskContext,
     task: &ClaimedTask,
     scratch: &Path,
     cancel: &CancellationToken,
 ) -> Result<PathBuf, TaskError> {
+    tokio::select! {
+        () = cancel.cancelled() => Err(TaskError::Stopped),
+        source = fetch_source(context, task, scratch) => source,
+    }
+}
+
+async fn fetch_source(
+    context: &TaskContext,
+    task: &ClaimedTask,
+    scratch: &Path,
+) -> Result<PathBuf, TaskError> {
     let name = job_object_name(task, &task.objects.source)?;
     let path = scratch.join("source");
-    let download = context
-        .objects
-        .get_to_file(&task.job_id, name, &path, MAX_SOURCE_BYTES);
-    let downloaded = tokio::select! {
-        () = cancel.cancelled() => return Err(TaskError::Stopped),
-        downloaded = download => downloaded,
-    };
-    match downloaded {
-        Ok(Some(_)) => Ok(path),
-        Ok(None) => Err(TaskError::BadSource(format!(
+    let gone = || {
+        TaskError::BadSource(format!(
             "the job's source {} is gone from the object store; upload it again",
             task.objects.source
-        ))),
-        Err(error) => Err(TaskError::Failed(format!(
-            "cannot read the job's source: {error}"
-        ))),
+        ))
+    };
+    let cannot_read = |error| TaskError::Failed(format!("cannot read the job's source: {error}"));
+    let started = Instant::now();
+    let version = context
+        .objects
+        .version(&task.job_id, name)
+        .await
+        .map_err(cannot_read)?
+        .ok_or_else(gone)?;
+    let (sources, job, object, kept_version, link) = (
+        context.sources.clone(),
+        task.job_id.clone(),
+        name.to_string(),
+        version.clone(),
+        path.clone(),
+    );
+    let reused =
+        tokio::task::spawn_blocking(move || sources.link_to(&job, &object, &kept_version, &link))
+            .await
+            .unwrap_or(false);
+    if reused {
+        tracing::info!(
+            bytes = version.size,
+            "source reused from this worker's previous task"
+        );
+        return Ok(path);
     }
+    context
+        .objects
+        .get_to_file(&task.job_id, name, &path, MAX_SOURCE_BYTES)
+        .await
+        .map_err(cannot_read)?
+        .ok_or_else(gone)?;
+    tracing::info!(
+        bytes = version.size,
+        seconds = started.elapsed().as_secs_f64(),
+        "source downloaded"
+    );
+    let (sources, job, object, downloaded) = (
+        context.sources.clone(),
+        task.job_id.clone(),
+        name.to_string(),
+        path.clone(),
+    );
+    let _ = tokio::task::spawn_blocking(move || sources.keep(&job, &object, version, &downloaded))
+        .await;
+    Ok(path)
 }
 
 async fn encode(
@@ -238,6 +294,7 @@ async fn encode_part(
         // The upload after the encode is the last tenth.
         *shared.lock().unwrap_or_else(PoisonError::into_inner) = (share * 0.9).clamp(0.0, 0.9);
     };
+    let started = Instant::now();
     let encoded = match index {
         Some(index) => {
             chunked::run_chunk(
@@ -256,6 +313,7 @@ async fn encode_part(
         }
     };
     encoded.map_err(TaskError::from_media)?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "encoded");
     let files = upload_tree(context, task, &out, cancel).await?;
     Ok(json!({ "files": files }))
 }
@@ -289,23 +347,81 @@ async fn upload_tree(
             }
         }
     }
-    for path in &files {
-        if cancel.is_cancelled() {
-            return Err(TaskError::Stopped);
-        }
-        let relative = path
-            .strip_prefix(dir)
-            .ok()
-            .and_then(Path::to_str)
-            .ok_or_else(|| TaskError::Failed(format!("{} has no UTF-8 name", path.display())))?;
-        let name = format!("{OUT}/{relative}");
-        context
-            .objects
-            .put_file(&task.job_id, &name, path)
-            .await
-            .map_err(|error| TaskError::Failed(format!("cannot upload {name}: {error}")))?;
-    }
+    let started = Instant::now();
+    // Collected first: a lazy iterator of these futures trips the compiler's
+    // proof that the task's future is Send.
+    let uploads: Vec<_> = files
+        .iter()
+        .map(|path| upload_output(context, task, dir, path, cancel))
+        .collect();
+    let bytes: u64 = futures::stream::iter(uploads)
+        .buffer_unordered(TRANSFER_CONCURRENCY)
+        .try_collect::<Vec<u64>>()
+        .await?
+        .into_iter()
+        .sum();
+    tracing::info!(
+        files = files.len(),
+        bytes,
+        seconds = started.elapsed().as_secs_f64(),
+        "outputs uploaded"
+    );
     Ok(files.len())
+}
+
+/// Uploads `path`, a file below `dir`, to `jobs/{job}/out/{relative path}`.
+async fn upload_output(
+    context: &TaskContext,
+    task: &ClaimedTask,
+    dir: &Path,
+    path: &Path,
+    cancel: &CancellationToken,
+) -> Result<u64, TaskError> {
+    if cancel.is_cancelled() {
+        return Err(TaskError::Stopped);
+    }
+    let relative = path
+        .strip_prefix(dir)
+        .ok()
+        .and_then(Path::to_str)
+        .ok_or_else(|| TaskError::Failed(format!("{} has no UTF-8 name", path.display())))?;
+    let name = format!("{OUT}/{relative}");
+    context
+        .objects
+        .put_file(&task.job_id, &name, path)
+        .await
+        .map_err(|error| TaskError::Failed(format!("cannot upload {name}: {error}")))
+}
+
+/// Downloads the job's object `name`, below `out/`, to the same relative
+/// path in `staging`.
+async fn download_output(
+    context: &TaskContext,
+    task: &ClaimedTask,
+    name: &str,
+    staging: &Path,
+    cancel: &CancellationToken,
+) -> Result<(), TaskError> {
+    if cancel.is_cancelled() {
+        return Err(TaskError::Stopped);
+    }
+    let relative = name
+        .strip_prefix(OUT)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .ok_or_else(|| TaskError::Failed(format!("{name} is not below {OUT}/")))?;
+    let path = staging.join(relative);
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(|error| {
+            TaskError::Failed(format!("cannot create {}: {error}", parent.display()))
+        })?;
+    }
+    context
+        .objects
+        .get_to_file(&task.job_id, name, &path, MAX_SOURCE_BYTES)
+        .await
+        .map_err(|error| TaskError::Failed(format!("cannot read {name}: {error}")))?
+        .ok_or_else(|| TaskError::Failed(format!("{name} vanished")))?;
+    Ok(())
 }
 
 /// `assemble`: every task's output into one staging directory, then the
@@ -324,27 +440,25 @@ async fn assemble(
             TaskError::Failed(format!("cannot list the job's objects: {error}"))
         })?;
     let prefix = format!("{OUT}/");
-    for object in objects
+    let outputs: Vec<_> = objects
         .iter()
         .filter(|object| object.name.starts_with(&prefix))
-    {
-        if cancel.is_cancelled() {
-            return Err(TaskError::Stopped);
-        }
-        let relative = &object.name[prefix.len()..];
-        let path = staging.join(relative);
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|error| {
-                TaskError::Failed(format!("cannot create {}: {error}", parent.display()))
-            })?;
-        }
-        context
-            .objects
-            .get_to_file(&task.job_id, &object.name, &path, MAX_SOURCE_BYTES)
-            .await
-            .map_err(|error| TaskError::Failed(format!("cannot read {}: {error}", object.name)))?
-            .ok_or_else(|| TaskError::Failed(format!("{} vanished", object.name)))?;
-    }
+        .collect();
+    let started = Instant::now();
+    let downloads: Vec<_> = outputs
+        .iter()
+        .map(|object| download_output(context, task, &object.name, &staging, cancel))
+        .collect();
+    futures::stream::iter(downloads)
+        .buffer_unordered(TRANSFER_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    tracing::info!(
+        files = outputs.len(),
+        bytes = outputs.iter().map(|object| object.size).sum::<u64>(),
+        seconds = started.elapsed().as_secs_f64(),
+        "outputs downloaded"
+    );
     let store = FencedStore {
         inner: context.store.clone(),
         client: context.client.clone(),
