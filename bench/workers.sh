@@ -14,7 +14,9 @@
 # upload's first byte to the job's `done`; CPU time is each worker's own
 # plus its waited-for children's (ffmpeg, ffprobe), from /proc/PID/stat
 # before it stops. Prints wall whole / wall chunked (target ≥ 2.5) and CPU
-# chunked / CPU whole (the per-title overhead of chunking, target ≤ 1.1).
+# chunked / CPU whole (the per-title overhead of chunking, target ≤ 1.1),
+# and after each run every task's claim and end in seconds from the upload,
+# with the phases its worker logged.
 #
 #   bench/workers.sh                       # a 10-minute 1080p source, made once
 #   SOURCE=film.mp4 bench/workers.sh       # any source
