@@ -17,7 +17,8 @@
 #   (c) scale-out: each edge in a cgroup of its own with the same CPU quota
 #       (EDGE_QUOTA of 100 ms; bench/cgroup.sh: v2's `cpu.max`, or v1's cpu
 #       controller), removed on exit; `kinema bench capacity` over a uniform
-#       catalogue with 1 edge, then with 3. Target: ≥ 2.7×. Skipped with a
+#       catalogue with 1 edge, then with 3. Target: ≥ 2.7×. Each edge's CPU
+#       idle and per request is printed with its requests. Skipped with a
 #       message where neither cgroup version offers the cpu controller. The origin is not
 #       confined; viewers it takes when every edge is overloaded would count
 #       for both runs alike.
@@ -358,16 +359,33 @@ phase_b() {
     stop_cluster
 }
 
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 capacity() { # capacity EDGES: the search's output in $WORK/capacity-EDGES.txt
     start_cluster "$1" 256MiB
+    # Each edge's CPU idle (gossip, figures) over 10 s, then during
+    # the search: what a request costs it, whether alone or in a cluster.
+    local i hz idle=10 ticks=() now
+    hz=$(getconf CLK_TCK)
+    for i in $(seq 0 $(($1 - 1))); do ticks[$i]=$(cpu_ticks "${EDGE_PIDS[$i]}"); done
+    sleep "$idle"
+    for i in $(seq 0 $(($1 - 1))); do
+        now=$(cpu_ticks "${EDGE_PIDS[$i]}")
+        awk -v t=$((now - ticks[i])) -v hz="$hz" -v s="$idle" -v i="$i" \
+            'BEGIN { printf "  edge %d idle: %.1f ms of CPU per second\n", i, t * 1000 / hz / s }'
+        ticks[$i]=$now
+    done
     "$BIN" bench capacity "http://$ORIGIN/v/zipf-{video}/master.m3u8" --bitrate "$CAP_BITRATE" \
         --catalogue "$CAP_CATALOGUE" --zipf 0 --start "$CAP_START" --max "$CAP_MAX" \
         --trial-duration "$CAP_TRIAL" --ramp "$CAP_RAMP" --buffer-target 8s --progress false \
         > "$WORK/capacity-$1.txt"
     sed 's/^/  /' "$WORK/capacity-$1.txt"
-    local i
+    local requests
     for i in $(seq 0 $(($1 - 1))); do
-        echo "  edge $i requests: $(metric "${EDGES[$i]}" kinema_edge_requests_total)"
+        requests=$(metric "${EDGES[$i]}" kinema_edge_requests_total)
+        now=$(cpu_ticks "${EDGE_PIDS[$i]}")
+        awk -v r="$requests" -v t=$((now - ticks[i])) -v hz="$hz" -v i="$i" \
+            'BEGIN { printf "  edge %d requests: %d, CPU %.1f s, %.0f µs per request\n", i, r, t / hz, (r > 0 ? t / hz / r * 1e6 : 0) }'
     done
     stop_cluster
 }
