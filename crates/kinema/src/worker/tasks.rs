@@ -405,10 +405,13 @@ async fn download_output(
     if cancel.is_cancelled() {
         return Err(TaskError::Stopped);
     }
+    // Checked before any directory is made for it: a listed name must not
+    // reach outside `staging` (no empty or dot-led parts).
     let relative = name
         .strip_prefix(OUT)
         .and_then(|rest| rest.strip_prefix('/'))
-        .ok_or_else(|| TaskError::Failed(format!("{name} is not below {OUT}/")))?;
+        .filter(|_| kinema_store::s3::is_valid_job_name(name))
+        .ok_or_else(|| TaskError::Failed(format!("{name:?} is not a name below {OUT}/")))?;
     let path = staging.join(relative);
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent).await.map_err(|error| {
