@@ -515,7 +515,7 @@ pub(crate) async fn package_and_publish(
     let seconds = |phase: std::time::Duration| (phase.as_secs_f64() * 10.0).round() / 10.0;
     tracing::info!(id = %manifest.id, files = manifest.files.len(),
         package_seconds = seconds(packaged),
-        download_seconds = seconds(downloadable - packaged),
+        download_mp4_seconds = seconds(downloadable - packaged),
         checksum_seconds = seconds(described - downloadable),
         publish_seconds = seconds(started.elapsed() - described), "published");
     Ok(Ingested {
