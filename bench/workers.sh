@@ -195,8 +195,11 @@ for log in sys.argv[2:]:
             what = re.sub(r'\s\w+=\S+', '', rest).strip()
             figures = ' '.join(f'{k}={float(v):.1f}' for k, v in fields.items() if 'seconds' in k)
             row['phases'].append(f'{what} {figures}'.strip())
+# A task whose worker was stopped before it logged its end (the run ends
+# when the job is done) shows "?".
+at = lambda row, key: f"{row[key]:7.1f}" if key in row else "      ?"
 for (worker, task), row in sorted(rows.items(), key=lambda item: item[1].get('claimed', 0)):
-    print(f"  w{worker:<2} {row['kind']:<8} {row.get('claimed', float('nan')):7.1f} -> {row.get('done', float('nan')):7.1f} s   "
+    print(f"  w{worker:<2} {row['kind']:<8} {at(row, 'claimed')} -> {at(row, 'done')} s   "
           + '; '.join(row['phases']))
 PY
 }
