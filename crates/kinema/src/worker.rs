@@ -249,7 +249,7 @@ pub fn run(config_file: &ConfigFile, args: WorkerArgs) -> Result<()> {
             .context("the library is not in an object store")?;
         let client = WorkerClient::new(&server, token)?;
         let scratch = prepare_scratch(&scratch, &name)?;
-        let sources = Arc::new(sources::SourceCopies::new(scratch.join("sources")));
+        let sources = sources::SourceCopies::new(scratch.join("sources"));
         let worker = Arc::new(Worker {
             name,
             library: library.library.clone(),

@@ -11,7 +11,7 @@
 //! is downloaded afresh.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kinema_store::s3::JobObjectVersion;
 
@@ -24,8 +24,13 @@ struct Kept {
     path: PathBuf,
 }
 
+/// Shared by a worker's slots; its file work runs on tokio's blocking pool
+/// (removing a large file can take a while). Clones share the copy.
+#[derive(Debug, Clone)]
+pub struct SourceCopies(Arc<Inner>);
+
 #[derive(Debug)]
-pub struct SourceCopies {
+struct Inner {
     dir: PathBuf,
     kept: Mutex<Option<Kept>>,
 }
@@ -34,16 +39,50 @@ impl SourceCopies {
     /// Keeps its copies in `dir` (below the worker's scratch directory,
     /// which the worker empties at start).
     pub fn new(dir: PathBuf) -> Self {
-        Self {
+        Self(Arc::new(Inner {
             dir,
             kept: Mutex::new(None),
-        }
+        }))
     }
 
     /// Links the kept copy of `job`'s object `name` at `version` to `path`;
     /// false (and nothing at `path`) when there is none or it cannot be
     /// linked.
-    pub fn link_to(&self, job: &str, name: &str, version: &JobObjectVersion, path: &Path) -> bool {
+    pub async fn link_to(
+        &self,
+        job: &str,
+        name: &str,
+        version: &JobObjectVersion,
+        path: &Path,
+    ) -> bool {
+        let (inner, job, name, version, path) = (
+            self.0.clone(),
+            job.to_string(),
+            name.to_string(),
+            version.clone(),
+            path.to_path_buf(),
+        );
+        tokio::task::spawn_blocking(move || inner.link_to(&job, &name, &version, &path))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Keeps the file at `path`, a whole download of `job`'s object `name`
+    /// at `version`, in place of the copy kept before; a copy that cannot
+    /// be kept is simply not.
+    pub async fn keep(&self, job: &str, name: &str, version: JobObjectVersion, path: &Path) {
+        let (inner, job, name, path) = (
+            self.0.clone(),
+            job.to_string(),
+            name.to_string(),
+            path.to_path_buf(),
+        );
+        let _ = tokio::task::spawn_blocking(move || inner.keep(&job, &name, version, &path)).await;
+    }
+}
+
+impl Inner {
+    fn link_to(&self, job: &str, name: &str, version: &JobObjectVersion, path: &Path) -> bool {
         let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(kept) = kept
             .as_ref()
@@ -54,10 +93,7 @@ impl SourceCopies {
         std::fs::hard_link(&kept.path, path).is_ok()
     }
 
-    /// Keeps the file at `path`, a whole download of `job`'s object `name`
-    /// at `version`, in place of the copy kept before; a copy that cannot
-    /// be kept is simply not.
-    pub fn keep(&self, job: &str, name: &str, version: JobObjectVersion, path: &Path) {
+    fn keep(&self, job: &str, name: &str, version: JobObjectVersion, path: &Path) {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(old) = kept.take() {
             let _ = std::fs::remove_file(&old.path);
@@ -89,35 +125,67 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_kept_source_is_linked_only_for_its_job_name_and_version() {
+    #[tokio::test]
+    async fn a_kept_source_is_linked_only_for_its_job_name_and_version() {
         let scratch = tempfile::tempdir().unwrap();
         let copies = SourceCopies::new(scratch.path().join("sources"));
         let first = scratch.path().join("task1-source");
         std::fs::write(&first, b"film").unwrap();
         let target = scratch.path().join("task2-source");
-        assert!(!copies.link_to("j1", "source", &version(4, "a"), &target));
+        assert!(
+            !copies
+                .link_to("j1", "source", &version(4, "a"), &target)
+                .await
+        );
         assert!(!target.exists());
 
-        copies.keep("j1", "source", version(4, "a"), &first);
+        copies.keep("j1", "source", version(4, "a"), &first).await;
         // The task that downloaded it is gone: its scratch is emptied.
         std::fs::remove_file(&first).unwrap();
-        assert!(!copies.link_to("j2", "source", &version(4, "a"), &target));
-        assert!(!copies.link_to("j1", "other", &version(4, "a"), &target));
-        assert!(!copies.link_to("j1", "source", &version(4, "b"), &target));
-        assert!(!copies.link_to("j1", "source", &version(5, "a"), &target));
+        assert!(
+            !copies
+                .link_to("j2", "source", &version(4, "a"), &target)
+                .await
+        );
+        assert!(
+            !copies
+                .link_to("j1", "other", &version(4, "a"), &target)
+                .await
+        );
+        assert!(
+            !copies
+                .link_to("j1", "source", &version(4, "b"), &target)
+                .await
+        );
+        assert!(
+            !copies
+                .link_to("j1", "source", &version(5, "a"), &target)
+                .await
+        );
         assert!(!target.exists());
-        assert!(copies.link_to("j1", "source", &version(4, "a"), &target));
+        assert!(
+            copies
+                .link_to("j1", "source", &version(4, "a"), &target)
+                .await
+        );
         assert_eq!(std::fs::read(&target).unwrap(), b"film");
 
         // The next job's source replaces it; the linked task keeps its file.
         let next = scratch.path().join("task3-source");
         std::fs::write(&next, b"other film").unwrap();
-        copies.keep("j2", "source", version(10, "c"), &next);
+        copies.keep("j2", "source", version(10, "c"), &next).await;
         assert_eq!(std::fs::read(&target).unwrap(), b"film");
         let again = scratch.path().join("task4-source");
-        assert!(!copies.link_to("j1", "source", &version(4, "a"), &again));
-        assert!(copies.link_to("j2", "source", &version(10, "c"), &again));
+        assert!(
+            !copies
+                .link_to("j1", "source", &version(4, "a"), &again)
+                .await
+        );
+        assert!(
+            copies
+                .link_to("j2", "source", &version(10, "c"), &again)
+                .await
+        );
         assert_eq!(std::fs::read(&again).unwrap(), b"other film");
         let held: Vec<_> = std::fs::read_dir(scratch.path().join("sources"))
             .unwrap()

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Future, StreamExt, TryStreamExt};
 
 use kinema_core::{AccessPolicy, VideoId};
 use kinema_media::chunked::{self, ChunkedPlan};
@@ -87,7 +87,7 @@ pub struct TaskContext {
     pub objects: JobObjects,
     pub client: WorkerClient,
     pub ingest: IngestConfig,
-    pub sources: Arc<SourceCopies>,
+    pub sources: SourceCopies,
 }
 
 /// The name of a key below the job's prefix, refused when outside it.
@@ -158,18 +158,11 @@ async fn fetch_source(
         .await
         .map_err(cannot_read)?
         .ok_or_else(gone)?;
-    let (sources, job, object, kept_version, link) = (
-        context.sources.clone(),
-        task.job_id.clone(),
-        name.to_string(),
-        version.clone(),
-        path.clone(),
-    );
-    let reused =
-        tokio::task::spawn_blocking(move || sources.link_to(&job, &object, &kept_version, &link))
-            .await
-            .unwrap_or(false);
-    if reused {
+    if context
+        .sources
+        .link_to(&task.job_id, name, &version, &path)
+        .await
+    {
         tracing::info!(
             bytes = version.size,
             "source reused from this worker's previous task"
@@ -187,13 +180,9 @@ async fn fetch_source(
         seconds = started.elapsed().as_secs_f64(),
         "source downloaded"
     );
-    let (sources, job, object, downloaded) = (
-        context.sources.clone(),
-        task.job_id.clone(),
-        name.to_string(),
-        path.clone(),
-    );
-    let _ = tokio::task::spawn_blocking(move || sources.keep(&job, &object, version, &downloaded))
+    context
+        .sources
+        .keep(&task.job_id, name, version, &path)
         .await;
     Ok(path)
 }
@@ -348,18 +337,11 @@ async fn upload_tree(
         }
     }
     let started = Instant::now();
-    // Collected first: a lazy iterator of these futures trips the compiler's
-    // proof that the task's future is Send.
-    let uploads: Vec<_> = files
+    let uploads = files
         .iter()
         .map(|path| upload_output(context, task, dir, path, cancel))
         .collect();
-    let bytes: u64 = futures::stream::iter(uploads)
-        .buffer_unordered(TRANSFER_CONCURRENCY)
-        .try_collect::<Vec<u64>>()
-        .await?
-        .into_iter()
-        .sum();
+    let bytes: u64 = transfer_all(uploads).await?.into_iter().sum();
     tracing::info!(
         files = files.len(),
         bytes,
@@ -367,6 +349,18 @@ async fn upload_tree(
         "outputs uploaded"
     );
     Ok(files.len())
+}
+
+/// Runs `transfers` [`TRANSFER_CONCURRENCY`] at a time; the first error
+/// ends them all. (A `Vec`, not a lazy iterator: an iterator of these
+/// futures trips the compiler's proof that the task's future is Send.)
+async fn transfer_all<T>(
+    transfers: Vec<impl Future<Output = Result<T, TaskError>>>,
+) -> Result<Vec<T>, TaskError> {
+    futures::stream::iter(transfers)
+        .buffer_unordered(TRANSFER_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 /// Uploads `path`, a file below `dir`, to `jobs/{job}/out/{relative path}`.
@@ -393,12 +387,13 @@ async fn upload_output(
         .map_err(|error| TaskError::Failed(format!("cannot upload {name}: {error}")))
 }
 
-/// Downloads the job's object `name`, below `out/`, to the same relative
-/// path in `staging`.
+/// Downloads the job's object `name`, which is `out/{relative}`, to
+/// `staging/{relative}`.
 async fn download_output(
     context: &TaskContext,
     task: &ClaimedTask,
     name: &str,
+    relative: &str,
     staging: &Path,
     cancel: &CancellationToken,
 ) -> Result<(), TaskError> {
@@ -407,11 +402,11 @@ async fn download_output(
     }
     // Checked before any directory is made for it: a listed name must not
     // reach outside `staging` (no empty or dot-led parts).
-    let relative = name
-        .strip_prefix(OUT)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .filter(|_| kinema_store::s3::is_valid_job_name(name))
-        .ok_or_else(|| TaskError::Failed(format!("{name:?} is not a name below {OUT}/")))?;
+    if !kinema_store::s3::is_valid_job_name(name) {
+        return Err(TaskError::Failed(format!(
+            "{name:?} is not a job object's name"
+        )));
+    }
     let path = staging.join(relative);
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent).await.map_err(|error| {
@@ -445,20 +440,19 @@ async fn assemble(
     let prefix = format!("{OUT}/");
     let outputs: Vec<_> = objects
         .iter()
-        .filter(|object| object.name.starts_with(&prefix))
+        .filter_map(|object| Some((object, object.name.strip_prefix(&prefix)?)))
         .collect();
     let started = Instant::now();
-    let downloads: Vec<_> = outputs
+    let downloads = outputs
         .iter()
-        .map(|object| download_output(context, task, &object.name, &staging, cancel))
+        .map(|(object, relative)| {
+            download_output(context, task, &object.name, relative, &staging, cancel)
+        })
         .collect();
-    futures::stream::iter(downloads)
-        .buffer_unordered(TRANSFER_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+    transfer_all(downloads).await?;
     tracing::info!(
         files = outputs.len(),
-        bytes = outputs.iter().map(|object| object.size).sum::<u64>(),
+        bytes = outputs.iter().map(|(object, _)| object.size).sum::<u64>(),
         seconds = started.elapsed().as_secs_f64(),
         "outputs downloaded"
     );
