@@ -267,7 +267,8 @@ pub struct Joined<'a> {
 }
 
 /// An edge of `cluster` filling from `origin` (a URL), reached by other
-/// nodes at `public_url`, with `extra` flags.
+/// nodes at `public_url`, with `extra` flags; returned once it listens, so
+/// a first request is never refused (a test that asked at once failed so).
 pub fn edge_with(
     dir: &Path,
     id: &str,
@@ -280,7 +281,7 @@ pub fn edge_with(
     let cache = dir.join(format!("cache-{id}"));
     std::fs::create_dir_all(&cache).unwrap();
     let host = listen.split(':').next().unwrap();
-    Node::start(
+    let node = Node::start(
         kinema()
             // Other members' figures are logged at debug, once a second.
             .args(["--log", "info,kinema::cluster=debug"])
@@ -292,7 +293,9 @@ pub fn edge_with(
             .args(["--cluster-public-url", public_url])
             .args(extra)
             .current_dir(&cache),
-    )
+    );
+    node.wait_for_line(&["edge serving"]);
+    node
 }
 
 /// Polls `/steer/clip` (a 503, no node able to serve yet, as an edge
