@@ -7,7 +7,11 @@
 //! set ([`TcpInfoSampling`]); without one nothing here runs. Samples whose
 //! delivery rate was limited by the application rather than the network
 //! (`tcpi_delivery_rate_app_limited`) are dropped: they say how fast we
-//! sent, not how fast the path is.
+//! sent, not how fast the path is. Nor is a response to a request that
+//! came through an intermediary (one carrying `Via`, RFC 9110 §7.6.3, as
+//! a cluster node's fill from its parent does) ever sampled: the far end
+//! of that connection is the intermediary, whose link and reading pace are
+//! its own and its downstream's, not a viewer's ([`through_intermediary`]).
 //!
 //! What it deliberately is not: an aggregator. Grouping by client prefix,
 //! decay and ranking live with whoever observes (`kinema-netq`).
@@ -114,6 +118,14 @@ pub fn read_tcp_info(socket: impl AsFd) -> io::Result<TcpInfoSample> {
         retransmits: u32_at(offset_of!(libc::tcp_info, tcpi_total_retrans)),
         app_limited: flags & app_limited_bit != 0,
     })
+}
+
+/// Whether a request came through an intermediary (it carries `Via`):
+/// the connection it arrived on then says nothing of a viewer's path, and
+/// the listener samples no response on it. A viewer who sends `Via` only
+/// goes unmeasured.
+pub(crate) fn through_intermediary(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::VIA)
 }
 
 /// Told of each network-limited sample the listener takes.

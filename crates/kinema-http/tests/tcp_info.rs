@@ -42,6 +42,49 @@ impl TcpInfoObserver for Forward {
     }
 }
 
+/// A server answering every request with `body_bytes`, sampling through
+/// `sampling`; `tls` when the protocol wants it.
+struct Served {
+    address: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    fn start(
+        listener: std::net::TcpListener,
+        body_bytes: usize,
+        sampling: TcpInfoSampling,
+        tls: Option<&ServerTls>,
+    ) -> Self {
+        listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(listener).unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(kinema_http::serve_sampled(
+            listener,
+            Arc::new(Body(Bytes::from(vec![7u8; body_bytes]))),
+            ServerConfig::default(),
+            tls.map(ServerTls::acceptor),
+            Arc::new(ServerStats::default()),
+            Some(sampling),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            address,
+            stop,
+            server,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+    }
+}
+
 /// Serves `body_bytes` per request on `listener`, sampling every response
 /// of at least half that; fetches it over one connection until a sample
 /// arrives, at most 16 requests or 60 s. A sample taken while the sender
@@ -53,76 +96,19 @@ async fn sample_one_download(
     body_bytes: usize,
     protocol: Protocol,
 ) -> (SocketAddr, SocketAddr, TcpInfoSample) {
-    listener.set_nonblocking(true).unwrap();
-    let listener = TcpListener::from_std(listener).unwrap();
-    let address = listener.local_addr().unwrap();
     let (samples, mut received) = mpsc::unbounded_channel();
     let sampling = TcpInfoSampling::new(Arc::new(Forward(samples)), body_bytes as u64 / 2, 1);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let tls = matches!(protocol, Protocol::Http1Tls).then(|| {
         ServerTls::self_signed(&["localhost".to_string()])
             .unwrap()
             .0
     });
-    let server = tokio::spawn(kinema_http::serve_sampled(
-        listener,
-        Arc::new(Body(Bytes::from(vec![7u8; body_bytes]))),
-        ServerConfig::default(),
-        tls.as_ref().map(ServerTls::acceptor),
-        Arc::new(ServerStats::default()),
-        Some(sampling),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let client = match protocol {
-        // Over loopback only: a shaped link is the bottleneck itself, and
-        // a full receive window lets its queue ride out a busy client.
-        Protocol::Http1 | Protocol::Http1Tls if address.ip().is_loopback() => {
-            connect_receiver_limited(address).await
-        }
-        Protocol::Http1 | Protocol::Http1Tls => TcpStream::connect(address).await.unwrap(),
-        // HTTP/2's own flow control already paces the sender (and with
-        // loopback's 64 KiB segments, a sender that waits is
-        // application-limited): a plain connection.
-        Protocol::Http2 => TcpStream::connect(address).await.unwrap(),
-    };
-    let local = client.local_addr().unwrap();
-    let mut client = match protocol {
-        Protocol::Http1 => Client::Http1(client),
-        Protocol::Http1Tls => {
-            let tls = tls.expect("a certificate");
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(tls.current_certificate()).unwrap();
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, client)
-                .await
-                .unwrap();
-            Client::Http1Tls(Box::new(stream))
-        }
-        Protocol::Http2 => {
-            let (sender, connection) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(client),
-            )
-            .await
-            .unwrap();
-            tokio::spawn(connection);
-            Client::Http2(sender)
-        }
-    };
+    let served = Served::start(listener, body_bytes, sampling, tls.as_ref());
+    let (local, mut client) = Client::connect(served.address, protocol, tls.as_ref()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut sample = None;
     for download in 1..=16 {
-        let fetched = tokio::time::timeout_at(deadline, client.fetch(body_bytes)).await;
+        let fetched = tokio::time::timeout_at(deadline, client.fetch(body_bytes, false)).await;
         assert!(fetched.is_ok(), "the download did not finish within 60 s");
         // The sample is taken right after the body's last write returns,
         // so it is due about when the client has read the body; one that
@@ -136,8 +122,7 @@ async fn sample_one_download(
         }
     }
     let (peer, sample) = sample.expect("no network-limited sample in 16 downloads");
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
     (peer, local, sample)
 }
 
@@ -157,15 +142,74 @@ enum Client {
 }
 
 impl Client {
-    async fn fetch(&mut self, body_bytes: usize) {
+    /// A connection to `address` speaking `protocol` (trusting `tls`'s
+    /// certificate for TLS), and its local address.
+    async fn connect(
+        address: SocketAddr,
+        protocol: Protocol,
+        tls: Option<&ServerTls>,
+    ) -> (SocketAddr, Self) {
+        let client = match protocol {
+            // Over loopback only: a shaped link is the bottleneck itself,
+            // and a full receive window lets its queue ride out a busy
+            // client.
+            Protocol::Http1 | Protocol::Http1Tls if address.ip().is_loopback() => {
+                connect_receiver_limited(address).await
+            }
+            Protocol::Http1 | Protocol::Http1Tls => TcpStream::connect(address).await.unwrap(),
+            // HTTP/2's own flow control already paces the sender (and with
+            // loopback's 64 KiB segments, a sender that waits is
+            // application-limited): a plain connection.
+            Protocol::Http2 => TcpStream::connect(address).await.unwrap(),
+        };
+        let local = client.local_addr().unwrap();
+        let client = match protocol {
+            Protocol::Http1 => Client::Http1(client),
+            Protocol::Http1Tls => {
+                let tls = tls.expect("a certificate");
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(tls.current_certificate()).unwrap();
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(name, client)
+                    .await
+                    .unwrap();
+                Client::Http1Tls(Box::new(stream))
+            }
+            Protocol::Http2 => {
+                let (sender, connection) = hyper::client::conn::http2::handshake(
+                    hyper_util::rt::TokioExecutor::new(),
+                    hyper_util::rt::TokioIo::new(client),
+                )
+                .await
+                .unwrap();
+                tokio::spawn(connection);
+                Client::Http2(sender)
+            }
+        };
+        (local, client)
+    }
+
+    /// One GET whose `body_bytes` are read whole; through an intermediary
+    /// (with `Via`) when `via`.
+    async fn fetch(&mut self, body_bytes: usize, via: bool) {
         match self {
-            Client::Http1(stream) => fetch(stream, body_bytes).await,
-            Client::Http1Tls(stream) => fetch(&mut **stream, body_bytes).await,
+            Client::Http1(stream) => fetch(stream, body_bytes, via).await,
+            Client::Http1Tls(stream) => fetch(&mut **stream, body_bytes, via).await,
             Client::Http2(sender) => {
                 use http_body_util::BodyExt;
-                let request = http::Request::get("http://t/segment")
-                    .body(http_body_util::Empty::new())
-                    .unwrap();
+                let mut request = http::Request::get("http://t/segment");
+                if via {
+                    request = request.header(http::header::VIA, VIA);
+                }
+                let request = request.body(http_body_util::Empty::new()).unwrap();
                 let response = sender.send_request(request).await.unwrap();
                 let body = response.into_body().collect().await.unwrap().to_bytes();
                 assert_eq!(body.len(), body_bytes);
@@ -174,10 +218,18 @@ impl Client {
     }
 }
 
+/// What a cluster node's forwarded request carries.
+const VIA: &str = "1.1 edge-b";
+
 /// One GET on a keep-alive connection, its `body_bytes` read whole.
-async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(client: &mut S, body_bytes: usize) {
+async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(client: &mut S, body_bytes: usize, via: bool) {
+    let via = if via {
+        format!("Via: {VIA}\r\n")
+    } else {
+        String::new()
+    };
     client
-        .write_all(b"GET /segment HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(format!("GET /segment HTTP/1.1\r\nHost: t\r\n{via}\r\n").as_bytes())
         .await
         .unwrap();
     let mut received = Vec::with_capacity(body_bytes + 1024);
@@ -232,6 +284,38 @@ async fn a_loopback_http2_download_is_sampled_too() {
     assert_eq!(peer, client, "the sample names the viewer's address");
     assert!(sample.delivery_rate_bytes_per_second > 0, "{sample:?}");
     assert!(sample.min_rtt <= sample.smoothed_rtt, "{sample:?}");
+}
+
+/// How many responses the listener sampled (kept, dropped as
+/// application-limited, or unreadable) while a client fetched eight bodies
+/// of 4 MiB over one loopback connection, every request carrying `Via`
+/// when `via`.
+async fn responses_sampled(protocol: Protocol, via: bool) -> u64 {
+    let (samples, _received) = mpsc::unbounded_channel();
+    let sampling = TcpInfoSampling::new(Arc::new(Forward(samples)), 1 << 20, 1);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let served = Served::start(listener, 4 << 20, sampling.clone(), None);
+    let (_, mut client) = Client::connect(served.address, protocol, None).await;
+    for _ in 0..8 {
+        client.fetch(4 << 20, via).await;
+    }
+    served.stop().await;
+    let counts = sampling.counts();
+    counts.observed + counts.app_limited + counts.unreadable
+}
+
+/// A node's fill from its parent, or any request through a proxy, is not a
+/// viewer's connection: over HTTP/1.1 and HTTP/2 alike, none of its
+/// responses is sampled, where a viewer's are.
+#[tokio::test]
+async fn responses_to_requests_through_an_intermediary_are_never_sampled() {
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let direct = responses_sampled(protocol, false).await;
+        let proxied = responses_sampled(protocol, true).await;
+        println!("{protocol:?}: {direct} sampled directly, {proxied} through an intermediary");
+        assert!(direct > 0, "{protocol:?}: no response sampled at all");
+        assert_eq!(proxied, 0, "{protocol:?}");
+    }
 }
 
 /// A std listener bound on `address` inside network namespace `namespace`

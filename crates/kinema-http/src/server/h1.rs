@@ -302,6 +302,7 @@ where
         mut keep_alive,
         expect_continue,
     } = parsed;
+    let proxied = crate::tcp_info::through_intermediary(request.headers());
     let facts = RequestFacts {
         head: request.method() == Method::HEAD,
         version: request.version(),
@@ -354,6 +355,7 @@ where
     // Whether to read the viewer's TCP_INFO once this body is written.
     let sample_after = shared.tcp_info.as_ref().is_some_and(|sampling| {
         !facts.head
+            && !proxied
             && response.status().is_success()
             && response
                 .body()

@@ -20,7 +20,7 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -83,10 +83,15 @@ pub(super) async fn serve<S, H>(
     let streamed = Arc::new(tokio::sync::Semaphore::new(STREAMED_BODIES_PER_CONNECTION));
     let service_shared = shared.clone();
     let service_progress = progress.clone();
+    let proxied = Arc::new(AtomicBool::new(false));
+    let service_proxied = proxied.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let shared = service_shared.clone();
         let streamed = streamed.clone();
         service_progress.note();
+        if crate::tcp_info::through_intermediary(request.headers()) {
+            service_proxied.store(true, Ordering::Relaxed);
+        }
         async move { Ok::<_, Infallible>(handle(&shared, request, info, streamed).await) }
     });
     let io = TokioIo::new(Rewind {
@@ -97,6 +102,7 @@ pub(super) async fn serve<S, H>(
             sampling,
             peer: info.peer,
             written: 0,
+            proxied,
         }),
     });
     let connection = builder.serve_connection(io, service);
@@ -232,11 +238,14 @@ struct Rewind<S> {
 
 /// HTTP/2 interleaves responses, so a connection is sampled by the bytes
 /// written on it: each time another `min_body_bytes` went out (by the
-/// sampler's one-in-k rule), while the stream still has data queued.
+/// sampler's one-in-k rule), while the stream still has data queued;
+/// never once a request on it came through an intermediary.
 struct ConnectionSampling {
     sampling: TcpInfoSampling,
     peer: std::net::SocketAddr,
     written: u64,
+    /// Set by the first request that carried `Via`.
+    proxied: Arc<AtomicBool>,
 }
 
 impl<S: Transport> Rewind<S> {
@@ -249,7 +258,8 @@ impl<S: Transport> Rewind<S> {
                 connection.written += *n as u64;
                 if connection.written >= connection.sampling.min_body_bytes() {
                     connection.written = 0;
-                    if connection.sampling.picks()
+                    if !connection.proxied.load(Ordering::Relaxed)
+                        && connection.sampling.picks()
                         && let Some(socket) = self.inner.tcp_socket()
                     {
                         connection.sampling.sample(socket, connection.peer);
