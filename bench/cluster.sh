@@ -380,6 +380,10 @@ capacity() { # capacity EDGES: the search's output in $WORK/capacity-EDGES.txt
         --trial-duration "$CAP_TRIAL" --ramp "$CAP_RAMP" --buffer-target 8s --progress false \
         > "$WORK/capacity-$1.txt"
     sed 's/^/  /' "$WORK/capacity-$1.txt"
+    # Why the origin sent each new session where it did.
+    curl -s --max-time 5 "http://$ORIGIN/metrics" |
+        awk '/^kinema_origin_steering_decisions_total/ { sub(/.*reason="/, ""); sub(/"}/, ""); printf "%s %s, ", $1, $2 }
+            END { print "" }' | sed 's/^/  steering decisions: /'
     local requests
     for i in $(seq 0 $(($1 - 1))); do
         requests=$(metric "${EDGES[$i]}" kinema_edge_requests_total)
