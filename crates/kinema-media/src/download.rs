@@ -149,17 +149,37 @@ pub fn concat_list(rendition: &MeasuredRendition) -> String {
     list
 }
 
-/// Where a list ffmpeg reads is kept while it runs: in the temporary
-/// directory, not the library's disk, so the ingest's peak use of that disk
-/// is no more than what it publishes (a full disk then always shows as the
-/// published file that did not fit). Named after the staging directory,
-/// which is unique to this ingest.
-fn list_path(staging_dir: &Path, what: &str) -> PathBuf {
-    let staging = staging_dir
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    std::env::temp_dir().join(format!("kinema-{staging}-download-{what}.concat"))
+/// A list ffmpeg reads, kept in an anonymous memory file (a memfd) for as
+/// long as this value lives: ffmpeg opens it by [`ListFile::path`], through
+/// `/proc` and this process's descriptor. Not on the library's disk, so the
+/// ingest's peak use of that disk is no more than what it publishes (a full
+/// disk then always shows as the published file that did not fit); not in
+/// the temporary directory either, so an ingest killed mid-remux leaves no
+/// list behind: the kernel frees it with the process.
+struct ListFile(std::fs::File);
+
+impl ListFile {
+    fn new(what: &str, content: &str) -> std::io::Result<Self> {
+        use std::io::Write;
+        let descriptor = rustix::fs::memfd_create(
+            format!("kinema-download-{what}.concat"),
+            rustix::fs::MemfdFlags::CLOEXEC,
+        )?;
+        let mut file = std::fs::File::from(descriptor);
+        file.write_all(content.as_bytes())?;
+        Ok(Self(file))
+    }
+
+    /// Where another process of the same user opens this list, while it
+    /// lives.
+    fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.0.as_raw_fd()
+        ))
+    }
 }
 
 /// The remux's arguments: the lists (video, then audio if any) as inputs
@@ -214,38 +234,23 @@ pub async fn write(
         return Ok(());
     };
     let started = std::time::Instant::now();
-    let mut lists = vec![(list_path(staging_dir, "video"), concat_list(choice.video))];
+    let mut lists = vec![("video", concat_list(choice.video))];
     if let Some(audio) = choice.audio {
-        lists.push((list_path(staging_dir, "audio"), concat_list(audio)));
+        lists.push(("audio", concat_list(audio)));
     }
-    let paths: Vec<PathBuf> = lists.iter().map(|(path, _)| path.clone()).collect();
-    let mut written = Vec::new();
-    let mut result = Ok(());
-    for (path, list) in &lists {
-        // create_new: never through a link or file someone left there.
-        let created = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .await;
-        let outcome = match created {
-            Ok(mut file) => {
-                written.push(path.clone());
-                tokio::io::AsyncWriteExt::write_all(&mut file, list.as_bytes()).await
-            }
-            Err(error) => Err(error),
-        };
-        if let Err(error) = outcome {
-            result = Err(MediaError::io(path, error));
-            break;
-        }
-    }
-    if result.is_ok() {
-        result = remux(config, staging_dir, &paths, &choice, cancel).await;
-    }
-    for path in &written {
-        let _ = tokio::fs::remove_file(path).await;
-    }
+    // Small and in memory: made on the reactor. Dropped (and freed) when
+    // this function returns, after ffmpeg has exited.
+    let lists = lists
+        .iter()
+        .map(|(what, list)| {
+            ListFile::new(what, list).map_err(|error| {
+                MediaError::io(format!("memfd:kinema-download-{what}.concat"), error)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let paths: Vec<PathBuf> = lists.iter().map(ListFile::path).collect();
+    let result = remux(config, staging_dir, &paths, &choice, cancel).await;
+    drop(lists);
     result?;
     tracing::info!(video = %choice.video.id, audio = ?choice.audio.map(|audio| &audio.id),
         seconds = started.elapsed().as_secs_f64(), "download.mp4 written");
@@ -474,6 +479,24 @@ download "-1" is neither a picture height from 1 to 7680 (720) nor off
             (DownloadSetting::NearestHeight(480), DownloadSetting::Off)
         );
         assert_eq!(serde_json::to_string(&from_number).unwrap(), r#""480""#);
+    }
+
+    #[test]
+    fn a_list_is_read_by_another_process_and_gone_with_its_value() {
+        let list = ListFile::new("video", "file:v540/init.mp4\nfile:v540/1.m4s\n").unwrap();
+        let path = list.path();
+        let read = std::process::Command::new("cat")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(read.status.success(), "{read:?}");
+        assert_eq!(read.stdout, b"file:v540/init.mp4\nfile:v540/1.m4s\n");
+        drop(list);
+        assert!(
+            std::fs::File::open(&path).is_err(),
+            "{} still opens",
+            path.display()
+        );
     }
 
     #[test]
