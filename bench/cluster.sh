@@ -380,10 +380,17 @@ capacity() { # capacity EDGES: the search's output in $WORK/capacity-EDGES.txt
         --trial-duration "$CAP_TRIAL" --ramp "$CAP_RAMP" --buffer-target 8s --progress false \
         > "$WORK/capacity-$1.txt"
     sed 's/^/  /' "$WORK/capacity-$1.txt"
-    # Why the origin sent each new session where it did.
-    curl -s --max-time 5 "http://$ORIGIN/metrics" |
-        awk '/^kinema_origin_steering_decisions_total/ { sub(/.*reason="/, ""); sub(/"}/, ""); printf "%s %s, ", $1, $2 }
-            END { print "" }' | sed 's/^/  steering decisions: /'
+    # Why the origin sent each new session where it did, and why each
+    # edge kept or moved the sessions whose steering it renewed.
+    decisions() { # decisions ADDRESS ROLE
+        curl -s --max-time 5 "http://$1/metrics" |
+            awk -v m="^kinema_$2_steering_decisions_total" '$1 ~ m { sub(/.*reason="/, ""); sub(/"}/, ""); printf "%s %s, ", $1, $2 }
+                END { print "" }'
+    }
+    echo "  steering decisions, origin: $(decisions "$ORIGIN" origin)"
+    for i in $(seq 0 $(($1 - 1))); do
+        echo "  steering decisions, edge $i: $(decisions "${EDGES[$i]}" edge)"
+    done
     local requests
     for i in $(seq 0 $(($1 - 1))); do
         requests=$(metric "${EDGES[$i]}" kinema_edge_requests_total)
