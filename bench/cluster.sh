@@ -361,6 +361,11 @@ phase_b() {
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+throttling() { # throttling EDGE: its cgroup's periods, throttled periods and seconds so far
+    awk '$1 == "nr_periods" { p = $2 } $1 == "nr_throttled" { n = $2 }
+        $1 == "throttled_time" { t = $2 / 1e9 } $1 == "throttled_usec" { t = $2 / 1e6 }
+        END { printf "%d %d %.3f\n", p, n, t }' "$CPU_CGROUP/edge-$1/cpu.stat" 2>/dev/null || echo "0 0 0"
+}
 capacity() { # capacity EDGES: the search's output in $WORK/capacity-EDGES.txt
     start_cluster "$1" 256MiB
     # Each edge's CPU idle (gossip, figures) over 10 s, then during
@@ -374,6 +379,11 @@ capacity() { # capacity EDGES: the search's output in $WORK/capacity-EDGES.txt
         awk -v t=$((now - ticks[i])) -v hz="$hz" -v s="$idle" -v i="$i" \
             'BEGIN { printf "  edge %d idle: %.1f ms of CPU per second\n", i, t * 1000 / hz / s }'
         ticks[$i]=$now
+    done
+    local throttle_before=() periods throttled seconds
+    for i in $(seq 0 $(($1 - 1))); do
+        read -r periods throttled seconds <<< "$(throttling "$i")"
+        throttle_before+=("$periods" "$throttled" "$seconds")
     done
     "$BIN" bench capacity "http://$ORIGIN/v/zipf-{video}/master.m3u8" --bitrate "$CAP_BITRATE" \
         --catalogue "$CAP_CATALOGUE" --zipf 0 --start "$CAP_START" --max "$CAP_MAX" \
@@ -395,8 +405,13 @@ capacity() { # capacity EDGES: the search's output in $WORK/capacity-EDGES.txt
     for i in $(seq 0 $(($1 - 1))); do
         requests=$(metric "${EDGES[$i]}" kinema_edge_requests_total)
         now=$(cpu_ticks "${EDGE_PIDS[$i]}")
-        awk -v r="$requests" -v t=$((now - ticks[i])) -v hz="$hz" -v i="$i" \
-            'BEGIN { printf "  edge %d requests: %d, CPU %.1f s, %.0f µs per request\n", i, r, t / hz, (r > 0 ? t / hz / r * 1e6 : 0) }'
+        awk -v r="$requests" -v t=$((now - ticks[i])) -v hz="$hz" -v i="$i" -v a="${EDGES[$i]}" \
+            'BEGIN { printf "  edge %d (%s) requests: %d, CPU %.1f s, %.0f µs per request\n", i, a, r, t / hz, (r > 0 ? t / hz / r * 1e6 : 0) }'
+        # How often the quota held the edge back during the search.
+        read -r periods throttled seconds <<< "$(throttling "$i")"
+        awk -v i="$i" -v p=$((periods - throttle_before[i * 3])) -v n=$((throttled - throttle_before[i * 3 + 1])) \
+            -v t="$seconds" -v t0="${throttle_before[i * 3 + 2]}" \
+            'BEGIN { printf "  edge %d throttled in %d of %d periods, %.1f s in all\n", i, n, p, t - t0 }'
     done
     stop_cluster
 }

@@ -9,7 +9,8 @@
 //! do not: their wait shows in startup time. The search doubles the
 //! count while trials pass (coarse), then bisects between the last pass and
 //! the first failure until the bracket is within the precision. The answer
-//! is the largest count that passed.
+//! is the largest count that passed. Trials are `settle` apart, so that a
+//! server working off one trial's viewers does not meet the next one's.
 
 use std::future::Future;
 
@@ -121,6 +122,12 @@ pub async fn search(
     ) {
         if stopped {
             break;
+        }
+        if !trials.is_empty() {
+            tokio::select! {
+                () = tokio::time::sleep(config.settle) => {}
+                () = &mut shutdown => break,
+            }
         }
         if config.progress {
             eprintln!("capacity: trial with {viewers} viewers");

@@ -27,6 +27,10 @@ fn two_minutes() -> Duration {
 fn thirty_seconds() -> Duration {
     Duration::from_secs(30)
 }
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+
 fn ten_seconds() -> Duration {
     Duration::from_secs(10)
 }
@@ -261,6 +265,10 @@ pub struct CapacityConfig {
     pub trial_duration: Duration,
     #[serde(default = "twenty_seconds", with = "humantime_serde")]
     pub ramp: Duration,
+    /// Pause before every trial but the first: a server still working off
+    /// a failed trial's viewers would otherwise fail the next one too.
+    #[serde(default = "five_seconds", with = "humantime_serde")]
+    pub settle: Duration,
     /// Stop bisecting when the bracket is narrower than this fraction.
     #[serde(default = "five_percent")]
     pub precision: f64,
@@ -381,5 +389,15 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("http://"));
         let bad = BenchConfig::new("not a url");
         assert!(bad.validate().unwrap_err().to_string().contains("url"));
+    }
+
+    #[test]
+    fn capacity_trials_settle_five_seconds_apart_unless_told() {
+        let url = r#""url": "http://127.0.0.1:1/v/a/master.m3u8", "bitrate": "3mbit""#;
+        let config: CapacityConfig = serde_json::from_str(&format!("{{{url}}}")).unwrap();
+        assert_eq!(config.settle, Duration::from_secs(5));
+        let config: CapacityConfig =
+            serde_json::from_str(&format!(r#"{{{url}, "settle": "0s"}}"#)).unwrap();
+        assert_eq!(config.settle, Duration::ZERO);
     }
 }

@@ -63,6 +63,8 @@ pub struct SegmentRecord {
     /// Body bytes fetched for it: the segment, the rung's init section
     /// when it came with it, and the audio segment (and init) beside it.
     pub bytes: u64,
+    /// The server (`host:port`) it came from.
+    pub pathway: String,
 }
 
 /// p50 / p90 / p99 / max of a set of values.
@@ -222,6 +224,9 @@ pub struct SteeringSummary {
     pub steered_viewers: u32,
     /// Per server (`host:port`), every viewer's requests, steered or not.
     pub pathways: BTreeMap<String, PathwayCounters>,
+    /// Per server, the download times of the segments it served: which
+    /// one was slow when the run's p99 was.
+    pub pathway_download_seconds: BTreeMap<String, Percentiles>,
     pub steering_requests: u64,
     pub steering_errors: u64,
     pub warnings: u64,
@@ -262,6 +267,7 @@ impl Summary {
         };
         let mut startup = millisecond_histogram();
         let mut download = millisecond_histogram();
+        let mut download_by_pathway: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
         // Ratios ×1000 so three digits survive the integer histogram.
         let mut ratio = millisecond_histogram();
         let mut rebuffering: Vec<f64> = Vec::with_capacity(viewers.len());
@@ -338,7 +344,12 @@ impl Summary {
             summary.segments += u64::from(viewer.segments);
             summary.segments_failed += u64::from(viewer.segments_failed);
             for record in &viewer.records {
-                let _ = download.record((record.download_seconds * 1000.0).round().max(1.0) as u64);
+                let milliseconds = (record.download_seconds * 1000.0).round().max(1.0) as u64;
+                let _ = download.record(milliseconds);
+                let _ = download_by_pathway
+                    .entry(&record.pathway)
+                    .or_insert_with(millisecond_histogram)
+                    .record(milliseconds);
                 let share = record.download_seconds / record.media_seconds.max(1e-3);
                 let _ = ratio.record((share * 1000.0).round().max(1.0) as u64);
             }
@@ -357,6 +368,15 @@ impl Summary {
         }
         summary.startup_seconds = histogram_percentiles(&startup, 1000.0);
         summary.download_seconds = histogram_percentiles(&download, 1000.0);
+        summary.steering.pathway_download_seconds = download_by_pathway
+            .into_iter()
+            .map(|(pathway, histogram)| {
+                (
+                    pathway.to_owned(),
+                    histogram_percentiles(&histogram, 1000.0),
+                )
+            })
+            .collect();
         summary.download_ratio = histogram_percentiles(&ratio, 1000.0);
         if wall_seconds > 0.0 {
             summary.mbit_per_second = summary.bytes as f64 * 8.0 / wall_seconds / 1e6;

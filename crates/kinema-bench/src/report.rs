@@ -164,9 +164,14 @@ fn steering_rows(out: &mut String, steering: &SteeringSummary) {
         );
     }
     for (pathway, counters) in &steering.pathways {
+        let downloads = steering
+            .pathway_download_seconds
+            .get(pathway)
+            .map(|times| format!(", segment download {}", seconds(times)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:>20}  {pathway}: {} requests, {}, {} errors",
+            "{:>20}  {pathway}: {} requests, {}, {} errors{downloads}",
             "pathway",
             counters.requests,
             bytesize::ByteSize(counters.bytes),

@@ -109,6 +109,9 @@ struct Viewer<'a> {
     /// Which rung's (and audio track's) init section was fetched last.
     init_loaded: Option<usize>,
     audio_init_loaded: Option<usize>,
+    /// The server (`host:port`) the last request went to: a segment's
+    /// record names where it came from.
+    last_pathway: String,
     bitrate_media_product: f64,
     media_fetched: f64,
     live_bitrate: u64,
@@ -206,6 +209,7 @@ pub async fn run_viewer(
         audio: Vec::new(),
         init_loaded: None,
         audio_init_loaded: None,
+        last_pathway: String::new(),
         bitrate_media_product: 0.0,
         media_fetched: 0.0,
         live_bitrate: 0,
@@ -428,6 +432,7 @@ impl Viewer<'_> {
                 media_seconds,
                 buffer_before,
                 bytes,
+                pathway: self.last_pathway.clone(),
             });
         }
     }

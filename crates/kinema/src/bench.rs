@@ -165,6 +165,11 @@ struct CapacityArgs {
     #[arg(long, env = "KINEMA_CAPACITY_RAMP")]
     #[serde(skip_serializing_if = "Option::is_none")]
     ramp: Option<String>,
+    /// Pause between trials, for the server to finish the last one's
+    /// viewers [default: 5s]
+    #[arg(long, env = "KINEMA_CAPACITY_SETTLE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settle: Option<String>,
     /// Stop when the bracket is narrower than this fraction [default: 0.05]
     #[arg(long, env = "KINEMA_CAPACITY_PRECISION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -313,6 +318,15 @@ fn run_capacity(args: CapacityArgs, config_file: &ConfigFile) -> Result<()> {
                 .map(|r| format!("  ({r})"))
                 .unwrap_or_default()
         );
+        // Behind steering, which server the slow downloads came from.
+        let by_server = &trial.summary.steering.pathway_download_seconds;
+        if by_server.len() > 1 {
+            let p99s: Vec<String> = by_server
+                .iter()
+                .map(|(server, times)| format!("{server} {:.3}s", times.p99))
+                .collect();
+            println!("{:>16}p99 download by server: {}", "", p99s.join(", "));
+        }
     }
     println!(
         "capacity: {} viewers{}",

@@ -34,7 +34,8 @@ impl Viewer<'_> {
         } else {
             key
         };
-        let counters = self.report.pathways.entry(key).or_default();
+        let counters = self.report.pathways.entry(key.clone()).or_default();
+        self.last_pathway = key;
         counters.requests += 1;
         match result {
             Ok(fetched) => counters.bytes += fetched.bytes,
