@@ -9,8 +9,9 @@
 //!    = capacity, loads = sessions; see `kinema-placement`) decides. The
 //!    nodes [`Placement::choose`] picks to serve the video (the first k with
 //!    room under the bounded load, k by the video's request rate) come
-//!    first; a new session goes to one of them by a hash of its session id,
-//!    so a hot video's viewers spread over its k nodes.
+//!    first; a new session goes to the one of them with the fewest sessions
+//!    for its capacity (among equals, by a hash of its session id), so a
+//!    hot video's viewers even out its k nodes' loads.
 //! 3. Nodes at their load bound, then overloaded nodes (load above the
 //!    configured threshold) follow, demoted rather than removed: a player
 //!    whose better pathways fail still has somewhere to go.
@@ -348,6 +349,22 @@ fn session_slot(session: SessionId, slots: usize) -> usize {
     (u64::from_be_bytes(first) % slots as u64) as usize
 }
 
+/// The node of `serve` with the fewest sessions for its weight; among
+/// equals the first from `start` on, so that sessions of equally loaded
+/// nodes spread by their slot.
+fn least_loaded<'n>(serve: &[&'n NodeView], start: usize) -> &'n NodeView {
+    let weight = |node: &NodeView| u128::from(node.capacity_bps.clamp(1, MAX_WEIGHT));
+    let mut best = serve[start % serve.len()];
+    for offset in 1..serve.len() {
+        let node = serve[(start + offset) % serve.len()];
+        // sessions / weight, compared without division.
+        if u128::from(node.sessions) * weight(best) < u128::from(best.sessions) * weight(node) {
+            best = node;
+        }
+    }
+    best
+}
+
 impl RankConfig {
     pub(crate) fn is_overloaded(&self, node: &NodeView) -> bool {
         // A load that is not a number counts as overloaded.
@@ -416,7 +433,7 @@ impl RankConfig {
             let mut ranked: Vec<&NodeView> = Vec::new();
             serving = serve.len().min(self.max_edges);
             if !serve.is_empty() {
-                let first = serve[session_slot(session, serve.len())];
+                let first = least_loaded(&serve, session_slot(session, serve.len()));
                 ranked.push(first);
                 ranked.extend(serve.iter().copied().filter(|n| n.node_id != first.node_id));
             }

@@ -201,6 +201,36 @@ fn a_hot_video_spreads_new_sessions_over_its_replicas() {
 }
 
 #[test]
+fn a_new_session_of_a_hot_video_goes_to_its_least_loaded_node() {
+    let video = VideoId::new(VIDEO).unwrap();
+    // Sessions for the same capacity: edge-2 has the fewest.
+    let snapshot = snapshot_with(|node| {
+        node.sessions = match node.node_id.as_str() {
+            "edge-1" => 12,
+            "edge-2" => 3,
+            "edge-3" => 9,
+            _ => node.sessions,
+        }
+    });
+    for session in 0..16 {
+        let ranking = RankConfig::default().rank(&video, &snapshot, 10.0, SessionId(session));
+        assert_eq!(ranking.pathways[0].node_id, "edge-2", "session {session}");
+    }
+    // Load is counted for capacity: edge-3 with twice the capacity of the
+    // others and 9 sessions carries less than edge-2's 6 for one.
+    let snapshot = snapshot_with(|node| {
+        (node.sessions, node.capacity_bps) = match node.node_id.as_str() {
+            "edge-1" => (12, 1_000_000_000),
+            "edge-2" => (6, 1_000_000_000),
+            "edge-3" => (9, 2_000_000_000),
+            _ => (node.sessions, node.capacity_bps),
+        }
+    });
+    let ranking = RankConfig::default().rank(&video, &snapshot, 10.0, SessionId(1));
+    assert_eq!(ranking.pathways[0].node_id, "edge-3");
+}
+
+#[test]
 fn rankings_are_bounded_by_the_configured_counts() {
     let config = RankConfig::new(Placement::default(), 0.9, 2, 0).unwrap();
     let ranking = config.rank(
