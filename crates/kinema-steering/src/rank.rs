@@ -287,14 +287,14 @@ pub(crate) fn pathway(node: &NodeView) -> Pathway {
     }
 }
 
+/// A node's weight for placement: its capacity, within placement's bounds.
+fn weight(node: &NodeView) -> u64 {
+    node.capacity_bps.clamp(1, MAX_WEIGHT)
+}
+
 fn placement_node(node: &NodeView) -> Option<Node> {
     let id = NodeId::new(node.node_id.as_str()).ok()?;
-    Node::new(
-        id,
-        node.capacity_bps.clamp(1, MAX_WEIGHT),
-        node.sessions.min(MAX_LOAD),
-    )
-    .ok()
+    Node::new(id, weight(node), node.sessions.min(MAX_LOAD)).ok()
 }
 
 /// The nodes of `nodes` in `video`'s placement order.
@@ -353,12 +353,13 @@ fn session_slot(session: SessionId, slots: usize) -> usize {
 /// equals the first from `start` on, so that sessions of equally loaded
 /// nodes spread by their slot.
 fn least_loaded<'n>(serve: &[&'n NodeView], start: usize) -> &'n NodeView {
-    let weight = |node: &NodeView| u128::from(node.capacity_bps.clamp(1, MAX_WEIGHT));
     let mut best = serve[start % serve.len()];
     for offset in 1..serve.len() {
         let node = serve[(start + offset) % serve.len()];
         // sessions / weight, compared without division.
-        if u128::from(node.sessions) * weight(best) < u128::from(best.sessions) * weight(node) {
+        if u128::from(node.sessions) * u128::from(weight(best))
+            < u128::from(best.sessions) * u128::from(weight(node))
+        {
             best = node;
         }
     }

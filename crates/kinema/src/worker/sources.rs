@@ -142,26 +142,20 @@ mod tests {
         copies.keep("j1", "source", version(4, "a"), &first).await;
         // The task that downloaded it is gone: its scratch is emptied.
         std::fs::remove_file(&first).unwrap();
-        assert!(
-            !copies
-                .link_to("j2", "source", &version(4, "a"), &target)
-                .await
-        );
-        assert!(
-            !copies
-                .link_to("j1", "other", &version(4, "a"), &target)
-                .await
-        );
-        assert!(
-            !copies
-                .link_to("j1", "source", &version(4, "b"), &target)
-                .await
-        );
-        assert!(
-            !copies
-                .link_to("j1", "source", &version(5, "a"), &target)
-                .await
-        );
+        // Another job, name, entity tag or size: never linked.
+        for (job, name, size, etag) in [
+            ("j2", "source", 4, "a"),
+            ("j1", "other", 4, "a"),
+            ("j1", "source", 4, "b"),
+            ("j1", "source", 5, "a"),
+        ] {
+            assert!(
+                !copies
+                    .link_to(job, name, &version(size, etag), &target)
+                    .await,
+                "{job} {name} {size} {etag}"
+            );
+        }
         assert!(!target.exists());
         assert!(
             copies
