@@ -30,6 +30,11 @@ pub enum PlacementError {
     PerNodeRate(f64),
     #[error("half-life {0:?} must be above zero and at most {MAX_HALF_LIFE:?}")]
     HalfLife(std::time::Duration),
+    #[error("a crowd rate's rising half-life {rise:?} must be at most its falling one {fall:?}")]
+    HalfLives {
+        rise: std::time::Duration,
+        fall: std::time::Duration,
+    },
     #[error("recent-assignment window {0:?} must be above zero and at most {MAX_RECENT_WINDOW:?}")]
     RecentWindow(std::time::Duration),
     #[error("recent-assignment capacity {0} must be from 1 to {MAX_RECENT_CAPACITY}")]

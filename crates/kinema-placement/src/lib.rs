@@ -36,7 +36,9 @@
 //! A video is served by k nodes: the first k nodes of its order that have
 //! room, with k = ⌈rate / per_node_rate⌉ clamped to 1 ..= the node count
 //! ([`rate::replicas`]). The rate is a video's recent request rate from a
-//! [`RateMeter`] (an exponentially decaying count with a half-life). A cold
+//! [`CrowdRate`] (the higher of two exponentially decaying counts, one
+//! with a short half-life so a crowd spreads within seconds, one with a
+//! long one so it does not shrink back at its first lull). A cold
 //! video stays on one node, so a cluster caches each cold video once; a hot
 //! one spreads over as many nodes as its rate needs, always the same ones
 //! for the same membership.
@@ -67,7 +69,7 @@ pub mod rendezvous;
 pub use bound::BalanceFactor;
 pub use cluster::{Cluster, Node, NodeId};
 pub use error::PlacementError;
-pub use rate::RateMeter;
+pub use rate::{CrowdRate, RateMeter};
 pub use recent::RecentAssignments;
 
 use kinema_core::VideoId;

@@ -57,6 +57,45 @@ impl RateMeter {
     }
 }
 
+/// A rate that rises with a crowd within seconds and falls back slowly: the
+/// higher of two [`RateMeter`]s, one with a short half-life (`rise`) and
+/// one with a long one (`fall`). A steady rate reads as itself on both. A
+/// crowd that starts at r events per second reads r × (1 − 2^(−t/H)) on a
+/// meter of half-life H after t seconds: 5 s into it, 29% of r with
+/// H = 10 s but 6% with H = 60 s, so on the long meter alone a crowd that
+/// arrives within seconds would all land on one node. Once the crowd stops
+/// the long meter holds the rate for minutes, so a video's nodes do not
+/// shrink back at its first lull.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrowdRate {
+    rise: RateMeter,
+    fall: RateMeter,
+}
+
+impl CrowdRate {
+    /// `rise` at most `fall`, both within [`RateMeter::new`]'s bounds.
+    pub fn new(rise: Duration, fall: Duration) -> Result<Self, PlacementError> {
+        if rise > fall {
+            return Err(PlacementError::HalfLives { rise, fall });
+        }
+        Ok(Self {
+            rise: RateMeter::new(rise)?,
+            fall: RateMeter::new(fall)?,
+        })
+    }
+
+    /// Counts one event at `now`.
+    pub fn observe(&mut self, now: Duration) {
+        self.rise.observe(now);
+        self.fall.observe(now);
+    }
+
+    /// The rate at `now`, in events per second.
+    pub fn rate(&self, now: Duration) -> f64 {
+        self.rise.rate(now).max(self.fall.rate(now))
+    }
+}
+
 /// How many nodes serve a video: k = ⌈rate / per_node_rate⌉, at least 1
 /// and at most the number of nodes. `per_node_rate` is the rate one node
 /// is meant to carry for one video before the next node joins in, in the
@@ -139,6 +178,38 @@ mod tests {
             2.0 * 0.069_314_718_055_994_53
         ));
         assert!(close(meter.rate(seconds(110.0)), 0.069_314_718_055_994_53));
+    }
+
+    #[test]
+    fn crowd_rate_half_lives_are_checked() {
+        assert_eq!(
+            CrowdRate::new(seconds(61.0), seconds(60.0)),
+            Err(PlacementError::HalfLives {
+                rise: seconds(61.0),
+                fall: seconds(60.0)
+            })
+        );
+        assert_eq!(
+            CrowdRate::new(Duration::ZERO, seconds(60.0)),
+            Err(PlacementError::HalfLife(Duration::ZERO))
+        );
+        assert!(CrowdRate::new(seconds(60.0), seconds(60.0)).is_ok());
+    }
+
+    // Ten events a second for 5 s (51 events, at 0, 0.1, …, 5.0 s), summed
+    // by hand in Python: at 5 s the 10 s meter reads 2.98810772752…/s and
+    // the 60 s meter 0.57248519393…; 60 s after the last event, 0.04668918…
+    // and 0.28624259696….
+    #[test]
+    fn a_crowd_reads_on_the_short_half_life_and_fades_on_the_long_one() {
+        let mut rate = CrowdRate::new(seconds(10.0), seconds(60.0)).unwrap();
+        for tick in 0..=50u64 {
+            rate.observe(Duration::from_millis(100 * tick));
+        }
+        let at_end = rate.rate(seconds(5.0));
+        assert!((at_end - 2.988_107_727_525_657).abs() < 1e-9, "rate {at_end}");
+        let later = rate.rate(seconds(65.0));
+        assert!((later - 0.286_242_596_965_223).abs() < 1e-9, "rate {later}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use kinema_cluster::{MembershipView, PeerNetworkQuality};
 use kinema_core::VideoId;
 use kinema_http::{Clock, ResponseBody};
 use kinema_netq::{ClientPrefix, NetworkQuality, PrefixFigures, Summary};
-use kinema_placement::{NodeId, RateMeter, RecentAssignments};
+use kinema_placement::{CrowdRate, NodeId, RecentAssignments};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -58,10 +58,12 @@ use crate::steer::{Decision, Protocol, Steering, SteeringQuery, SteeringRequest}
 
 /// Most videos whose request rate is kept at once.
 pub const MAX_TRACKED_VIDEOS: usize = 4096;
-/// Half-life of a video's request rate: a video nobody starts fades to
-/// half its rate each minute, so a crowd spreads it over more nodes within
-/// seconds and a cold video is back on one node within minutes.
-pub const RATE_HALF_LIFE: Duration = Duration::from_secs(60);
+/// Half-lives of a video's request rate ([`CrowdRate`]): a crowd reads on
+/// the short one, so it spreads over more nodes within seconds; a video
+/// nobody starts any more fades to half its rate each minute on the long
+/// one, so it is back on one node within minutes.
+pub const RATE_RISE_HALF_LIFE: Duration = Duration::from_secs(10);
+pub const RATE_FALL_HALF_LIFE: Duration = Duration::from_secs(60);
 /// `Retry-After` of a steering request no node can serve: a little under
 /// the shortest TTL, so a player asks again about when membership has news.
 pub const UNSERVED_RETRY_AFTER_SECONDS: u32 = 5;
@@ -479,7 +481,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Per-video rate meters, at most [`MAX_TRACKED_VIDEOS`].
 #[derive(Debug, Default)]
 struct RateMap {
-    meters: HashMap<VideoId, RateMeter>,
+    meters: HashMap<VideoId, CrowdRate>,
 }
 
 impl RateMap {
@@ -491,7 +493,10 @@ impl RateMap {
         let meter = self
             .meters
             .entry(video.clone())
-            .or_insert_with(|| RateMeter::new(RATE_HALF_LIFE).expect("a half-life in range"));
+            .or_insert_with(|| {
+                CrowdRate::new(RATE_RISE_HALF_LIFE, RATE_FALL_HALF_LIFE)
+                    .expect("half-lives in range and in order")
+            });
         meter.observe(now);
         meter.rate(now)
     }

@@ -350,8 +350,14 @@ fn a_crowd_starting_before_any_load_is_published_is_placed_within_the_bound() {
     assert_eq!(placed.values().sum::<u64>(), 30);
     assert_eq!(placed.len(), 3, "{placed:?}");
     // Once the window has passed without any node publishing them, the
-    // placed sessions no longer count: the next goes to the head again.
-    millis.store(RECENT_WINDOW.as_millis() as u64, Relaxed);
+    // placed sessions no longer count: the next goes to the head again. By
+    // then the crowd's rate has fallen back to one node's too: 30 starts
+    // at once read 30 × ln 2 / 10 s = 2.08/s (k = 3) on the short
+    // half-life, and 15 s later, with this start and the next counted,
+    // (30 × 2^-1.5 + 2) × ln 2 / 10 s = 0.87/s (k = 1).
+    let later = Duration::from_secs(15);
+    assert!(later >= RECENT_WINDOW);
+    millis.store(later.as_millis() as u64, Relaxed);
     assert_eq!(redirected_to(&service), order[0]);
     // … and counts at once: the one after it does not.
     let next = redirected_to(&service);

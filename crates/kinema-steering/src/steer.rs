@@ -153,7 +153,7 @@ impl Default for SteeringConfig {
 pub struct SteeringRequest<'a> {
     pub video: &'a VideoId,
     pub snapshot: &'a Snapshot,
-    /// The video's recent request rate per second (its `RateMeter`).
+    /// The video's recent request rate per second (its `CrowdRate`).
     pub rate: f64,
     pub query: &'a SteeringQuery,
     /// The id a new session gets (the caller draws it at random).

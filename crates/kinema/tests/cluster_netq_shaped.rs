@@ -22,8 +22,9 @@ use netns_cluster::{Cluster, EDGE_IDS, LIBRARY, kinema_on, run};
 
 /// The client's prefix on the bridge (10.77.0.0/24), as summaries name it.
 const CLIENT_PREFIX: &str = "10.77.0.0/24";
-/// Session starts sent to the origin: past 173 the video's rate (half-life
-/// 60 s) asks for all three edges.
+/// Session starts sent to the origin: well past the 29 after which the
+/// video's rate (29 × ln 2 / 10 s above 2 per second on the short
+/// half-life) asks for all three edges.
 const STARTS: usize = 260;
 /// The starts looked at: the last ones, when all three edges serve.
 const LATE: usize = 70;
