@@ -61,9 +61,9 @@ impl RateMeter {
 /// higher of two [`RateMeter`]s, one with a short half-life (`rise`) and
 /// one with a long one (`fall`). A steady rate reads as itself on both. A
 /// crowd that starts at r events per second reads r × (1 − 2^(−t/H)) on a
-/// meter of half-life H after t seconds: 5 s into it, 29% of r with
-/// H = 10 s but 6% with H = 60 s, so on the long meter alone a crowd that
-/// arrives within seconds would all land on one node. Once the crowd stops
+/// meter of half-life H after t seconds: 5 s into it, 16% of r with
+/// H = 20 s but 6% with H = 60 s, so on the long meter alone a crowd that
+/// arrives within seconds would mostly land on one node. Once the crowd stops
 /// the long meter holds the rate for minutes, so a video's nodes do not
 /// shrink back at its first lull.
 #[derive(Debug, Clone, PartialEq)]

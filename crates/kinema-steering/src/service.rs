@@ -61,8 +61,11 @@ pub const MAX_TRACKED_VIDEOS: usize = 4096;
 /// Half-lives of a video's request rate ([`CrowdRate`]): a crowd reads on
 /// the short one, so it spreads over more nodes within seconds; a video
 /// nobody starts any more fades to half its rate each minute on the long
-/// one, so it is back on one node within minutes.
-pub const RATE_RISE_HALF_LIFE: Duration = Duration::from_secs(10);
+/// one, so it is back on one node within minutes. 20 s rather than less:
+/// a crowd of hundreds spreads within its first seconds all the same, and
+/// a few dozen viewers starting together stay on one node, where one copy
+/// of the video serves them all.
+pub const RATE_RISE_HALF_LIFE: Duration = Duration::from_secs(20);
 pub const RATE_FALL_HALF_LIFE: Duration = Duration::from_secs(60);
 /// `Retry-After` of a steering request no node can serve: a little under
 /// the shortest TTL, so a player asks again about when membership has news.

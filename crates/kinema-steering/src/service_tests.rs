@@ -352,9 +352,9 @@ fn a_crowd_starting_before_any_load_is_published_is_placed_within_the_bound() {
     // Once the window has passed without any node publishing them, the
     // placed sessions no longer count: the next goes to the head again. By
     // then the crowd's rate has fallen back to one node's too: 30 starts
-    // at once read 30 × ln 2 / 10 s = 2.08/s (k = 3) on the short
+    // at once read 30 × ln 2 / 20 s = 1.04/s (k = 2) on the short
     // half-life, and 15 s later, with this start and the next counted,
-    // (30 × 2^-1.5 + 2) × ln 2 / 10 s = 0.87/s (k = 1).
+    // (30 × 2^-0.75 + 2) × ln 2 / 20 s = 0.69/s (k = 1).
     let later = Duration::from_secs(15);
     assert!(later >= RECENT_WINDOW);
     millis.store(later.as_millis() as u64, Relaxed);

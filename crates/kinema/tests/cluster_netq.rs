@@ -25,8 +25,8 @@ use cluster_nodes::{
 
 /// The viewer's prefix, as summaries name it.
 const VIEWER_PREFIX: &str = "127.0.0.0/24";
-/// Session starts sent to the origin: well past the 29 after which the
-/// video's rate (29 × ln 2 / 10 s above 2 per second on the short
+/// Session starts sent to the origin: well past the 58 after which the
+/// video's rate (58 × ln 2 / 20 s above 2 per second on the short
 /// half-life) asks for all three edges (k = ⌈rate / 1⌉ = 3).
 const STARTS: usize = 260;
 /// The starts looked at: the last ones, when all three edges serve.

@@ -22,8 +22,8 @@ use netns_cluster::{Cluster, EDGE_IDS, LIBRARY, kinema_on, run};
 
 /// The client's prefix on the bridge (10.77.0.0/24), as summaries name it.
 const CLIENT_PREFIX: &str = "10.77.0.0/24";
-/// Session starts sent to the origin: well past the 29 after which the
-/// video's rate (29 × ln 2 / 10 s above 2 per second on the short
+/// Session starts sent to the origin: well past the 58 after which the
+/// video's rate (58 × ln 2 / 20 s above 2 per second on the short
 /// half-life) asks for all three edges.
 const STARTS: usize = 260;
 /// The starts looked at: the last ones, when all three edges serve.
