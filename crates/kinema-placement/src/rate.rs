@@ -207,7 +207,10 @@ mod tests {
             rate.observe(Duration::from_millis(100 * tick));
         }
         let at_end = rate.rate(seconds(5.0));
-        assert!((at_end - 2.988_107_727_525_657).abs() < 1e-9, "rate {at_end}");
+        assert!(
+            (at_end - 2.988_107_727_525_657).abs() < 1e-9,
+            "rate {at_end}"
+        );
         let later = rate.rate(seconds(65.0));
         assert!((later - 0.286_242_596_965_223).abs() < 1e-9, "rate {later}");
     }

@@ -493,13 +493,10 @@ impl RateMap {
         if !self.meters.contains_key(video) && self.meters.len() >= MAX_TRACKED_VIDEOS {
             self.evict(now);
         }
-        let meter = self
-            .meters
-            .entry(video.clone())
-            .or_insert_with(|| {
-                CrowdRate::new(RATE_RISE_HALF_LIFE, RATE_FALL_HALF_LIFE)
-                    .expect("half-lives in range and in order")
-            });
+        let meter = self.meters.entry(video.clone()).or_insert_with(|| {
+            CrowdRate::new(RATE_RISE_HALF_LIFE, RATE_FALL_HALF_LIFE)
+                .expect("half-lives in range and in order")
+        });
         meter.observe(now);
         meter.rate(now)
     }
