@@ -389,15 +389,13 @@ capacity() { # capacity EDGES: the search's output in $WORK/capacity-EDGES.txt
         --catalogue "$CAP_CATALOGUE" --zipf 0 --ramp "$CAP_RAMP" --duration "$CAP_TRIAL" \
         --bitrate "$CAP_BITRATE" --progress false > /dev/null
     sleep 5
-    local throttle_before=() periods throttled seconds
-    for i in $(seq 0 $(($1 - 1))); do
-        read -r periods throttled seconds <<< "$(throttling "$i")"
-        throttle_before+=("$periods" "$throttled" "$seconds")
-    done
-    local requests_before=()
+    # Each edge's CPU, requests and throttling from the search's start.
+    local throttle_before=() requests_before=() periods throttled seconds
     for i in $(seq 0 $(($1 - 1))); do
         ticks[$i]=$(cpu_ticks "${EDGE_PIDS[$i]}")
         requests_before[$i]=$(metric "${EDGES[$i]}" kinema_edge_requests_total)
+        read -r periods throttled seconds <<< "$(throttling "$i")"
+        throttle_before+=("$periods" "$throttled" "$seconds")
     done
     "$BIN" bench capacity "http://$ORIGIN/v/zipf-{video}/master.m3u8" --bitrate "$CAP_BITRATE" \
         --catalogue "$CAP_CATALOGUE" --zipf 0 --start "$CAP_START" --max "$CAP_MAX" \

@@ -30,7 +30,6 @@ fn thirty_seconds() -> Duration {
 fn five_seconds() -> Duration {
     Duration::from_secs(5)
 }
-
 fn ten_seconds() -> Duration {
     Duration::from_secs(10)
 }
