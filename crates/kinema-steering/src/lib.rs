@@ -96,6 +96,7 @@ pub mod rank;
 pub mod service;
 pub mod session;
 pub mod steer;
+mod sustained;
 
 pub use log::{DecisionRecord, Miss, SteeringCounters};
 pub use network::{Measured, NetworkChoice};
@@ -103,6 +104,7 @@ pub use pathway::{BaseUrl, PathPrefix, Pathway, PathwayId};
 pub use rank::{NodeStatus, NodeView, RankConfig, Ranking, Reason, Snapshot};
 pub use service::{ManifestKind, NetworkSource, SteeringService};
 pub use session::{SessionId, SessionState};
+pub use sustained::SUSTAINED_LOAD_HALF_LIFE;
 pub use steer::{
     Decision, Protocol, Steering, SteeringConfig, SteeringManifest, SteeringQuery, SteeringRequest,
 };

@@ -134,6 +134,7 @@ mod tests {
             base_url: BaseUrl::new(&format!("http://{id}.test:8080")).unwrap(),
             status: NodeStatus::Ok,
             load,
+            sustained_load: load,
             sessions: 0,
             capacity_bps: 1_000_000_000,
             egress_bps: 0,

@@ -14,7 +14,9 @@
 //!    hot video's viewers even out its k nodes' loads.
 //! 3. Nodes at their load bound, then overloaded nodes (load above the
 //!    configured threshold) follow, demoted rather than removed: a player
-//!    whose better pathways fail still has somewhere to go.
+//!    whose better pathways fail still has somewhere to go. A session
+//!    already on a node leaves it for load only once the node's sustained
+//!    load is above the threshold too (see `steer`).
 //! 4. Origins come last, as a last resort, or alone when no edge can serve.
 //!
 //! The reason for the first choice compares it with the video's *ideal
@@ -56,8 +58,14 @@ pub struct NodeView {
     pub role: Role,
     pub base_url: BaseUrl,
     pub status: NodeStatus,
-    /// How busy its serving threads are, 0 to 1.
+    /// How busy its serving threads are, 0 to 1, as last published (the
+    /// last second's).
     pub load: f64,
+    /// Its load held over seconds: what moves a session off it (see
+    /// [`RankConfig::holds_overload`]). The steering service smooths the
+    /// published loads into it; a node built from a member alone holds its
+    /// published load.
+    pub sustained_load: f64,
     /// Viewing sessions open now: its load for placement.
     pub sessions: u64,
     /// Egress it sustains, bits per second: its weight for placement.
@@ -82,6 +90,7 @@ impl NodeView {
             base_url: BaseUrl::new(&info.public_url).ok()?,
             status,
             load: info.figures.load,
+            sustained_load: info.figures.load,
             sessions: info.figures.sessions,
             capacity_bps: info.capacity_bps,
             egress_bps: info.figures.egress_bps,
@@ -142,6 +151,12 @@ impl Snapshot {
         &self.nodes
     }
 
+    /// The nodes, to set what the snapshot's builder derives (their
+    /// sustained loads); ids, and so pathways, stay as they are.
+    pub(crate) fn nodes_mut(&mut self) -> impl Iterator<Item = &mut NodeView> {
+        self.nodes.iter_mut()
+    }
+
     /// This snapshot with `added(node id)` more sessions on each node: the
     /// sessions a decider placed lately that the figures members publish
     /// do not show yet ([`kinema_placement::RecentAssignments`]).
@@ -166,7 +181,8 @@ impl Snapshot {
 pub struct RankConfig {
     pub placement: Placement,
     /// A node whose load is above this (0 to 1) is overloaded: demoted
-    /// behind every other edge, and sessions on it move elsewhere.
+    /// behind every other edge for new sessions; sessions on it move
+    /// elsewhere once its sustained load is above it too.
     pub overload: f64,
     /// Most edges in a ranking (and so in a rewritten playlist).
     pub max_edges: usize,
@@ -370,6 +386,14 @@ impl RankConfig {
     pub(crate) fn is_overloaded(&self, node: &NodeView) -> bool {
         // A load that is not a number counts as overloaded.
         node.load.is_nan() || node.load > self.overload
+    }
+
+    /// Whether `node` has been overloaded for seconds, not for a moment:
+    /// its sustained load is above the threshold. Only then does a session
+    /// it serves move off it (a spike, such as a crowd's start, demotes it
+    /// for new sessions alone).
+    pub(crate) fn holds_overload(&self, node: &NodeView) -> bool {
+        node.sustained_load.is_nan() || node.sustained_load > self.overload
     }
 
     /// The ranking of `video` for a new session `session`, the video's

@@ -18,6 +18,7 @@ pub(crate) fn node(id: &str, role: Role, status: NodeStatus, load: f64, sessions
         base_url: BaseUrl::new(&format!("http://10.0.0.{number}:8080")).unwrap(),
         status,
         load,
+        sustained_load: load,
         sessions,
         capacity_bps: 1_000_000_000,
         egress_bps: 0,

@@ -16,7 +16,8 @@
 //! per request. Membership signals changes of who is live and usable, not
 //! of the figures members republish every second, so the snapshot is also
 //! rebuilt when it is older than [`SNAPSHOT_REFRESH`]: loads and sessions
-//! reach ranking within that. Sessions a node counts reach here a second
+//! reach ranking within that, and each rebuild brings the nodes' sustained
+//! loads up to date (`sustained`: what moves a session off a node). Sessions a node counts reach here a second
 //! or two after it took them, so a new session is placed against loads
 //! with the sessions this service placed within the last [`RECENT_WINDOW`]
 //! added to their nodes' published ones (kinema-placement's
@@ -55,6 +56,7 @@ use crate::pathway::{PathPrefix, PathwayId};
 use crate::rank::Snapshot;
 use crate::session::SessionId;
 use crate::steer::{Decision, Protocol, Steering, SteeringQuery, SteeringRequest};
+use crate::sustained::SustainedLoads;
 
 /// Most videos whose request rate is kept at once.
 pub const MAX_TRACKED_VIDEOS: usize = 4096;
@@ -124,6 +126,8 @@ struct Membership {
     current: Arc<Current>,
     /// When `current` was built, by the service's clock.
     built_at: SystemTime,
+    /// Each node's load smoothed over the snapshots built so far.
+    sustained: SustainedLoads,
 }
 
 /// One membership view as steering uses it.
@@ -135,9 +139,16 @@ struct Current {
 }
 
 impl Current {
-    fn of(view: &MembershipView) -> Self {
+    /// `view` as steering uses it at `now`, its nodes' sustained loads
+    /// brought up to date in `sustained`.
+    fn of(view: &MembershipView, sustained: &mut SustainedLoads, now: SystemTime) -> Self {
+        let mut snapshot = Snapshot::from_view(view);
+        sustained.apply(
+            &mut snapshot,
+            now.duration_since(UNIX_EPOCH).unwrap_or_default(),
+        );
         Self {
-            snapshot: Arc::new(Snapshot::from_view(view)),
+            snapshot: Arc::new(snapshot),
             self_node: view
                 .live
                 .iter()
@@ -162,8 +173,9 @@ impl SteeringService {
     /// A service deciding with `steering` over the membership `view`
     /// ([`kinema_cluster::Cluster::subscribe`]), at the time `clock` reads.
     pub fn new(steering: Steering, view: watch::Receiver<MembershipView>, clock: Clock) -> Self {
-        let current = Arc::new(Current::of(&view.borrow()));
         let built_at = clock.now();
+        let mut sustained = SustainedLoads::default();
+        let current = Arc::new(Current::of(&view.borrow(), &mut sustained, built_at));
         Self {
             steering,
             clock,
@@ -171,6 +183,7 @@ impl SteeringService {
                 view,
                 current,
                 built_at,
+                sustained,
             }),
             rates: Mutex::new(RateMap::default()),
             recent: Mutex::new(
@@ -248,7 +261,12 @@ impl SteeringService {
             .duration_since(membership.built_at)
             .map_or(true, |age| age >= SNAPSHOT_REFRESH);
         if signalled || stale {
-            let current = Current::of(&membership.view.borrow_and_update());
+            let membership = &mut *membership;
+            let current = Current::of(
+                &membership.view.borrow_and_update(),
+                &mut membership.sustained,
+                now,
+            );
             membership.current = Arc::new(current);
             membership.built_at = now;
             self.served.snapshot_rebuilds.fetch_add(1, Relaxed);

@@ -431,3 +431,51 @@ fn a_reload_is_ranked_alike_here_and_on_a_node_that_placed_nothing() {
     assert_eq!(priority(&other), expected);
     assert_eq!(priority(&here), expected);
 }
+
+#[test]
+fn a_session_leaves_its_edge_once_the_edge_has_been_overloaded_for_seconds() {
+    let millis = Arc::new(AtomicU64::new(0));
+    let clock = Clock::from_fn({
+        let millis = millis.clone();
+        move || SystemTime::UNIX_EPOCH + NOW + Duration::from_millis(millis.load(Relaxed))
+    });
+    let (sender, service) = service_at(origin_and_three_edges(), clock);
+    let first = body(&service.steer(&clip(), ""));
+    let on = first["PATHWAY-PRIORITY"][0].as_str().unwrap().to_owned();
+    let reload = first["RELOAD-URI"].as_str().unwrap();
+    let query = reload.split_once('?').unwrap().1.to_owned();
+    // From now on the session's edge publishes a full load each second,
+    // without a membership signal.
+    sender.send_if_modified(|view| {
+        for member in &mut view.live {
+            if PathwayId::of_node(&member.node_id).as_str() == on
+                && let Ok(info) = &mut member.state
+            {
+                info.figures.load = 1.0;
+            }
+        }
+        false
+    });
+    let renewed_on = || -> String {
+        body(&service.steer(&clip(), &query))["PATHWAY-PRIORITY"][0]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // A reload each second. By hand: the sustained load after s seconds at
+    // 1 from 0 is 1 - 2^(-s/3): 0.875 after 9 s, 0.9008 after 10, the
+    // first above the threshold of 0.9.
+    for second in 1..=9 {
+        millis.store(second * 1000, Relaxed);
+        assert_eq!(renewed_on(), on, "after {second} s");
+    }
+    millis.store(10_000, Relaxed);
+    assert_ne!(renewed_on(), on);
+    // A new session avoided the edge from the first second on.
+    assert_ne!(
+        body(&service.steer(&clip(), ""))["PATHWAY-PRIORITY"][0]
+            .as_str()
+            .unwrap(),
+        on
+    );
+}

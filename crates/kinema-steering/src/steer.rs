@@ -9,8 +9,9 @@
 //! answers those for a known video.
 //!
 //! Stickiness: a session stays on the pathway its state names while that
-//! node is a live edge in good health and not overloaded (its cache holds
-//! what the viewer watches); otherwise it moves, and the decision says why.
+//! node is a live edge in good health and not overloaded for seconds (its
+//! sustained load, see `sustained`; its cache holds what the viewer
+//! watches); otherwise it moves, and the decision says why.
 
 use std::time::{Duration, SystemTime};
 
@@ -309,7 +310,7 @@ impl Steering {
         let keeps = current_node.is_some_and(|node| {
             node.status == NodeStatus::Ok
                 && match node.role {
-                    Role::Edge => !rank.is_overloaded(node),
+                    Role::Edge => !rank.holds_overload(node),
                     Role::Origin => reason == Reason::OriginOnly,
                 }
         });

@@ -146,6 +146,7 @@ fn a_session_on_an_overloaded_node_moves_with_a_content_miss() {
     let snapshot = snapshot_with(|n| {
         if n.node_id == busy {
             n.load = 0.97;
+            n.sustained_load = 0.95;
         }
     });
     let query = format!("session={}", state_on(&busy, NOW - 30));
@@ -158,6 +159,26 @@ fn a_session_on_an_overloaded_node_moves_with_a_content_miss() {
         (decision.reason, decision.miss),
         (Reason::Load, Miss::Content)
     );
+}
+
+#[test]
+fn a_spike_demotes_a_node_for_new_sessions_and_keeps_the_ones_it_serves() {
+    let order = placement_order(VIDEO);
+    let head = order[0].clone();
+    // Overloaded this second, not for seconds.
+    let snapshot = snapshot_with(|n| {
+        if n.node_id == head {
+            n.load = 1.0;
+            n.sustained_load = 0.6;
+        }
+    });
+    let query = format!("session={}", state_on(&head, NOW - 30));
+    let renewed = decide(&snapshot, &query, NOW);
+    assert_eq!(renewed.pathways[0].node_id, head);
+    assert_eq!((renewed.reason, renewed.miss), (Reason::Sticky, Miss::None));
+    let new = decide(&snapshot, "", NOW);
+    assert_eq!(new.pathways[0].node_id, order[1]);
+    assert_eq!(new.reason, Reason::Load);
 }
 
 #[test]
