@@ -58,8 +58,8 @@ pub struct NodeView {
     pub role: Role,
     pub base_url: BaseUrl,
     pub status: NodeStatus,
-    /// How busy its serving threads are, 0 to 1, as last published (the
-    /// last second's).
+    /// How busy its serving threads are, 0 to 1, as last published (a
+    /// half-second reading, published every second).
     pub load: f64,
     /// Its load held over seconds: what moves a session off it (see
     /// [`RankConfig::holds_overload`]). The steering service smooths the

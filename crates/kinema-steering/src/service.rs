@@ -17,9 +17,10 @@
 //! of the figures members republish every second, so the snapshot is also
 //! rebuilt when it is older than [`SNAPSHOT_REFRESH`]: loads and sessions
 //! reach ranking within that, and each rebuild brings the nodes' sustained
-//! loads up to date (`sustained`: what moves a session off a node). Sessions a node counts reach here a second
-//! or two after it took them, so a new session is placed against loads
-//! with the sessions this service placed within the last [`RECENT_WINDOW`]
+//! loads up to date (`sustained`: what moves a session off a node).
+//! Sessions a node counts reach here a second or two after it took them,
+//! so a new session is placed against loads with the sessions this service
+//! placed within the last [`RECENT_WINDOW`]
 //! added to their nodes' published ones (kinema-placement's
 //! `RecentAssignments`): a crowd is placed within the bound rather than all
 //! on each video's head. A reload is ranked over the published loads

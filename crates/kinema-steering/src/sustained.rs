@@ -1,17 +1,17 @@
 //! Each node's sustained load: the load it publishes every second, smoothed
 //! over a few seconds by the node that steers.
 //!
-//! A published load is the last second's: a crowd's start, when every new
-//! viewer fills its buffer at once, reads close to 1 on a node that carries
-//! the crowd once it plays. Such a spike demotes the node for new sessions
-//! (ranking reads the load as published), but moving the sessions it
-//! already serves would send each of them through a new connection to
-//! another node, all those renewing in the same seconds to the same least
-//! loaded one, which then reads overloaded in turn. So a session leaves its
-//! node for load only when the node's sustained load is above the
-//! threshold: a load held there for about [`SUSTAINED_LOAD_HALF_LIFE`] × 3.3
-//! (from idle to 0.9 of a full load), and within one TTL of that the
-//! sessions renewing move.
+//! A published load is one reading over half a second, published every
+//! second: a crowd's start, when every new viewer fills its buffer at once,
+//! reads close to 1 on a node that carries the crowd easily once it plays.
+//! Such a spike demotes the node for new sessions (ranking reads the load
+//! as published), but moving the sessions it already serves would send
+//! each of them through a new connection to another node, all those
+//! renewing in the same seconds to the same least loaded one, which then
+//! reads overloaded in turn. So a session leaves its node for load only
+//! when the node's sustained load is above the threshold: a load held
+//! there for about [`SUSTAINED_LOAD_HALF_LIFE`] × 3.3 (from idle to 0.9 of
+//! a full load), and within one TTL of that the sessions renewing move.
 
 use std::collections::HashMap;
 use std::time::Duration;
