@@ -104,10 +104,10 @@ pub use pathway::{BaseUrl, PathPrefix, Pathway, PathwayId};
 pub use rank::{NodeStatus, NodeView, RankConfig, Ranking, Reason, Snapshot};
 pub use service::{ManifestKind, NetworkSource, SteeringService};
 pub use session::{SessionId, SessionState};
-pub use sustained::SUSTAINED_LOAD_HALF_LIFE;
 pub use steer::{
     Decision, Protocol, Steering, SteeringConfig, SteeringManifest, SteeringQuery, SteeringRequest,
 };
+pub use sustained::SUSTAINED_LOAD_HALF_LIFE;
 
 /// What a caller can get wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
