@@ -46,6 +46,16 @@ fn with_edge(view: &MembershipView, id: &str, url: &str) -> MembershipView {
 
 const NOW: Duration = Duration::from_secs(1_800_000_000);
 
+/// A clock reading `NOW` plus the milliseconds stored in the counter.
+fn stepped_clock() -> (Arc<AtomicU64>, Clock) {
+    let millis = Arc::new(AtomicU64::new(0));
+    let clock = Clock::from_fn({
+        let millis = millis.clone();
+        move || SystemTime::UNIX_EPOCH + NOW + Duration::from_millis(millis.load(Relaxed))
+    });
+    (millis, clock)
+}
+
 fn service(view: MembershipView) -> (watch::Sender<MembershipView>, SteeringService) {
     service_at(view, Clock::from_fn(|| SystemTime::UNIX_EPOCH + NOW))
 }
@@ -106,11 +116,7 @@ fn the_snapshot_is_rebuilt_when_the_view_changes_and_only_then() {
 
 #[test]
 fn figures_membership_does_not_signal_are_seen_once_the_snapshot_is_stale() {
-    let millis = Arc::new(AtomicU64::new(0));
-    let clock = Clock::from_fn({
-        let millis = millis.clone();
-        move || SystemTime::UNIX_EPOCH + NOW + Duration::from_millis(millis.load(Relaxed))
-    });
+    let (millis, clock) = stepped_clock();
     let (sender, service) = service_at(
         with_edge(&origin_alone(), "edge-a", "http://127.0.0.2:8080"),
         clock,
@@ -333,11 +339,7 @@ fn redirected_to(service: &SteeringService) -> String {
 
 #[test]
 fn a_crowd_starting_before_any_load_is_published_is_placed_within_the_bound() {
-    let millis = Arc::new(AtomicU64::new(0));
-    let clock = Clock::from_fn({
-        let millis = millis.clone();
-        move || SystemTime::UNIX_EPOCH + NOW + Duration::from_millis(millis.load(Relaxed))
-    });
+    let (millis, clock) = stepped_clock();
     let (_sender, service) = service_at(origin_and_three_edges(), clock);
     let order = crate::rank::tests::placement_order("clip");
     let mut placed: HashMap<String, u64> = HashMap::new();
@@ -434,11 +436,7 @@ fn a_reload_is_ranked_alike_here_and_on_a_node_that_placed_nothing() {
 
 #[test]
 fn a_session_leaves_its_edge_once_the_edge_has_been_overloaded_for_seconds() {
-    let millis = Arc::new(AtomicU64::new(0));
-    let clock = Clock::from_fn({
-        let millis = millis.clone();
-        move || SystemTime::UNIX_EPOCH + NOW + Duration::from_millis(millis.load(Relaxed))
-    });
+    let (millis, clock) = stepped_clock();
     let (sender, service) = service_at(origin_and_three_edges(), clock);
     let first = body(&service.steer(&clip(), ""));
     let on = first["PATHWAY-PRIORITY"][0].as_str().unwrap().to_owned();
