@@ -22,7 +22,11 @@
 #       idle and per request is printed with its requests. Skipped with a
 #       message where neither cgroup version offers the cpu controller. The origin is not
 #       confined; viewers it takes when every edge is overloaded would count
-#       for both runs alike.
+#       for both runs alike. The edges share the machine's cores and kernel
+#       with each other, the origin and the viewers: on few cores three
+#       edges serving at once each carry less than one alone, even with
+#       viewers of their own, which bounds the ratio below 3 whatever
+#       placement does (bench/RESULTS.md).
 #   (d) failover: FAIL_VIEWERS viewers play through steering; the edge that
 #       has sent them the most is SIGKILLed after FAIL_KILL_AFTER; the
 #       failover stall per affected viewer (from the failed request to the
