@@ -44,18 +44,14 @@ impl SustainedLoads {
             } else {
                 node.load.clamp(0.0, 1.0)
             };
-            let sustained = match self.by_node.get(&node.node_id) {
+            let (sustained, then) = match self.by_node.get(&node.node_id) {
                 Some(&(before, then)) => {
                     let elapsed = now.saturating_sub(then).as_secs_f64();
                     let weight =
                         1.0 - 0.5f64.powf(elapsed / SUSTAINED_LOAD_HALF_LIFE.as_secs_f64());
-                    before + weight * (load - before)
+                    (before + weight * (load - before), then.max(now))
                 }
-                None => load,
-            };
-            let then = match self.by_node.get(&node.node_id) {
-                Some(&(_, then)) if now < then => then,
-                _ => now,
+                None => (load, now),
             };
             node.sustained_load = sustained;
             by_node.insert(node.node_id.clone(), (sustained, then));
