@@ -383,9 +383,14 @@ fn least_loaded<'n>(serve: &[&'n NodeView], start: usize) -> &'n NodeView {
 }
 
 impl RankConfig {
+    /// Whether `load` is above the threshold; a load that is not a number
+    /// counts as above.
+    fn above_threshold(&self, load: f64) -> bool {
+        load.is_nan() || load > self.overload
+    }
+
     pub(crate) fn is_overloaded(&self, node: &NodeView) -> bool {
-        // A load that is not a number counts as overloaded.
-        node.load.is_nan() || node.load > self.overload
+        self.above_threshold(node.load)
     }
 
     /// Whether `node` has been overloaded for seconds, not for a moment:
@@ -393,7 +398,7 @@ impl RankConfig {
     /// it serves move off it (a spike, such as a crowd's start, demotes it
     /// for new sessions alone).
     pub(crate) fn holds_overload(&self, node: &NodeView) -> bool {
-        node.sustained_load.is_nan() || node.sustained_load > self.overload
+        self.above_threshold(node.sustained_load)
     }
 
     /// The ranking of `video` for a new session `session`, the video's
